@@ -1,0 +1,137 @@
+// The table of every configuration key: name, type, default, range and meaning.
+// Adding a key = one line here + one field in Config (config.h); docs/CONFIG.md is
+// regenerated with `build/ingrain config --doc > docs/CONFIG.md` (a test keeps it in sync).
+#include <stddef.h>
+#include <string.h>
+
+#include "io/config.h"
+
+// ----------------------------------------------------------------------------
+// enum spellings, in the order of the C enums in config.h
+
+static const char* const resume_modes[] = {"never", "auto", NULL};
+static const char* const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char* const devices[] = {"cpu", "cuda", NULL};
+static const char* const dtypes[] = {"f32", "bf16", NULL};
+static const char* const envs[] = {"wikisearch", "textcraft", "retail", "external", NULL};
+static const char* const granularities[] = {"principle", "instance", NULL};
+static const char* const injections[] = {"stepwise", "global", NULL};
+static const char* const extractors[] = {"contrastive", "llm", NULL};
+static const char* const selectors[] = {"bm25", "llm", NULL};
+static const char* const judges[] = {"env", "llm", NULL};
+static const char* const regimes[] = {"off_policy", "on_policy", NULL};
+static const char* const losses[] = {"forward_kl", "sft", "reverse_kl", "jsd", NULL};
+static const char* const teachers[] = {"recorded", "recompute", NULL};
+
+// ----------------------------------------------------------------------------
+// the table
+
+#define OFF(field) offsetof(Config, field)
+#define SZ(field) sizeof(((Config*)0)->field)
+#define BIG 1e18
+#define INT_(k, f, d, lo, hi, doc) {k, CFG_INT, OFF(f), 0, d, lo, hi, NULL, doc}
+#define I64_(k, f, d, lo, hi, doc) {k, CFG_INT64, OFF(f), 0, d, lo, hi, NULL, doc}
+#define FLT_(k, f, d, lo, hi, doc) {k, CFG_FLOAT, OFF(f), 0, d, lo, hi, NULL, doc}
+#define BOOL_(k, f, d, doc) {k, CFG_BOOL, OFF(f), 0, d, 0, 1, NULL, doc}
+#define STR_(k, f, d, doc) {k, CFG_STRING, OFF(f), SZ(f), d, 0, 0, NULL, doc}
+#define ENUM_(k, f, d, ch, doc) {k, CFG_ENUM, OFF(f), 0, d, 0, 0, ch, doc}
+
+const ConfigKey config_keys[] = {
+    // run
+    STR_("run.name", run.name, "ingrain", "Name of the run, printed in logs and stored in checkpoints and metrics."),
+    STR_("run.dir", run.dir, "runs/ingrain", "Run directory: effective config, metrics JSONL, checkpoints (created if missing)."),
+    I64_("run.seed", run.seed, "1234", 0, 9007199254740991.0, "Seed of every random stream (sampling, tasks, data order); same config + seed = same numbers."),
+    INT_("run.iterations", run.iterations, "3", 1, 100000, "Number of iterations K of rollout -> aggregate -> internalize -> sync -> evaluate."),
+    ENUM_("run.resume", run.resume, "never", resume_modes, "'auto': continue from the newest complete checkpoint in run.dir if there is one (also `ingrain run --resume`)."),
+    ENUM_("run.log_level", run.log_level, "info", log_levels, "Least severe log level printed."),
+    // ranks
+    BOOL_("ranks.colocate", ranks.colocate, "false", "Every rank plays every role (rollout, aggregator, trainer); the right choice on a small node."),
+    INT_("ranks.trainer", ranks.trainer, "1", 1, 1e6, "Data-parallel trainer ranks (world ranks 0..trainer-1, packed per node). Ignored when colocated."),
+    INT_("ranks.aggregator", ranks.aggregator, "1", 1, 1e6, "Experience aggregator ranks (after the trainers). Ignored when colocated."),
+    INT_("ranks.rollout", ranks.rollout, "0", 0, 1e6, "Rollout worker ranks (the last ranks); 0 = every rank not in another group. Ignored when colocated."),
+    // model
+    STR_("model.name", model.name, "tiny", "Built-in model config (byte tokenizer) used when model.path is empty: tiny, small."),
+    STR_("model.path", model.path, "", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json); overrides model.name."),
+    ENUM_("model.device", model.device, "cpu", devices, "Compute backend."),
+    ENUM_("model.dtype", model.dtype, "f32", dtypes, "Storage type of weights and activations (master weights and optimizer state stay f32)."),
+    INT_("model.threads", model.threads, "0", 0, 4096, "OpenMP threads per rank; 0 = the cores of this node divided by the ranks on it."),
+    INT_("model.max_seq_len", model.max_seq_len, "1024", 16, 1048576, "Longest sequence (prompt + generated) the model is run on."),
+    // env
+    ENUM_("env.name", env.name, "wikisearch", envs, "Environment: a built-in one, or 'external' (a subprocess speaking the JSON-lines protocol)."),
+    STR_("env.command", env.command, "", "Command line of the external environment process (env.name: external)."),
+    FLT_("env.timeout_s", env.timeout_s, "30", 0.001, 86400, "Seconds an external environment may take to answer one message before it is an error."),
+    INT_("env.train_tasks", env.train_tasks, "64", 1, 1e7, "Tasks in the training split."),
+    INT_("env.heldout_tasks", env.heldout_tasks, "32", 1, 1e7, "Tasks in the held-out split (evaluation)."),
+    INT_("env.max_turns", env.max_turns, "16", 1, 1000, "Assistant turns per episode before it is cut off (counted as a failure)."),
+    // rollout
+    INT_("rollout.tasks_per_iter", rollout.tasks_per_iter, "16", 1, 1e7, "Training tasks sampled per iteration (the paper's batch)."),
+    INT_("rollout.group_size", rollout.group_size, "5", 1, 1024, "Trajectories sampled per task, G (paper: 5)."),
+    FLT_("rollout.temperature", rollout.temperature, "1.0", 0, 100, "Sampling temperature; 0 = greedy."),
+    FLT_("rollout.top_p", rollout.top_p, "1.0", 1e-6, 1, "Nucleus sampling mass."),
+    INT_("rollout.top_k", rollout.top_k, "0", 0, 1e7, "Sample among the k most likely tokens; 0 = no limit."),
+    INT_("rollout.max_new_tokens", rollout.max_new_tokens, "96", 1, 1e6, "Tokens generated per assistant turn at most."),
+    INT_("rollout.max_context", rollout.max_context, "1024", 16, 1048576, "Context tokens per episode at most; the episode ends (failed) past it."),
+    INT_("rollout.teacher_topk", rollout.teacher_topk, "8", 1, 1024, "Teacher log-probs recorded per agent token (plus the tail mass) for off-policy distillation."),
+    // experience
+    ENUM_("experience.granularity", experience.granularity, "principle", granularities, "Pool items: abstract principles ('When [condition], [strategy]') or concrete instances of past trajectories."),
+    ENUM_("experience.injection", experience.injection, "stepwise", injections, "'global': the whole pool once in the system prompt; 'stepwise': selected items before every assistant turn."),
+    ENUM_("experience.extractor", experience.extractor, "contrastive", extractors, "Principle writer: 'contrastive' miner (any model) or 'llm' (Training-Free-GRPO pipeline with the loaded model)."),
+    ENUM_("experience.selector", experience.selector, "bm25", selectors, "Step-wise selector: BM25 over the recent history, or the model choosing item ids."),
+    ENUM_("experience.judge", experience.judge, "env", judges, "Trajectory judge: the environment's reward, or an LLM verdict (for environments without reward)."),
+    INT_("experience.select_min", experience.select_min, "3", 1, 64, "Fewest items injected per step (step-wise)."),
+    INT_("experience.select_max", experience.select_max, "8", 1, 64, "Most items injected per step (step-wise)."),
+    INT_("experience.max_pool_size", experience.max_pool_size, "50", 1, 100000, "Pool capacity (paper: 50)."),
+    INT_("experience.max_item_words", experience.max_item_words, "32", 4, 4096, "Longest principle, in words (paper: 32)."),
+    FLT_("experience.prune_threshold", experience.prune_threshold, "-0.2", -1, 1, "Items whose utility (success lift when shown) falls below this are deleted."),
+    STR_("experience.seed_pool", experience.seed_pool, "", "Optional YAML file of items that form E_0; empty = start with an empty pool."),
+    // distill
+    ENUM_("distill.regime", distill.regime, "off_policy", regimes, "Internalization: off-policy (teacher trajectories) or on-policy (student trajectories scored by the teacher)."),
+    ENUM_("distill.loss", distill.loss, "forward_kl", losses, "off_policy: forward_kl or sft; on_policy: reverse_kl or jsd."),
+    ENUM_("distill.teacher", distill.teacher, "recorded", teachers, "Off-policy targets: top-k recorded at rollout, or the full distribution recomputed by the frozen teacher."),
+    INT_("distill.epochs", distill.epochs, "5", 1, 10000, "Passes over each iteration's distillation data (paper: 5)."),
+    FLT_("distill.lr", distill.lr, "1e-5", 0, 10, "Peak AdamW learning rate (paper: 1e-5 for a 4B model)."),
+    FLT_("distill.min_lr_ratio", distill.min_lr_ratio, "0.1", 0, 1, "Cosine schedule floor, as a fraction of distill.lr."),
+    INT_("distill.warmup_steps", distill.warmup_steps, "0", 0, 1e9, "Linear warmup steps of each iteration's schedule."),
+    FLT_("distill.weight_decay", distill.weight_decay, "0.0", 0, 10, "AdamW decoupled weight decay (not applied to norms)."),
+    FLT_("distill.beta1", distill.beta1, "0.9", 0, 0.999999, "AdamW beta1."),
+    FLT_("distill.beta2", distill.beta2, "0.95", 0, 0.999999999, "AdamW beta2."),
+    FLT_("distill.eps", distill.eps, "1e-8", 1e-30, 1, "AdamW epsilon."),
+    FLT_("distill.grad_clip", distill.grad_clip, "1.0", 0, BIG, "Clip gradients to this global L2 norm; 0 = no clipping."),
+    INT_("distill.micro_batch_tokens", distill.micro_batch_tokens, "4096", 16, 1e9, "Tokens per micro-batch on one trainer (memory bound)."),
+    INT_("distill.batch_tokens", distill.batch_tokens, "16384", 16, 1e12, "Tokens per optimizer step over all trainers (gradient accumulation fills it)."),
+    FLT_("distill.reward_threshold", distill.reward_threshold, "1.0", -BIG, BIG, "Off-policy rejection sampling: keep teacher trajectories with final reward >= this."),
+    FLT_("distill.jsd_beta", distill.jsd_beta, "0.5", 0, 1, "Generalised JSD mixing weight (distill.loss: jsd); 0 = forward KL, 1 = reverse KL."),
+    // eval
+    INT_("eval.tasks", eval.tasks, "32", 0, 1e7, "Held-out tasks evaluated per iteration (student and teacher); 0 = no evaluation."),
+    INT_("eval.every", eval.every, "1", 1, 100000, "Evaluate every this many iterations (and always after the last)."),
+    // checkpoint
+    INT_("checkpoint.every", checkpoint.every, "1", 1, 100000, "Write a checkpoint every this many iterations (and always after the last)."),
+    INT_("checkpoint.keep_last", checkpoint.keep_last, "3", 1, 100000, "Complete checkpoints kept; older ones are deleted (never the newest)."),
+    BOOL_("checkpoint.trajectories", checkpoint.trajectories, "false", "Store the iteration's trajectories in the checkpoint."),
+};
+const int config_nkeys = (int)(sizeof(config_keys) / sizeof(config_keys[0]));
+_Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
+
+// ----------------------------------------------------------------------------
+// lookups
+
+int config_key_index(const char* key) {
+    for (int i = 0; i < config_nkeys; i++) {
+        if (strcmp(config_keys[i].key, key) == 0) return i;
+    }
+    return -1;
+}
+
+const ConfigKey* config_find_key(const char* key) {
+    int i = config_key_index(key);
+    return i < 0 ? NULL : &config_keys[i];
+}
+
+const char* config_enum_name(const char* key, int value) {
+    const ConfigKey* k = config_find_key(key);
+    if (!k || k->type != CFG_ENUM || value < 0) return "?";
+    for (int i = 0; k->choices[i]; i++) {
+        if (i == value) return k->choices[i];
+    }
+    return "?";
+}
