@@ -124,7 +124,8 @@ static int parse_value(Config* c, const ConfigKey* k, const char* text, char* re
             snprintf(reason, n, "value is %zu characters long, at most %zu allowed", len, k->size - 1);
             return -1;
         }
-        memcpy(field, text, len + 1);
+        memset(field, 0, k->size); // no stale bytes after the terminator (configs are compared and stored)
+        memcpy(field, text, len);
         return 0;
     }
     case CFG_ENUM: {
