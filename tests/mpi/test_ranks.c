@@ -9,21 +9,9 @@
 #include "common/log.h"
 #include "io/config.h"
 #include "mpi/ranks.h"
+#include "mpitest.h"
 
-static int failures = 0;
-static int checks = 0;
 static int world_rank = 0;
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        checks++;                                                            \
-        if (!(cond)) {                                                       \
-            failures++;                                                      \
-            fprintf(stderr, "[rank %d] FAIL %s:%d: ", world_rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fputc('\n', stderr);                                             \
-        }                                                                    \
-    } while (0)
 
 // ----------------------------------------------------------------------------
 
@@ -122,10 +110,7 @@ int main(int argc, char** argv) {
     };
     for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++) check_layout(&layouts[i], world);
 
-    int total_fail = 0, total_checks = 0;
-    MPI_Allreduce(&failures, &total_fail, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    MPI_Allreduce(&checks, &total_checks, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    if (world_rank == 0) printf("test_ranks np=%d: %d passed, %d failed\n", world, total_checks - total_fail, total_fail);
+    int rc = mpitest_finish("test_ranks");
     MPI_Finalize();
-    return total_fail ? 1 : 0;
+    return rc;
 }
