@@ -12,6 +12,7 @@
 #include "io/config.h"
 #include "io/h5inspect.h"
 #include "model/device.h"
+#include "mpi/bench.h"
 #include "mpi/driver.h"
 #include "mpi/ranks.h"
 
@@ -59,7 +60,10 @@ static const char* usage_bench =
     "usage: [mpirun -np N] ingrain bench NAME [options]\n"
     "\n"
     "Benchmarks print our figure beside a named baseline measured in the same run.\n"
-    "No benchmark is built yet; they arrive with the model, checkpoint, rollout and distill code.\n";
+    "\n"
+    "  ckpt    checkpoint write/read MB/s vs a dd-style sequential write/read of the same bytes\n"
+    "\n"
+    "`ingrain bench NAME --help` lists a benchmark's options.\n";
 
 static const char* usage_version =
     "usage: ingrain version\n"
@@ -201,8 +205,27 @@ static int cmd_inspect(int argc, char** argv) {
     return 0;
 }
 
+static const struct {
+    const char* name;
+    int (*fn)(int, char**);
+} benchmarks[] = {{"ckpt", bench_ckpt}};
+
 static int cmd_bench(int argc, char** argv) {
-    if (argc == 0 || wants_help(argc, argv)) return fputs(usage_bench, argc == 0 ? stderr : stdout), argc == 0 ? 2 : 0;
+    if (argc == 0 || (argc == 1 && wants_help(argc, argv))) {
+        return fputs(usage_bench, argc == 0 ? stderr : stdout), argc == 0 ? INGRAIN_EXIT_USAGE : 0;
+    }
+    for (size_t i = 0; i < sizeof(benchmarks) / sizeof(benchmarks[0]); i++) {
+        if (strcmp(argv[0], benchmarks[i].name) != 0) continue;
+        mpiCheck(MPI_Init(&argc, &argv));
+        mpiCheck(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+        int rank, world;
+        mpiCheck(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+        mpiCheck(MPI_Comm_size(MPI_COMM_WORLD, &world));
+        log_set_rank(rank, world);
+        int rc = benchmarks[i].fn(argc - 1, argv + 1);
+        mpiCheck(MPI_Finalize());
+        return rc;
+    }
     return usage_error(usage_bench, "unknown benchmark '%s'", argv[0]);
 }
 

@@ -1,7 +1,7 @@
-// Checkpoint files: one HDF5 file per iteration, written collectively with parallel HDF5 by every
-// rank of a communicator, atomically (DIR/iter_NNNN.h5.tmp, fsync, rename), with Fletcher32
-// checksums on every dataset and HDF5 metadata checksums, read back with errors that name the file
-// and the dataset. This is the generic container; what goes into it (model, optimizer, pool, RNG,
+// Checkpoint files: one HDF5 file per iteration, written with parallel HDF5 by every rank of a
+// communicator, atomically (DIR/iter_NNNN.h5.tmp, fsync, rename), with an XXH3 hash of every 1 MiB
+// block of every dataset (attribute `xxh3`) and HDF5 metadata checksums, read back with errors that
+// name the file and the dataset. This is the generic container; what goes into it (model, optimizer, pool, RNG,
 // metrics) is decided by the caller (mpi/checkpoint.c) and documented in docs/FORMATS.md.
 #pragma once
 #include <mpi.h>
@@ -10,6 +10,7 @@
 
 #define CKPT_FORMAT_VERSION 1
 #define CKPT_MAX_DIMS 4
+#define CKPT_BLOCK_BYTES (1u << 20) // unit of checksumming and of shard alignment
 
 typedef enum { CKPT_F32 = 0, CKPT_F64, CKPT_I32, CKPT_I64, CKPT_U8, CKPT_U64, CKPT_BF16 } CkptType;
 
@@ -32,9 +33,14 @@ void ckpt_put_array(CkptFile* f, const char* path, CkptType type, int ndims, con
 // UTF-8 text held by `writer`, stored as a 1-D uint8 dataset with attribute encoding=utf-8.
 void ckpt_put_text(CkptFile* f, const char* path, const char* text, int writer);
 // A 1-D dataset of global_n elements partitioned over the ranks: each rank writes its slice
-// [offset, offset + local_n) (local_n may be 0). Slices must not overlap.
+// [offset, offset + local_n) (local_n may be 0). Slices must not overlap and must start on a
+// block boundary (ckpt_shard gives such a partition).
 void ckpt_put_sharded(CkptFile* f, const char* path, CkptType type, uint64_t global_n, uint64_t offset,
                       uint64_t local_n, const void* local);
+// The block-aligned partition of n elements over world ranks: rank's [offset, offset + count).
+// Used for ZeRO-1 optimizer shards so every shard hashes and writes whole blocks.
+void ckpt_shard(uint64_t n, CkptType type, int rank, int world, uint64_t* offset, uint64_t* count);
+uint64_t ckpt_block_elems(CkptType type);
 // Close, fsync, rename to DIR/iter_NNNN.h5, fsync DIR. Returns the final path (owned by the caller).
 char* ckpt_commit(CkptFile* f);
 

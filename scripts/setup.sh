@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake ninja-build pkg-config
           libopenmpi-dev openmpi-bin libpmix-dev
           libhdf5-openmpi-dev hdf5-tools
-          libopenblas-dev libyaml-dev libpcre2-dev libjansson-dev libcmocka-dev
+          libopenblas-dev libyaml-dev libpcre2-dev libjansson-dev libxxhash-dev libcmocka-dev
           ${INGRAIN_EXTRA_PACKAGES:-})
 
 missing=()

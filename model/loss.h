@@ -1,0 +1,67 @@
+// Loss building blocks over the vocabulary: log-softmax, cross-entropy, and the three
+// distillation losses of the method (full-vocabulary KL in both directions, top-k KL with a
+// tail bucket, the sampled-token estimator). The trainer composes them: each block takes
+// per-token weights w (N), adds w * dloss/dz into dz (N, V) and returns sum_n w[n] * loss[n],
+// so a mixed loss is two calls on the same dz. Rows with w == 0 are skipped (loss 0, dz untouched).
+//
+// Notation per token (row) n: z = student logits (V), q = softmax(z), lq = log q.
+// Teacher inputs are log-probabilities lp (normalised by the caller).
+//
+//   cross entropy      loss = -lq[y]                           dz = w (q - onehot(y)); y < 0 skips the row
+//   forward KL (full)  loss = sum_v p_v (lp_v - lq_v)          dz = w (q * sum_v p_v - p)
+//   reverse KL (full)  loss = sum_v q_v (lq_v - lp_v)          dz = w q (lq - lp - loss)
+//
+// Top-k with a tail bucket (K distinct ids per row, the teacher's log-probs lp_1..lp_K of those
+// ids and its remaining probability mass `tail`): both distributions are collapsed to K + 1
+// buckets. Teacher: P_i = exp(lp_i) / S, P_tail = tail / S with S = sum_i exp(lp_i) + tail, i.e.
+// the teacher's buckets are renormalised to sum to 1 (top-k log-probs after temperature or
+// truncation need not add up exactly). Student: Q_i = q[id_i], Q_tail = sum of q over the other
+// V - K ids (summed directly in double, not as 1 - sum Q_i, so a tiny tail keeps its precision).
+//   forward   loss = sum_b P_b (log P_b - log Q_b)   dz_v = w (q_v - P_i) for v = id_i,
+//                                                    dz_v = w (q_v - P_tail q_v / Q_tail) otherwise
+//   reverse   loss = sum_b Q_b (log Q_b - log P_b)   dz_v = w q_v (log Q_b(v) - log P_b(v) - loss)
+// A bucket with zero probability contributes 0 where it is the weight (0 log 0 = 0); where it sits
+// under the log it is floored at LOSS_PROB_FLOOR, so the loss stays finite.
+//
+// Sampled-token estimator (on-policy reverse KL from the student's own samples): the student
+// sampled id y; the teacher gives lp_t = its log-prob of y; optionally old_lp = the sampling
+// policy's log-prob of y when the student has moved since sampling (importance ratio).
+//   c    = rho (lq[y] - lp_t),  rho = exp(lq[y] - old_lp) or 1 without old_lp   (c is detached)
+//   loss = c  (an unbiased per-sample estimate of KL(q || p))
+//   dz   = w c (onehot(y) - q)  (the score-function gradient: E[c grad log q(y)] = grad KL)
+//
+// All pointers are backend buffers (see ops.h). The CPU backend runs the row kernels at the
+// bottom of this header, which are also what a reader should check the math against.
+#pragma once
+#include "model/ops.h"
+
+#define LOSS_PROB_FLOOR 1e-30
+#define LOSS_TOPK_MAX 1024 // largest K of the top-k block
+
+// ----------------------------------------------------------------------------
+// blocks (dispatch through the backend; N rows of V logits)
+
+void loss_softmax(Backend* be, float* y, const float* z, int N, int V);
+void loss_log_softmax(Backend* be, float* y, const float* z, int N, int V);
+double loss_cross_entropy(Backend* be, const float* z, const int* targets, const float* w, int N, int V,
+                          float* losses, float* dz);
+// reverse = 0: KL(p_teacher || q_student) (off-policy); reverse = 1: KL(q_student || p_teacher)
+double loss_kl_full(Backend* be, const float* z, const float* teacher_lp, const float* w, int N, int V, int reverse,
+                    float* losses, float* dz);
+// ids, teacher_lp (N, K); teacher_tail (N) probability mass outside the ids
+double loss_kl_topk(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* teacher_tail,
+                    const float* w, int N, int V, int K, int reverse, float* losses, float* dz);
+// ids, teacher_lp (N); old_lp (N) or NULL
+double loss_kl_sampled(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
+                       const float* w, int N, int V, float* losses, float* dz);
+
+// ----------------------------------------------------------------------------
+// host row kernels (one token's V logits; dz may be NULL; return the unweighted loss)
+
+// max of z and log-sum-exp of z, with the exponentials summed in double
+double loss_row_logsumexp(const float* z, int V);
+float loss_row_cross_entropy(const float* z, int V, int target, float w, float* dz);
+float loss_row_kl_full(const float* z, const float* lp, int V, int reverse, float w, float* dz);
+float loss_row_kl_topk(const float* z, int V, const int* ids, const float* lp, float tail, int K, int reverse, float w,
+                       float* dz);
+float loss_row_kl_sampled(const float* z, int V, int id, float lp_t, const float* old_lp, float w, float* dz);

@@ -1,0 +1,123 @@
+// The compute backend interface: one struct of function pointers, in the spirit of ggml's
+// backends. The transformer (model.c), the optimizer (adamw.c) and the loss blocks (loss.c) run
+// every computation through a Backend and never call BLAS, OpenMP or CUDA themselves.
+//
+// Contract shared by all ops:
+// - Every pointer handed to an op (float*, int*) is a backend-owned buffer from `alloc`. The
+//   caller never dereferences it on the host; host data moves only through upload/download.
+//   Element offsets into a buffer (p + i) are fine: buffers are arrays of fp32 (or int32).
+// - Parameters, gradients and optimizer moments are fp32 in every backend (master weights). A
+//   backend that computes in bf16 keeps its reduced-precision copies and casts internally.
+// - Ops are issued in order and may run asynchronously; `download` and the ops that return a
+//   host scalar synchronise. Row-major layouts everywhere; matrices are (rows, cols).
+// - "+=" in a comment means the op accumulates into its output, "=" that it overwrites.
+// - Results are deterministic: same inputs and thread count give bit-identical outputs.
+#pragma once
+#include <stddef.h>
+
+typedef struct Backend Backend;
+
+struct Backend {
+    const char* name; // "cpu", "cuda"
+    void* impl;       // backend-private state
+    int threads;      // worker threads in use (CPU), informational elsewhere
+
+    // ------------------------------------------------------------------------
+    // lifetime and memory
+    void (*destroy)(Backend* be);
+    void* (*alloc)(Backend* be, size_t bytes); // zero-filled; fatal when out of memory
+    void (*free)(Backend* be, void* p);
+    void (*upload)(Backend* be, void* dst, const void* host_src, size_t bytes);
+    void (*download)(Backend* be, void* host_dst, const void* src, size_t bytes);
+    void (*memset0)(Backend* be, void* dst, size_t bytes);
+    void (*copy)(Backend* be, void* dst, const void* src, size_t bytes);
+    void (*synchronize)(Backend* be);
+
+    // ------------------------------------------------------------------------
+    // dense linear algebra
+    // C (M, N) = alpha * op(A) @ op(B) + beta * C; op(A) is (M, K), op(B) is (K, N);
+    // trans_a: A is stored (K, M); trans_b: B is stored (N, K). Leading dimensions in elements.
+    void (*matmul)(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                   const float* B, int ldb, float beta, float* C, int ldc);
+    void (*add)(Backend* be, float* y, const float* x, size_t n);       // y += x
+    void (*scale)(Backend* be, float* y, float a, size_t n);            // y *= a
+    void (*add_bias)(Backend* be, float* y, const float* b, int N, int C); // y (N, C) += b (C) per row
+    void (*bias_bwd)(Backend* be, float* db, const float* dy, int N, int C); // db (C) += sum over rows of dy
+    double (*sum_squares)(Backend* be, const float* x, size_t n);        // sum x^2 (in double), synchronises
+    // zero the rows t >= lengths[b] of x (B, T, C)
+    void (*mask_rows)(Backend* be, float* x, const int* lengths, int B, int T, int C);
+
+    // ------------------------------------------------------------------------
+    // transformer blocks
+    // RMSNorm over rows of C: y = x / sqrt(mean(x^2) + eps) * w; rstd (N) = saved 1/sqrt(...)
+    void (*rmsnorm_fwd)(Backend* be, float* y, float* rstd, const float* x, const float* w, int N, int C, float eps);
+    // dx (N, C) += d/dx, dw (C) += d/dw
+    void (*rmsnorm_bwd)(Backend* be, float* dx, float* dw, const float* dy, const float* x, const float* w,
+                        const float* rstd, int N, int C);
+    // RoPE in place on x (N, nh, hd), HF rotate_half convention (pairs i and i + hd/2), row n at
+    // position pos[n]; cos/sin tables are (max_pos, hd/2). rope_bwd applies the inverse rotation.
+    void (*rope_fwd)(Backend* be, float* x, const int* pos, const float* cos, const float* sin, int N, int nh, int hd);
+    void (*rope_bwd)(Backend* be, float* dx, const int* pos, const float* cos, const float* sin, int N, int nh,
+                     int hd);
+    // Causal grouped-query attention for B sequences, scale 1/sqrt(hd).
+    //   q (B, Tq, H*hd) rows of stride ldq; k, v (B, Tk, KV*hd) rows of stride ldkv;
+    //   out (B, Tq, H*hd) dense; lse (B, H, Tq) = log-sum-exp of each query's scaled scores.
+    // Sequence b has q_lens[b] queries and kv_lens[b] keys; query t sits at position
+    // kv_lens[b] - q_lens[b] + t and attends keys 0..that position. Training passes
+    // q_lens = kv_lens = lengths, Tq = Tk = T; incremental decoding passes the KV cache as k, v.
+    // Rows t >= q_lens[b] of out are zeroed. `work` is attention_work_bytes(be, Tk) bytes.
+    void (*attention_fwd)(Backend* be, float* out, float* lse, const float* q, int ldq, const float* k,
+                          const float* v, int ldkv, const int* q_lens, const int* kv_lens, int B, int Tq, int Tk,
+                          int H, int KV, int hd, void* work);
+    // dq (B, Tq, H*hd) =, dk and dv (B, Tk, KV*hd) = (rows of stride ldkv; padded rows zeroed)
+    void (*attention_bwd)(Backend* be, float* dq, float* dk, float* dv, const float* dout, const float* out,
+                          const float* lse, const float* q, int ldq, const float* k, const float* v, int ldkv,
+                          const int* q_lens, const int* kv_lens, int B, int Tq, int Tk, int H, int KV, int hd,
+                          void* work);
+    size_t (*attention_work_bytes)(Backend* be, int Tk);
+    // SwiGLU: h = silu(gate) * up over n elements; bwd: dgate =, dup =
+    void (*swiglu_fwd)(Backend* be, float* h, const float* gate, const float* up, size_t n);
+    void (*swiglu_bwd)(Backend* be, float* dgate, float* dup, const float* dh, const float* gate, const float* up,
+                       size_t n);
+    // y (N, D) = table[tokens[n]]; bwd: dtable[tokens[n]] += dy[n]. Tokens are in [0, V).
+    void (*embedding_fwd)(Backend* be, float* y, const int* tokens, const float* table, int N, int D);
+    void (*embedding_bwd)(Backend* be, float* dtable, const float* dy, const int* tokens, int N, int D, int V);
+
+    // ------------------------------------------------------------------------
+    // vocabulary-wide blocks (the math is documented in loss.h; rows with weight 0 are skipped,
+    // their losses entry is 0 and their dz untouched). losses (N) = per-token loss or NULL;
+    // dz (N, V) += w * dloss/dz or NULL. Each returns sum_n w[n] * loss[n] and synchronises.
+    void (*softmax)(Backend* be, float* y, const float* z, int N, int V);
+    void (*log_softmax)(Backend* be, float* y, const float* z, int N, int V);
+    double (*cross_entropy)(Backend* be, const float* z, const int* targets, const float* w, int N, int V,
+                            float* losses, float* dz);
+    double (*kl_full)(Backend* be, const float* z, const float* teacher_lp, const float* w, int N, int V,
+                      int reverse, float* losses, float* dz);
+    double (*kl_topk)(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* teacher_tail,
+                      const float* w, int N, int V, int K, int reverse, float* losses, float* dz);
+    double (*kl_sampled)(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
+                         const float* w, int N, int V, float* losses, float* dz);
+
+    // ------------------------------------------------------------------------
+    // optimizer: one AdamW step over n elements (see adamw.h); g is multiplied by grad_scale
+    // first (clipping), bias corrections use step t >= 1, decay is decoupled (p *= 1 - lr*wd).
+    void (*adamw)(Backend* be, float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, float grad_scale, long t);
+};
+
+// ----------------------------------------------------------------------------
+// the backends
+
+// CPU backend: OpenBLAS sgemm for matmuls, OpenMP for the rest. threads = 0 picks the number
+// of cores (or OMP_NUM_THREADS). Sets the OpenMP thread count to `threads` and OpenBLAS's to 1:
+// each OpenMP thread runs sgemm on its own slice of a product, so only one pool of threads
+// exists (two pools spinning against each other halved sgemm throughput on 2 cores).
+Backend* backend_cpu_create(int threads);
+void backend_destroy(Backend* be);
+
+// The OpenBLAS kernel family in use ("Haswell", "SkylakeX", ...), and the OPENBLAS_CORETYPE that
+// would serve this CPU better, or NULL. OpenBLAS picks its kernels when it loads, and releases
+// that do not know a newer CPU (0.3.21 and Zen 4/5, for one) fall back to AVX2 kernels on AVX-512
+// hardware, at half the matmul speed; backend_cpu_create warns once when that happens.
+const char* backend_cpu_blas_core(void);
+const char* backend_cpu_blas_better_core(void);

@@ -1,0 +1,477 @@
+// CPU backend (see ops.h): OpenBLAS sgemm for every matmul, OpenMP loops for the rest.
+// Buffers are host memory, 64-byte aligned. Reductions are deterministic: each thread sums a
+// fixed contiguous slice and the partial sums are combined in thread order, or the loop is
+// split over output columns so that every output element is summed by one thread in row order.
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include "model/loss.h"
+#include "model/ops.h"
+#include "model/ops_cpu_attention.h"
+#include "model/ops_cpu_internal.h"
+
+#define CPU_MAX_THREADS 256
+
+// ----------------------------------------------------------------------------
+// memory
+
+static void* cpu_alloc(Backend* be, size_t bytes) {
+    (void)be;
+    void* p = NULL;
+    size_t rounded = (bytes + 63) / 64 * 64;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) {
+        fatal("cpu backend: allocation of %zu bytes (%.1f MiB) failed\n"
+              "  hint: use a smaller model, batch or sequence length",
+              bytes, (double)bytes / (1024.0 * 1024.0));
+    }
+    memset(p, 0, rounded);
+    return p;
+}
+
+static void cpu_free(Backend* be, void* p) {
+    (void)be;
+    free(p);
+}
+
+static void cpu_memcpy(Backend* be, void* dst, const void* src, size_t bytes) {
+    (void)be;
+    if (bytes) memmove(dst, src, bytes);
+}
+
+static void cpu_memset0(Backend* be, void* dst, size_t bytes) {
+    (void)be;
+    if (bytes) memset(dst, 0, bytes);
+}
+
+static void cpu_synchronize(Backend* be) { (void)be; }
+
+// ----------------------------------------------------------------------------
+// dense linear algebra
+
+// Each OpenMP thread runs single-threaded sgemm on its slice of C's rows (or columns, when C is
+// wider than tall). OpenBLAS's own thread pool stays idle: on 2 cores, alternating it with the
+// OpenMP team halved sgemm throughput in our measurements (both pools spin-wait for work).
+#define MATMUL_SPLIT_MIN (1 << 18) // multiply-adds below which one thread does the whole product
+#define MATMUL_SPLIT_ALIGN 16      // slice boundaries on multiples of this (whole micro-kernel tiles)
+
+static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+                  int ldb, float beta, float* C, int ldc) {
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
+                alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void cpu_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                       const float* B, int ldb, float beta, float* C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (be->threads == 1 || (double)M * N * K < MATMUL_SPLIT_MIN) {
+        sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const int split_rows = M >= N;
+#pragma omp parallel num_threads(be->threads)
+    {
+        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int n = split_rows ? M : N;
+        const int chunk = ((n + nt - 1) / nt + MATMUL_SPLIT_ALIGN - 1) / MATMUL_SPLIT_ALIGN * MATMUL_SPLIT_ALIGN;
+        const int lo = tid * chunk < n ? tid * chunk : n, hi = lo + chunk < n ? lo + chunk : n;
+        if (hi > lo && split_rows) {
+            // rows lo..hi of op(A): A stored (M, K) -> row offset; stored (K, M) -> column offset
+            const float* As = trans_a ? A + lo : A + (size_t)lo * lda;
+            sgemm(trans_a, trans_b, hi - lo, N, K, alpha, As, lda, B, ldb, beta, C + (size_t)lo * ldc, ldc);
+        } else if (hi > lo) {
+            // columns lo..hi of op(B): B stored (N, K) -> row offset; stored (K, N) -> column offset
+            const float* Bs = trans_b ? B + (size_t)lo * ldb : B + lo;
+            sgemm(trans_a, trans_b, M, hi - lo, K, alpha, A, lda, Bs, ldb, beta, C + lo, ldc);
+        }
+    }
+}
+
+static void cpu_add(Backend* be, float* y, const float* x, size_t n) {
+#pragma omp parallel for simd num_threads(be->threads) schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+static void cpu_scale(Backend* be, float* y, float a, size_t n) {
+#pragma omp parallel for simd num_threads(be->threads) schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] *= a;
+}
+
+static void cpu_add_bias(Backend* be, float* y, const float* b, int N, int C) {
+#pragma omp parallel for num_threads(be->threads) schedule(static)
+    for (int n = 0; n < N; n++) {
+        float* yn = y + (size_t)n * C;
+        for (int c = 0; c < C; c++) yn[c] += b[c];
+    }
+}
+
+static void cpu_bias_bwd(Backend* be, float* db, const float* dy, int N, int C) {
+#pragma omp parallel num_threads(be->threads)
+    {
+        size_t c0, c1;
+        thread_slice((size_t)C, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
+        for (int n = 0; n < N; n++) {
+            const float* dyn = dy + (size_t)n * C;
+            for (size_t c = c0; c < c1; c++) db[c] += dyn[c];
+        }
+    }
+}
+
+static double cpu_sum_squares(Backend* be, const float* x, size_t n) {
+    double partial[CPU_MAX_THREADS] = {0};
+    int nt_used = 1;
+#pragma omp parallel num_threads(be->threads)
+    {
+        int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        size_t lo, hi;
+        thread_slice(n, tid, nt, &lo, &hi);
+        // blocks of float sums, accumulated in double: fast and accurate enough for a norm
+        double s = 0.0;
+        for (size_t b = lo; b < hi; b += 1024) {
+            size_t e = b + 1024 < hi ? b + 1024 : hi;
+            float fs = 0.0f;
+            for (size_t i = b; i < e; i++) fs += x[i] * x[i];
+            s += fs;
+        }
+        partial[tid] = s;
+        if (tid == 0) nt_used = nt;
+    }
+    double s = 0.0;
+    for (int t = 0; t < nt_used; t++) s += partial[t];
+    return s;
+}
+
+static void cpu_mask_rows(Backend* be, float* x, const int* lengths, int B, int T, int C) {
+#pragma omp parallel for collapse(2) num_threads(be->threads) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            if (t >= lengths[b]) memset(x + ((size_t)b * T + t) * C, 0, sizeof(float) * (size_t)C);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// RMSNorm
+
+static void cpu_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, const float* w, int N, int C,
+                            float eps) {
+#pragma omp parallel for num_threads(be->threads) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float* xn = x + (size_t)n * C;
+        float* yn = y + (size_t)n * C;
+        float ss = 0.0f;
+        for (int c = 0; c < C; c++) ss += xn[c] * xn[c];
+        float r = 1.0f / sqrtf(ss / (float)C + eps);
+        for (int c = 0; c < C; c++) yn[c] = xn[c] * r * w[c];
+        rstd[n] = r;
+    }
+}
+
+static void cpu_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const float* x, const float* w,
+                            const float* rstd, int N, int C) {
+#pragma omp parallel num_threads(be->threads)
+    {
+        // dx: rows in parallel
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const float* xn = x + (size_t)n * C;
+            const float* dyn = dy + (size_t)n * C;
+            float* dxn = dx + (size_t)n * C;
+            float r = rstd[n];
+            float dot = 0.0f;
+            for (int c = 0; c < C; c++) dot += dyn[c] * w[c] * xn[c];
+            float k = r * r * r * dot / (float)C;
+            for (int c = 0; c < C; c++) dxn[c] += r * w[c] * dyn[c] - k * xn[c];
+        }
+        // dw: columns in parallel, rows summed in order by one thread
+        size_t c0, c1;
+        thread_slice((size_t)C, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
+        for (int n = 0; n < N; n++) {
+            const float* xn = x + (size_t)n * C;
+            const float* dyn = dy + (size_t)n * C;
+            float r = rstd[n];
+            for (size_t c = c0; c < c1; c++) dw[c] += dyn[c] * xn[c] * r;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// RoPE (HF rotate_half: element i pairs with i + hd/2)
+
+static void cpu_rope(Backend* be, float* x, const int* pos, const float* cos_t, const float* sin_t, int N, int nh,
+                     int hd, float sign) {
+    const int half = hd / 2;
+#pragma omp parallel for num_threads(be->threads) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float* cs = cos_t + (size_t)pos[n] * half;
+        const float* sn = sin_t + (size_t)pos[n] * half;
+        for (int h = 0; h < nh; h++) {
+            float* xh = x + ((size_t)n * nh + h) * hd;
+            for (int i = 0; i < half; i++) {
+                float x1 = xh[i], x2 = xh[i + half], c = cs[i], s = sign * sn[i];
+                xh[i] = x1 * c - x2 * s;
+                xh[i + half] = x2 * c + x1 * s;
+            }
+        }
+    }
+}
+
+static void cpu_rope_fwd(Backend* be, float* x, const int* pos, const float* cos_t, const float* sin_t, int N, int nh,
+                         int hd) {
+    cpu_rope(be, x, pos, cos_t, sin_t, N, nh, hd, 1.0f);
+}
+
+static void cpu_rope_bwd(Backend* be, float* dx, const int* pos, const float* cos_t, const float* sin_t, int N, int nh,
+                         int hd) {
+    // the rotation is orthogonal: its transpose is the rotation by -angle
+    cpu_rope(be, dx, pos, cos_t, sin_t, N, nh, hd, -1.0f);
+}
+
+// ----------------------------------------------------------------------------
+// SwiGLU and embedding
+
+static void cpu_swiglu_fwd(Backend* be, float* h, const float* gate, const float* up, size_t n) {
+#pragma omp parallel for simd num_threads(be->threads) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        h[i] = g / (1.0f + cpu_expf(-g)) * up[i];
+    }
+}
+
+static void cpu_swiglu_bwd(Backend* be, float* dgate, float* dup, const float* dh, const float* gate, const float* up,
+                           size_t n) {
+#pragma omp parallel for simd num_threads(be->threads) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        float sg = 1.0f / (1.0f + cpu_expf(-g));
+        dgate[i] = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+        dup[i] = dh[i] * g * sg;
+    }
+}
+
+static void cpu_embedding_fwd(Backend* be, float* y, const int* tokens, const float* table, int N, int D) {
+#pragma omp parallel for num_threads(be->threads) schedule(static)
+    for (int n = 0; n < N; n++) memcpy(y + (size_t)n * D, table + (size_t)tokens[n] * D, sizeof(float) * (size_t)D);
+}
+
+static void cpu_embedding_bwd(Backend* be, float* dtable, const float* dy, const int* tokens, int N, int D, int V) {
+    (void)V;
+    // columns in parallel: repeated tokens add up in row order, without atomics
+#pragma omp parallel num_threads(be->threads)
+    {
+        size_t c0, c1;
+        thread_slice((size_t)D, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
+        for (int n = 0; n < N; n++) {
+            float* dt = dtable + (size_t)tokens[n] * D;
+            const float* dyn = dy + (size_t)n * D;
+            for (size_t c = c0; c < c1; c++) dt[c] += dyn[c];
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// vocabulary-wide blocks: rows in parallel, weighted sums combined in thread order
+
+static void cpu_softmax(Backend* be, float* y, const float* z, int N, int V) {
+#pragma omp parallel for num_threads(be->threads) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float* zn = z + (size_t)n * V;
+        float lse = (float)loss_row_logsumexp(zn, V);
+        for (int v = 0; v < V; v++) y[(size_t)n * V + v] = expf(zn[v] - lse);
+    }
+}
+
+static void cpu_log_softmax(Backend* be, float* y, const float* z, int N, int V) {
+#pragma omp parallel for num_threads(be->threads) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float* zn = z + (size_t)n * V;
+        double lse = loss_row_logsumexp(zn, V);
+        for (int v = 0; v < V; v++) y[(size_t)n * V + v] = (float)(zn[v] - lse);
+    }
+}
+
+typedef enum { ROW_CE, ROW_KL_FULL, ROW_KL_TOPK, ROW_KL_SAMPLED } RowLoss;
+
+typedef struct {
+    RowLoss kind;
+    const float* z;
+    const int* ids;
+    const float* lp;
+    const float* aux; // top-k: tail mass (N); sampled: old log-probs (N) or NULL
+    const float* w;
+    int V, K, reverse;
+    float* losses;
+    float* dz;
+} RowLossArgs;
+
+static double cpu_row_losses(Backend* be, const RowLossArgs* a, int N) {
+    double partial[CPU_MAX_THREADS] = {0};
+    int nt_used = 1;
+#pragma omp parallel num_threads(be->threads)
+    {
+        int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        size_t lo, hi;
+        thread_slice((size_t)N, tid, nt, &lo, &hi);
+        double s = 0.0;
+        for (size_t n = lo; n < hi; n++) {
+            const float* zn = a->z + n * a->V;
+            float* dzn = a->dz ? a->dz + n * a->V : NULL;
+            float w = a->w[n], l = 0.0f;
+            int skip = w == 0.0f || (a->kind == ROW_CE && a->ids[n] < 0);
+            if (!skip) {
+                switch (a->kind) {
+                case ROW_CE: l = loss_row_cross_entropy(zn, a->V, a->ids[n], w, dzn); break;
+                case ROW_KL_FULL: l = loss_row_kl_full(zn, a->lp + n * a->V, a->V, a->reverse, w, dzn); break;
+                case ROW_KL_TOPK:
+                    l = loss_row_kl_topk(zn, a->V, a->ids + n * a->K, a->lp + n * a->K, a->aux[n], a->K, a->reverse,
+                                         w, dzn);
+                    break;
+                case ROW_KL_SAMPLED:
+                    l = loss_row_kl_sampled(zn, a->V, a->ids[n], a->lp[n], a->aux ? a->aux + n : NULL, w, dzn);
+                    break;
+                }
+                s += (double)w * l;
+            }
+            if (a->losses) a->losses[n] = l;
+        }
+        partial[tid] = s;
+        if (tid == 0) nt_used = nt;
+    }
+    double s = 0.0;
+    for (int t = 0; t < nt_used; t++) s += partial[t];
+    return s;
+}
+
+static double cpu_cross_entropy(Backend* be, const float* z, const int* targets, const float* w, int N, int V,
+                                float* losses, float* dz) {
+    RowLossArgs a = {.kind = ROW_CE, .z = z, .ids = targets, .w = w, .V = V, .losses = losses, .dz = dz};
+    return cpu_row_losses(be, &a, N);
+}
+
+static double cpu_kl_full(Backend* be, const float* z, const float* teacher_lp, const float* w, int N, int V,
+                          int reverse, float* losses, float* dz) {
+    RowLossArgs a = {.kind = ROW_KL_FULL, .z = z, .lp = teacher_lp, .w = w, .V = V, .reverse = reverse,
+                     .losses = losses, .dz = dz};
+    return cpu_row_losses(be, &a, N);
+}
+
+static double cpu_kl_topk(Backend* be, const float* z, const int* ids, const float* teacher_lp,
+                          const float* teacher_tail, const float* w, int N, int V, int K, int reverse, float* losses,
+                          float* dz) {
+    RowLossArgs a = {.kind = ROW_KL_TOPK, .z = z, .ids = ids, .lp = teacher_lp, .aux = teacher_tail, .w = w,
+                     .V = V, .K = K, .reverse = reverse, .losses = losses, .dz = dz};
+    return cpu_row_losses(be, &a, N);
+}
+
+static double cpu_kl_sampled(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
+                             const float* w, int N, int V, float* losses, float* dz) {
+    RowLossArgs a = {.kind = ROW_KL_SAMPLED, .z = z, .ids = ids, .lp = teacher_lp, .aux = old_lp, .w = w, .V = V,
+                     .losses = losses, .dz = dz};
+    return cpu_row_losses(be, &a, N);
+}
+
+// ----------------------------------------------------------------------------
+// AdamW
+
+static void cpu_adamw(Backend* be, float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1,
+                      float beta2, float eps, float weight_decay, float grad_scale, long t) {
+    const float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
+    const float step = lr / bc1, sqrt_bc2 = sqrtf(bc2), decay = 1.0f - lr * weight_decay;
+#pragma omp parallel for simd num_threads(be->threads) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * grad_scale;
+        float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+        float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - step * mi / (sqrtf(vi) / sqrt_bc2 + eps);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// OpenBLAS kernel choice
+
+const char* backend_cpu_blas_core(void) { return openblas_get_corename(); }
+
+const char* backend_cpu_blas_better_core(void) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq")) {
+        return NULL;
+    }
+    static const char* const avx512_cores[] = {"skylakex", "cooperlake", "sapphirerapids"};
+    const char* core = openblas_get_corename();
+    for (size_t i = 0; i < sizeof avx512_cores / sizeof avx512_cores[0]; i++) {
+        if (strcasecmp(core, avx512_cores[i]) == 0) return NULL;
+    }
+    return "SkylakeX";
+}
+
+// ----------------------------------------------------------------------------
+// construction
+
+static void cpu_destroy(Backend* be) { free(be); }
+
+Backend* backend_cpu_create(int threads) {
+    if (threads <= 0) threads = omp_get_max_threads();
+    if (threads > CPU_MAX_THREADS) threads = CPU_MAX_THREADS;
+    omp_set_num_threads(threads);
+    // sgemm runs inside the OpenMP team, one single-threaded call per thread (see cpu_matmul)
+    openblas_set_num_threads(1);
+    static int warned = 0;
+    const char* better = backend_cpu_blas_better_core();
+    if (better && !warned) {
+        warned = 1;
+        log_warn("OpenBLAS runs its %s kernels on this AVX-512 CPU (its CPU table predates the model); "
+                 "export OPENBLAS_CORETYPE=%s before starting ingrain for about 2x faster matmuls",
+                 openblas_get_corename(), better);
+    }
+    Backend* be = calloc(1, sizeof(Backend));
+    if (!be) fatal("cpu backend: out of memory");
+    *be = (Backend){
+        .name = "cpu",
+        .threads = threads,
+        .destroy = cpu_destroy,
+        .alloc = cpu_alloc,
+        .free = cpu_free,
+        .upload = cpu_memcpy,
+        .download = cpu_memcpy,
+        .memset0 = cpu_memset0,
+        .copy = cpu_memcpy,
+        .synchronize = cpu_synchronize,
+        .matmul = cpu_matmul,
+        .add = cpu_add,
+        .scale = cpu_scale,
+        .add_bias = cpu_add_bias,
+        .bias_bwd = cpu_bias_bwd,
+        .sum_squares = cpu_sum_squares,
+        .mask_rows = cpu_mask_rows,
+        .rmsnorm_fwd = cpu_rmsnorm_fwd,
+        .rmsnorm_bwd = cpu_rmsnorm_bwd,
+        .rope_fwd = cpu_rope_fwd,
+        .rope_bwd = cpu_rope_bwd,
+        .attention_fwd = cpu_attention_fwd,
+        .attention_bwd = cpu_attention_bwd,
+        .attention_work_bytes = cpu_attention_work_bytes,
+        .swiglu_fwd = cpu_swiglu_fwd,
+        .swiglu_bwd = cpu_swiglu_bwd,
+        .embedding_fwd = cpu_embedding_fwd,
+        .embedding_bwd = cpu_embedding_bwd,
+        .softmax = cpu_softmax,
+        .log_softmax = cpu_log_softmax,
+        .cross_entropy = cpu_cross_entropy,
+        .kl_full = cpu_kl_full,
+        .kl_topk = cpu_kl_topk,
+        .kl_sampled = cpu_kl_sampled,
+        .adamw = cpu_adamw,
+    };
+    return be;
+}
+
+void backend_destroy(Backend* be) {
+    if (be) be->destroy(be);
+}

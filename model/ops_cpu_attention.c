@@ -1,0 +1,140 @@
+// CPU causal grouped-query attention, forward and backward, as blocks of small matmuls.
+// Each OpenMP thread takes whole (sequence, head) tasks and runs single-threaded sgemm on
+// blocks of ATTN_BQ queries against the keys they can see (the causal triangle is skipped
+// block by block), with the score block in a per-thread slice of the caller's workspace.
+// The backward recomputes the probabilities from the saved log-sum-exp (as FlashAttention
+// does) instead of storing (T, T) matrices; its tasks are (sequence, kv head) so that the
+// query heads sharing a kv head accumulate dk, dv in one thread, without atomics.
+#include "model/ops_cpu_attention.h"
+#include "model/ops_cpu_internal.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#define ATTN_BQ 64 // queries per block
+
+size_t cpu_attention_work_bytes(Backend* be, int Tk) {
+    // backward: probabilities and their gradients, (ATTN_BQ, Tk) each, per thread
+    return (size_t)be->threads * 2 * ATTN_BQ * (size_t)Tk * sizeof(float);
+}
+
+// ----------------------------------------------------------------------------
+// forward
+
+void cpu_attention_fwd(Backend* be, float* out, float* lse, const float* q, int ldq, const float* k, const float* v,
+                       int ldkv, const int* q_lens, const int* kv_lens, int B, int Tq, int Tk, int H, int KV, int hd,
+                       void* work) {
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int group = H / KV, ldo = H * hd;
+#pragma omp parallel num_threads(be->threads)
+    {
+        float* S = (float*)work + (size_t)omp_get_thread_num() * 2 * ATTN_BQ * Tk; // (nq, nk)
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++) {
+            for (int h = 0; h < H; h++) {
+                const int ql = q_lens[b], off = kv_lens[b] - ql;
+                const float* kb = k + (size_t)b * Tk * ldkv + (size_t)(h / group) * hd;
+                const float* vb = v + (size_t)b * Tk * ldkv + (size_t)(h / group) * hd;
+                float* lseb = lse + ((size_t)b * H + h) * Tq;
+                for (int t0 = 0; t0 < ql; t0 += ATTN_BQ) {
+                    const int nq = ql - t0 < ATTN_BQ ? ql - t0 : ATTN_BQ, nk = off + t0 + nq;
+                    const float* qb = q + ((size_t)b * Tq + t0) * ldq + (size_t)h * hd;
+                    float* ob = out + ((size_t)b * Tq + t0) * ldo + (size_t)h * hd;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qb, ldq, kb, ldkv, 0.0f, S,
+                                nk);
+                    for (int i = 0; i < nq; i++) {
+                        float* row = S + (size_t)i * nk;
+                        const int last = off + t0 + i; // the query's own position: last visible key
+                        float m = row[0], sum = 0.0f;
+#pragma omp simd reduction(max : m)
+                        for (int j = 0; j <= last; j++) m = row[j] > m ? row[j] : m;
+#pragma omp simd reduction(+ : sum)
+                        for (int j = 0; j <= last; j++) {
+                            row[j] = cpu_expf(row[j] - m);
+                            sum += row[j];
+                        }
+                        const float inv = 1.0f / sum;
+                        for (int j = 0; j <= last; j++) row[j] *= inv;
+                        for (int j = last + 1; j < nk; j++) row[j] = 0.0f;
+                        lseb[t0 + i] = m + logf(sum);
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, vb, ldkv, 0.0f, ob,
+                                ldo);
+                }
+                for (int t = ql; t < Tq; t++) {
+                    memset(out + ((size_t)b * Tq + t) * ldo + (size_t)h * hd, 0, sizeof(float) * (size_t)hd);
+                    lseb[t] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// backward
+
+void cpu_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const float* dout, const float* out,
+                       const float* lse, const float* q, int ldq, const float* k, const float* v, int ldkv,
+                       const int* q_lens, const int* kv_lens, int B, int Tq, int Tk, int H, int KV, int hd,
+                       void* work) {
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int group = H / KV, ldo = H * hd;
+#pragma omp parallel num_threads(be->threads)
+    {
+        float* P = (float*)work + (size_t)omp_get_thread_num() * 2 * ATTN_BQ * Tk; // (nq, nk)
+        float* dS = P + (size_t)ATTN_BQ * Tk;                                         // (nq, nk)
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++) {
+            for (int g = 0; g < KV; g++) {
+                const int ql = q_lens[b], off = kv_lens[b] - ql;
+                const float* kb = k + (size_t)b * Tk * ldkv + (size_t)g * hd;
+                const float* vb = v + (size_t)b * Tk * ldkv + (size_t)g * hd;
+                float* dkb = dk + (size_t)b * Tk * ldkv + (size_t)g * hd;
+                float* dvb = dv + (size_t)b * Tk * ldkv + (size_t)g * hd;
+                for (int j = 0; j < Tk; j++) {
+                    memset(dkb + (size_t)j * ldkv, 0, sizeof(float) * (size_t)hd);
+                    memset(dvb + (size_t)j * ldkv, 0, sizeof(float) * (size_t)hd);
+                }
+                for (int h = g * group; h < (g + 1) * group; h++) {
+                    const float* lseb = lse + ((size_t)b * H + h) * Tq;
+                    for (int t0 = 0; t0 < ql; t0 += ATTN_BQ) {
+                        const int nq = ql - t0 < ATTN_BQ ? ql - t0 : ATTN_BQ, nk = off + t0 + nq;
+                        const float* qb = q + ((size_t)b * Tq + t0) * ldq + (size_t)h * hd;
+                        const float* ob = out + ((size_t)b * Tq + t0) * ldo + (size_t)h * hd;
+                        const float* dob = dout + ((size_t)b * Tq + t0) * ldo + (size_t)h * hd;
+                        float* dqb = dq + ((size_t)b * Tq + t0) * ldo + (size_t)h * hd;
+                        // P = softmax from the saved lse; dP = dO V^T
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qb, ldq, kb, ldkv, 0.0f,
+                                    P, nk);
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, 1.0f, dob, ldo, vb, ldkv, 0.0f,
+                                    dS, nk);
+                        for (int i = 0; i < nq; i++) {
+                            float* prow = P + (size_t)i * nk;
+                            float* dsrow = dS + (size_t)i * nk;
+                            const int last = off + t0 + i;
+                            const float l = lseb[t0 + i];
+                            float D = 0.0f; // sum_j P_j dP_j = dO . O
+                            for (int c = 0; c < hd; c++) D += dob[(size_t)i * ldo + c] * ob[(size_t)i * ldo + c];
+                            for (int j = 0; j <= last; j++) {
+                                prow[j] = cpu_expf(prow[j] - l);
+                                dsrow[j] = prow[j] * (dsrow[j] - D);
+                            }
+                            for (int j = last + 1; j < nk; j++) prow[j] = dsrow[j] = 0.0f;
+                        }
+                        // dQ = scale dS K; dK += scale dS^T Q; dV += P^T dO
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, scale, dS, nk, kb, ldkv,
+                                    0.0f, dqb, ldo);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, scale, dS, nk, qb, ldq, 1.0f,
+                                    dkb, ldkv);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, P, nk, dob, ldo, 1.0f,
+                                    dvb, ldkv);
+                    }
+                    for (int t = ql; t < Tq; t++) memset(dq + ((size_t)b * Tq + t) * ldo + (size_t)h * hd, 0,
+                                                         sizeof(float) * (size_t)hd);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+// Unit tests of the contrastive principle miner: it recovers a rule planted in synthetic
+// trajectories and ranks it first, renders it within the word limit, is deterministic, merges
+// with existing items instead of duplicating them, and stays quiet when nothing separates success
+// from failure.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "distill/extract.h"
+#include "model/rng.h"
+
+static char err[512];
+
+// ----------------------------------------------------------------------------
+// synthetic shop episodes. The planted rule: a step whose last tool result says "<product> is out of
+// stock today" leads to success only when the next action is search_alternative (90%); any other
+// action there fails. Elsewhere success is a coin flip (60%), and a distractor ("ships soon" then
+// buy) has no effect.
+
+static const char* const products[] = {"kettle", "lamp", "chair", "blender", "toaster", "mirror", "rug", "clock"};
+static const char* const others[] = {"buy", "view", "answer"};
+
+static EpisodeText* shop(int tasks, int group, uint64_t seed, int plant, int* n) {
+    Rng r;
+    rng_seed(&r, seed);
+    EpisodeText* eps = calloc((size_t)(tasks * group), sizeof(EpisodeText));
+    char task[128], obs[128];
+    for (int t = 0; t < tasks; t++) {
+        const char* prod = products[t % 8];
+        snprintf(task, sizeof(task), "Buy a %s for the customer and confirm the order.", prod);
+        for (int g = 0; g < group; g++) {
+            EpisodeText* e = &eps[t * group + g];
+            episode_init(e, 100 + t, g, 0, task);
+            episode_add_step(e, task, 1, "", "search", prod);
+            snprintf(obs, sizeof(obs), "Found 3 results for %s: %s deluxe, %s basic.", prod, prod, prod);
+            episode_add_step(e, obs, 0, "", "view", prod);
+            int oos = rng_uniform(&r) < 0.5;
+            int success;
+            if (oos && plant) {
+                snprintf(obs, sizeof(obs), "The %s is out of stock today.", prod);
+                int alt = rng_uniform(&r) < 0.5;
+                const char* tool = alt ? "search_alternative" : others[rng_below(&r, 3)];
+                episode_add_step(e, obs, 0, "", tool, prod);
+                success = alt && rng_uniform(&r) < 0.9;
+            } else {
+                snprintf(obs, sizeof(obs), "The %s costs %d dollars and ships soon.", prod, 10 + (int)rng_below(&r, 50));
+                episode_add_step(e, obs, 0, "", rng_uniform(&r) < 0.7 ? "buy" : "view", prod);
+                success = rng_uniform(&r) < 0.6;
+            }
+            episode_add_step(e, "Order placed.", 0, "", "answer", "done");
+            e->success = success;
+            e->reward = (float)success;
+        }
+    }
+    *n = tasks * group;
+    return eps;
+}
+
+static void free_eps(EpisodeText* e, int n) {
+    for (int i = 0; i < n; i++) episode_free(&e[i]);
+    free(e);
+}
+
+// ----------------------------------------------------------------------------
+
+static void test_planted_rule_first(void** state) {
+    (void)state;
+    int n;
+    EpisodeText* e = shop(16, 5, 7, 1, &n);
+    ExtractParams prm = extract_default_params();
+    Rule* rules;
+    int m = contrastive_mine(e, n, &prm, &rules);
+    assert_true(m >= 1);
+    for (int i = 0; i < m && i < 5; i++) {
+        printf("rule %d: [%s] \"%s\" -> %s  %d/%d vs %d/%d lift %.3f score %.3f tasks %d\n", i,
+               rules[i].source == RULE_FROM_TASK ? "task" : "result", rules[i].phrase, rules[i].tool, rules[i].s_with,
+               rules[i].n_with, rules[i].s_other, rules[i].n_other, rules[i].lift, rules[i].score, rules[i].n_tasks);
+    }
+    assert_int_equal(rules[0].source, RULE_FROM_RESULT);
+    assert_string_equal(rules[0].phrase, "out of stock");
+    assert_string_equal(rules[0].tool, "search_alternative");
+    assert_true(rules[0].lift > 0.5);
+    assert_true(rules[0].args_from_obs);
+    assert_null(rules[0].args); // the product differs between tasks
+    // no restatement of the same rule ("stock", "today", "stock today") follows it
+    for (int i = 1; i < m; i++) {
+        assert_false(strcmp(rules[i].tool, "search_alternative") == 0 && strstr("out of stock today", rules[i].phrase));
+    }
+    char *name, *text, *key;
+    contrastive_render(&rules[0], &name, &text, &key);
+    assert_string_equal(name, "Out of stock");
+    assert_string_equal(text, "When the last tool result mentions \"out of stock\", call search_alternative with a "
+                              "value taken from it.");
+    assert_string_equal(key, "rule|result|out of stock|search_alternative");
+    free(name);
+    free(text);
+    free(key);
+    contrastive_rules_free(rules, m);
+    free(rules);
+    free_eps(e, n);
+}
+
+// the rule is found across seeds, not by luck of one draw
+static void test_planted_rule_seeds(void** state) {
+    (void)state;
+    for (uint64_t seed = 1; seed <= 10; seed++) {
+        int n;
+        EpisodeText* e = shop(12, 5, seed, 1, &n);
+        ExtractParams prm = extract_default_params();
+        Rule* rules;
+        int m = contrastive_mine(e, n, &prm, &rules);
+        if (m < 1 || strcmp(rules[0].phrase, "out of stock") != 0 || strcmp(rules[0].tool, "search_alternative") != 0) {
+            fail_msg("seed %llu: first rule is '%s' -> %s", (unsigned long long)seed, m ? rules[0].phrase : "(none)",
+                     m ? rules[0].tool : "");
+        }
+        contrastive_rules_free(rules, m);
+        free(rules);
+        free_eps(e, n);
+    }
+}
+
+static char* extract_json(const EpisodeText* e, int n) {
+    Pool* p = pool_create(pool_default_params());
+    ExtractParams prm = extract_default_params();
+    extract_contrastive(p, e, n, 0, &prm);
+    char* js = pool_to_json(p);
+    pool_free(p);
+    return js;
+}
+
+static void test_deterministic_and_merge(void** state) {
+    (void)state;
+    int n;
+    EpisodeText* e = shop(16, 5, 7, 1, &n);
+    char* a = extract_json(e, n);
+    char* b = extract_json(e, n);
+    assert_string_equal(a, b);
+    // the episodes' order does not matter either (they are read sorted by task and sample)
+    EpisodeText tmp = e[0];
+    e[0] = e[n - 1];
+    e[n - 1] = tmp;
+    char* c = extract_json(e, n);
+    assert_string_equal(a, c);
+    free(b);
+    free(c);
+
+    // merge: the next iteration on the same evidence confirms (NONE) instead of adding duplicates
+    Pool* p = pool_from_json(a, strlen(a), pool_default_params(), err, sizeof(err));
+    assert_non_null(p);
+    int before = pool_size(p), audits = p->n_audit;
+    assert_true(before >= 1 && before <= 5);
+    ExtractParams prm = extract_default_params();
+    extract_contrastive(p, e, n, 1, &prm);
+    assert_int_equal(pool_size(p), before);
+    for (int i = audits; i < p->n_audit; i++) {
+        assert_int_equal(p->audit[i].op, POOL_NONE);
+        assert_non_null(strstr(p->audit[i].reason, "confirmed"));
+    }
+    pool_free(p);
+
+    // an item written by someone else (no key) about the same condition and action is UPDATEd
+    p = pool_create(pool_default_params());
+    pool_add(p, 0, ITEM_PRINCIPLE, "Stock", "If the item is out of stock, try search_alternative.", "", NULL, 0,
+             "seed", err, sizeof(err));
+    extract_contrastive(p, e, n, 1, &prm);
+    const PoolItem* it = pool_find(p, 1);
+    assert_string_equal(it->key, "rule|result|out of stock|search_alternative");
+    assert_string_equal(it->name, "Out of stock");
+    assert_int_equal(p->audit[1].op, POOL_UPDATE);
+    assert_int_equal(p->audit[1].item_id, 1);
+    assert_non_null(strstr(p->audit[1].reason, "mined: after \"out of stock\" in a tool result, search_alternative "
+                                                "succeeded"));
+    assert_true(p->audit[1].n_evidence > 0);
+    pool_free(p);
+    // a rule on a nested condition ("stock" inside "out of stock") with the same action is UPDATEd
+    p = pool_create(pool_default_params());
+    pool_add(p, 0, ITEM_PRINCIPLE, "Stock", "When it says stock, call search_alternative.",
+             "rule|result|stock|search_alternative", NULL, 0, "older", err, sizeof(err));
+    extract_contrastive(p, e, n, 1, &prm);
+    assert_string_equal(pool_find(p, 1)->key, "rule|result|out of stock|search_alternative");
+    assert_int_equal(p->audit[1].op, POOL_UPDATE);
+    pool_free(p);
+    free(a);
+    free_eps(e, n);
+}
+
+static void test_no_signal(void** state) {
+    (void)state;
+    int n;
+    EpisodeText* e = shop(12, 5, 3, 0, &n);
+    for (int i = 0; i < n; i++) e[i].success = 1; // every attempt succeeds: nothing to contrast
+    Pool* p = pool_create(pool_default_params());
+    ExtractParams prm = extract_default_params();
+    extract_contrastive(p, e, n, 0, &prm);
+    assert_int_equal(pool_size(p), 0);
+    assert_int_equal(p->n_audit, 1);
+    assert_int_equal(p->audit[0].op, POOL_NONE);
+    assert_non_null(strstr(p->audit[0].reason, "no condition separates successful from failed steps (60 episodes, 240 "
+                                               "steps"));
+    pool_free(p);
+    // a rule seen in one task only is not general enough (min_tasks 2)
+    free_eps(e, n);
+    e = shop(1, 40, 5, 1, &n);
+    Rule* rules;
+    int m = contrastive_mine(e, n, &prm, &rules);
+    for (int i = 0; i < m; i++) assert_true(rules[i].n_tasks >= 2);
+    assert_int_equal(m, 0);
+    free(rules);
+    free_eps(e, n);
+}
+
+// a tight word limit: the rule is rendered in a shorter form rather than dropped
+static void test_short_form(void** state) {
+    (void)state;
+    int n;
+    EpisodeText* e = shop(16, 5, 7, 1, &n);
+    PoolParams pp = pool_default_params();
+    pp.max_item_words = 14; // the full form has 20 words, the one without detail 15
+    Pool* p = pool_create(pp);
+    ExtractParams prm = extract_default_params();
+    prm.max_rules = 1;
+    extract_contrastive(p, e, n, 0, &prm);
+    assert_int_equal(pool_size(p), 1);
+    assert_string_equal(p->items[0].text, "If the last tool result mentions \"out of stock\", call search_alternative.");
+    pool_free(p);
+    free_eps(e, n);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_planted_rule_first), cmocka_unit_test(test_planted_rule_seeds),
+        cmocka_unit_test(test_deterministic_and_merge), cmocka_unit_test(test_no_signal),
+        cmocka_unit_test(test_short_form),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

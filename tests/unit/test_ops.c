@@ -1,0 +1,331 @@
+// CPU backend ops and small pieces the model builds on: the RNG (known xoshiro256** values),
+// matmul in every transpose with the thread split (against a double loop), attention with
+// separate query and key lengths (the decoding hook) and its log-sum-exp, RoPE, embedding
+// backward with repeated tokens, the sum of squares, and the learning-rate schedule.
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "model/adamw.h"
+#include "model/ops.h"
+#include "model/rng.h"
+
+static float* randn(Rng* r, size_t n, double scale) {
+    float* x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * rng_normal(r));
+    return x;
+}
+
+static float* to_backend(Backend* be, const void* host, size_t bytes) {
+    float* p = be->alloc(be, bytes);
+    be->upload(be, p, host, bytes);
+    return p;
+}
+
+// ----------------------------------------------------------------------------
+// RNG
+
+static void test_rng(void** state) {
+    (void)state;
+    // reference values from a Python port of splitmix64 + xoshiro256** (prng.di.unimi.it)
+    const uint64_t seed42[4] = {0x15780b2e0c2ec716ULL, 0x6104d9866d113a7eULL, 0xae17533239e499a1ULL,
+                                0xecb8ad4703b360a1ULL};
+    Rng r;
+    rng_seed(&r, 42);
+    for (int i = 0; i < 4; i++) assert_true(rng_next(&r) == seed42[i]);
+    rng_seed(&r, 0);
+    assert_true(rng_next(&r) == 0x99ec5f36cb75f2b4ULL);
+
+    // the state is the whole story: a saved copy replays the stream
+    Rng saved = r;
+    uint64_t a = rng_next(&r), b = rng_next(&r);
+    r = saved;
+    assert_true(rng_next(&r) == a && rng_next(&r) == b);
+
+    // streams and jumps give other sequences
+    Rng s1, s2, j = saved;
+    rng_seed_stream(&s1, 7, 0);
+    rng_seed_stream(&s2, 7, 1);
+    assert_true(rng_next(&s1) != rng_next(&s2));
+    rng_jump(&j);
+    assert_true(rng_next(&j) != a);
+
+    // distributions, coarsely
+    double s = 0.0, ss = 0.0;
+    enum { n = 200000 };
+    int below_hits[10] = {0};
+    for (int i = 0; i < n; i++) {
+        double u = rng_uniform(&r);
+        float uf = rng_uniformf(&r);
+        assert_true(u >= 0.0 && u < 1.0 && uf >= 0.0f && uf < 1.0f);
+        double g = rng_normal(&r);
+        s += g;
+        ss += g * g;
+        below_hits[rng_below(&r, 10)]++;
+    }
+    assert_true(fabs(s / n) < 0.01 && fabs(ss / n - 1.0) < 0.02);
+    for (int k = 0; k < 10; k++) assert_true(abs(below_hits[k] - n / 10) < n / 100);
+}
+
+// ----------------------------------------------------------------------------
+// matmul: all transposes, padded leading dimensions, alpha and beta, split and unsplit sizes
+
+static void check_matmul(Backend* be, int ta, int tb, int M, int N, int K) {
+    Rng r;
+    rng_seed(&r, (uint64_t)(M * 1000 + N * 10 + ta * 2 + tb));
+    const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+    const size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc;
+    float* A = randn(&r, na, 1.0);
+    float* B = randn(&r, nb, 1.0);
+    float* C = randn(&r, nc, 1.0);
+    float* bA = to_backend(be, A, na * sizeof(float));
+    float* bB = to_backend(be, B, nb * sizeof(float));
+    float* bC = to_backend(be, C, nc * sizeof(float));
+    be->matmul(be, ta, tb, M, N, K, 0.5f, bA, lda, bB, ldb, 0.7f, bC, ldc);
+    float* out = malloc(nc * sizeof(float));
+    be->download(be, out, bC, nc * sizeof(float));
+    double err = 0.0;
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int k = 0; k < K; k++) {
+                double a = ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                double b = tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                s += a * b;
+            }
+            double ref = 0.5 * s + 0.7 * C[(size_t)i * ldc + j];
+            err = fmax(err, fabs(out[(size_t)i * ldc + j] - ref) / sqrt((double)K));
+        }
+        // the padding of C is untouched
+        for (int j = N; j < ldc; j++) assert_true(out[(size_t)i * ldc + j] == C[(size_t)i * ldc + j]);
+    }
+    assert_true(err < 1e-5);
+    free(A), free(B), free(C), free(out);
+    be->free(be, bA), be->free(be, bB), be->free(be, bC);
+}
+
+static void test_matmul(void** state) {
+    (void)state;
+    Backend* be = backend_cpu_create(2);
+    for (int ta = 0; ta <= 1; ta++) {
+        for (int tb = 0; tb <= 1; tb++) {
+            check_matmul(be, ta, tb, 3, 5, 7);      // one thread
+            check_matmul(be, ta, tb, 203, 61, 129); // split over rows
+            check_matmul(be, ta, tb, 37, 301, 97);  // split over columns
+        }
+    }
+    backend_destroy(be);
+}
+
+// ----------------------------------------------------------------------------
+// attention
+
+enum { AB = 2, AT = 11, AH = 4, AKV = 2, AHD = 8 };
+
+// naive causal GQA attention of one query row against keys 0..last, in double
+static void naive_attention(const float* q, const float* k, const float* v, int b, int t, int last, int h, double* out,
+                            double* lse) {
+    const int Q = AH * AHD, K = AKV * AHD, g = h / (AH / AKV);
+    double s[AT], m = -INFINITY, sum = 0.0;
+    for (int j = 0; j <= last; j++) {
+        double d = 0.0;
+        for (int c = 0; c < AHD; c++) d += (double)q[((size_t)b * AT + t) * Q + h * AHD + c] * k[((size_t)b * AT + j) * K + g * AHD + c];
+        s[j] = d / sqrt((double)AHD);
+        m = fmax(m, s[j]);
+    }
+    for (int j = 0; j <= last; j++) sum += exp(s[j] - m);
+    for (int c = 0; c < AHD; c++) {
+        double o = 0.0;
+        for (int j = 0; j <= last; j++) o += exp(s[j] - m) / sum * v[((size_t)b * AT + j) * K + g * AHD + c];
+        out[c] = o;
+    }
+    *lse = m + log(sum);
+}
+
+static void test_attention_lengths(void** state) {
+    (void)state;
+    Backend* be = backend_cpu_create(2);
+    Rng r;
+    rng_seed(&r, 3);
+    const int Q = AH * AHD, K = AKV * AHD;
+    float* q = randn(&r, (size_t)AB * AT * Q, 1.0);
+    float* k = randn(&r, (size_t)AB * AT * K, 1.0);
+    float* v = randn(&r, (size_t)AB * AT * K, 1.0);
+    float* bq = to_backend(be, q, sizeof(float) * AB * AT * Q);
+    float* bk = to_backend(be, k, sizeof(float) * AB * AT * K);
+    float* bv = to_backend(be, v, sizeof(float) * AB * AT * K);
+    float* bout = be->alloc(be, sizeof(float) * AB * AT * Q);
+    float* blse = be->alloc(be, sizeof(float) * AB * AH * AT);
+    int* bql = be->alloc(be, sizeof(int) * AB);
+    int* bkl = be->alloc(be, sizeof(int) * AB);
+    void* work = be->alloc(be, be->attention_work_bytes(be, AT));
+    float out[AB * AT * Q], lse[AB * AH * AT];
+
+    // training shape: q_lens = kv_lens = lengths; padded rows are zero
+    int lens[AB] = {AT, 6};
+    be->upload(be, bql, lens, sizeof lens);
+    be->upload(be, bkl, lens, sizeof lens);
+    be->attention_fwd(be, bout, blse, bq, Q, bk, bv, K, bql, bkl, AB, AT, AT, AH, AKV, AHD, work);
+    be->download(be, out, bout, sizeof out);
+    be->download(be, lse, blse, sizeof lse);
+    for (int b = 0; b < AB; b++) {
+        for (int t = 0; t < AT; t++) {
+            for (int h = 0; h < AH; h++) {
+                const float* o = out + ((size_t)b * AT + t) * Q + h * AHD;
+                if (t >= lens[b]) {
+                    for (int c = 0; c < AHD; c++) assert_true(o[c] == 0.0f);
+                    continue;
+                }
+                double ref[AHD], ref_lse;
+                naive_attention(q, k, v, b, t, t, h, ref, &ref_lse);
+                for (int c = 0; c < AHD; c++) assert_true(fabs(o[c] - ref[c]) < 1e-5);
+                assert_true(fabs(lse[((size_t)b * AH + h) * AT + t] - ref_lse) < 1e-5);
+            }
+        }
+    }
+
+    // decoding shape: 2 new queries per sequence at the end of kv_lens keys, queries packed at
+    // rows 0..1 (row stride Q) while k, v are the whole (cache) buffers
+    int ql[AB] = {2, 2}, kl[AB] = {9, 4};
+    float* bq2 = be->alloc(be, sizeof(float) * AB * 2 * Q);
+    float q2[AB * 2 * Q];
+    for (int b = 0; b < AB; b++) memcpy(q2 + (size_t)b * 2 * Q, q + ((size_t)b * AT + kl[b] - 2) * Q, sizeof(float) * 2 * Q);
+    be->upload(be, bq2, q2, sizeof q2);
+    be->upload(be, bql, ql, sizeof ql);
+    be->upload(be, bkl, kl, sizeof kl);
+    be->attention_fwd(be, bout, blse, bq2, Q, bk, bv, K, bql, bkl, AB, 2, AT, AH, AKV, AHD, work);
+    be->download(be, out, bout, sizeof(float) * AB * 2 * Q);
+    for (int b = 0; b < AB; b++) {
+        for (int t = 0; t < 2; t++) {
+            for (int h = 0; h < AH; h++) {
+                double ref[AHD], ref_lse;
+                naive_attention(q, k, v, b, kl[b] - 2 + t, kl[b] - 2 + t, h, ref, &ref_lse);
+                for (int c = 0; c < AHD; c++) assert_true(fabs(out[((size_t)b * 2 + t) * Q + h * AHD + c] - ref[c]) < 1e-5);
+            }
+        }
+    }
+    free(q), free(k), free(v);
+    void* bufs[] = {bq, bk, bv, bout, blse, bql, bkl, work, bq2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(be, bufs[i]);
+    backend_destroy(be);
+}
+
+// ----------------------------------------------------------------------------
+// RoPE, embedding, reductions
+
+static void test_rope(void** state) {
+    (void)state;
+    enum { n = 3, nh = 2, hd = 8, half = hd / 2, maxpos = 16 };
+    Backend* be = backend_cpu_create(2);
+    Rng r;
+    rng_seed(&r, 4);
+    float* x = randn(&r, n * nh * hd, 1.0);
+    float cs[maxpos * half], sn[maxpos * half];
+    for (int p = 0; p < maxpos; p++) {
+        for (int i = 0; i < half; i++) cs[p * half + i] = cosf(0.3f * p * (i + 1)), sn[p * half + i] = sinf(0.3f * p * (i + 1));
+    }
+    int pos[n] = {0, 5, 15};
+    float* bx = to_backend(be, x, sizeof(float) * n * nh * hd);
+    float* bc = to_backend(be, cs, sizeof cs);
+    float* bs = to_backend(be, sn, sizeof sn);
+    int* bp = (int*)to_backend(be, pos, sizeof pos);
+    float y[n * nh * hd], back[n * nh * hd];
+    be->rope_fwd(be, bx, bp, bc, bs, n, nh, hd);
+    be->download(be, y, bx, sizeof y);
+    // HF: x * cos + rotate_half(x) * sin with rotate_half(x) = (-x2, x1)
+    for (int row = 0; row < n * nh; row++) {
+        const int p = pos[row / nh];
+        for (int i = 0; i < hd; i++) {
+            const int f = i % half;
+            const float rot = i < half ? -x[row * hd + i + half] : x[row * hd + i - half];
+            const float ref = x[row * hd + i] * cs[p * half + f] + rot * sn[p * half + f];
+            assert_true(fabsf(y[row * hd + i] - ref) < 1e-6f);
+        }
+    }
+    be->rope_bwd(be, bx, bp, bc, bs, n, nh, hd); // the transpose of a rotation is its inverse
+    be->download(be, back, bx, sizeof back);
+    for (int i = 0; i < n * nh * hd; i++) assert_true(fabsf(back[i] - x[i]) < 1e-6f);
+    free(x);
+    be->free(be, bx), be->free(be, bc), be->free(be, bs), be->free(be, bp);
+    backend_destroy(be);
+}
+
+static void test_embedding_bwd(void** state) {
+    (void)state;
+    enum { n = 7, D = 5, V = 4 };
+    Backend* be = backend_cpu_create(2);
+    int tokens[n] = {1, 3, 1, 1, 0, 3, 1};
+    float dy[n * D], dt[V * D];
+    for (int i = 0; i < n * D; i++) dy[i] = (float)(i % 9) - 4.0f;
+    int* bt = (int*)to_backend(be, tokens, sizeof tokens);
+    float* bdy = to_backend(be, dy, sizeof dy);
+    float* bdt = be->alloc(be, sizeof dt);
+    be->embedding_bwd(be, bdt, bdy, bt, n, D, V);
+    be->download(be, dt, bdt, sizeof dt);
+    for (int v = 0; v < V; v++) {
+        for (int c = 0; c < D; c++) {
+            float s = 0.0f;
+            for (int i = 0; i < n; i++) s += tokens[i] == v ? dy[i * D + c] : 0.0f;
+            assert_true(dt[v * D + c] == s);
+        }
+    }
+    be->free(be, bt), be->free(be, bdy), be->free(be, bdt);
+    backend_destroy(be);
+}
+
+static void test_sum_squares(void** state) {
+    (void)state;
+    const size_t n = 1000003;
+    Backend* be = backend_cpu_create(2);
+    Rng r;
+    rng_seed(&r, 5);
+    float* x = randn(&r, n, 1.0);
+    double ref = 0.0;
+    for (size_t i = 0; i < n; i++) ref += (double)x[i] * x[i];
+    float* bx = to_backend(be, x, n * sizeof(float));
+    double s1 = be->sum_squares(be, bx, n), s2 = be->sum_squares(be, bx, n);
+    assert_true(fabs(s1 - ref) <= 1e-6 * ref);
+    assert_true(s1 == s2);
+    free(x);
+    be->free(be, bx);
+    backend_destroy(be);
+}
+
+// ----------------------------------------------------------------------------
+// learning-rate schedule and clipping
+
+static void test_lr_schedule(void** state) {
+    (void)state;
+    AdamWConfig c = adamw_default_config();
+    c.lr = 1.0f;
+    c.min_lr_ratio = 0.1f;
+    c.warmup_steps = 4;
+    c.total_steps = 14;
+    assert_true(fabsf(adamw_lr(&c, 0) - 0.25f) < 1e-7f);
+    assert_true(fabsf(adamw_lr(&c, 3) - 1.0f) < 1e-7f);
+    assert_true(fabsf(adamw_lr(&c, 4) - 1.0f) < 1e-7f);  // cosine starts at the peak
+    assert_true(fabsf(adamw_lr(&c, 9) - 0.55f) < 1e-6f); // halfway: (peak + floor) / 2
+    assert_true(fabsf(adamw_lr(&c, 14) - 0.1f) < 1e-7f);
+    assert_true(fabsf(adamw_lr(&c, 1000) - 0.1f) < 1e-7f);
+    for (long s = 4; s < 14; s++) assert_true(adamw_lr(&c, s + 1) <= adamw_lr(&c, s));
+    c.grad_clip = 2.0f;
+    assert_true(adamw_clip_scale(&c, 1.0) == 1.0f);
+    assert_true(fabsf(adamw_clip_scale(&c, 8.0) - 0.25f) < 1e-6f);
+    c.grad_clip = 0.0f;
+    assert_true(adamw_clip_scale(&c, 1e9) == 1.0f);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rng),           cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_attention_lengths), cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_embedding_bwd), cmocka_unit_test(test_sum_squares),
+        cmocka_unit_test(test_lr_schedule),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
