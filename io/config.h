@@ -110,6 +110,20 @@ typedef struct {
         int keep_last;
         int trajectories;
     } checkpoint;
+    struct {
+        char cache_dir[CONFIG_PATH];
+        int episodes;
+        int worlds;
+        int window_epochs;
+        int epochs;
+        double lr;
+        int batch_tokens;
+        double expert_rate;
+        double share_global;
+        double share_stepwise;
+        int max_pool;
+        int mine_batches;
+    } bootstrap;
 
     // where each key got its value: config file line (>0), 0 = default, -1 = --set
     char source_file[CONFIG_PATH];

@@ -108,6 +108,19 @@ const ConfigKey config_keys[] = {
     INT_("checkpoint.every", checkpoint.every, "1", 1, 100000, "Write a checkpoint every this many iterations (and always after the last)."),
     INT_("checkpoint.keep_last", checkpoint.keep_last, "3", 1, 100000, "Complete checkpoints kept; older ones are deleted (never the newest)."),
     BOOL_("checkpoint.trajectories", checkpoint.trajectories, "false", "Store the iteration's trajectories in the checkpoint."),
+    // bootstrap (docs/BOOTSTRAP.md)
+    STR_("bootstrap.cache_dir", bootstrap.cache_dir, "runs/.bootstrap", "Where bootstrapped built-in models are cached, one HF directory per hash of the keys that determine them."),
+    INT_("bootstrap.episodes", bootstrap.episodes, "1000", 1, 1e7, "Scripted demonstration episodes a built-in model is bootstrapped on."),
+    INT_("bootstrap.worlds", bootstrap.worlds, "4", 1, 1000, "Environment worlds (seeds) the demonstrations are spread over; the first is the run's own."),
+    INT_("bootstrap.window_epochs", bootstrap.window_epochs, "1", 0, 10000, "Passes over short windows of the demonstrations (task, last call and result, one turn) before the whole episodes."),
+    INT_("bootstrap.epochs", bootstrap.epochs, "2", 1, 10000, "Passes over the demonstrations."),
+    FLT_("bootstrap.lr", bootstrap.lr, "2e-3", 0, 10, "Peak AdamW learning rate of the bootstrap (warmup, then cosine to a tenth)."),
+    INT_("bootstrap.batch_tokens", bootstrap.batch_tokens, "8192", 64, 1e9, "Padded tokens per bootstrap optimizer step."),
+    FLT_("bootstrap.expert_rate", bootstrap.expert_rate, "0.2", 0, 1, "Chance that a demonstration's policy knows a hidden rule no item shows (the student's odds of getting it right)."),
+    FLT_("bootstrap.share_global", bootstrap.share_global, "0.25", 0, 1, "Fraction of the demonstrations with a pool in the system prompt (global injection)."),
+    FLT_("bootstrap.share_stepwise", bootstrap.share_stepwise, "0.35", 0, 1, "Fraction of the demonstrations with items before a turn (step-wise injection); the rest show no experience."),
+    INT_("bootstrap.max_pool", bootstrap.max_pool, "6", 1, 64, "Items in a demonstration's pool at most (relevant principles and distractors)."),
+    INT_("bootstrap.mine_batches", bootstrap.mine_batches, "12", 0, 10000, "Batches of scripted episodes the contrastive miner runs on to find the principle texts to inject."),
 };
 const int config_nkeys = (int)(sizeof(config_keys) / sizeof(config_keys[0]));
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");

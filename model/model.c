@@ -95,6 +95,8 @@ static double rope_inv_freq(const ModelConfig* c, int i) {
     return (1.0 - smooth) * base / c->rope_factor + smooth * base;
 }
 
+double model_rope_inv_freq(const ModelConfig* c, int i) { return rope_inv_freq(c, i); }
+
 static void rope_tables(Model* m) {
     const int half = m->cfg.head_dim / 2;
     const size_t n = (size_t)m->max_seq * half;

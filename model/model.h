@@ -38,6 +38,9 @@ const ModelConfig* model_config(const Model* m);
 Backend* model_backend(const Model* m);
 const ParamInfo* model_param_info(const Model* m); // PARAM_COUNT entries
 size_t model_num_params(const Model* m);
+// RoPE inverse frequency of rotation pair i < head_dim/2 with the config's scaling (position t turns
+// the pair by t * freq): the decoder builds its own cos/sin tables from it, sized to its max_len
+double model_rope_inv_freq(const ModelConfig* c, int i);
 
 // ----------------------------------------------------------------------------
 // parameters and gradients (backend buffers of model_num_params floats, laid out by the table)

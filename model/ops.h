@@ -116,8 +116,9 @@ Backend* backend_cpu_create(int threads);
 void backend_destroy(Backend* be);
 
 // The OpenBLAS kernel family in use ("Haswell", "SkylakeX", ...), and the OPENBLAS_CORETYPE that
-// would serve this CPU better, or NULL. OpenBLAS picks its kernels when it loads, and releases
-// that do not know a newer CPU (0.3.21 and Zen 4/5, for one) fall back to AVX2 kernels on AVX-512
-// hardware, at half the matmul speed; backend_cpu_create warns once when that happens.
+// would serve this CPU better, or NULL. OpenBLAS picks its kernels when it loads, from
+// OPENBLAS_CORETYPE or its CPU table; AVX2 kernels on AVX-512 hardware (a forced
+// OPENBLAS_CORETYPE=Haswell, or a release older than the CPU) run matmuls at half speed, and
+// backend_cpu_create warns once when that happens.
 const char* backend_cpu_blas_core(void);
 const char* backend_cpu_blas_better_core(void);

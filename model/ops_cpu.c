@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/check.h"
 #include "common/log.h"
 #include "model/loss.h"
 #include "model/ops.h"
@@ -92,17 +93,17 @@ static void cpu_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int 
 }
 
 static void cpu_add(Backend* be, float* y, const float* x, size_t n) {
-#pragma omp parallel for simd num_threads(be->threads) schedule(static)
+#pragma omp parallel for simd num_threads(be->threads) if(n >= CPU_PAR_MIN) schedule(static)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
 static void cpu_scale(Backend* be, float* y, float a, size_t n) {
-#pragma omp parallel for simd num_threads(be->threads) schedule(static)
+#pragma omp parallel for simd num_threads(be->threads) if(n >= CPU_PAR_MIN) schedule(static)
     for (size_t i = 0; i < n; i++) y[i] *= a;
 }
 
 static void cpu_add_bias(Backend* be, float* y, const float* b, int N, int C) {
-#pragma omp parallel for num_threads(be->threads) schedule(static)
+#pragma omp parallel for num_threads(be->threads) if((size_t)N * C >= CPU_PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++) {
         float* yn = y + (size_t)n * C;
         for (int c = 0; c < C; c++) yn[c] += b[c];
@@ -110,7 +111,7 @@ static void cpu_add_bias(Backend* be, float* y, const float* b, int N, int C) {
 }
 
 static void cpu_bias_bwd(Backend* be, float* db, const float* dy, int N, int C) {
-#pragma omp parallel num_threads(be->threads)
+#pragma omp parallel num_threads(be->threads) if((size_t)N * C >= CPU_PAR_MIN)
     {
         size_t c0, c1;
         thread_slice((size_t)C, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
@@ -124,7 +125,7 @@ static void cpu_bias_bwd(Backend* be, float* db, const float* dy, int N, int C) 
 static double cpu_sum_squares(Backend* be, const float* x, size_t n) {
     double partial[CPU_MAX_THREADS] = {0};
     int nt_used = 1;
-#pragma omp parallel num_threads(be->threads)
+#pragma omp parallel num_threads(be->threads) if(n >= CPU_PAR_MIN)
     {
         int tid = omp_get_thread_num(), nt = omp_get_num_threads();
         size_t lo, hi;
@@ -146,7 +147,8 @@ static double cpu_sum_squares(Backend* be, const float* x, size_t n) {
 }
 
 static void cpu_mask_rows(Backend* be, float* x, const int* lengths, int B, int T, int C) {
-#pragma omp parallel for collapse(2) num_threads(be->threads) schedule(static)
+    const size_t work = (size_t)B * T * C;
+#pragma omp parallel for collapse(2) num_threads(be->threads) if(work >= CPU_PAR_MIN) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             if (t >= lengths[b]) memset(x + ((size_t)b * T + t) * C, 0, sizeof(float) * (size_t)C);
@@ -159,7 +161,7 @@ static void cpu_mask_rows(Backend* be, float* x, const int* lengths, int B, int 
 
 static void cpu_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, const float* w, int N, int C,
                             float eps) {
-#pragma omp parallel for num_threads(be->threads) schedule(static)
+#pragma omp parallel for num_threads(be->threads) if((size_t)N * C >= CPU_PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++) {
         const float* xn = x + (size_t)n * C;
         float* yn = y + (size_t)n * C;
@@ -173,7 +175,7 @@ static void cpu_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, 
 
 static void cpu_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const float* x, const float* w,
                             const float* rstd, int N, int C) {
-#pragma omp parallel num_threads(be->threads)
+#pragma omp parallel num_threads(be->threads) if((size_t)N * C >= CPU_PAR_MIN)
     {
         // dx: rows in parallel
 #pragma omp for schedule(static)
@@ -205,7 +207,7 @@ static void cpu_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, 
 static void cpu_rope(Backend* be, float* x, const int* pos, const float* cos_t, const float* sin_t, int N, int nh,
                      int hd, float sign) {
     const int half = hd / 2;
-#pragma omp parallel for num_threads(be->threads) schedule(static)
+#pragma omp parallel for num_threads(be->threads) if((size_t)N * nh * hd >= CPU_PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++) {
         const float* cs = cos_t + (size_t)pos[n] * half;
         const float* sn = sin_t + (size_t)pos[n] * half;
@@ -234,34 +236,51 @@ static void cpu_rope_bwd(Backend* be, float* dx, const int* pos, const float* co
 // ----------------------------------------------------------------------------
 // SwiGLU and embedding
 
-static void cpu_swiglu_fwd(Backend* be, float* h, const float* gate, const float* up, size_t n) {
-#pragma omp parallel for simd num_threads(be->threads) schedule(static)
+CPU_CLONES static void swiglu_fwd_span(float* h, const float* gate, const float* up, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
-        h[i] = g / (1.0f + cpu_expf(-g)) * up[i];
+        h[i] = g * cpu_sigmoidf(g) * up[i];
     }
 }
 
-static void cpu_swiglu_bwd(Backend* be, float* dgate, float* dup, const float* dh, const float* gate, const float* up,
-                           size_t n) {
-#pragma omp parallel for simd num_threads(be->threads) schedule(static)
+CPU_CLONES static void swiglu_bwd_span(float* dgate, float* dup, const float* dh, const float* gate, const float* up,
+                                       size_t n) {
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
-        float sg = 1.0f / (1.0f + cpu_expf(-g));
+        float sg = cpu_sigmoidf(g);
         dgate[i] = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
         dup[i] = dh[i] * g * sg;
     }
 }
 
+static void cpu_swiglu_fwd(Backend* be, float* h, const float* gate, const float* up, size_t n) {
+#pragma omp parallel num_threads(be->threads) if(n >= CPU_PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_slice(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        swiglu_fwd_span(h + lo, gate + lo, up + lo, hi - lo);
+    }
+}
+
+static void cpu_swiglu_bwd(Backend* be, float* dgate, float* dup, const float* dh, const float* gate, const float* up,
+                           size_t n) {
+#pragma omp parallel num_threads(be->threads) if(n >= CPU_PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_slice(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        swiglu_bwd_span(dgate + lo, dup + lo, dh + lo, gate + lo, up + lo, hi - lo);
+    }
+}
+
 static void cpu_embedding_fwd(Backend* be, float* y, const int* tokens, const float* table, int N, int D) {
-#pragma omp parallel for num_threads(be->threads) schedule(static)
+#pragma omp parallel for num_threads(be->threads) if((size_t)N * D >= CPU_PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++) memcpy(y + (size_t)n * D, table + (size_t)tokens[n] * D, sizeof(float) * (size_t)D);
 }
 
 static void cpu_embedding_bwd(Backend* be, float* dtable, const float* dy, const int* tokens, int N, int D, int V) {
     (void)V;
     // columns in parallel: repeated tokens add up in row order, without atomics
-#pragma omp parallel num_threads(be->threads)
+#pragma omp parallel num_threads(be->threads) if((size_t)N * D >= CPU_PAR_MIN)
     {
         size_t c0, c1;
         thread_slice((size_t)D, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
@@ -277,7 +296,7 @@ static void cpu_embedding_bwd(Backend* be, float* dtable, const float* dy, const
 // vocabulary-wide blocks: rows in parallel, weighted sums combined in thread order
 
 static void cpu_softmax(Backend* be, float* y, const float* z, int N, int V) {
-#pragma omp parallel for num_threads(be->threads) schedule(static)
+#pragma omp parallel for num_threads(be->threads) if((size_t)N * V >= CPU_PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++) {
         const float* zn = z + (size_t)n * V;
         float lse = (float)loss_row_logsumexp(zn, V);
@@ -286,7 +305,7 @@ static void cpu_softmax(Backend* be, float* y, const float* z, int N, int V) {
 }
 
 static void cpu_log_softmax(Backend* be, float* y, const float* z, int N, int V) {
-#pragma omp parallel for num_threads(be->threads) schedule(static)
+#pragma omp parallel for num_threads(be->threads) if((size_t)N * V >= CPU_PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++) {
         const float* zn = z + (size_t)n * V;
         double lse = loss_row_logsumexp(zn, V);
@@ -311,7 +330,7 @@ typedef struct {
 static double cpu_row_losses(Backend* be, const RowLossArgs* a, int N) {
     double partial[CPU_MAX_THREADS] = {0};
     int nt_used = 1;
-#pragma omp parallel num_threads(be->threads)
+#pragma omp parallel num_threads(be->threads) if((size_t)N * a->V >= CPU_PAR_MIN)
     {
         int tid = omp_get_thread_num(), nt = omp_get_num_threads();
         size_t lo, hi;
@@ -381,7 +400,7 @@ static void cpu_adamw(Backend* be, float* p, const float* g, float* m, float* v,
                       float beta2, float eps, float weight_decay, float grad_scale, long t) {
     const float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
     const float step = lr / bc1, sqrt_bc2 = sqrtf(bc2), decay = 1.0f - lr * weight_decay;
-#pragma omp parallel for simd num_threads(be->threads) schedule(static)
+#pragma omp parallel for simd num_threads(be->threads) if(n >= CPU_PAR_MIN) schedule(static)
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] * grad_scale;
         float mi = beta1 * m[i] + (1.0f - beta1) * gi;
@@ -398,6 +417,7 @@ static void cpu_adamw(Backend* be, float* p, const float* g, float* m, float* v,
 const char* backend_cpu_blas_core(void) { return openblas_get_corename(); }
 
 const char* backend_cpu_blas_better_core(void) {
+#if defined(__x86_64__)
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
         !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq")) {
@@ -409,6 +429,9 @@ const char* backend_cpu_blas_better_core(void) {
         if (strcasecmp(core, avx512_cores[i]) == 0) return NULL;
     }
     return "SkylakeX";
+#else
+    return NULL;
+#endif
 }
 
 // ----------------------------------------------------------------------------
@@ -426,12 +449,18 @@ Backend* backend_cpu_create(int threads) {
     const char* better = backend_cpu_blas_better_core();
     if (better && !warned) {
         warned = 1;
-        log_warn("OpenBLAS runs its %s kernels on this AVX-512 CPU (its CPU table predates the model); "
-                 "export OPENBLAS_CORETYPE=%s before starting ingrain for about 2x faster matmuls",
-                 openblas_get_corename(), better);
+        const char* forced = getenv("OPENBLAS_CORETYPE");
+        if (forced) {
+            log_warn("OPENBLAS_CORETYPE=%s in the environment holds OpenBLAS to its %s kernels on this AVX-512 "
+                     "CPU; unset it or set OPENBLAS_CORETYPE=%s for about 2x faster matmuls",
+                     forced, openblas_get_corename(), better);
+        } else {
+            log_warn("OpenBLAS picked its %s kernels on this AVX-512 CPU (a release older than the CPU model); "
+                     "export OPENBLAS_CORETYPE=%s before starting ingrain for about 2x faster matmuls",
+                     openblas_get_corename(), better);
+        }
     }
-    Backend* be = calloc(1, sizeof(Backend));
-    if (!be) fatal("cpu backend: out of memory");
+    Backend* be = callocCheck(1, sizeof(Backend));
     *be = (Backend){
         .name = "cpu",
         .threads = threads,

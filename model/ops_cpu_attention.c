@@ -21,6 +21,47 @@ size_t cpu_attention_work_bytes(Backend* be, int Tk) {
 }
 
 // ----------------------------------------------------------------------------
+// row kernels (vector code: compiled for AVX2 and for the baseline, picked at load time)
+
+// S (nq, nk) scores in place -> causal softmax probabilities; row i sees keys 0..last0 + i
+CPU_CLONES static void softmax_rows(float* S, float* lse, int nq, int nk, int last0) {
+    for (int i = 0; i < nq; i++) {
+        float* row = S + (size_t)i * nk;
+        const int last = last0 + i; // the query's own position: its last visible key
+        float m = row[0], sum = 0.0f;
+#pragma omp simd reduction(max : m)
+        for (int j = 0; j <= last; j++) m = row[j] > m ? row[j] : m;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j <= last; j++) {
+            row[j] = cpu_expf(row[j] - m);
+            sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int j = 0; j <= last; j++) row[j] *= inv;
+        for (int j = last + 1; j < nk; j++) row[j] = 0.0f;
+        lse[i] = m + logf(sum);
+    }
+}
+
+// P (nq, nk) scores in place -> probabilities from the saved lse; dS (nq, nk) dP in place -> dS
+CPU_CLONES static void softmax_bwd_rows(float* P, float* dS, const float* lse, const float* dout, const float* out,
+                                        int ldo, int hd, int nq, int nk, int last0) {
+    for (int i = 0; i < nq; i++) {
+        float* prow = P + (size_t)i * nk;
+        float* dsrow = dS + (size_t)i * nk;
+        const int last = last0 + i;
+        const float l = lse[i];
+        float D = 0.0f; // sum_j P_j dP_j = dO . O
+        for (int c = 0; c < hd; c++) D += dout[(size_t)i * ldo + c] * out[(size_t)i * ldo + c];
+        for (int j = 0; j <= last; j++) {
+            prow[j] = cpu_expf(prow[j] - l);
+            dsrow[j] = prow[j] * (dsrow[j] - D);
+        }
+        for (int j = last + 1; j < nk; j++) prow[j] = dsrow[j] = 0.0f;
+    }
+}
+
+// ----------------------------------------------------------------------------
 // forward
 
 void cpu_attention_fwd(Backend* be, float* out, float* lse, const float* q, int ldq, const float* k, const float* v,
@@ -28,7 +69,7 @@ void cpu_attention_fwd(Backend* be, float* out, float* lse, const float* q, int 
                        void* work) {
     const float scale = 1.0f / sqrtf((float)hd);
     const int group = H / KV, ldo = H * hd;
-#pragma omp parallel num_threads(be->threads)
+#pragma omp parallel num_threads(be->threads) if((size_t)B * H * Tq * Tk * hd >= CPU_PAR_MIN)
     {
         float* S = (float*)work + (size_t)omp_get_thread_num() * 2 * ATTN_BQ * Tk; // (nq, nk)
 #pragma omp for collapse(2) schedule(dynamic, 1)
@@ -44,22 +85,7 @@ void cpu_attention_fwd(Backend* be, float* out, float* lse, const float* q, int 
                     float* ob = out + ((size_t)b * Tq + t0) * ldo + (size_t)h * hd;
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qb, ldq, kb, ldkv, 0.0f, S,
                                 nk);
-                    for (int i = 0; i < nq; i++) {
-                        float* row = S + (size_t)i * nk;
-                        const int last = off + t0 + i; // the query's own position: last visible key
-                        float m = row[0], sum = 0.0f;
-#pragma omp simd reduction(max : m)
-                        for (int j = 0; j <= last; j++) m = row[j] > m ? row[j] : m;
-#pragma omp simd reduction(+ : sum)
-                        for (int j = 0; j <= last; j++) {
-                            row[j] = cpu_expf(row[j] - m);
-                            sum += row[j];
-                        }
-                        const float inv = 1.0f / sum;
-                        for (int j = 0; j <= last; j++) row[j] *= inv;
-                        for (int j = last + 1; j < nk; j++) row[j] = 0.0f;
-                        lseb[t0 + i] = m + logf(sum);
-                    }
+                    softmax_rows(S, lseb + t0, nq, nk, off + t0);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, vb, ldkv, 0.0f, ob,
                                 ldo);
                 }
@@ -81,7 +107,7 @@ void cpu_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const float
                        void* work) {
     const float scale = 1.0f / sqrtf((float)hd);
     const int group = H / KV, ldo = H * hd;
-#pragma omp parallel num_threads(be->threads)
+#pragma omp parallel num_threads(be->threads) if((size_t)B * H * Tq * Tk * hd >= CPU_PAR_MIN)
     {
         float* P = (float*)work + (size_t)omp_get_thread_num() * 2 * ATTN_BQ * Tk; // (nq, nk)
         float* dS = P + (size_t)ATTN_BQ * Tk;                                         // (nq, nk)
@@ -110,19 +136,7 @@ void cpu_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const float
                                     P, nk);
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, 1.0f, dob, ldo, vb, ldkv, 0.0f,
                                     dS, nk);
-                        for (int i = 0; i < nq; i++) {
-                            float* prow = P + (size_t)i * nk;
-                            float* dsrow = dS + (size_t)i * nk;
-                            const int last = off + t0 + i;
-                            const float l = lseb[t0 + i];
-                            float D = 0.0f; // sum_j P_j dP_j = dO . O
-                            for (int c = 0; c < hd; c++) D += dob[(size_t)i * ldo + c] * ob[(size_t)i * ldo + c];
-                            for (int j = 0; j <= last; j++) {
-                                prow[j] = cpu_expf(prow[j] - l);
-                                dsrow[j] = prow[j] * (dsrow[j] - D);
-                            }
-                            for (int j = last + 1; j < nk; j++) prow[j] = dsrow[j] = 0.0f;
-                        }
+                        softmax_bwd_rows(P, dS, lseb + t0, dob, ob, ldo, hd, nq, nk, off + t0);
                         // dQ = scale dS K; dK += scale dS^T Q; dV += P^T dO
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, scale, dS, nk, kb, ldkv,
                                     0.0f, dqb, ldo);

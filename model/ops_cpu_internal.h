@@ -1,8 +1,22 @@
 // Helpers shared by the CPU backend's files (ops_cpu*.c); not part of the backend interface.
 #pragma once
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+// Hot vector loops are compiled twice, for AVX2 + FMA and for the x86-64 baseline (SSE2), and the
+// loader picks the clone this CPU runs (GCC target_clones): the build stays portable across
+// cluster nodes while the elementwise kernels run 8 lanes wide where they can.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define CPU_CLONES
+#endif
+
+// Loops over fewer elements than this run on the calling thread: a parallel region costs a
+// fork and a join, and on a busy machine a preempted team member stalls the whole region.
+#define CPU_PAR_MIN 32768
 
 // exp(x) in float with Cephes' expf polynomial (relative error < 1e-7 on the clamped range),
 // written so that GCC vectorises loops calling it (libm's expf is a scalar call per element;
@@ -26,6 +40,15 @@ static inline float cpu_expf(float x) {
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return e * scale;
+}
+
+// logistic sigmoid through exp(-|x|) <= 1, so the division never meets a huge denominator: with
+// exp(-x) directly, GCC evaluates the clamped branch for every lane and its tiny quotients are
+// subnormal, which costs a microcode assist per element
+static inline float cpu_sigmoidf(float x) {
+    const float e = cpu_expf(-fabsf(x));
+    const float s = 1.0f / (1.0f + e);
+    return x >= 0.0f ? s : e * s;
 }
 
 // the slice [lo, hi) of n items that thread tid of nt owns

@@ -1,41 +1,661 @@
-// The iteration driver (see driver.h). The pipeline phases arrive with their issues; today the
-// driver prepares the run directory and the effective config, then stops and says so.
+// The iteration driver (see driver.h): K iterations of
+//   rollout (rollout ranks) -> aggregate (aggregator root) -> internalize (trainers)
+//   -> sync (weights to every rank) -> evaluate (rollout ranks) -> checkpoint (all ranks)
+// with resume from the newest complete checkpoint and a graceful stop on SIGTERM/SIGUSR1.
+//
+// Determinism across rank counts: every episode's randomness comes from
+// (run.seed, iteration, split, task, sample, teacher) and a task's G samples are always decoded
+// as one batch; trajectories are put in (task, sample) order before aggregation; the trainer's
+// result does not depend on how the data is split over trainers (distill/trainer.h); every
+// evaluation count is an integer sum. So np = 1, 2, 4 give the same metrics.
 #include "mpi/driver.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/check.h"
 #include "common/log.h"
+#include "distill/bootstrap.h"
+#include "distill/extract.h"
+#include "distill/judge.h"
+#include "distill/pool.h"
+#include "distill/shards.h"
+#include "distill/trainer.h"
+#include "io/metrics.h"
+#include "model/chat.h"
+#include "model/hf.h"
+#include "model/tokenizer.h"
+#include "mpi/signals.h"
+#include "mpi/state.h"
+#include "mpi/wire.h"
+#include "rollout/agent.h"
+#include "rollout/env.h"
+
+// an episode succeeded when the environment paid full reward (the built-ins pay 1 for a solved
+// task, 0 otherwise); distill.reward_threshold only selects the teacher trajectories to train on
+#define SUCCESS_REWARD 1.0
+
+typedef struct {
+    const Config* c;
+    const RankLayout* l;
+    int agg_root; // world rank of the aggregator that owns the pool
+
+    Backend* be;
+    Model* model;
+    Tokenizer* tok;
+    ChatFormat format;
+
+    Agent* agent;      // rollout ranks: a task's G samples per call
+    Agent* eval_agent; // rollout ranks: one sample per held-out task
+    Env** envs;        // rollout ranks: G environments (one per episode of a group)
+    Pool* pool;        // aggregator root
+    DistillTrainer* trainer;
+    MetricsLog* metrics; // world rank 0
+    ExpList exp;         // the pool as injected (every rank)
+    char* pool_json;     // the pool at the start of the current iteration (aggregator root)
+
+    int start_iter;
+    double t0;
+    char err[2048];
+} Driver;
+
+// the outcome counts of a set of episodes (integers: their sums are exact in any order)
+typedef struct {
+    int64_t episodes, successes, turns, premature, tokens, truncated;
+} Outcome;
 
 // ----------------------------------------------------------------------------
-// run directory
+// helpers
 
-// RUN_DIR/config.yaml holds the effective config (after --set), written by rank 0
-static void write_effective_config(const Config* c) {
-    mkdirsCheck(c->run.dir);
-    char path[CONFIG_PATH + 32];
-    snprintf(path, sizeof(path), "%s/config.yaml", c->run.dir);
-    char tmp[CONFIG_PATH + 40];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE* f = fopenCheck(tmp, "w");
-    ConfigError err;
-    if (config_write_yaml(c, f, &err) != 0) fatal("%s: %s", path, err.msg);
-    fcloseCheck(f);
-    if (rename(tmp, path) != 0) fatal("cannot rename '%s' to '%s'", tmp, path);
-    log_info("effective config written to %s", path);
+static int is_root(const Driver* d) { return d->l->world_rank == 0; }
+
+static double now(void) { return MPI_Wtime(); }
+
+// every rank learns whether any rank failed; the failing rank has already printed its reason
+static void agree_or_abort(const Driver* d, int failed, const char* what) {
+    int any = 0;
+    mpiCheck(MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, d->l->world));
+    if (any) {
+        if (failed) log_error("%s failed: %s", what, d->err);
+        ingrain_abort(INGRAIN_EXIT_FAILURE);
+    }
+}
+
+// OpenMP threads per rank: the node's cores shared by the ranks on it
+static int threads_per_rank(const Config* c, MPI_Comm world) {
+    if (c->model.threads > 0) return c->model.threads;
+    MPI_Comm node;
+    mpiCheck(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    int local = 1;
+    mpiCheck(MPI_Comm_size(node, &local));
+    mpiCheck(MPI_Comm_free(&node));
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int t = (int)(cores / local);
+    return t < 1 ? 1 : t;
+}
+
+// ----------------------------------------------------------------------------
+// setup: model, tokenizer, environments, agents, pool, trainer
+
+static void load_model(Driver* d) {
+    const Config* c = d->c;
+    DistillOptions dopt;
+    distill_options_from_config(&dopt, c);
+    ModelConfig mc;
+    int failed = 0;
+    if (c->model.path[0]) {
+        char tok_path[CONFIG_PATH + 32];
+        snprintf(tok_path, sizeof(tok_path), "%s/tokenizer.json", c->model.path);
+        failed = hf_load_config(c->model.path, &mc, d->err, sizeof(d->err)) != 0 ||
+                 !(d->tok = tokenizer_load_hf(tok_path, d->err, sizeof(d->err)));
+        d->format = strstr(mc.arch, "Llama") ? CHAT_LLAMA3 : CHAT_CHATML;
+    } else if (model_builtin_config(c->model.name, &mc) != 0) {
+        snprintf(d->err, sizeof(d->err), "model.name '%s' is not a built-in model (tiny, small, gpt2-124m)",
+                 c->model.name);
+        failed = 1;
+    } else {
+        d->tok = tokenizer_byte();
+        d->format = CHAT_CHATML;
+    }
+    agree_or_abort(d, failed, "loading the model");
+    if (mc.max_seq_len > c->model.max_seq_len) mc.max_seq_len = c->model.max_seq_len;
+    d->be = backend_cpu_create(threads_per_rank(c, d->l->world));
+    d->model = model_create(&mc, d->be, dopt.max_batch, dopt.max_seq);
+}
+
+// weights of a fresh run: the HF model, or the bootstrapped built-in (built once, on rank 0)
+static void initial_weights(Driver* d) {
+    const Config* c = d->c;
+    int failed = 0;
+    if (c->model.path[0]) {
+        size_t n = model_num_params(d->model);
+        float* host = mallocCheck(sizeof(float) * n);
+        failed = hf_load_weights(c->model.path, model_config(d->model), host, n, d->err, sizeof(d->err)) != 0;
+        if (!failed) model_params_upload(d->model, host);
+        free(host);
+        agree_or_abort(d, failed, "loading the weights");
+        return;
+    }
+    char dir[CONFIG_PATH + 256] = "";
+    if (is_root(d)) {
+        log_info("bootstrap: preparing the base model (cached in %s)", c->bootstrap.cache_dir);
+        double t = now();
+        failed = bootstrap_ensure(c, dir, sizeof(dir), d->err, sizeof(d->err)) != 0;
+        if (!failed) log_info("bootstrap: base model ready in %.1f s: %s", now() - t, dir);
+    }
+    agree_or_abort(d, failed, "bootstrapping the base model");
+    mpiCheck(MPI_Bcast(dir, sizeof(dir), MPI_CHAR, 0, d->l->world));
+    failed = bootstrap_load(d->model, dir, d->err, sizeof(d->err)) != 0;
+    agree_or_abort(d, failed, "loading the bootstrapped model");
+}
+
+static void setup_roles(Driver* d) {
+    const Config* c = d->c;
+    int failed = 0;
+    EnvError eerr;
+    if (d->l->roles & ROLE_ROLLOUT) {
+        AgentOptions ao;
+        agent_options_from_config(c, &ao);
+        ao.format = d->format;
+        d->agent = agent_create(d->model, d->tok, &ao, d->err, sizeof(d->err));
+        ao.group_size = ao.max_episodes = 1;
+        d->eval_agent = d->agent ? agent_create(d->model, d->tok, &ao, d->err, sizeof(d->err)) : NULL;
+        failed = !d->agent || !d->eval_agent;
+        d->envs = callocCheck((size_t)c->rollout.group_size, sizeof(Env*));
+        for (int i = 0; i < c->rollout.group_size && !failed; i++) {
+            d->envs[i] = env_create_from_config(c, &eerr);
+            if (!d->envs[i]) snprintf(d->err, sizeof(d->err), "%s", eerr.msg), failed = 1;
+        }
+    }
+    if (!failed && d->l->world_rank == d->agg_root) {
+        PoolParams pp = pool_default_params();
+        pp.max_size = c->experience.max_pool_size;
+        pp.max_item_words = c->experience.max_item_words;
+        pp.prune_threshold = c->experience.prune_threshold;
+        d->pool = pool_create(pp);
+        if (c->experience.seed_pool[0]) {
+            failed = pool_load_seed(d->pool, c->experience.seed_pool, d->err, sizeof(d->err)) != 0;
+        }
+    }
+    if (!failed && (d->l->roles & ROLE_TRAINER)) {
+        DistillOptions o;
+        distill_options_from_config(&o, c);
+        failed = distill_check_config(c, d->err, sizeof(d->err)) != 0;
+        if (!failed) d->trainer = distill_trainer_create(d->model, &o, d->l->trainer);
+    }
+    agree_or_abort(d, failed, "setting up the rank's roles");
+}
+
+// ----------------------------------------------------------------------------
+// the pool as every rank sees it
+
+static void share_pool(Driver* d) {
+    uint8_t* data = NULL;
+    size_t len = 0;
+    if (d->l->world_rank == d->agg_root) {
+        free(d->pool_json);
+        d->pool_json = pool_to_json(d->pool);
+        data = (uint8_t*)d->pool_json;
+        len = strlen(d->pool_json);
+    }
+    wire_bcast(d->l->world, d->agg_root, &data, &len);
+    Pool* view = d->pool;
+    if (d->l->world_rank != d->agg_root) {
+        view = pool_from_json((const char*)data, len, pool_default_params(), d->err, sizeof(d->err));
+        if (!view) fatal("the pool broadcast by rank %d does not parse: %s", d->agg_root, d->err);
+        free(data);
+    }
+    PoolListing listing;
+    pool_listing(view, &listing);
+    exp_list_free(&d->exp);
+    exp_list_init(&d->exp);
+    for (int i = 0; i < listing.n; i++) exp_list_add(&d->exp, listing.ids[i], listing.texts[i]);
+    pool_listing_free(&listing);
+    if (view != d->pool) pool_free(view);
+}
+
+// ----------------------------------------------------------------------------
+// rollout
+
+// tasks of iteration k: a seeded shuffle of the training split, tasks_per_iter of them
+static int* iteration_tasks(const Driver* d, int k, int* n) {
+    const Config* c = d->c;
+    int total = c->env.train_tasks;
+    *n = c->rollout.tasks_per_iter < total ? c->rollout.tasks_per_iter : total;
+    int* order = mallocCheck(sizeof(int) * (size_t)total);
+    for (int i = 0; i < total; i++) order[i] = i;
+    Rng r;
+    rng_seed_stream(&r, (uint64_t)c->run.seed, 0x7a5c5000u + (uint64_t)k);
+    for (int i = total - 1; i > 0; i--) {
+        int j = (int)rng_below(&r, (uint64_t)i + 1);
+        int t = order[i];
+        order[i] = order[j], order[j] = t;
+    }
+    return order;
+}
+
+static int cmp_traj(const void* a, const void* b) {
+    const Trajectory* x = *(Trajectory* const*)a;
+    const Trajectory* y = *(Trajectory* const*)b;
+    if (x->task_id != y->task_id) return x->task_id < y->task_id ? -1 : 1;
+    return (x->sample > y->sample) - (x->sample < y->sample);
+}
+
+// this rank's share of the iteration's rollouts (task i goes to rollout rank i % R)
+static void rollout_phase(Driver* d, int k, const int* tasks, int n_tasks, TrajBuf* out, long* gen_tokens) {
+    const Config* c = d->c;
+    int G = c->rollout.group_size, R = d->l->n_rollout, me = d->l->rollout_rank;
+    int on_policy = c->distill.regime == REGIME_ON_POLICY;
+    Trajectory** mine = NULL;
+    int n_mine = 0, failed = 0;
+    if (d->agent) {
+        agent_stats_reset(d->agent);
+        mine = callocCheck((size_t)(n_tasks / R + 1) * (size_t)G, sizeof(Trajectory*));
+        for (int i = me; i < n_tasks && !failed; i += R) {
+            AgentTask task = {ENV_SPLIT_TRAIN, tasks[i]};
+            // off-policy samples the teacher (experience in context); on-policy the student
+            failed = agent_run(d->agent, d->envs, &task, 1, k, on_policy ? NULL : &d->exp, mine + n_mine, d->err,
+                               sizeof(d->err)) != 0;
+            for (int s = 0; s < G && !failed && on_policy; s++) {
+                failed = agent_score_teacher(d->agent, mine[n_mine + s], &d->exp, NULL, d->err, sizeof(d->err)) != 0;
+            }
+            if (!failed) n_mine += G;
+        }
+        *gen_tokens = agent_stats(d->agent)->gen_tokens;
+    }
+    agree_or_abort(d, failed, "a rollout");
+    traj_encode_batch(mine, n_mine, out);
+    for (int i = 0; i < n_mine; i++) traj_free(mine[i]);
+    free(mine);
+}
+
+// ----------------------------------------------------------------------------
+// aggregation (aggregator root)
+
+typedef struct {
+    Trajectory** trajs;
+    int n;
+    ExtractReport report;
+    double rollout_success;
+} Aggregated;
+
+static size_t decode_ids(void* ctx, const int32_t* ids, int n, char* out, size_t cap) {
+    return tokenizer_decode((const Tokenizer*)ctx, ids, n, out, cap);
+}
+
+static int parse_action(void* ctx, const char* text, char* tool, size_t tool_cap, char* args, size_t args_cap) {
+    (void)ctx;
+    char *name = NULL, *json = NULL, err[256];
+    int rc = chat_parse_tool_call(text, &name, &json, err, sizeof(err));
+    if (rc == 1) {
+        snprintf(tool, tool_cap, "%s", name);
+        snprintf(args, args_cap, "%s", json);
+    }
+    free(name);
+    free(json);
+    return rc == 1 ? 0 : -1;
+}
+
+// decode the gathered batches, in (task, sample) order
+static void collect(Driver* d, const uint8_t* data, const size_t* lens, Aggregated* a) {
+    a->trajs = NULL;
+    a->n = 0;
+    size_t off = 0;
+    for (int r = 0; r < d->l->world_size; r++) {
+        Trajectory** part;
+        int n;
+        if (traj_decode_batch(data + off, lens[r], &part, &n, d->err, sizeof(d->err)) != 0) {
+            fatal("trajectories from rank %d: %s", r, d->err);
+        }
+        a->trajs = reallocCheck(a->trajs, sizeof(Trajectory*) * (size_t)(a->n + n + 1));
+        memcpy(a->trajs + a->n, part, sizeof(Trajectory*) * (size_t)n);
+        a->n += n;
+        free(part);
+        off += lens[r];
+    }
+    qsort(a->trajs, (size_t)a->n, sizeof(Trajectory*), cmp_traj);
+}
+
+static void aggregate_phase(Driver* d, int k, Aggregated* a, ShardSet* shards) {
+    const Config* c = d->c;
+    uint8_t* success = mallocCheck((size_t)(a->n ? a->n : 1));
+    judge_env_batch(a->trajs, a->n, SUCCESS_REWARD, success);
+    EpisodeText* eps = callocCheck((size_t)(a->n ? a->n : 1), sizeof(EpisodeText));
+    int wins = 0;
+    for (int i = 0; i < a->n; i++) {
+        episode_from_trajectory(&eps[i], a->trajs[i], success[i], NULL, decode_ids, d->tok, parse_action, NULL, NULL);
+        wins += success[i];
+    }
+    a->rollout_success = a->n ? (double)wins / a->n : 0.0;
+    ExperienceMode mode = {c->experience.granularity, c->experience.extractor};
+    ExtractParams prm = extract_default_params();
+    memset(&a->report, 0, sizeof(a->report));
+    if (experience_update(d->pool, mode, k, a->trajs, success, a->n, eps, a->n, &prm, &a->report, d->err,
+                          sizeof(d->err)) != 0) {
+        fatal("experience update of iteration %d: %s", k, d->err);
+    }
+    if (pool_write_iteration(d->pool, k, c->run.dir, d->err, sizeof(d->err)) != 0) fatal("%s", d->err);
+    for (int i = 0; i < a->n; i++) episode_free(&eps[i]);
+    free(eps);
+    free(success);
+    shards_build(a->trajs, a->n, c->distill.regime, c->distill.reward_threshold, d->l->n_trainer, shards);
+}
+
+// the shards to the trainers (trainer t is world rank t); every other rank gets an empty part
+static void send_shards(Driver* d, const ShardSet* shards, Shard* local) {
+    int W = d->l->world_size;
+    uint8_t** parts = NULL;
+    size_t* lens = NULL;
+    TrajBuf* bufs = NULL;
+    if (d->l->world_rank == d->agg_root) {
+        parts = callocCheck((size_t)W, sizeof(uint8_t*));
+        lens = callocCheck((size_t)W, sizeof(size_t));
+        bufs = callocCheck((size_t)W, sizeof(TrajBuf));
+        for (int r = 0; r < W; r++) {
+            int t = ranks_roles_of(d->l, r) & ROLE_TRAINER ? (d->l->colocated ? r : r - d->l->first_trainer) : -1;
+            if (t >= 0) shard_encode(&shards->shards[t], &bufs[r]);
+            else traj_encode_batch(NULL, 0, &bufs[r]);
+            parts[r] = bufs[r].data;
+            lens[r] = bufs[r].len;
+        }
+    }
+    uint8_t* mine;
+    size_t len;
+    wire_scatter(d->l->world, d->agg_root, parts, lens, &mine, &len);
+    if (shard_decode(mine, len, local, d->err, sizeof(d->err)) != 0) {
+        fatal("the shard from rank %d does not decode: %s", d->agg_root, d->err);
+    }
+    free(mine);
+    for (int r = 0; bufs && r < W; r++) traj_buf_free(&bufs[r]);
+    free(bufs);
+    free(parts);
+    free(lens);
+}
+
+// ----------------------------------------------------------------------------
+// evaluation on held-out tasks: student (no experience) and teacher (with the pool)
+
+static void evaluate(Driver* d, int k, int teacher, Outcome* total) {
+    const Config* c = d->c;
+    Outcome mine = {0};
+    int failed = 0;
+    if (d->eval_agent) {
+        for (int task = d->l->rollout_rank; task < c->eval.tasks && !failed; task += d->l->n_rollout) {
+            AgentTask t = {ENV_SPLIT_HELDOUT, task};
+            Trajectory* tr = NULL;
+            failed = agent_run(d->eval_agent, d->envs, &t, 1, k, teacher ? &d->exp : NULL, &tr, d->err,
+                               sizeof(d->err)) != 0;
+            if (failed) break;
+            mine.episodes++;
+            mine.successes += tr->final_reward >= SUCCESS_REWARD;
+            mine.turns += tr->n_steps;
+            mine.premature += (tr->flags & TRAJ_FLAG_PREMATURE) != 0;
+            mine.truncated += (tr->flags & TRAJ_FLAG_TRUNCATED) != 0;
+            mine.tokens += tr->n_tokens;
+            traj_free(tr);
+        }
+    }
+    agree_or_abort(d, failed, "an evaluation episode");
+    mpiCheck(MPI_Allreduce(&mine, total, 6, MPI_INT64_T, MPI_SUM, d->l->world));
+}
+
+static double ratio(int64_t a, int64_t b) { return b ? (double)a / (double)b : 0.0; }
+
+// ----------------------------------------------------------------------------
+// checkpoints and resume
+
+static void write_checkpoint(Driver* d, int completed, Trajectory* const* trajs, int n_trajs) {
+    CkptState s = {.iteration = completed,
+                   .cfg = d->c,
+                   .layout = d->l,
+                   .model = d->model,
+                   .trainer = d->trainer,
+                   .pool_json = d->pool_json,
+                   .data_writer = d->agg_root,
+                   .metrics = d->metrics ? metrics_text(d->metrics) : NULL,
+                   .trajectories = trajs,
+                   .n_trajectories = n_trajs};
+    state_write(&s);
+}
+
+// 1 if the job resumed from a checkpoint
+static int try_resume(Driver* d) {
+    char path[CONFIG_PATH + 64] = "";
+    int found = 0, it = 0;
+    if (d->c->run.resume == RESUME_AUTO && is_root(d)) {
+        char dir[CONFIG_PATH + 16];
+        snprintf(dir, sizeof(dir), "%s/ckpt", d->c->run.dir);
+        found = ckpt_find_latest(dir, path, sizeof(path), &it) == 0;
+    }
+    mpiCheck(MPI_Bcast(&found, 1, MPI_INT, 0, d->l->world));
+    if (!found) return 0;
+    mpiCheck(MPI_Bcast(path, sizeof(path), MPI_CHAR, 0, d->l->world));
+    CkptLoaded ld;
+    int failed = state_read(path, d->model, d->trainer, &ld, d->err, sizeof(d->err)) != 0;
+    agree_or_abort(d, failed, "resuming");
+    if (d->l->world_rank == d->agg_root) {
+        pool_free(d->pool);
+        d->pool = pool_from_json(ld.pool_json, strlen(ld.pool_json), pool_default_params(), d->err, sizeof(d->err));
+        failed = !d->pool;
+    }
+    agree_or_abort(d, failed, "restoring the pool");
+    if (is_root(d)) {
+        char mpath[CONFIG_PATH + 32];
+        snprintf(mpath, sizeof(mpath), "%s/metrics.jsonl", d->c->run.dir);
+        d->metrics = metrics_open(mpath, ld.metrics);
+        log_info("resumed from %s: %d iteration%s done", path, ld.iteration, ld.iteration == 1 ? "" : "s");
+    }
+    d->start_iter = ld.iteration;
+    state_loaded_free(&ld);
+    return 1;
+}
+
+// ----------------------------------------------------------------------------
+// metrics and progress
+
+static void log_steps(Driver* d, int k, const DistillReport* rep) {
+    for (int i = 0; d->metrics && i < rep->n_steps; i++) {
+        const DistillStepMetrics* s = &rep->steps[i];
+        json_t* o = json_object();
+        json_object_set_new(o, "type", json_string("step"));
+        json_object_set_new(o, "iteration", json_integer(k));
+        json_object_set_new(o, "epoch", json_integer(s->epoch));
+        json_object_set_new(o, "step", json_integer(s->step));
+        json_object_set_new(o, "loss", json_real(s->loss));
+        json_object_set_new(o, "kl_forward", json_real(s->kl_forward));
+        json_object_set_new(o, "kl_reverse", json_real(s->kl_reverse));
+        json_object_set_new(o, "top1_agree", json_real(s->top1_agree));
+        json_object_set_new(o, "entropy", json_real(s->entropy));
+        json_object_set_new(o, "grad_norm", json_real(s->grad_norm));
+        json_object_set_new(o, "lr", json_real(s->lr));
+        json_object_set_new(o, "tokens", json_integer(s->tokens));
+        metrics_append(d->metrics, o);
+        json_decref(o);
+    }
+}
+
+static double mean_loss(const DistillReport* rep) {
+    double sum = 0;
+    for (int i = 0; i < rep->n_steps; i++) sum += rep->steps[i].loss;
+    return rep->n_steps ? sum / rep->n_steps : 0.0;
 }
 
 // ----------------------------------------------------------------------------
 // the job
 
+static void phase(const Driver* d, int k, const char* what) {
+    if (is_root(d)) log_info("[iter %d/%d] %s", k + 1, d->c->run.iterations, what);
+}
+
+// 1 when a stop was requested (every rank agrees)
+static int stop_requested(const Driver* d) { return signals_agree(d->l->world) != 0; }
+
 int driver_run(const Config* c, const RankLayout* l) {
-    if (l->world_rank == 0) write_effective_config(c);
-    mpiCheck(MPI_Barrier(l->world));
-    if (l->world_rank == 0) {
-        log_info("setup complete: config validated, rank groups built, run directory %s ready", c->run.dir);
-        log_info("the iteration pipeline (rollout, aggregation, distillation) is not built yet; stopping after setup");
+    Driver drv = {.c = c, .l = l};
+    Driver* d = &drv;
+    d->agg_root = l->colocated ? 0 : l->first_aggregator;
+    d->t0 = now();
+    signals_install();
+    exp_list_init(&d->exp);
+    if (is_root(d)) {
+        mkdirsCheck(c->run.dir);
+        char path[CONFIG_PATH + 32];
+        snprintf(path, sizeof(path), "%s/config.yaml", c->run.dir);
+        FILE* f = fopenCheck(path, "w");
+        ConfigError cerr;
+        if (config_write_yaml(c, f, &cerr) != 0) fatal("%s: %s", path, cerr.msg);
+        fcloseCheck(f);
     }
-    return INGRAIN_EXIT_OK;
+    load_model(d);
+    setup_roles(d);
+    if (!try_resume(d)) {
+        initial_weights(d);
+        if (is_root(d)) {
+            char mpath[CONFIG_PATH + 32];
+            snprintf(mpath, sizeof(mpath), "%s/metrics.jsonl", c->run.dir);
+            d->metrics = metrics_open(mpath, NULL);
+        }
+    }
+    share_pool(d);
+    int rc = INGRAIN_EXIT_OK;
+    for (int k = d->start_iter; k < c->run.iterations; k++) {
+        double t_iter = now();
+        // stop points before any state changes: the last checkpoint is this iteration's start
+        if (stop_requested(d)) {
+            rc = INGRAIN_EXIT_REQUEUE;
+            break;
+        }
+        int n_tasks;
+        int* tasks = iteration_tasks(d, k, &n_tasks);
+        phase(d, k, "rollout");
+        TrajBuf local = {0};
+        long gen = 0, gen_all = 0;
+        double t_roll = now();
+        rollout_phase(d, k, tasks, n_tasks, &local, &gen);
+        free(tasks);
+        mpiCheck(MPI_Reduce(&gen, &gen_all, 1, MPI_LONG, MPI_SUM, 0, l->world));
+        if (is_root(d)) {
+            double dt = now() - t_roll;
+            log_info("[iter %d/%d] rollout: %d tasks x %d samples, %ld tokens generated in %.1f s (%.0f tok/s)", k + 1,
+                     c->run.iterations, n_tasks, c->rollout.group_size, gen_all, dt, gen_all / (dt > 0 ? dt : 1));
+        }
+        uint8_t* all;
+        size_t all_len, *lens;
+        wire_gather(l->world, d->agg_root, local.data, local.len, &all, &all_len, &lens);
+        traj_buf_free(&local);
+        if (stop_requested(d)) {
+            free(all), free(lens);
+            rc = INGRAIN_EXIT_REQUEUE;
+            break;
+        }
+
+        phase(d, k, "aggregate");
+        Aggregated agg = {0};
+        ShardSet shards = {0};
+        if (l->world_rank == d->agg_root) {
+            collect(d, all, lens, &agg);
+            aggregate_phase(d, k, &agg, &shards);
+        }
+        free(all), free(lens);
+        Shard shard = {0};
+        send_shards(d, &shards, &shard);
+        if (l->world_rank == d->agg_root) shards_free(&shards);
+        int64_t pool_stats[6] = {0};
+        if (l->world_rank == d->agg_root) {
+            pool_stats[0] = pool_size(d->pool), pool_stats[1] = agg.report.added, pool_stats[2] = agg.report.updated;
+            pool_stats[3] = agg.report.deleted, pool_stats[4] = agg.n;
+            pool_stats[5] = (int64_t)llround(agg.rollout_success * 1e6);
+        }
+        mpiCheck(MPI_Bcast(pool_stats, 6, MPI_INT64_T, d->agg_root, l->world));
+        // from here on the iteration runs to its end, then the job stops if asked
+
+        phase(d, k, "internalize");
+        DistillReport rep = {0};
+        int failed = 0;
+        if (d->trainer) failed = distill_train(d->trainer, &shard, k, &rep, d->err, sizeof(d->err)) != 0;
+        agree_or_abort(d, failed, "distillation");
+        shard_free(&shard);
+        distill_broadcast_weights(d->model, 0, l->world, 16u << 20);
+        share_pool(d);
+
+        Outcome student = {0}, teacher = {0};
+        int last = k == c->run.iterations - 1;
+        if (c->eval.tasks > 0 && (k % c->eval.every == 0 || last)) {
+            phase(d, k, "evaluate");
+            evaluate(d, k, 0, &student);
+            evaluate(d, k, 1, &teacher);
+        }
+        if (is_root(d)) {
+            log_steps(d, k, &rep);
+            json_t* o = json_object();
+            json_object_set_new(o, "type", json_string("iteration"));
+            json_object_set_new(o, "iteration", json_integer(k));
+            json_object_set_new(o, "student_success", json_real(ratio(student.successes, student.episodes)));
+            json_object_set_new(o, "teacher_success", json_real(ratio(teacher.successes, teacher.episodes)));
+            json_object_set_new(o, "mean_turns", json_real(ratio(student.turns, student.episodes)));
+            json_object_set_new(o, "premature_rate", json_real(ratio(student.premature, student.episodes)));
+            json_object_set_new(o, "tokens_per_episode", json_real(ratio(student.tokens, student.episodes)));
+            json_object_set_new(o, "teacher_turns", json_real(ratio(teacher.turns, teacher.episodes)));
+            json_object_set_new(o, "teacher_premature_rate", json_real(ratio(teacher.premature, teacher.episodes)));
+            json_object_set_new(o, "eval_tasks", json_integer(student.episodes));
+            json_object_set_new(o, "rollout_episodes", json_integer(pool_stats[4]));
+            json_object_set_new(o, "rollout_success", json_real((double)pool_stats[5] / 1e6));
+            json_object_set_new(o, "pool_size", json_integer(pool_stats[0]));
+            json_object_set_new(o, "pool_added", json_integer(pool_stats[1]));
+            json_object_set_new(o, "pool_updated", json_integer(pool_stats[2]));
+            json_object_set_new(o, "pool_deleted", json_integer(pool_stats[3]));
+            json_object_set_new(o, "train_sequences", json_integer(rep.sequences));
+            json_object_set_new(o, "train_steps", json_integer(rep.n_steps));
+            json_object_set_new(o, "train_loss", json_real(mean_loss(&rep)));
+            json_object_set_new(o, "seconds", json_real(now() - t_iter));
+            metrics_append(d->metrics, o);
+            metrics_sync(d->metrics);
+            json_decref(o);
+            double done = k + 1 - d->start_iter, elapsed = now() - d->t0;
+            log_info("iter %d/%d | student %.3f | teacher %.3f | turns %.1f | premature %.2f | pool %lld (+%lld ~%lld "
+                     "-%lld) | loss %.4f | %.0f s | ETA %.0f s",
+                     k + 1, c->run.iterations, ratio(student.successes, student.episodes),
+                     ratio(teacher.successes, teacher.episodes), ratio(student.turns, student.episodes),
+                     ratio(student.premature, student.episodes), (long long)pool_stats[0], (long long)pool_stats[1],
+                     (long long)pool_stats[2], (long long)pool_stats[3], mean_loss(&rep), now() - t_iter,
+                     elapsed / done * (c->run.iterations - k - 1));
+        }
+        distill_report_free(&rep);
+        if (last || (k + 1) % c->checkpoint.every == 0 || signals_agree(l->world)) {
+            write_checkpoint(d, k + 1, agg.trajs, agg.n);
+        }
+        for (int i = 0; i < agg.n; i++) traj_free(agg.trajs[i]);
+        free(agg.trajs);
+        if (!last && stop_requested(d)) {
+            rc = INGRAIN_EXIT_REQUEUE;
+            break;
+        }
+    }
+    if (rc == INGRAIN_EXIT_REQUEUE && is_root(d)) {
+        log_info("stop requested (signal %d): the newest checkpoint holds every finished iteration; exiting with %d "
+                 "(requeue, then run with --resume)", signals_pending(), INGRAIN_EXIT_REQUEUE);
+    }
+    if (rc == INGRAIN_EXIT_OK && is_root(d)) {
+        char done[CONFIG_PATH + 16];
+        snprintf(done, sizeof(done), "%s/DONE", c->run.dir);
+        fcloseCheck(fopenCheck(done, "w"));
+        log_info("done: %d iterations in %.0f s; metrics in %s/metrics.jsonl", c->run.iterations, now() - d->t0,
+                 c->run.dir);
+    }
+    metrics_close(d->metrics);
+    free(d->pool_json);
+    exp_list_free(&d->exp);
+    pool_free(d->pool);
+    distill_trainer_free(d->trainer);
+    agent_free(d->agent);
+    agent_free(d->eval_agent);
+    for (int i = 0; d->envs && i < c->rollout.group_size; i++) env_destroy(d->envs[i]);
+    free(d->envs);
+    model_free(d->model);
+    tokenizer_free(d->tok);
+    backend_destroy(d->be);
+    return rc;
 }

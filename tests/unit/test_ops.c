@@ -134,7 +134,9 @@ static void naive_attention(const float* q, const float* k, const float* v, int 
     double s[AT], m = -INFINITY, sum = 0.0;
     for (int j = 0; j <= last; j++) {
         double d = 0.0;
-        for (int c = 0; c < AHD; c++) d += (double)q[((size_t)b * AT + t) * Q + h * AHD + c] * k[((size_t)b * AT + j) * K + g * AHD + c];
+        const float* qr = q + ((size_t)b * AT + t) * Q + h * AHD;
+        const float* kr = k + ((size_t)b * AT + j) * K + g * AHD;
+        for (int c = 0; c < AHD; c++) d += (double)qr[c] * kr[c];
         s[j] = d / sqrt((double)AHD);
         m = fmax(m, s[j]);
     }
@@ -194,7 +196,9 @@ static void test_attention_lengths(void** state) {
     int ql[AB] = {2, 2}, kl[AB] = {9, 4};
     float* bq2 = be->alloc(be, sizeof(float) * AB * 2 * Q);
     float q2[AB * 2 * Q];
-    for (int b = 0; b < AB; b++) memcpy(q2 + (size_t)b * 2 * Q, q + ((size_t)b * AT + kl[b] - 2) * Q, sizeof(float) * 2 * Q);
+    for (int b = 0; b < AB; b++) {
+        memcpy(q2 + (size_t)b * 2 * Q, q + ((size_t)b * AT + kl[b] - 2) * Q, sizeof(float) * 2 * Q);
+    }
     be->upload(be, bq2, q2, sizeof q2);
     be->upload(be, bql, ql, sizeof ql);
     be->upload(be, bkl, kl, sizeof kl);
@@ -205,7 +209,8 @@ static void test_attention_lengths(void** state) {
             for (int h = 0; h < AH; h++) {
                 double ref[AHD], ref_lse;
                 naive_attention(q, k, v, b, kl[b] - 2 + t, kl[b] - 2 + t, h, ref, &ref_lse);
-                for (int c = 0; c < AHD; c++) assert_true(fabs(out[((size_t)b * 2 + t) * Q + h * AHD + c] - ref[c]) < 1e-5);
+                const float* o = out + ((size_t)b * 2 + t) * Q + h * AHD;
+                for (int c = 0; c < AHD; c++) assert_true(fabs(o[c] - ref[c]) < 1e-5);
             }
         }
     }
@@ -227,7 +232,10 @@ static void test_rope(void** state) {
     float* x = randn(&r, n * nh * hd, 1.0);
     float cs[maxpos * half], sn[maxpos * half];
     for (int p = 0; p < maxpos; p++) {
-        for (int i = 0; i < half; i++) cs[p * half + i] = cosf(0.3f * p * (i + 1)), sn[p * half + i] = sinf(0.3f * p * (i + 1));
+        for (int i = 0; i < half; i++) {
+            cs[p * half + i] = cosf(0.3f * p * (i + 1));
+            sn[p * half + i] = sinf(0.3f * p * (i + 1));
+        }
     }
     int pos[n] = {0, 5, 15};
     float* bx = to_backend(be, x, sizeof(float) * n * nh * hd);

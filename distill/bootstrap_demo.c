@@ -1,0 +1,431 @@
+// The bootstrap's demonstrations (see bootstrap.h): scripted episodes rendered as the agent loop
+// renders its contexts (rollout/agent.c: the system text, the task, tool calls as ChatML
+// <tool_call> blocks, observations as tool messages), with experience injected where the agent
+// injects it (rollout/inject.h). Every episode has a pool of bank items; the policy knows the
+// rules the items shown convey, and each other rule with probability expert_rate.
+//
+//   student   no experience; one sequence, every turn supervised
+//   global    the pool in the system prompt; one sequence, every turn supervised
+//   stepwise  before every turn the BM25 selector picks items from the pool (as the agent does);
+//             one sequence per turn whose action the shown items changed (and, when there is none,
+//             one random turn): the stored history up to that turn, the items appended to a copy
+//             of its last message, the turn supervised; earlier turns, which ran with items of
+//             their own that the sequence no longer shows, are supervised only where the items did
+//             not change the action
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "distill/bootstrap.h"
+#include "distill/text.h"
+#include "model/chat.h"
+#include "model/rng.h"
+#include "rollout/agent_impl.h"
+#include "rollout/inject.h"
+
+#define DEMO_MIN_POOL 1
+
+// ----------------------------------------------------------------------------
+// parameters
+
+DemoParams demo_params_from_config(const Config* c) {
+    DemoParams p = {0};
+    p.episodes = c->bootstrap.episodes;
+    p.worlds = c->bootstrap.worlds;
+    p.expert_rate = c->bootstrap.expert_rate;
+    p.share_global = c->bootstrap.share_global;
+    p.share_stepwise = c->bootstrap.share_stepwise;
+    p.select_min = c->experience.select_min;
+    p.select_max = c->experience.select_max;
+    p.max_pool = c->bootstrap.max_pool;
+    p.max_turns = c->env.max_turns;
+    p.max_context = c->rollout.max_context;
+    p.train_tasks = c->env.train_tasks;
+    p.seed = (uint64_t)c->run.seed;
+    return p;
+}
+
+// the world seed of world w: the run's own for w = 0
+static uint64_t demo_world_seed(uint64_t seed, int w) { return w == 0 ? seed : seed ^ (0xD1B54A32D192ED03ull * (uint64_t)w); }
+
+char* demo_render_experience(char* const* texts, const int* idx, int n, int global) {
+    ExpList l = {.n = 0};
+    exp_list_init(&l);
+    for (int i = 0; i < n; i++) exp_list_add(&l, i + 1, texts[idx ? idx[i] : i]);
+    char* s = inject_render(&l, NULL, 0, global ? INJECT_GLOBAL_HEADING : INJECT_STEP_HEADING);
+    exp_list_free(&l);
+    return s;
+}
+
+// ----------------------------------------------------------------------------
+// one scripted episode as messages
+
+typedef struct {
+    ChatRole role;
+    char* text;      // user / tool: the message
+    char tool[32];   // assistant: the call
+    char* args;
+    int changed;     // assistant: the items shown changed the action
+    char* exp;       // assistant (step-wise): the items shown before this turn, rendered; NULL: none
+    uint32_t shown;  // assistant: rules the items shown at this turn convey
+} Msg;
+
+typedef struct {
+    int n, cap;
+    Msg* m;
+} Msgs;
+
+static Msg* msgs_push(Msgs* ms, ChatRole role) {
+    if (ms->n == ms->cap) {
+        ms->cap = ms->cap ? 2 * ms->cap : 32;
+        ms->m = reallocCheck(ms->m, sizeof(Msg) * (size_t)ms->cap);
+    }
+    Msg* m = &ms->m[ms->n++];
+    memset(m, 0, sizeof(*m));
+    m->role = role;
+    return m;
+}
+
+static void msgs_free(Msgs* ms) {
+    for (int i = 0; i < ms->n; i++) {
+        free(ms->m[i].text);
+        free(ms->m[i].args);
+        free(ms->m[i].exp);
+    }
+    free(ms->m);
+    memset(ms, 0, sizeof(*ms));
+}
+
+static void append_or_die(ChatRender* r, const ChatMessage* m) {
+    char err[256];
+    if (chat_append(r, m, err, sizeof(err)) != 0) fatal("bootstrap: rendering a demonstration: %s", err);
+}
+
+// appends message i of ms to r (no experience)
+static void render_plain(ChatRender* r, const Msg* m) {
+    if (m->role == CHAT_ASSISTANT) {
+        const ChatToolCall call = {m->tool, m->args};
+        const ChatMessage cm = {.role = CHAT_ASSISTANT, .tool_calls = &call, .n_tool_calls = 1};
+        append_or_die(r, &cm);
+    } else {
+        const ChatPart p = {m->text, chat_role_segment(m->role)};
+        const ChatMessage cm = {.role = m->role, .parts = &p, .n_parts = 1};
+        append_or_die(r, &cm);
+    }
+}
+
+typedef struct {
+    Env* env;
+    Agent* agent;
+    const char* system;         // the agent's system text for env
+    char* const* pool;          // (n_pool) item texts
+    const BankItem* const* items; // (n_pool) the bank items behind them
+    int n_pool;
+    ExpSelector* sel;           // step-wise: BM25 over the pool; NULL otherwise
+    uint32_t hidden;            // rules known without being shown
+    int global;                 // the whole pool is shown at every turn
+    int max_turns;
+} EpisodeSpec;
+
+static int policy_or_fail(Env* env, uint32_t known, EnvPolicyAction* a, char* err, size_t errlen) {
+    EnvError e = {{0}};
+    if (env_policy(env, known, a, &e) == 0) return 0;
+    snprintf(err, errlen, "bootstrap: %s", e.msg);
+    return -1;
+}
+
+// Plays task `task` with the scripted policy: the stored history in ms (system text excluded).
+static int play(const EpisodeSpec* s, int task, Msgs* ms, char* err, size_t errlen) {
+    EnvResult res = {0};
+    EnvError e = {{0}};
+    if (env_reset(s->env, ENV_SPLIT_TRAIN, task, 0, &res, &e) != 0) return snprintf(err, errlen, "bootstrap: %s", e.msg), -1;
+    char msg[256];
+    ChatRender hist; // the stored history, for the step-wise query
+    if (chat_init(&hist, s->agent->tok, CHAT_CHATML, msg, sizeof(msg)) != 0) fatal("bootstrap: %s", msg);
+    const ChatPart sp = {s->system, SEG_SYSTEM};
+    const ChatMessage sm = {.role = CHAT_SYSTEM, .parts = &sp, .n_parts = 1};
+    append_or_die(&hist, &sm);
+    Msg* u = msgs_push(ms, CHAT_USER);
+    u->text = strdupCheck(res.observation);
+    render_plain(&hist, u);
+    env_result_free(&res);
+    int* idx = mallocCheck(sizeof(int) * (size_t)(s->n_pool + 1));
+    int rc = 0;
+    for (int turn = 0; turn < s->max_turns && rc == 0; turn++) {
+        // the items shown now, and the rules of those whose condition holds for the last message
+        int k = 0;
+        char* exp = NULL;
+        if (s->sel) {
+            char* q = agent_history_query(s->agent, hist.ids, hist.seg, hist.n);
+            k = selector_bm25(s->sel, q, idx);
+            free(q);
+            exp = demo_render_experience(s->pool, idx, k, 0);
+        } else if (s->global) {
+            for (k = 0; k < s->n_pool; k++) idx[k] = k;
+        }
+        const Msg* last = &ms->m[ms->n - 1];
+        uint32_t shown = 0;
+        for (int i = 0; i < k; i++)
+            if (bank_item_applies(s->items[idx[i]], last->text, last->role == CHAT_USER)) shown |= s->items[idx[i]]->rules;
+        EnvPolicyAction a, a0;
+        if (policy_or_fail(s->env, s->hidden | shown, &a, err, errlen) != 0 ||
+            policy_or_fail(s->env, s->hidden, &a0, err, errlen) != 0) {
+            free(exp);
+            rc = -1;
+            break;
+        }
+        Msg* m = msgs_push(ms, CHAT_ASSISTANT);
+        snprintf(m->tool, sizeof(m->tool), "%s", a.tool);
+        m->args = strdupCheck(a.args_json);
+        m->changed = strcmp(a.tool, a0.tool) != 0 || strcmp(a.args_json, a0.args_json) != 0;
+        m->exp = exp;
+        m->shown = shown;
+        render_plain(&hist, m);
+        const EnvAction act = {a.tool, a.args_json};
+        if (env_step(s->env, &act, &res, &e) != 0) {
+            snprintf(err, errlen, "bootstrap: %s", e.msg);
+            rc = -1;
+            break;
+        }
+        int done = res.done;
+        if (!done) {
+            Msg* t = msgs_push(ms, CHAT_TOOL);
+            t->text = strdupCheck(res.observation);
+            render_plain(&hist, t);
+        }
+        env_result_free(&res);
+        if (done) break;
+    }
+    free(idx);
+    chat_free(&hist);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// sequences
+
+static Demo* demo_push(DemoSet* set) {
+    if (set->n == set->cap) {
+        set->cap = set->cap ? 2 * set->cap : 256;
+        set->d = reallocCheck(set->d, sizeof(Demo) * (size_t)set->cap);
+    }
+    Demo* d = &set->d[set->n++];
+    memset(d, 0, sizeof(*d));
+    return d;
+}
+
+// Renders the system message (with global experience text gexp; none for a window) and the
+// messages ms[0] (the task) and ms[from..upto] (from <= 1: all of them); step-wise experience from
+// ms[exp_at].exp goes on a copy of the message before ms[exp_at] (exp_at < 0: none).
+typedef struct {
+    const char* system; // NULL: a window, without the system message
+    const char* gexp;
+    const Msgs* ms;
+    int from, upto, exp_at;
+    int mode; // supervision: DEMO_STUDENT / DEMO_GLOBAL all turns; DEMO_STEPWISE as described on top;
+              // a window only its last turn
+} SeqSpec;
+
+static void render_seq(const SeqSpec* q, const Tokenizer* tok, int max_context, Demo* d) {
+    char msg[256];
+    ChatRender r;
+    if (chat_init(&r, tok, CHAT_CHATML, msg, sizeof(msg)) != 0) fatal("bootstrap: %s", msg);
+    if (q->system) {
+        const ChatPart sp[2] = {{q->system, SEG_SYSTEM}, {q->gexp, SEG_EXPERIENCE}};
+        const ChatMessage sm = {.role = CHAT_SYSTEM, .parts = sp, .n_parts = q->gexp ? 2 : 1};
+        append_or_die(&r, &sm);
+    }
+    int cap = 2 * r.n + 256;
+    uint8_t* target = callocCheck((size_t)cap, 1);
+    for (int i = 0; i <= q->upto; i++) {
+        if (i > 0 && i < q->from) continue;
+        const Msg* m = &q->ms->m[i];
+        int n0 = r.n;
+        if (i + 1 == q->exp_at) { // the last message before the turn, with the turn's items
+            const ChatPart parts[2] = {{m->text, chat_role_segment(m->role)}, {q->ms->m[q->exp_at].exp, SEG_EXPERIENCE}};
+            const ChatMessage cm = {.role = m->role, .parts = parts, .n_parts = 2};
+            append_or_die(&r, &cm);
+        } else {
+            render_plain(&r, m);
+        }
+        int sup = m->role == CHAT_ASSISTANT &&
+                  (q->system ? q->mode != DEMO_STEPWISE || i == q->exp_at || !m->changed : i == q->upto);
+        if (r.n > cap) {
+            cap = 2 * r.n;
+            target = reallocCheck(target, (size_t)cap);
+        }
+        for (int t = n0; t < r.n; t++) target[t] = (uint8_t)(sup && r.agent[t]);
+        if (m->role == CHAT_ASSISTANT) {
+            d->n_turns++;
+            d->n_followed += sup && m->changed;
+            d->shown |= (q->mode == DEMO_GLOBAL || i == q->exp_at) ? m->shown : 0;
+        }
+    }
+    d->n = r.n < max_context ? r.n : max_context;
+    d->ids = mallocCheck(sizeof(int) * (size_t)d->n);
+    d->seg = mallocCheck((size_t)d->n);
+    d->target = mallocCheck((size_t)d->n);
+    memcpy(d->ids, r.ids, sizeof(int) * (size_t)d->n);
+    memcpy(d->seg, r.seg, (size_t)d->n);
+    memcpy(d->target, target, (size_t)d->n);
+    free(target);
+    chat_free(&r);
+}
+
+// renders one sequence into the set; a sequence cut by the context cap before any target is dropped
+static void emit(DemoSet* set, const SeqSpec* q, const Tokenizer* tok, int max_context, int mode, int task, int world) {
+    Demo* d = demo_push(set);
+    render_seq(q, tok, max_context, d);
+    d->mode = mode, d->task = task, d->world = world, d->window = q->system == NULL;
+    int targets = 0;
+    for (int t = 0; t < d->n; t++) targets += d->target[t];
+    if (targets > 0) return;
+    free(d->ids), free(d->seg), free(d->target);
+    set->n--;
+}
+
+// ----------------------------------------------------------------------------
+// the set
+
+void demos_free(DemoSet* set) {
+    for (int i = 0; i < set->n; i++) {
+        free(set->d[i].ids);
+        free(set->d[i].seg);
+        free(set->d[i].target);
+    }
+    free(set->d);
+    memset(set, 0, sizeof(*set));
+}
+
+// draws an episode's pool: 1..3 items that convey rules, then distractors, up to max_pool, shuffled
+static int draw_pool(const Bank* bank, int max_pool, Rng* rng, int* pick) {
+    int n_rel = 0, n_dis = 0;
+    for (int i = 0; i < bank->n; i++) {
+        n_rel += bank->items[i].rules != 0;
+        n_dis += bank->items[i].rules == 0;
+    }
+    int want_rel = 1 + (int)rng_below(rng, 3), want = DEMO_MIN_POOL + (int)rng_below(rng, (uint64_t)max_pool);
+    if (want_rel > n_rel) want_rel = n_rel;
+    if (want < want_rel) want = want_rel;
+    if (want > want_rel + n_dis) want = want_rel + n_dis;
+    int n = 0;
+    while (n < want) { // rejection sampling over a bank of tens of items
+        int i = (int)rng_below(rng, (uint64_t)bank->n);
+        int rel = bank->items[i].rules != 0;
+        if ((rel && n_rel == 0) || (n < want_rel) != rel) continue;
+        int dup = 0;
+        for (int k = 0; k < n; k++) dup |= pick[k] == i;
+        if (!dup) pick[n++] = i;
+    }
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)rng_below(rng, (uint64_t)(i + 1)), t = pick[i];
+        pick[i] = pick[j];
+        pick[j] = t;
+    }
+    return n;
+}
+
+int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank* bank, Agent* agent,
+                const DemoParams* p, char* err, size_t errlen) {
+    memset(set, 0, sizeof(*set));
+    if (windows) memset(windows, 0, sizeof(*windows));
+    const Tokenizer* tok = agent->tok;
+    int worlds = p->worlds > 0 ? p->worlds : 1;
+    Env** envs = callocCheck((size_t)worlds, sizeof(Env*));
+    char** system = callocCheck((size_t)worlds, sizeof(char*));
+    int rc = 0;
+    for (int w = 0; w < worlds && rc == 0; w++) {
+        EnvOptions o = {.name = env_name, .seed = demo_world_seed(p->seed, w), .train_tasks = p->train_tasks,
+                        .heldout_tasks = 1};
+        EnvError e = {{0}};
+        envs[w] = env_create(&o, &e);
+        if (!envs[w]) rc = -1, snprintf(err, errlen, "bootstrap: %s", e.msg);
+        else system[w] = agent_system_text(agent, envs[w]);
+    }
+    Rng rng;
+    rng_seed_stream(&rng, p->seed, 0xDE40);
+    int* pick = mallocCheck(sizeof(int) * (size_t)(p->max_pool + 1));
+    char** texts = mallocCheck(sizeof(char*) * (size_t)(p->max_pool + 1));
+    const BankItem** items = mallocCheck(sizeof(BankItem*) * (size_t)(p->max_pool + 1));
+    for (int ep = 0; ep < p->episodes && rc == 0; ep++) {
+        const int w = ep % worlds;
+        Env* env = envs[w];
+        const int task = (int)rng_below(&rng, (uint64_t)env_num_tasks(env, ENV_SPLIT_TRAIN));
+        double u = rng_uniform(&rng);
+        const int mode = u < p->share_global ? DEMO_GLOBAL : u < p->share_global + p->share_stepwise ? DEMO_STEPWISE
+                                                                                                      : DEMO_STUDENT;
+        EpisodeSpec s = {.env = env, .agent = agent, .system = system[w], .max_turns = p->max_turns};
+        for (int r = 0; r < env->nrules; r++)
+            if (rng_uniform(&rng) < p->expert_rate) s.hidden |= 1u << r;
+        ExpList list;
+        exp_list_init(&list);
+        if (mode != DEMO_STUDENT) {
+            s.n_pool = draw_pool(bank, p->max_pool, &rng, pick);
+            for (int i = 0; i < s.n_pool; i++) {
+                items[i] = &bank->items[pick[i]];
+                texts[i] = items[i]->text;
+                exp_list_add(&list, i + 1, texts[i]);
+            }
+            s.pool = texts;
+            s.items = items;
+            s.global = mode == DEMO_GLOBAL;
+        }
+        SelectParams sp = {p->select_min, p->select_max, INJECT_CUT_DEFAULT};
+        if (mode == DEMO_STEPWISE) s.sel = selector_create(&list, &sp);
+        Msgs ms = {0};
+        rc = play(&s, task, &ms, err, errlen);
+        if (rc == 0) {
+            char* gexp = mode == DEMO_GLOBAL ? demo_render_experience(texts, NULL, s.n_pool, 1) : NULL;
+            SeqSpec q = {.system = system[w], .gexp = gexp, .ms = &ms, .from = 0, .upto = ms.n - 1, .exp_at = -1,
+                         .mode = mode};
+            if (mode != DEMO_STEPWISE) {
+                emit(set, &q, tok, p->max_context, mode, task, w);
+            } else {
+                int n_changed = 0, n_turns = 0;
+                for (int i = 0; i < ms.n; i++) {
+                    n_changed += ms.m[i].role == CHAT_ASSISTANT && ms.m[i].changed;
+                    n_turns += ms.m[i].role == CHAT_ASSISTANT;
+                }
+                // no turn changed: one random turn shows items that must not change anything
+                int pick_turn = n_changed == 0 && n_turns > 0 ? (int)rng_below(&rng, (uint64_t)n_turns) : -1;
+                for (int i = 0, turn = 0; i < ms.n; i++) {
+                    if (ms.m[i].role != CHAT_ASSISTANT) continue;
+                    if (ms.m[i].changed || turn == pick_turn) {
+                        q.upto = q.exp_at = i;
+                        emit(set, &q, tok, p->max_context, mode, task, w);
+                    }
+                    turn++;
+                }
+            }
+            free(gexp);
+            // windows: the task, the previous call and its result, and one turn; a turn the items
+            // changed needs them in the window (step-wise), else it is left out (global)
+            for (int i = 0; windows && i < ms.n; i++) {
+                const Msg* m = &ms.m[i];
+                if (m->role != CHAT_ASSISTANT || (m->changed && mode != DEMO_STEPWISE)) continue;
+                SeqSpec wq = {.system = NULL, .ms = &ms, .from = i - 2, .upto = i, .exp_at = m->changed ? i : -1,
+                              .mode = mode};
+                emit(windows, &wq, tok, p->max_context, mode, task, w);
+            }
+        }
+        msgs_free(&ms);
+        selector_free(s.sel);
+        exp_list_free(&list);
+    }
+    free(pick);
+    free(texts);
+    free(items);
+    for (int w = 0; w < worlds; w++) {
+        if (envs[w]) env_destroy(envs[w]);
+        free(system[w]);
+    }
+    free(envs);
+    free(system);
+    if (rc != 0) {
+        demos_free(set);
+        if (windows) demos_free(windows);
+    }
+    return rc;
+}

@@ -1,0 +1,200 @@
+// Evaluation of a bootstrapped model with the real agent loop (rollout/agent.h), greedy, on the
+// held-out tasks of the run's world: success without experience (the student), with the
+// environment's rule texts in context, and with the pool that iteration 0 would build: the
+// contrastive miner run on the model's own student rollouts of the first training batch
+// (rollout.tasks_per_iter tasks x rollout.group_size samples at rollout.temperature).
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "distill/bootstrap.h"
+#include "distill/episode.h"
+#include "distill/extract.h"
+#include "distill/pool.h"
+#include "model/chat.h"
+#include "rollout/agent.h"
+#include "rollout/inject.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// ----------------------------------------------------------------------------
+// adapters for episode_from_trajectory
+
+static size_t decode_fn(void* ctx, const int32_t* ids, int n, char* out, size_t cap) {
+    return tokenizer_decode((const Tokenizer*)ctx, ids, n, out, cap);
+}
+
+static int parse_fn(void* ctx, const char* text, char* tool, size_t tool_cap, char* args, size_t args_cap) {
+    (void)ctx;
+    char *name, *a, err[256];
+    if (chat_parse_tool_call(text, &name, &a, err, sizeof(err)) != 1) return -1;
+    snprintf(tool, tool_cap, "%s", name);
+    snprintf(args, args_cap, "%s", a);
+    free(name);
+    free(a);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// one batch of episodes
+
+typedef struct {
+    int episodes, successes, turns, parsed;
+} RunStats;
+
+// episodes of tasks[0..n) x group size, through the agent; their records in out (NULL: freed)
+static int run_batch(Agent* a, int G, Env** envs, const AgentTask* tasks, int n, const ExpList* exp, const Tokenizer* tok,
+                     double threshold, RunStats* st, Trajectory** keep, char* err, size_t errlen) {
+    const int ne = n * G;
+    Trajectory** out = callocCheck((size_t)ne, sizeof(Trajectory*));
+    if (agent_run(a, envs, tasks, n, 0, exp, out, err, errlen) != 0) {
+        free(out);
+        return -1;
+    }
+    memset(st, 0, sizeof(*st));
+    for (int i = 0; i < ne; i++) {
+        const Trajectory* t = out[i];
+        st->episodes++;
+        st->successes += t->final_reward >= threshold;
+        for (int s = 0; s < t->n_steps; s++) {
+            int from = t->step_start[s], to = from;
+            while (to < t->n_tokens && t->agent_mask[to]) to++;
+            char* text = tokenizer_decode_alloc(tok, t->tokens + from, to - from, NULL);
+            char tool[64], args[1024];
+            st->turns++;
+            st->parsed += parse_fn(NULL, text, tool, sizeof(tool), args, sizeof(args)) == 0;
+            free(text);
+        }
+        if (keep) keep[i] = out[i];
+        else traj_free(out[i]);
+    }
+    free(out);
+    return 0;
+}
+
+static Agent* eval_agent(Model* m, const Tokenizer* tok, const Config* c, int G, int max_episodes, float temperature,
+                         char* err, size_t errlen) {
+    AgentOptions o;
+    agent_options_from_config(c, &o);
+    o.group_size = G;
+    o.max_episodes = max_episodes;
+    o.sampling.temperature = temperature;
+    o.sampling.record_topk = 0;
+    char msg[512];
+    Agent* a = agent_create(m, tok, &o, msg, sizeof(msg));
+    if (!a) snprintf(err, errlen, "bootstrap: evaluation: %s", msg);
+    return a;
+}
+
+// ----------------------------------------------------------------------------
+// the evaluation
+
+int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int tasks, BootstrapEval* ev, char* err,
+                       size_t errlen) {
+    memset(ev, 0, sizeof(*ev));
+    const double t0 = now_s();
+    const int nb = c->rollout.tasks_per_iter, G = c->rollout.group_size;
+    const int n_envs = tasks > nb * G ? tasks : nb * G;
+    const double thr = c->distill.reward_threshold;
+    EnvOptions eo = {.name = config_enum_name("env.name", c->env.name), .seed = (uint64_t)c->run.seed,
+                     .train_tasks = c->env.train_tasks, .heldout_tasks = c->env.heldout_tasks > tasks ? c->env.heldout_tasks : tasks};
+    Env** envs = callocCheck((size_t)n_envs, sizeof(Env*));
+    int rc = 0;
+    for (int i = 0; i < n_envs && rc == 0; i++) {
+        EnvError e = {{0}};
+        envs[i] = env_create(&eo, &e);
+        if (!envs[i]) rc = -1, snprintf(err, errlen, "bootstrap: evaluation: %s", e.msg);
+    }
+    AgentTask* held = mallocCheck(sizeof(AgentTask) * (size_t)(tasks + 1));
+    for (int i = 0; i < tasks; i++) held[i] = (AgentTask){ENV_SPLIT_HELDOUT, i};
+    Agent* greedy = rc == 0 ? eval_agent(m, tok, c, 1, tasks, 0.0f, err, errlen) : NULL;
+    rc = greedy ? rc : -1;
+    ev->tasks = tasks;
+    RunStats st;
+    long turns = 0, parsed = 0;
+    ExpList rules;
+    exp_list_init(&rules);
+    // the student
+    if (rc == 0 && (rc = run_batch(greedy, 1, envs, held, tasks, NULL, tok, thr, &st, NULL, err, errlen)) == 0) {
+        ev->student = (double)st.successes / tasks;
+        ev->turns_student = (double)st.turns / tasks;
+        turns += st.turns, parsed += st.parsed;
+    }
+    // the teacher with the environment's rule texts
+    for (int r = 0; rc == 0 && r < envs[0]->nrules; r++) {
+        char* item = bank_rule_item(&envs[0]->rules[r]);
+        exp_list_add(&rules, r + 1, item);
+        free(item);
+    }
+    if (rc == 0 && (rc = run_batch(greedy, 1, envs, held, tasks, &rules, tok, thr, &st, NULL, err, errlen)) == 0) {
+        ev->teacher_rules = (double)st.successes / tasks;
+        turns += st.turns, parsed += st.parsed;
+    }
+    // iteration 0: student rollouts of the first batch, the miner, the teacher with its pool
+    Agent* sampler = rc == 0 ? eval_agent(m, tok, c, G, nb * G, (float)c->rollout.temperature, err, errlen) : NULL;
+    rc = rc == 0 && !sampler ? -1 : rc;
+    Trajectory** trajs = callocCheck((size_t)(nb * G), sizeof(Trajectory*));
+    AgentTask* train = mallocCheck(sizeof(AgentTask) * (size_t)(nb + 1));
+    for (int i = 0; i < nb; i++) train[i] = (AgentTask){ENV_SPLIT_TRAIN, i % c->env.train_tasks};
+    Pool* pool = pool_create(pool_default_params());
+    if (rc == 0 && (rc = run_batch(sampler, G, envs, train, nb, NULL, tok, thr, &st, trajs, err, errlen)) == 0) {
+        ev->rollout_success = (double)st.successes / (nb * G);
+        EpisodeText* eps = callocCheck((size_t)(nb * G), sizeof(EpisodeText));
+        for (int i = 0; i < nb * G; i++)
+            episode_from_trajectory(&eps[i], trajs[i], trajs[i]->final_reward >= thr, NULL, decode_fn, (void*)tok,
+                                    parse_fn, NULL, "answer");
+        ExtractParams prm = extract_default_params();
+        extract_contrastive(pool, eps, nb * G, 0, &prm);
+        for (int i = 0; i < nb * G; i++) episode_free(&eps[i]);
+        free(eps);
+    }
+    PoolListing pl = {0};
+    pool_listing(pool, &pl);
+    ExpList mined;
+    exp_list_init(&mined);
+    for (int i = 0; i < pl.n; i++) exp_list_add(&mined, pl.ids[i], pl.texts[i]);
+    ev->n_mined = pl.n < BOOTSTRAP_EVAL_ITEMS ? pl.n : BOOTSTRAP_EVAL_ITEMS;
+    for (int i = 0; i < ev->n_mined; i++) snprintf(ev->mined[i], sizeof(ev->mined[i]), "%s", pl.texts[i]);
+    if (rc == 0 && pl.n > 0 && (rc = run_batch(greedy, 1, envs, held, tasks, &mined, tok, thr, &st, NULL, err, errlen)) == 0) {
+        ev->teacher_mined = (double)st.successes / tasks;
+        turns += st.turns, parsed += st.parsed;
+    } else if (rc == 0) {
+        ev->teacher_mined = ev->student; // an empty pool injects nothing
+    }
+    ev->parse_rate = turns ? (double)parsed / (double)turns : 0.0;
+    ev->seconds = now_s() - t0;
+
+    for (int i = 0; i < nb * G; i++)
+        if (trajs[i]) traj_free(trajs[i]);
+    free(trajs);
+    free(train);
+    pool_listing_free(&pl);
+    pool_free(pool);
+    exp_list_free(&mined);
+    exp_list_free(&rules);
+    agent_free(sampler);
+    agent_free(greedy);
+    free(held);
+    for (int i = 0; i < n_envs; i++)
+        if (envs[i]) env_destroy(envs[i]);
+    free(envs);
+    return rc;
+}
+
+void bootstrap_eval_print(const BootstrapEval* ev, FILE* out) {
+    fprintf(out, "bootstrap evaluation on %d held-out tasks (greedy, agent loop), %.1f s:\n", ev->tasks, ev->seconds);
+    fprintf(out, "  student (no experience)            %5.1f%%  (%.1f turns per episode)\n", 100 * ev->student,
+            ev->turns_student);
+    fprintf(out, "  teacher, the rule texts            %5.1f%%\n", 100 * ev->teacher_rules);
+    fprintf(out, "  teacher, pool mined at iteration 0 %5.1f%%  (student rollouts succeeded %.1f%%)\n",
+            100 * ev->teacher_mined, 100 * ev->rollout_success);
+    fprintf(out, "  tool calls that parse              %5.1f%%\n", 100 * ev->parse_rate);
+    for (int i = 0; i < ev->n_mined; i++) fprintf(out, "  mined: %s\n", ev->mined[i]);
+}

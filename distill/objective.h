@@ -1,0 +1,84 @@
+// The distillation objective of one micro-batch: the host batch built from student-view records,
+// the loss composed from the model/loss.h blocks into dlogits, and the per-token metrics.
+//
+// Rows: in a sequence, the logits at position t predict token t + 1, so every agent token i >= 1
+// makes one loss row at position i - 1 with target tokens[i] (the sampled id) and that token's
+// teacher top-k row. An agent token at position 0 has no predicting position and no loss.
+//
+// Two variants need host work on the student's row before the block runs (the logits row is
+// downloaded once per loss row anyway, for the metrics):
+//   jsd (0 < beta < 1)  generalised JSD of GKD (TRL's convention) between the bucketed teacher P
+//                       and student Q (top-k + tail, as in loss_kl_topk), M = beta P + (1-beta) Q:
+//                         loss = beta KL(P || M) + (1 - beta) KL(Q || M)
+//                       dloss/dQ_b = (1 - beta) log(Q_b / M_b), so dz_v = q_v (g_b(v) - sum_b Q_b g_b):
+//                       exactly the gradient of loss_kl_topk reverse against a surrogate teacher
+//                       P'_b ~ Q_b^beta M_b^(1-beta) (Q, M detached; the block renormalises P').
+//                       beta = 0 is forward KL, beta = 1 reverse KL (the limits TRL special-cases).
+//   reverse_kl_sampled  loss_kl_sampled needs the teacher's log-prob of the sampled id y: the
+//                       renormalised top-k log-prob when y is in the top-k, else the tail bucket
+//                       spread like the student's tail: log P_tail + log q_y - log Q_tail.
+//                       The importance ratio uses the record's logprob (the sampler's, at
+//                       temperature 1) as old_lp.
+#pragma once
+#include <stdint.h>
+
+#include "distill/trainer.h"
+#include "model/ops.h"
+#include "rollout/trajectory.h"
+
+// ----------------------------------------------------------------------------
+// host rows
+
+typedef struct {
+    double kl_forward, kl_reverse; // on the top-k + tail buckets (loss_row_kl_topk); NaN if K == 0
+    double entropy;                // of the student over the vocabulary
+    double agree;                  // 1 if argmax z (ties: lowest id) is the teacher's top-1; NaN if K == 0
+} DistillRowStats;
+
+void distill_row_stats(const float* z, int V, const int* ids, const float* lp, float tail, int K, DistillRowStats* out);
+// JSD(beta) of one row (0 < beta < 1); fills the surrogate teacher (lp_s (K), *tail_s) whose
+// reverse top-k gradient is the JSD gradient. lp_s may alias lp.
+double distill_row_jsd(const float* z, int V, const int* ids, const float* lp, float tail, int K, double beta,
+                       float* lp_s, float* tail_s);
+// the teacher's log-prob of the sampled id y for the sampled-token estimator
+float distill_row_sampled_lp(const float* z, int V, int y, const int* ids, const float* lp, float tail, int K);
+
+// ----------------------------------------------------------------------------
+// the micro-batch on the host
+
+typedef struct {
+    int B, T, K;   // K = teacher top-k of the records (0: none recorded)
+    int* tokens;   // (B, T) right-padded with 0
+    int* lengths;  // (B)
+    int n_rows;    // loss rows
+    int* pos;      // (n_rows) flat position b * T + t of each row
+    int* target;   // (n_rows) the token the row predicts
+    int* ids;      // (n_rows, K) teacher top-k ids
+    float* lp;     // (n_rows, K) teacher top-k log-probs
+    float* tail;   // (n_rows) teacher tail mass
+    float* old_lp; // (n_rows) the sampler's log-prob of target
+    float weight;  // of every row: 1 / loss tokens of the optimizer step
+    int cap_tokens, cap_B, cap_rows, cap_K;
+} DistillBatch;
+
+// the batch of seqs[0..B) padded to T (>= every length); the records share one topk
+void distill_batch_fill(DistillBatch* b, Trajectory* const* seqs, int B, int T, float weight);
+void distill_batch_free(DistillBatch* b);
+
+// ----------------------------------------------------------------------------
+// the objective
+
+typedef struct {
+    double loss;                   // sum over rows of weight * loss
+    double kl_forward, kl_reverse; // sums over rows (unweighted)
+    double agree, entropy;
+} DistillStats;
+
+typedef struct DistillObjective DistillObjective;
+
+DistillObjective* distill_objective_create(Backend* be, DistillLoss loss, double jsd_beta, int V);
+void distill_objective_free(DistillObjective* o);
+// logits, dz: backend (B * T, V). Adds weight * dloss/dz into dz (the caller zeroes it) and the
+// batch's sums into st.
+void distill_objective_run(DistillObjective* o, const float* logits, const DistillBatch* b, float* dz,
+                           DistillStats* st);

@@ -1,0 +1,199 @@
+// Gradient reduction for the distillation trainer: int64 fixed-point arithmetic, the ZeRO-1
+// partition with bucketed reduce-scatter and all-gather, the rank-count-independent gradient
+// norm, and the weight broadcast to other ranks.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "distill/trainer_impl.h"
+#include "io/ckpt.h"
+
+// ----------------------------------------------------------------------------
+// fixed point
+
+static int ceil_log2(int n) {
+    int c = 0;
+    while (c < 30 && (1 << c) < n) c++;
+    return c;
+}
+
+int distill_fp_exponent(int n_micro, int max_exp) { return 61 - ceil_log2(n_micro) - max_exp; }
+
+int distill_fp_accumulate(int64_t* acc, const float* g, size_t n, int k, int n_micro, double* max_abs) {
+    const double scale = ldexp(1.0, k), limit = ldexp(1.0, 62 - ceil_log2(n_micro));
+    double mx = 0.0;
+    int bad = 0, nonfinite = 0;
+    // element-wise, so any thread split gives the same integers; max and | are order-free
+#pragma omp parallel for schedule(static) reduction(max : mx) reduction(| : bad, nonfinite)
+    for (size_t i = 0; i < n; i++) {
+        const double a = fabs((double)g[i]);
+        if (!isfinite(a)) {
+            nonfinite = bad = 1;
+            continue;
+        }
+        mx = a > mx ? a : mx;
+        const double x = (double)g[i] * scale; // exact: a power-of-two scaling of a float
+        if (!(fabs(x) < limit)) {
+            bad = 1;
+            continue;
+        }
+        acc[i] += llrint(x);
+    }
+    *max_abs = nonfinite ? NAN : mx;
+    return bad;
+}
+
+void distill_fp_to_float(float* g, const int64_t* acc, size_t n, int k) {
+    const double inv = ldexp(1.0, -k);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) g[i] = (float)((double)acc[i] * inv);
+}
+
+// ----------------------------------------------------------------------------
+// the partition and its collectives
+
+void part_init(Partition* p, uint64_t n, int rank, int size) {
+    p->n = n;
+    p->rank = rank;
+    p->size = size;
+    p->pack = NULL;
+    p->pack_bytes = 0;
+    p->off = mallocCheck(sizeof(uint64_t) * (size_t)size);
+    p->cnt = mallocCheck(sizeof(uint64_t) * (size_t)size);
+    p->counts = mallocCheck(sizeof(int) * (size_t)size);
+    p->displs = mallocCheck(sizeof(int) * (size_t)size);
+    for (int r = 0; r < size; r++) ckpt_shard(n, CKPT_F32, r, size, &p->off[r], &p->cnt[r]);
+}
+
+void part_free(Partition* p) {
+    free(p->pack);
+    free(p->off);
+    free(p->cnt);
+    free(p->counts);
+    free(p->displs);
+    memset(p, 0, sizeof(*p));
+}
+
+// Rounds of a bucketed collective: in round b every rank contributes chunk b of its slice,
+// [off + b * C, off + (b + 1) * C) clipped to the slice, with C = bucket / size elements, so
+// every call moves about one bucket split evenly over the ranks (the balanced case the MPI
+// reduce-scatter and all-gather algorithms are built for).
+static uint64_t chunk_elems(const Partition* p, size_t bucket_bytes, size_t elem) {
+    uint64_t c = bucket_bytes / elem / (uint64_t)p->size;
+    if (c > (1u << 30)) c = 1u << 30; // counts are ints
+    return c ? c : 1;
+}
+
+static int n_rounds(const Partition* p, uint64_t C) {
+    uint64_t most = 0;
+    for (int r = 0; r < p->size; r++) most = p->cnt[r] > most ? p->cnt[r] : most;
+    return (int)((most + C - 1) / C);
+}
+
+// counts and displacements (in the packed buffer) of round b
+static void round_parts(Partition* p, uint64_t C, int b) {
+    int at = 0;
+    for (int r = 0; r < p->size; r++) {
+        uint64_t lo = (uint64_t)b * C, hi = lo + C < p->cnt[r] ? lo + C : p->cnt[r];
+        p->counts[r] = hi > lo ? (int)(hi - lo) : 0;
+        p->displs[r] = at;
+        at += p->counts[r];
+    }
+}
+
+static void* pack_buffer(Partition* p, size_t bytes) {
+    if (bytes > p->pack_bytes) {
+        free(p->pack);
+        p->pack = mallocCheck(bytes);
+        p->pack_bytes = bytes;
+    }
+    return p->pack;
+}
+
+void part_reduce_scatter(Partition* p, const void* full, void* slice, MPI_Datatype type, size_t elem,
+                         size_t bucket_bytes, MPI_Comm comm) {
+    const uint64_t C = chunk_elems(p, bucket_bytes, elem);
+    char* pack = pack_buffer(p, (size_t)C * (size_t)p->size * elem);
+    const int rounds = n_rounds(p, C);
+    for (int b = 0; b < rounds; b++) {
+        round_parts(p, C, b);
+        for (int r = 0; r < p->size; r++) {
+            memcpy(pack + (size_t)p->displs[r] * elem, (const char*)full + (p->off[r] + (uint64_t)b * C) * elem,
+                   (size_t)p->counts[r] * elem);
+        }
+        char* dst = (char*)slice + (p->counts[p->rank] ? (uint64_t)b * C * elem : 0);
+        mpiCheck(MPI_Reduce_scatter(pack, dst, p->counts, type, MPI_SUM, comm));
+    }
+}
+
+void part_allgather(Partition* p, void* full, MPI_Datatype type, size_t elem, size_t bucket_bytes, MPI_Comm comm) {
+    const uint64_t C = chunk_elems(p, bucket_bytes, elem);
+    char* pack = pack_buffer(p, (size_t)C * (size_t)p->size * elem);
+    const int rounds = n_rounds(p, C);
+    for (int b = 0; b < rounds; b++) {
+        round_parts(p, C, b);
+        const char* mine = p->counts[p->rank] ? (const char*)full + (p->off[p->rank] + (uint64_t)b * C) * elem : full;
+        mpiCheck(MPI_Allgatherv(mine, p->counts[p->rank], type, pack, p->counts, p->displs, type, comm));
+        for (int r = 0; r < p->size; r++) {
+            if (r == p->rank) continue;
+            memcpy((char*)full + (p->off[r] + (uint64_t)b * C) * elem, pack + (size_t)p->displs[r] * elem,
+                   (size_t)p->counts[r] * elem);
+        }
+    }
+}
+
+double part_norm2(Partition* p, const float* slice, MPI_Comm comm) {
+    const uint64_t blk = ckpt_block_elems(CKPT_F32), nb = (p->n + blk - 1) / blk;
+    double* sums = callocCheck(nb ? nb : 1, sizeof(double));
+    const uint64_t off = p->off[p->rank], cnt = p->cnt[p->rank];
+    for (uint64_t i = 0; i < cnt; i += blk) {
+        const uint64_t e = i + blk < cnt ? i + blk : cnt;
+        double s = 0.0;
+        for (uint64_t j = i; j < e; j++) s += (double)slice[j] * (double)slice[j];
+        sums[(off + i) / blk] = s;
+    }
+    // every block has exactly one contributor: the sum adds zeros to it, exactly
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, sums, (int)nb, MPI_DOUBLE, MPI_SUM, comm));
+    double total = 0.0;
+    for (uint64_t b = 0; b < nb; b++) total += sums[b];
+    free(sums);
+    return total;
+}
+
+// ----------------------------------------------------------------------------
+// weights across ranks
+
+uint64_t distill_weights_hash(Model* m) {
+    const size_t n = model_num_params(m);
+    float* host = mallocCheck(sizeof(float) * (n ? n : 1));
+    model_params_download(m, host);
+    uint64_t h = XXH3_64bits(host, sizeof(float) * n);
+    free(host);
+    return h;
+}
+
+void distill_broadcast_weights(Model* m, int root, MPI_Comm comm, size_t bucket_bytes) {
+    int rank;
+    mpiCheck(MPI_Comm_rank(comm, &rank));
+    unsigned long long n = model_num_params(m), lo_n = n, hi_n = n;
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &lo_n, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, comm));
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &hi_n, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, comm));
+    if (lo_n != hi_n) {
+        fatal("weight broadcast: ranks hold models of different sizes (%llu to %llu parameters; this rank %llu)", lo_n,
+              hi_n, n);
+    }
+    float* host = mallocCheck(sizeof(float) * (n ? n : 1));
+    if (rank == root) model_params_download(m, host);
+    uint64_t B = bucket_bytes / sizeof(float);
+    B = B > (1u << 30) ? 1u << 30 : (B ? B : 1); // counts are ints
+    for (uint64_t lo = 0; lo < n; lo += B) {
+        const int cnt = (int)(lo + B < n ? B : n - lo);
+        mpiCheck(MPI_Bcast(host + lo, cnt, MPI_FLOAT, root, comm));
+    }
+    // only now, with the whole copy here, does the model change
+    if (rank != root) model_params_upload(m, host);
+    free(host);
+}

@@ -1,0 +1,534 @@
+// Batched incremental decoding with a KV cache (see decode.h): the slots' caches, the batched
+// forward over ragged feeds, and the generation loop. Sampling itself is in sample.c.
+//
+// A feed packs the new tokens of all slots densely, slot after slot, as the rows of one
+// forward: the projections and the MLP run as (rows, D) matmuls, the attention op runs once
+// per run of consecutive slot ids fed the same number of tokens (a decode step over slots
+// 0..B-1 is one call) with each slot's cache as its keys and values. Feeds longer than the
+// row budget are split into chunks; a slot's tokens go in order, so a later chunk sees the
+// cache rows an earlier one wrote.
+#include "model/decode.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/check.h"
+#include "common/log.h"
+
+#define DECODE_CHUNK_ROWS 256 // rows per batched forward (at least max_batch)
+#define DECODE_HEAD_ROWS 32   // rows per LM-head block (at least max_batch)
+
+// ----------------------------------------------------------------------------
+// state
+
+// one slot's share of a chunk: c tokens at cache positions p.., rows r0..r0+c of the chunk
+typedef struct {
+    int slot, p, c, r0;
+    int src;       // index into the feed's arrays
+    int t0;        // offset of the first token in tokens[src]
+    int last;      // the chunk holds the slot's last fed token
+} Segment;
+
+// a row whose logits are wanted and where they go (host pointers, NULL for none)
+typedef struct {
+    int row;
+    float* all;  // its row of all_logits
+    float* last; // the slot's decoder_logits
+} HeadRow;
+
+struct Decoder {
+    Model* m;
+    Backend* be;
+    ModelConfig c;
+    int max_batch, max_len;
+    int rows;          // row budget of one forward
+    int head_rows;     // rows of one LM-head block
+    int* len;          // (max_batch) tokens in each slot's cache
+    int* ids;          // (max_batch, max_len) the ids in each slot's cache
+    int* logits_ok;    // (max_batch) logits[slot] belongs to the slot's last position
+    float* logits;     // (max_batch, V) host logits of each slot's last position
+    float* kc;         // (L, max_batch, max_len, KV*hd) key cache, after QK-norm and RoPE
+    float* vc;         // (L, max_batch, max_len, KV*hd)
+    float* rope_cos;   // (max_len, hd/2)
+    float* rope_sin;   // (max_len, hd/2)
+    // one forward's rows
+    float* x;          // (rows, D) residual stream
+    float* ln;         // (rows, D) norm output
+    float* rstd;       // (rows * H) norm statistics (unused afterwards)
+    float* qraw;       // (rows, H*hd) before the QK-norm (qk_norm only)
+    float* kraw;       // (rows, KV*hd)
+    float* q;          // (rows, H*hd)
+    float* k;          // (rows, KV*hd)
+    float* v;          // (rows, KV*hd)
+    float* att;        // (rows, H*hd)
+    float* lse;        // (rows * H)
+    float* gate;       // (rows, F)
+    float* up;         // (rows, F)
+    float* h;          // (rows, F)
+    float* sel;        // (head_rows, D) rows whose logits are wanted
+    float* seln;       // (head_rows, D) their final norm
+    float* z;          // (head_rows, V) their logits
+    int* tok_dev;      // (rows)
+    int* pos_dev;      // (rows)
+    int* qlen_dev;     // (rows) per segment
+    int* kvlen_dev;    // (rows) per segment
+    int* host;         // (4 * rows) staging
+    HeadRow* want;     // (rows) rows of one chunk whose logits are wanted
+    void* attn_work;
+};
+
+static float* falloc(Backend* be, size_t n) { return be->alloc(be, n * sizeof(float)); }
+
+// ----------------------------------------------------------------------------
+// lifetime
+
+Decoder* decoder_create(Model* m, int max_batch, int max_len) {
+    if (max_batch <= 0 || max_len <= 0) {
+        fatal("decoder_create: max_batch (%d) and max_len (%d) must be positive", max_batch, max_len);
+    }
+    Decoder* d = callocCheck(1, sizeof(Decoder));
+    Backend* be = model_backend(m);
+    d->m = m;
+    d->be = be;
+    d->c = *model_config(m);
+    d->max_batch = max_batch;
+    d->max_len = max_len;
+    d->rows = max_batch > DECODE_CHUNK_ROWS ? max_batch : DECODE_CHUNK_ROWS;
+    d->head_rows = max_batch > DECODE_HEAD_ROWS ? max_batch : DECODE_HEAD_ROWS;
+    const ModelConfig* c = &d->c;
+    const size_t L = c->n_layers, D = c->dim, F = c->hidden_dim, V = c->vocab_size, H = c->n_heads;
+    const size_t Q = H * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim, R = d->rows;
+
+    d->len = callocCheck((size_t)max_batch, sizeof(int));
+    d->ids = mallocCheck((size_t)max_batch * max_len * sizeof(int));
+    d->logits_ok = callocCheck((size_t)max_batch, sizeof(int));
+    d->logits = mallocCheck((size_t)max_batch * V * sizeof(float));
+    d->kc = falloc(be, L * max_batch * max_len * K);
+    d->vc = falloc(be, L * max_batch * max_len * K);
+
+    // RoPE tables as model.c builds them, for this decoder's positions
+    const int half = c->head_dim / 2;
+    const size_t nt = (size_t)max_len * half;
+    float* cs = mallocCheck(2 * nt * sizeof(float));
+    for (int i = 0; i < half; i++) {
+        const double f = model_rope_inv_freq(c, i);
+        for (int t = 0; t < max_len; t++) {
+            cs[(size_t)t * half + i] = (float)cos(t * f);
+            cs[nt + (size_t)t * half + i] = (float)sin(t * f);
+        }
+    }
+    d->rope_cos = falloc(be, nt);
+    d->rope_sin = falloc(be, nt);
+    be->upload(be, d->rope_cos, cs, nt * sizeof(float));
+    be->upload(be, d->rope_sin, cs + nt, nt * sizeof(float));
+    free(cs);
+
+    d->x = falloc(be, R * D);
+    d->ln = falloc(be, R * D);
+    d->rstd = falloc(be, R * H);
+    if (c->qk_norm) {
+        d->qraw = falloc(be, R * Q);
+        d->kraw = falloc(be, R * K);
+    }
+    d->q = falloc(be, R * Q);
+    d->k = falloc(be, R * K);
+    d->v = falloc(be, R * K);
+    d->att = falloc(be, R * Q);
+    d->lse = falloc(be, R * H);
+    d->gate = falloc(be, R * F);
+    d->up = falloc(be, R * F);
+    d->h = falloc(be, R * F);
+    d->sel = falloc(be, (size_t)d->head_rows * D);
+    d->seln = falloc(be, (size_t)d->head_rows * D);
+    d->z = falloc(be, (size_t)d->head_rows * V);
+    d->tok_dev = be->alloc(be, R * sizeof(int));
+    d->pos_dev = be->alloc(be, R * sizeof(int));
+    d->qlen_dev = be->alloc(be, R * sizeof(int));
+    d->kvlen_dev = be->alloc(be, R * sizeof(int));
+    d->host = mallocCheck(4 * R * sizeof(int));
+    d->want = mallocCheck(R * sizeof(HeadRow));
+    d->attn_work = be->alloc(be, be->attention_work_bytes(be, max_len));
+    return d;
+}
+
+void decoder_free(Decoder* d) {
+    if (!d) return;
+    Backend* be = d->be;
+    void* bufs[] = {d->kc,   d->vc,   d->rope_cos, d->rope_sin, d->x,       d->ln,      d->rstd,
+                    d->qraw, d->kraw, d->q,        d->k,        d->v,       d->att,     d->lse,
+                    d->gate, d->up,   d->h,        d->sel,      d->seln,    d->z,       d->tok_dev,
+                    d->pos_dev, d->qlen_dev, d->kvlen_dev, d->attn_work};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        if (bufs[i]) be->free(be, bufs[i]);
+    }
+    free(d->len);
+    free(d->ids);
+    free(d->logits_ok);
+    free(d->logits);
+    free(d->host);
+    free(d->want);
+    free(d);
+}
+
+// ----------------------------------------------------------------------------
+// slots
+
+static void check_slot(const Decoder* d, int slot, const char* fn) {
+    if (slot < 0 || slot >= d->max_batch) fatal("%s: slot %d outside 0..%d", fn, slot, d->max_batch - 1);
+}
+
+Model* decoder_model(const Decoder* d) { return d->m; }
+int decoder_max_batch(const Decoder* d) { return d->max_batch; }
+int decoder_max_len(const Decoder* d) { return d->max_len; }
+
+int decoder_length(const Decoder* d, int slot) {
+    check_slot(d, slot, "decoder_length");
+    return d->len[slot];
+}
+
+const int* decoder_tokens(const Decoder* d, int slot) {
+    check_slot(d, slot, "decoder_tokens");
+    return d->ids + (size_t)slot * d->max_len;
+}
+
+void decoder_reset(Decoder* d, int slot) {
+    check_slot(d, slot, "decoder_reset");
+    d->len[slot] = 0;
+    d->logits_ok[slot] = 0;
+}
+
+void decoder_truncate(Decoder* d, int slot, int n) {
+    check_slot(d, slot, "decoder_truncate");
+    if (n < 0 || n > d->len[slot]) fatal("decoder_truncate: n = %d outside 0..%d (slot %d)", n, d->len[slot], slot);
+    if (n == d->len[slot]) return;
+    // the rows past n stay in the cache and are overwritten by the next feed
+    d->len[slot] = n;
+    d->logits_ok[slot] = 0;
+}
+
+void decoder_copy(Decoder* d, int dst_slot, int src_slot) {
+    check_slot(d, dst_slot, "decoder_copy");
+    check_slot(d, src_slot, "decoder_copy");
+    if (dst_slot == src_slot) return;
+    Backend* be = d->be;
+    const size_t K = (size_t)d->c.n_kv_heads * d->c.head_dim, n = d->len[src_slot];
+    for (int l = 0; l < d->c.n_layers; l++) {
+        const size_t layer = (size_t)l * d->max_batch * d->max_len * K;
+        const size_t dst = layer + (size_t)dst_slot * d->max_len * K, src = layer + (size_t)src_slot * d->max_len * K;
+        be->copy(be, d->kc + dst, d->kc + src, n * K * sizeof(float));
+        be->copy(be, d->vc + dst, d->vc + src, n * K * sizeof(float));
+    }
+    memcpy(d->ids + (size_t)dst_slot * d->max_len, d->ids + (size_t)src_slot * d->max_len, n * sizeof(int));
+    const size_t V = d->c.vocab_size;
+    memcpy(d->logits + (size_t)dst_slot * V, d->logits + (size_t)src_slot * V, V * sizeof(float));
+    d->len[dst_slot] = (int)n;
+    d->logits_ok[dst_slot] = d->logits_ok[src_slot];
+}
+
+const float* decoder_logits(const Decoder* d, int slot) {
+    check_slot(d, slot, "decoder_logits");
+    return d->logits_ok[slot] ? d->logits + (size_t)slot * d->c.vocab_size : NULL;
+}
+
+// ----------------------------------------------------------------------------
+// one batched forward over a chunk's segments
+
+#define W(id, l) model_param(d->m, id, l)
+
+static void layer_step(Decoder* d, int l, const Segment* seg, int ns, int N) {
+    Backend* be = d->be;
+    const ModelConfig* c = &d->c;
+    const int D = c->dim, F = c->hidden_dim, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
+    const int Q = H * hd, K = KV * hd;
+    const size_t slot_stride = (size_t)d->max_len * K;
+    float* kc = d->kc + (size_t)l * d->max_batch * slot_stride;
+    float* vc = d->vc + (size_t)l * d->max_batch * slot_stride;
+
+    // q, k, v of the new rows
+    be->rmsnorm_fwd(be, d->ln, d->rstd, d->x, W(PARAM_ATTN_NORM, l), N, D, c->norm_eps);
+    float* qp = c->qk_norm ? d->qraw : d->q;
+    float* kp = c->qk_norm ? d->kraw : d->k;
+    be->matmul(be, 0, 1, N, Q, D, 1.0f, d->ln, D, W(PARAM_WQ, l), D, 0.0f, qp, Q);
+    be->matmul(be, 0, 1, N, K, D, 1.0f, d->ln, D, W(PARAM_WK, l), D, 0.0f, kp, K);
+    be->matmul(be, 0, 1, N, K, D, 1.0f, d->ln, D, W(PARAM_WV, l), D, 0.0f, d->v, K);
+    if (c->qkv_bias) {
+        be->add_bias(be, qp, W(PARAM_BQ, l), N, Q);
+        be->add_bias(be, kp, W(PARAM_BK, l), N, K);
+        be->add_bias(be, d->v, W(PARAM_BV, l), N, K);
+    }
+    if (c->qk_norm) {
+        be->rmsnorm_fwd(be, d->q, d->rstd, d->qraw, W(PARAM_Q_NORM, l), N * H, hd, c->norm_eps);
+        be->rmsnorm_fwd(be, d->k, d->rstd, d->kraw, W(PARAM_K_NORM, l), N * KV, hd, c->norm_eps);
+    }
+    be->rope_fwd(be, d->q, d->pos_dev, d->rope_cos, d->rope_sin, N, H, hd);
+    be->rope_fwd(be, d->k, d->pos_dev, d->rope_cos, d->rope_sin, N, KV, hd);
+
+    // append k, v to the caches, then attend: one call per run of consecutive slots fed alike
+    for (int s = 0; s < ns; s++) {
+        const size_t at = (size_t)seg[s].slot * slot_stride + (size_t)seg[s].p * K, bytes = (size_t)seg[s].c * K * 4;
+        be->copy(be, kc + at, d->k + (size_t)seg[s].r0 * K, bytes);
+        be->copy(be, vc + at, d->v + (size_t)seg[s].r0 * K, bytes);
+    }
+    for (int s = 0; s < ns;) {
+        int e = s + 1;
+        while (e < ns && seg[e].slot == seg[e - 1].slot + 1 && seg[e].c == seg[s].c) e++;
+        const size_t kv0 = (size_t)seg[s].slot * slot_stride, r0 = seg[s].r0;
+        be->attention_fwd(be, d->att + r0 * Q, d->lse + r0 * H, d->q + r0 * Q, Q, kc + kv0, vc + kv0, K,
+                          d->qlen_dev + s, d->kvlen_dev + s, e - s, seg[s].c, d->max_len, H, KV, hd, d->attn_work);
+        s = e;
+    }
+    be->matmul(be, 0, 1, N, D, Q, 1.0f, d->att, Q, W(PARAM_WO, l), Q, 1.0f, d->x, D);
+
+    // SwiGLU MLP
+    be->rmsnorm_fwd(be, d->ln, d->rstd, d->x, W(PARAM_MLP_NORM, l), N, D, c->norm_eps);
+    be->matmul(be, 0, 1, N, F, D, 1.0f, d->ln, D, W(PARAM_W_GATE, l), D, 0.0f, d->gate, F);
+    be->matmul(be, 0, 1, N, F, D, 1.0f, d->ln, D, W(PARAM_W_UP, l), D, 0.0f, d->up, F);
+    be->swiglu_fwd(be, d->h, d->gate, d->up, (size_t)N * F);
+    be->matmul(be, 0, 1, N, D, F, 1.0f, d->h, F, W(PARAM_W_DOWN, l), F, 1.0f, d->x, D);
+}
+
+// logits of the wanted rows, LM-head block by block: each slot's last row into d->logits,
+// every row into all_logits (at the row's place in the feed's output) when asked
+static void head_step(Decoder* d, const Segment* seg, int ns, float* all_logits, const size_t* out_row) {
+    Backend* be = d->be;
+    const ModelConfig* c = &d->c;
+    const int D = c->dim, V = c->vocab_size;
+    const float* head = W(c->tied_embeddings ? PARAM_EMBED : PARAM_LM_HEAD, 0);
+    HeadRow* w = d->want;
+    int nw = 0;
+    for (int s = 0; s < ns; s++) {
+        for (int j = 0; j < seg[s].c; j++) {
+            HeadRow r = {.row = seg[s].r0 + j};
+            if (all_logits) r.all = all_logits + (out_row[seg[s].src] + seg[s].t0 + j) * (size_t)V;
+            if (seg[s].last && j == seg[s].c - 1) r.last = d->logits + (size_t)seg[s].slot * V;
+            if (r.all || r.last) w[nw++] = r;
+        }
+    }
+    for (int b0 = 0; b0 < nw; b0 += d->head_rows) {
+        const int nr = nw - b0 < d->head_rows ? nw - b0 : d->head_rows;
+        // gather runs of consecutive rows, then the final norm and the head on the block
+        for (int i = 0; i < nr;) {
+            int e = i + 1;
+            while (e < nr && w[b0 + e].row == w[b0 + e - 1].row + 1) e++;
+            be->copy(be, d->sel + (size_t)i * D, d->x + (size_t)w[b0 + i].row * D, (size_t)(e - i) * D * sizeof(float));
+            i = e;
+        }
+        be->rmsnorm_fwd(be, d->seln, d->rstd, d->sel, W(PARAM_FINAL_NORM, 0), nr, D, c->norm_eps);
+        be->matmul(be, 0, 1, nr, V, D, 1.0f, d->seln, D, head, D, 0.0f, d->z, V);
+        for (int i = 0; i < nr; i++) {
+            const HeadRow* r = &w[b0 + i];
+            be->download(be, r->all ? r->all : r->last, d->z + (size_t)i * V, (size_t)V * sizeof(float));
+            if (r->all && r->last) memcpy(r->last, r->all, (size_t)V * sizeof(float));
+        }
+    }
+}
+
+static void chunk_step(Decoder* d, const Segment* seg, int ns, int N, const int* const* tokens, float* all_logits,
+                       const size_t* out_row) {
+    Backend* be = d->be;
+    int* tok = d->host;
+    int* pos = tok + d->rows;
+    int* qlen = pos + d->rows;
+    int* kvlen = qlen + d->rows;
+    for (int s = 0; s < ns; s++) {
+        for (int j = 0; j < seg[s].c; j++) {
+            tok[seg[s].r0 + j] = tokens[seg[s].src][seg[s].t0 + j];
+            pos[seg[s].r0 + j] = seg[s].p + j;
+        }
+        qlen[s] = seg[s].c;
+        kvlen[s] = seg[s].p + seg[s].c;
+    }
+    be->upload(be, d->tok_dev, tok, (size_t)N * sizeof(int));
+    be->upload(be, d->pos_dev, pos, (size_t)N * sizeof(int));
+    be->upload(be, d->qlen_dev, qlen, (size_t)ns * sizeof(int));
+    be->upload(be, d->kvlen_dev, kvlen, (size_t)ns * sizeof(int));
+
+    be->embedding_fwd(be, d->x, d->tok_dev, W(PARAM_EMBED, 0), N, d->c.dim);
+    for (int l = 0; l < d->c.n_layers; l++) layer_step(d, l, seg, ns, N);
+    head_step(d, seg, ns, all_logits, out_row);
+    be->synchronize(be);
+
+    // the chunk's tokens are now in the caches
+    for (int s = 0; s < ns; s++) {
+        memcpy(d->ids + (size_t)seg[s].slot * d->max_len + seg[s].p, tokens[seg[s].src] + seg[s].t0,
+               (size_t)seg[s].c * sizeof(int));
+        d->len[seg[s].slot] += seg[s].c;
+        d->logits_ok[seg[s].slot] = seg[s].last; // mid-feed, the last position's logits are not computed yet
+    }
+}
+
+// ----------------------------------------------------------------------------
+// feeding
+
+void decoder_feed(Decoder* d, int nb, const int* slots, const int* const* tokens, const int* n, float* all_logits) {
+    if (nb < 0 || nb > d->max_batch) fatal("decoder_feed: %d slots outside 0..%d", nb, d->max_batch);
+    const int V = d->c.vocab_size;
+    size_t* out_row = mallocCheck(((size_t)nb + 1) * sizeof(size_t));
+    int* seen = callocCheck((size_t)d->max_batch, sizeof(int));
+    out_row[0] = 0;
+    for (int i = 0; i < nb; i++) {
+        const int s = slots[i];
+        check_slot(d, s, "decoder_feed");
+        if (seen[s]++) fatal("decoder_feed: slot %d appears twice in one feed", s);
+        if (n[i] < 0 || d->len[s] + n[i] > d->max_len) {
+            fatal("decoder_feed: %d tokens for slot %d, which holds %d of max_len %d", n[i], s, d->len[s], d->max_len);
+        }
+        for (int t = 0; t < n[i]; t++) {
+            if (tokens[i][t] < 0 || tokens[i][t] >= V) {
+                fatal("decoder_feed: token id %d (slot %d, position %d) outside the vocabulary [0, %d)", tokens[i][t],
+                      s, d->len[s] + t, V);
+            }
+        }
+        out_row[i + 1] = out_row[i] + (size_t)n[i];
+    }
+    free(seen);
+
+    // pack the slots' tokens into chunks of at most d->rows rows, each slot's tokens in order
+    Segment* seg = mallocCheck((size_t)d->rows * sizeof(Segment));
+    int i = 0, t = 0;
+    while (i < nb) {
+        int ns = 0, N = 0;
+        while (i < nb && N < d->rows) {
+            const int c = n[i] - t < d->rows - N ? n[i] - t : d->rows - N;
+            if (c > 0) {
+                // earlier chunks' tokens are in len already
+                seg[ns++] = (Segment){.slot = slots[i], .p = d->len[slots[i]], .c = c, .r0 = N, .src = i, .t0 = t,
+                                      .last = t + c == n[i]};
+                N += c;
+                t += c;
+            }
+            if (t == n[i]) {
+                i++;
+                t = 0;
+            }
+        }
+        if (ns > 0) chunk_step(d, seg, ns, N, tokens, all_logits, out_row);
+    }
+    free(seg);
+    free(out_row);
+}
+
+int decoder_assign(Decoder* d, int nb, const int* slots, const int* const* tokens, const int* n) {
+    if (nb < 0 || nb > d->max_batch) fatal("decoder_assign: %d slots outside 0..%d", nb, d->max_batch);
+    int* fs = mallocCheck(((size_t)nb + 1) * sizeof(int));
+    int* fn = mallocCheck(((size_t)nb + 1) * sizeof(int));
+    const int** ft = mallocCheck(((size_t)nb + 1) * sizeof(int*));
+    int nf = 0, reused = 0;
+    for (int i = 0; i < nb; i++) {
+        const int s = slots[i];
+        check_slot(d, s, "decoder_assign");
+        if (n[i] < 1 || n[i] > d->max_len) {
+            fatal("decoder_assign: %d tokens for slot %d outside 1..%d", n[i], s, d->max_len);
+        }
+        const int* have = d->ids + (size_t)s * d->max_len;
+        int common = 0;
+        while (common < d->len[s] && common < n[i] && have[common] == tokens[i][common]) common++;
+        if (common == n[i] && d->len[s] == n[i] && d->logits_ok[s]) {
+            reused += n[i];
+            continue;
+        }
+        // at least the last token is fed again: its logits are what the caller samples from
+        const int keep = common < n[i] ? common : n[i] - 1;
+        decoder_truncate(d, s, keep);
+        reused += keep;
+        fs[nf] = s;
+        ft[nf] = tokens[i] + keep;
+        fn[nf++] = n[i] - keep;
+    }
+    decoder_feed(d, nf, fs, ft, fn, NULL);
+    free(fs);
+    free(fn);
+    free(ft);
+    return reused;
+}
+
+// ----------------------------------------------------------------------------
+// generation
+
+static int is_stop_id(int id, const int* stop_ids, int n_stop) {
+    for (int i = 0; i < n_stop; i++) {
+        if (stop_ids[i] == id) return 1;
+    }
+    return 0;
+}
+
+void decoder_generate(Decoder* d, int nb, const int* slots, const SamplingParams* p, Rng* const* rngs, int max_new,
+                      const int* stop_ids, int n_stop, StopFn stop, void* stop_ctx, GenResult* out) {
+    char msg[256];
+    const int V = d->c.vocab_size;
+    if (sampling_params_check(p, V, msg, sizeof msg) != 0) fatal("decoder_generate: %s", msg);
+    if (nb < 0 || nb > d->max_batch) fatal("decoder_generate: %d slots outside 0..%d", nb, d->max_batch);
+    int* fs = mallocCheck(((size_t)nb + 1) * sizeof(int));
+    int* ftok = mallocCheck(((size_t)nb + 1) * sizeof(int));
+    int* ones = mallocCheck(((size_t)nb + 1) * sizeof(int));
+    const int** fptr = mallocCheck(((size_t)nb + 1) * sizeof(int*));
+    int* active = mallocCheck(((size_t)nb + 1) * sizeof(int));
+    int* cap = mallocCheck(((size_t)nb + 1) * sizeof(int));
+    for (int i = 0; i < nb; i++) {
+        ones[i] = 1;
+        fptr[i] = ftok + i;
+    }
+
+    // slots whose last logits are gone (truncated since their last feed) feed their last token again
+    int nf = 0;
+    for (int i = 0; i < nb; i++) {
+        const int s = slots[i];
+        check_slot(d, s, "decoder_generate");
+        if (d->logits_ok[s]) continue;
+        if (d->len[s] == 0) fatal("decoder_generate: slot %d is empty (feed a prompt first)", s);
+        decoder_truncate(d, s, d->len[s] - 1);
+        fs[nf] = s;
+        ftok[nf++] = d->ids[(size_t)s * d->max_len + d->len[s]];
+    }
+    decoder_feed(d, nf, fs, fptr, ones, NULL);
+
+    // every sampled token is fed, so a slot generates at most its free cache rows
+    int na = 0;
+    for (int i = 0; i < nb; i++) {
+        const int room = d->max_len - d->len[slots[i]];
+        cap[i] = max_new < room ? max_new : room;
+        if (cap[i] < 0) cap[i] = 0;
+        out[i].n = 0;
+        out[i].tokens = callocCheck((size_t)cap[i] + 1, sizeof(SampledToken));
+        if (cap[i] > 0) active[na++] = i;
+    }
+    const size_t k = (size_t)p->record_topk;
+    while (na > 0) {
+        int keep = 0;
+        nf = 0;
+        for (int a = 0; a < na; a++) {
+            const int i = active[a], s = slots[i];
+            SampledToken* st = &out[i].tokens[out[i].n];
+            if (k > 0) {
+                // one block per token: ids, then log-probs (gen_result_free frees topk_ids)
+                st->topk_ids = mallocCheck(k * (sizeof(int) + sizeof(float)));
+                st->topk_lp = (float*)(void*)(st->topk_ids + k);
+            }
+            sample_token(d->logits + (size_t)s * V, V, p, rngs[i], st);
+            out[i].n++;
+            fs[nf] = s;
+            ftok[nf++] = st->id;
+            // the callback sees every token (it may stream them), stop ids and the last included
+            const int stopped = stop ? stop(stop_ctx, s, out[i].tokens, out[i].n) : 0;
+            const int done = stopped || is_stop_id(st->id, stop_ids, n_stop) || out[i].n == cap[i];
+            if (!done) active[keep++] = i;
+        }
+        decoder_feed(d, nf, fs, fptr, ones, NULL);
+        na = keep;
+    }
+    free(fs);
+    free(ftok);
+    free(ones);
+    free(fptr);
+    free(active);
+    free(cap);
+}
+
+void gen_result_free(GenResult* r) {
+    if (!r || !r->tokens) return;
+    for (int j = 0; j < r->n; j++) free(r->tokens[j].topk_ids);
+    free(r->tokens);
+    r->tokens = NULL;
+    r->n = 0;
+}

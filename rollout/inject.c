@@ -1,0 +1,182 @@
+// Experience list, its rendering, BM25 selection and the LLM selector's request and parser
+// (see inject.h).
+#include "rollout/inject.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/check.h"
+
+// ----------------------------------------------------------------------------
+// the list
+
+void exp_list_init(ExpList* l) { memset(l, 0, sizeof(*l)); }
+
+void exp_list_add(ExpList* l, int32_t id, const char* text) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 16;
+        l->ids = reallocCheck(l->ids, sizeof(int32_t) * (size_t)l->cap);
+        l->texts = reallocCheck(l->texts, sizeof(char*) * (size_t)l->cap);
+    }
+    l->ids[l->n] = id;
+    l->texts[l->n] = strdupCheck(text);
+    l->n++;
+}
+
+void exp_list_free(ExpList* l) {
+    for (int i = 0; i < l->n; i++) free(l->texts[i]);
+    free(l->ids);
+    free(l->texts);
+    memset(l, 0, sizeof(*l));
+}
+
+// ----------------------------------------------------------------------------
+// a small growable string
+
+typedef struct {
+    char* s;
+    size_t n, cap;
+} Str;
+
+static void str_add(Str* b, const char* s) {
+    size_t len = strlen(s);
+    if (b->n + len + 1 > b->cap) {
+        b->cap = 2 * (b->n + len + 1);
+        b->s = reallocCheck(b->s, b->cap);
+    }
+    memcpy(b->s + b->n, s, len + 1);
+    b->n += len;
+}
+
+__attribute__((format(printf, 2, 3))) static void str_addf(Str* b, const char* fmt, ...) {
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    str_add(b, tmp);
+}
+
+char* inject_render(const ExpList* l, const int* idx, int n, const char* heading) {
+    Str b = {0};
+    str_add(&b, "\n\n");
+    str_add(&b, heading);
+    int count = idx ? n : l->n;
+    for (int i = 0; i < count; i++) {
+        str_add(&b, "\n- ");
+        str_add(&b, l->texts[idx ? idx[i] : i]);
+    }
+    return b.s;
+}
+
+// ----------------------------------------------------------------------------
+// BM25 selection
+
+struct ExpSelector {
+    const ExpList* list;
+    SelectParams p; // min and max capped by the list size
+    Bm25* ix;
+    double* scores; // (n) scratch
+    int* order;     // (n) scratch
+};
+
+ExpSelector* selector_create(const ExpList* l, const SelectParams* p) {
+    ExpSelector* s = callocCheck(1, sizeof(ExpSelector));
+    s->list = l;
+    s->p = *p;
+    if (s->p.max > l->n) s->p.max = l->n;
+    if (s->p.min > s->p.max) s->p.min = s->p.max;
+    s->ix = bm25_create(BM25_K1, BM25_B);
+    for (int i = 0; i < l->n; i++) bm25_add(s->ix, l->texts[i]);
+    s->scores = mallocCheck(sizeof(double) * (size_t)(l->n + 1));
+    s->order = mallocCheck(sizeof(int) * (size_t)(l->n + 1));
+    return s;
+}
+
+void selector_free(ExpSelector* s) {
+    if (!s) return;
+    bm25_free(s->ix);
+    free(s->scores);
+    free(s->order);
+    free(s);
+}
+
+int selector_bm25(const ExpSelector* s, const char* query, int* idx) {
+    const int n = s->list->n;
+    if (n == 0 || s->p.max == 0) return 0;
+    bm25_score(s->ix, query, s->scores);
+    // insertion sort by (score desc, index asc): pools hold tens of items
+    for (int i = 0; i < n; i++) {
+        int j = i;
+        while (j > 0 && s->scores[s->order[j - 1]] < s->scores[i]) {
+            s->order[j] = s->order[j - 1];
+            j--;
+        }
+        s->order[j] = i;
+    }
+    const double best = s->scores[s->order[0]];
+    int k = 0;
+    while (k < s->p.max) {
+        double sc = s->scores[s->order[k]];
+        if (k >= s->p.min && !(sc > 0.0 && sc >= s->p.cut * best)) break;
+        idx[k] = s->order[k];
+        k++;
+    }
+    return k;
+}
+
+// ----------------------------------------------------------------------------
+// the LLM selector: request and strict parse
+
+char* selector_llm_request(const ExpSelector* s) {
+    Str b = {0};
+    str_add(&b, "Choose the experience items that help most with your next step.");
+    for (int i = 0; i < s->list->n; i++) {
+        str_addf(&b, "\n%d. ", i + 1);
+        str_add(&b, s->list->texts[i]);
+    }
+    str_addf(&b, "\nReply with %d to %d item numbers separated by commas (for example: ", s->p.min, s->p.max);
+    str_add(&b, s->list->n >= 2 ? "1, 2" : "1");
+    str_add(&b, "), nothing else.");
+    return b.s;
+}
+
+__attribute__((format(printf, 3, 4))) static int parse_fail(char* err, size_t errlen, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+int selector_llm_parse(const ExpSelector* s, const char* reply, int* idx, char* err, size_t errlen) {
+    const int n = s->list->n;
+    const char* p = reply;
+    int k = 0;
+    for (;;) {
+        while (is_space(*p)) p++;
+        if (!isdigit((unsigned char)*p))
+            return parse_fail(err, errlen, "expected an item number at offset %d", (int)(p - reply));
+        long v = 0;
+        while (isdigit((unsigned char)*p)) {
+            if (v < 1000000) v = 10 * v + (*p - '0');
+            p++;
+        }
+        if (v < 1 || v > n) return parse_fail(err, errlen, "item number %ld is outside 1..%d", v, n);
+        for (int i = 0; i < k; i++)
+            if (idx[i] == (int)v - 1) return parse_fail(err, errlen, "item number %ld is repeated", v);
+        if (k == s->p.max) return parse_fail(err, errlen, "more than %d item numbers", s->p.max);
+        idx[k++] = (int)v - 1;
+        while (is_space(*p)) p++;
+        if (*p == '\0') break;
+        if (*p != ',') return parse_fail(err, errlen, "unexpected character '%c' at offset %d", *p, (int)(p - reply));
+        p++;
+    }
+    if (k < s->p.min) return parse_fail(err, errlen, "%d item numbers, fewer than %d", k, s->p.min);
+    return k;
+}

@@ -1,0 +1,64 @@
+// Experience injection, the rollout side: the experience list the driver fills from the pool, its
+// rendering as prompt text, and the step-wise selectors (BM25 over the recent history, and the
+// request/parse halves of the LLM selector whose generation runs in agent.c). docs/AGENT.md
+// describes where the text goes in each injection mode.
+//
+// Rendered experience (tagged SEG_EXPERIENCE by the agent, so the student view removes it whole):
+//
+//   "\n\n" heading "\n- name: text\n- name: text"
+//
+// BM25 selection: every item is scored against the query (bm25.h); items are ranked by score,
+// ties by list index; the first `min` ranked items are always taken, the next ones while they
+// score above zero and at least `cut` times the best score, up to `max`.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rollout/bm25.h"
+
+#define INJECT_GLOBAL_HEADING "Experience from earlier episodes:"
+#define INJECT_STEP_HEADING "Experience that may help now:"
+#define INJECT_CUT_DEFAULT 0.5
+
+// ----------------------------------------------------------------------------
+// the experience list (pool_listing's ids and "name: text" strings, in pool id order)
+
+typedef struct {
+    int n, cap;
+    int32_t* ids; // (n) pool item ids
+    char** texts; // (n) "name: text", owned
+} ExpList;
+
+void exp_list_init(ExpList* l);
+void exp_list_add(ExpList* l, int32_t id, const char* text);
+void exp_list_free(ExpList* l);
+
+// the text of items idx[0..n) in that order (every item when idx is NULL), malloc'd
+char* inject_render(const ExpList* l, const int* idx, int n, const char* heading);
+
+// ----------------------------------------------------------------------------
+// step-wise selection
+
+typedef struct {
+    int min, max; // items per step (experience.select_min/max; capped by the list size)
+    double cut;   // relative score cut, in [0, 1]
+} SelectParams;
+
+typedef struct ExpSelector ExpSelector;
+
+// a BM25 index over the list's texts; the list must outlive the selector
+ExpSelector* selector_create(const ExpList* l, const SelectParams* p);
+void selector_free(ExpSelector* s);
+// BM25 pick for query: list indices into idx (room for p.max), best first; returns how many
+int selector_bm25(const ExpSelector* s, const char* query, int* idx);
+
+// The LLM selector's request, the user message the model answers (malloc'd):
+//   Choose the experience items that help most with your next step.
+//   1. name: text
+//   2. ...
+//   Reply with MIN to MAX item numbers separated by commas (for example: 2, 5), nothing else.
+char* selector_llm_request(const ExpSelector* s);
+// Strict parse of the model's reply: optional whitespace, numbers 1..n separated by commas
+// (whitespace around them allowed), nothing else; no repeats; between min and max of them.
+// Returns the count with list indices in idx (in the reply's order), or -1 with err saying why.
+int selector_llm_parse(const ExpSelector* s, const char* reply, int* idx, char* err, size_t errlen);

@@ -1,0 +1,392 @@
+// Tests of the bootstrap of a built-in base model (distill/bootstrap.h): the principle bank, the
+// demonstrations (well-formed ChatML whose supervised turns parse back to the environment's tool
+// calls, segment tags, experience only where intended and in the agent's format), the cache key,
+// the training step, and the cache round trip.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "distill/bootstrap.h"
+#include "model/chat.h"
+#include "model/model_config.h"
+#include "rollout/inject.h"
+
+#define SEED 1234
+
+// ----------------------------------------------------------------------------
+// fixtures: a small config, a model and agent for the demonstrations
+
+static Config small_config(void) {
+    Config c;
+    config_defaults(&c);
+    snprintf(c.model.name, sizeof(c.model.name), "tiny");
+    c.model.threads = 1;
+    c.model.max_seq_len = 2048;
+    c.rollout.max_context = 2048;
+    c.env.max_turns = 12;
+    c.bootstrap.episodes = 40;
+    c.bootstrap.mine_batches = 2;
+    c.run.seed = SEED;
+    return c;
+}
+
+typedef struct {
+    Config c;
+    Backend* be;
+    Model* m;
+    Tokenizer* tok;
+    Agent* agent;
+} Fixture;
+
+static void fixture_open(Fixture* f) {
+    f->c = small_config();
+    ModelConfig mc;
+    assert_int_equal(model_builtin_config("tiny", &mc), 0);
+    f->be = backend_cpu_create(1);
+    f->m = model_create(&mc, f->be, 2, 1024);
+    model_init_random(f->m, 7);
+    f->tok = tokenizer_byte();
+    AgentOptions o;
+    agent_options_from_config(&f->c, &o);
+    o.group_size = o.max_episodes = 1;
+    o.max_context = 512;
+    char err[256];
+    f->agent = agent_create(f->m, f->tok, &o, err, sizeof(err));
+    assert_non_null(f->agent);
+}
+
+static void fixture_close(Fixture* f) {
+    agent_free(f->agent);
+    model_free(f->m);
+    backend_destroy(f->be);
+    tokenizer_free(f->tok);
+}
+
+static int count_substr(const char* s, const char* sub) {
+    int n = 0;
+    for (const char* p = s; (p = strstr(p, sub)); p += strlen(sub)) n++;
+    return n;
+}
+
+// ----------------------------------------------------------------------------
+// the bank
+
+static void test_bank(void** state) {
+    (void)state;
+    char err[512];
+    Bank a, b;
+    assert_int_equal(bank_build(&a, "wikisearch", SEED, 3, err, sizeof(err)), 0);
+    assert_int_equal(bank_build(&b, "wikisearch", SEED, 3, err, sizeof(err)), 0);
+    assert_int_equal(a.n, b.n); // deterministic
+    int rules = 0, mined = 0, foreign = 0;
+    for (int i = 0; i < a.n; i++) {
+        const BankItem* it = &a.items[i];
+        assert_string_equal(it->text, b.items[i].text);
+        assert_true(it->rules == b.items[i].rules);
+        assert_non_null(strstr(it->text, ": ")); // "Name: text", as the pool lists items
+        for (int j = 0; j < i; j++) assert_string_not_equal(it->text, a.items[j].text);
+        rules += it->source == BANK_RULE;
+        mined += it->source == BANK_MINED;
+        foreign += it->source == BANK_FOREIGN;
+        if (it->source == BANK_RULE) assert_null(it->phrase);
+        if (it->source == BANK_MINED) { // rendered as the contrastive extractor renders its rules
+            assert_non_null(it->phrase);
+            assert_true(it->rules != 0);
+            assert_non_null(strstr(it->text, ": When the last tool result mentions \""));
+        }
+    }
+    // the environment's three rules, in order, each conveying itself
+    assert_int_equal(rules, 3);
+    assert_string_equal(a.items[0].text, "Pick kind: When search results share a name, visit the one whose snippet shows "
+                                         "the kind of entity you need (person, city, company), not simply the first hit.");
+    assert_true(a.items[0].rules == 1u && a.items[1].rules == 2u && a.items[2].rules == 4u);
+    assert_true(mined > 0);
+    assert_true(foreign >= 7); // textcraft's 3 and retail's 4 rules at least
+    bank_free(&a);
+    bank_free(&b);
+    assert_int_equal(bank_build(&a, "external", SEED, 1, err, sizeof(err)), -1);
+}
+
+static void test_item_applies(void** state) {
+    (void)state;
+    BankItem mined = {.text = "Citizen: When the last tool result mentions \"citizen of\", call search next.",
+                      .rules = 4, .source = BANK_MINED, .phrase = "citizen of", .from_task = 0};
+    assert_true(bank_item_applies(&mined, "Ana Bel: a person, pilot. Born in Tarvik. Citizen of Pilzestan.", 0));
+    assert_false(bank_item_applies(&mined, "Ana Bel: a person, pilot. A citizen.", 0)); // the whole phrase
+    assert_false(bank_item_applies(&mined, "Tarvik: a city in Pilzestan.", 0));
+    assert_false(bank_item_applies(&mined, "Who is a citizen of Pilzestan?", 1)); // a task, not a tool result
+    BankItem rule = {.text = "Pick kind: When ...", .rules = 1, .source = BANK_RULE};
+    assert_true(bank_item_applies(&rule, "anything", 0));
+}
+
+// ----------------------------------------------------------------------------
+// demonstrations
+
+// the text of tokens [from, to), special tokens as their text
+static char* text_of(const Tokenizer* tok, const Demo* d, int from, int to) {
+    return tokenizer_decode_alloc(tok, d->ids + from, to - from, NULL);
+}
+
+static void check_demo(const Fixture* f, const Env* env, const Demo* d, const char* system) {
+    const Tokenizer* tok = f->tok;
+    char* all = text_of(tok, d, 0, d->n);
+    // the agent's system text opens every sequence
+    char* head = malloc(strlen(system) + 32);
+    sprintf(head, "<|im_start|>system\n%s", system);
+    assert_memory_equal(all, head, strlen(head));
+    free(head);
+    // targets: assistant tokens only, in runs that each hold one well-formed tool call of env's
+    int turns = 0;
+    for (int t = 0; t < d->n;) {
+        if (!d->target[t]) {
+            t++;
+            continue;
+        }
+        int e = t;
+        while (e < d->n && d->target[e]) {
+            assert_int_equal(d->seg[e], SEG_ASSISTANT);
+            e++;
+        }
+        char* reply = text_of(tok, d, t, e);
+        assert_int_equal(strncmp(reply, "<tool_call>\n{\"name\": ", 21), 0);
+        char *name, *args, err[256];
+        assert_int_equal(chat_parse_tool_call(reply, &name, &args, err, sizeof(err)), 1);
+        int known = 0;
+        for (int i = 0; i < env->ntools; i++) known |= strcmp(env->tools[i].name, name) == 0;
+        assert_true(known);
+        assert_true(args[0] == '{');
+        // the reply ends the turn, and what precedes it is the assistant's generation prompt
+        assert_int_equal(d->ids[e - 1], tokenizer_special_id(tok, "<|im_end|>"));
+        char* before = text_of(tok, d, t - 22 > 0 ? t - 22 : 0, t);
+        assert_non_null(strstr(before, "<|im_start|>assistant\n"));
+        free(before);
+        free(name);
+        free(args);
+        free(reply);
+        turns++;
+        t = e;
+    }
+    assert_true(turns >= 1);
+    // experience: tagged SEG_EXPERIENCE, wrapped in <experience> tokens, in the agent's format
+    int n_exp = 0, first_exp = -1;
+    for (int t = 0; t < d->n; t++)
+        if (d->seg[t] == SEG_EXPERIENCE) n_exp++, first_exp = first_exp < 0 ? t : first_exp;
+    int blocks = count_substr(all, "<experience>");
+    if (d->mode == DEMO_STUDENT) {
+        assert_int_equal(n_exp, 0);
+        assert_int_equal(blocks, 0);
+    } else {
+        assert_int_equal(blocks, 1);
+        char* exp = text_of(tok, d, first_exp, first_exp + n_exp);
+        const char* heading = d->mode == DEMO_GLOBAL ? INJECT_GLOBAL_HEADING : INJECT_STEP_HEADING;
+        char* want = malloc(strlen(heading) + 64);
+        sprintf(want, "<experience>\n\n%s\n- ", heading);
+        assert_memory_equal(exp, want, strlen(want));
+        assert_int_equal(strcmp(exp + strlen(exp) - strlen("</experience>"), "</experience>"), 0);
+        free(want);
+        free(exp);
+        char* before = text_of(tok, d, 0, first_exp);
+        if (d->mode == DEMO_GLOBAL) { // inside the system message
+            assert_int_equal(count_substr(before, "<|im_start|>"), 1);
+        } else { // in the last user/tool message, right before the sequence's last turn, a target
+            char* after = text_of(tok, d, first_exp + n_exp, d->n);
+            assert_int_equal(count_substr(after, "<|im_start|>assistant"), 1);
+            assert_true(d->target[d->n - 1]);
+            free(after);
+        }
+        free(before);
+    }
+    free(all);
+}
+
+static void test_demos(void** state) {
+    (void)state;
+    Fixture f;
+    fixture_open(&f);
+    char err[512];
+    Bank bank;
+    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 2, err, sizeof(err)), 0);
+    DemoParams p = demo_params_from_config(&f.c);
+    p.max_context = 4096;
+    DemoSet set;
+    assert_int_equal(demos_build(&set, NULL, "wikisearch", &bank, f.agent, &p, err, sizeof(err)), 0);
+    EnvOptions eo = {.name = "wikisearch", .seed = SEED, .train_tasks = 4, .heldout_tasks = 1};
+    EnvError ee;
+    Env* env = env_create(&eo, &ee);
+    char* system = agent_system_text(f.agent, env);
+    int modes[DEMO_MODES] = {0}, followed = 0;
+    for (int i = 0; i < set.n; i++) {
+        check_demo(&f, env, &set.d[i], system);
+        modes[set.d[i].mode]++;
+        followed += set.d[i].n_followed;
+    }
+    for (int m = 0; m < DEMO_MODES; m++) assert_true(modes[m] > 0);
+    assert_true(followed > 0); // some supervised turns follow an injected principle
+    // the same parameters give the same sequences
+    DemoSet again;
+    assert_int_equal(demos_build(&again, NULL, "wikisearch", &bank, f.agent, &p, err, sizeof(err)), 0);
+    assert_int_equal(again.n, set.n);
+    for (int i = 0; i < set.n; i++) {
+        assert_int_equal(again.d[i].n, set.d[i].n);
+        assert_memory_equal(again.d[i].ids, set.d[i].ids, sizeof(int) * (size_t)set.d[i].n);
+    }
+    // a context cap cuts sequences, and none is left without a target
+    p.max_context = 700;
+    DemoSet cut;
+    assert_int_equal(demos_build(&cut, NULL, "wikisearch", &bank, f.agent, &p, err, sizeof(err)), 0);
+    for (int i = 0; i < cut.n; i++) {
+        assert_true(cut.d[i].n <= 700);
+        int k = 0;
+        for (int t = 0; t < cut.d[i].n; t++) k += cut.d[i].target[t];
+        assert_true(k > 0);
+    }
+    demos_free(&cut);
+    demos_free(&again);
+    demos_free(&set);
+    free(system);
+    env_destroy(env);
+    bank_free(&bank);
+    fixture_close(&f);
+}
+
+// ----------------------------------------------------------------------------
+// the cache key
+
+static void test_hash(void** state) {
+    (void)state;
+    char err[512], base[BOOTSTRAP_HASH_HEX + 1], again[BOOTSTRAP_HASH_HEX + 1], h[BOOTSTRAP_HASH_HEX + 1];
+    Config c = small_config();
+    assert_int_equal(bootstrap_hash(&c, base, err, sizeof(err)), 0);
+    assert_int_equal((int)strlen(base), BOOTSTRAP_HASH_HEX);
+    assert_int_equal(bootstrap_hash(&c, again, err, sizeof(err)), 0);
+    assert_string_equal(base, again);
+    // keys that do not change the weights
+    ConfigError ce;
+    static const char* const same[] = {"bootstrap.cache_dir=/elsewhere", "model.threads=2", "run.name=other",
+                                       "run.iterations=7", "distill.lr=0.5", NULL};
+    for (int i = 0; same[i]; i++) {
+        Config d = c;
+        assert_int_equal(config_set(&d, same[i], &ce), 0);
+        assert_int_equal(bootstrap_hash(&d, h, err, sizeof(err)), 0);
+        if (strcmp(h, base) != 0) fail_msg("%s changed the hash", same[i]);
+    }
+    // keys that do
+    static const char* const differ[] = {"bootstrap.episodes=41", "bootstrap.epochs=3", "bootstrap.lr=1e-3",
+                                         "bootstrap.expert_rate=0.3", "bootstrap.mine_batches=3", "run.seed=5",
+                                         "env.name=textcraft", "env.max_turns=11", "rollout.max_context=1024",
+                                         "experience.select_max=7", "model.name=small", NULL};
+    for (int i = 0; differ[i]; i++) {
+        Config d = c;
+        assert_int_equal(config_set(&d, differ[i], &ce), 0);
+        assert_int_equal(bootstrap_hash(&d, h, err, sizeof(err)), 0);
+        if (strcmp(h, base) == 0) fail_msg("%s did not change the hash", differ[i]);
+    }
+    Config bad = c;
+    snprintf(bad.model.name, sizeof(bad.model.name), "nope");
+    assert_int_equal(bootstrap_hash(&bad, h, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "'nope'"));
+}
+
+// ----------------------------------------------------------------------------
+// training
+
+static void test_train_reduces_loss(void** state) {
+    (void)state;
+    Fixture f;
+    fixture_open(&f);
+    char err[512];
+    Bank bank;
+    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 1, err, sizeof(err)), 0);
+    DemoParams p = demo_params_from_config(&f.c);
+    p.episodes = 6;
+    p.max_context = 1024;
+    DemoSet set;
+    assert_int_equal(demos_build(&set, NULL, "wikisearch", &bank, f.agent, &p, err, sizeof(err)), 0);
+    TrainParams tp = {.epochs = 8, .lr = 3e-3, .batch_tokens = 2048, .warmup_steps = 2, .max_batch = 2,
+                      .max_seq = 1024, .seed = 1};
+    TrainReport r;
+    bootstrap_train(f.m, &set, &tp, &r);
+    assert_true(r.steps >= 8);
+    assert_true(r.target_tokens > 0 && r.tokens >= r.target_tokens);
+    // a random byte-level model starts near ln(288) = 5.66 nats per token; memorising six
+    // sequences' tool calls brings it well under half of that
+    assert_true(r.first_loss > 4.0);
+    assert_true(r.last_loss < 0.5 * r.first_loss);
+    demos_free(&set);
+    bank_free(&bank);
+    fixture_close(&f);
+}
+
+// ----------------------------------------------------------------------------
+// the cache
+
+static void test_cache_round_trip(void** state) {
+    (void)state;
+    char tmpl[] = "/tmp/ingrain_bootstrap_XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    Config c = small_config();
+    c.bootstrap.episodes = 3;
+    c.bootstrap.epochs = 1;
+    c.bootstrap.mine_batches = 1;
+    c.bootstrap.batch_tokens = 2048;
+    c.rollout.max_context = 1024;
+    snprintf(c.bootstrap.cache_dir, sizeof(c.bootstrap.cache_dir), "%s/cache", tmpl);
+    char dir[2048], dir2[2048], err[1024], path[2200];
+    assert_int_equal(bootstrap_ensure(&c, dir, sizeof(dir), err, sizeof(err)), 0);
+    char hash[BOOTSTRAP_HASH_HEX + 1];
+    assert_int_equal(bootstrap_hash(&c, hash, err, sizeof(err)), 0);
+    assert_non_null(strstr(dir, hash));
+    struct stat st, st2;
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    assert_int_equal(stat(path, &st), 0);
+    snprintf(path, sizeof(path), "%s/bootstrap.json", dir);
+    assert_int_equal(stat(path, &st), 0);
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    assert_int_equal(stat(path, &st), 0);
+    // a second call finds the cache and writes nothing
+    assert_int_equal(bootstrap_ensure(&c, dir2, sizeof(dir2), err, sizeof(err)), 0);
+    assert_string_equal(dir, dir2);
+    assert_int_equal(stat(path, &st2), 0);
+    assert_true(st.st_mtim.tv_sec == st2.st_mtim.tv_sec && st.st_mtim.tv_nsec == st2.st_mtim.tv_nsec);
+    // the weights load into a model of the same config, and into no other
+    ModelConfig mc;
+    assert_int_equal(model_builtin_config("tiny", &mc), 0);
+    Backend* be = backend_cpu_create(1);
+    Model* m = model_create(&mc, be, 1, 16);
+    assert_int_equal(bootstrap_load(m, dir, err, sizeof(err)), 0);
+    ModelConfig sc;
+    assert_int_equal(model_builtin_config("small", &sc), 0);
+    Model* other = model_create(&sc, be, 1, 16);
+    assert_int_equal(bootstrap_load(other, dir, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "does not match"));
+    model_free(other);
+    model_free(m);
+    backend_destroy(be);
+    // a real model (model.path) needs no bootstrap
+    snprintf(c.model.path, sizeof(c.model.path), "/some/hf/dir");
+    assert_int_equal(bootstrap_ensure(&c, dir, sizeof(dir), err, sizeof(err)), 0);
+    assert_string_equal(dir, "");
+    char cmd[2200];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpl);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bank),
+        cmocka_unit_test(test_item_applies),
+        cmocka_unit_test(test_demos),
+        cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_train_reduces_loss),
+        cmocka_unit_test(test_cache_round_trip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
