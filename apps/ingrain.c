@@ -12,12 +12,13 @@
 #include "distill/bootstrap.h"
 #include "distill/bench_distill.h"
 #include "io/config.h"
-#include "io/h5inspect.h"
+#include "model/bench.h"
 #include "model/bench_decode.h"
 #include "model/cli_model.h"
 #include "model/device.h"
 #include "mpi/bench.h"
 #include "mpi/driver.h"
+#include "mpi/inspect.h"
 #include "mpi/ranks.h"
 #include "mpi/report.h"
 #include "mpi/sweep.h"
@@ -35,7 +36,8 @@ static const char* usage_main =
     "  run CONFIG      run the continual-internalization job (under mpirun or srun)\n"
     "  config [CONFIG] validate a config and print the effective YAML; --doc prints the key reference\n"
     "  bootstrap CONFIG train (or load from the cache) the built-in base model of CONFIG\n"
-    "  inspect FILE    show what is in a checkpoint or any HDF5 file\n"
+    "  inspect FILE    show what is in a checkpoint (pool, metrics, model) or any HDF5 file\n"
+    "  export CKPT     write a checkpoint's student weights as a Hugging Face model directory\n"
     "  generate        sample a chat reply from a model (HF directory or built-in), streamed\n"
     "  score           per-token log-probs of a text under a model, as JSON\n"
     "  bench NAME      run a benchmark beside its baseline\n"
@@ -63,19 +65,16 @@ static const char* usage_config =
     "Loads and validates CONFIG (defaults when omitted) with the overrides and prints the effective\n"
     "config as YAML. --doc prints the Markdown reference of every key (docs/CONFIG.md).\n";
 
-static const char* usage_inspect =
-    "usage: ingrain inspect FILE\n"
-    "\n"
-    "Lists the groups, datasets (type, shape, filters) and attributes of an HDF5 file.\n";
-
 static const char* usage_bench =
     "usage: [mpirun -np N] ingrain bench NAME [options]\n"
     "\n"
     "Benchmarks print our figure beside a named baseline measured in the same run.\n"
     "\n"
+    "  model   training tokens/s and the share of the OpenBLAS sgemm peak for the same shapes\n"
     "  ckpt    checkpoint write/read MB/s vs a dd-style sequential write/read of the same bytes\n"
     "  rollout agent-loop episodes/s and generated tokens/s vs the decoder alone; time in model/env/selector\n"
     "  decode  decoding tokens/s with the KV cache (batch 1 and 32) vs the same step's matmuls alone\n"
+    "  distill trainer tokens/s and all-reduce share, exact fixed-point vs float reduction\n"
     "\n"
     "`ingrain bench NAME --help` lists a benchmark's options.\n";
 
@@ -208,21 +207,13 @@ static int cmd_config(int argc, char** argv) {
     return 0;
 }
 
-static int cmd_inspect(int argc, char** argv) {
-    if (wants_help(argc, argv)) return fputs(usage_inspect, stdout), 0;
-    if (argc != 1) return usage_error(usage_inspect, "%s", "expected exactly one FILE");
-    char msg[1200];
-    if (h5_inspect(argv[0], stdout, msg, sizeof(msg)) != 0) {
-        log_error("%s", msg);
-        return INGRAIN_EXIT_USAGE;
-    }
-    return 0;
-}
+// model_bench takes its name as argv[0]
+static int bench_model_cmd(int argc, char** argv) { return model_bench(argc + 1, argv - 1); }
 
 static const struct {
     const char* name;
     int (*fn)(int, char**);
-} benchmarks[] = {{"ckpt", bench_ckpt}, {"rollout", bench_rollout}, {"distill", bench_distill},
+} benchmarks[] = {{"model", bench_model_cmd}, {"ckpt", bench_ckpt}, {"rollout", bench_rollout}, {"distill", bench_distill},
                  {"decode", bench_decode}};
 
 static int cmd_bench(int argc, char** argv) {
@@ -276,10 +267,10 @@ int main(int argc, char** argv) {
     static const struct {
         const char* name;
         int (*fn)(int, char**);
-    } commands[] = {{"run", cmd_run},         {"config", cmd_config},   {"inspect", cmd_inspect},
+    } commands[] = {{"run", cmd_run},         {"config", cmd_config},   {"inspect", cli_inspect},
                     {"bench", cmd_bench},     {"version", cmd_version}, {"--version", cmd_version},
                     {"bootstrap", cli_bootstrap}, {"generate", cli_generate}, {"score", cli_score},
-                    {"sweep", cli_sweep}, {"report", cli_report}};
+                    {"sweep", cli_sweep}, {"report", cli_report}, {"export", cli_export}};
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 2, argv + 2);
     }

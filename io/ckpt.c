@@ -274,7 +274,8 @@ void ckpt_put_sharded(CkptFile* f, const char* path, CkptType type, uint64_t glo
         fatal("checkpoint dataset %s: slice [%llu, %llu) is outside its %llu elements", path,
               (unsigned long long)offset, (unsigned long long)(offset + local_n), (unsigned long long)global_n);
     }
-    if (offset % ckpt_block_elems(type) != 0 || (offset + local_n != global_n && local_n % ckpt_block_elems(type))) {
+    if (local_n > 0 && (offset % ckpt_block_elems(type) != 0 ||
+                        (offset + local_n != global_n && local_n % ckpt_block_elems(type)))) {
         fatal("checkpoint dataset %s: slice [%llu, +%llu) is not aligned to %llu-element blocks (use ckpt_shard)", path,
               (unsigned long long)offset, (unsigned long long)local_n, (unsigned long long)ckpt_block_elems(type));
     }

@@ -207,7 +207,7 @@ int bench_decode(int argc, char** argv) {
     const char* config = "small";
     int batches[BENCH_MAX_BATCHES] = {1, 32}, nbatch = 2;
     int P = 64, N = 128, threads = 0, rounds = 3, record_topk = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 0; i < argc; i++) {
         const char* a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(usage, stdout);

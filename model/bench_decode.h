@@ -2,5 +2,6 @@
 // with the KV cache) beside the backend's matmuls of the same decode step replayed alone.
 #pragma once
 
-// argv[0] is the benchmark name ("decode"); options are listed by --help. Returns an exit code.
+// argv holds the options only (argv[0] is the first, as `ingrain bench` passes them); they are
+// listed by --help. Returns an exit code.
 int bench_decode(int argc, char** argv);

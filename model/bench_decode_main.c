@@ -2,7 +2,4 @@
 // as `ingrain bench decode`), for tools/bench_pytorch_decode.py and for profiling without MPI.
 #include "model/bench_decode.h"
 
-int main(int argc, char** argv) {
-    argv[0] = "decode";
-    return bench_decode(argc, argv);
-}
+int main(int argc, char** argv) { return bench_decode(argc - 1, argv + 1); }

@@ -31,6 +31,7 @@
 #include "mpi/signals.h"
 #include "mpi/state.h"
 #include "mpi/wire.h"
+#include "mpi/writer.h"
 #include "rollout/agent.h"
 #include "rollout/env.h"
 
@@ -52,6 +53,8 @@ typedef struct {
     Agent* eval_agent; // rollout ranks: one sample per held-out task
     Env** envs;        // rollout ranks: G environments (one per episode of a group)
     Pool* pool;        // aggregator root
+    Writer writer;     // aggregator root, when the model writes principles or judges (experience.*: llm)
+    char* judge_tmpl;  // the LLM judge's prompt template
     DistillTrainer* trainer;
     MetricsLog* metrics; // world rank 0
     ExpList exp;         // the pool as injected (every rank)
@@ -106,7 +109,14 @@ static void load_model(Driver* d) {
     distill_options_from_config(&dopt, c);
     ModelConfig mc;
     int failed = 0;
-    if (c->model.path[0]) {
+    char where[CONFIG_PATH + 64];
+    if (c->model.device != DEVICE_CPU || c->model.dtype != DTYPE_F32) {
+        snprintf(d->err, sizeof(d->err), "%s: model.device '%s' with model.dtype '%s': only the CPU backend in f32 is "
+                 "built so far (the CUDA backend with bf16 is issue 10); set model.device: cpu and model.dtype: f32",
+                 config_origin(c, c->model.device != DEVICE_CPU ? "model.device" : "model.dtype", where, sizeof(where)),
+                 config_enum_name("model.device", c->model.device), config_enum_name("model.dtype", c->model.dtype));
+        failed = 1;
+    } else if (c->model.path[0]) {
         char tok_path[CONFIG_PATH + 32];
         snprintf(tok_path, sizeof(tok_path), "%s/tokenizer.json", c->model.path);
         failed = hf_load_config(c->model.path, &mc, d->err, sizeof(d->err)) != 0 ||
@@ -178,6 +188,15 @@ static void setup_roles(Driver* d) {
         d->pool = pool_create(pp);
         if (c->experience.seed_pool[0]) {
             failed = pool_load_seed(d->pool, c->experience.seed_pool, d->err, sizeof(d->err)) != 0;
+        }
+        int writes = c->experience.extractor == EXTRACTOR_LLM && c->experience.granularity == GRANULARITY_PRINCIPLE;
+        if (!failed && (writes || c->experience.judge == JUDGE_LLM)) {
+            failed = writer_init(&d->writer, d->model, d->tok, d->format, model_config(d->model)->max_seq_len,
+                                 c->rollout.max_new_tokens * 4, (float)c->rollout.temperature, d->err,
+                                 sizeof(d->err)) != 0;
+        }
+        if (!failed && c->experience.judge == JUDGE_LLM) {
+            failed = !(d->judge_tmpl = prompt_load(prompt_default_dir(), "judge.txt", d->err, sizeof(d->err)));
         }
     }
     if (!failed && (d->l->roles & ROLE_TRAINER)) {
@@ -324,14 +343,26 @@ static void aggregate_phase(Driver* d, int k, Aggregated* a, ShardSet* shards) {
     uint8_t* success = mallocCheck((size_t)(a->n ? a->n : 1));
     judge_env_batch(a->trajs, a->n, SUCCESS_REWARD, success);
     EpisodeText* eps = callocCheck((size_t)(a->n ? a->n : 1), sizeof(EpisodeText));
+    if (d->writer.dec) writer_reseed(&d->writer, (uint64_t)c->run.seed, k);
     int wins = 0;
     for (int i = 0; i < a->n; i++) {
         episode_from_trajectory(&eps[i], a->trajs[i], success[i], NULL, decode_ids, d->tok, parse_action, NULL, NULL);
-        wins += success[i];
+        int correct = success[i];
+        // environments without a reward: the model judges the final answer
+        if (d->judge_tmpl && judge_llm(writer_generate, &d->writer, d->judge_tmpl, eps[i].task, eps[i].answer,
+                                       &correct, d->err, sizeof(d->err)) != 0) {
+            log_warn("LLM judge on task %d sample %d: %s (counted as failed)", a->trajs[i]->task_id,
+                     a->trajs[i]->sample, d->err);
+            correct = 0;
+        }
+        success[i] = (uint8_t)correct;
+        eps[i].success = correct;
+        wins += correct;
     }
     a->rollout_success = a->n ? (double)wins / a->n : 0.0;
     ExperienceMode mode = {c->experience.granularity, c->experience.extractor};
     ExtractParams prm = extract_default_params();
+    if (d->writer.dec) prm.gen = writer_generate, prm.gen_ctx = &d->writer;
     memset(&a->report, 0, sizeof(a->report));
     if (experience_update(d->pool, mode, k, a->trajs, success, a->n, eps, a->n, &prm, &a->report, d->err,
                           sizeof(d->err)) != 0) {
@@ -649,6 +680,8 @@ int driver_run(const Config* c, const RankLayout* l) {
     free(d->pool_json);
     exp_list_free(&d->exp);
     pool_free(d->pool);
+    writer_free(&d->writer);
+    free(d->judge_tmpl);
     distill_trainer_free(d->trainer);
     agent_free(d->agent);
     agent_free(d->eval_agent);

@@ -15,7 +15,14 @@ copies of k, v), torch.inference_mode, torch.multinomial. Decoding tokens/s = B 
 of the N steps (prefill excluded, reported apart). Each side runs `--rounds` rounds in turn and
 the best round of each is reported, which keeps a busy machine's noise out of the ratio. PyTorch
 runs as it comes and with OMP_WAIT_POLICY=passive; the RATIO lines compare ingrain as it comes
-with the better PyTorch variant, per batch size.
+with the better PyTorch variant, per batch size. Both link the same OpenBLAS: where ingrain's
+bench says another OPENBLAS_CORETYPE would run faster kernels on this CPU (OpenBLAS 0.3.21 takes
+Zen 4/5 for Haswell, or the environment forces a core), both sides also run with it, and the
+RATIO_CORETYPE lines compare those two.
+
+On a machine busy with other work, OpenMP teams lose their time slices at every barrier and all
+figures collapse: run the script alone, or under `chrt -f 1` (real-time priority for both sides
+alike; the kernel still leaves 5% of the CPU to other work) where the machine cannot be emptied.
 """
 import argparse
 import math
@@ -194,14 +201,15 @@ def main():
             print(f"{B} {dec:.1f} {pre:.1f}", flush=True)
         return
 
-    # ingrain as it comes, plus, where its bench says OpenBLAS picked kernels below this CPU,
-    # with OPENBLAS_CORETYPE set as it advises (the same variable would apply to PyTorch's
-    # OpenBLAS; it is left unset for PyTorch, as it comes)
-    variants = [("ingrain", {})]
+    # both as they come, plus, where ingrain's bench says OpenBLAS runs kernels below this CPU,
+    # both with OPENBLAS_CORETYPE set as it advises (the variable applies to PyTorch's OpenBLAS too)
+    variants = [("ingrain", {})] + TORCH_VARIANTS
     _, _, better = bench_ingrain(argparse.Namespace(**{**vars(args), "new": 2, "batch": "1"}), {}, 1)
-    if better and "OPENBLAS_CORETYPE" not in os.environ:
-        variants.append((f"ingrain OPENBLAS_CORETYPE={better.group(1)}", {"OPENBLAS_CORETYPE": better.group(1)}))
-    variants += TORCH_VARIANTS
+    core = better.group(1) if better else None
+    if core:
+        env = {"OPENBLAS_CORETYPE": core}
+        variants += [(f"ingrain OPENBLAS_CORETYPE={core}", env),
+                     (f"pytorch OMP_WAIT_POLICY=passive OPENBLAS_CORETYPE={core}", {**env, "OMP_WAIT_POLICY": "passive"})]
     best = {name: {B: (0.0, 0.0) for B in batches} for name, _ in variants}
     for r in range(args.rounds):
         line = f"round {r + 1}:"
@@ -222,10 +230,15 @@ def main():
         print(f"  batch {B}:")
         for name, _ in variants:
             dec, pre = best[name][B]
-            print(f"    {name:36s} {dec:9.0f} ({pre:7.0f})   {dec / best_torch:5.2f}x the best pytorch")
+            print(f"    {name:58s} {dec:9.0f} ({pre:7.0f})   {dec / best_torch:5.2f}x the best pytorch")
     for B in batches:
         best_torch = max(best[name][B][0] for name, _ in TORCH_VARIANTS)
         print(f"RATIO batch={B} {best['ingrain'][B][0] / best_torch:.3f}")
+    if core:
+        for B in batches:
+            ours = best[f"ingrain OPENBLAS_CORETYPE={core}"][B][0]
+            theirs = best[f"pytorch OMP_WAIT_POLICY=passive OPENBLAS_CORETYPE={core}"][B][0]
+            print(f"RATIO_CORETYPE={core} batch={B} {ours / theirs:.3f}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,34 @@ if [ "$part" = all ] || [ "$part" = determinism ]; then
   done
 fi
 
+if [ "$part" = all ] || [ "$part" = formats ]; then
+  d="$work/det-on_policy-1"
+  [ -f "$d/DONE" ] || run 1 "$d" --set distill.regime=on_policy --set distill.loss=reverse_kl
+  ck="$d/ckpt/iter_0002.h5"
+  check "inspect names the checkpoint" bash -c "'$ingrain' inspect '$ck' | grep -q 'ingrain checkpoint, format version 1, after iteration 2'"
+  check "inspect --json parses" bash -c "'$ingrain' inspect '$ck' --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"iteration\"] == 2 and len(d[\"metrics\"]) == 2'"
+  check "h5dump reads the checkpoint" bash -c "h5dump -H '$ck' >/dev/null"
+  if /usr/bin/python3 -c "import h5py" 2>/dev/null; then
+    check "h5py reads the config and the weights" /usr/bin/python3 -c "
+import h5py, sys
+f = h5py.File('$ck', 'r')
+assert bytes(f['config'][:]).decode() == open('$d/config.yaml').read()
+assert f['model/wq'].shape == (4, 128, 128) and f.attrs['iteration'] == 2
+"
+  fi
+  rm -rf "$work/export"
+  check "export to HF" "$ingrain" export "$ck" --hf "$work/export"
+  check "the exported model scores" bash -c "'$ingrain' score --model '$work/export' --tokens 1,2,3 >/dev/null"
+  check "exported weights = checkpoint weights" /usr/bin/python3 -c "
+import json, struct, numpy as np, h5py
+raw = open('$work/export/model.safetensors', 'rb').read()
+n = struct.unpack('<Q', raw[:8])[0]; head = json.loads(raw[8:8 + n]); base = 8 + n
+b, e = head['model.layers.1.self_attn.q_proj.weight']['data_offsets']
+w = np.frombuffer(raw[base + b:base + e], dtype='<f4').reshape(128, 128)
+assert np.array_equal(w, h5py.File('$ck', 'r')['model/wq'][1])
+"
+fi
+
 if [ "$part" = all ] || [ "$part" = resume ]; then
   ref="$work/det-on_policy-1"
   [ -f "$ref/DONE" ] || run 1 "$ref" --set distill.regime=on_policy --set distill.loss=reverse_kl

@@ -9,7 +9,7 @@
 // the row count M and the row's place in the M-tiling (an edge tile uses narrower kernels that
 // sum in another order), so the same row alone (M = 1) and in a batch differ in the last bits.
 // Batch invariance therefore checks identical token ids and log-probs within 1e-5 (measured
-// ~1e-7); a draw could flip only if its uniform fell within ~1e-7 of a cumulative boundary.
+// ~5e-7); a draw could flip only if its uniform fell within ~1e-7 of a cumulative boundary.
 #include <jansson.h>
 #include <math.h>
 #include <setjmp.h>

@@ -345,7 +345,7 @@ static void test_padding_ignored(void** state) {
     backend_destroy(be);
 }
 
-// same seed => bit-identical weights after a few steps; another seed => different ones
+// same seed => bit-identical weights after a few steps (test_init shows another seed differs)
 static void train_tiny(uint64_t seed, float* params_out) {
     enum { B = 2, T = 32 };
     Backend* be = backend_cpu_create(2);
@@ -382,15 +382,11 @@ static void test_determinism(void** state) {
     const size_t n = model_param_table(&c, t);
     float* a = malloc(n * sizeof(float));
     float* b = malloc(n * sizeof(float));
-    float* d = malloc(n * sizeof(float));
     train_tiny(7, a);
     train_tiny(7, b);
-    train_tiny(8, d);
     assert_memory_equal(a, b, n * sizeof(float));
-    assert_true(memcmp(a, d, n * sizeof(float)) != 0);
     free(a);
     free(b);
-    free(d);
 }
 
 int main(void) {
