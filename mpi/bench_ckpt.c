@@ -130,9 +130,8 @@ int bench_ckpt(int argc, char** argv) {
     mpiCheck(MPI_Comm_size(MPI_COMM_WORLD, &world));
     ParamInfo table[PARAM_COUNT];
     size_t n = model_param_table(&mc, table);
-    uint64_t base = n / (uint64_t)world, extra = n % (uint64_t)world;
-    uint64_t off = (uint64_t)rank * base + ((uint64_t)rank < extra ? (uint64_t)rank : extra);
-    uint64_t cnt = base + ((uint64_t)rank < extra ? 1 : 0);
+    uint64_t off, cnt; // the ZeRO-1 partition the trainers use
+    ckpt_shard(n, CKPT_F32, rank, world, &off, &cnt);
     float* params = mallocCheck(sizeof(float) * n);
     float* m = mallocCheck(sizeof(float) * (cnt ? cnt : 1));
     float* v = mallocCheck(sizeof(float) * (cnt ? cnt : 1));

@@ -498,9 +498,16 @@ static void prefill(Agent* a, Episode* eps, int ne, int G) {
         toks[nf] = e->ctx.ids;
         lens[nf++] = e->ctx.n;
     }
-    if (nf > 0) decoder_assign(a->dec, nf, slots, toks, lens);
-    for (int i = 0; i < ne; i++)
-        if (leader[i] >= 0) decoder_copy(a->dec, eps[i].slot, eps[leader[i]].slot);
+    long want = 0;
+    for (int f = 0; f < nf; f++) want += lens[f];
+    const int reused = nf > 0 ? decoder_assign(a->dec, nf, slots, toks, lens) : 0;
+    a->st.prefill_tokens += want - reused;
+    a->st.reused_tokens += reused;
+    for (int i = 0; i < ne; i++) {
+        if (leader[i] < 0) continue;
+        decoder_copy(a->dec, eps[i].slot, eps[leader[i]].slot);
+        a->st.reused_tokens += eps[i].ctx.n;
+    }
     free(slots);
     free(toks);
     free(lens);
@@ -550,7 +557,7 @@ int agent_run(Agent* a, Env* const* envs, const AgentTask* tasks, int n_tasks, i
         if (na == 0) break;
         double t0 = agent_now();
         prefill(a, eps, ne, G);
-        a->st.t_model += agent_now() - t0;
+        a->st.t_prefill += agent_now() - t0;
         if (a->tap)
             for (int k = 0; k < na; k++) {
                 const Episode* e = &eps[which[k]];
@@ -560,7 +567,7 @@ int agent_run(Agent* a, Env* const* envs, const AgentTask* tasks, int n_tasks, i
         t0 = agent_now();
         decoder_generate(a->dec, na, slots, &a->o.sampling, rngs, max_new, a->stop_ids, a->n_stop, stop_at_limit, a,
                          gen);
-        a->st.t_model += agent_now() - t0;
+        a->st.t_generate += agent_now() - t0;
         for (int k = 0; k < na; k++) {
             if (rc == 0) rc = take_reply(a, &eps[which[k]], &gen[k], exp, err, errlen);
             gen_result_free(&gen[k]);

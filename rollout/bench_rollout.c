@@ -269,7 +269,7 @@ int bench_rollout(int argc, char** argv) {
     }
     const AgentStats s = *agent_stats(a);
     const double base_tps = decoder_alone(a, prompt, first_agent, ne, s.gen_tokens);
-    const double T = s.t_total, other = T - s.t_model - s.t_env - s.t_select;
+    const double T = s.t_total, model = s.t_prefill + s.t_generate, other = T - model - s.t_env - s.t_select;
 
     printf("bench rollout: env %s, model %s (%s, %zu parameters), %d tasks x G=%d per batch, %d batches,\n", env_name,
            model_dir ? model_dir : model_name, model_dir ? "loaded" : "random weights", model_num_params(m), tasks, G,
@@ -280,12 +280,15 @@ int bench_rollout(int argc, char** argv) {
            "items shown per turn %.1f\n",
            s.episodes, turns_done, (double)turns_done / (double)s.episodes, s.gen_tokens, premature, truncated,
            steps_items ? (double)n_items / (double)steps_items : 0.0);
+    printf("  context tokens fed %ld, kept from the cache or copied from a sibling %ld\n", s.prefill_tokens,
+           s.reused_tokens);
     printf("\n  %-40s %12s %12s\n", "", "episodes/s", "gen tok/s");
     printf("  %-40s %12.2f %12.1f\n", "ingrain agent loop", (double)s.episodes / T, (double)s.gen_tokens / T);
     printf("  %-40s %12s %12.1f\n", "baseline: decoder alone (same slots)", "-", base_tps);
     printf("  %-40s %12s %12.2f\n", "ratio (agent / decoder alone)", "", (double)s.gen_tokens / T / base_tps);
     printf("\n  %-40s %10s %8s\n", "time share", "seconds", "share");
-    printf("  %-40s %10.3f %7.1f%%\n", "model (decoder: prefill + generation)", s.t_model, 100 * s.t_model / T);
+    printf("  %-40s %10.3f %7.1f%%\n", "model: prefill of turn contexts", s.t_prefill, 100 * s.t_prefill / T);
+    printf("  %-40s %10.3f %7.1f%%\n", "model: generation", s.t_generate, 100 * s.t_generate / T);
     printf("  %-40s %10.3f %7.1f%%\n", "environment (reset + step)", s.t_env, 100 * s.t_env / T);
     printf("  %-40s %10.3f %7.1f%%\n", "selector (step-wise items)", s.t_select, 100 * s.t_select / T);
     printf("  %-40s %10.3f %7.1f%%\n", "other (rendering, parsing, records)", other, 100 * other / T);
@@ -293,7 +296,7 @@ int bench_rollout(int argc, char** argv) {
     printf("RESULT env=%s injection=%s selector=%s tasks=%d group=%d episodes_per_s=%.3f gen_tok_per_s=%.1f "
            "decoder_alone_tok_per_s=%.1f model_share=%.3f env_share=%.3f selector_share=%.3f\n",
            env_name, injection, selector, tasks, G, (double)s.episodes / T, (double)s.gen_tokens / T, base_tps,
-           s.t_model / T, s.t_env / T, s.t_select / T);
+           model / T, s.t_env / T, s.t_select / T);
 
     free(prompt);
     free(out);
