@@ -70,72 +70,81 @@ CPU_CLONES static void softmax_bwd_rows(float* P, float* dS, const float* lse, c
 // ----------------------------------------------------------------------------
 // forward, few queries: direct loops
 
-// One (sequence, kv head) task: the group's query heads h = 0..G-1 times the queries t = 0..nq-1
-// form the rows r = h * nq + t; query t sits at position off + t. S holds the scores (R, nk),
-// nk = off + nq, then the rows' 1/sum (R). Writes the out rows (stride ldo) and the lse entries
-// (stride Tq per head).
-CPU_CLONES static void attend_rows(float* out, int ldo, float* lse, int Tq, const float* q, int ldq, const float* k,
-                                   const float* v, int ldkv, int G, int nq, int off, int hd, float scale, float* S) {
-    const int nk = off + nq, R = G * nq;
-    float* inv = S + (size_t)R * nk;
-    // scores: each key row is loaded once for all the query rows that see it
-    for (int j = 0; j < nk; j++) {
+// The sum of 8 lane partial sums, in a fixed order
+static inline float lane_sum8(const float* a) {
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+// One query row q (hd) against keys 0..nk-1: out (hd) = softmax(scale q K^T) V; returns the
+// log-sum-exp of the scaled scores. s is scratch for nk scores. Inlined with hd a constant
+// where attend_row_hd can, so the loops unroll: each dot product accumulates 8 lane partial
+// sums (one vector, summed once per key, four keys at a time), and the output accumulates in
+// blocks of 64 values that stay in registers across the keys. In these shapes GCC's code for a
+// plain dot loop stalls on a horizontal sum per key, and an output updated in memory on a
+// store-to-load chain; both ran at half this speed.
+static inline __attribute__((always_inline)) float attend_row(float* out, const float* q, const float* k,
+                                                              const float* v, int ldkv, int nk, int hd, float scale,
+                                                              float* s) {
+    const int hd8 = hd & ~7;
+    int j = 0;
+    for (; j + 4 <= nk; j += 4) {
         const float* kj = k + (size_t)j * ldkv;
-        const int t0 = j > off ? j - off : 0; // the first query that sees key j
-        for (int h = 0; h < G; h++) {
-            for (int t = t0; t < nq; t++) {
-                const float* qr = q + (size_t)t * ldq + (size_t)h * hd;
-                float d = 0.0f;
-#pragma omp simd reduction(+ : d)
-                for (int c = 0; c < hd; c++) d += qr[c] * kj[c];
-                S[(size_t)(h * nq + t) * nk + j] = d * scale;
+        float a[4][8] = {{0.0f}};
+        for (int c = 0; c < hd8; c += 8) {
+            for (int u = 0; u < 4; u++) {
+                for (int l = 0; l < 8; l++) a[u][l] += q[c + l] * kj[(size_t)u * ldkv + c + l];
             }
         }
-    }
-    // softmax numerators in place; 1/sum scales the output rows at the end
-    for (int h = 0; h < G; h++) {
-        for (int t = 0; t < nq; t++) {
-            const int r = h * nq + t, last = off + t;
-            float* row = S + (size_t)r * nk;
-            float m = row[0], sum = 0.0f;
-#pragma omp simd reduction(max : m)
-            for (int j = 0; j <= last; j++) m = row[j] > m ? row[j] : m;
-#pragma omp simd reduction(+ : sum)
-            for (int j = 0; j <= last; j++) {
-                row[j] = cpu_expf(row[j] - m);
-                sum += row[j];
-            }
-            inv[r] = 1.0f / sum;
-            lse[(size_t)h * Tq + t] = m + logf(sum);
-            memset(out + (size_t)t * ldo + (size_t)h * hd, 0, sizeof(float) * (size_t)hd);
+        for (int u = 0; u < 4; u++) {
+            for (int c = hd8; c < hd; c++) a[u][0] += q[c] * kj[(size_t)u * ldkv + c];
+            s[j + u] = lane_sum8(a[u]) * scale;
         }
     }
-    // weighted values: each value row is loaded once for all the query rows that see it
-    for (int j = 0; j < nk; j++) {
-        const float* vj = v + (size_t)j * ldkv;
-        const int t0 = j > off ? j - off : 0;
-        for (int h = 0; h < G; h++) {
-            for (int t = t0; t < nq; t++) {
-                float* o = out + (size_t)t * ldo + (size_t)h * hd;
-                const float p = S[(size_t)(h * nq + t) * nk + j];
-#pragma omp simd
-                for (int c = 0; c < hd; c++) o[c] += p * vj[c];
-            }
+    for (; j < nk; j++) {
+        const float* kj = k + (size_t)j * ldkv;
+        float a[8] = {0.0f};
+        for (int c = 0; c < hd8; c += 8) {
+            for (int l = 0; l < 8; l++) a[l] += q[c + l] * kj[c + l];
         }
+        for (int c = hd8; c < hd; c++) a[0] += q[c] * kj[c];
+        s[j] = lane_sum8(a) * scale;
     }
-    for (int h = 0; h < G; h++) {
-        for (int t = 0; t < nq; t++) {
-            float* o = out + (size_t)t * ldo + (size_t)h * hd;
-            const float f = inv[h * nq + t];
-#pragma omp simd
-            for (int c = 0; c < hd; c++) o[c] *= f;
+    float m = s[0], sum = 0.0f;
+    for (int i = 1; i < nk; i++) m = s[i] > m ? s[i] : m;
+    for (int i = 0; i < nk; i++) {
+        s[i] = cpu_expf(s[i] - m);
+        sum += s[i];
+    }
+    const float inv = 1.0f / sum;
+    for (int c0 = 0; c0 < hd; c0 += 64) {
+        const int w = hd - c0 < 64 ? hd - c0 : 64;
+        float acc[64] = {0.0f};
+        for (int i = 0; i < nk; i++) {
+            const float* vi = v + (size_t)i * ldkv + c0;
+            const float p = s[i];
+            for (int c = 0; c < w; c++) acc[c] += p * vi[c];
         }
+        for (int c = 0; c < w; c++) out[c0 + c] = acc[c] * inv;
+    }
+    return m + logf(sum);
+}
+
+// attend_row with the common head sizes as constants
+CPU_CLONES static float attend_row_hd(float* out, const float* q, const float* k, const float* v, int ldkv, int nk,
+                                      int hd, float scale, float* s) {
+    switch (hd) {
+    case 32: return attend_row(out, q, k, v, ldkv, nk, 32, scale, s);
+    case 64: return attend_row(out, q, k, v, ldkv, nk, 64, scale, s);
+    case 128: return attend_row(out, q, k, v, ldkv, nk, 128, scale, s);
+    default: return attend_row(out, q, k, v, ldkv, nk, hd, scale, s);
     }
 }
 
-// Decoding shapes: tasks (sequence, kv head), each on one thread from start to end, so the
-// result does not depend on the thread count. Rows t >= q_lens[b] are zeroed as in the blocked
-// path. The per-thread slice of work holds 2 * ATTN_BQ * Tk floats >= R * (Tk + 1).
+// Decoding shapes: one task per (sequence, kv head), whose query heads attend one after the
+// other while that kv head's keys and values are in the core's L1/L2 (loading each row into
+// registers once for the whole group instead measured slower: GCC spills the accumulators).
+// Every row is computed by one thread in a fixed order, whatever the thread count. Rows
+// t >= q_lens[b] are zeroed as in the blocked path.
 static void attention_fwd_direct(Backend* be, float* out, float* lse, const float* q, int ldq, const float* k,
                                  const float* v, int ldkv, const int* q_lens, const int* kv_lens, int B, int Tq,
                                  int Tk, int H, int KV, int hd, void* work) {
@@ -143,22 +152,25 @@ static void attention_fwd_direct(Backend* be, float* out, float* lse, const floa
     const int G = H / KV, ldo = H * hd;
 #pragma omp parallel num_threads(be->threads) if((size_t)B * H * Tq * Tk * hd >= CPU_PAR_MIN)
     {
-        float* S = (float*)work + (size_t)omp_get_thread_num() * 2 * ATTN_BQ * Tk;
+        float* s = (float*)work + (size_t)omp_get_thread_num() * 2 * ATTN_BQ * Tk; // (Tk) scores
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             for (int g = 0; g < KV; g++) {
                 const int ql = q_lens[b], off = kv_lens[b] - ql;
-                const size_t kv0 = (size_t)b * Tk * ldkv + (size_t)g * hd, h0 = (size_t)g * G;
-                float* ob = out + (size_t)b * Tq * ldo + h0 * hd;
-                float* lseb = lse + ((size_t)b * H + h0) * Tq;
-                if (ql > 0) {
-                    attend_rows(ob, ldo, lseb, Tq, q + (size_t)b * Tq * ldq + h0 * hd, ldq, k + kv0, v + kv0, ldkv, G,
-                                ql, off, hd, scale, S);
-                }
-                for (int t = ql; t < Tq; t++) {
-                    for (int h = 0; h < G; h++) {
-                        memset(ob + (size_t)t * ldo + (size_t)h * hd, 0, sizeof(float) * (size_t)hd);
-                        lseb[(size_t)h * Tq + t] = 0.0f;
+                const float* kb = k + (size_t)b * Tk * ldkv + (size_t)g * hd;
+                const float* vb = v + (size_t)b * Tk * ldkv + (size_t)g * hd;
+                for (int h = g * G; h < (g + 1) * G; h++) {
+                    float* lseb = lse + ((size_t)b * H + h) * Tq;
+                    for (int t = 0; t < Tq; t++) {
+                        const size_t row = (size_t)b * Tq + t;
+                        float* o = out + row * ldo + (size_t)h * hd;
+                        if (t < ql) {
+                            lseb[t] = attend_row_hd(o, q + row * ldq + (size_t)h * hd, kb, vb, ldkv, off + t + 1, hd,
+                                                    scale, s);
+                        } else {
+                            memset(o, 0, sizeof(float) * (size_t)hd);
+                            lseb[t] = 0.0f;
+                        }
                     }
                 }
             }

@@ -54,13 +54,14 @@ typedef struct Agent Agent;
 typedef struct {
     double t_prefill;  // seconds in the decoder feeding episodes' contexts (decoder_assign, prompt copies)
     double t_generate; // seconds in the decoder generating episodes' replies
-    double t_env;    // seconds in env_reset and env_step
-    double t_select; // seconds choosing step-wise items (BM25, or the LLM selector's decoding)
-    double t_total;  // seconds in agent_run
-    double t_score;  // seconds in agent_score_teacher
+    double t_env;      // seconds in env_reset and env_step
+    double t_select;   // seconds choosing step-wise items (BM25, or the LLM selector's decoding)
+    double t_total;    // seconds in agent_run
+    double t_score;    // seconds in agent_score_teacher
     long episodes, turns, gen_tokens;
     long prefill_tokens, reused_tokens; // context tokens fed, and kept from the cache (or copied)
-    long llm_selections, llm_fallbacks; // LLM selector replies, and those that did not parse
+    long llm_selections;                // LLM-selector replies decoded
+    long llm_fallbacks;                 // BM25 picks instead: replies that did not parse, prompts that did not fit
 } AgentStats;
 
 // NULL with err on invalid options (sampling parameters, sizes against the model, a chat format

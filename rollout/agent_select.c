@@ -69,6 +69,8 @@ static void note_fallback(Agent* a, const char* reply, const char* why) {
     a->st.llm_fallbacks++;
     if (a->first_fallback[0]) return;
     snprintf(a->first_fallback, sizeof(a->first_fallback), "reply '%.80s': %s", reply, why);
+    for (char* c = a->first_fallback; *c; c++) // one log line
+        if ((unsigned char)*c < 0x20) *c = ' ';
 }
 
 void agent_select_items(Agent* a, const ExpSelector* sel, int nb, const int* sel_slots, const int* const* ids,

@@ -280,8 +280,11 @@ int bench_rollout(int argc, char** argv) {
            "items shown per turn %.1f\n",
            s.episodes, turns_done, (double)turns_done / (double)s.episodes, s.gen_tokens, premature, truncated,
            steps_items ? (double)n_items / (double)steps_items : 0.0);
-    printf("  context tokens fed %ld, kept from the cache or copied from a sibling %ld\n", s.prefill_tokens,
+    printf("  context tokens fed %ld, kept from the cache or copied from a sibling %ld", s.prefill_tokens,
            s.reused_tokens);
+    if (ao.selector == SELECTOR_LLM && !none)
+        printf(", LLM-selector replies %ld, BM25 fallbacks %ld", s.llm_selections, s.llm_fallbacks);
+    printf("\n");
     printf("\n  %-40s %12s %12s\n", "", "episodes/s", "gen tok/s");
     printf("  %-40s %12.2f %12.1f\n", "ingrain agent loop", (double)s.episodes / T, (double)s.gen_tokens / T);
     printf("  %-40s %12s %12.1f\n", "baseline: decoder alone (same slots)", "-", base_tps);
