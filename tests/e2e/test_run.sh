@@ -9,6 +9,8 @@
 set -uo pipefail
 ingrain=$1 src=$2 mpiexec=$3 work=$4 part=${5:-all}
 mkdir -p "$work"
+# every run is redone (a reference left by an older build would not match); the bootstrap cache stays
+find "$work" -mindepth 1 -maxdepth 1 ! -name bootstrap -exec rm -rf {} +
 cfg="$src/tests/e2e/small.yaml"
 compare="$src/tools/compare_metrics.py"
 common=(--set bootstrap.cache_dir="$work/bootstrap")
@@ -90,6 +92,14 @@ if [ "$part" = all ] || [ "$part" = resume ]; then
   check "kill -9: resume completes" bash -c "timeout 600 '$mpiexec' -n 2 --oversubscribe '$ingrain' run '$cfg' \
     ${common[*]} --set run.dir='$dir' ${over[*]} --resume >>'$dir.log' 2>&1"
   check "kill -9: resumed metrics = uninterrupted" same "$ref" "$dir"
+  # resume on another number of ranks (and so of trainers: ZeRO-1 slices re-partitioned)
+  for np in 2 1; do
+    dir="$work/regroup$np"
+    check "3 ranks: first iteration" run 3 "$dir" "${over[@]}" --set run.iterations=1
+    check "resume the 3-rank checkpoint on $np rank(s)" bash -c "timeout 600 '$mpiexec' -n $np --oversubscribe \
+      '$ingrain' run '$cfg' ${common[*]} --set run.dir='$dir' ${over[*]} --resume >>'$dir.log' 2>&1"
+    check "3 -> $np ranks: metrics = uninterrupted" same "$ref" "$dir"
+  done
   # SIGUSR1 during the first iteration: checkpoint after it, exit 75, resume to the same numbers
   dir="$work/signalled"
   rm -rf "$dir"

@@ -10,15 +10,9 @@ set -uo pipefail
 ingrain=$(realpath "$1") src=$(realpath "$2") work=$3
 
 # ----------------------------------------------------------------------------
-# THE SWITCH: what runs inside the jobs.
-# INGRAIN_SLURM_STANDIN=1 (today's default): tests/slurm/standin_ingrain.sh, which honours the
-#   driver's contract (checkpoint + exit 75 on SIGUSR1/SIGTERM, --resume, DONE) while mpi/driver.c
-#   still stops after setup.
-# INGRAIN_SLURM_STANDIN=0: the real `ingrain run` on the quickstart at reduced size
-#   (tests/e2e/small.yaml + REDUCED), its base model bootstrapped once before the jobs start.
-#   When the driver lands, make 0 the default; keep run.iterations high enough that a job is still
-#   running when it is signalled after its first iteration.
-STANDIN=${INGRAIN_SLURM_STANDIN:-1}
+# The jobs run the real `ingrain run` on the quickstart at reduced size (tests/e2e/small.yaml +
+# REDUCED), its base model bootstrapped once before the jobs start; run.iterations is high enough
+# that a job is still running when it is signalled after its first iteration.
 config=$src/tests/e2e/small.yaml
 REDUCED=(run.iterations=4) # run.iterations first: the checks read it
 NTASKS=2                   # ranks per job (colocated, as in the quickstart)
@@ -91,15 +85,9 @@ wait_for 30 "the node to come back" eval 'sinfo -h -o %t 2>/dev/null | grep -qE 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 # the jobs run as root here
 sets=()
 for kv in "${REDUCED[@]}"; do sets+=(--set "$kv"); done
-if [ "$STANDIN" = 1 ]; then
-  export INGRAIN=$src/tests/slurm/standin_ingrain.sh INGRAIN_REAL=$ingrain STANDIN_STEP_S=1
-  echo "jobs run the STAND-IN $INGRAIN (INGRAIN_SLURM_STANDIN=1)"
-else
-  export INGRAIN=$ingrain
-  echo "jobs run the real $INGRAIN"
-  # the jobs share the cache (bootstrap.cache_dir, relative to this directory): fill it once
-  "$ingrain" bootstrap "$config" "${sets[@]}" >bootstrap.txt 2>&1 || { cat bootstrap.txt; exit 1; }
-fi
+export INGRAIN=$ingrain
+# the jobs share the cache (bootstrap.cache_dir, relative to this directory): fill it once
+"$ingrain" bootstrap "$config" "${sets[@]}" >bootstrap.txt 2>&1 || { cat bootstrap.txt; exit 1; }
 
 # ----------------------------------------------------------------------------
 # 1. signal mid-run -> checkpoint -> requeue -> resume, beside an uninterrupted reference
