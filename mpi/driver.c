@@ -552,6 +552,7 @@ int driver_run(const Config* c, const RankLayout* l) {
     }
     share_pool(d);
     int rc = INGRAIN_EXIT_OK;
+    const double t_loop = now(); // the ETA counts iterations only, not the setup or the bootstrap
     for (int k = d->start_iter; k < c->run.iterations; k++) {
         double t_iter = now();
         // stop points before any state changes: the last checkpoint is this iteration's start
@@ -645,7 +646,7 @@ int driver_run(const Config* c, const RankLayout* l) {
             metrics_append(d->metrics, o);
             metrics_sync(d->metrics);
             json_decref(o);
-            double done = k + 1 - d->start_iter, elapsed = now() - d->t0;
+            double done = k + 1 - d->start_iter, elapsed = now() - t_loop;
             log_info("iter %d/%d | student %.3f | teacher %.3f | turns %.1f | premature %.2f | pool %lld (+%lld ~%lld "
                      "-%lld) | loss %.4f | %.0f s | ETA %.0f s",
                      k + 1, c->run.iterations, ratio(student.successes, student.episodes),
