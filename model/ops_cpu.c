@@ -1,5 +1,5 @@
-// CPU backend (see ops.h): OpenBLAS sgemm for matmuls (sgemv for products of a few rows where
-// the kernels in use repack the weights on every sgemm), OpenMP loops for the rest.
+// CPU backend (see ops.h): OpenBLAS sgemm for matmuls, except products of a few rows (decoding),
+// which run an AVX-512 dot kernel or sgemv (see cpu_matmul); OpenMP loops for the rest.
 // Buffers are host memory, 64-byte aligned. Reductions are deterministic: each thread sums a
 // fixed contiguous slice and the partial sums are combined in thread order, or the loop is
 // split over output columns so that every output element is summed by one thread in row order.
@@ -53,7 +53,7 @@ static void cpu_memset0(Backend* be, void* dst, size_t bytes) {
 static void cpu_synchronize(Backend* be) { (void)be; }
 
 // ----------------------------------------------------------------------------
-// dense linear algebra
+// dense linear algebra: three ways to run a product, picked by cpu_matmul
 
 // Each OpenMP thread runs single-threaded sgemm on its slice of C's rows (or columns, when C is
 // wider than tall). OpenBLAS's own thread pool stays idle: on 2 cores, alternating it with the
@@ -67,53 +67,9 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
                 alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// Products of a few rows (decoding at small batch): OpenBLAS 0.3.21's sgemm packs all of op(B)
-// on every call, which for one row costs as much as the product itself. sgemv streams the
-// weights once per row instead; each thread runs it on a slice of C's columns. Measured on
-// 2 cores of a Zen 5 with the Haswell kernels, the 57 matmuls of a `small` decode step (8
-// layers, K = 384 or 1024): 1.81 -> 0.74 ms at one row, 1.90 -> 1.70 ms at four, and sgemv
-// loses from eight rows on. The AVX-512 kernels (SkylakeX and the cores that reuse them) have
-// small-matrix sgemm paths that pack nothing and beat sgemv at one row (0.66 vs 0.80 ms), so
-// they keep sgemm: cpu_gemv_rows is 0 there (set from backend_cpu_blas_core() at creation).
-#define MATMUL_GEMV_ROWS 4         // rows up to which sgemv replaces sgemm (kernels without small paths)
-#define MATMUL_GEMV_SPLIT_MIN 32768 // multiply-adds below which one thread runs the sgemv calls
-static int cpu_gemv_rows = -1;      // set in backend_cpu_create from the kernels in use
-
-// C[:, lo..hi) of a product of M rows, one sgemv per row of C
-static void gemv_cols(int trans_a, int trans_b, int M, int lo, int hi, int K, float alpha, const float* A, int lda,
+void cpu_matmul_sgemm(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                       const float* B, int ldb, float beta, float* C, int ldc) {
-    for (int m = 0; m < M; m++) {
-        // row m of op(A): A stored (M, K) -> a row; stored (K, M) -> a column of stride lda
-        const float* x = trans_a ? A + m : A + (size_t)m * lda;
-        const int incx = trans_a ? lda : 1;
-        float* y = C + (size_t)m * ldc + lo;
-        if (trans_b) { // B stored (N, K): y = B[lo..hi) x
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, K, alpha, B + (size_t)lo * ldb, ldb, x, incx, beta, y,
-                        1);
-        } else { // B stored (K, N): y = B[:, lo..hi)^T x
-            cblas_sgemv(CblasRowMajor, CblasTrans, K, hi - lo, alpha, B + lo, ldb, x, incx, beta, y, 1);
-        }
-    }
-}
-
-static void gemv_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A,
-                        int lda, const float* B, int ldb, float beta, float* C, int ldc) {
-#pragma omp parallel num_threads(be->threads) if((double)M * N * K >= MATMUL_GEMV_SPLIT_MIN)
-    {
-        size_t lo, hi;
-        thread_slice((size_t)N, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-        if (hi > lo) gemv_cols(trans_a, trans_b, M, (int)lo, (int)hi, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    }
-}
-
-static void cpu_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-                       const float* B, int ldb, float beta, float* C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    // K = 0 stays with sgemm: sgemv returns early on an empty row without applying beta
-    if (M <= cpu_gemv_rows && K > 0) {
-        gemv_matmul(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
     if (be->threads == 1 || (double)M * N * K < MATMUL_SPLIT_MIN) {
         sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
@@ -135,6 +91,176 @@ static void cpu_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int 
             sgemm(trans_a, trans_b, M, hi - lo, K, alpha, A, lda, Bs, ldb, beta, C + lo, ldc);
         }
     }
+}
+
+// The slice of n columns that thread tid of nt owns, on multiples of MATMUL_SPLIT_ALIGN
+static void column_slice(int n, int tid, int nt, int* lo, int* hi) {
+    const int chunk = ((n + nt - 1) / nt + MATMUL_SPLIT_ALIGN - 1) / MATMUL_SPLIT_ALIGN * MATMUL_SPLIT_ALIGN;
+    *lo = tid * chunk < n ? tid * chunk : n;
+    *hi = *lo + chunk < n ? *lo + chunk : n;
+}
+
+// ---- sgemv, one call per row of C, each thread on a slice of C's columns
+
+#define MATMUL_SMALL_SPLIT_MIN 32768 // multiply-adds below which one thread runs sgemv or the dot kernel
+
+static void gemv_cols(int trans_a, int trans_b, int M, int lo, int hi, int K, float alpha, const float* A, int lda,
+                      const float* B, int ldb, float beta, float* C, int ldc) {
+    for (int m = 0; m < M; m++) {
+        // row m of op(A): A stored (M, K) -> a row; stored (K, M) -> a column of stride lda
+        const float* x = trans_a ? A + m : A + (size_t)m * lda;
+        const int incx = trans_a ? lda : 1;
+        float* y = C + (size_t)m * ldc + lo;
+        if (trans_b) { // B stored (N, K): y = B[lo..hi) x
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, K, alpha, B + (size_t)lo * ldb, ldb, x, incx, beta, y,
+                        1);
+        } else { // B stored (K, N): y = B[:, lo..hi)^T x
+            cblas_sgemv(CblasRowMajor, CblasTrans, K, hi - lo, alpha, B + lo, ldb, x, incx, beta, y, 1);
+        }
+    }
+}
+
+void cpu_matmul_gemv(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                     const float* B, int ldb, float beta, float* C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { // sgemv returns early on empty rows without applying beta
+        cpu_matmul_sgemm(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#pragma omp parallel num_threads(be->threads) if((double)M * N * K >= MATMUL_SMALL_SPLIT_MIN)
+    {
+        int lo, hi;
+        column_slice(N, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        if (hi > lo) gemv_cols(trans_a, trans_b, M, lo, hi, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    }
+}
+
+// ---- dot kernel: C = alpha A B^T + beta C with A (M, K) and B (N, K) both K-contiguous (the
+// layout of x W^T, every projection of the model). AVX-512 (x86-64 only): tiles of 4 rows of A
+// by 4 rows of B keep 16 accumulators of 16 lanes in registers along K, read B straight from
+// the caller's buffer (sgemm copies it into a packed buffer on every call) and prefetch the next
+// 4 rows of B while the current ones serve every row of A. Each element of C is summed in the
+// same order whatever the tile, the slice or the thread count.
+
+#if defined(CPU_AVX512_KERNELS)
+#include <immintrin.h>
+
+// (sum a0, sum a1, sum a2, sum a3), each over 16 lanes in a fixed tree: 16 -> 8 -> 4 -> 1
+CPU_AVX512 static inline __m128 dot_sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xee));
+    const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xee));
+    // 128-bit block i now holds 4 partial sums of a_i
+    __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xdd));
+    s = _mm512_add_ps(s, _mm512_permute_ps(s, 0x4e)); // (x0 + x2, x1 + x3) in each block
+    s = _mm512_add_ps(s, _mm512_permute_ps(s, 0xb1)); // (x0 + x2) + (x1 + x3)
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0,
+                                                                          4, 8, 12),
+                                                        s));
+}
+
+// C (mr, nr) of mr <= 4 rows of A against nr <= 4 rows of B (constants once inlined); K a
+// multiple of 16. pf: the next rows of B to prefetch, or NULL.
+CPU_AVX512 static inline __attribute__((always_inline)) void dot_tile(int mr, int nr, int K, float alpha,
+                                                                      const float* A, int lda, const float* B,
+                                                                      int ldb, float beta, float* C, int ldc,
+                                                                      const float* pf) {
+    __m512 acc[4][4];
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+    }
+    for (int k = 0; k < K; k += 16) {
+        __m512 a[4], b[4];
+        for (int i = 0; i < mr; i++) a[i] = _mm512_loadu_ps(A + (size_t)i * lda + k);
+        for (int j = 0; j < nr; j++) b[j] = _mm512_loadu_ps(B + (size_t)j * ldb + k);
+        if (pf) {
+            for (int j = 0; j < 4; j++) __builtin_prefetch(pf + (size_t)j * ldb + k);
+        }
+        for (int i = 0; i < mr; i++) {
+            for (int j = 0; j < nr; j++) acc[i][j] = _mm512_fmadd_ps(a[i], b[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < mr; i++) {
+        float r[4];
+        _mm_storeu_ps(r, dot_sum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+        float* c = C + (size_t)i * ldc;
+        for (int j = 0; j < nr; j++) c[j] = beta == 0.0f ? alpha * r[j] : alpha * r[j] + beta * c[j];
+    }
+}
+
+// 4 rows of B at a time against all of A
+CPU_AVX512 void cpu_dot_kernel(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+                               float beta, float* C, int ldc) {
+    int n = 0;
+    for (; n + 4 <= N; n += 4) {
+        const float* Bn = B + (size_t)n * ldb;
+        const float* pf = n + 8 <= N ? Bn + 4 * (size_t)ldb : NULL;
+        int m = 0;
+        if (M >= 4) { // the first tile prefetches (only there: the rest read these rows of B from L1)
+            if (pf) dot_tile(4, 4, K, alpha, A, lda, Bn, ldb, beta, C + n, ldc, pf);
+            else dot_tile(4, 4, K, alpha, A, lda, Bn, ldb, beta, C + n, ldc, NULL);
+            m = 4;
+        }
+        for (; m + 4 <= M; m += 4) {
+            dot_tile(4, 4, K, alpha, A + (size_t)m * lda, lda, Bn, ldb, beta, C + (size_t)m * ldc + n, ldc, NULL);
+        }
+        for (; m < M; m++) {
+            dot_tile(1, 4, K, alpha, A + (size_t)m * lda, lda, Bn, ldb, beta, C + (size_t)m * ldc + n, ldc, NULL);
+        }
+    }
+    for (; n < N; n++) {
+        const float* Bn = B + (size_t)n * ldb;
+        int m = 0;
+        for (; m + 4 <= M; m += 4) {
+            dot_tile(4, 1, K, alpha, A + (size_t)m * lda, lda, Bn, ldb, beta, C + (size_t)m * ldc + n, ldc, NULL);
+        }
+        for (; m < M; m++) {
+            dot_tile(1, 1, K, alpha, A + (size_t)m * lda, lda, Bn, ldb, beta, C + (size_t)m * ldc + n, ldc, NULL);
+        }
+    }
+}
+#endif
+
+int cpu_matmul_dot(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                   const float* B, int ldb, float beta, float* C, int ldc) {
+#if defined(CPU_AVX512_KERNELS)
+    if (trans_a || !trans_b || K <= 0 || K % 16 != 0 || !cpu_has_avx512()) return -1;
+    if (M <= 0 || N <= 0) return 0;
+#pragma omp parallel num_threads(be->threads) if((double)M * N * K >= MATMUL_SMALL_SPLIT_MIN)
+    {
+        int lo, hi;
+        column_slice(N, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        if (hi > lo) cpu_dot_kernel(M, hi - lo, K, alpha, A, lda, B + (size_t)lo * ldb, ldb, beta, C + lo, ldc);
+    }
+    return 0;
+#else
+    (void)be, (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
+    (void)ldb, (void)beta, (void)C, (void)ldc;
+    return -1;
+#endif
+}
+
+// ---- the choice
+// Decoding multiplies a few rows (the batch) by each weight matrix, where OpenBLAS 0.3.21's
+// sgemm spends its time copying the weights into its packed layout on every call. Measured on
+// 2 Zen 5 cores, the 56 products x W^T of 8 `small` layers (K = 384 or 1024), ms:
+//   rows                        1      4      8      32     256
+//   sgemm, Haswell kernels     1.76   1.63   2.11   4.60   26.9
+//   sgemv, Haswell kernels     0.82   1.57   2.55   -      -
+//   sgemm, SkylakeX kernels    0.73   1.46   2.20   3.60   15.0
+//   dot kernel (AVX-512)       0.58   0.67   1.04   3.15   19.5
+// So: the dot kernel where the CPU has AVX-512, up to 256 rows beside OpenBLAS's AVX2 kernels
+// and up to 32 beside its AVX-512 ones (whose small-matrix sgemm packs nothing); otherwise
+// sgemv up to 4 rows beside the AVX2 kernels; sgemm for the rest. The kernels are fixed when
+// OpenBLAS loads, so backend_cpu_create sets the limits once, from backend_cpu_blas_core().
+static int cpu_dot_rows = 0, cpu_gemv_rows = 0;
+
+static void cpu_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                       const float* B, int ldb, float beta, float* C, int ldc) {
+    if (M <= cpu_dot_rows && cpu_matmul_dot(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == 0) {
+        return;
+    }
+    if (M <= cpu_gemv_rows) cpu_matmul_gemv(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else cpu_matmul_sgemm(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 static void cpu_add(Backend* be, float* y, const float* x, size_t n) {
@@ -495,8 +621,12 @@ Backend* backend_cpu_create(int threads) {
     omp_set_num_threads(threads);
     // sgemm runs inside the OpenMP team, one single-threaded call per thread (see cpu_matmul)
     openblas_set_num_threads(1);
-    // the kernels are fixed when OpenBLAS loads, so the rule is the same for every backend
-    cpu_gemv_rows = blas_core_is_avx512(openblas_get_corename()) ? 0 : MATMUL_GEMV_ROWS;
+    // the small-product limits (see cpu_matmul): the same for every backend of the process
+    const int blas_avx512 = blas_core_is_avx512(openblas_get_corename());
+#if defined(CPU_AVX512_KERNELS)
+    cpu_dot_rows = !cpu_has_avx512() ? 0 : blas_avx512 ? 32 : 256;
+#endif
+    cpu_gemv_rows = blas_avx512 ? 0 : 4;
     static int warned = 0;
     const char* better = backend_cpu_blas_better_core();
     if (better && !warned) {

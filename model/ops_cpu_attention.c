@@ -2,8 +2,8 @@
 // Each OpenMP thread takes whole (sequence, head) tasks and runs single-threaded sgemm on
 // blocks of ATTN_BQ queries against the keys they can see (the causal triangle is skipped
 // block by block), with the score block in a per-thread slice of the caller's workspace.
-// With few queries (decoding) the forward runs direct vector loops instead, one task per
-// (sequence, kv head): the query heads sharing the kv head read each key and value row once.
+// With few queries (decoding) the forward runs direct vector loops instead, a kv head's query
+// heads in one task; with AVX-512 they share each load of a key or value row (4 at a time).
 // The backward recomputes the probabilities from the saved log-sum-exp (as FlashAttention
 // does) instead of storing (T, T) matrices; its tasks are (sequence, kv head) so that the
 // query heads sharing a kv head accumulate dk, dv in one thread, without atomics.
@@ -16,9 +16,14 @@
 #include <string.h>
 
 #define ATTN_BQ 64 // queries per block
-// Query rows (queries x query heads per kv head) up to which the forward runs the direct loops.
-// Measured on 2 Zen 5 cores, decode steps of `small` (32 sequences, 1 query, 6 heads on 2 kv
-// heads, hd 64, about 128 keys, 8 layers): sgemm blocks 3.5 ms, direct loops 0.X ms.
+// Query rows (queries x query heads per kv head) up to which the forward runs the direct loops
+// rather than sgemm blocks; at most 2 * ATTN_BQ (a kv head's scores fit a thread's workspace).
+// Measured on 2 Zen 5 cores, 8 layers of `small` (6 heads on 2 kv heads, hd 64, 128 keys), 32
+// sequences: sgemm blocks 3.5 ms at 1 query per sequence, 3.8 at 4, 5.1 at 8; plain loops 1.0,
+// 2.7, 5.0 ms; AVX-512 loops 0.9, 1.8, 3.0 ms. The AVX-512 loops would pay further, but a row's
+// bits depend on the path, and the decoder's refeed (test_decode's test_truncate_refeed) gives
+// bit-identical logits only while both feeds take the same one: feeds of a few tokens go
+// direct, longer ones (prompts, refeeds) keep the blocked path they had.
 #define ATTN_DIRECT_ROWS 16
 
 size_t cpu_attention_work_bytes(Backend* be, int Tk) {
@@ -81,7 +86,7 @@ static inline float lane_sum8(const float* a) {
 // sums (one vector, summed once per key, four keys at a time), and the output accumulates in
 // blocks of 64 values that stay in registers across the keys. In these shapes GCC's code for a
 // plain dot loop stalls on a horizontal sum per key, and an output updated in memory on a
-// store-to-load chain; both ran at half this speed.
+// store-to-load chain: both measured about twice slower.
 static inline __attribute__((always_inline)) float attend_row(float* out, const float* q, const float* k,
                                                               const float* v, int ldkv, int nk, int hd, float scale,
                                                               float* s) {
@@ -140,39 +145,143 @@ CPU_CLONES static float attend_row_hd(float* out, const float* q, const float* k
     }
 }
 
-// Decoding shapes: one task per (sequence, kv head), whose query heads attend one after the
-// other while that kv head's keys and values are in the core's L1/L2 (loading each row into
-// registers once for the whole group instead measured slower: GCC spills the accumulators).
-// Every row is computed by one thread in a fixed order, whatever the thread count. Rows
-// t >= q_lens[b] are zeroed as in the blocked path.
+#if defined(CPU_AVX512_KERNELS)
+#include <immintrin.h>
+
+// out rows r < mr (stride hd) = inv[r] * sum_j p[r][j] v_j, 16 * nv values of each: the rows
+// share every load of a value row; mr <= 4 and nv <= 4 are constants once inlined
+CPU_AVX512 static inline __attribute__((always_inline)) void group_values_block(int mr, int nv, float* out, int hd,
+                                                                                const float* p, int ldp, int nk,
+                                                                                const float* v, int ldkv,
+                                                                                const float* inv) {
+    __m512 acc[4][4];
+    for (int r = 0; r < 4; r++) {
+        for (int u = 0; u < 4; u++) acc[r][u] = _mm512_setzero_ps();
+    }
+    for (int j = 0; j < nk; j++) {
+        __m512 x[4];
+        for (int u = 0; u < nv; u++) x[u] = _mm512_loadu_ps(v + (size_t)j * ldkv + 16 * u);
+        for (int r = 0; r < mr; r++) {
+            const __m512 pr = _mm512_set1_ps(p[(size_t)r * ldp + j]);
+            for (int u = 0; u < nv; u++) acc[r][u] = _mm512_fmadd_ps(pr, x[u], acc[r][u]);
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        const __m512 f = _mm512_set1_ps(inv[r]);
+        for (int u = 0; u < nv; u++) _mm512_storeu_ps(out + (size_t)r * hd + 16 * u, _mm512_mul_ps(acc[r][u], f));
+    }
+}
+
+// The G query heads of one kv head for one query that sees keys 0..nk-1: q and out are (G, hd)
+// (the heads' slices of a row), s is scratch for (G, nk) scores. The scores are the dot kernel's
+// product of the G query rows with the key rows, 4 keys by up to 4 heads per tile; the values
+// are summed 4 heads by 64 values at a time. Each key and value row is loaded once for up to 4
+// heads. hd is a multiple of 16.
+CPU_AVX512 static void attend_group_avx512(float* out, float* lse, int lse_stride, const float* q, const float* k,
+                                           const float* v, int ldkv, int G, int nk, int hd, float scale, float* s) {
+    float inv[4];
+    cpu_dot_kernel(G, nk, hd, scale, q, hd, k, ldkv, 0.0f, s, nk);
+    for (int r0 = 0; r0 < G; r0 += 4) {
+        const int mr = G - r0 < 4 ? G - r0 : 4;
+        for (int r = 0; r < mr; r++) {
+            float* row = s + (size_t)(r0 + r) * nk;
+            float m = row[0], sum = 0.0f;
+            for (int j = 1; j < nk; j++) m = row[j] > m ? row[j] : m;
+            for (int j = 0; j < nk; j++) {
+                row[j] = cpu_expf(row[j] - m);
+                sum += row[j];
+            }
+            inv[r] = 1.0f / sum;
+            lse[(size_t)(r0 + r) * lse_stride] = m + logf(sum);
+        }
+        const float* p = s + (size_t)r0 * nk;
+        for (int c0 = 0; c0 < hd;) {
+            const int nv = hd - c0 >= 64 ? 4 : hd - c0 >= 32 ? 2 : 1;
+            float* o = out + (size_t)r0 * hd + c0;
+            const float* vc = v + c0;
+            switch (mr * 8 + nv) {
+            case 1 * 8 + 1: group_values_block(1, 1, o, hd, p, nk, nk, vc, ldkv, inv); break;
+            case 1 * 8 + 2: group_values_block(1, 2, o, hd, p, nk, nk, vc, ldkv, inv); break;
+            case 1 * 8 + 4: group_values_block(1, 4, o, hd, p, nk, nk, vc, ldkv, inv); break;
+            case 2 * 8 + 1: group_values_block(2, 1, o, hd, p, nk, nk, vc, ldkv, inv); break;
+            case 2 * 8 + 2: group_values_block(2, 2, o, hd, p, nk, nk, vc, ldkv, inv); break;
+            case 2 * 8 + 4: group_values_block(2, 4, o, hd, p, nk, nk, vc, ldkv, inv); break;
+            case 3 * 8 + 1: group_values_block(3, 1, o, hd, p, nk, nk, vc, ldkv, inv); break;
+            case 3 * 8 + 2: group_values_block(3, 2, o, hd, p, nk, nk, vc, ldkv, inv); break;
+            case 3 * 8 + 4: group_values_block(3, 4, o, hd, p, nk, nk, vc, ldkv, inv); break;
+            case 4 * 8 + 1: group_values_block(4, 1, o, hd, p, nk, nk, vc, ldkv, inv); break;
+            case 4 * 8 + 2: group_values_block(4, 2, o, hd, p, nk, nk, vc, ldkv, inv); break;
+            default: group_values_block(4, 4, o, hd, p, nk, nk, vc, ldkv, inv); break;
+            }
+            c0 += 16 * nv;
+        }
+    }
+}
+#endif
+
+// the arguments of one attention_fwd call
+typedef struct {
+    float* out;
+    float* lse;
+    const float *q, *k, *v;
+    const int *q_lens, *kv_lens;
+    int ldq, ldkv, Tq, Tk, H, KV, hd, avx512;
+    float scale;
+} AttnFwd;
+
+// the query heads of kv head g of sequence b, one after the other; s: (G, Tk) scratch
+static void attend_kv_head(const AttnFwd* a, int b, int g, float* s) {
+    const int G = a->H / a->KV, hd = a->hd, ldo = a->H * hd, ql = a->q_lens[b], off = a->kv_lens[b] - ql;
+    const size_t h0 = (size_t)g * G;
+    const float* kb = a->k + (size_t)b * a->Tk * a->ldkv + (size_t)g * hd;
+    const float* vb = a->v + (size_t)b * a->Tk * a->ldkv + (size_t)g * hd;
+    for (int t = 0; t < a->Tq; t++) {
+        const size_t row = (size_t)b * a->Tq + t;
+        float* o = a->out + row * ldo + h0 * hd;
+        float* l = a->lse + ((size_t)b * a->H + h0) * a->Tq + t; // stride Tq per head
+        const float* qr = a->q + row * a->ldq + h0 * hd;
+        if (t >= ql) {
+            memset(o, 0, sizeof(float) * (size_t)G * hd);
+            for (int h = 0; h < G; h++) l[(size_t)h * a->Tq] = 0.0f;
+        }
+#if defined(CPU_AVX512_KERNELS)
+        else if (a->avx512) {
+            attend_group_avx512(o, l, a->Tq, qr, kb, vb, a->ldkv, G, off + t + 1, hd, a->scale, s);
+        }
+#endif
+        else {
+            for (int h = 0; h < G; h++) {
+                l[(size_t)h * a->Tq] = attend_row_hd(o + (size_t)h * hd, qr + (size_t)h * hd, kb, vb, a->ldkv,
+                                                     off + t + 1, hd, a->scale, s);
+            }
+        }
+    }
+}
+
+// Decoding shapes. A task is a sequence, all its kv heads in turn, when there are enough
+// sequences to share out: a core then uses whole cache lines of the keys and values (a kv
+// head's slice of a row is a part of a line that the other kv heads' tasks would read again).
+// With fewer sequences a task is a (sequence, kv head). Within a kv head, its query heads
+// attend one after the other (plain loops) or together, each key and value row loaded once
+// for up to 4 of them (AVX-512 with hd a multiple of 16). Every row is computed by one thread
+// in a fixed order, whatever the thread count or the tasks. Rows t >= q_lens[b] are zeroed as
+// in the blocked path.
 static void attention_fwd_direct(Backend* be, float* out, float* lse, const float* q, int ldq, const float* k,
                                  const float* v, int ldkv, const int* q_lens, const int* kv_lens, int B, int Tq,
                                  int Tk, int H, int KV, int hd, void* work) {
-    const float scale = 1.0f / sqrtf((float)hd);
-    const int G = H / KV, ldo = H * hd;
+    const AttnFwd a = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .q_lens = q_lens, .kv_lens = kv_lens,
+                       .ldq = ldq, .ldkv = ldkv, .Tq = Tq, .Tk = Tk, .H = H, .KV = KV, .hd = hd,
+                       .avx512 = hd % 16 == 0 && cpu_has_avx512(), .scale = 1.0f / sqrtf((float)hd)};
+    const int per_seq = B >= 4 * be->threads, ntasks = per_seq ? B : B * KV;
 #pragma omp parallel num_threads(be->threads) if((size_t)B * H * Tq * Tk * hd >= CPU_PAR_MIN)
     {
-        float* s = (float*)work + (size_t)omp_get_thread_num() * 2 * ATTN_BQ * Tk; // (Tk) scores
-#pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++) {
-            for (int g = 0; g < KV; g++) {
-                const int ql = q_lens[b], off = kv_lens[b] - ql;
-                const float* kb = k + (size_t)b * Tk * ldkv + (size_t)g * hd;
-                const float* vb = v + (size_t)b * Tk * ldkv + (size_t)g * hd;
-                for (int h = g * G; h < (g + 1) * G; h++) {
-                    float* lseb = lse + ((size_t)b * H + h) * Tq;
-                    for (int t = 0; t < Tq; t++) {
-                        const size_t row = (size_t)b * Tq + t;
-                        float* o = out + row * ldo + (size_t)h * hd;
-                        if (t < ql) {
-                            lseb[t] = attend_row_hd(o, q + row * ldq + (size_t)h * hd, kb, vb, ldkv, off + t + 1, hd,
-                                                    scale, s);
-                        } else {
-                            memset(o, 0, sizeof(float) * (size_t)hd);
-                            lseb[t] = 0.0f;
-                        }
-                    }
-                }
+        float* s = (float*)work + (size_t)omp_get_thread_num() * 2 * ATTN_BQ * Tk;
+#pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < ntasks; task++) {
+            if (per_seq) {
+                for (int g = 0; g < KV; g++) attend_kv_head(&a, task, g, s);
+            } else {
+                attend_kv_head(&a, task / KV, task % KV, s);
             }
         }
     }

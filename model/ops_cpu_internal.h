@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "model/ops.h"
+
 // Hot vector loops are compiled twice, for AVX2 + FMA and for the x86-64 baseline (SSE2), and the
 // loader picks the clone this CPU runs (GCC target_clones): the build stays portable across
 // cluster nodes while the elementwise kernels run 8 lanes wide where they can.
@@ -12,6 +14,19 @@
 #define CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define CPU_CLONES
+#endif
+
+// Kernels written for AVX-512 (x86-64, GCC or clang): compiled for it whatever the build's
+// target, and called only where cpu_has_avx512() says the CPU (and OS) runs it.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CPU_AVX512_KERNELS 1
+#define CPU_AVX512 __attribute__((target("avx512f")))
+static inline int cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+#else
+static inline int cpu_has_avx512(void) { return 0; }
 #endif
 
 // Loops over fewer elements than this run on the calling thread: a parallel region costs a
@@ -56,3 +71,24 @@ static inline void thread_slice(size_t n, int tid, int nt, size_t* lo, size_t* h
     *lo = n * (size_t)tid / (size_t)nt;
     *hi = n * (size_t)(tid + 1) / (size_t)nt;
 }
+
+// ----------------------------------------------------------------------------
+// the matmul paths (ops_cpu.c), each with Backend.matmul's arguments; Backend.matmul picks one
+// by the shape and the kernels in use, and tests call each directly
+
+// sgemm, each thread on a slice of C's rows or columns
+void cpu_matmul_sgemm(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                      const float* B, int ldb, float beta, float* C, int ldc);
+// one sgemv per row of C, each thread on a slice of C's columns
+void cpu_matmul_gemv(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                     const float* B, int ldb, float beta, float* C, int ldc);
+// the AVX-512 dot kernel; returns -1 (and leaves C alone) where it does not apply: without
+// AVX-512, off x86-64, unless trans_a = 0 and trans_b = 1, or K not a positive multiple of 16
+int cpu_matmul_dot(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                   const float* B, int ldb, float beta, float* C, int ldc);
+#if defined(CPU_AVX512_KERNELS)
+// the dot kernel on the calling thread: C (M, N) = alpha A B^T + beta C, A (M, K) and B (N, K)
+// K-contiguous, K a positive multiple of 16; only where cpu_has_avx512()
+void cpu_dot_kernel(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+                    float* C, int ldc);
+#endif

@@ -1,7 +1,8 @@
 // CPU backend ops and small pieces the model builds on: the RNG (known xoshiro256** values),
-// matmul in every transpose with the thread split (against a double loop), attention with
-// separate query and key lengths (the decoding hook) and its log-sum-exp, RoPE, embedding
-// backward with repeated tokens, the sum of squares, and the learning-rate schedule.
+// matmul in every transpose with the thread split and each small-product path (sgemv, the
+// AVX-512 dot kernel) against a double loop, attention with separate query and key lengths (the
+// decoding hook, blocked and direct loops) and its log-sum-exp, RoPE, embedding backward with
+// repeated tokens, the sum of squares, and the learning-rate schedule.
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 
 #include "model/adamw.h"
 #include "model/ops.h"
+#include "model/ops_cpu_internal.h"
 #include "model/rng.h"
 
 static float* randn(Rng* r, size_t n, double scale) {
@@ -73,9 +75,35 @@ static void test_rng(void** state) {
 }
 
 // ----------------------------------------------------------------------------
-// matmul: all transposes, padded leading dimensions, alpha and beta, split and unsplit sizes
+// matmul: all transposes, padded leading dimensions, alpha and beta, split and unsplit sizes,
+// through Backend.matmul and through each of its paths (sgemm, sgemv, the AVX-512 dot kernel)
 
-static void check_matmul(Backend* be, int ta, int tb, int M, int N, int K) {
+// a matmul path; returns 0 when it ran, -1 when it does not apply (the dot kernel)
+typedef int (*MatmulPath)(Backend* be, int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
+                          const float* B, int ldb, float beta, float* C, int ldc);
+
+static int via_backend(Backend* be, int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
+                       const float* B, int ldb, float beta, float* C, int ldc) {
+    be->matmul(be, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return 0;
+}
+
+static int via_sgemm(Backend* be, int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
+                     const float* B, int ldb, float beta, float* C, int ldc) {
+    cpu_matmul_sgemm(be, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return 0;
+}
+
+static int via_gemv(Backend* be, int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
+                    const float* B, int ldb, float beta, float* C, int ldc) {
+    cpu_matmul_gemv(be, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return 0;
+}
+
+// C = 0.5 op(A) op(B) + 0.7 C against a double loop: max |error| / sqrt(K) < 1e-5 (float sums
+// of K products of unit normals; measured up to 1.2e-6), the padding of C untouched, and a
+// second run on the same inputs bit-identical. Returns the path's answer (-1: it did not apply).
+static int check_matmul_path(Backend* be, MatmulPath path, int ta, int tb, int M, int N, int K) {
     Rng r;
     rng_seed(&r, (uint64_t)(M * 1000 + N * 10 + ta * 2 + tb));
     const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
@@ -86,27 +114,40 @@ static void check_matmul(Backend* be, int ta, int tb, int M, int N, int K) {
     float* bA = to_backend(be, A, na * sizeof(float));
     float* bB = to_backend(be, B, nb * sizeof(float));
     float* bC = to_backend(be, C, nc * sizeof(float));
-    be->matmul(be, ta, tb, M, N, K, 0.5f, bA, lda, bB, ldb, 0.7f, bC, ldc);
+    const int ran = path(be, ta, tb, M, N, K, 0.5f, bA, lda, bB, ldb, 0.7f, bC, ldc);
     float* out = malloc(nc * sizeof(float));
+    float* again = malloc(nc * sizeof(float));
     be->download(be, out, bC, nc * sizeof(float));
-    double err = 0.0;
-    for (int i = 0; i < M; i++) {
-        for (int j = 0; j < N; j++) {
-            double s = 0.0;
-            for (int k = 0; k < K; k++) {
-                double a = ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
-                double b = tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
-                s += a * b;
+    if (ran != 0) {
+        assert_memory_equal(out, C, nc * sizeof(float)); // a path that does not apply leaves C alone
+    } else {
+        double err = 0.0;
+        for (int i = 0; i < M; i++) {
+            for (int j = 0; j < N; j++) {
+                double s = 0.0;
+                for (int k = 0; k < K; k++) {
+                    double a = ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                    double b = tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                    s += a * b;
+                }
+                double ref = 0.5 * s + 0.7 * C[(size_t)i * ldc + j];
+                err = fmax(err, fabs(out[(size_t)i * ldc + j] - ref) / sqrt(K > 0 ? (double)K : 1.0));
             }
-            double ref = 0.5 * s + 0.7 * C[(size_t)i * ldc + j];
-            err = fmax(err, fabs(out[(size_t)i * ldc + j] - ref) / sqrt((double)K));
+            for (int j = N; j < ldc; j++) assert_true(out[(size_t)i * ldc + j] == C[(size_t)i * ldc + j]);
         }
-        // the padding of C is untouched
-        for (int j = N; j < ldc; j++) assert_true(out[(size_t)i * ldc + j] == C[(size_t)i * ldc + j]);
+        assert_true(err < 1e-5);
+        be->upload(be, bC, C, nc * sizeof(float));
+        assert_int_equal(path(be, ta, tb, M, N, K, 0.5f, bA, lda, bB, ldb, 0.7f, bC, ldc), 0);
+        be->download(be, again, bC, nc * sizeof(float));
+        assert_memory_equal(out, again, nc * sizeof(float));
     }
-    assert_true(err < 1e-5);
-    free(A), free(B), free(C), free(out);
+    free(A), free(B), free(C), free(out), free(again);
     be->free(be, bA), be->free(be, bB), be->free(be, bC);
+    return ran;
+}
+
+static void check_matmul(Backend* be, int ta, int tb, int M, int N, int K) {
+    check_matmul_path(be, via_backend, ta, tb, M, N, K);
 }
 
 static void test_matmul(void** state) {
@@ -117,8 +158,60 @@ static void test_matmul(void** state) {
             check_matmul(be, ta, tb, 3, 5, 7);      // one thread
             check_matmul(be, ta, tb, 203, 61, 129); // split over rows
             check_matmul(be, ta, tb, 37, 301, 97);  // split over columns
+            check_matmul(be, ta, tb, 1, 300, 128);  // decoding shapes: one row, a few rows
+            check_matmul(be, ta, tb, 4, 77, 48);
+            check_matmul(be, ta, tb, 32, 130, 64);
         }
     }
+    backend_destroy(be);
+}
+
+// the small-product paths one by one, whatever Backend.matmul would pick on this machine
+static void test_matmul_paths(void** state) {
+    (void)state;
+    Backend* be = backend_cpu_create(2);
+    for (int ta = 0; ta <= 1; ta++) {
+        for (int tb = 0; tb <= 1; tb++) {
+            check_matmul_path(be, via_sgemm, ta, tb, 2, 300, 129);
+            check_matmul_path(be, via_gemv, ta, tb, 1, 5, 7);     // one thread
+            check_matmul_path(be, via_gemv, ta, tb, 1, 301, 129); // split over columns
+            check_matmul_path(be, via_gemv, ta, tb, 3, 97, 200);
+            check_matmul_path(be, via_gemv, ta, tb, 2, 9, 0);     // K = 0: C = beta C
+            // the dot kernel takes x W^T only, and K in multiples of 16
+            const int dot = check_matmul_path(be, cpu_matmul_dot, ta, tb, 5, 300, 64);
+            if (ta || !tb) assert_int_equal(dot, -1);
+        }
+    }
+    assert_int_equal(check_matmul_path(be, cpu_matmul_dot, 0, 1, 4, 50, 40), -1);
+    if (check_matmul_path(be, cpu_matmul_dot, 0, 1, 1, 5, 16) != 0) {
+        print_message("no AVX-512 dot kernel on this machine: its checks are skipped\n");
+        backend_destroy(be);
+        return;
+    }
+    // rows and columns in whole tiles of 4 and not, one thread and split over columns
+    const int shapes[][3] = {{1, 384, 384}, {4, 128, 384}, {7, 130, 1024}, {32, 1023, 48}, {37, 61, 96}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        assert_int_equal(check_matmul_path(be, cpu_matmul_dot, 0, 1, shapes[i][0], shapes[i][1], shapes[i][2]), 0);
+    }
+
+    // each element is summed in the same order whatever the thread count and the tile it falls
+    // in; beta = 0 does not read C (BLAS semantics: NaN there does not leak into the result)
+    enum { M = 9, N = 203, K = 160 };
+    Backend* be1 = backend_cpu_create(1);
+    Rng r;
+    rng_seed(&r, 11);
+    float* A = randn(&r, (size_t)M * K, 1.0);
+    float* B = randn(&r, (size_t)N * K, 1.0);
+    float C1[M * N], C2[M * N], Crow[N];
+    for (int i = 0; i < M * N; i++) C1[i] = C2[i] = NAN;
+    assert_int_equal(cpu_matmul_dot(be1, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C1, N), 0);
+    assert_int_equal(cpu_matmul_dot(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C2, N), 0);
+    assert_memory_equal(C1, C2, sizeof C1);
+    assert_int_equal(cpu_matmul_dot(be, 0, 1, 1, N, K, 1.0f, A + 5 * K, K, B, K, 0.0f, Crow, N), 0);
+    assert_memory_equal(Crow, C1 + 5 * N, sizeof Crow);
+    for (int i = 0; i < M * N; i++) assert_false(isnan(C1[i]));
+    free(A), free(B);
+    backend_destroy(be1);
     backend_destroy(be);
 }
 
@@ -218,6 +311,103 @@ static void test_attention_lengths(void** state) {
     void* bufs[] = {bq, bk, bv, bout, blse, bql, bkl, work, bq2};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(be, bufs[i]);
     backend_destroy(be);
+}
+
+// Decoding shapes (few queries per sequence: the direct loops) against a double reference: head
+// sizes with their own unrolled code (32, 64, 128), others (8, 12: not a multiple of 8) and,
+// where the CPU has AVX-512, multiples of 16 with 1 to 8 query heads per kv head; key counts in
+// and out of blocks of 4, a sequence with fewer queries than Tq (padded rows zero, lse 0) and
+// one with none. Tolerance 1e-5 absolute on out and lse (unit normal inputs, float sums over
+// <= 128 terms; measured ~5e-7). The same inputs give bit-identical results, on 2 threads
+// again (tasks per kv head) and on 1 thread (tasks per sequence): each row is one thread's work.
+static void check_attention_decode(int H, int KV, int hd) {
+    enum { B = 4, Tq = 2, Tk = 70 };
+    const int Q = H * hd, K = KV * hd, G = H / KV;
+    const int ql[B] = {1, 2, 0, 2}, kl[B] = {37, 70, 5, 2};
+    Backend* be = backend_cpu_create(2);
+    Backend* be1 = backend_cpu_create(1);
+    Rng r;
+    rng_seed(&r, (uint64_t)(H * 100 + hd));
+    float* q = randn(&r, (size_t)B * Tq * Q, 1.0);
+    float* k = randn(&r, (size_t)B * Tk * K, 1.0);
+    float* v = randn(&r, (size_t)B * Tk * K, 1.0);
+    float* out = malloc(sizeof(float) * B * Tq * Q);
+    float* lse = malloc(sizeof(float) * B * H * Tq);
+    float* out2 = malloc(sizeof(float) * B * Tq * Q);
+    float* lse2 = malloc(sizeof(float) * B * H * Tq);
+    float* bq = to_backend(be, q, sizeof(float) * B * Tq * Q);
+    float* bk = to_backend(be, k, sizeof(float) * B * Tk * K);
+    float* bv = to_backend(be, v, sizeof(float) * B * Tk * K);
+    float* bout = be->alloc(be, sizeof(float) * B * Tq * Q);
+    float* blse = be->alloc(be, sizeof(float) * B * H * Tq);
+    int* bql = (int*)to_backend(be, ql, sizeof ql);
+    int* bkl = (int*)to_backend(be, kl, sizeof kl);
+    void* work = be->alloc(be, be->attention_work_bytes(be, Tk));
+    // garbage in the outputs: every entry must be written
+    float* junk = randn(&r, (size_t)B * Tq * Q, 100.0);
+    be->upload(be, bout, junk, sizeof(float) * B * Tq * Q);
+    be->upload(be, blse, junk, sizeof(float) * B * H * Tq);
+    be->attention_fwd(be, bout, blse, bq, Q, bk, bv, K, bql, bkl, B, Tq, Tk, H, KV, hd, work);
+    be->download(be, out, bout, sizeof(float) * B * Tq * Q);
+    be->download(be, lse, blse, sizeof(float) * B * H * Tq);
+    double* s = malloc(sizeof(double) * Tk);
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < Tq; t++) {
+            for (int h = 0; h < H; h++) {
+                const float* o = out + ((size_t)b * Tq + t) * Q + (size_t)h * hd;
+                const float l = lse[((size_t)b * H + h) * Tq + t];
+                if (t >= ql[b]) {
+                    for (int c = 0; c < hd; c++) assert_true(o[c] == 0.0f);
+                    assert_true(l == 0.0f);
+                    continue;
+                }
+                const int last = kl[b] - ql[b] + t, g = h / G;
+                const float* qr = q + ((size_t)b * Tq + t) * Q + (size_t)h * hd;
+                double m = -INFINITY, sum = 0.0;
+                for (int j = 0; j <= last; j++) {
+                    const float* kr = k + ((size_t)b * Tk + j) * K + (size_t)g * hd;
+                    double d = 0.0;
+                    for (int c = 0; c < hd; c++) d += (double)qr[c] * kr[c];
+                    s[j] = d / sqrt((double)hd);
+                    m = fmax(m, s[j]);
+                }
+                for (int j = 0; j <= last; j++) sum += exp(s[j] - m);
+                for (int c = 0; c < hd; c++) {
+                    double ref = 0.0;
+                    for (int j = 0; j <= last; j++) {
+                        ref += exp(s[j] - m) / sum * v[((size_t)b * Tk + j) * K + (size_t)g * hd + c];
+                    }
+                    assert_true(fabs(o[c] - ref) < 1e-5);
+                }
+                assert_true(fabs(l - (m + log(sum))) < 1e-5);
+            }
+        }
+    }
+    Backend* bes[2] = {be, be1};
+    for (int i = 0; i < 2; i++) {
+        be->upload(be, bout, junk, sizeof(float) * B * Tq * Q);
+        bes[i]->attention_fwd(bes[i], bout, blse, bq, Q, bk, bv, K, bql, bkl, B, Tq, Tk, H, KV, hd, work);
+        be->download(be, out2, bout, sizeof(float) * B * Tq * Q);
+        be->download(be, lse2, blse, sizeof(float) * B * H * Tq);
+        assert_memory_equal(out, out2, sizeof(float) * B * Tq * Q);
+        assert_memory_equal(lse, lse2, sizeof(float) * B * H * Tq);
+    }
+    free(q), free(k), free(v), free(out), free(lse), free(out2), free(lse2), free(junk), free(s);
+    void* bufs[] = {bq, bk, bv, bout, blse, bql, bkl, work};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(be, bufs[i]);
+    backend_destroy(be1);
+    backend_destroy(be);
+}
+
+static void test_attention_decode(void** state) {
+    (void)state;
+    check_attention_decode(6, 2, 64); // the `small` config
+    check_attention_decode(4, 2, 32); // `tiny`
+    check_attention_decode(2, 2, 128);
+    check_attention_decode(10, 2, 48); // 5 heads per kv head: AVX-512 blocks of 4 + 1 heads, 32 + 16 values
+    check_attention_decode(8, 1, 16);
+    check_attention_decode(8, 1, 8);
+    check_attention_decode(3, 3, 12);
 }
 
 // ----------------------------------------------------------------------------
@@ -331,7 +521,9 @@ static void test_lr_schedule(void** state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rng),           cmocka_unit_test(test_matmul),
-        cmocka_unit_test(test_attention_lengths), cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_matmul_paths),
+        cmocka_unit_test(test_attention_lengths), cmocka_unit_test(test_attention_decode),
+        cmocka_unit_test(test_rope),
         cmocka_unit_test(test_embedding_bwd), cmocka_unit_test(test_sum_squares),
         cmocka_unit_test(test_lr_schedule),
     };
