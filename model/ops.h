@@ -108,7 +108,8 @@ struct Backend {
 // ----------------------------------------------------------------------------
 // the backends
 
-// CPU backend: OpenBLAS sgemm for matmuls, OpenMP for the rest. threads = 0 picks the number
+// CPU backend: OpenBLAS sgemm for matmuls (small products: the backend's own AVX-512 kernel or
+// sgemv, see cpu_matmul in ops_cpu.c), OpenMP for the rest. threads = 0 picks the number
 // of cores (or OMP_NUM_THREADS). Sets the OpenMP thread count to `threads` and OpenBLAS's to 1:
 // each OpenMP thread runs sgemm on its own slice of a product, so only one pool of threads
 // exists (two pools spinning against each other halved sgemm throughput on 2 cores).
