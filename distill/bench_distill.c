@@ -2,8 +2,11 @@
 // config it trains the same synthetic off-policy data (random tokens, random teacher top-k rows)
 // from the same initial weights twice, with fixed-point and with float gradient reduction, and
 // times a plain bucketed float MPI_Allreduce of a gradient-sized vector as the baseline of what
-// data-parallel communication costs. The first optimizer step of each run is a warm-up and is
-// not timed. The last line per config is machine-readable (key=value).
+// data-parallel communication costs. With --recompute E a third run trains with the frozen teacher
+// of distill.teacher: recompute (E experience tokens spliced into every teacher context, the full
+// distribution recomputed per micro-batch) to show its cost beside recorded top-k targets. The
+// first optimizer step of each run is a warm-up and is not timed. The last line per config is
+// machine-readable (key=value).
 #include "distill/bench_distill.h"
 
 #include <math.h>
@@ -23,7 +26,7 @@
 
 static const char* usage =
     "usage: [mpirun -np N] ingrain bench distill [--config NAME]... [--seqs S] [--len T] [--steps K]\n"
-    "                                            [--micro M] [--topk K] [--threads N]\n"
+    "                                            [--micro M] [--topk K] [--threads N] [--recompute E]\n"
     "\n"
     "Distillation trainer tokens/s and the share of step time in gradient reduce-scatter +\n"
     "parameter all-gather, fixed-point (reproducible on any trainer count) beside float reduction,\n"
@@ -34,11 +37,13 @@ static const char* usage =
     "  --steps K      optimizer steps: batch_tokens = S * T / K (default 5, the first is a warm-up)\n"
     "  --micro M      micro_batch_tokens (default 512)\n"
     "  --topk K       teacher top-k per agent token (default 8)\n"
-    "  --threads N    OpenMP threads per rank; 0 = the node's cores / the ranks on it (default 0)\n";
+    "  --threads N    OpenMP threads per rank; 0 = the node's cores / the ranks on it (default 0)\n"
+    "  --recompute E  also train with distill.teacher: recompute, E experience tokens in each\n"
+    "                 teacher context (default 0: no such run)\n";
 
 typedef struct {
     const char* configs[8];
-    int n_configs, seqs, len, steps, micro, topk, threads;
+    int n_configs, seqs, len, steps, micro, topk, threads, recompute;
 } BenchArgs;
 
 static int parse_int(const char* opt, const char* s, int lo, int* out) {
@@ -81,6 +86,8 @@ static int parse_args(int argc, char** argv, BenchArgs* a) {
             target = &a->topk;
         else if (strcmp(argv[i], "--threads") == 0)
             target = &a->threads, lo = 0;
+        else if (strcmp(argv[i], "--recompute") == 0)
+            target = &a->recompute, lo = 0;
         if (!target || !v) {
             fprintf(stderr, "ingrain bench distill: unknown option or missing value '%s'\n\n%s", argv[i], usage);
             return -1;
@@ -119,6 +126,13 @@ static Trajectory** make_data(const BenchArgs* a, int V, Rng* r) {
             traj_push_context(t, &tok, 1, TRAJ_SEG_USER);
         }
         traj_begin_step(t, NULL, 0);
+        if (a->recompute) { // the teacher saw E experience tokens after the first context token
+            int32_t* exp = mallocCheck(sizeof(int32_t) * (size_t)a->recompute);
+            for (int i = 0; i < a->recompute; i++) exp[i] = (int32_t)rng_below(r, (uint64_t)V);
+            traj_add_teacher_context(t, 0, 1, 1, exp, a->recompute);
+            t->flags |= TRAJ_FLAG_TEACHER_VIEW;
+            free(exp);
+        }
         for (int i = context; i < a->len; i++) {
             for (int k = 0; k < a->topk; k++) {
                 int fresh;
@@ -149,7 +163,7 @@ typedef struct {
 } RunResult;
 
 static void run(const BenchArgs* a, const ModelConfig* c, Backend* be, const Shard* shard, DistillReduce mode,
-                RunResult* out) {
+                int recompute, RunResult* out) {
     Model* m = model_create(c, be, a->micro / a->len > 1 ? a->micro / a->len : 1, a->len);
     model_init_random(m, 42);
     DistillOptions o = {.loss = DISTILL_LOSS_FORWARD_KL,
@@ -161,7 +175,9 @@ static void run(const BenchArgs* a, const ModelConfig* c, Backend* be, const Sha
                         .adamw = adamw_default_config(),
                         .seed = 7,
                         .reduce = mode,
-                        .bucket_bytes = (size_t)16 << 20};
+                        .bucket_bytes = (size_t)16 << 20,
+                        .teacher_recompute = recompute,
+                        .teacher_max_len = a->len + a->recompute};
     o.adamw.lr = 1e-4f;
     DistillTrainer* t = distill_trainer_create(m, &o, MPI_COMM_WORLD);
     DistillReport rep;
@@ -240,6 +256,10 @@ int bench_distill(int argc, char** argv) {
                "comm = gradient reduce-scatter + parameter all-gather; wait = for the slowest trainer; share = comm / "
                "step\n",
                world, threads, a.topk, a.seqs, a.len, a.steps, a.micro);
+        if (a.recompute)
+            printf("recompute = fixed-point reduction, forward KL on the full distribution of a frozen teacher "
+                   "recomputed per micro-batch with %d experience tokens in context\n",
+                   a.recompute);
         printf("%-7s %8s  %-9s %10s %9s %9s %9s %7s\n", "config", "params", "reduction", "tokens/s", "step ms",
                "comm ms", "wait ms", "share");
     }
@@ -251,10 +271,12 @@ int bench_distill(int argc, char** argv) {
         Trajectory** data = make_data(&a, c.vocab_size, &r);
         ShardSet set;
         shards_build(data, a.seqs, REGIME_OFF_POLICY, 0.0, world, &set);
-        RunResult res[2];
-        const char* names[2] = {"fixed", "float"};
-        for (int mode = 0; mode < 2; mode++) {
-            run(&a, &c, be, &set.shards[rank], (DistillReduce)mode, &res[mode]);
+        RunResult res[3];
+        const char* names[3] = {"fixed", "float", "recompute"};
+        const int runs = a.recompute ? 3 : 2;
+        for (int mode = 0; mode < runs; mode++) {
+            run(&a, &c, be, &set.shards[rank], mode == 2 ? DISTILL_REDUCE_FIXED : (DistillReduce)mode, mode == 2,
+                &res[mode]);
         }
         ModelConfig copy = c;
         ParamInfo table[PARAM_COUNT];
@@ -266,7 +288,7 @@ int bench_distill(int argc, char** argv) {
             scale = fmax(scale, fabs((double)res[0].params[i]));
         }
         if (rank == 0) {
-            for (int mode = 0; mode < 2; mode++) {
+            for (int mode = 0; mode < runs; mode++) {
                 printf("%-7s %7.2fM  %-9s %10.0f %9.1f %9.2f %9.2f %6.1f%%\n", a.configs[ci], (double)n / 1e6,
                        names[mode], res[mode].tokens_per_s, 1e3 * res[mode].step_s, 1e3 * res[mode].comm_s,
                        1e3 * res[mode].wait_s, 100.0 * res[mode].share);
@@ -278,10 +300,14 @@ int bench_distill(int argc, char** argv) {
                    "float_comm_share=%.4f fixed_comm_ms=%.3f float_comm_ms=%.3f allreduce_ms=%.3f\n",
                    a.configs[ci], world, threads, res[0].tokens_per_s, res[1].tokens_per_s, res[0].share, res[1].share,
                    1e3 * res[0].comm_s, 1e3 * res[1].comm_s, 1e3 * base);
+            if (a.recompute)
+                printf("bench_distill config=%s np=%d recompute_exp=%d recompute_tok_s=%.1f recorded_tok_s=%.1f "
+                       "recompute_cost=%.2fx\n",
+                       a.configs[ci], world, a.recompute, res[2].tokens_per_s, res[0].tokens_per_s,
+                       res[0].tokens_per_s / res[2].tokens_per_s);
             fflush(stdout);
         }
-        free(res[0].params);
-        free(res[1].params);
+        for (int mode = 0; mode < runs; mode++) free(res[mode].params);
         shards_free(&set);
         for (int s = 0; s < a.seqs; s++) traj_free(data[s]);
         free(data);

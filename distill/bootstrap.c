@@ -21,6 +21,9 @@
 #include "rollout/agent.h"
 #include "rollout/inject.h"
 
+// room for a directory under bootstrap.cache_dir and a file name in it
+#define BOOT_PATH (CONFIG_PATH + 256)
+
 __attribute__((format(printf, 3, 4))) static int fail(char* err, size_t errlen, const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -33,135 +36,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-// ----------------------------------------------------------------------------
-// training
-
-TrainParams bootstrap_train_params(const Config* c) {
-    TrainParams p = {0};
-    p.epochs = c->bootstrap.epochs;
-    p.lr = c->bootstrap.lr;
-    p.batch_tokens = c->bootstrap.batch_tokens;
-    p.seed = (uint64_t)c->run.seed;
-    p.log_every = 20;
-    return p;
-}
-
-typedef struct {
-    int first, count; // a run of the length-sorted order
-    int T;            // the longest sequence of the batch
-} Batch;
-
-static const DemoSet* sort_set; // qsort has no context argument
-
-static int by_length(const void* a, const void* b) {
-    int x = *(const int*)a, y = *(const int*)b;
-    int lx = sort_set->d[x].n, ly = sort_set->d[y].n;
-    return lx != ly ? (lx > ly) - (lx < ly) : (x > y) - (x < y);
-}
-
-// batches of sequences of similar length: at most max_batch sequences and batch_tokens padded tokens
-static int make_batches(const DemoSet* set, int* order, int max_batch, int batch_tokens, Batch** out) {
-    for (int i = 0; i < set->n; i++) order[i] = i;
-    sort_set = set;
-    qsort(order, (size_t)set->n, sizeof(int), by_length);
-    Batch* b = mallocCheck(sizeof(Batch) * (size_t)(set->n + 1));
-    int nb = 0;
-    for (int i = 0; i < set->n;) {
-        int k = 1;
-        while (i + k < set->n && k < max_batch && (k + 1) * set->d[order[i + k]].n <= batch_tokens) k++;
-        b[nb++] = (Batch){i, k, set->d[order[i + k - 1]].n};
-        i += k;
-    }
-    *out = b;
-    return nb;
-}
-
-void bootstrap_train(Model* m, const DemoSet* set, const TrainParams* p, TrainReport* r) {
-    memset(r, 0, sizeof(*r));
-    const ModelConfig* cfg = model_config(m);
-    const int max_batch = p->max_batch, max_seq = p->max_seq;
-    int* order = mallocCheck(sizeof(int) * (size_t)(set->n + 1));
-    Batch* batches;
-    const int nb = make_batches(set, order, max_batch, p->batch_tokens, &batches);
-    for (int i = 0; i < set->n; i++)
-        if (set->d[i].n > max_seq) fatal("bootstrap: a demonstration of %d tokens exceeds the model's %d", set->d[i].n, max_seq);
-
-    AdamWConfig ac = adamw_default_config();
-    ac.lr = (float)p->lr;
-    ac.min_lr_ratio = 0.1f;
-    ac.total_steps = (long)nb * p->epochs;
-    ac.warmup_steps = p->warmup_steps > 0 ? p->warmup_steps : ac.total_steps / 20;
-    ac.weight_decay = 0.0f;
-    ParamInfo table[PARAM_COUNT];
-    size_t n_params = model_param_table(cfg, table);
-    AdamW* opt = adamw_create(model_backend(m), &ac, table, n_params);
-
-    const size_t N = (size_t)max_batch * (size_t)max_seq;
-    int* tokens = mallocCheck(sizeof(int) * N);
-    int* targets = mallocCheck(sizeof(int) * N);
-    float* weights = mallocCheck(sizeof(float) * N);
-    int* lengths = mallocCheck(sizeof(int) * (size_t)max_batch);
-    int* perm = mallocCheck(sizeof(int) * (size_t)(nb + 1));
-    Rng rng;
-    rng_seed_stream(&rng, p->seed, 0x7EA1);
-    const long window = ac.total_steps / 10 > 0 ? ac.total_steps / 10 : 1;
-    double first_sum = 0, last_sum = 0, log_sum = 0;
-    long first_n = 0, last_n = 0, log_n = 0;
-    const double t0 = now_s();
-    for (int ep = 0; ep < p->epochs; ep++) {
-        for (int i = 0; i < nb; i++) perm[i] = i;
-        for (int i = nb - 1; i > 0; i--) { // a new batch order every epoch
-            int j = (int)rng_below(&rng, (uint64_t)(i + 1)), t = perm[i];
-            perm[i] = perm[j];
-            perm[j] = t;
-        }
-        for (int bi = 0; bi < nb; bi++) {
-            const Batch* b = &batches[perm[bi]];
-            const int B = b->count, T = b->T;
-            long n_tgt = 0;
-            for (int k = 0; k < B; k++) {
-                const Demo* d = &set->d[order[b->first + k]];
-                lengths[k] = d->n;
-                for (int t = 0; t < T; t++) {
-                    const size_t i = (size_t)k * T + t;
-                    tokens[i] = t < d->n ? d->ids[t] : 0;
-                    const int sup = t + 1 < d->n && d->target[t + 1];
-                    targets[i] = sup ? d->ids[t + 1] : -1;
-                    n_tgt += sup;
-                }
-            }
-            for (int k = 0; k < B; k++)
-                for (int t = 0; t < T; t++) weights[(size_t)k * T + t] = targets[(size_t)k * T + t] >= 0 ? 1.0f / (float)n_tgt : 0.0f;
-            float gnorm;
-            const float loss = model_train_step_ce(m, opt, tokens, targets, weights, lengths, B, T, &gnorm);
-            const long step = (long)ep * nb + bi;
-            r->steps++;
-            r->tokens += (long)B * T;
-            r->target_tokens += n_tgt;
-            if (step < window) first_sum += loss, first_n++;
-            if (step >= ac.total_steps - window) last_sum += loss, last_n++;
-            log_sum += loss, log_n++;
-            if (p->log_every > 0 && (step + 1) % p->log_every == 0) {
-                const double dt = now_s() - t0;
-                log_info("bootstrap: step %ld/%ld  loss %.4f  lr %.2e  %.0f tokens/s  %.0f s", step + 1, ac.total_steps,
-                         log_sum / (double)log_n, adamw_lr(&ac, step), (double)r->tokens / dt, dt);
-                log_sum = 0, log_n = 0;
-            }
-        }
-    }
-    r->seconds = now_s() - t0;
-    r->first_loss = first_n ? first_sum / (double)first_n : 0.0;
-    r->last_loss = last_n ? last_sum / (double)last_n : 0.0;
-    free(tokens);
-    free(targets);
-    free(weights);
-    free(lengths);
-    free(perm);
-    free(order);
-    free(batches);
-    adamw_free(opt);
 }
 
 // ----------------------------------------------------------------------------
@@ -178,8 +52,9 @@ typedef struct {
     int max_batch, max_seq;
 } Session;
 
+// the bootstrap runs alone (other ranks wait), so by default it takes every core of the node
 static int threads_of(const Config* c) {
-    if (c->model.threads > 0) return c->model.threads;
+    if (c->bootstrap.threads > 0) return c->bootstrap.threads;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }
@@ -250,6 +125,7 @@ static void hash_of(const Config* c, const ModelConfig* mc, const char* system, 
     hash_add(&h, "env %s %d %d", config_enum_name("env.name", c->env.name), c->env.train_tasks, c->env.max_turns);
     hash_add(&h, "seed %lld context %d select %d %d", c->run.seed, c->rollout.max_context, c->experience.select_min,
              c->experience.select_max);
+    hash_add(&h, "copy %d", c->bootstrap.copy_steps);
     hash_add(&h, "bootstrap %d %d %d %d %.17g %d %.17g %.17g %.17g %d %d", c->bootstrap.episodes,
              c->bootstrap.worlds, c->bootstrap.window_epochs, c->bootstrap.epochs, c->bootstrap.lr, c->bootstrap.batch_tokens, c->bootstrap.expert_rate,
              c->bootstrap.share_global, c->bootstrap.share_stepwise, c->bootstrap.max_pool, c->bootstrap.mine_batches);
@@ -272,7 +148,7 @@ static void cache_path(const Config* c, const char* hash, char* out, size_t n) {
 }
 
 static int is_complete(const char* dir) {
-    char path[CONFIG_PATH + 64];
+    char path[BOOT_PATH + 32];
     snprintf(path, sizeof(path), "%s/config.json", dir);
     struct stat st;
     return stat(path, &st) == 0;
@@ -299,7 +175,7 @@ int bootstrap_load(Model* m, const char* dir, char* err, size_t errlen) {
 
 // mkdir -p, with the error returned
 static int make_dirs(const char* path, char* err, size_t errlen) {
-    char buf[CONFIG_PATH + 64];
+    char buf[BOOT_PATH];
     snprintf(buf, sizeof(buf), "%s", path);
     for (char* p = buf + 1;; p++) {
         if (*p != '/' && *p != '\0') continue;
@@ -315,7 +191,7 @@ static int make_dirs(const char* path, char* err, size_t errlen) {
 // removes a directory with the files hf_save and this module write (no subdirectories)
 static void remove_dir(const char* dir) {
     static const char* const files[] = {"model.safetensors", "config.json", "bootstrap.json", NULL};
-    char path[CONFIG_PATH + 64];
+    char path[BOOT_PATH + 32];
     for (int i = 0; files[i]; i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
         unlink(path);
@@ -326,7 +202,7 @@ static void remove_dir(const char* dir) {
 // bootstrap.json: what the weights came from, for people and for `ingrain bootstrap`
 static int write_meta(const char* dir, const char* hash, const Config* c, const DemoSet* set, const Bank* bank,
                       const TrainReport* r, double t_total, char* err, size_t errlen) {
-    char path[CONFIG_PATH + 64];
+    char path[BOOT_PATH + 32];
     snprintf(path, sizeof(path), "%s/bootstrap.json", dir);
     FILE* f = fopen(path, "w");
     if (!f) return fail(err, errlen, "bootstrap: cannot write %s: %s", path, strerror(errno));
@@ -356,6 +232,15 @@ static int write_meta(const char* dir, const char* hash, const Config* c, const 
             r->steps, r->tokens, r->target_tokens, r->seconds, r->first_loss, r->last_loss, t_total);
     if (fclose(f) != 0) return fail(err, errlen, "bootstrap: cannot write %s: %s", path, strerror(errno));
     return 0;
+}
+
+// appends a demonstration whose arrays stay owned by another set
+static void set_add_shared(DemoSet* set, const Demo* d) {
+    if (set->n == set->cap) {
+        set->cap = set->cap ? 2 * set->cap : 256;
+        set->d = reallocCheck(set->d, sizeof(Demo) * (size_t)set->cap);
+    }
+    set->d[set->n++] = *d;
 }
 
 // builds the weights into s->m and saves them to dir (through a temporary directory, renamed)
@@ -402,22 +287,33 @@ static int build(Session* s, const Config* c, const char* hash, const char* dir,
     tp.max_batch = s->max_batch;
     tp.max_seq = s->max_seq;
     TrainReport tr;
-    if (c->bootstrap.window_epochs > 0) {
-        long wt = 0;
-        for (int i = 0; i < win.n; i++) wt += win.d[i].n;
-        log_info("bootstrap: first %d window sequences, %ld tokens", win.n, wt);
+    bootstrap_copy_warmup(s->m, c->bootstrap.copy_steps, c->bootstrap.lr, (uint64_t)c->run.seed, &tr);
+    if (tr.steps > 0)
+        log_info("bootstrap: copy warm-up: %ld steps in %.1f s (%.0f tokens/s); loss %.3f -> %.3f", tr.steps,
+                 tr.seconds, (double)tr.tokens / tr.seconds, tr.first_loss, tr.last_loss);
+    // windows: without experience first (copying in clean contexts), then all of them, the
+    // step-wise ones with their items
+    DemoSet plain = {0};
+    for (int i = 0; i < win.n; i++)
+        if (!win.d[i].has_exp) set_add_shared(&plain, &win.d[i]);
+    for (int e = 0; e < c->bootstrap.window_epochs; e++) {
+        const int last = 2 * e >= c->bootstrap.window_epochs; // the second half of the passes
+        const DemoSet* ws = last ? &win : &plain;
         TrainParams wp = tp;
-        wp.epochs = c->bootstrap.window_epochs;
-        bootstrap_train(s->m, &win, &wp, &tr);
-        log_info("bootstrap: windows: %ld steps on %ld tokens in %.1f s (%.0f tokens/s); loss %.3f -> %.3f", tr.steps,
-                 tr.tokens, tr.seconds, (double)tr.tokens / tr.seconds, tr.first_loss, tr.last_loss);
+        wp.epochs = 1;
+        wp.seed = tp.seed + (uint64_t)e;
+        bootstrap_train(s->m, ws, &wp, &tr);
+        log_info("bootstrap: windows pass %d (%d %s): %ld steps on %ld tokens in %.1f s (%.0f tokens/s); loss %.3f -> "
+                 "%.3f", e + 1, ws->n, last ? "with experience" : "without experience", tr.steps, tr.tokens,
+                 tr.seconds, (double)tr.tokens / tr.seconds, tr.first_loss, tr.last_loss);
     }
+    free(plain.d); // shares the sequences of win
     demos_free(&win);
     bootstrap_train(s->m, &set, &tp, &tr);
     log_info("bootstrap: trained %ld steps on %ld tokens in %.1f s (%.0f tokens/s); loss %.3f -> %.3f", tr.steps,
              tr.tokens, tr.seconds, (double)tr.tokens / tr.seconds, tr.first_loss, tr.last_loss);
 
-    char tmp[CONFIG_PATH + 64];
+    char tmp[BOOT_PATH];
     snprintf(tmp, sizeof(tmp), "%s.tmp%ld", dir, (long)getpid());
     size_t n = model_num_params(s->m);
     float* host = mallocCheck(sizeof(float) * n);
@@ -538,7 +434,7 @@ int cli_bootstrap(int argc, char** argv) {
         return INGRAIN_EXIT_OK;
     }
 
-    char dir[CONFIG_PATH + 128], err[1024];
+    char dir[BOOT_PATH], err[1024];
     const double t0 = now_s();
     if (ensure(&c, force, dir, sizeof(dir), err, sizeof(err)) != 0) {
         log_error("%s", err);

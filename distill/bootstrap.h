@@ -81,6 +81,7 @@ typedef struct {
     int n_followed;  // supervised turns whose action a shown item changed
     uint32_t shown;  // rules conveyed by the items shown in the sequence
     int window;      // a window: the task, the previous call and result and one turn, no system message
+    int has_exp;     // experience is shown (tagged SEG_EXPERIENCE)
 } Demo;
 
 typedef struct {
@@ -139,6 +140,10 @@ typedef struct {
     double first_loss, last_loss; // mean CE per target token over the first and the last 10% of steps
 } TrainReport;
 
+// The copy warm-up: `steps` AdamW steps on batches of short synthetic sequences that are all
+// copying ("filler <span> filler\nspan"), so the model's attention learns to copy from its
+// context before it meets the demonstrations (see bootstrap_train.c).
+void bootstrap_copy_warmup(Model* m, int steps, double lr, uint64_t seed, TrainReport* r);
 // Trains m on the demonstrations (cross-entropy on target tokens only), from its current weights.
 void bootstrap_train(Model* m, const DemoSet* set, const TrainParams* p, TrainReport* r);
 

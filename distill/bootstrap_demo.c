@@ -7,11 +7,11 @@
 //   student   no experience; one sequence, every turn supervised
 //   global    the pool in the system prompt; one sequence, every turn supervised
 //   stepwise  before every turn the BM25 selector picks items from the pool (as the agent does);
-//             one sequence per turn whose action the shown items changed (and, when there is none,
-//             one random turn): the stored history up to that turn, the items appended to a copy
-//             of its last message, the turn supervised; earlier turns, which ran with items of
-//             their own that the sequence no longer shows, are supervised only where the items did
-//             not change the action
+//             one sequence per turn whose action the shown items changed, and one for a random
+//             turn they did not change: the stored history up to that turn, the items appended to
+//             a copy of its last message, the turn supervised; earlier turns, which ran with items
+//             of their own that the sequence no longer shows, are supervised only where the items
+//             did not change the action
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,6 +279,7 @@ static void emit(DemoSet* set, const SeqSpec* q, const Tokenizer* tok, int max_c
     Demo* d = demo_push(set);
     render_seq(q, tok, max_context, d);
     d->mode = mode, d->task = task, d->world = world, d->window = q->system == NULL;
+    d->has_exp = q->gexp != NULL || q->exp_at >= 0;
     int targets = 0;
     for (int t = 0; t < d->n; t++) targets += d->target[t];
     if (targets > 0) return;
@@ -388,8 +389,16 @@ int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank
                     n_changed += ms.m[i].role == CHAT_ASSISTANT && ms.m[i].changed;
                     n_turns += ms.m[i].role == CHAT_ASSISTANT;
                 }
-                // no turn changed: one random turn shows items that must not change anything
-                int pick_turn = n_changed == 0 && n_turns > 0 ? (int)rng_below(&rng, (uint64_t)n_turns) : -1;
+                // and one random turn that the items did not change: they must not change it
+                int pick_turn = -1;
+                if (n_turns > n_changed) {
+                    int k = (int)rng_below(&rng, (uint64_t)(n_turns - n_changed));
+                    for (int i = 0, turn = 0; i < ms.n && pick_turn < 0; i++) {
+                        if (ms.m[i].role != CHAT_ASSISTANT) continue;
+                        if (!ms.m[i].changed && k-- == 0) pick_turn = turn;
+                        turn++;
+                    }
+                }
                 for (int i = 0, turn = 0; i < ms.n; i++) {
                     if (ms.m[i].role != CHAT_ASSISTANT) continue;
                     if (ms.m[i].changed || turn == pick_turn) {
@@ -400,14 +409,17 @@ int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank
                 }
             }
             free(gexp);
-            // windows: the task, the previous call and its result, and one turn; a turn the items
-            // changed needs them in the window (step-wise), else it is left out (global)
+            // windows: the task, the previous call and its result, and one turn: without experience
+            // for every turn the items did not change, and for step-wise turns also with the items
+            // they were shown (the agent shows items before every turn); a turn the global pool
+            // changed gets none (the pool lives in the system message)
             for (int i = 0; windows && i < ms.n; i++) {
                 const Msg* m = &ms.m[i];
-                if (m->role != CHAT_ASSISTANT || (m->changed && mode != DEMO_STEPWISE)) continue;
-                SeqSpec wq = {.system = NULL, .ms = &ms, .from = i - 2, .upto = i, .exp_at = m->changed ? i : -1,
-                              .mode = mode};
-                emit(windows, &wq, tok, p->max_context, mode, task, w);
+                if (m->role != CHAT_ASSISTANT) continue;
+                SeqSpec wq = {.system = NULL, .ms = &ms, .from = i - 2, .upto = i, .exp_at = -1, .mode = mode};
+                if (!m->changed) emit(windows, &wq, tok, p->max_context, mode, task, w);
+                wq.exp_at = i;
+                if (mode == DEMO_STEPWISE) emit(windows, &wq, tok, p->max_context, mode, task, w);
             }
         }
         msgs_free(&ms);

@@ -72,6 +72,11 @@ static int run_batch(Agent* a, int G, Env** envs, const AgentTask* tasks, int n,
             st->parsed += parse_fn(NULL, text, tool, sizeof(tool), args, sizeof(args)) == 0;
             free(text);
         }
+        if (i < 4) { // a few whole episodes, to see what the model does (run.log_level: debug)
+            char* all = tokenizer_decode_alloc(tok, t->tokens, t->n_tokens, NULL);
+            log_debug("bootstrap: evaluation episode %d (reward %.1f):\n%s", i, t->final_reward, all);
+            free(all);
+        }
         if (keep) keep[i] = out[i];
         else traj_free(out[i]);
     }

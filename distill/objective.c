@@ -1,5 +1,6 @@
-// The distillation objective of one micro-batch (see objective.h): host rows, the batch built
-// from student-view records, and the loss composed from the model/loss.h blocks.
+// The distillation objective of one micro-batch (see objective.h): host rows (top-k buckets and
+// full distributions), the batch built from student-view records, and the loss composed from the
+// model/loss.h blocks.
 #include "distill/objective.h"
 
 #include <math.h>
@@ -99,6 +100,38 @@ float distill_row_sampled_lp(const float* z, int V, int y, const int* ids, const
     return (float)out;
 }
 
+// the full-vocabulary rows: log q in double, relative to the log-sum-exp
+static double full_lq(const float* z, int v, double lse) { return (double)z[v] - lse; }
+
+void distill_row_stats_full(const float* z, const float* lp, int V, DistillRowStats* out) {
+    const double lse = loss_row_logsumexp(z, V);
+    double h = 0.0;
+    int arg = 0, targ = 0;
+    for (int v = 0; v < V; v++) {
+        const double lq = full_lq(z, v, lse);
+        h -= exp(lq) * lq;
+        if (z[v] > z[arg]) arg = v;
+        if (lp[v] > lp[targ]) targ = v;
+    }
+    out->entropy = h;
+    out->agree = arg == targ ? 1.0 : 0.0;
+    out->kl_forward = loss_row_kl_full(z, lp, V, 0, 0.0f, NULL);
+    out->kl_reverse = loss_row_kl_full(z, lp, V, 1, 0.0f, NULL);
+}
+
+double distill_row_jsd_full(const float* z, const float* lp, int V, double beta, float* lp_s) {
+    const double lse = loss_row_logsumexp(z, V), log_floor = log(LOSS_PROB_FLOOR);
+    double jsd = 0.0;
+    for (int v = 0; v < V; v++) {
+        const double lq = full_lq(z, v, lse), q = exp(lq), p = exp((double)lp[v]);
+        const double M = beta * p + (1.0 - beta) * q, lM = M > 0.0 ? fmax(log(M), log_floor) : log_floor;
+        if (p > 0.0) jsd += beta * p * (fmax((double)lp[v], log_floor) - lM);
+        if (q > 0.0) jsd += (1.0 - beta) * q * (fmax(lq, log_floor) - lM);
+        lp_s[v] = (float)(beta * fmax(lq, log_floor) + (1.0 - beta) * lM);
+    }
+    return jsd;
+}
+
 // ----------------------------------------------------------------------------
 // the batch
 
@@ -114,6 +147,7 @@ void distill_batch_fill(DistillBatch* b, Trajectory* const* seqs, int B, int T, 
         b->target = reallocCheck(b->target, sizeof(int) * (size_t)rows);
         b->tail = reallocCheck(b->tail, sizeof(float) * (size_t)rows);
         b->old_lp = reallocCheck(b->old_lp, sizeof(float) * (size_t)rows);
+        b->exact = reallocCheck(b->exact, sizeof(float) * (size_t)rows);
     }
     if (rows * K > b->cap_K) {
         b->cap_K = rows * K;
@@ -142,6 +176,7 @@ void distill_batch_fill(DistillBatch* b, Trajectory* const* seqs, int B, int T, 
                 }
                 b->tail[r] = K ? t->tail_mass[a] : 0.0f;
                 b->old_lp[r] = t->logprob[i];
+                b->exact[r] = t->teacher_lp ? t->teacher_lp[a] : NAN;
                 r++;
             }
             a++;
@@ -159,6 +194,7 @@ void distill_batch_free(DistillBatch* b) {
     free(b->lp);
     free(b->tail);
     free(b->old_lp);
+    free(b->exact);
     memset(b, 0, sizeof(*b));
 }
 
@@ -179,7 +215,8 @@ struct DistillObjective {
     float* tail;
     float* aux; // sampled: the teacher's log-prob of the target
     float* old;
-    float* z; // (V) one downloaded logits row
+    float* z;  // (V) one downloaded logits row
+    float* tz; // (V) one downloaded row of the teacher's full log-probs
     // backend copies
     float* d_w;
     int* d_tgt;
@@ -197,6 +234,7 @@ DistillObjective* distill_objective_create(Backend* be, DistillLoss loss, double
     o->beta = jsd_beta;
     o->V = V;
     o->z = mallocCheck(sizeof(float) * (size_t)V);
+    o->tz = mallocCheck(sizeof(float) * (size_t)V);
     return o;
 }
 
@@ -213,6 +251,7 @@ void distill_objective_free(DistillObjective* o) {
     if (!o) return;
     free_buffers(o);
     free(o->z);
+    free(o->tz);
     free(o);
 }
 
@@ -240,34 +279,43 @@ static void reserve(DistillObjective* o, size_t N, size_t K) {
     o->d_lp = be->alloc(be, sizeof(float) * nk);
 }
 
-void distill_objective_run(DistillObjective* o, const float* logits, const DistillBatch* b, float* dz,
-                           DistillStats* st) {
+// the rows against the teacher's full distribution: metrics, the JSD's surrogate and the sampled
+// id's log-prob on the host; returns the host JSD (weighted sum) when loss is jsd
+static double full_rows(DistillObjective* o, const float* logits, const DistillBatch* b, float* teacher,
+                        DistillLoss loss, DistillStats* st) {
     Backend* be = o->be;
-    const int N = b->B * b->T, V = o->V, K = b->K;
-    DistillLoss loss = o->loss;
-    if (loss == DISTILL_LOSS_JSD && o->beta <= 0.0) loss = DISTILL_LOSS_FORWARD_KL;
-    if (loss == DISTILL_LOSS_JSD && o->beta >= 1.0) loss = DISTILL_LOSS_REVERSE_KL;
-    if (loss != DISTILL_LOSS_SFT && K == 0) fatal("distill objective: the loss needs the teacher's top-k (K = 0)");
-    reserve(o, (size_t)N, (size_t)K);
+    const int V = o->V;
+    double host_loss = 0.0;
+    for (int r = 0; r < b->n_rows; r++) {
+        const int p = b->pos[r];
+        be->download(be, o->z, logits + (size_t)p * V, sizeof(float) * (size_t)V);
+        be->download(be, o->tz, teacher + (size_t)p * V, sizeof(float) * (size_t)V);
+        DistillRowStats rs;
+        distill_row_stats_full(o->z, o->tz, V, &rs);
+        st->kl_forward += rs.kl_forward;
+        st->kl_reverse += rs.kl_reverse;
+        st->agree += rs.agree;
+        st->entropy += rs.entropy;
+        if (loss == DISTILL_LOSS_JSD) {
+            host_loss += (double)b->weight * distill_row_jsd_full(o->z, o->tz, V, o->beta, o->tz);
+            be->upload(be, teacher + (size_t)p * V, o->tz, sizeof(float) * (size_t)V);
+        } else if (loss == DISTILL_LOSS_REVERSE_KL_SAMPLED) {
+            o->aux[p] = o->tz[o->tgt[p]];
+        }
+    }
+    return host_loss;
+}
 
-    // stage the rows at their positions; every other position has weight 0 (skipped by the blocks)
-    memset(o->w, 0, sizeof(float) * (size_t)N);
-    for (int p = 0; p < N; p++) o->tgt[p] = -1;
-    if (K) memset(o->ids, 0, sizeof(int) * (size_t)N * K), memset(o->lp, 0, sizeof(float) * (size_t)N * K);
-    memset(o->tail, 0, sizeof(float) * (size_t)N);
-    memset(o->aux, 0, sizeof(float) * (size_t)N);
-    memset(o->old, 0, sizeof(float) * (size_t)N);
+// the rows against the records' top-k buckets (and exact sampled log-probs where recorded)
+static double topk_rows(DistillObjective* o, const float* logits, const DistillBatch* b, DistillLoss loss,
+                        DistillStats* st) {
+    Backend* be = o->be;
+    const int V = o->V, K = b->K;
     double host_loss = 0.0;
     for (int r = 0; r < b->n_rows; r++) {
         const int p = b->pos[r];
         int* ids = o->ids + (size_t)p * K;
         float* lp = o->lp + (size_t)p * K;
-        o->w[p] = b->weight;
-        o->tgt[p] = b->target[r];
-        if (K) memcpy(ids, b->ids + (size_t)r * K, sizeof(int) * (size_t)K);
-        if (K) memcpy(lp, b->lp + (size_t)r * K, sizeof(float) * (size_t)K);
-        o->tail[p] = b->tail[r];
-        o->old[p] = b->old_lp[r];
         be->download(be, o->z, logits + (size_t)p * V, sizeof(float) * (size_t)V);
         DistillRowStats rs;
         distill_row_stats(o->z, V, ids, lp, o->tail[p], K, &rs);
@@ -278,9 +326,41 @@ void distill_objective_run(DistillObjective* o, const float* logits, const Disti
         if (loss == DISTILL_LOSS_JSD) {
             host_loss += (double)b->weight * distill_row_jsd(o->z, V, ids, lp, o->tail[p], K, o->beta, lp, &o->tail[p]);
         } else if (loss == DISTILL_LOSS_REVERSE_KL_SAMPLED) {
-            o->aux[p] = distill_row_sampled_lp(o->z, V, o->tgt[p], ids, lp, o->tail[p], K);
+            o->aux[p] = !isnan(b->exact[r]) ? b->exact[r]
+                                            : distill_row_sampled_lp(o->z, V, o->tgt[p], ids, lp, o->tail[p], K);
         }
     }
+    return host_loss;
+}
+
+void distill_objective_run(DistillObjective* o, const float* logits, const DistillBatch* b, float* teacher, float* dz,
+                           DistillStats* st) {
+    Backend* be = o->be;
+    const int N = b->B * b->T, V = o->V, K = teacher ? 0 : b->K;
+    DistillLoss loss = o->loss;
+    if (loss == DISTILL_LOSS_JSD && o->beta <= 0.0) loss = DISTILL_LOSS_FORWARD_KL;
+    if (loss == DISTILL_LOSS_JSD && o->beta >= 1.0) loss = DISTILL_LOSS_REVERSE_KL;
+    if (!teacher && loss != DISTILL_LOSS_SFT && K == 0)
+        fatal("distill objective: the loss needs the teacher's top-k (K = 0) or its full distribution");
+    reserve(o, (size_t)N, (size_t)K);
+
+    // stage the rows at their positions; every other position has weight 0 (skipped by the blocks)
+    memset(o->w, 0, sizeof(float) * (size_t)N);
+    for (int p = 0; p < N; p++) o->tgt[p] = -1;
+    if (K) memset(o->ids, 0, sizeof(int) * (size_t)N * K), memset(o->lp, 0, sizeof(float) * (size_t)N * K);
+    memset(o->tail, 0, sizeof(float) * (size_t)N);
+    memset(o->aux, 0, sizeof(float) * (size_t)N);
+    memset(o->old, 0, sizeof(float) * (size_t)N);
+    for (int r = 0; r < b->n_rows; r++) {
+        const int p = b->pos[r];
+        o->w[p] = b->weight;
+        o->tgt[p] = b->target[r];
+        if (K) memcpy(o->ids + (size_t)p * K, b->ids + (size_t)r * K, sizeof(int) * (size_t)K);
+        if (K) memcpy(o->lp + (size_t)p * K, b->lp + (size_t)r * K, sizeof(float) * (size_t)K);
+        o->tail[p] = b->tail[r];
+        o->old[p] = b->old_lp[r];
+    }
+    const double host_loss = teacher ? full_rows(o, logits, b, teacher, loss, st) : topk_rows(o, logits, b, loss, st);
     be->upload(be, o->d_w, o->w, sizeof(float) * (size_t)N);
     be->upload(be, o->d_tgt, o->tgt, sizeof(int) * (size_t)N);
     if (K) be->upload(be, o->d_ids, o->ids, sizeof(int) * (size_t)N * K);
@@ -291,20 +371,25 @@ void distill_objective_run(DistillObjective* o, const float* logits, const Disti
 
     switch (loss) {
     case DISTILL_LOSS_FORWARD_KL:
-        st->loss += loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 0, NULL, dz);
+        st->loss += teacher ? loss_kl_full(be, logits, teacher, o->d_w, N, V, 0, NULL, dz)
+                            : loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 0, NULL, dz);
         break;
     case DISTILL_LOSS_SFT:
         st->loss += loss_cross_entropy(be, logits, o->d_tgt, o->d_w, N, V, NULL, dz);
         break;
     case DISTILL_LOSS_REVERSE_KL:
-        st->loss += loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 1, NULL, dz);
+        st->loss += teacher ? loss_kl_full(be, logits, teacher, o->d_w, N, V, 1, NULL, dz)
+                            : loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 1, NULL, dz);
         break;
     case DISTILL_LOSS_REVERSE_KL_SAMPLED:
         st->loss += loss_kl_sampled(be, logits, o->d_tgt, o->d_aux, o->d_old, o->d_w, N, V, NULL, dz);
         break;
     case DISTILL_LOSS_JSD:
         // the block's value is the KL to the surrogate, not the JSD: report the host value
-        loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 1, NULL, dz);
+        if (teacher)
+            loss_kl_full(be, logits, teacher, o->d_w, N, V, 1, NULL, dz);
+        else
+            loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 1, NULL, dz);
         st->loss += host_loss;
         break;
     }

@@ -15,10 +15,17 @@
 //                       P'_b ~ Q_b^beta M_b^(1-beta) (Q, M detached; the block renormalises P').
 //                       beta = 0 is forward KL, beta = 1 reverse KL (the limits TRL special-cases).
 //   reverse_kl_sampled  loss_kl_sampled needs the teacher's log-prob of the sampled id y: the
-//                       renormalised top-k log-prob when y is in the top-k, else the tail bucket
-//                       spread like the student's tail: log P_tail + log q_y - log Q_tail.
+//                       record's exact one when it carries teacher_lp (on-policy scoring), else
+//                       the renormalised top-k log-prob when y is in the top-k, else the tail
+//                       bucket spread like the student's tail: log P_tail + log q_y - log Q_tail.
 //                       The importance ratio uses the record's logprob (the sampler's, at
 //                       temperature 1) as old_lp.
+//
+// With the teacher's full distribution (distill.teacher: recompute, teacher.h) the same losses
+// run over the whole vocabulary: forward_kl and reverse_kl are loss_kl_full, jsd composes
+// loss_kl_full reverse with the surrogate teacher lp'_v = beta lq_v + (1 - beta) log M_v (the
+// reverse block's gradient needs no normalisation), reverse_kl_sampled takes log p(y) from the
+// full row, and the metrics are full-vocabulary KLs and the teacher's argmax.
 #pragma once
 #include <stdint.h>
 
@@ -42,6 +49,12 @@ double distill_row_jsd(const float* z, int V, const int* ids, const float* lp, f
                        float* lp_s, float* tail_s);
 // the teacher's log-prob of the sampled id y for the sampled-token estimator
 float distill_row_sampled_lp(const float* z, int V, int y, const int* ids, const float* lp, float tail, int K);
+// the same statistics against the teacher's full log-probabilities lp (V): KLs over the
+// vocabulary, agreement of the two argmaxes (ties: lowest id)
+void distill_row_stats_full(const float* z, const float* lp, int V, DistillRowStats* out);
+// JSD(beta) over the vocabulary (0 < beta < 1); fills the surrogate teacher lp_s (V), whose
+// reverse full-KL gradient is the JSD gradient. lp_s may alias lp.
+double distill_row_jsd_full(const float* z, const float* lp, int V, double beta, float* lp_s);
 
 // ----------------------------------------------------------------------------
 // the micro-batch on the host
@@ -57,6 +70,7 @@ typedef struct {
     float* lp;     // (n_rows, K) teacher top-k log-probs
     float* tail;   // (n_rows) teacher tail mass
     float* old_lp; // (n_rows) the sampler's log-prob of target
+    float* exact;  // (n_rows) the teacher's log-prob of target from the record (teacher_lp), NaN if none
     float weight;  // of every row: 1 / loss tokens of the optimizer step
     int cap_tokens, cap_B, cap_rows, cap_K;
 } DistillBatch;
@@ -79,6 +93,8 @@ typedef struct DistillObjective DistillObjective;
 DistillObjective* distill_objective_create(Backend* be, DistillLoss loss, double jsd_beta, int V);
 void distill_objective_free(DistillObjective* o);
 // logits, dz: backend (B * T, V). Adds weight * dloss/dz into dz (the caller zeroes it) and the
-// batch's sums into st.
-void distill_objective_run(DistillObjective* o, const float* logits, const DistillBatch* b, float* dz,
+// batch's sums into st. teacher: NULL (the records' top-k rows), or the teacher's full
+// log-probabilities, backend (B * T, V) at the rows' positions (distill_teacher_rows); jsd
+// overwrites those rows with its surrogate teacher.
+void distill_objective_run(DistillObjective* o, const float* logits, const DistillBatch* b, float* teacher, float* dz,
                            DistillStats* st);

@@ -34,6 +34,7 @@ Trajectory* shards_student_record(const Trajectory* t) {
             traj_push_context(s, &t->tokens[i], 1, t->segment[i]);
         }
     }
+    traj_copy_teacher(s, t); // the teacher's log-probs and contexts index agent rows and the history
     return s;
 }
 

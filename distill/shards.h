@@ -30,7 +30,8 @@ typedef struct {
 } ShardSet;
 
 // the student's view of t as a new record: experience tokens dropped, everything else aligned
-// (agent rows keep their teacher top-k; steps keep their items and rewards)
+// (agent rows keep their teacher top-k and log-probs; steps keep their items and rewards; the
+// teacher's contexts are copied as they are, since they index the history)
 Trajectory* shards_student_record(const Trajectory* t);
 // regime: Regime (io/config.h)
 void shards_build(Trajectory* const* trajs, int n, int regime, double reward_threshold, int n_ranks, ShardSet* out);

@@ -26,13 +26,22 @@ enum { STAT_LOSS, STAT_KL_FWD, STAT_KL_REV, STAT_AGREE, STAT_ENTROPY, STAT_COUNT
 // config
 
 int distill_check_config(const Config* c, char* err, size_t errlen) {
-    if (c->distill.teacher == TEACHER_RECOMPUTE) {
-        char where[CONFIG_PATH + 32];
+    char where[CONFIG_PATH + 32], other[CONFIG_PATH + 32];
+    if (c->distill.loss == LOSS_REVERSE_KL_SAMPLED && c->distill.regime != REGIME_ON_POLICY) {
         snprintf(err, errlen,
-                 "%s: distill.teacher: 'recompute' is not available yet: the shards carry the student's view only "
-                 "(experience segments removed, step-wise items as ids), so a trainer cannot rebuild the teacher's "
-                 "context; use distill.teacher: recorded (the top-k log-probs recorded at rollout)",
-                 config_origin(c, "distill.teacher", where, sizeof(where)));
+                 "%s: distill.loss: 'reverse_kl_sampled' is on-policy only (the estimator averages over the student's "
+                 "own samples), but distill.regime is '%s' (%s); use distill.regime: on_policy, or forward_kl/sft",
+                 config_origin(c, "distill.loss", where, sizeof(where)),
+                 config_enum_name("distill.regime", c->distill.regime),
+                 config_origin(c, "distill.regime", other, sizeof(other)));
+        return -1;
+    }
+    if (c->distill.loss == LOSS_SFT && c->distill.teacher == TEACHER_RECOMPUTE) {
+        snprintf(err, errlen,
+                 "%s: distill.teacher: 'recompute' with distill.loss 'sft' (%s): SFT trains on the sampled tokens and "
+                 "uses no teacher distribution; use distill.teacher: recorded, or distill.loss: forward_kl",
+                 config_origin(c, "distill.teacher", where, sizeof(where)),
+                 config_origin(c, "distill.loss", other, sizeof(other)));
         return -1;
     }
     return 0;
@@ -49,6 +58,9 @@ void distill_options_from_config(DistillOptions* o, const Config* c) {
         break;
     case LOSS_JSD:
         o->loss = DISTILL_LOSS_JSD;
+        break;
+    case LOSS_REVERSE_KL_SAMPLED:
+        o->loss = DISTILL_LOSS_REVERSE_KL_SAMPLED;
         break;
     default:
         o->loss = DISTILL_LOSS_FORWARD_KL;
@@ -73,6 +85,8 @@ void distill_options_from_config(DistillOptions* o, const Config* c) {
     o->reduce = DISTILL_REDUCE_FIXED;
     o->bucket_bytes = (size_t)16 << 20;
     o->check_sync = c->run.log_level == LOG_DEBUG;
+    o->teacher_recompute = c->distill.teacher == TEACHER_RECOMPUTE;
+    o->teacher_max_len = c->rollout.max_context > o->max_seq ? c->rollout.max_context : o->max_seq;
 }
 
 // ----------------------------------------------------------------------------
@@ -80,11 +94,11 @@ void distill_options_from_config(DistillOptions* o, const Config* c) {
 
 DistillTrainer* distill_trainer_create(Model* m, const DistillOptions* o, MPI_Comm comm) {
     if (o->epochs < 1 || o->micro_batch_tokens < 1 || o->batch_tokens < 1 || o->max_batch < 1 || o->max_seq < 1 ||
-        o->bucket_bytes < sizeof(int64_t) || o->jsd_beta < 0.0 || o->jsd_beta > 1.0) {
+        o->bucket_bytes < sizeof(int64_t) || o->jsd_beta < 0.0 || o->jsd_beta > 1.0 || o->teacher_max_len < 0) {
         fatal("distill_trainer_create: invalid options (epochs %d, micro_batch_tokens %d, batch_tokens %ld, max_batch "
-              "%d, max_seq %d, bucket_bytes %zu, jsd_beta %g)",
+              "%d, max_seq %d, bucket_bytes %zu, jsd_beta %g, teacher_max_len %d)",
               o->epochs, o->micro_batch_tokens, o->batch_tokens, o->max_batch, o->max_seq, o->bucket_bytes,
-              o->jsd_beta);
+              o->jsd_beta, o->teacher_max_len);
     }
     DistillTrainer* t = callocCheck(1, sizeof(DistillTrainer));
     t->model = m;
@@ -107,6 +121,11 @@ DistillTrainer* distill_trainer_create(Model* m, const DistillOptions* o, MPI_Co
         t->acc_slice = mallocCheck(sizeof(int64_t) * slice);
     }
     t->obj = distill_objective_create(t->be, o->loss, o->jsd_beta, model_config(m)->vocab_size);
+    if (o->teacher_recompute) {
+        t->teacher = distill_teacher_create(m, o->teacher_max_len ? o->teacher_max_len : o->max_seq);
+        t->d_teacher = t->be->alloc(t->be, sizeof(float) * (size_t)o->max_batch * (size_t)o->max_seq *
+                                               (size_t)model_config(m)->vocab_size);
+    }
     return t;
 }
 
@@ -121,6 +140,8 @@ void distill_trainer_free(DistillTrainer* t) {
     free(t->acc_slice);
     distill_objective_free(t->obj);
     distill_batch_free(&t->batch);
+    if (t->teacher) t->be->free(t->be, t->d_teacher);
+    distill_teacher_free(t->teacher);
     part_free(&t->part);
     free(t);
 }
@@ -169,6 +190,42 @@ static int64_t loss_tokens(const Trajectory* s) {
     return n;
 }
 
+// teacher_recompute: the record says what its teacher saw, and the frozen teacher can hold it
+static void check_teacher_contexts(DistillTrainer* t, const Trajectory* s, const char* who, char* msg, size_t n,
+                                   int* rc) {
+    const int V = model_config(t->model)->vocab_size;
+    if (!(s->flags & TRAJ_FLAG_TEACHER_VIEW)) {
+        snprintf(msg, n,
+                 "%s: no teacher contexts (distill.teacher: recompute needs agent_teacher_view on every record at "
+                 "rollout)",
+                 who);
+        *rc = -1;
+        return;
+    }
+    for (int i = 0; i < s->n_tokens; i++) {
+        if (s->segment[i] == TRAJ_SEG_EXPERIENCE) {
+            snprintf(msg, n, "%s: token %d is experience: the trainers take student views (shards_student_record)",
+                     who, i);
+            *rc = -1;
+            return;
+        }
+    }
+    const int n_ids = s->n_tctx ? s->tctx_offset[s->n_tctx] : 0;
+    for (int i = 0; i < n_ids; i++) {
+        if (s->tctx_ids[i] < 0 || s->tctx_ids[i] >= V) {
+            snprintf(msg, n, "%s: teacher context id %d is outside the vocabulary [0, %d)", who, s->tctx_ids[i], V);
+            *rc = -1;
+            return;
+        }
+    }
+    const int need = distill_teacher_need(s), cap = distill_teacher_max_len(t->teacher);
+    if (need > cap) {
+        snprintf(msg, n, "%s: its teacher context needs %d tokens, the frozen teacher holds %d (rollout.max_context)",
+                 who, need, cap);
+        *rc = -1;
+    }
+}
+
 // 0, or -1 with msg naming the first sequence of the shard that cannot be trained on
 static int check_local(DistillTrainer* t, const Shard* sh, char* msg, size_t n) {
     const int V = model_config(t->model)->vocab_size;
@@ -189,6 +246,10 @@ static int check_local(DistillTrainer* t, const Shard* sh, char* msg, size_t n) 
                 BAD("%s: token %d is id %d, outside the vocabulary [0, %d)", who, i, s->tokens[i], V);
         }
         if (rc || loss_tokens(s) == 0) continue;
+        if (t->teacher) {
+            check_teacher_contexts(t, s, who, msg, n, &rc);
+            continue; // the frozen teacher replaces the recorded top-k rows
+        }
         if (s->topk == 0 && t->opt.loss != DISTILL_LOSS_SFT) {
             BAD("%s: no teacher top-k recorded (topk = 0), which every loss but sft needs", who);
         } else if (s->topk > LOSS_TOPK_MAX) {
@@ -360,12 +421,13 @@ static int step_gradients(DistillTrainer* t, const DistillPlan* p, int s, const 
         const int j = first + jj, B = p->micro_seq[j + 1] - p->micro_seq[j], T = p->micro_T[j];
         for (int b = 0; b < B; b++) list[b] = d->seq[p->seqs[p->micro_seq[j] + b]];
         distill_batch_fill(&t->batch, list, B, T, weight);
+        if (t->teacher) distill_teacher_rows(t->teacher, list, B, T, t->d_teacher);
         if (fixed) model_zero_grad(m);
         model_forward(m, t->batch.tokens, t->batch.lengths, B, T, NULL);
         float* dz = model_dlogits(m);
         be->memset0(be, dz, sizeof(float) * (size_t)B * T * V);
         DistillStats st = {0};
-        distill_objective_run(t->obj, model_logits(m), &t->batch, dz, &st);
+        distill_objective_run(t->obj, model_logits(m), &t->batch, t->teacher ? t->d_teacher : NULL, dz, &st);
         model_backward(m, dz);
         if (fixed) {
             double mx;
@@ -504,6 +566,7 @@ int distill_train(DistillTrainer* t, const Shard* local, int iteration, DistillR
         snprintf(err, errlen, "at the start of iteration %d: %s (broadcast the weights first)", iteration, msg);
         return -1;
     }
+    if (t->teacher) distill_teacher_refresh(t->teacher, t->model, t->params); // theta_k, frozen for the iteration
     int n_meta;
     DistillSeqMeta* meta = gather_meta(t, local, &n_meta);
     DistillPlanParams pp = {.epochs = t->opt.epochs,

@@ -10,6 +10,11 @@
 //   reverse_kl_sampled  the sampled-token estimator of the same                 (loss_kl_sampled)
 //   jsd         generalised JSD(beta) of GKD between the bucketed distributions, composed from
 //               loss_kl_topk reverse with a surrogate teacher (objective.h)
+// With teacher_recompute (distill.teacher: recompute) the teacher is a frozen copy of the weights
+// at the start of each iteration, run on every micro-batch with the experience in context as the
+// records' teacher contexts say (teacher.h), and the losses use its full distribution:
+// forward_kl and reverse_kl become loss_kl_full, jsd the full-vocabulary JSD, and the sampled
+// estimator takes the exact log p(y).
 //
 // Determinism: the same data, config and seed give bit-identical weights and metrics on any
 // number of trainers (with the same backend and threads per trainer). The micro-batches are a
@@ -64,14 +69,17 @@ typedef struct {
     int check_sync;         // hash the weights of every trainer after every step (debug)
     DistillStepFn on_step;  // optional, called on every trainer after every optimizer step
     void* on_step_ctx;
+    int teacher_recompute;  // the full teacher distribution from a frozen copy (distill.teacher: recompute)
+    int teacher_max_len;    // recompute: the longest teacher context (0: max_seq); rollout.max_context
 } DistillOptions;
 
-// 0 if the config's distill.* keys can be trained here, else -1 with err naming the key (for
-// example distill.teacher: recompute, which the shards cannot feed yet)
+// 0 if the config's distill.* keys can be trained here, else -1 with err naming the key and its
+// origin (reverse_kl_sampled off-policy; sft with distill.teacher: recompute)
 int distill_check_config(const Config* c, char* err, size_t errlen);
 // options from the config: loss, beta, epochs, budgets, AdamW, seed = run.seed, max_seq =
 // model.max_seq_len, max_batch = max(1, micro_batch_tokens / max_seq); fixed-point reduction,
-// 16 MiB buckets, check_sync when run.log_level is debug
+// 16 MiB buckets, check_sync when run.log_level is debug; teacher_recompute, teacher_max_len =
+// max(rollout.max_context, max_seq)
 void distill_options_from_config(DistillOptions* o, const Config* c);
 
 // ----------------------------------------------------------------------------
@@ -82,6 +90,9 @@ typedef struct DistillTrainer DistillTrainer;
 // Collective over comm (the trainer group). The model's weights must be identical on every
 // trainer (checked at the start of every distill_train). The trainer keeps AdamW moments only for
 // its ZeRO-1 slice, ckpt_shard(n_params, CKPT_F32, rank, size): the checkpoint writes whole blocks.
+// With teacher_recompute it also holds the frozen teacher: a second Model of the same config
+// (parameters, a KV cache of teacher_max_len tokens) and a (max_batch, max_seq, V) buffer of its
+// rows; distill_train refreshes it from the model's weights when it starts (theta_k).
 DistillTrainer* distill_trainer_create(Model* m, const DistillOptions* o, MPI_Comm comm);
 void distill_trainer_free(DistillTrainer* t);
 const DistillOptions* distill_trainer_options(const DistillTrainer* t);
@@ -91,9 +102,9 @@ struct DistillStepMetrics {
     long step;         // optimizer step within the iteration (0-based)
     long global_step;  // AdamW updates applied so far over all iterations (this one included)
     double loss;       // the optimised loss, mean per loss token
-    double kl_forward; // KL(p_teacher || q_student) on the top-k + tail buckets, mean per token
-    double kl_reverse; // KL(q_student || p_teacher) on the same buckets
-    double top1_agree; // fraction of tokens where the student's argmax is the teacher's top-1
+    double kl_forward; // KL(p_teacher || q_student) on the top-k + tail buckets (recompute: full), mean per token
+    double kl_reverse; // KL(q_student || p_teacher) on the same buckets (recompute: full)
+    double top1_agree; // fraction of tokens where the student's argmax is the teacher's top-1 (argmax)
     double entropy;    // student entropy over the full vocabulary (nats), mean per token
     double grad_norm;  // global L2 norm before clipping
     double lr;
@@ -119,7 +130,9 @@ typedef struct {
 // together are the iteration's data; their split does not change the result). Collective over
 // the trainer communicator. Returns 0, or -1 with err (the same on every trainer) when the data
 // cannot be trained on: a sequence longer than max_seq, a token id outside the vocabulary,
-// missing or inconsistent teacher top-k. `report` (may be NULL) receives the step metrics.
+// missing or inconsistent teacher top-k; with teacher_recompute, missing teacher contexts
+// (TRAJ_FLAG_TEACHER_VIEW) or one longer than teacher_max_len. `report` (may be NULL) receives
+// the step metrics.
 int distill_train(DistillTrainer* t, const Shard* local, int iteration, DistillReport* report, char* err,
                   size_t errlen);
 void distill_report_free(DistillReport* r);

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "distill/objective.h"
+#include "distill/teacher.h"
 #include "distill/trainer.h"
 
 // ----------------------------------------------------------------------------
@@ -64,6 +65,8 @@ struct DistillTrainer {
 
     DistillObjective* obj;
     DistillBatch batch;
+    DistillTeacher* teacher; // teacher_recompute: the frozen copy (teacher.h), else NULL
+    float* d_teacher;        // backend (max_batch, max_seq, V) its rows of one micro-batch
 };
 
 // one AdamW update of this rank's slice of the parameters from the reduced gradient slice

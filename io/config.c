@@ -368,7 +368,7 @@ int config_validate(const Config* c, ConfigError* err) {
     int loss_off = c->distill.loss == LOSS_FORWARD_KL || c->distill.loss == LOSS_SFT;
     if (off != loss_off) {
         return set_error(err, "%s: distill.loss '%s' does not fit distill.regime '%s' (%s); off_policy takes "
-                         "forward_kl or sft, on_policy takes reverse_kl or jsd",
+                         "forward_kl or sft, on_policy takes reverse_kl, reverse_kl_sampled or jsd",
                          config_origin(c, "distill.loss", a, sizeof(a)), config_enum_name("distill.loss", c->distill.loss),
                          config_enum_name("distill.regime", c->distill.regime),
                          config_origin(c, "distill.regime", b, sizeof(b)));

@@ -19,7 +19,7 @@ typedef enum { EXTRACTOR_CONTRASTIVE = 0, EXTRACTOR_LLM } Extractor;
 typedef enum { SELECTOR_BM25 = 0, SELECTOR_LLM } Selector;
 typedef enum { JUDGE_ENV = 0, JUDGE_LLM } Judge;
 typedef enum { REGIME_OFF_POLICY = 0, REGIME_ON_POLICY } Regime;
-typedef enum { LOSS_FORWARD_KL = 0, LOSS_SFT, LOSS_REVERSE_KL, LOSS_JSD } LossKind;
+typedef enum { LOSS_FORWARD_KL = 0, LOSS_SFT, LOSS_REVERSE_KL, LOSS_JSD, LOSS_REVERSE_KL_SAMPLED } LossKind;
 typedef enum { TEACHER_RECORDED = 0, TEACHER_RECOMPUTE } TeacherSignal;
 
 #define CONFIG_MAX_KEYS 128
@@ -104,6 +104,7 @@ typedef struct {
     struct {
         int tasks;
         int every;
+        double temperature;
     } eval;
     struct {
         int every;
@@ -112,8 +113,10 @@ typedef struct {
     } checkpoint;
     struct {
         char cache_dir[CONFIG_PATH];
+        int threads;
         int episodes;
         int worlds;
+        int copy_steps;
         int window_epochs;
         int epochs;
         double lr;

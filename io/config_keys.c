@@ -20,7 +20,7 @@ static const char* const extractors[] = {"contrastive", "llm", NULL};
 static const char* const selectors[] = {"bm25", "llm", NULL};
 static const char* const judges[] = {"env", "llm", NULL};
 static const char* const regimes[] = {"off_policy", "on_policy", NULL};
-static const char* const losses[] = {"forward_kl", "sft", "reverse_kl", "jsd", NULL};
+static const char* const losses[] = {"forward_kl", "sft", "reverse_kl", "jsd", "reverse_kl_sampled", NULL};
 static const char* const teachers[] = {"recorded", "recompute", NULL};
 
 // ----------------------------------------------------------------------------
@@ -86,8 +86,8 @@ const ConfigKey config_keys[] = {
     STR_("experience.seed_pool", experience.seed_pool, "", "Optional YAML file of items that form E_0; empty = start with an empty pool."),
     // distill
     ENUM_("distill.regime", distill.regime, "off_policy", regimes, "Internalization: off-policy (teacher trajectories) or on-policy (student trajectories scored by the teacher)."),
-    ENUM_("distill.loss", distill.loss, "forward_kl", losses, "off_policy: forward_kl or sft; on_policy: reverse_kl or jsd."),
-    ENUM_("distill.teacher", distill.teacher, "recorded", teachers, "Off-policy targets: top-k recorded at rollout, or the full distribution recomputed by the frozen teacher."),
+    ENUM_("distill.loss", distill.loss, "forward_kl", losses, "off_policy: forward_kl or sft; on_policy: reverse_kl (top-k buckets, or full with distill.teacher: recompute), reverse_kl_sampled (the sampled-token estimator) or jsd."),
+    ENUM_("distill.teacher", distill.teacher, "recorded", teachers, "Teacher signal: the top-k (+ tail) recorded at rollout, or the full distribution recomputed on the trainers by a frozen copy of theta_k with the experience in context (docs/DISTILL.md)."),
     INT_("distill.epochs", distill.epochs, "5", 1, 10000, "Passes over each iteration's distillation data (paper: 5)."),
     FLT_("distill.lr", distill.lr, "1e-5", 0, 10, "Peak AdamW learning rate (paper: 1e-5 for a 4B model)."),
     FLT_("distill.min_lr_ratio", distill.min_lr_ratio, "0.1", 0, 1, "Cosine schedule floor, as a fraction of distill.lr."),
@@ -104,14 +104,17 @@ const ConfigKey config_keys[] = {
     // eval
     INT_("eval.tasks", eval.tasks, "32", 0, 1e7, "Held-out tasks evaluated per iteration (student and teacher); 0 = no evaluation."),
     INT_("eval.every", eval.every, "1", 1, 100000, "Evaluate every this many iterations (and always after the last)."),
+    FLT_("eval.temperature", eval.temperature, "0", 0, 100, "Sampling temperature of the held-out evaluation; 0 = greedy (one deterministic answer per task, so success rates compare across iterations without sampling noise)."),
     // checkpoint
     INT_("checkpoint.every", checkpoint.every, "1", 1, 100000, "Write a checkpoint every this many iterations (and always after the last)."),
     INT_("checkpoint.keep_last", checkpoint.keep_last, "3", 1, 100000, "Complete checkpoints kept; older ones are deleted (never the newest)."),
     BOOL_("checkpoint.trajectories", checkpoint.trajectories, "false", "Store the iteration's trajectories in the checkpoint."),
     // bootstrap (docs/BOOTSTRAP.md)
     STR_("bootstrap.cache_dir", bootstrap.cache_dir, "runs/.bootstrap", "Where bootstrapped built-in models are cached, one HF directory per hash of the keys that determine them."),
+    INT_("bootstrap.threads", bootstrap.threads, "0", 0, 4096, "OpenMP threads of the bootstrap, which runs while other ranks wait; 0 = every core of the node. Does not change the result's cache key."),
     INT_("bootstrap.episodes", bootstrap.episodes, "1000", 1, 1e7, "Scripted demonstration episodes a built-in model is bootstrapped on."),
     INT_("bootstrap.worlds", bootstrap.worlds, "4", 1, 1000, "Environment worlds (seeds) the demonstrations are spread over; the first is the run's own."),
+    INT_("bootstrap.copy_steps", bootstrap.copy_steps, "600", 0, 1e7, "Steps of the copy warm-up on short synthetic text before the demonstrations (0: none)."),
     INT_("bootstrap.window_epochs", bootstrap.window_epochs, "1", 0, 10000, "Passes over short windows of the demonstrations (task, last call and result, one turn) before the whole episodes."),
     INT_("bootstrap.epochs", bootstrap.epochs, "2", 1, 10000, "Passes over the demonstrations."),
     FLT_("bootstrap.lr", bootstrap.lr, "2e-3", 0, 10, "Peak AdamW learning rate of the bootstrap (warmup, then cosine to a tenth)."),

@@ -1,99 +1,80 @@
 // `ingrain bench model` (see bench.h). Times full training steps of a built-in config and, as
 // the named baseline, the backend's own matmul on exactly the matmul calls of one step: the
 // bench interposes a recorder on Backend.matmul for one step, then replays the recorded calls
-// alone. The ratio says how close the step runs to the sgemm it is built on. The last line is
-// machine-readable (key=value) for tools/bench_pytorch.py.
+// alone. The ratio says how close the step runs to the sgemm (or cuBLAS) it is built on. On the
+// CUDA backend it also reports model FLOPs utilisation against cuBLAS's bf16 GEMM peak measured
+// in the same run and against the GPU's datasheet peak. The last line is machine-readable
+// (key=value) for tools/bench_pytorch.py.
 #include "model/bench.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/check.h"
 #include "common/log.h"
+#include "model/backend_select.h"
+#include "model/bench_matmul.h"
+#include "model/cuda_peak.h"
 #include "model/loss.h"
 #include "model/model.h"
 #include "model/rng.h"
+#include "model/timer.h"
+
+#define PEAK_GEMM_N 8192 // cuBLAS peak: an 8192^3 bf16 product
 
 static const char* usage =
     "usage: ingrain bench model [--config NAME] [--batch B] [--seq T] [--threads N] [--steps S] [--warmup W]\n"
+    "                           [--device cpu|cuda] [--bf16]\n"
     "\n"
-    "Training throughput (forward + cross-entropy + backward + AdamW) of a built-in config on the\n"
-    "CPU backend, beside OpenBLAS sgemm on the same matmul shapes in the same run.\n"
+    "Training throughput (forward + cross-entropy + backward + AdamW) of a built-in config, beside\n"
+    "the backend's matmul alone (OpenBLAS sgemm, cuBLAS) on the same matmul shapes in the same run.\n"
+    "On cuda also the model FLOPs utilisation (MFU) against cuBLAS's bf16 GEMM peak measured in the\n"
+    "same run and against the GPU's datasheet dense bf16 peak.\n"
     "  --config NAME  tiny, small (default) or gpt2-124m\n"
-    "  --batch B      sequences per step (default 8)\n"
-    "  --seq T        tokens per sequence (default 256)\n"
-    "  --threads N    OpenMP threads, 0 = all cores (default 0)\n"
+    "  --batch B      sequences per step (default 8; 16 on cuda)\n"
+    "  --seq T        tokens per sequence (default 256; 1024 or the config's maximum on cuda)\n"
+    "  --threads N    OpenMP threads, 0 = all cores (default 0; cpu only)\n"
     "  --steps S      timed steps (default 10)\n"
-    "  --warmup W     untimed steps first (default 2)\n";
+    "  --warmup W     untimed steps first (default 2)\n"
+    "  --device D     cpu (default) or cuda (GPU 0; CUDA_VISIBLE_DEVICES picks another)\n"
+    "  --bf16         cuda: matmuls on bf16 tensor cores (fp32 accumulation, fp32 master weights)\n";
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+// ----------------------------------------------------------------------------
+// peaks and model FLOPs
+
+// Dense (no sparsity) bf16 tensor-core peak of the vendor's datasheet, by device name; 0 when
+// unknown. The SXM parts are the plain names; the PCIe and NVL variants run lower clocks.
+static double datasheet_bf16_tflops(const char* name, const char** part) {
+    static const struct {
+        const char* key;
+        const char* part;
+        double tflops;
+    } table[] = {
+        {"H100 PCIe", "H100 PCIe", 756.0}, {"H100 NVL", "H100 NVL", 835.0}, {"H200 NVL", "H200 NVL", 835.0},
+        {"H100", "H100 SXM", 989.0},       {"H200", "H200 SXM", 989.0},     {"A100", "A100", 312.0},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        if (strstr(name, table[i].key)) {
+            *part = table[i].part;
+            return table[i].tflops;
+        }
+    }
+    *part = "unknown GPU";
+    return 0.0;
+}
+
+// Model FLOPs per trained token, the PaLM / llm.c convention: 6 N for the forward and backward
+// matmuls over the N parameters (the input embedding counted once, as the LM head it is or
+// mirrors: a lookup costs no FLOPs; norm weights, a rounding error, included), plus 12 L (H hd) T
+// for the attention scores and values over the whole T x T square (causal masking not discounted).
+static double model_flops_per_token(const ModelConfig* c, size_t n_params, int T) {
+    const double n_mm = (double)n_params - (c->tied_embeddings ? 0.0 : (double)c->vocab_size * c->dim);
+    return 6.0 * n_mm + 12.0 * c->n_layers * (double)c->n_heads * c->head_dim * T;
 }
 
 // ----------------------------------------------------------------------------
-// matmul recorder
-
-typedef struct {
-    int ta, tb, M, N, K, lda, ldb, ldc;
-    float beta;
-} MatmulCall;
-
-static struct {
-    MatmulCall* calls;
-    int n, cap;
-    void (*inner)(Backend*, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
-} rec;
-
-static void recording_matmul(Backend* be, int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
-                             const float* B, int ldb, float beta, float* C, int ldc) {
-    if (rec.n == rec.cap) {
-        rec.cap = rec.cap ? 2 * rec.cap : 64;
-        rec.calls = reallocCheck(rec.calls, (size_t)rec.cap * sizeof(MatmulCall));
-    }
-    rec.calls[rec.n++] = (MatmulCall){ta, tb, M, N, K, lda, ldb, ldc, beta};
-    rec.inner(be, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-static double matmul_flops(void) {
-    double f = 0.0;
-    for (int i = 0; i < rec.n; i++) f += 2.0 * rec.calls[i].M * rec.calls[i].N * rec.calls[i].K;
-    return f;
-}
-
-// scratch operands big enough for every recorded call
-typedef struct {
-    float *A, *B, *C;
-} ReplayBuffers;
-
-static ReplayBuffers replay_buffers(Backend* be) {
-    size_t na = 0, nb = 0, nc = 0;
-    for (int i = 0; i < rec.n; i++) {
-        const MatmulCall* c = &rec.calls[i];
-        size_t a = (size_t)(c->ta ? c->K : c->M) * c->lda, b = (size_t)(c->tb ? c->N : c->K) * c->ldb;
-        size_t cc = (size_t)c->M * c->ldc;
-        na = a > na ? a : na;
-        nb = b > nb ? b : nb;
-        nc = cc > nc ? cc : nc;
-    }
-    return (ReplayBuffers){be->alloc(be, na * sizeof(float)), be->alloc(be, nb * sizeof(float)),
-                           be->alloc(be, nc * sizeof(float))};
-}
-
-// the recorded calls once, back to back; returns seconds
-static double replay_matmuls(Backend* be, const ReplayBuffers* rb) {
-    be->synchronize(be);
-    double t0 = now_s();
-    for (int i = 0; i < rec.n; i++) {
-        const MatmulCall* c = &rec.calls[i];
-        rec.inner(be, c->ta, c->tb, c->M, c->N, c->K, 1.0f, rb->A, c->lda, rb->B, c->ldb, c->beta, rb->C, c->ldc);
-    }
-    be->synchronize(be);
-    return now_s() - t0;
-}
+// the benchmark
 
 static int cmp_double(const void* a, const void* b) {
     double x = *(const double*)a, y = *(const double*)b;
@@ -105,9 +86,6 @@ static double median(double* x, int n) {
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
-// ----------------------------------------------------------------------------
-// the benchmark
-
 typedef struct {
     double forward, backward, optimizer;
 } StepTimes;
@@ -116,21 +94,52 @@ static void train_step(Model* m, AdamW* opt, const int* tokens, const int* targe
                        StepTimes* st) {
     Backend* be = model_backend(m);
     const int N = B * T, V = model_config(m)->vocab_size;
-    double t0 = now_s();
+    double t0 = timer_now();
     model_forward(m, tokens, NULL, B, T, NULL);
     be->memset0(be, model_dlogits(m), (size_t)N * V * sizeof(float));
     loss_cross_entropy(be, model_logits(m), targets, w, N, V, NULL, model_dlogits(m));
-    double t1 = now_s();
+    double t1 = timer_now();
     model_zero_grad(m);
     model_backward(m, model_dlogits(m));
     be->synchronize(be);
-    double t2 = now_s();
+    double t2 = timer_now();
     adamw_step(opt, model_params(m), model_grads(m));
     be->synchronize(be);
-    double t3 = now_s();
+    double t3 = timer_now();
     st->forward += t1 - t0;
     st->backward += t2 - t1;
     st->optimizer += t3 - t2;
+}
+
+// cuda: model FLOPs utilisation against the measured cuBLAS peak and the datasheet
+static void report_mfu(const ModelConfig* c, size_t n_params, int T, double tok_s, const char* config, int B,
+                       int bf16, double step, double mm_fraction) {
+    char name[256], err[512];
+    if (cuda_device_name(0, name, sizeof name, err, sizeof err) != 0) snprintf(name, sizeof name, "?");
+    const double peak = cuda_gemm_peak_tflops(0, PEAK_GEMM_N, err, sizeof err);
+    const char* part;
+    const double sheet = datasheet_bf16_tflops(name, &part);
+    const double fpt = model_flops_per_token(c, n_params, T), tflops = fpt * tok_s / 1e12;
+    printf("  model FLOPs           %8.3f GFLOP/token = 6 N + 12 L H hd T (N = %.2fM matmul parameters, T = %d)\n",
+           fpt / 1e9, (fpt - 12.0 * c->n_layers * (double)c->n_heads * c->head_dim * T) / 6.0 / 1e6, T);
+    printf("  model throughput      %8.1f TFLOP/s\n", tflops);
+    if (peak > 0.0) {
+        printf("  cuBLAS bf16 GEMM peak %8.1f TFLOP/s (%d^3, fp32 accumulation, measured now): MFU %.1f %%\n", peak,
+               PEAK_GEMM_N, 100.0 * tflops / peak);
+    } else {
+        printf("  cuBLAS bf16 GEMM peak: not measured: %s\n", err);
+    }
+    if (sheet > 0.0) {
+        printf("  datasheet dense bf16  %8.1f TFLOP/s (%s): MFU %.1f %%\n", sheet, part, 100.0 * tflops / sheet);
+    } else {
+        printf("  datasheet dense bf16: no figure for '%s'\n", name);
+    }
+    for (char* p = name; *p; p++) *p = *p == ' ' ? '_' : *p;
+    printf("RESULT device=cuda gpu=%s config=%s batch=%d seq=%d bf16=%d tokens_per_s=%.1f step_ms=%.2f "
+           "model_tflops=%.2f cublas_peak_tflops=%.2f datasheet_tflops=%.1f mfu_measured=%.4f mfu_datasheet=%.4f "
+           "matmul_fraction=%.4f\n",
+           name, config, B, T, bf16, tok_s, 1e3 * step, tflops, peak, sheet, peak > 0.0 ? tflops / peak : 0.0,
+           sheet > 0.0 ? tflops / sheet : 0.0, mm_fraction);
 }
 
 static int parse_int(const char* opt, const char* s, int lo, int* out) {
@@ -146,12 +155,17 @@ static int parse_int(const char* opt, const char* s, int lo, int* out) {
 
 int model_bench(int argc, char** argv) {
     const char* config = "small";
-    int B = 8, T = 256, threads = 0, steps = 10, warmup = 2;
+    const char* device = "cpu";
+    int B = 0, T = 0, threads = 0, steps = 10, warmup = 2, bf16 = 0;
     for (int i = 1; i < argc; i++) {
         const char* a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(usage, stdout);
             return INGRAIN_EXIT_OK;
+        }
+        if (strcmp(a, "--bf16") == 0) {
+            bf16 = 1;
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "ingrain bench model: unknown or incomplete option '%s'\n%s", a, usage);
@@ -160,6 +174,7 @@ int model_bench(int argc, char** argv) {
         const char* v = argv[++i];
         int bad = 0;
         if (strcmp(a, "--config") == 0) config = v;
+        else if (strcmp(a, "--device") == 0) device = v;
         else if (strcmp(a, "--batch") == 0) bad = parse_int(a, v, 1, &B);
         else if (strcmp(a, "--seq") == 0) bad = parse_int(a, v, 2, &T);
         else if (strcmp(a, "--threads") == 0) bad = parse_int(a, v, 0, &threads);
@@ -176,13 +191,21 @@ int model_bench(int argc, char** argv) {
         fprintf(stderr, "ingrain bench model: unknown config '%s' (built-in: tiny, small, gpt2-124m)\n", config);
         return INGRAIN_EXIT_USAGE;
     }
+    const int gpu = strcmp(device, "cuda") == 0;
+    if (!B) B = gpu ? 16 : 8;
+    if (!T) T = gpu ? (c.max_seq_len < 1024 ? c.max_seq_len : 1024) : 256;
     if (T > c.max_seq_len) {
         fprintf(stderr, "ingrain bench model: --seq %d exceeds the config's max_position_embeddings %d\n", T,
                 c.max_seq_len);
         return INGRAIN_EXIT_USAGE;
     }
+    char err[2048];
+    Backend* be = backend_open_flags(device, bf16, threads, err, sizeof err);
+    if (!be) {
+        fprintf(stderr, "ingrain bench model: %s\n", err);
+        return INGRAIN_EXIT_USAGE;
+    }
 
-    Backend* be = backend_cpu_create(threads);
     Model* m = model_create(&c, be, B, T);
     model_init_random(m, 1);
     AdamWConfig oc = adamw_default_config();
@@ -203,33 +226,35 @@ int model_bench(int argc, char** argv) {
     be->upload(be, targets, host_targets, (size_t)N * sizeof(int));
     be->upload(be, w, host_w, (size_t)N * sizeof(float));
 
+    char desc[512];
+    backend_describe(be, bf16, 0, desc, sizeof desc);
     printf("ingrain bench model: config %s (V=%d D=%d L=%d H=%d KV=%d hd=%d F=%d), %.2fM parameters\n", config,
            c.vocab_size, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim,
            (double)model_num_params(m) / 1e6);
-    printf("  batch %d x %d tokens, backend %s with %d threads (OpenBLAS %s kernels), %d timed steps after %d warmup\n",
-           B, T, be->name, be->threads, backend_cpu_blas_core(), steps, warmup);
+    printf("  batch %d x %d tokens, backend %s, %d timed steps after %d warmup\n", B, T, desc, steps, warmup);
 
     // one recorded step (also the first warmup step)
     StepTimes st = {0};
-    rec.inner = be->matmul;
-    be->matmul = recording_matmul;
+    bench_matmul_install(be);
+    bench_matmul_record(1);
     train_step(m, opt, tokens, targets, w, B, T, &st);
-    be->matmul = rec.inner;
+    bench_matmul_uninstall(be);
     for (int s = 1; s < warmup; s++) train_step(m, opt, tokens, targets, w, B, T, &st);
     // steps and matmul replays alternate, so that a busy machine slows both alike; medians
-    ReplayBuffers rb = replay_buffers(be);
-    replay_matmuls(be, &rb);
+    MatmulScratch rb = bench_matmul_scratch(be);
+    bench_matmul_replay(be, &rb);
     double* t_step = mallocCheck((size_t)steps * sizeof(double));
     double* t_mm = mallocCheck((size_t)steps * sizeof(double));
     st = (StepTimes){0};
     for (int s = 0; s < steps; s++) {
-        double t0 = now_s();
+        double t0 = timer_now();
         train_step(m, opt, tokens, targets, w, B, T, &st);
-        t_step[s] = now_s() - t0;
-        t_mm[s] = replay_matmuls(be, &rb);
+        t_step[s] = timer_now() - t0;
+        t_mm[s] = bench_matmul_replay(be, &rb);
     }
     const double step = median(t_step, steps), sgemm = median(t_mm, steps);
-    const double mm_flops = matmul_flops();
+    const double mm_flops = bench_matmul_flops();
+    const int mm_calls = bench_matmul_count();
     // attention products inside the attention op, causal half only and without the backward's
     // recomputation of QK^T: two forward (QK^T, PV), four backward (dP, dQ, dK, dV)
     const double attn_flops = 6.0 * 2.0 * B * c.n_heads * ((double)T * (T + 1) / 2.0) * c.head_dim * c.n_layers;
@@ -239,30 +264,32 @@ int model_bench(int argc, char** argv) {
     free(t_step);
     free(t_mm);
 
-    const double tok_s = N / step;
+    const char* lib = gpu ? "cuBLAS" : "sgemm";
+    const double tok_s = N / step, fraction = ((mm_flops + attn_flops) / step) / (mm_flops / sgemm);
     printf("  step (median)         %8.1f ms  (mean forward+loss %.1f, backward %.1f, adamw %.1f)\n", 1e3 * step,
            1e3 * st.forward / steps, 1e3 * st.backward / steps, 1e3 * st.optimizer / steps);
     printf("  training throughput   %8.0f tokens/s\n", tok_s);
-    printf("  model matmuls         %8.1f GFLOP/step in %d calls (+ %.1f GFLOP of attention)\n", mm_flops / 1e9, rec.n,
-           attn_flops / 1e9);
+    printf("  model matmuls         %8.1f GFLOP/step in %d calls (+ %.1f GFLOP of attention)\n", mm_flops / 1e9,
+           mm_calls, attn_flops / 1e9);
     printf("  achieved              %8.1f GFLOP/s (matmul + attention FLOPs / step time)\n",
            (mm_flops + attn_flops) / step / 1e9);
-    printf("  baseline: sgemm alone %8.1f GFLOP/s on the same %d matmul calls (%.1f ms/step)\n", mm_flops / sgemm / 1e9,
-           rec.n, 1e3 * sgemm);
-    printf("  fraction of sgemm     %8.1f %%  (achieved / sgemm-alone throughput)\n",
-           100.0 * ((mm_flops + attn_flops) / step) / (mm_flops / sgemm));
-    if (backend_cpu_blas_better_core()) {
-        printf("  note: OPENBLAS_CORETYPE=%s would run AVX-512 matmul kernels on this CPU\n",
-               backend_cpu_blas_better_core());
+    printf("  baseline: %s alone %8.1f GFLOP/s on the same %d matmul calls (%.1f ms/step)\n", lib,
+           mm_flops / sgemm / 1e9, mm_calls, 1e3 * sgemm);
+    printf("  fraction of %-6s    %8.1f %%  (achieved / %s-alone throughput)\n", lib, 100.0 * fraction, lib);
+    if (gpu) {
+        report_mfu(&c, model_num_params(m), T, tok_s, config, B, bf16, step, fraction);
+    } else {
+        if (backend_cpu_blas_better_core()) {
+            printf("  note: OPENBLAS_CORETYPE=%s would run AVX-512 matmul kernels on this CPU\n",
+                   backend_cpu_blas_better_core());
+        }
+        printf("RESULT config=%s batch=%d seq=%d threads=%d blas_core=%s tokens_per_s=%.1f step_ms=%.2f "
+               "gflops=%.2f sgemm_gflops=%.2f sgemm_fraction=%.4f\n",
+               config, B, T, be->threads, backend_cpu_blas_core(), tok_s, 1e3 * step,
+               (mm_flops + attn_flops) / step / 1e9, mm_flops / sgemm / 1e9, fraction);
     }
-    printf("RESULT config=%s batch=%d seq=%d threads=%d blas_core=%s tokens_per_s=%.1f step_ms=%.2f gflops=%.2f "
-           "sgemm_gflops=%.2f sgemm_fraction=%.4f\n",
-           config, B, T, be->threads, backend_cpu_blas_core(), tok_s, 1e3 * step, (mm_flops + attn_flops) / step / 1e9,
-           mm_flops / sgemm / 1e9, ((mm_flops + attn_flops) / step) / (mm_flops / sgemm));
 
-    free(rec.calls);
-    rec.calls = NULL;
-    rec.n = rec.cap = 0;
+    bench_matmul_clear();
     be->free(be, targets);
     be->free(be, w);
     free(tokens);

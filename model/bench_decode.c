@@ -11,21 +11,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/check.h"
 #include "common/log.h"
+#include "model/backend_select.h"
+#include "model/bench_matmul.h"
 #include "model/decode.h"
 #include "model/model.h"
 #include "model/rng.h"
+#include "model/timer.h"
 
 #define BENCH_MAX_BATCHES 16
 
 static const char* usage =
     "usage: ingrain bench decode [--config NAME] [--batch B[,B...]] [--prompt P] [--new N] [--threads T]\n"
-    "                            [--rounds R] [--record-topk K]\n"
+    "                            [--rounds R] [--record-topk K] [--device cpu|cuda] [--bf16]\n"
     "\n"
-    "Decoding throughput of a built-in config (random weights) on the CPU backend: prefill of B\n"
+    "Decoding throughput of a built-in config (random weights) on a backend: prefill of B\n"
     "prompts of P tokens, then N sampled tokens per sequence through the KV cache, beside the\n"
     "backend's matmuls of one decode step replayed alone.\n"
     "  --config NAME     tiny, small (default) or gpt2-124m\n"
@@ -34,66 +36,20 @@ static const char* usage =
     "  --new N           generated tokens per sequence (default 128)\n"
     "  --threads T       OpenMP threads, 0 = all cores (default 0)\n"
     "  --rounds R        timed rounds per batch size, the best is reported (default 3)\n"
-    "  --record-topk K   also record the top-K log-probs of every token (default 0)\n";
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+    "  --record-topk K   also record the top-K log-probs of every token (default 0)\n"
+    "  --device D        cpu (default) or cuda (GPU 0; CUDA_VISIBLE_DEVICES picks another)\n"
+    "  --bf16            cuda: matmuls on bf16 tensor cores (fp32 accumulation)\n";
 
 // ----------------------------------------------------------------------------
-// matmul recorder: the calls of one decode step, with their operands
-
-typedef struct {
-    int ta, tb, M, N, K, lda, ldb, ldc;
-    float alpha, beta;
-    const float *A, *B;
-    float* C;
-} MatmulCall;
-
-static struct {
-    MatmulCall* calls;
-    int n, cap, on;
-    void (*inner)(Backend*, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
-} rec;
-
-static void recording_matmul(Backend* be, int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
-                             const float* B, int ldb, float beta, float* C, int ldc) {
-    if (rec.on) {
-        if (rec.n == rec.cap) {
-            rec.cap = rec.cap ? 2 * rec.cap : 128;
-            rec.calls = reallocCheck(rec.calls, (size_t)rec.cap * sizeof(MatmulCall));
-        }
-        rec.calls[rec.n++] = (MatmulCall){ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
-    }
-    rec.inner(be, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-static double replay_matmuls(Backend* be) {
-    be->synchronize(be);
-    const double t0 = now_s();
-    for (int i = 0; i < rec.n; i++) {
-        const MatmulCall* c = &rec.calls[i];
-        rec.inner(be, c->ta, c->tb, c->M, c->N, c->K, c->alpha, c->A, c->lda, c->B, c->ldb, c->beta, c->C, c->ldc);
-    }
-    be->synchronize(be);
-    return now_s() - t0;
-}
-
-static double matmul_flops(void) {
-    double f = 0.0;
-    for (int i = 0; i < rec.n; i++) f += 2.0 * rec.calls[i].M * rec.calls[i].N * rec.calls[i].K;
-    return f;
-}
+// the matmuls of one decode step
 
 // the stop callback records the first decode step's matmuls: it runs after the first sampled
 // token, just before decoder_generate feeds the batch's tokens back
 static int record_next_step(void* ctx, int slot, const SampledToken* tokens, int n) {
     (void)tokens;
     const int* last_slot = ctx;
-    if (n == 1 && slot == *last_slot) rec.on = 1;
-    else if (n == 2) rec.on = 0;
+    if (n == 1 && slot == *last_slot) bench_matmul_record(1);
+    else if (n == 2) bench_matmul_record(0);
     return 0;
 }
 
@@ -161,22 +117,19 @@ static BatchTimes run_batch(Model* m, int B, int P, int N, int rounds, int recor
             rng_seed_stream(&rngs[b], 7, (uint64_t)b);
         }
         int last = B - 1;
-        if (r == 0) {
-            rec.inner = be->matmul;
-            be->matmul = recording_matmul;
-        }
-        const double t0 = now_s();
+        if (r == 0) bench_matmul_install(be);
+        const double t0 = timer_now();
         decoder_feed(d, B, slots, tok, n, NULL);
-        const double t1 = now_s();
+        const double t1 = timer_now();
         decoder_generate(d, B, slots, &sp, rp, N, NULL, 0, r == 0 ? record_next_step : NULL, &last, out);
-        const double t2 = now_s();
+        const double t2 = timer_now();
         if (r == 0) {
-            be->matmul = rec.inner;
-            replay_matmuls(be); // warm
+            bench_matmul_uninstall(be);
+            bench_matmul_replay(be, NULL); // warm
         } else {
             bt.prefill = t1 - t0 < bt.prefill ? t1 - t0 : bt.prefill;
             bt.decode = t2 - t1 < bt.decode ? t2 - t1 : bt.decode;
-            const double mm = replay_matmuls(be);
+            const double mm = bench_matmul_replay(be, NULL);
             bt.matmul = mm < bt.matmul ? mm : bt.matmul;
         }
         for (int b = 0; b < B; b++) {
@@ -184,11 +137,9 @@ static BatchTimes run_batch(Model* m, int B, int P, int N, int rounds, int recor
             gen_result_free(&out[b]);
         }
     }
-    bt.step_flops = matmul_flops();
-    bt.step_calls = rec.n;
-    free(rec.calls);
-    rec.calls = NULL;
-    rec.n = rec.cap = 0;
+    bt.step_flops = bench_matmul_flops();
+    bt.step_calls = bench_matmul_count();
+    bench_matmul_clear();
     decoder_free(d);
     free(prompts);
     free(slots);
@@ -205,13 +156,18 @@ static BatchTimes run_batch(Model* m, int B, int P, int N, int rounds, int recor
 
 int bench_decode(int argc, char** argv) {
     const char* config = "small";
+    const char* device = "cpu";
     int batches[BENCH_MAX_BATCHES] = {1, 32}, nbatch = 2;
-    int P = 64, N = 128, threads = 0, rounds = 3, record_topk = 0;
+    int P = 64, N = 128, threads = 0, rounds = 3, record_topk = 0, bf16 = 0;
     for (int i = 0; i < argc; i++) {
         const char* a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(usage, stdout);
             return INGRAIN_EXIT_OK;
+        }
+        if (strcmp(a, "--bf16") == 0) {
+            bf16 = 1;
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "ingrain bench decode: unknown or incomplete option '%s'\n%s", a, usage);
@@ -220,6 +176,7 @@ int bench_decode(int argc, char** argv) {
         const char* v = argv[++i];
         int bad = 0;
         if (strcmp(a, "--config") == 0) config = v;
+        else if (strcmp(a, "--device") == 0) device = v;
         else if (strcmp(a, "--batch") == 0) {
             bad = parse_batches(v, batches, &nbatch);
             if (bad) fprintf(stderr, "ingrain bench decode: --batch expects up to %d positive integers, got '%s'\n",
@@ -251,15 +208,22 @@ int bench_decode(int argc, char** argv) {
         return INGRAIN_EXIT_USAGE;
     }
 
-    Backend* be = backend_cpu_create(threads);
+    char err[2048];
+    Backend* be = backend_open_flags(device, bf16, threads, err, sizeof err);
+    if (!be) {
+        fprintf(stderr, "ingrain bench decode: %s\n", err);
+        return INGRAIN_EXIT_USAGE;
+    }
+    const int gpu = strcmp(be->name, "cpu") != 0;
     Model* m = model_create(&c, be, 1, 1); // only its weights are used
     model_init_random(m, 1);
     printf("ingrain bench decode: config %s (V=%d D=%d L=%d H=%d KV=%d hd=%d F=%d), %.2fM parameters\n", config,
            c.vocab_size, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim,
            (double)model_num_params(m) / 1e6);
-    printf("  prompt %d + %d new tokens per sequence, temperature 1, record top-%d, backend %s with %d threads "
-           "(OpenBLAS %s kernels), best of %d rounds\n",
-           P, N, record_topk, be->name, be->threads, backend_cpu_blas_core(), rounds);
+    char desc[512];
+    backend_describe(be, bf16, 0, desc, sizeof desc);
+    printf("  prompt %d + %d new tokens per sequence, temperature 1, record top-%d, backend %s, best of %d rounds\n", P,
+           N, record_topk, desc, rounds);
     for (int i = 0; i < nbatch; i++) {
         const int B = batches[i];
         const BatchTimes bt = run_batch(m, B, P, N, rounds, record_topk);
@@ -270,12 +234,18 @@ int bench_decode(int argc, char** argv) {
                "alone %.2f ms (%.1f GFLOP/s) = %.0f %% of the step\n",
                B, tok_s, 1e3 * step, prefill_tok_s, bt.step_calls, 1e3 * bt.matmul, bt.step_flops / bt.matmul / 1e9,
                100.0 * bt.matmul / step);
-        printf("RESULT config=%s batch=%d prompt=%d new=%d threads=%d blas_core=%s decode_tokens_per_s=%.1f "
-               "step_ms=%.3f prefill_tokens_per_s=%.1f matmul_ms=%.3f matmul_fraction=%.4f\n",
-               config, B, P, N, be->threads, backend_cpu_blas_core(), tok_s, 1e3 * step, prefill_tok_s,
-               1e3 * bt.matmul, bt.matmul / step);
+        if (gpu) {
+            printf("RESULT device=cuda bf16=%d config=%s batch=%d prompt=%d new=%d decode_tokens_per_s=%.1f "
+                   "step_ms=%.3f prefill_tokens_per_s=%.1f matmul_ms=%.3f matmul_fraction=%.4f\n",
+                   bf16, config, B, P, N, tok_s, 1e3 * step, prefill_tok_s, 1e3 * bt.matmul, bt.matmul / step);
+        } else {
+            printf("RESULT config=%s batch=%d prompt=%d new=%d threads=%d blas_core=%s decode_tokens_per_s=%.1f "
+                   "step_ms=%.3f prefill_tokens_per_s=%.1f matmul_ms=%.3f matmul_fraction=%.4f\n",
+                   config, B, P, N, be->threads, backend_cpu_blas_core(), tok_s, 1e3 * step, prefill_tok_s,
+                   1e3 * bt.matmul, bt.matmul / step);
+        }
     }
-    if (backend_cpu_blas_better_core()) {
+    if (!gpu && backend_cpu_blas_better_core()) {
         printf("  note: OPENBLAS_CORETYPE=%s would run AVX-512 matmul kernels on this CPU\n",
                backend_cpu_blas_better_core());
     }

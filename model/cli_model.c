@@ -8,14 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "common/check.h"
 #include "common/log.h"
+#include "model/backend_select.h"
 #include "model/chat.h"
 #include "model/decode.h"
 #include "model/hf.h"
 #include "model/loss.h"
+#include "model/timer.h"
 
 #define SCORE_PIECE 64 // positions per feed when scoring (bounds the logits buffer to 64 x V)
 
@@ -33,11 +34,16 @@ static int is_file(const char* path) {
 }
 
 int cli_model_load(const char* spec, int threads, uint64_t seed, CliModel* out, char* err, size_t errlen) {
+    return cli_model_load_device(spec, "cpu", 0, threads, seed, out, err, errlen);
+}
+
+int cli_model_load_device(const char* spec, const char* device, int bf16, int threads, uint64_t seed, CliModel* out,
+                          char* err, size_t errlen) {
     memset(out, 0, sizeof(*out));
     if (model_builtin_config(spec, &out->cfg) == 0 && !is_dir(spec)) {
+        if (!(out->be = backend_open_flags(device, bf16, threads, err, errlen))) return -1;
         out->builtin = 1;
         out->tok = tokenizer_byte();
-        out->be = backend_cpu_create(threads);
         out->model = model_create(&out->cfg, out->be, 1, 1);
         model_init_random(out->model, seed);
         return 0;
@@ -63,7 +69,12 @@ int cli_model_load(const char* spec, int threads, uint64_t seed, CliModel* out, 
         out->tok = NULL;
         return -1;
     }
-    out->be = backend_cpu_create(threads);
+    if (!(out->be = backend_open_flags(device, bf16, threads, err, errlen))) {
+        free(host);
+        tokenizer_free(out->tok);
+        out->tok = NULL;
+        return -1;
+    }
     out->model = model_create(&out->cfg, out->be, 1, 1);
     model_params_upload(out->model, host);
     free(host);
@@ -214,6 +225,8 @@ static const char* usage_generate =
     "  --top-k K          keep the K most likely tokens, 0 = all (default 0)\n"
     "  --seed S           sampling seed (default 0)\n"
     "  --threads N        CPU threads, 0 = all cores (default 0)\n"
+    "  --device D         cpu (default) or cuda (GPU 0; CUDA_VISIBLE_DEVICES picks another)\n"
+    "  --bf16             with --device cuda: matmuls on bf16 tensor cores\n"
     "Generation stops at the template's end-of-turn token, the tokenizer's end-of-text token, after\n"
     "--max-new tokens or at the model's context length. Statistics go to stderr.\n";
 
@@ -229,7 +242,9 @@ static const char* usage_score =
     "  --topk K           also print the top-K log-probs per position (default 0)\n"
     "  --bos              put the tokenizer's begin-of-text token first (HF adds it for Llama models)\n"
     "  --seed S           seed of a built-in config's random weights (default 0)\n"
-    "  --threads N        CPU threads, 0 = all cores (default 0)\n";
+    "  --threads N        CPU threads, 0 = all cores (default 0)\n"
+    "  --device D         cpu (default) or cuda (GPU 0; CUDA_VISIBLE_DEVICES picks another)\n"
+    "  --bf16             with --device cuda: matmuls on bf16 tensor cores\n";
 
 static int parse_long(const char* cmd, const char* opt, const char* s, long lo, long hi, long* out) {
     char* end;
@@ -262,12 +277,13 @@ typedef struct {
     const char* format;
     const char* text;
     const char* tokens;
-    int raw, bos;
+    const char* device;
+    int raw, bos, bf16;
     long max_new, top_k, seed, threads, topk;
     float temperature, top_p;
 } CliArgs;
 
-// Parses the options of `cmd` (flags: --raw, --bos; the rest take a value). Returns 0, 1 after
+// Parses the options of `cmd` (flags: --raw, --bos, --bf16; the rest take a value). Returns 0, 1 after
 // printing the help, or an exit code.
 static int parse_args(const char* cmd, const char* usage, int argc, char** argv, CliArgs* a) {
     for (int i = 0; i < argc; i++) {
@@ -284,6 +300,10 @@ static int parse_args(const char* cmd, const char* usage, int argc, char** argv,
             a->bos = 1;
             continue;
         }
+        if (strcmp(o, "--bf16") == 0) {
+            a->bf16 = 1;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "ingrain %s: unknown option or missing value: '%s'\n\n%s", cmd, o, usage);
             return INGRAIN_EXIT_USAGE;
@@ -294,6 +314,7 @@ static int parse_args(const char* cmd, const char* usage, int argc, char** argv,
         if (strcmp(o, "--model") == 0) a->model = v;
         else if (strcmp(o, "--seed") == 0) bad = parse_long(cmd, o, v, 0, 0x7fffffffffffffffL, &a->seed);
         else if (strcmp(o, "--threads") == 0) bad = parse_long(cmd, o, v, 0, 1024, &a->threads);
+        else if (strcmp(o, "--device") == 0) a->device = v;
         else if (gen && strcmp(o, "--prompt") == 0) a->prompt = v;
         else if (gen && strcmp(o, "--system") == 0) a->system = v;
         else if (gen && strcmp(o, "--format") == 0) a->format = v;
@@ -321,7 +342,7 @@ static int parse_args(const char* cmd, const char* usage, int argc, char** argv,
 // score
 
 int cli_score(int argc, char** argv) {
-    CliArgs a = {0};
+    CliArgs a = {.device = "cpu"};
     int rc = parse_args("score", usage_score, argc, argv, &a);
     if (rc != 0) return rc == 1 ? INGRAIN_EXIT_OK : rc;
     if (!a.text == !a.tokens) {
@@ -335,7 +356,7 @@ int cli_score(int argc, char** argv) {
         return INGRAIN_EXIT_USAGE;
     }
     CliModel cm;
-    if (cli_model_load(a.model, (int)a.threads, (uint64_t)a.seed, &cm, err, sizeof err) != 0) {
+    if (cli_model_load_device(a.model, a.device, a.bf16, (int)a.threads, (uint64_t)a.seed, &cm, err, sizeof err) != 0) {
         fprintf(stderr, "ingrain score: cannot load the model: %s\n", err);
         tokenbuf_free(&ids);
         return INGRAIN_EXIT_USAGE;
@@ -417,12 +438,6 @@ static int stream_token(void* ctx, int slot, const SampledToken* tokens, int n) 
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 // the prompt's ids (chat template or raw) into ids, and the stop ids; 0 or -1 with err
 static int render_prompt(const CliArgs* a, const Tokenizer* tok, TokenBuf* ids, int* stop, int* n_stop, char* err,
                          size_t errlen) {
@@ -469,7 +484,7 @@ static int render_prompt(const CliArgs* a, const Tokenizer* tok, TokenBuf* ids, 
 }
 
 int cli_generate(int argc, char** argv) {
-    CliArgs a = {.max_new = 256, .temperature = 0.7f, .top_p = 0.9f};
+    CliArgs a = {.device = "cpu", .max_new = 256, .temperature = 0.7f, .top_p = 0.9f};
     int rc = parse_args("generate", usage_generate, argc, argv, &a);
     if (rc != 0) return rc == 1 ? INGRAIN_EXIT_OK : rc;
     if (!a.prompt) {
@@ -483,7 +498,7 @@ int cli_generate(int argc, char** argv) {
         return INGRAIN_EXIT_USAGE;
     }
     CliModel cm;
-    if (cli_model_load(a.model, (int)a.threads, (uint64_t)a.seed, &cm, err, sizeof err) != 0) {
+    if (cli_model_load_device(a.model, a.device, a.bf16, (int)a.threads, (uint64_t)a.seed, &cm, err, sizeof err) != 0) {
         fprintf(stderr, "ingrain generate: cannot load the model: %s\n", err);
         return INGRAIN_EXIT_USAGE;
     }
@@ -523,16 +538,16 @@ int cli_generate(int argc, char** argv) {
     Decoder* d = decoder_create(cm.model, 1, ids.n + max_new);
     const int slot = 0;
     const int* prompt = ids.ids;
-    const double t0 = now_s();
+    const double t0 = timer_now();
     decoder_feed(d, 1, &slot, &prompt, &ids.n, NULL);
-    const double t1 = now_s();
+    const double t1 = timer_now();
     Rng r;
     rng_seed(&r, (uint64_t)a.seed);
     Rng* rp = &r;
     Stream st = {.tok = cm.tok};
     GenResult g;
     decoder_generate(d, 1, &slot, &p, &rp, max_new, stop, n_stop, stream_token, &st, &g);
-    const double t2 = now_s();
+    const double t2 = timer_now();
     stream_flush(&st, 1);
     printf("\n");
     const int last = g.n > 0 ? g.tokens[g.n - 1].id : -1;

@@ -22,6 +22,11 @@ typedef struct {
 // or a built-in config name ("tiny", "small", ...: random weights from `seed`, byte tokenizer).
 // threads as backend_cpu_create. Returns 0, or -1 with err naming the file and what is wrong.
 int cli_model_load(const char* spec, int threads, uint64_t seed, CliModel* out, char* err, size_t errlen);
+// the same on the device of --device NAME [--bf16] ("cpu" with `threads`, or "cuda": GPU 0, bf16
+// matmuls when bf16; backend_open_flags in model/backend_select.h); err also names a device
+// that cannot be used
+int cli_model_load_device(const char* spec, const char* device, int bf16, int threads, uint64_t seed, CliModel* out,
+                          char* err, size_t errlen);
 void cli_model_free(CliModel* cm);
 
 // ----------------------------------------------------------------------------

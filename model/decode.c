@@ -316,10 +316,18 @@ static void head_step(Decoder* d, const Segment* seg, int ns, float* all_logits,
         }
         be->rmsnorm_fwd(be, d->seln, d->rstd, d->sel, W(PARAM_FINAL_NORM, 0), nr, D, c->norm_eps);
         be->matmul(be, 0, 1, nr, V, D, 1.0f, d->seln, D, head, D, 0.0f, d->z, V);
-        for (int i = 0; i < nr; i++) {
-            const HeadRow* r = &w[b0 + i];
-            be->download(be, r->all ? r->all : r->last, d->z + (size_t)i * V, (size_t)V * sizeof(float));
-            if (r->all && r->last) memcpy(r->last, r->all, (size_t)V * sizeof(float));
+        // one download per run of rows whose destinations follow each other (a decode step's
+        // slots 0..B-1): a GPU backend pays a synchronisation per download
+        for (int i = 0; i < nr;) {
+            float* dst = w[b0 + i].all ? w[b0 + i].all : w[b0 + i].last;
+            int e = i + 1;
+            while (e < nr && (w[b0 + e].all ? w[b0 + e].all : w[b0 + e].last) == dst + (size_t)(e - i) * V) e++;
+            be->download(be, dst, d->z + (size_t)i * V, (size_t)(e - i) * V * sizeof(float));
+            for (int j = i; j < e; j++) {
+                const HeadRow* r = &w[b0 + j];
+                if (r->all && r->last) memcpy(r->last, r->all, (size_t)V * sizeof(float));
+            }
+            i = e;
         }
     }
 }

@@ -116,6 +116,13 @@ struct Backend {
 Backend* backend_cpu_create(int threads);
 void backend_destroy(Backend* be);
 
+// CUDA backend (model/cuda/, built whenever nvcc is present): cuBLAS for matmuls, own kernels for
+// the rest, deterministic (no atomics in reductions), on GPU `device`. bf16 = 1 runs the matmuls
+// on bf16 tensor cores with fp32 accumulation (buffers stay fp32 master copies, see the contract).
+// Returns NULL with the reason in err (no GPU, bad ordinal, built without CUDA) so callers can
+// print a clear error or skip.
+Backend* backend_cuda_create(int device, int bf16, char* err, size_t errlen);
+
 // The OpenBLAS kernel family in use ("Haswell", "SkylakeX", ...), and the OPENBLAS_CORETYPE that
 // would serve this CPU better, or NULL. OpenBLAS picks its kernels when it loads, from
 // OPENBLAS_CORETYPE or its CPU table; AVX2 kernels on AVX-512 hardware (a forced

@@ -25,6 +25,7 @@
 #include "distill/shards.h"
 #include "distill/trainer.h"
 #include "io/metrics.h"
+#include "model/backend_select.h"
 #include "model/chat.h"
 #include "model/hf.h"
 #include "model/tokenizer.h"
@@ -87,6 +88,16 @@ static void agree_or_abort(const Driver* d, int failed, const char* what) {
     }
 }
 
+// this rank's index among the ranks on its node (each takes a GPU of the node in turn)
+static int node_rank(MPI_Comm world) {
+    MPI_Comm node;
+    mpiCheck(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    int rank = 0;
+    mpiCheck(MPI_Comm_rank(node, &rank));
+    mpiCheck(MPI_Comm_free(&node));
+    return rank;
+}
+
 // OpenMP threads per rank: the node's cores shared by the ranks on it
 static int threads_per_rank(const Config* c, MPI_Comm world) {
     if (c->model.threads > 0) return c->model.threads;
@@ -109,14 +120,7 @@ static void load_model(Driver* d) {
     distill_options_from_config(&dopt, c);
     ModelConfig mc;
     int failed = 0;
-    char where[CONFIG_PATH + 64];
-    if (c->model.device != DEVICE_CPU || c->model.dtype != DTYPE_F32) {
-        snprintf(d->err, sizeof(d->err), "%s: model.device '%s' with model.dtype '%s': only the CPU backend in f32 is "
-                 "built so far (the CUDA backend with bf16 is issue 10); set model.device: cpu and model.dtype: f32",
-                 config_origin(c, c->model.device != DEVICE_CPU ? "model.device" : "model.dtype", where, sizeof(where)),
-                 config_enum_name("model.device", c->model.device), config_enum_name("model.dtype", c->model.dtype));
-        failed = 1;
-    } else if (c->model.path[0]) {
+    if (c->model.path[0]) {
         char tok_path[CONFIG_PATH + 32];
         snprintf(tok_path, sizeof(tok_path), "%s/tokenizer.json", c->model.path);
         failed = hf_load_config(c->model.path, &mc, d->err, sizeof(d->err)) != 0 ||
@@ -132,7 +136,12 @@ static void load_model(Driver* d) {
     }
     agree_or_abort(d, failed, "loading the model");
     if (mc.max_seq_len > c->model.max_seq_len) mc.max_seq_len = c->model.max_seq_len;
-    d->be = backend_cpu_create(threads_per_rank(c, d->l->world));
+    const int local = node_rank(d->l->world);
+    d->be = model_backend_create(c, threads_per_rank(c, d->l->world), local, d->err, sizeof(d->err));
+    agree_or_abort(d, !d->be, "starting the compute backend");
+    char desc[512];
+    backend_describe(d->be, c->model.dtype == DTYPE_BF16, local, desc, sizeof(desc));
+    log_info("backend: %s", desc);
     d->model = model_create(&mc, d->be, dopt.max_batch, dopt.max_seq);
 }
 
@@ -172,6 +181,7 @@ static void setup_roles(Driver* d) {
         ao.format = d->format;
         d->agent = agent_create(d->model, d->tok, &ao, d->err, sizeof(d->err));
         ao.group_size = ao.max_episodes = 1;
+        ao.sampling.temperature = (float)c->eval.temperature;
         d->eval_agent = d->agent ? agent_create(d->model, d->tok, &ao, d->err, sizeof(d->err)) : NULL;
         failed = !d->agent || !d->eval_agent;
         d->envs = callocCheck((size_t)c->rollout.group_size, sizeof(Env*));
@@ -263,6 +273,22 @@ static int cmp_traj(const void* a, const void* b) {
     return (x->sample > y->sample) - (x->sample < y->sample);
 }
 
+// What the trainers need from the teacher beyond a sampled record: its contexts for the frozen
+// teacher (distill.teacher: recompute); or on-policy its top-k scores with the experience in
+// context and, for the sampled-token estimator, its log-prob of every sampled token.
+static int teacher_signal(Driver* d, Trajectory* t) {
+    const Config* c = d->c;
+    if (c->distill.teacher == TEACHER_RECOMPUTE)
+        return agent_teacher_view(d->agent, t, &d->exp, d->err, sizeof(d->err));
+    if (c->distill.regime != REGIME_ON_POLICY) return 0;
+    float* lp = c->distill.loss == LOSS_REVERSE_KL_SAMPLED ? mallocCheck(sizeof(float) * (size_t)(t->n_agent + 1))
+                                                           : NULL;
+    int rc = agent_score_teacher(d->agent, t, &d->exp, lp, d->err, sizeof(d->err));
+    if (rc == 0 && lp) traj_set_teacher_lp(t, lp);
+    free(lp);
+    return rc;
+}
+
 // this rank's share of the iteration's rollouts (task i goes to rollout rank i % R)
 static void rollout_phase(Driver* d, int k, const int* tasks, int n_tasks, TrajBuf* out, long* gen_tokens) {
     const Config* c = d->c;
@@ -278,9 +304,7 @@ static void rollout_phase(Driver* d, int k, const int* tasks, int n_tasks, TrajB
             // off-policy samples the teacher (experience in context); on-policy the student
             failed = agent_run(d->agent, d->envs, &task, 1, k, on_policy ? NULL : &d->exp, mine + n_mine, d->err,
                                sizeof(d->err)) != 0;
-            for (int s = 0; s < G && !failed && on_policy; s++) {
-                failed = agent_score_teacher(d->agent, mine[n_mine + s], &d->exp, NULL, d->err, sizeof(d->err)) != 0;
-            }
+            for (int s = 0; s < G && !failed; s++) failed = teacher_signal(d, mine[n_mine + s]) != 0;
             if (!failed) n_mine += G;
         }
         *gen_tokens = agent_stats(d->agent)->gen_tokens;
@@ -503,6 +527,7 @@ static void log_steps(Driver* d, int k, const DistillReport* rep) {
         json_object_set_new(o, "grad_norm", json_real(s->grad_norm));
         json_object_set_new(o, "lr", json_real(s->lr));
         json_object_set_new(o, "tokens", json_integer(s->tokens));
+        json_object_set_new(o, "tokens_per_s", json_real(s->tokens_per_s)); // a timing: compare_metrics skips it
         metrics_append(d->metrics, o);
         json_decref(o);
     }

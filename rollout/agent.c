@@ -9,10 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/check.h"
 #include "common/log.h"
+#include "model/timer.h"
 #include "rollout/agent_impl.h"
 
 static const char* const default_system_prompt =
@@ -21,11 +21,7 @@ static const char* const default_system_prompt =
     "One call per reply; its result comes back in the next message. A reply without a tool call is your final "
     "answer.\nTools:\n{tools}";
 
-double agent_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+double agent_now(void) { return timer_now(); }
 
 // ----------------------------------------------------------------------------
 // options and lifetime

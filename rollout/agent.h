@@ -115,6 +115,15 @@ int agent_run(Agent* a, Env* const* envs, const AgentTask* tasks, int n_tasks, i
 // does not render back to its ids, a context longer than the decoder holds).
 int agent_score_teacher(Agent* a, Trajectory* t, const ExpList* exp, float* teacher_lp, char* err, size_t errlen);
 
+// For distill.teacher: recompute (the trainers' frozen teacher recomputes the full distribution):
+// records in t the context the teacher sees before each turn, as splices of the history (see
+// Trajectory.n_tctx), and sets TRAJ_FLAG_TEACHER_VIEW. A teacher record (TRAJ_FLAG_TEACHER) gets
+// what it was sampled with: its own global experience, or its recorded step-wise items (which
+// must be in exp); a student record gets the contexts agent_score_teacher scores in. Consecutive
+// turns with the same context share one entry; turns without experience get none. Returns 0, or
+// -1 with err (as agent_score_teacher, or a recorded item missing from exp).
+int agent_teacher_view(Agent* a, Trajectory* t, const ExpList* exp, char* err, size_t errlen);
+
 // ----------------------------------------------------------------------------
 // benchmark: `ingrain bench rollout` (options: --help)
 

@@ -53,6 +53,12 @@ void traj_free(Trajectory* t) {
     free(t->step_reward);
     free(t->item_offset);
     free(t->items);
+    free(t->teacher_lp);
+    free(t->tctx_step);
+    free(t->tctx_at);
+    free(t->tctx_end);
+    free(t->tctx_offset);
+    free(t->tctx_ids);
     free(t); // t is the first member of its TrajAlloc (or a plain decoded record of the same size)
 }
 
@@ -120,6 +126,8 @@ void traj_push_agent(Trajectory* t, int32_t id, float logprob, const int32_t* to
         memcpy(t->topk_lp + (size_t)t->n_agent * t->topk, topk_lp, sizeof(float) * (size_t)t->topk);
     }
     t->tail_mass[t->n_agent] = tail_mass;
+    if (t->teacher_lp) t->teacher_lp = reallocCheck(t->teacher_lp, sizeof(float) * (size_t)(t->n_agent + 1));
+    if (t->teacher_lp) t->teacher_lp[t->n_agent] = 0.0f;
     t->n_agent++;
 }
 
@@ -136,6 +144,66 @@ void traj_begin_step(Trajectory* t, const int32_t* items, int n_items) {
 
 void traj_set_step_reward(Trajectory* t, float reward) {
     if (t->n_steps > 0) t->step_reward[t->n_steps - 1] = reward;
+}
+
+void traj_set_teacher_lp(Trajectory* t, const float* lp) {
+    const size_t n = (size_t)t->n_agent;
+    t->teacher_lp = reallocCheck(t->teacher_lp, sizeof(float) * (n ? n : 1));
+    if (n) memcpy(t->teacher_lp, lp, sizeof(float) * n);
+}
+
+void traj_add_teacher_context(Trajectory* t, int32_t step, int32_t at, int32_t end, const int32_t* ids, int n) {
+    const size_t e = (size_t)t->n_tctx, base = t->tctx_offset ? (size_t)t->tctx_offset[e] : 0;
+    t->tctx_step = reallocCheck(t->tctx_step, sizeof(int32_t) * (e + 1));
+    t->tctx_at = reallocCheck(t->tctx_at, sizeof(int32_t) * (e + 1));
+    t->tctx_end = reallocCheck(t->tctx_end, sizeof(int32_t) * (e + 1));
+    t->tctx_offset = reallocCheck(t->tctx_offset, sizeof(int32_t) * (e + 2));
+    t->tctx_ids = reallocCheck(t->tctx_ids, sizeof(int32_t) * (base + (size_t)n + 1));
+    t->tctx_step[e] = step;
+    t->tctx_at[e] = at;
+    t->tctx_end[e] = end;
+    t->tctx_offset[e] = (int32_t)base;
+    t->tctx_offset[e + 1] = (int32_t)(base + (size_t)n);
+    if (n) memcpy(t->tctx_ids + base, ids, sizeof(int32_t) * (size_t)n);
+    t->n_tctx++;
+}
+
+void traj_copy_teacher(Trajectory* dst, const Trajectory* src) {
+    if (src->teacher_lp) traj_set_teacher_lp(dst, src->teacher_lp);
+    for (int32_t e = 0; e < src->n_tctx; e++) {
+        const int32_t o = src->tctx_offset[e];
+        traj_add_teacher_context(dst, src->tctx_step[e], src->tctx_at[e], src->tctx_end[e], src->tctx_ids + o,
+                                 src->tctx_offset[e + 1] - o);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the teacher's contexts
+
+int traj_teacher_entry(const Trajectory* t, int step) {
+    int e = -1;
+    for (int i = 0; i < t->n_tctx && t->tctx_step[i] <= step; i++) e = i;
+    return e;
+}
+
+int32_t* traj_teacher_context(const Trajectory* t, int step, int* n, int* end, int* shift) {
+    const int e = traj_teacher_entry(t, step);
+    const int32_t nr = e < 0 ? 0 : t->tctx_offset[e + 1] - t->tctx_offset[e];
+    int32_t* out = mallocCheck(sizeof(int32_t) * ((size_t)t->n_tokens + (size_t)nr + 1));
+    int h = 0; // the history first
+    for (int32_t i = 0; i < t->n_tokens; i++) {
+        if (t->segment[i] != TRAJ_SEG_EXPERIENCE) out[h++] = t->tokens[i];
+    }
+    *n = h;
+    *end = *shift = 0;
+    if (e < 0) return out;
+    const int at = t->tctx_at[e], to = t->tctx_end[e];
+    memmove(out + at + nr, out + to, sizeof(int32_t) * (size_t)(h - to));
+    memcpy(out + at, t->tctx_ids + t->tctx_offset[e], sizeof(int32_t) * (size_t)nr);
+    *n = h + nr - (to - at);
+    *end = to;
+    *shift = nr - (to - at);
+    return out;
 }
 
 // ----------------------------------------------------------------------------
@@ -185,6 +253,20 @@ void traj_encode(const Trajectory* t, TrajBuf* b) {
     buf_put(b, t->step_reward, 4 * (size_t)t->n_steps);
     buf_put(b, t->item_offset, 4 * (size_t)(t->n_steps + 1));
     buf_put(b, t->items, 4 * (size_t)n_items);
+    // version 2: the teacher's sampled-token log-probs and contexts
+    put_u32(b, t->teacher_lp != NULL);
+    if (t->teacher_lp) buf_put(b, t->teacher_lp, 4 * na);
+    const size_t ne = (size_t)t->n_tctx;
+    put_i32(b, t->n_tctx);
+    put_i32(b, ne ? t->tctx_offset[ne] : 0);
+    buf_put(b, t->tctx_step, 4 * ne);
+    buf_put(b, t->tctx_at, 4 * ne);
+    buf_put(b, t->tctx_end, 4 * ne);
+    if (ne)
+        buf_put(b, t->tctx_offset, 4 * (ne + 1));
+    else
+        put_i32(b, 0);
+    buf_put(b, t->tctx_ids, 4 * (ne ? (size_t)t->tctx_offset[ne] : 0));
 }
 
 void traj_encode_batch(Trajectory* const* list, int n, TrajBuf* out) {
@@ -241,6 +323,28 @@ static int take_array(Reader* r, void** dst, size_t n, size_t size, const char* 
     return take(r, *dst, bytes, field);
 }
 
+// the teacher's contexts: ascending steps, splices inside the history and before the first agent
+// token of their first step, CSR offsets, ids
+static int validate_teacher_contexts(Reader* r, const Trajectory* t) {
+    if (t->n_tctx == 0) return 0;
+    if (t->tctx_offset[0] != 0) return bad(r, "tctx_offset[0] = %d, must be 0", t->tctx_offset[0]);
+    for (int32_t e = 0; e < t->n_tctx; e++) {
+        const int32_t s = t->tctx_step[e];
+        if (s < 0 || s >= t->n_steps || (e > 0 && s <= t->tctx_step[e - 1]))
+            return bad(r, "tctx_step[%d] = %d is out of order or not a step (n_steps %d)", e, s, t->n_steps);
+        if (t->tctx_offset[e + 1] < t->tctx_offset[e]) return bad(r, "tctx_offset is decreasing at entry %d", e);
+        int32_t first = 0; // history index of the step's first token
+        for (int32_t i = 0; i < t->step_start[s]; i++) first += t->segment[i] != TRAJ_SEG_EXPERIENCE;
+        if (t->tctx_at[e] < 0 || t->tctx_end[e] < t->tctx_at[e] || t->tctx_end[e] > first)
+            return bad(r, "teacher context %d replaces [%d, %d), not a range before step %d's first token (%d)", e,
+                       t->tctx_at[e], t->tctx_end[e], s, first);
+    }
+    for (int32_t i = 0; i < t->tctx_offset[t->n_tctx]; i++) {
+        if (t->tctx_ids[i] < 0) return bad(r, "tctx_ids[%d] = %d is negative", i, t->tctx_ids[i]);
+    }
+    return 0;
+}
+
 static int validate(Reader* r, const Trajectory* t) {
     int32_t agents = 0;
     for (int32_t i = 0; i < t->n_tokens; i++) {
@@ -275,6 +379,36 @@ static int validate(Reader* r, const Trajectory* t) {
         if (t->item_offset[s + 1] < t->item_offset[s]) return bad(r, "item_offset is decreasing at step %d", s);
     }
     if (!isfinite(t->final_reward)) return bad(r, "final_reward is not finite");
+    for (int32_t i = 0; t->teacher_lp && i < t->n_agent; i++) {
+        if (!(isfinite(t->teacher_lp[i]) && t->teacher_lp[i] <= 0.0f))
+            return bad(r, "teacher_lp[%d] = %g is not a log-probability", i, (double)t->teacher_lp[i]);
+    }
+    return validate_teacher_contexts(r, t);
+}
+
+// version 2's fields after the items
+static int take_extras(Reader* r, Trajectory* t) {
+    uint32_t has_lp = 0;
+    int32_t n_ids = 0;
+    if (take(r, &has_lp, 4, "has_teacher_lp") != 0) return -1;
+    if (has_lp > 1) return bad(r, "has_teacher_lp is %u, must be 0 or 1", has_lp);
+    if (has_lp && take_array(r, (void**)&t->teacher_lp, (size_t)t->n_agent, 4, "teacher_lp") != 0) return -1;
+    if (take_count(r, &t->n_tctx, TRAJ_MAX_STEPS, "n_tctx") != 0 ||
+        take_count(r, &n_ids, TRAJ_MAX_TCTX_IDS, "n_tctx_ids") != 0)
+        return -1;
+    const size_t ne = (size_t)t->n_tctx;
+    if (take_array(r, (void**)&t->tctx_step, ne, 4, "tctx_step") != 0 ||
+        take_array(r, (void**)&t->tctx_at, ne, 4, "tctx_at") != 0 ||
+        take_array(r, (void**)&t->tctx_end, ne, 4, "tctx_end") != 0 ||
+        take_array(r, (void**)&t->tctx_offset, ne + 1, 4, "tctx_offset") != 0)
+        return -1;
+    if (t->tctx_offset[ne] != n_ids)
+        return bad(r, "tctx_offset[%zu] = %d but n_tctx_ids = %d", ne, t->tctx_offset[ne], n_ids);
+    if (take_array(r, (void**)&t->tctx_ids, (size_t)n_ids, 4, "tctx_ids") != 0) return -1;
+    if (ne == 0) { // a record without entries keeps no offsets (as traj_create makes it)
+        free(t->tctx_offset), free(t->tctx_ids), free(t->tctx_step), free(t->tctx_at), free(t->tctx_end);
+        t->tctx_offset = t->tctx_ids = t->tctx_step = t->tctx_at = t->tctx_end = NULL;
+    }
     return 0;
 }
 
@@ -285,9 +419,10 @@ Trajectory* traj_decode(const uint8_t* data, size_t len, size_t* pos, char* err,
     if (take(&r, magic, 4, "magic") != 0) return NULL;
     if (memcmp(magic, TRAJ_MAGIC, 4) != 0) return bad(&r, "bad magic (not a trajectory record)"), NULL;
     if (take(&r, &version, 4, "version") != 0) return NULL;
-    if (version != TRAJ_WIRE_VERSION) {
-        return bad(&r, "wire version %u, this ingrain speaks %d (mixed ingrain versions in one job?)", version,
-                   TRAJ_WIRE_VERSION), NULL;
+    if (version < TRAJ_WIRE_VERSION_MIN || version > TRAJ_WIRE_VERSION) {
+        return bad(&r, "wire version %u, this ingrain reads versions %d to %d (written by a %s ingrain?)", version,
+                   TRAJ_WIRE_VERSION_MIN, TRAJ_WIRE_VERSION, version > TRAJ_WIRE_VERSION ? "newer" : "much older"),
+               NULL;
     }
     Trajectory* t = traj_create(0);
     int32_t n_items = 0;
@@ -314,7 +449,8 @@ Trajectory* traj_decode(const uint8_t* data, size_t len, size_t* pos, char* err,
          take_array(&r, (void**)&t->item_offset, ns + 1, 4, "item_offset") == 0;
     ok = ok && (t->item_offset[ns] == n_items || bad(&r, "item_offset[%zu] = %d but n_items = %d", ns,
                                                      t->item_offset[ns], n_items) == 0);
-    ok = ok && take_array(&r, (void**)&t->items, (size_t)n_items, 4, "items") == 0 && validate(&r, t) == 0;
+    ok = ok && take_array(&r, (void**)&t->items, (size_t)n_items, 4, "items") == 0;
+    ok = ok && (version < 2 || take_extras(&r, t) == 0) && validate(&r, t) == 0;
     if (!ok) {
         traj_free(t);
         return NULL;

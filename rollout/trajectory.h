@@ -2,15 +2,19 @@
 // trainers consume. Token-in/token-out: the ids are the sampled ids, never re-tokenized. A compact,
 // versioned little-endian wire format carries records across MPI and into the trajectory store;
 // decoding checks every length and value and names the field and byte offset of any problem.
+// Version 2 added the teacher's sampled-token log-probs and the teacher's contexts; version 1
+// records still decode (without them).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
 
-#define TRAJ_WIRE_VERSION 1
+#define TRAJ_WIRE_VERSION 2
+#define TRAJ_WIRE_VERSION_MIN 1 // the oldest version traj_decode reads
 #define TRAJ_MAX_TOKENS (1 << 24)
 #define TRAJ_MAX_TOPK 1024
 #define TRAJ_MAX_STEPS (1 << 16)
 #define TRAJ_MAX_ITEMS (1 << 20)
+#define TRAJ_MAX_TCTX_IDS (1 << 26) // replacement ids of all teacher contexts of a record
 
 // segment tags per token (same values as ChatSegment in model/chat.h)
 enum { TRAJ_SEG_SYSTEM = 0, TRAJ_SEG_EXPERIENCE, TRAJ_SEG_USER, TRAJ_SEG_TOOL, TRAJ_SEG_ASSISTANT, TRAJ_SEG_COUNT };
@@ -21,6 +25,7 @@ enum {
     TRAJ_FLAG_PREMATURE = 2, // answered without any tool call
     TRAJ_FLAG_TRUNCATED = 4, // cut off by max turns or the context cap
     TRAJ_FLAG_HELDOUT = 8,   // an evaluation episode on the held-out split
+    TRAJ_FLAG_TEACHER_VIEW = 16, // the teacher's contexts are recorded (agent_teacher_view), even none
 };
 
 typedef struct {
@@ -53,6 +58,23 @@ typedef struct {
     float* step_reward;   // (n_steps)
     int32_t* item_offset; // (n_steps + 1) CSR offsets into items: step s showed items[item_offset[s]..[s+1])
     int32_t* items;       // (item_offset[n_steps]) pool item ids injected before each step
+
+    // the teacher's log-prob of each sampled agent token (on-policy scoring, agent_score_teacher),
+    // exact also where the id is outside the top-k; NULL when not recorded
+    float* teacher_lp; // (n_agent) or NULL
+
+    // The teacher's contexts (agent_teacher_view, for distill.teacher: recompute), as splices of
+    // the history: the record's tokens without experience segments, indexed after dropping them.
+    // Entry e covers the agent tokens of steps tctx_step[e] .. tctx_step[e+1] - 1 (the last entry:
+    // to the last step). Their teacher saw the history with [tctx_at[e], tctx_end[e]) replaced by
+    // tctx_ids[tctx_offset[e] .. tctx_offset[e+1]); the splice lies before the first agent token of
+    // step tctx_step[e]. Steps before the first entry (or all steps, without entries) saw the history.
+    int32_t n_tctx;
+    int32_t* tctx_step;   // (n_tctx) strictly ascending step indices
+    int32_t* tctx_at;     // (n_tctx)
+    int32_t* tctx_end;    // (n_tctx)
+    int32_t* tctx_offset; // (n_tctx + 1) CSR offsets into tctx_ids (NULL while n_tctx is 0)
+    int32_t* tctx_ids;
 } Trajectory;
 
 // ----------------------------------------------------------------------------
@@ -69,6 +91,24 @@ void traj_push_agent(Trajectory* t, int32_t id, float logprob, const int32_t* to
 // open a new assistant turn (before its first agent token) with the items injected for it
 void traj_begin_step(Trajectory* t, const int32_t* items, int n_items);
 void traj_set_step_reward(Trajectory* t, float reward);
+// the teacher's log-prob of every agent token (n_agent floats, copied)
+void traj_set_teacher_lp(Trajectory* t, const float* lp);
+// append a teacher context entry (see the struct): steps from `step` on saw the history with
+// [at, end) replaced by ids[0..n)
+void traj_add_teacher_context(Trajectory* t, int32_t step, int32_t at, int32_t end, const int32_t* ids, int n);
+// copy src's teacher log-probs and contexts into dst, a record of the same history and agent rows
+// (the student view of src: shards_student_record)
+void traj_copy_teacher(Trajectory* dst, const Trajectory* src);
+
+// ----------------------------------------------------------------------------
+// the teacher's contexts
+
+// the entry covering step s (-1: none, the teacher saw the history)
+int traj_teacher_entry(const Trajectory* t, int step);
+// The teacher's context for the agent tokens of step s: the history with the step's splice
+// applied, to its end (malloc'd, *n ids). A history token at index i >= *end sits at i + *shift
+// in it; tokens before the splice keep their index (*end = 0 and *shift = 0 without a splice).
+int32_t* traj_teacher_context(const Trajectory* t, int step, int* n, int* end, int* shift);
 
 // ----------------------------------------------------------------------------
 // wire format (little-endian on every host)

@@ -4,7 +4,10 @@
 #   kill -9 of one rank mid-run: every rank stops with the failing rank named, never a hang, and
 #     `--resume` completes with the metrics of an uninterrupted run
 #   SIGUSR1 (Slurm's warning): checkpoint, exit 75, `--resume` gives identical metrics
-#   each of the 2x2x2 combinations of granularity x injection x regime runs one iteration
+#   each of the 2x2x2 combinations of granularity x injection x regime runs one iteration, and so
+#     do distill.teacher: recompute (off-policy step-wise, on-policy global with JSD) and the
+#     sampled-token estimator (distill.loss: reverse_kl_sampled), with a one-item seed pool so the
+#     teacher has experience in context from the first iteration
 #   usage: test_run.sh INGRAIN SOURCE_DIR MPIEXEC WORKDIR [part]
 set -uo pipefail
 ingrain=$1 src=$2 mpiexec=$3 work=$4 part=${5:-all}
@@ -127,6 +130,17 @@ if [ "$part" = all ] || [ "$part" = grid ]; then
         check "grid $g/$inj/$1 wrote an iteration record" grep -q '"type":"iteration"' "$d/metrics.jsonl"
       done
     done
+  done
+  seed="$work/seed_pool.yaml"
+  printf 'items:\n  - "Search first: When a task names a page, search for it."\n' >"$seed"
+  for v in "recompute-off stepwise off_policy forward_kl recompute" "recompute-on global on_policy jsd recompute" \
+           "sampled stepwise on_policy reverse_kl_sampled recorded"; do
+    set -- $v
+    d="$work/grid-$1"
+    check "grid $1 runs one iteration" run 2 "$d" --set run.iterations=1 --set experience.seed_pool="$seed" \
+      --set rollout.max_context=1024 --set experience.injection=$2 --set distill.regime=$3 --set distill.loss=$4 \
+      --set distill.teacher=$5
+    check "grid $1 trained" grep -q '"type":"step"' "$d/metrics.jsonl"
   done
 fi
 

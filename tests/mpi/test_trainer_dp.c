@@ -5,6 +5,9 @@
 //   - the ZeRO-1 moments written as hyperslabs by np trainers read back on one trainer, and the
 //     moments written by one trainer read back on np trainers (another trainer count)
 //   - on-policy losses (sampled-token reverse KL, JSD) are bit-identical to one trainer too
+//   - distill.teacher: recompute (the frozen teacher's full distribution with the experience
+//     spliced back into its context): two iterations of forward KL and one of JSD, bit-identical
+//     weights and metrics to one trainer
 //   - a step whose gradients exceed the fixed-point range is recomputed at a wider one, still
 //     bit-identical to one trainer
 //   - float reduction keeps the trainers in sync (its weights differ from fixed-point only by
@@ -339,6 +342,65 @@ static void test_on_policy(Backend* be, const ModelConfig* c, Trajectory** data)
     for (int s = 0; s < N_SEQS; s++) data[s]->flags |= TRAJ_FLAG_TEACHER;
 }
 
+// distill.teacher: recompute. Each record's teacher context puts its experience tokens back after
+// the system message (what agent_teacher_view records for a global teacher record); the student
+// views lose them. The frozen teacher is refreshed at each iteration's start on every trainer.
+static void test_teacher_recompute(Backend* be, const ModelConfig* c, Trajectory** data) {
+    for (int s = 0; s < N_SEQS; s++) {
+        Trajectory* t = data[s];
+        int32_t exp[16];
+        int n = 0;
+        for (int i = 0; i < t->n_tokens; i++) {
+            if (t->segment[i] == TRAJ_SEG_EXPERIENCE) exp[n++] = t->tokens[i];
+        }
+        traj_add_teacher_context(t, 0, 2, 2, exp, n);
+        t->flags |= TRAJ_FLAG_TEACHER_VIEW;
+    }
+    ShardSet set, one;
+    shards_build(data, N_SEQS, REGIME_OFF_POLICY, 1.0, world, &set);
+    shards_build(data, N_SEQS, REGIME_OFF_POLICY, 1.0, 1, &one);
+    const DistillLoss losses[2] = {DISTILL_LOSS_FORWARD_KL, DISTILL_LOSS_JSD};
+    for (int li = 0; li < 2; li++) {
+        DistillOptions o = options(DISTILL_REDUCE_FIXED);
+        o.loss = losses[li];
+        o.jsd_beta = 0.3;
+        o.epochs = 1;
+        o.teacher_recompute = 1;
+        o.teacher_max_len = MAX_SEQ + 16;
+        const int iterations = li == 0 ? 2 : 1;
+        Run dp;
+        train(&dp, be, c, &set.shards[rank], &o, iterations, MPI_COMM_WORLD);
+        CHECK(dp.rep[0].n_steps > 1 && isfinite(dp.rep[0].steps[0].loss) && dp.rep[0].steps[0].loss > 0,
+              "recompute loss %d: %d steps, loss %g", li, dp.rep[0].n_steps, dp.rep[0].steps[0].loss);
+        if (rank == 0) {
+            Run ref;
+            train(&ref, be, c, &one.shards[0], &o, iterations, MPI_COMM_SELF);
+            const size_t n = model_num_params(dp.m);
+            float* a = malloc(sizeof(float) * n);
+            float* b = malloc(sizeof(float) * n);
+            model_params_download(dp.m, a);
+            model_params_download(ref.m, b);
+            CHECK(memcmp(a, b, sizeof(float) * n) == 0, "np=%d recompute loss %d: weights differ from one trainer's",
+                  world, li);
+            for (int it = 0; it < iterations; it++) {
+                for (int s = 0; s < dp.rep[it].n_steps && s < ref.rep[it].n_steps; s++) {
+                    CHECK(metrics_equal(&dp.rep[it].steps[s], &ref.rep[it].steps[s]),
+                          "recompute loss %d iteration %d step %d: metrics differ", li, it, s);
+                }
+            }
+            const DistillStepMetrics* f = &ref.rep[0].steps[0];
+            printf("np=%d recompute loss %d: first step loss %.5f, kl_forward %.5f, kl_reverse %.5f, agree %.3f\n",
+                   world, li, f->loss, f->kl_forward, f->kl_reverse, f->top1_agree);
+            free(a);
+            free(b);
+            run_free(&ref);
+        }
+        run_free(&dp);
+    }
+    shards_free(&set);
+    shards_free(&one);
+}
+
 static void test_broadcast_and_sync_check(Backend* be, const ModelConfig* c) {
     Model* m = model_create(c, be, 1, 8);
     model_init_random(m, 100 + (uint64_t)rank); // different weights everywhere
@@ -416,6 +478,7 @@ int main(int argc, char** argv) {
     test_determinism(be, &c, data, argv[1]);
     test_recompute(be, &c, data);
     test_on_policy(be, &c, data);
+    test_teacher_recompute(be, &c, data);
     test_broadcast_and_sync_check(be, &c);
     test_bad_data(be, &c, data);
     for (int s = 0; s < N_SEQS; s++) traj_free(data[s]);

@@ -7,6 +7,12 @@
 //   - a student record scored with experience equals an independent computation: the teacher's
 //     context rebuilt with model/chat.h and one model_forward over it;
 //   - bad records give errors that say what is wrong.
+// Teacher contexts (agent_teacher_view, for distill.teacher: recompute):
+//   - a teacher record's contexts are, token for token, what its decoder slot held before each
+//     turn (global: its own experience; step-wise BM25 and LLM selection: its recorded items);
+//   - a student record's contexts are those agent_score_teacher scores in: its teacher log-probs
+//     equal one model_forward over each recorded context (1e-4), global and step-wise;
+//   - an item missing from the list and a context past the decoder give clear errors.
 // Determinism: same seeds give bit-identical records (wire bytes), other iterations other
 // samples, and an episode's record does not depend on the other tasks in its batch (its tokens,
 // items and flags exactly; its recorded floats to 1e-4, the rounding of batched matmuls).
@@ -285,6 +291,149 @@ static void test_score_student_stepwise(void** state) {
     agent_free(a);
 }
 
+// ----------------------------------------------------------------------------
+// the teacher's contexts
+
+typedef struct {
+    int n[NTASKS][8];
+    int* ids[NTASKS][8];
+} Taps;
+
+static void tap(void* ctx, int episode, int turn, const int* ids, int n) {
+    Taps* t = ctx;
+    if (episode >= NTASKS || turn >= 8) return;
+    free(t->ids[episode][turn]);
+    t->n[episode][turn] = n;
+    t->ids[episode][turn] = malloc(sizeof(int) * (size_t)n);
+    memcpy(t->ids[episode][turn], ids, sizeof(int) * (size_t)n);
+}
+
+// history index of record index i (experience segments dropped)
+static int history_index(const Trajectory* t, int i) {
+    int h = 0;
+    for (int k = 0; k < i; k++) h += t->segment[k] != SEG_EXPERIENCE;
+    return h;
+}
+
+static void view(Agent* a, Trajectory* t, const ExpList* exp) {
+    char err[512];
+    if (agent_teacher_view(a, t, exp, err, sizeof(err)) != 0) fail_msg("teacher view: %s", err);
+    assert_true(t->flags & TRAJ_FLAG_TEACHER_VIEW);
+    // it survives the wire
+    Trajectory* c = copy(t);
+    assert_int_equal(c->n_tctx, t->n_tctx);
+    if (t->n_tctx) assert_memory_equal(c->tctx_ids, t->tctx_ids, sizeof(int32_t) * (size_t)t->tctx_offset[t->n_tctx]);
+    traj_free(c);
+}
+
+static void test_teacher_view_own_context(void** state) {
+    (void)state;
+    const int tasks[3] = {MODE_TWO, MODE_PING, MODE_BAD};
+    for (int mode = 0; mode < 3; mode++) { // global, step-wise BM25, step-wise LLM
+        AgentOptions o = sampled(mode == 0 ? INJECTION_GLOBAL : INJECTION_STEPWISE);
+        o.group_size = 1;
+        if (mode == 2) o.selector = SELECTOR_LLM;
+        Agent* a = make_agent(&o);
+        Taps taps = {0};
+        agent_set_context_tap(a, tap, &taps);
+        Trajectory* out[3];
+        run(a, tasks, 3, &F.pool, out);
+        agent_set_context_tap(a, NULL, NULL);
+        int spliced = 0;
+        for (int i = 0; i < 3; i++) {
+            Trajectory* t = out[i];
+            view(a, t, &F.pool);
+            spliced += t->n_tctx;
+            if (mode == 0) assert_int_equal(t->n_tctx, 1); // one context for every turn
+            for (int s = 0; s < t->n_steps; s++) {
+                int n, end, shift;
+                int32_t* c = traj_teacher_context(t, s, &n, &end, &shift);
+                const int upto = history_index(t, t->step_start[s]) + shift; // the turn's first agent token
+                if (upto != taps.n[i][s]) fail_msg("mode %d episode %d turn %d: context of %d ids, the slot held %d",
+                                                   mode, i, s, upto, taps.n[i][s]);
+                assert_memory_equal(c, taps.ids[i][s], sizeof(int) * (size_t)upto);
+                free(c);
+            }
+            traj_free(t);
+        }
+        assert_true(spliced > 0);
+        for (int e = 0; e < NTASKS; e++)
+            for (int k = 0; k < 8; k++) free(taps.ids[e][k]);
+        agent_free(a);
+    }
+}
+
+static void test_teacher_view_student(void** state) {
+    (void)state;
+    const int tasks[2] = {MODE_TWO, MODE_BAD};
+    for (int mode = 0; mode < 2; mode++) {
+        AgentOptions o = sampled(mode == 0 ? INJECTION_GLOBAL : INJECTION_STEPWISE);
+        Agent* a = make_agent(&o);
+        Trajectory* out[4];
+        run(a, tasks, 2, NULL, out);
+        for (int i = 0; i < 4; i++) {
+            Trajectory* t = out[i];
+            Trajectory* scored = copy(t);
+            float* tlp = malloc(sizeof(float) * (size_t)t->n_agent);
+            char err[512];
+            assert_int_equal(agent_score_teacher(a, scored, &F.pool, tlp, err, sizeof(err)), 0);
+            view(a, t, &F.pool);
+            assert_true(t->n_tctx > 0);
+            int row = 0;
+            for (int s = 0; s < t->n_steps; s++) {
+                int n, end, shift;
+                int32_t* c = traj_teacher_context(t, s, &n, &end, &shift);
+                const int from = t->step_start[s], na = step_end(t, s) - from, T = from + shift + na;
+                float* logits = malloc(sizeof(float) * (size_t)T * BYTE_VOCAB_SIZE);
+                model_forward(F.m, c, NULL, 1, T, logits);
+                for (int j = 0; j < na; j++) {
+                    const float* z = logits + (size_t)(from + shift + j - 1) * BYTE_VOCAB_SIZE;
+                    double mx = z[0], sum = 0.0;
+                    for (int v = 1; v < BYTE_VOCAB_SIZE; v++) mx = z[v] > mx ? z[v] : mx;
+                    for (int v = 0; v < BYTE_VOCAB_SIZE; v++) sum += exp(z[v] - mx);
+                    const double lp = z[t->tokens[from + j]] - mx - log(sum);
+                    if (fabs(lp - tlp[row + j]) > TOL)
+                        fail_msg("mode %d episode %d row %d: forward over the view %.7f, scoring %.7f", mode, i,
+                                 row + j, lp, tlp[row + j]);
+                }
+                row += na;
+                free(logits);
+                free(c);
+            }
+            free(tlp);
+            traj_free(scored);
+            traj_free(t);
+        }
+        agent_free(a);
+    }
+}
+
+static void test_teacher_view_errors(void** state) {
+    (void)state;
+    AgentOptions o = options(INJECTION_STEPWISE);
+    Agent* a = make_agent(&o);
+    const int task = MODE_TWO;
+    Trajectory* t;
+    run(a, &task, 1, &F.pool, &t);
+    char err[512];
+    // the record's items are looked up in the list it is given
+    ExpList other;
+    exp_list_init(&other);
+    exp_list_add(&other, 99, "Other: not the pool.");
+    assert_int_equal(agent_teacher_view(a, t, &other, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "step 0 showed pool item"));
+    assert_non_null(strstr(err, "which the experience list lacks"));
+    exp_list_free(&other);
+    // a context longer than the decoder holds
+    o.max_context = t->step_start[0] + 4;
+    Agent* b = make_agent(&o);
+    assert_int_equal(agent_teacher_view(b, t, &F.pool, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "more than rollout.max_context"));
+    agent_free(b);
+    traj_free(t);
+    agent_free(a);
+}
+
 static void test_score_errors(void** state) {
     (void)state;
     AgentOptions o = options(INJECTION_GLOBAL);
@@ -353,6 +502,9 @@ int main(void) {
         cmocka_unit_test(test_score_student_global),
         cmocka_unit_test(test_score_student_stepwise),
         cmocka_unit_test(test_score_errors),
+        cmocka_unit_test(test_teacher_view_own_context),
+        cmocka_unit_test(test_teacher_view_student),
+        cmocka_unit_test(test_teacher_view_errors),
         cmocka_unit_test(test_determinism),
     };
     return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);

@@ -28,12 +28,13 @@ static Config small_config(void) {
     Config c;
     config_defaults(&c);
     snprintf(c.model.name, sizeof(c.model.name), "tiny");
-    c.model.threads = 1;
+    c.bootstrap.threads = 1;
     c.model.max_seq_len = 2048;
     c.rollout.max_context = 2048;
     c.env.max_turns = 12;
     c.bootstrap.episodes = 40;
     c.bootstrap.mine_batches = 2;
+    c.bootstrap.copy_steps = 20; // these tests check the pipeline, not what a full warm-up learns
     c.run.seed = SEED;
     return c;
 }
@@ -138,11 +139,12 @@ static char* text_of(const Tokenizer* tok, const Demo* d, int from, int to) {
 static void check_demo(const Fixture* f, const Env* env, const Demo* d, const char* system) {
     const Tokenizer* tok = f->tok;
     char* all = text_of(tok, d, 0, d->n);
-    // the agent's system text opens every sequence
+    // the agent's system text opens every sequence; a window opens with the task
     char* head = malloc(strlen(system) + 32);
-    sprintf(head, "<|im_start|>system\n%s", system);
+    sprintf(head, "<|im_start|>%s%s", d->window ? "user\n" : "system\n", d->window ? "" : system);
     assert_memory_equal(all, head, strlen(head));
     free(head);
+    if (d->window) assert_int_equal(count_substr(all, "<|im_start|>system"), 0);
     // targets: assistant tokens only, in runs that each hold one well-formed tool call of env's
     int turns = 0;
     for (int t = 0; t < d->n;) {
@@ -175,12 +177,21 @@ static void check_demo(const Fixture* f, const Env* env, const Demo* d, const ch
         t = e;
     }
     assert_true(turns >= 1);
+    if (d->window) { // one supervised turn, the last
+        assert_int_equal(turns, 1);
+        assert_true(d->target[d->n - 1]);
+    }
     // experience: tagged SEG_EXPERIENCE, wrapped in <experience> tokens, in the agent's format
     int n_exp = 0, first_exp = -1;
     for (int t = 0; t < d->n; t++)
         if (d->seg[t] == SEG_EXPERIENCE) n_exp++, first_exp = first_exp < 0 ? t : first_exp;
     int blocks = count_substr(all, "<experience>");
-    if (d->mode == DEMO_STUDENT) {
+    // whole sequences show experience unless they are students'; windows only in step-wise
+    // episodes (the turn's own items; the global pool lives in the system message windows lack)
+    const int shows = d->has_exp;
+    if (d->mode == DEMO_STUDENT || (d->window && d->mode == DEMO_GLOBAL)) assert_false(shows);
+    if (!d->window && d->mode == DEMO_GLOBAL) assert_true(shows);
+    if (!shows) {
         assert_int_equal(n_exp, 0);
         assert_int_equal(blocks, 0);
     } else {
@@ -194,7 +205,7 @@ static void check_demo(const Fixture* f, const Env* env, const Demo* d, const ch
         free(want);
         free(exp);
         char* before = text_of(tok, d, 0, first_exp);
-        if (d->mode == DEMO_GLOBAL) { // inside the system message
+        if (d->mode == DEMO_GLOBAL && !d->window) { // inside the system message
             assert_int_equal(count_substr(before, "<|im_start|>"), 1);
         } else { // in the last user/tool message, right before the sequence's last turn, a target
             char* after = text_of(tok, d, first_exp + n_exp, d->n);
@@ -216,8 +227,8 @@ static void test_demos(void** state) {
     assert_int_equal(bank_build(&bank, "wikisearch", SEED, 2, err, sizeof(err)), 0);
     DemoParams p = demo_params_from_config(&f.c);
     p.max_context = 4096;
-    DemoSet set;
-    assert_int_equal(demos_build(&set, NULL, "wikisearch", &bank, f.agent, &p, err, sizeof(err)), 0);
+    DemoSet set, win;
+    assert_int_equal(demos_build(&set, &win, "wikisearch", &bank, f.agent, &p, err, sizeof(err)), 0);
     EnvOptions eo = {.name = "wikisearch", .seed = SEED, .train_tasks = 4, .heldout_tasks = 1};
     EnvError ee;
     Env* env = env_create(&eo, &ee);
@@ -230,6 +241,20 @@ static void test_demos(void** state) {
     }
     for (int m = 0; m < DEMO_MODES; m++) assert_true(modes[m] > 0);
     assert_true(followed > 0); // some supervised turns follow an injected principle
+    // windows: short, one turn each; the global pool is never shown in one (it lives in the system
+    // message), so no window of a global episode holds a turn the pool changed
+    int win_followed = 0;
+    for (int i = 0; i < win.n; i++) {
+        const Demo* d = &win.d[i];
+        assert_true(d->window);
+        check_demo(&f, env, d, system);
+        assert_true(d->n_turns == 1 || d->n_turns == 2); // the previous call and the turn
+        if (d->mode == DEMO_GLOBAL) assert_int_equal(d->n_followed, 0);
+        win_followed += d->n_followed;
+    }
+    assert_true(win.n > set.n);
+    assert_true(win_followed > 0);
+    demos_free(&win);
     // the same parameters give the same sequences
     DemoSet again;
     assert_int_equal(demos_build(&again, NULL, "wikisearch", &bank, f.agent, &p, err, sizeof(err)), 0);
@@ -270,7 +295,7 @@ static void test_hash(void** state) {
     assert_string_equal(base, again);
     // keys that do not change the weights
     ConfigError ce;
-    static const char* const same[] = {"bootstrap.cache_dir=/elsewhere", "model.threads=2", "run.name=other",
+    static const char* const same[] = {"bootstrap.cache_dir=/elsewhere", "bootstrap.threads=2", "model.threads=2", "run.name=other",
                                        "run.iterations=7", "distill.lr=0.5", NULL};
     for (int i = 0; same[i]; i++) {
         Config d = c;

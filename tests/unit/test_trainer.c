@@ -108,6 +108,8 @@ static void one_row_init(OneRow* o, const float* logits, int rows, int V, int K)
     o->b.lp = malloc(sizeof(float) * (size_t)K);
     o->b.tail = malloc(sizeof(float));
     o->b.old_lp = malloc(sizeof(float));
+    o->b.exact = malloc(sizeof(float));
+    o->b.exact[0] = NAN; // the sampled estimator's bucket rule
     o->b.B = 1;
     o->b.T = rows;
     o->b.K = K;
@@ -119,6 +121,7 @@ static void one_row_free(OneRow* o) {
     be->free(be, o->d_logits);
     be->free(be, o->d_dz);
     free(o->b.pos), free(o->b.target), free(o->b.ids), free(o->b.lp), free(o->b.tail), free(o->b.old_lp);
+    free(o->b.exact);
 }
 
 // loss of row r under `loss`; dz (V) host gets its gradient
@@ -133,7 +136,7 @@ static double one_row_run(OneRow* o, DistillLoss loss, double beta, int r, const
     o->b.old_lp[0] = old_lp;
     be->memset0(be, o->d_dz, sizeof(float) * (size_t)o->b.T * o->V);
     DistillStats st = {0};
-    distill_objective_run(obj, o->d_logits, &o->b, o->d_dz, &st);
+    distill_objective_run(obj, o->d_logits, &o->b, NULL, o->d_dz, &st);
     be->download(be, dz, o->d_dz + (size_t)r * o->V, sizeof(float) * (size_t)o->V);
     distill_objective_free(obj);
     return st.loss;
@@ -429,7 +432,7 @@ static void test_objective_batch(void** state) {
         DistillObjective* o = distill_objective_create(be, losses[li], 0.5, V);
         be->memset0(be, d_dz, sizeof(float) * B * T * V);
         DistillStats st = {0};
-        distill_objective_run(o, d_logits, &b, d_dz, &st);
+        distill_objective_run(o, d_logits, &b, NULL, d_dz, &st);
         be->download(be, dz, d_dz, sizeof(float) * B * T * V);
         memset(ref, 0, sizeof(float) * B * T * V);
         double loss = 0.0;
@@ -605,7 +608,7 @@ static double model_loss(Model* m, DistillObjective* o, const DistillBatch* b, i
     float* dz = model_dlogits(m);
     be->memset0(be, dz, sizeof(float) * (size_t)b->B * b->T * V);
     DistillStats st = {0};
-    distill_objective_run(o, model_logits(m), b, dz, &st);
+    distill_objective_run(o, model_logits(m), b, NULL, dz, &st);
     return st.loss;
 }
 
@@ -677,18 +680,37 @@ static void test_config(void** state) {
     config_defaults(&c);
     char err[1024];
     assert_int_equal(distill_check_config(&c, err, sizeof(err)), 0);
+    // recompute is available; with sft it has nothing to recompute
     assert_int_equal(config_load_string(&c, "distill:\n  teacher: recompute\n", "t.yaml", &e), 0);
+    assert_int_equal(distill_check_config(&c, err, sizeof(err)), 0);
+    DistillOptions o;
+    distill_options_from_config(&o, &c);
+    assert_true(o.teacher_recompute && o.teacher_max_len == c.rollout.max_context);
+    config_defaults(&c);
+    assert_int_equal(config_load_string(&c, "distill:\n  teacher: recompute\n  loss: sft\n", "s.yaml", &e), 0);
     assert_int_equal(distill_check_config(&c, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "t.yaml:2"));
-    assert_non_null(strstr(err, "distill.teacher"));
-    assert_non_null(strstr(err, "recorded"));
+    assert_non_null(strstr(err, "s.yaml:2: distill.teacher: 'recompute' with distill.loss 'sft' (s.yaml:3)"));
+    // the sampled-token estimator: on-policy only (the config loader refuses it off-policy too;
+    // a programmatic config meets this check)
+    config_defaults(&c);
+    assert_int_equal(
+        config_load_string(&c, "distill:\n  regime: on_policy\n  loss: reverse_kl_sampled\n", "r.yaml", &e), 0);
+    assert_int_equal(distill_check_config(&c, err, sizeof(err)), 0);
+    distill_options_from_config(&o, &c);
+    assert_int_equal(o.loss, DISTILL_LOSS_REVERSE_KL_SAMPLED);
+    assert_false(o.teacher_recompute);
+    c.distill.regime = REGIME_OFF_POLICY;
+    assert_int_equal(distill_check_config(&c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "r.yaml:3: distill.loss: 'reverse_kl_sampled' is on-policy only"));
+    assert_non_null(strstr(err, "distill.regime is 'off_policy' (r.yaml:2)"));
+    assert_int_equal(config_validate(&c, &e), -1);
+    assert_non_null(strstr(e.msg, "on_policy takes reverse_kl, reverse_kl_sampled or jsd"));
     config_defaults(&c);
     assert_int_equal(config_load_string(&c,
                                         "distill:\n  regime: on_policy\n  loss: jsd\n  jsd_beta: 0.25\n  lr: 2e-5\n"
                                         "  micro_batch_tokens: 2048\n",
                                         "u.yaml", &e),
                      0);
-    DistillOptions o;
     distill_options_from_config(&o, &c);
     assert_int_equal(o.loss, DISTILL_LOSS_JSD);
     assert_true(o.jsd_beta == 0.25 && o.adamw.lr == 2e-5f && o.micro_batch_tokens == 2048);

@@ -1,5 +1,6 @@
-// Unit tests of the trajectory record: building, wire round trips, bounds-checked decoding under
-// truncation and random corruption (a deterministic fuzz), and the student view.
+// Unit tests of the trajectory record: building, wire round trips (version 2 with the teacher's
+// log-probs and contexts, version 1 still read), bounds-checked decoding under truncation and
+// random corruption (a deterministic fuzz), the student view and the teacher's contexts.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -133,7 +134,7 @@ static void test_malformed(void** state) {
         {48, 5000, "'topk' is 5000"},
         {60, 0xfffffff0u, "tokens[0] = -16 is negative"},
         {0, 1000, "batch count 1000 does not fit"},
-        {0, 2, "record 1 of 2: trajectory record at byte 816: field 'magic' needs 4 bytes, only 0 left"},
+        {0, 2, "record 1 of 2: trajectory record at byte 832: field 'magic' needs 4 bytes, only 0 left"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         memcpy(b.data, buf.data, buf.len);
@@ -144,8 +145,10 @@ static void test_malformed(void** state) {
     b.data[60 + 4 * 26] = 9; // first segment tag
     expect_decode_error(&b, "segment[0] = 9 is not a segment tag");
     memcpy(b.data, buf.data, buf.len);
-    b.len = buf.len - 3;
+    b.len = 792 + 21;
     expect_decode_error(&b, "record 0 of 1: trajectory record at byte 792: field 'items' needs 24 bytes, only 21 left");
+    b.len = buf.len - 3; // version 2's fields follow the items: 816 has_teacher_lp, 820 n_tctx, 824 n_tctx_ids
+    expect_decode_error(&b, "record 0 of 1: trajectory record at byte 828: field 'tctx_offset' needs 4 bytes, only 1 left");
     free(b.data);
     traj_buf_free(&buf);
     traj_free(t);
@@ -231,10 +234,125 @@ static void test_student_view(void** state) {
     }
 }
 
+// ----------------------------------------------------------------------------
+// version 2: the teacher's log-probs and contexts
+
+// a step-wise record (no experience tokens) whose steps 1 and 2 saw items spliced into the tool
+// message before them, and the same for a global record (the experience put back, one entry)
+static void add_teacher(Trajectory* t) {
+    float lp[12];
+    for (int i = 0; i < 12; i++) lp[i] = -0.25f * (float)i;
+    traj_set_teacher_lp(t, lp);
+    int32_t a[] = {60, 61}, b[] = {70, 71, 72};
+    traj_add_teacher_context(t, 1, 10, 11, a, 2); // replaces the tool token 8 of step 0's observation
+    traj_add_teacher_context(t, 2, 18, 18, b, 3); // inserts before step 1's observation's last token
+}
+
+static void test_teacher_extras(void** state) {
+    (void)state;
+    Trajectory* t = sample_trajectory(0, 4);
+    add_teacher(t);
+    t->flags |= TRAJ_FLAG_TEACHER_VIEW;
+    TrajBuf buf = {0};
+    traj_encode(t, &buf);
+    size_t pos = 0;
+    char err[512];
+    Trajectory* back = traj_decode(buf.data, buf.len, &pos, err, sizeof(err));
+    if (!back) fail_msg("decode: %s", err);
+    assert_same(t, back);
+    assert_int_equal(back->n_tctx, 2);
+    assert_memory_equal(back->teacher_lp, t->teacher_lp, sizeof(float) * 12);
+    const int32_t offsets[3] = {0, 2, 5}, inserted[3] = {70, 71, 72};
+    assert_memory_equal(back->tctx_offset, offsets, sizeof(offsets));
+    assert_memory_equal(back->tctx_ids, t->tctx_ids, sizeof(int32_t) * 5);
+    assert_int_equal(back->tctx_end[1], 18);
+    // contexts: step 0 sees the history, step 1 entry 0's splice, step 2 entry 1's
+    int n, end, shift;
+    int32_t* c = traj_teacher_context(back, 0, &n, &end, &shift);
+    assert_int_equal(n, t->n_tokens);
+    assert_memory_equal(c, t->tokens, sizeof(int32_t) * (size_t)n);
+    assert_int_equal(end, 0), assert_int_equal(shift, 0);
+    free(c);
+    c = traj_teacher_context(back, 1, &n, &end, &shift);
+    assert_int_equal(n, t->n_tokens + 1);
+    assert_int_equal(end, 11), assert_int_equal(shift, 1);
+    assert_memory_equal(c, t->tokens, sizeof(int32_t) * 10);
+    assert_int_equal(c[10], 60), assert_int_equal(c[11], 61);
+    assert_memory_equal(c + 12, t->tokens + 11, sizeof(int32_t) * (size_t)(t->n_tokens - 11));
+    assert_int_equal(c[t->step_start[1] + shift], t->tokens[t->step_start[1]]); // agent tokens keep their ids
+    free(c);
+    c = traj_teacher_context(back, 2, &n, &end, &shift);
+    assert_int_equal(n, t->n_tokens + 3);
+    assert_int_equal(shift, 3);
+    assert_memory_equal(c + 18, inserted, sizeof(inserted));
+    assert_int_equal(c[21], t->tokens[18]);
+    free(c);
+    assert_int_equal(traj_teacher_entry(back, 0), -1);
+    assert_int_equal(traj_teacher_entry(back, 2), 1);
+    // copied onto a record of the same history
+    Trajectory* s = sample_trajectory(0, 4);
+    traj_copy_teacher(s, back);
+    TrajBuf again = {0};
+    s->flags |= TRAJ_FLAG_TEACHER_VIEW;
+    traj_encode(s, &again);
+    assert_int_equal(again.len, buf.len);
+    assert_memory_equal(again.data, buf.data, buf.len);
+    traj_buf_free(&again);
+    traj_free(s);
+    traj_free(back);
+
+    // version 1: the same bytes without version 2's 4 + 8 + 4 bytes (no extras: teacher_lp flag,
+    // counts, one offset) still decode
+    Trajectory* plain = sample_trajectory(1, 4);
+    TrajBuf v1 = {0};
+    traj_encode(plain, &v1);
+    v1.len -= 16;
+    const uint32_t one = 1;
+    memcpy(v1.data + 4, &one, 4);
+    pos = 0;
+    back = traj_decode(v1.data, v1.len, &pos, err, sizeof(err));
+    if (!back) fail_msg("version 1: %s", err);
+    assert_same(plain, back);
+    assert_true(pos == v1.len && back->teacher_lp == NULL && back->n_tctx == 0);
+    traj_free(back);
+    traj_free(plain);
+    traj_buf_free(&v1);
+
+    // malformed extras, named
+    const size_t ex = buf.len - (4 + 4 * 12 + 8 + 4 * (3 * 2 + 3) + 4 * 5); // has_teacher_lp
+    const size_t tl = ex + 4, steps = tl + 4 * 12 + 8, at = steps + 8, to = at + 8;
+    struct {
+        size_t offset;
+        uint32_t value;
+        const char* needle;
+    } cases[] = {
+        {ex, 2, "has_teacher_lp is 2, must be 0 or 1"},
+        {tl + 4, 0x3f800000u, "teacher_lp[1] = 1 is not a log-probability"},
+        {steps + 4, 1, "tctx_step[1] = 1 is out of order"},
+        {steps, 7, "tctx_step[0] = 7 is out of order or not a step (n_steps 3)"},
+        {at, 16, "teacher context 0 replaces [16, 11), not a range before step 1's first token (12)"},
+        {to + 4, 40, "teacher context 1 replaces [18, 40)"},
+        {buf.len - 4, 0xffffffffu, "tctx_ids[4] = -1 is negative"},
+        {0, 9, "wire version 9, this ingrain reads versions 1 to 2 (written by a newer ingrain?)"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        TrajBuf b = {malloc(buf.len), buf.len, buf.len};
+        memcpy(b.data, buf.data, buf.len);
+        memcpy(b.data + (cases[i].offset ? cases[i].offset : 4), &cases[i].value, 4);
+        pos = 0;
+        err[0] = '\0';
+        assert_null(traj_decode(b.data, b.len, &pos, err, sizeof(err)));
+        if (!strstr(err, cases[i].needle)) fail_msg("case %zu: error '%s' lacks '%s'", i, err, cases[i].needle);
+        free(b.data);
+    }
+    traj_buf_free(&buf);
+    traj_free(t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build),     cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_fuzz),      cmocka_unit_test(test_student_view),
+        cmocka_unit_test(test_fuzz),      cmocka_unit_test(test_student_view), cmocka_unit_test(test_teacher_extras),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

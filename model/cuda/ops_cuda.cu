@@ -1,0 +1,307 @@
+// CUDA backend (see ops.h): construction, memory, cuBLAS matmuls, the elementwise ops and
+// AdamW. The other kernels live in ops_cuda_kernels.cu (norms, rope, swiglu, embedding),
+// ops_cuda_loss.cu (vocabulary-wide blocks) and attention.cu. Every op runs on the backend's
+// one stream in issue order; ops that hand a value to the host wait for that stream.
+// Determinism: cuBLAS with a fixed workspace on one stream, and no atomics in any reduction.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/cuda/ops_cuda.cuh"
+
+#define CUDA_CUBLAS_WS_BYTES (32u << 20) // cuBLAS workspace (NVIDIA's recommendation for Hopper)
+
+// ----------------------------------------------------------------------------
+// scratch and host results
+
+void* cuda_scratch(Backend* be, size_t bytes) {
+    CudaImpl* c = cuda_impl(be);
+    if (bytes <= c->scratch_bytes) return c->scratch;
+    size_t grown = c->scratch_bytes * 2 > bytes ? c->scratch_bytes * 2 : bytes;
+    grown = (grown + 255) / 256 * 256;
+    if (c->scratch) {
+        cudaCheck(cudaStreamSynchronize(c->stream));
+        cudaCheck(cudaFree(c->scratch));
+    }
+    if (cudaMalloc(&c->scratch, grown) != cudaSuccess) {
+        fatal("cuda backend: scratch allocation of %zu bytes (%.1f MiB) on GPU %d failed\n"
+              "  hint: use a smaller batch, sequence length or vocabulary chunk",
+              grown, (double)grown / (1024.0 * 1024.0), c->device);
+    }
+    c->scratch_bytes = grown;
+    return c->scratch;
+}
+
+double cuda_result(Backend* be) {
+    CudaImpl* c = cuda_impl(be);
+    cudaCheck(cudaMemcpyAsync(c->result_host, c->result_dev, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
+    cudaCheck(cudaStreamSynchronize(c->stream));
+    return *c->result_host;
+}
+
+// stage 1: block b sums the items i = b*256 + t + k*(grid*256), each thread in its order, then a
+// shuffle tree; stage 2: one block sums the block partials the same way
+__global__ void sum_doubles_kernel(double* out, const double* x, size_t n) {
+    __shared__ double sh[32];
+    double s = 0.0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        s += x[i];
+    }
+    s = block_sum_d(s, sh);
+    if (threadIdx.x == 0) out[blockIdx.x] = s;
+}
+
+void cuda_sum_doubles(Backend* be, double* out, const double* x, size_t n, double* part) {
+    const int threads = 256;
+    size_t g = cuda_cdiv(n, threads);
+    if (g > CUDA_SUM_PARTS) g = CUDA_SUM_PARTS;
+    if (g == 0) g = 1;
+    sum_doubles_kernel<<<(unsigned)g, threads, 0, cuda_stream(be)>>>(part, x, n);
+    cudaCheckLaunch();
+    sum_doubles_kernel<<<1, 1024, 0, cuda_stream(be)>>>(out, part, g);
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// memory
+
+static void* cuda_alloc(Backend* be, size_t bytes) {
+    CudaImpl* c = cuda_impl(be);
+    size_t rounded = (bytes + 255) / 256 * 256;
+    if (rounded == 0) rounded = 256;
+    void* p = NULL;
+    cudaError_t err = cudaMalloc(&p, rounded);
+    if (err != cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        cudaGetLastError();
+        cudaMemGetInfo(&free_b, &total_b);
+        fatal("cuda backend: allocation of %zu bytes (%.1f MiB) on GPU %d failed: %s (%.1f of %.1f GiB free)\n"
+              "  hint: use a smaller model, batch or sequence length",
+              bytes, (double)bytes / (1024.0 * 1024.0), c->device, cudaGetErrorString(err),
+              (double)free_b / (1 << 30), (double)total_b / (1 << 30));
+    }
+    // waits for the zeros: a buffer may go to a library on another stream (NCCL) right away
+    cudaCheck(cudaMemsetAsync(p, 0, rounded, c->stream));
+    cudaCheck(cudaStreamSynchronize(c->stream));
+    return p;
+}
+
+static void cuda_free(Backend* be, void* p) {
+    (void)be;
+    if (p) cudaCheck(cudaFree(p)); // waits for the device: no op in flight still reads p
+}
+
+// Waits for the copy: the caller may reuse or free its host buffer on return.
+static void cuda_upload(Backend* be, void* dst, const void* host_src, size_t bytes) {
+    if (!bytes) return;
+    cudaCheck(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cuda_stream(be)));
+    cudaCheck(cudaStreamSynchronize(cuda_stream(be)));
+}
+
+static void cuda_download(Backend* be, void* host_dst, const void* src, size_t bytes) {
+    if (!bytes) return;
+    cudaCheck(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cuda_stream(be)));
+    cudaCheck(cudaStreamSynchronize(cuda_stream(be)));
+}
+
+static void cuda_memset0(Backend* be, void* dst, size_t bytes) {
+    if (bytes) cudaCheck(cudaMemsetAsync(dst, 0, bytes, cuda_stream(be)));
+}
+
+// memmove semantics, as the CPU backend: overlapping ranges go through the scratch buffer
+static void cuda_copy(Backend* be, void* dst, const void* src, size_t bytes) {
+    if (!bytes || dst == src) return;
+    const char *d = (const char*)dst, *s = (const char*)src;
+    if (d < s + bytes && s < d + bytes) {
+        void* tmp = cuda_scratch(be, bytes);
+        cudaCheck(cudaMemcpyAsync(tmp, src, bytes, cudaMemcpyDeviceToDevice, cuda_stream(be)));
+        src = tmp;
+    }
+    cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_stream(be)));
+}
+
+static void cuda_synchronize(Backend* be) { cudaCheck(cudaStreamSynchronize(cuda_stream(be))); }
+
+// ----------------------------------------------------------------------------
+// matmul: cuBLAS is column-major, the caller row-major. A row-major (R, C) matrix with leading
+// dimension ld is the column-major (C, R) matrix with the same ld, i.e. its transpose; so the
+// row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T: cuBLAS gets B first,
+// with each operand's transpose flag as the caller gave it.
+
+// C (M, N) *= beta, row stride ldc (the K = 0 product, which cuBLAS may reject)
+__global__ void scale_rows_kernel(float* C, int M, int N, int ldc, float beta) {
+    const size_t n = (size_t)M * N;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float* c = C + (i / N) * (size_t)ldc + i % N;
+        *c = beta == 0.0f ? 0.0f : *c * beta;
+    }
+}
+
+static void cuda_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A,
+                        int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+    CudaImpl* c = cuda_impl(be);
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        scale_rows_kernel<<<cuda_grid((size_t)M * N, 256), 256, 0, c->stream>>>(C, M, N, ldc, beta);
+        cudaCheckLaunch();
+        return;
+    }
+    const cublasComputeType_t compute = c->bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+    cublasCheck(cublasGemmEx(c->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N,
+                             M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc, compute,
+                             CUBLAS_GEMM_DEFAULT));
+}
+
+// ----------------------------------------------------------------------------
+// elementwise
+
+__global__ void add_kernel(float* y, const float* x, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        y[i] += x[i];
+    }
+}
+
+__global__ void scale_kernel(float* y, float a, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        y[i] *= a;
+    }
+}
+
+static void cuda_add(Backend* be, float* y, const float* x, size_t n) {
+    if (!n) return;
+    add_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(y, x, n);
+    cudaCheckLaunch();
+}
+
+static void cuda_scale(Backend* be, float* y, float a, size_t n) {
+    if (!n) return;
+    scale_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(y, a, n);
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// AdamW (the same expression as the CPU backend, constants computed on the host alike)
+
+__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, size_t n, float beta1, float beta2,
+                             float eps, float grad_scale, float step, float sqrt_bc2, float decay) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float gi = g[i] * grad_scale;
+        float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+        float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - step * mi / (sqrtf(vi) / sqrt_bc2 + eps);
+    }
+}
+
+static void cuda_adamw(Backend* be, float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1,
+                       float beta2, float eps, float weight_decay, float grad_scale, long t) {
+    if (!n) return;
+    const float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
+    const float step = lr / bc1, sqrt_bc2 = sqrtf(bc2), decay = 1.0f - lr * weight_decay;
+    adamw_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(p, g, m, v, n, beta1, beta2, eps, grad_scale, step,
+                                                                  sqrt_bc2, decay);
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// construction
+
+static void cuda_destroy(Backend* be) {
+    CudaImpl* c = cuda_impl(be);
+    cudaCheck(cudaStreamSynchronize(c->stream));
+    if (c->scratch) cudaCheck(cudaFree(c->scratch));
+    cudaCheck(cudaFree(c->cublas_ws));
+    cudaCheck(cudaFree(c->result_dev));
+    cudaCheck(cudaFreeHost(c->result_host));
+    cublasCheck(cublasDestroy(c->cublas));
+    cudaCheck(cudaStreamDestroy(c->stream));
+    free(c);
+    free(be);
+}
+
+extern "C" Backend* backend_cuda_create(int device, int bf16, char* err, size_t errlen) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        snprintf(err, errlen, "no usable CUDA GPU: %s", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        cudaGetLastError(); // clear the sticky error so later CPU work is unaffected
+        return NULL;
+    }
+    if (device < 0 || device >= count) {
+        snprintf(err, errlen, "CUDA device %d does not exist: this node has %d GPU%s (ordinals 0..%d)", device, count,
+                 count == 1 ? "" : "s", count - 1);
+        return NULL;
+    }
+    e = cudaSetDevice(device);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "cannot use CUDA device %d: %s", device, cudaGetErrorString(e));
+        cudaGetLastError();
+        return NULL;
+    }
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDeviceProperties(&prop, device));
+    if (prop.major < 8) {
+        snprintf(err, errlen, "CUDA device %d (%s, sm_%d%d) is older than sm_80, the oldest this build supports",
+                 device, prop.name, prop.major, prop.minor);
+        return NULL;
+    }
+
+    CudaImpl* c = (CudaImpl*)calloc(1, sizeof(CudaImpl));
+    Backend* be = (Backend*)calloc(1, sizeof(Backend));
+    if (!c || !be) fatal("cuda backend: out of host memory");
+    c->device = device;
+    c->bf16 = bf16 != 0;
+    c->num_sms = prop.multiProcessorCount;
+    cudaCheck(cudaStreamCreate(&c->stream));
+    cublasCheck(cublasCreate(&c->cublas));
+    cublasCheck(cublasSetStream(c->cublas, c->stream));
+    cudaCheck(cudaMalloc(&c->cublas_ws, CUDA_CUBLAS_WS_BYTES));
+    // a fixed workspace on one stream makes cuBLAS's GEMMs deterministic; the default math mode
+    // keeps fp32 products in fp32 (no TF32), the bf16 mode asks for bf16 through the compute type
+    cublasCheck(cublasSetWorkspace(c->cublas, c->cublas_ws, CUDA_CUBLAS_WS_BYTES));
+    cublasCheck(cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH));
+    cublasCheck(cublasSetPointerMode(c->cublas, CUBLAS_POINTER_MODE_HOST));
+    cudaCheck(cudaMalloc(&c->result_dev, sizeof(double)));
+    cudaCheck(cudaMallocHost(&c->result_host, sizeof(double)));
+
+    *be = (Backend){
+        .name = "cuda",
+        .impl = c,
+        .threads = c->num_sms,
+        .destroy = cuda_destroy,
+        .alloc = cuda_alloc,
+        .free = cuda_free,
+        .upload = cuda_upload,
+        .download = cuda_download,
+        .memset0 = cuda_memset0,
+        .copy = cuda_copy,
+        .synchronize = cuda_synchronize,
+        .matmul = cuda_matmul,
+        .add = cuda_add,
+        .scale = cuda_scale,
+        .add_bias = cuda_add_bias,
+        .bias_bwd = cuda_bias_bwd,
+        .sum_squares = cuda_sum_squares,
+        .mask_rows = cuda_mask_rows,
+        .rmsnorm_fwd = cuda_rmsnorm_fwd,
+        .rmsnorm_bwd = cuda_rmsnorm_bwd,
+        .rope_fwd = cuda_rope_fwd,
+        .rope_bwd = cuda_rope_bwd,
+        .attention_fwd = cuda_attention_fwd,
+        .attention_bwd = cuda_attention_bwd,
+        .attention_work_bytes = cuda_attention_work_bytes,
+        .swiglu_fwd = cuda_swiglu_fwd,
+        .swiglu_bwd = cuda_swiglu_bwd,
+        .embedding_fwd = cuda_embedding_fwd,
+        .embedding_bwd = cuda_embedding_bwd,
+        .softmax = cuda_softmax,
+        .log_softmax = cuda_log_softmax,
+        .cross_entropy = cuda_cross_entropy,
+        .kl_full = cuda_kl_full,
+        .kl_topk = cuda_kl_topk,
+        .kl_sampled = cuda_kl_sampled,
+        .adamw = cuda_adamw,
+    };
+    return be;
+}

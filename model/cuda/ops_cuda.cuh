@@ -1,0 +1,151 @@
+// Internals of the CUDA backend (model/cuda/*.cu): the backend's private state, its scratch
+// buffer, the block-reduction helpers shared by the kernels, and the ops each file provides to
+// ops_cuda.cu, which fills the Backend's function pointers. Not part of the backend interface.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stddef.h>
+
+#include "model/cuda/check.cuh"
+
+extern "C" {
+#include "model/ops.h"
+}
+
+// ----------------------------------------------------------------------------
+// backend state
+
+typedef struct {
+    int device;
+    int bf16;              // matmuls on bf16 tensor cores (fp32 accumulation)
+    int num_sms;           // streaming multiprocessors of the device
+    cudaStream_t stream;   // every op of the backend runs on this stream, in issue order
+    cublasHandle_t cublas; // bound to `stream`, with a fixed workspace
+    void* cublas_ws;
+    void* scratch; // grown on demand, never shrunk; one op's temporaries at a time
+    size_t scratch_bytes;
+    double* result_dev;  // a reduction's final value, copied to result_host
+    double* result_host; // pinned
+} CudaImpl;
+
+static inline CudaImpl* cuda_impl(Backend* be) { return (CudaImpl*)be->impl; }
+static inline cudaStream_t cuda_stream(Backend* be) { return cuda_impl(be)->stream; }
+
+// A scratch region of at least `bytes` (256-byte aligned). Valid until the next call: ops take
+// it once and carve their temporaries out of it. Growing waits for the stream first, since
+// earlier ops may still read the old region.
+void* cuda_scratch(Backend* be, size_t bytes);
+// copy the device double at result_dev to the host, waiting for the stream
+double cuda_result(Backend* be);
+// Sum of x[0..n) in double into *out (device), in a fixed order: the same bits on every run.
+// part: scratch for CUDA_SUM_PARTS doubles.
+#define CUDA_SUM_PARTS 1024
+void cuda_sum_doubles(Backend* be, double* out, const double* x, size_t n, double* part);
+
+// ceil(a / b)
+__host__ __device__ static inline size_t cuda_cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
+// blocks for a grid-stride elementwise loop over n items
+static inline unsigned cuda_grid(size_t n, int threads) {
+    size_t g = cuda_cdiv(n, (size_t)threads);
+    if (g > 65535u * 32u) g = 65535u * 32u;
+    return g ? (unsigned)g : 1u;
+}
+
+// ----------------------------------------------------------------------------
+// block reductions (fixed shuffle trees: results depend on the data only, never on timing)
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// every thread of the block gets the result; sh: 32 floats of shared memory; blockDim.x a
+// multiple of 32. Starts and ends with a barrier so sh can be reused right away.
+__device__ __forceinline__ float block_max(float v, float* sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : -INFINITY;
+    v = warp_max(v);
+    __syncthreads();
+    return v;
+}
+
+__device__ __forceinline__ float block_sum(float v, float* sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0f;
+    v = warp_sum(v);
+    __syncthreads();
+    return v;
+}
+
+// sh: 32 doubles
+__device__ __forceinline__ double block_sum_d(double v, double* sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0;
+    v = warp_sum_d(v);
+    __syncthreads();
+    return v;
+}
+
+// ----------------------------------------------------------------------------
+// ops by file (signatures as in struct Backend)
+
+// ops_cuda_kernels.cu
+void cuda_add_bias(Backend* be, float* y, const float* b, int N, int C);
+void cuda_bias_bwd(Backend* be, float* db, const float* dy, int N, int C);
+double cuda_sum_squares(Backend* be, const float* x, size_t n);
+void cuda_mask_rows(Backend* be, float* x, const int* lengths, int B, int T, int C);
+void cuda_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, const float* w, int N, int C, float eps);
+void cuda_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const float* x, const float* w,
+                      const float* rstd, int N, int C);
+void cuda_rope_fwd(Backend* be, float* x, const int* pos, const float* cos, const float* sin, int N, int nh, int hd);
+void cuda_rope_bwd(Backend* be, float* dx, const int* pos, const float* cos, const float* sin, int N, int nh, int hd);
+void cuda_swiglu_fwd(Backend* be, float* h, const float* gate, const float* up, size_t n);
+void cuda_swiglu_bwd(Backend* be, float* dgate, float* dup, const float* dh, const float* gate, const float* up,
+                     size_t n);
+void cuda_embedding_fwd(Backend* be, float* y, const int* tokens, const float* table, int N, int D);
+void cuda_embedding_bwd(Backend* be, float* dtable, const float* dy, const int* tokens, int N, int D, int V);
+
+// ops_cuda_loss.cu
+void cuda_softmax(Backend* be, float* y, const float* z, int N, int V);
+void cuda_log_softmax(Backend* be, float* y, const float* z, int N, int V);
+double cuda_cross_entropy(Backend* be, const float* z, const int* targets, const float* w, int N, int V,
+                          float* losses, float* dz);
+double cuda_kl_full(Backend* be, const float* z, const float* teacher_lp, const float* w, int N, int V, int reverse,
+                    float* losses, float* dz);
+double cuda_kl_topk(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* teacher_tail,
+                    const float* w, int N, int V, int K, int reverse, float* losses, float* dz);
+double cuda_kl_sampled(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
+                       const float* w, int N, int V, float* losses, float* dz);
+
+// attention.cu
+void cuda_attention_fwd(Backend* be, float* out, float* lse, const float* q, int ldq, const float* k, const float* v,
+                        int ldkv, const int* q_lens, const int* kv_lens, int B, int Tq, int Tk, int H, int KV, int hd,
+                        void* work);
+void cuda_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const float* dout, const float* out,
+                        const float* lse, const float* q, int ldq, const float* k, const float* v, int ldkv,
+                        const int* q_lens, const int* kv_lens, int B, int Tq, int Tk, int H, int KV, int hd,
+                        void* work);
+size_t cuda_attention_work_bytes(Backend* be, int Tk);

@@ -1,0 +1,317 @@
+// CUDA backend kernels for the transformer blocks: bias, row masking, the sum of squares,
+// RMSNorm, RoPE, SwiGLU and the embedding. Reductions are deterministic: sums over rows (bias
+// and norm-weight gradients) run in two fixed-order stages through the backend's scratch, the
+// embedding gradient sorts the tokens (a stable radix sort) so that each table row is summed by
+// one block in row order, and nothing uses atomics.
+#include <cub/device/device_radix_sort.cuh>
+
+#include "model/cuda/ops_cuda.cuh"
+
+// ----------------------------------------------------------------------------
+// bias and masking
+
+__global__ void add_bias_kernel(float* y, const float* b, size_t n, int C) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        y[i] += b[i % C];
+    }
+}
+
+void cuda_add_bias(Backend* be, float* y, const float* b, int N, int C) {
+    const size_t n = (size_t)N * C;
+    if (!n) return;
+    add_bias_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(y, b, n, C);
+    cudaCheckLaunch();
+}
+
+__global__ void mask_rows_kernel(float* x, const int* lengths, int T, int C, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t row = i / C;
+        if ((int)(row % T) >= lengths[row / T]) x[i] = 0.0f;
+    }
+}
+
+void cuda_mask_rows(Backend* be, float* x, const int* lengths, int B, int T, int C) {
+    const size_t n = (size_t)B * T * C;
+    if (!n) return;
+    mask_rows_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(x, lengths, T, C, n);
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// column sums: out (C) += sum over rows n of dy[n, c] (times x[n, c] * rstd[n] for the RMSNorm
+// weight). Stage 1: block (32 columns, 8 row lanes) per (column tile, chunk of rows) writes one
+// partial per column; stage 2: block (32, 8) per column tile sums the partials of the chunks.
+// Every sum has a fixed order: lane y takes rows y, y + 8, ...; lanes combine in order 0..7.
+
+#define COLSUM_LANES 8
+
+// rows per chunk: a fixed function of N, with at most 1024 chunks
+static int colsum_chunk(int N) {
+    int chunk = 64;
+    while (cuda_cdiv((size_t)N, (size_t)chunk) > 1024) chunk *= 2;
+    return chunk;
+}
+
+template <bool RMS>
+__global__ void colsum_partial_kernel(float* part, const float* dy, const float* x, const float* rstd, int N, int C,
+                                      int chunk) {
+    __shared__ float sh[COLSUM_LANES][33];
+    const int c = blockIdx.x * 32 + threadIdx.x;
+    const int n0 = blockIdx.y * chunk, n1 = min(n0 + chunk, N);
+    float s = 0.0f;
+    if (c < C) {
+        for (int n = n0 + threadIdx.y; n < n1; n += COLSUM_LANES) {
+            const size_t i = (size_t)n * C + c;
+            s += RMS ? dy[i] * x[i] * rstd[n] : dy[i];
+        }
+    }
+    sh[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        float t = 0.0f;
+        for (int l = 0; l < COLSUM_LANES; l++) t += sh[l][threadIdx.x];
+        part[(size_t)blockIdx.y * C + c] = t;
+    }
+}
+
+__global__ void colsum_final_kernel(float* out, const float* part, int R, int C) {
+    __shared__ float sh[COLSUM_LANES][33];
+    const int c = blockIdx.x * 32 + threadIdx.x;
+    float s = 0.0f;
+    if (c < C) {
+        for (int r = threadIdx.y; r < R; r += COLSUM_LANES) s += part[(size_t)r * C + c];
+    }
+    sh[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        float t = 0.0f;
+        for (int l = 0; l < COLSUM_LANES; l++) t += sh[l][threadIdx.x];
+        out[c] += t;
+    }
+}
+
+static void colsum(Backend* be, float* out, const float* dy, const float* x, const float* rstd, int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    const int chunk = colsum_chunk(N), R = (int)cuda_cdiv((size_t)N, (size_t)chunk);
+    float* part = (float*)cuda_scratch(be, (size_t)R * C * sizeof(float));
+    const dim3 block(32, COLSUM_LANES), grid1((unsigned)cuda_cdiv((size_t)C, 32), (unsigned)R);
+    if (x) colsum_partial_kernel<true><<<grid1, block, 0, cuda_stream(be)>>>(part, dy, x, rstd, N, C, chunk);
+    else colsum_partial_kernel<false><<<grid1, block, 0, cuda_stream(be)>>>(part, dy, x, rstd, N, C, chunk);
+    cudaCheckLaunch();
+    colsum_final_kernel<<<(unsigned)cuda_cdiv((size_t)C, 32), block, 0, cuda_stream(be)>>>(out, part, R, C);
+    cudaCheckLaunch();
+}
+
+void cuda_bias_bwd(Backend* be, float* db, const float* dy, int N, int C) { colsum(be, db, dy, NULL, NULL, N, C); }
+
+// ----------------------------------------------------------------------------
+// sum of squares: per-thread double sums in a fixed stride pattern, block partials, then one
+// block over the partials (the grid is a function of n only)
+
+__global__ void sum_squares_kernel(double* part, const float* x, size_t n) {
+    __shared__ double sh[32];
+    double s = 0.0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float xi = x[i];
+        s += (double)(xi * xi);
+    }
+    s = block_sum_d(s, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+
+double cuda_sum_squares(Backend* be, const float* x, size_t n) {
+    CudaImpl* c = cuda_impl(be);
+    if (!n) return 0.0;
+    size_t g = cuda_cdiv(n, 256 * 8);
+    if (g > CUDA_SUM_PARTS) g = CUDA_SUM_PARTS;
+    double* part = (double*)cuda_scratch(be, 2 * CUDA_SUM_PARTS * sizeof(double));
+    sum_squares_kernel<<<(unsigned)g, 256, 0, c->stream>>>(part, x, n);
+    cudaCheckLaunch();
+    cuda_sum_doubles(be, c->result_dev, part, g, part + g);
+    return cuda_result(be);
+}
+
+// ----------------------------------------------------------------------------
+// RMSNorm: one warp per row (rows of any width: lane l takes columns l, l + 32, ...)
+
+__global__ void rmsnorm_fwd_kernel(float* y, float* rstd, const float* x, const float* w, int N, int C, float eps) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= N) return;
+    const float* xn = x + (size_t)row * C;
+    float* yn = y + (size_t)row * C;
+    float ss = 0.0f;
+    for (int c = lane; c < C; c += 32) ss += xn[c] * xn[c];
+    ss = warp_sum(ss);
+    const float r = 1.0f / sqrtf(ss / (float)C + eps);
+    for (int c = lane; c < C; c += 32) yn[c] = xn[c] * r * w[c];
+    if (lane == 0) rstd[row] = r;
+}
+
+void cuda_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, const float* w, int N, int C, float eps) {
+    if (N <= 0 || C <= 0) return;
+    rmsnorm_fwd_kernel<<<(unsigned)cuda_cdiv((size_t)N, 8), 256, 0, cuda_stream(be)>>>(y, rstd, x, w, N, C, eps);
+    cudaCheckLaunch();
+}
+
+__global__ void rmsnorm_bwd_dx_kernel(float* dx, const float* dy, const float* x, const float* w, const float* rstd,
+                                      int N, int C) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= N) return;
+    const float* xn = x + (size_t)row * C;
+    const float* dyn = dy + (size_t)row * C;
+    float* dxn = dx + (size_t)row * C;
+    const float r = rstd[row];
+    float dot = 0.0f;
+    for (int c = lane; c < C; c += 32) dot += dyn[c] * w[c] * xn[c];
+    dot = warp_sum(dot);
+    const float k = r * r * r * dot / (float)C;
+    for (int c = lane; c < C; c += 32) dxn[c] += r * w[c] * dyn[c] - k * xn[c];
+}
+
+void cuda_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const float* x, const float* w,
+                      const float* rstd, int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    rmsnorm_bwd_dx_kernel<<<(unsigned)cuda_cdiv((size_t)N, 8), 256, 0, cuda_stream(be)>>>(dx, dy, x, w, rstd, N, C);
+    cudaCheckLaunch();
+    colsum(be, dw, dy, x, rstd, N, C);
+}
+
+// ----------------------------------------------------------------------------
+// RoPE (HF rotate_half: element i pairs with i + hd/2); one thread per pair
+
+__global__ void rope_kernel(float* x, const int* pos, const float* cos_t, const float* sin_t, int nh, int hd,
+                            size_t n, float sign) {
+    const int half = hd / 2;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const int j = (int)(i % half);
+        const size_t head = i / half; // (row, head) index
+        const size_t row = head / nh;
+        const size_t at = (size_t)pos[row] * half + j;
+        float* xh = x + head * hd;
+        const float x1 = xh[j], x2 = xh[j + half], c = cos_t[at], s = sign * sin_t[at];
+        xh[j] = x1 * c - x2 * s;
+        xh[j + half] = x2 * c + x1 * s;
+    }
+}
+
+static void rope(Backend* be, float* x, const int* pos, const float* cos_t, const float* sin_t, int N, int nh, int hd,
+                 float sign) {
+    const int half = hd / 2;
+    const size_t n = (size_t)N * nh * half;
+    if (!n) return;
+    rope_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(x, pos, cos_t, sin_t, nh, hd, n, sign);
+    cudaCheckLaunch();
+}
+
+void cuda_rope_fwd(Backend* be, float* x, const int* pos, const float* cos_t, const float* sin_t, int N, int nh,
+                   int hd) {
+    rope(be, x, pos, cos_t, sin_t, N, nh, hd, 1.0f);
+}
+
+void cuda_rope_bwd(Backend* be, float* dx, const int* pos, const float* cos_t, const float* sin_t, int N, int nh,
+                   int hd) {
+    // the rotation is orthogonal: its transpose is the rotation by -angle
+    rope(be, dx, pos, cos_t, sin_t, N, nh, hd, -1.0f);
+}
+
+// ----------------------------------------------------------------------------
+// SwiGLU (the CPU's sigmoid formulation: through exp(-|x|), so no huge denominators)
+
+__device__ __forceinline__ float sigmoid_f(float x) {
+    const float e = expf(-fabsf(x));
+    const float s = 1.0f / (1.0f + e);
+    return x >= 0.0f ? s : e * s;
+}
+
+__global__ void swiglu_fwd_kernel(float* h, const float* gate, const float* up, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float g = gate[i];
+        h[i] = g * sigmoid_f(g) * up[i];
+    }
+}
+
+__global__ void swiglu_bwd_kernel(float* dgate, float* dup, const float* dh, const float* gate, const float* up,
+                                  size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float g = gate[i], sg = sigmoid_f(g), d = dh[i];
+        dgate[i] = d * up[i] * sg * (1.0f + g * (1.0f - sg));
+        dup[i] = d * g * sg;
+    }
+}
+
+void cuda_swiglu_fwd(Backend* be, float* h, const float* gate, const float* up, size_t n) {
+    if (!n) return;
+    swiglu_fwd_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(h, gate, up, n);
+    cudaCheckLaunch();
+}
+
+void cuda_swiglu_bwd(Backend* be, float* dgate, float* dup, const float* dh, const float* gate, const float* up,
+                     size_t n) {
+    if (!n) return;
+    swiglu_bwd_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(dgate, dup, dh, gate, up, n);
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// embedding
+
+__global__ void embedding_fwd_kernel(float* y, const int* tokens, const float* table, int D, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t row = i / D;
+        y[i] = table[(size_t)tokens[row] * D + (i - row * D)];
+    }
+}
+
+void cuda_embedding_fwd(Backend* be, float* y, const int* tokens, const float* table, int N, int D) {
+    const size_t n = (size_t)N * D;
+    if (!n) return;
+    embedding_fwd_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(y, tokens, table, D, n);
+    cudaCheckLaunch();
+}
+
+__global__ void iota_kernel(int* x, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = i;
+}
+
+// Block i of the sorted (token, row) pairs starts the run of its token when the previous pair
+// has another token, and then adds the run's rows of dy to the token's table row, column by
+// column in row order: the CPU's order, so the sums are the CPU's bits.
+__global__ void embedding_bwd_kernel(float* dtable, const float* dy, const int* keys, const int* rows, int N, int D) {
+    const int i = blockIdx.x;
+    const int tok = keys[i];
+    if (i > 0 && keys[i - 1] == tok) return;
+    int end = i + 1;
+    while (end < N && keys[end] == tok) end++;
+    float* dt = dtable + (size_t)tok * D;
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        float acc = dt[c];
+        for (int r = i; r < end; r++) acc += dy[(size_t)rows[r] * D + c];
+        dt[c] = acc;
+    }
+}
+
+static size_t align256(size_t x) { return (x + 255) / 256 * 256; }
+
+void cuda_embedding_bwd(Backend* be, float* dtable, const float* dy, const int* tokens, int N, int D, int V) {
+    if (N <= 0 || D <= 0) return;
+    cudaStream_t st = cuda_stream(be);
+    int end_bit = 1;
+    while (end_bit < 31 && (1u << end_bit) < (unsigned)V) end_bit++;
+    size_t temp_bytes = 0;
+    cudaCheck(cub::DeviceRadixSort::SortPairs(NULL, temp_bytes, (const int*)NULL, (int*)NULL, (const int*)NULL,
+                                              (int*)NULL, N, 0, end_bit, st));
+    const size_t arr = align256((size_t)N * sizeof(int));
+    char* s = (char*)cuda_scratch(be, 3 * arr + align256(temp_bytes));
+    int* rows_in = (int*)s;
+    int* keys_out = (int*)(s + arr);
+    int* rows_out = (int*)(s + 2 * arr);
+    void* temp = s + 3 * arr;
+    iota_kernel<<<cuda_grid((size_t)N, 256), 256, 0, st>>>(rows_in, N);
+    cudaCheckLaunch();
+    // radix sort is stable: the rows of one token stay in increasing order
+    cudaCheck(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, tokens, keys_out, rows_in, rows_out, N, 0, end_bit,
+                                              st));
+    const int threads = D >= 256 ? 256 : (D + 31) / 32 * 32;
+    embedding_bwd_kernel<<<(unsigned)N, threads, 0, st>>>(dtable, dy, keys_out, rows_out, N, D);
+    cudaCheckLaunch();
+}

@@ -1,0 +1,13 @@
+// The GPU's own numbers that the benchmarks report beside ingrain's: cuBLAS's bf16 GEMM
+// throughput measured in the same run, and the device name (to look up the datasheet peak).
+// Builds without the CUDA backend get versions that fail with a clear reason (device_nocuda.c).
+#pragma once
+#include <stddef.h>
+
+// Times an n x n x n bf16 cublasGemmEx (bf16 inputs and output, fp32 accumulation, random data
+// in [-1, 1]) with CUDA events after warm-ups, on GPU `device`. Returns TFLOP/s (2 n^3 per
+// product), or -1 with the reason in err. The calling thread's current device is restored.
+double cuda_gemm_peak_tflops(int device, int n, char* err, size_t errlen);
+
+// The name of GPU `device` ("NVIDIA H100 80GB HBM3"); 0, or -1 with the reason in err.
+int cuda_device_name(int device, char* name, size_t n, char* err, size_t errlen);

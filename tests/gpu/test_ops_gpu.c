@@ -1,0 +1,710 @@
+// The CUDA backend against the CPU backend, op by op, for every op of model/ops.h (label gpu).
+// Each case runs the same random inputs on the CPU backend (the reference) and on the CUDA
+// backend in f32 and in bf16-matmul mode, twice each (harness: gpu_compare.h), and checks the
+// normalised error max |gpu - cpu| / max(max |cpu|, 1e-30) of every output against
+//   f32 mode   1e-5  memory ops, elementwise ops, reductions, norms, RoPE, embeddings, softmax,
+//                    the losses (outputs and returned sums) and AdamW
+//              1e-4  matmul and attention forward and backward (float sums in another order)
+//   bf16 mode  1e-2  matmul and attention forward, 2e-2 attention backward; 1e-5 the rest
+// that the two runs are bit-identical (ops.h: deterministic; the reductions of embedding_bwd,
+// attention_bwd, rmsnorm_bwd, bias_bwd, sum_squares and the losses must not depend on timing),
+// and that padded rows are exactly zero. Outputs that an op overwrites start as garbage, so every
+// element must be written; outputs it accumulates into start random.
+// Shapes: padded batches, GQA (8 query heads on 2 kv heads), head_dim 64 and 128, decoding (one
+// query against a 1500-key cache, batch 64), every trans_a/trans_b with leading dimensions past
+// the width, vocabularies of 50304 and 151936 with rows of weight 0, repeated tokens.
+// Without a usable GPU (here, CI) it prints "no CUDA GPU: <reason>" and exits 77 (skipped).
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "gpu_compare.h"
+#include "model/ops.h"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+// ----------------------------------------------------------------------------
+// memory: zero-filled alloc, upload/download, copy and memset0 at element offsets
+
+static void case_memory(GpuCtx* c, const void* arg) {
+    (void)arg;
+    Backend* be = c->be;
+    enum { n = 100003 };
+    gpu_out(c, "alloc", gpu_zeros(c, n), n, 1);
+    float* x = gpu_randn(c, n, 1.0);
+    float* y = gpu_junk(c, n);
+    be->copy(be, y + 7, x + 3, (n - 10) * sizeof(float));
+    be->memset0(be, x + 100, 5000 * sizeof(float));
+    be->synchronize(be);
+    gpu_out(c, "copy", y, n, 0);
+    gpu_out(c, "memset0", x, n, 1);
+}
+
+static void test_memory(void** state) {
+    (void)state;
+    gpu_check("memory", case_memory, NULL, 1, TOL_ELEMENTWISE);
+    gpu_done();
+}
+
+// ----------------------------------------------------------------------------
+// matmul: C = 0.5 op(A) op(B) + beta C, lda/ldb/ldc past the width (the padding of C must stay)
+
+typedef struct {
+    int ta, tb, M, N, K;
+    float beta;
+} MatmulArgs;
+
+static void case_matmul(GpuCtx* c, const void* arg) {
+    const MatmulArgs* a = arg;
+    const int lda = (a->ta ? a->M : a->K) + 3, ldb = (a->tb ? a->K : a->N) + 5, ldc = a->N + 2;
+    const size_t na = (size_t)(a->ta ? a->K : a->M) * lda, nb = (size_t)(a->tb ? a->N : a->K) * ldb;
+    const size_t nc = (size_t)a->M * ldc;
+    float* A = gpu_randn(c, na, 1.0);
+    float* B = gpu_randn(c, nb, 1.0);
+    float* hc = host_randn(c, nc, 1.0);
+    // beta 0 reads no C (BLAS semantics): NaN there must not reach the GPU's result
+    if (a->beta == 0.0f && !c->is_ref) {
+        for (int i = 0; i < a->M; i++) {
+            for (int j = 0; j < a->N; j++) hc[(size_t)i * ldc + j] = NAN;
+        }
+    }
+    float* C = gpu_upload(c, hc, nc * sizeof(float));
+    free(hc);
+    c->be->matmul(c->be, a->ta, a->tb, a->M, a->N, a->K, 0.5f, A, lda, B, ldb, a->beta, C, ldc);
+    gpu_out(c, "C", C, nc, 0);
+}
+
+static void test_matmul(void** state) {
+    (void)state;
+    // odd sizes, a decoding row, the model's projection and LM-head shapes (V = 50304)
+    const int shapes[][3] = {{3, 5, 7}, {203, 61, 129}, {37, 301, 97}, {1, 300, 128}, {4, 77, 48}, {256, 1024, 384}};
+    const float betas[] = {0.7f, 0.0f, 1.0f};
+    char label[96];
+    for (int ta = 0; ta <= 1; ta++) {
+        for (int tb = 0; tb <= 1; tb++) {
+            for (size_t s = 0; s < ARRAY_LEN(shapes); s++) {
+                const MatmulArgs a = {ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], betas[s % 3]};
+                snprintf(label, sizeof label, "matmul ta=%d tb=%d %dx%dx%d beta=%g", ta, tb, a.M, a.N, a.K, a.beta);
+                gpu_check(label, case_matmul, &a, 100 + s, TOL_MATMUL);
+            }
+        }
+    }
+    // the LM head forward (x W^T), its input gradient (dz W) and weight gradient (dz^T x)
+    const MatmulArgs head[] = {{0, 1, 64, 50304, 384, 0.0f}, {0, 0, 64, 384, 50304, 0.0f}, {1, 0, 50304, 384, 64, 1.0f}};
+    for (size_t i = 0; i < ARRAY_LEN(head); i++) {
+        snprintf(label, sizeof label, "matmul LM head ta=%d tb=%d %dx%dx%d", head[i].ta, head[i].tb, head[i].M,
+                 head[i].N, head[i].K);
+        gpu_check(label, case_matmul, &head[i], 200 + i, TOL_MATMUL);
+    }
+    gpu_done();
+}
+
+// ----------------------------------------------------------------------------
+// elementwise ops and reductions
+
+static void case_add_scale(GpuCtx* c, const void* arg) {
+    (void)arg;
+    enum { n = 1000003 };
+    float* x = gpu_randn(c, n, 1.0);
+    float* y = gpu_randn(c, n, 1.0);
+    c->be->add(c->be, y, x, n);
+    gpu_out(c, "add", y, n, 0);
+    c->be->scale(c->be, x, -0.37f, n);
+    gpu_out(c, "scale", x, n, 0);
+}
+
+typedef struct {
+    int N, C;
+} RowsArgs;
+
+static void case_bias(GpuCtx* c, const void* arg) {
+    const RowsArgs* a = arg;
+    const size_t nc = (size_t)a->N * a->C;
+    float* y = gpu_randn(c, nc, 1.0);
+    float* b = gpu_randn(c, (size_t)a->C, 1.0);
+    c->be->add_bias(c->be, y, b, a->N, a->C);
+    gpu_out(c, "add_bias", y, nc, 0);
+    float* db = gpu_randn(c, (size_t)a->C, 1.0);
+    float* dy = gpu_randn(c, nc, 1.0);
+    c->be->bias_bwd(c->be, db, dy, a->N, a->C);
+    gpu_out(c, "bias_bwd", db, (size_t)a->C, 0);
+}
+
+static void case_sum_squares(GpuCtx* c, const void* arg) {
+    const size_t n = *(const size_t*)arg;
+    float* x = gpu_randn(c, n, 1.0);
+    gpu_out_scalar(c, "sum", c->be->sum_squares(c->be, x, n));
+}
+
+static void case_mask_rows(GpuCtx* c, const void* arg) {
+    (void)arg;
+    enum { B = 4, T = 50, C = 100 };
+    const int lens[B] = {50, 20, 0, 49};
+    float* x = gpu_randn(c, (size_t)B * T * C, 1.0);
+    c->be->mask_rows(c->be, x, gpu_upload(c, lens, sizeof lens), B, T, C);
+    gpu_out(c, "x", x, (size_t)B * T * C, 1);
+}
+
+// SwiGLU with a few saturated gates (silu of +-80: no overflow, no NaN)
+static void case_swiglu(GpuCtx* c, const void* arg) {
+    (void)arg;
+    enum { n = 1000003 };
+    float* hg = host_randn(c, n, 3.0);
+    hg[0] = 80.0f, hg[1] = -80.0f, hg[2] = 0.0f;
+    float* gate = gpu_upload(c, hg, n * sizeof(float));
+    free(hg);
+    float* up = gpu_randn(c, n, 1.0);
+    float* h = gpu_junk(c, n);
+    c->be->swiglu_fwd(c->be, h, gate, up, n);
+    gpu_out(c, "h", h, n, 0);
+    float* dh = gpu_randn(c, n, 1.0);
+    float* dgate = gpu_junk(c, n);
+    float* dup = gpu_junk(c, n);
+    c->be->swiglu_bwd(c->be, dgate, dup, dh, gate, up, n);
+    gpu_out(c, "dgate", dgate, n, 0);
+    gpu_out(c, "dup", dup, n, 0);
+}
+
+static void test_elementwise(void** state) {
+    (void)state;
+    gpu_check("add, scale", case_add_scale, NULL, 2, TOL_ELEMENTWISE);
+    const RowsArgs bias[] = {{77, 1000}, {4099, 768}, {1, 64}};
+    char label[96];
+    for (size_t i = 0; i < ARRAY_LEN(bias); i++) {
+        snprintf(label, sizeof label, "add_bias, bias_bwd N=%d C=%d", bias[i].N, bias[i].C);
+        gpu_check(label, case_bias, &bias[i], 10 + i, TOL_ELEMENTWISE);
+    }
+    const size_t ns[] = {1000003, 7, 1 << 24};
+    for (size_t i = 0; i < ARRAY_LEN(ns); i++) {
+        snprintf(label, sizeof label, "sum_squares n=%zu", ns[i]);
+        gpu_check(label, case_sum_squares, &ns[i], 20 + i, TOL_ELEMENTWISE);
+    }
+    gpu_check("mask_rows", case_mask_rows, NULL, 3, TOL_ELEMENTWISE);
+    gpu_check("swiglu fwd, bwd", case_swiglu, NULL, 4, TOL_ELEMENTWISE);
+    gpu_done();
+}
+
+// ----------------------------------------------------------------------------
+// RMSNorm (model rows and QK-norm rows of one head) and RoPE
+
+static void case_rmsnorm(GpuCtx* c, const void* arg) {
+    const RowsArgs* a = arg;
+    Backend* be = c->be;
+    const size_t nc = (size_t)a->N * a->C;
+    float* x = gpu_randn(c, nc, 2.0);
+    float* w = gpu_randn(c, (size_t)a->C, 1.0);
+    float* y = gpu_junk(c, nc);
+    float* rstd = gpu_junk(c, (size_t)a->N);
+    be->rmsnorm_fwd(be, y, rstd, x, w, a->N, a->C, 1e-5f);
+    gpu_out(c, "y", y, nc, 0);
+    gpu_out(c, "rstd", rstd, (size_t)a->N, 0);
+    float* dx = gpu_randn(c, nc, 1.0);
+    float* dw = gpu_randn(c, (size_t)a->C, 1.0);
+    float* dy = gpu_randn(c, nc, 1.0);
+    be->rmsnorm_bwd(be, dx, dw, dy, x, w, rstd, a->N, a->C);
+    gpu_out(c, "dx", dx, nc, 0);
+    gpu_out(c, "dw", dw, (size_t)a->C, 0);
+}
+
+static void test_rmsnorm(void** state) {
+    (void)state;
+    const RowsArgs shapes[] = {{77, 384}, {2048, 768}, {4096, 64}, {1000, 128}, {33, 4096}, {5, 1000}};
+    char label[96];
+    for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
+        snprintf(label, sizeof label, "rmsnorm fwd, bwd N=%d C=%d", shapes[i].N, shapes[i].C);
+        gpu_check(label, case_rmsnorm, &shapes[i], 30 + i, TOL_ELEMENTWISE);
+    }
+    gpu_done();
+}
+
+typedef struct {
+    int N, nh, hd;
+} RopeArgs;
+
+static void case_rope(GpuCtx* c, const void* arg) {
+    const RopeArgs* a = arg;
+    enum { maxpos = 4096 };
+    const int half = a->hd / 2;
+    float* cs = malloc(sizeof(float) * maxpos * half);
+    float* sn = malloc(sizeof(float) * maxpos * half);
+    for (int p = 0; p < maxpos; p++) {
+        for (int i = 0; i < half; i++) {
+            const double f = p * pow(10000.0, -2.0 * i / a->hd);
+            cs[p * half + i] = (float)cos(f);
+            sn[p * half + i] = (float)sin(f);
+        }
+    }
+    int* pos = malloc(sizeof(int) * a->N);
+    for (int n = 0; n < a->N; n++) pos[n] = (int)rng_below(&c->rng, maxpos);
+    const size_t nx = (size_t)a->N * a->nh * a->hd;
+    float* x = gpu_randn(c, nx, 1.0);
+    float* dcs = gpu_upload(c, cs, sizeof(float) * maxpos * half);
+    float* dsn = gpu_upload(c, sn, sizeof(float) * maxpos * half);
+    int* dpos = gpu_upload(c, pos, sizeof(int) * a->N);
+    c->be->rope_fwd(c->be, x, dpos, dcs, dsn, a->N, a->nh, a->hd);
+    gpu_out(c, "fwd", x, nx, 0);
+    c->be->rope_bwd(c->be, x, dpos, dcs, dsn, a->N, a->nh, a->hd);
+    gpu_out(c, "bwd", x, nx, 0);
+    free(cs), free(sn), free(pos);
+}
+
+static void test_rope(void** state) {
+    (void)state;
+    const RopeArgs shapes[] = {{37, 8, 64}, {37, 2, 64}, {300, 8, 128}, {5, 12, 128}};
+    char label[96];
+    for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
+        snprintf(label, sizeof label, "rope fwd, bwd N=%d nh=%d hd=%d", shapes[i].N, shapes[i].nh, shapes[i].hd);
+        gpu_check(label, case_rope, &shapes[i], 40 + i, TOL_ELEMENTWISE);
+    }
+    gpu_done();
+}
+
+// ----------------------------------------------------------------------------
+// attention
+
+typedef struct {
+    int B, Tq, Tk, H, KV, hd;
+    int pad_q, pad_kv; // ldq = H hd + pad_q, ldkv = KV hd + pad_kv (rows inside wider buffers)
+    const int* q_lens;
+    const int* kv_lens;
+} AttnArgs;
+
+typedef struct {
+    float *q, *k, *v; // host inputs
+    int ldq, ldkv;
+    size_t nq, nkv, nout, nlse;
+} AttnInputs;
+
+static AttnInputs attn_inputs(GpuCtx* c, const AttnArgs* a) {
+    AttnInputs in = {.ldq = a->H * a->hd + a->pad_q, .ldkv = a->KV * a->hd + a->pad_kv};
+    in.nq = (size_t)a->B * a->Tq * in.ldq;
+    in.nkv = (size_t)a->B * a->Tk * in.ldkv;
+    in.nout = (size_t)a->B * a->Tq * a->H * a->hd;
+    in.nlse = (size_t)a->B * a->H * a->Tq;
+    in.q = host_randn(c, in.nq, 1.0);
+    in.k = host_randn(c, in.nkv, 1.0);
+    in.v = host_randn(c, in.nkv, 1.0);
+    return in;
+}
+
+static void attn_inputs_free(AttnInputs* in) { free(in->q), free(in->k), free(in->v); }
+
+// attention_fwd of the inputs on backend be into host out, lse
+static void attn_forward(Backend* be, const AttnArgs* a, const AttnInputs* in, float* out, float* lse) {
+    float* q = be->alloc(be, in->nq * sizeof(float));
+    float* k = be->alloc(be, in->nkv * sizeof(float));
+    float* v = be->alloc(be, in->nkv * sizeof(float));
+    float* o = be->alloc(be, in->nout * sizeof(float));
+    float* l = be->alloc(be, in->nlse * sizeof(float));
+    int* ql = be->alloc(be, sizeof(int) * a->B);
+    int* kl = be->alloc(be, sizeof(int) * a->B);
+    void* work = be->alloc(be, be->attention_work_bytes(be, a->Tk));
+    be->upload(be, q, in->q, in->nq * sizeof(float));
+    be->upload(be, k, in->k, in->nkv * sizeof(float));
+    be->upload(be, v, in->v, in->nkv * sizeof(float));
+    be->upload(be, ql, a->q_lens, sizeof(int) * a->B);
+    be->upload(be, kl, a->kv_lens, sizeof(int) * a->B);
+    be->upload(be, o, out, in->nout * sizeof(float)); // the caller's garbage: every element must be written
+    be->attention_fwd(be, o, l, q, in->ldq, k, v, in->ldkv, ql, kl, a->B, a->Tq, a->Tk, a->H, a->KV, a->hd, work);
+    be->download(be, out, o, in->nout * sizeof(float));
+    be->download(be, lse, l, in->nlse * sizeof(float));
+    void* bufs[] = {q, k, v, o, l, ql, kl, work};
+    for (size_t i = 0; i < ARRAY_LEN(bufs); i++) be->free(be, bufs[i]);
+}
+
+// the log-sum-exp of padded query rows is unspecified: compare the real rows only
+static void mask_lse(const AttnArgs* a, float* lse) {
+    for (int b = 0; b < a->B; b++) {
+        for (int h = 0; h < a->H; h++) {
+            for (int t = a->q_lens[b]; t < a->Tq; t++) lse[((size_t)b * a->H + h) * a->Tq + t] = 0.0f;
+        }
+    }
+}
+
+static void case_attention_fwd(GpuCtx* c, const void* arg) {
+    const AttnArgs* a = arg;
+    AttnInputs in = attn_inputs(c, a);
+    float* out = host_randn(c, in.nout, 1e3);
+    float* lse = malloc(in.nlse * sizeof(float));
+    attn_forward(c->be, a, &in, out, lse);
+    mask_lse(a, lse);
+    gpu_out_host(c, "out", out, in.nout, 1);
+    gpu_out_host(c, "lse", lse, in.nlse, 0);
+    free(out), free(lse);
+    attn_inputs_free(&in);
+}
+
+// rows of a (rows, ld) buffer, width columns each, packed into a host array (the gaps between
+// rows are not the op's to write)
+static float* packed_rows(Backend* be, const float* dev, size_t rows, int ld, int width) {
+    float* all = malloc(rows * ld * sizeof(float));
+    float* packed = malloc(rows * width * sizeof(float));
+    be->download(be, all, dev, rows * ld * sizeof(float));
+    for (size_t r = 0; r < rows; r++) memcpy(packed + r * width, all + r * ld, width * sizeof(float));
+    free(all);
+    return packed;
+}
+
+// the backward from the CPU's forward (same out and lse on every backend)
+static void case_attention_bwd(GpuCtx* c, const void* arg) {
+    const AttnArgs* a = arg;
+    Backend* be = c->be;
+    AttnInputs in = attn_inputs(c, a);
+    float* out = calloc(in.nout, sizeof(float));
+    float* lse = calloc(in.nlse, sizeof(float));
+    attn_forward(gpu_cpu_backend(), a, &in, out, lse);
+    float* q = gpu_upload(c, in.q, in.nq * sizeof(float));
+    float* k = gpu_upload(c, in.k, in.nkv * sizeof(float));
+    float* v = gpu_upload(c, in.v, in.nkv * sizeof(float));
+    float* o = gpu_upload(c, out, in.nout * sizeof(float));
+    float* l = gpu_upload(c, lse, in.nlse * sizeof(float));
+    int* ql = gpu_upload(c, a->q_lens, sizeof(int) * a->B);
+    int* kl = gpu_upload(c, a->kv_lens, sizeof(int) * a->B);
+    float* dout = gpu_randn(c, in.nout, 1.0);
+    float* dq = gpu_junk(c, in.nout);
+    float* dk = gpu_junk(c, in.nkv);
+    float* dv = gpu_junk(c, in.nkv);
+    void* work = gpu_zeros(c, (be->attention_work_bytes(be, a->Tk) + 3) / 4);
+    be->attention_bwd(be, dq, dk, dv, dout, o, l, q, in.ldq, k, v, in.ldkv, ql, kl, a->B, a->Tq, a->Tk, a->H, a->KV,
+                      a->hd, work);
+    gpu_out(c, "dq", dq, in.nout, 1);
+    const size_t kv_rows = (size_t)a->B * a->Tk;
+    float* pk = packed_rows(be, dk, kv_rows, in.ldkv, a->KV * a->hd);
+    float* pv = packed_rows(be, dv, kv_rows, in.ldkv, a->KV * a->hd);
+    gpu_out_host(c, "dk", pk, kv_rows * a->KV * a->hd, 1);
+    gpu_out_host(c, "dv", pv, kv_rows * a->KV * a->hd, 1);
+    free(pk), free(pv), free(out), free(lse);
+    attn_inputs_free(&in);
+}
+
+static void attn_label(char* buf, size_t n, const char* what, const AttnArgs* a) {
+    snprintf(buf, n, "%s B=%d Tq=%d Tk=%d H=%d KV=%d hd=%d%s", what, a->B, a->Tq, a->Tk, a->H, a->KV, a->hd,
+             a->pad_q || a->pad_kv ? " strided" : "");
+}
+
+// training shapes: q_lens = kv_lens = lengths, Tq = Tk = T, padded sequences (one of 1 token)
+static const int train_lens3[] = {77, 40, 1}, train_lens2[] = {130, 97};
+
+static const AttnArgs train_shapes[] = {
+    {3, 77, 77, 8, 2, 64, 0, 0, train_lens3, train_lens3},      // GQA, head_dim 64
+    {2, 130, 130, 8, 2, 128, 0, 0, train_lens2, train_lens2},   // head_dim 128, past one block of 64/128
+    {3, 77, 77, 6, 2, 64, 256, 128, train_lens3, train_lens3},  // `small`, q/k/v rows inside wider rows
+    {2, 130, 130, 12, 12, 64, 0, 0, train_lens2, train_lens2},  // gpt2-124m: no GQA
+};
+
+static void test_attention_fwd(void** state) {
+    (void)state;
+    char label[128];
+    for (size_t i = 0; i < ARRAY_LEN(train_shapes); i++) {
+        attn_label(label, sizeof label, "attention_fwd", &train_shapes[i]);
+        gpu_check(label, case_attention_fwd, &train_shapes[i], 50 + i, TOL_MATMUL);
+    }
+    gpu_done();
+}
+
+// decoding: queries at the end of each sequence's keys in the cache, one (or a few) per sequence,
+// a sequence with no query, batch 64
+static void test_attention_decode(void** state) {
+    (void)state;
+    static const int ql1[] = {1, 1, 1, 0}, kl1[] = {1500, 777, 1, 64};
+    static const int ql3[] = {3, 2, 3, 1}, kl3[] = {300, 2, 3, 129};
+    static int ql64[64], kl64[64];
+    for (int b = 0; b < 64; b++) {
+        ql64[b] = b % 17 == 5 ? 0 : 1;
+        kl64[b] = 1 + (b * 37) % 300;
+    }
+    const AttnArgs shapes[] = {
+        {4, 1, 1500, 8, 2, 64, 0, 0, ql1, kl1},    {4, 1, 1500, 8, 2, 128, 0, 0, ql1, kl1},
+        {4, 3, 300, 8, 2, 128, 0, 0, ql3, kl3},    {64, 1, 300, 6, 2, 64, 0, 0, ql64, kl64},
+        {64, 1, 300, 12, 12, 64, 0, 0, ql64, kl64}, {4, 1, 1500, 8, 2, 64, 128, 64, ql1, kl1},
+    };
+    char label[128];
+    for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
+        attn_label(label, sizeof label, "attention_fwd decode", &shapes[i]);
+        gpu_check(label, case_attention_fwd, &shapes[i], 60 + i, TOL_MATMUL);
+    }
+    gpu_done();
+}
+
+static void test_attention_bwd(void** state) {
+    (void)state;
+    char label[128];
+    for (size_t i = 0; i < ARRAY_LEN(train_shapes); i++) {
+        attn_label(label, sizeof label, "attention_bwd", &train_shapes[i]);
+        gpu_check(label, case_attention_bwd, &train_shapes[i], 70 + i, TOL_ATTN_BWD);
+    }
+    // the general case of the contract: fewer queries than keys, a sequence without queries
+    static const int ql[] = {5, 2, 0}, kl[] = {40, 9, 17};
+    const AttnArgs chunk = {3, 5, 40, 8, 2, 64, 0, 0, ql, kl};
+    attn_label(label, sizeof label, "attention_bwd", &chunk);
+    gpu_check(label, case_attention_bwd, &chunk, 79, TOL_ATTN_BWD);
+    gpu_done();
+}
+
+// ----------------------------------------------------------------------------
+// embedding (forward, and backward with many repeats of a few tokens)
+
+typedef struct {
+    int N, D, V, distinct; // tokens drawn from `distinct` ids (0: from the whole vocabulary)
+} EmbArgs;
+
+static void case_embedding(GpuCtx* c, const void* arg) {
+    const EmbArgs* a = arg;
+    Backend* be = c->be;
+    int* tok = malloc(sizeof(int) * a->N);
+    int pool[16];
+    for (int i = 0; i < 16; i++) pool[i] = (int)rng_below(&c->rng, (uint64_t)a->V);
+    for (int n = 0; n < a->N; n++) {
+        tok[n] = a->distinct ? pool[rng_below(&c->rng, (uint64_t)a->distinct)] : (int)rng_below(&c->rng, a->V);
+    }
+    tok[0] = 0, tok[a->N - 1] = a->V - 1; // both ends of the table
+    const size_t nt = (size_t)a->V * a->D, ny = (size_t)a->N * a->D;
+    int* dtok = gpu_upload(c, tok, sizeof(int) * a->N);
+    float* table = gpu_randn(c, nt, 1.0);
+    float* y = gpu_junk(c, ny);
+    be->embedding_fwd(be, y, dtok, table, a->N, a->D);
+    gpu_out(c, "y", y, ny, 0);
+    float* dtable = gpu_randn(c, nt, 1.0);
+    float* dy = gpu_randn(c, ny, 1.0);
+    be->embedding_bwd(be, dtable, dy, dtok, a->N, a->D, a->V);
+    gpu_out(c, "dtable", dtable, nt, 0);
+    free(tok);
+}
+
+static void test_embedding(void** state) {
+    (void)state;
+    const EmbArgs shapes[] = {{513, 768, 50304, 0}, {4096, 384, 5000, 7}, {2048, 64, 151936, 3}, {1, 128, 300, 0}};
+    char label[96];
+    for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
+        snprintf(label, sizeof label, "embedding fwd, bwd N=%d D=%d V=%d repeats of %d", shapes[i].N, shapes[i].D,
+                 shapes[i].V, shapes[i].distinct);
+        gpu_check(label, case_embedding, &shapes[i], 80 + i, TOL_ELEMENTWISE);
+    }
+    gpu_done();
+}
+
+// ----------------------------------------------------------------------------
+// vocabulary-wide blocks: softmax, log-softmax and the losses
+
+typedef enum { LOSS_CE, LOSS_KL_FULL, LOSS_KL_TOPK, LOSS_KL_SAMPLED } LossKind;
+
+typedef struct {
+    LossKind kind;
+    int N, V, K, reverse, with_old; // K: top-k ids per row; with_old: kl_sampled's old_lp
+} VocabArgs;
+
+// logits with a spread of 3 and one row shifted far up (softmax must subtract its max)
+static float* vocab_logits(GpuCtx* c, const VocabArgs* a) {
+    float* z = host_randn(c, (size_t)a->N * a->V, 3.0);
+    for (int v = 0; v < a->V; v++) z[v] += 1e4f;
+    float* d = gpu_upload(c, z, sizeof(float) * a->N * a->V);
+    free(z);
+    return d;
+}
+
+static void case_softmax(GpuCtx* c, const void* arg) {
+    const VocabArgs* a = arg;
+    const size_t n = (size_t)a->N * a->V;
+    float* z = vocab_logits(c, a);
+    float* y = gpu_junk(c, n);
+    c->be->softmax(c->be, y, z, a->N, a->V);
+    gpu_out(c, "softmax", y, n, 0);
+    c->be->log_softmax(c->be, y, z, a->N, a->V);
+    gpu_out(c, "log_softmax", y, n, 0);
+}
+
+// the teacher's log-probabilities of a random distribution over V (normalised in double)
+static float* teacher_logprobs(GpuCtx* c, int N, int V) {
+    float* lp = host_randn(c, (size_t)N * V, 2.0);
+    for (int n = 0; n < N; n++) {
+        float* row = lp + (size_t)n * V;
+        double m = row[0], s = 0.0;
+        for (int v = 1; v < V; v++) m = row[v] > m ? row[v] : m;
+        for (int v = 0; v < V; v++) s += exp(row[v] - m);
+        for (int v = 0; v < V; v++) row[v] = (float)(row[v] - m - log(s));
+    }
+    return lp;
+}
+
+// K distinct random ids per row and the teacher's log-probs of them, holding 1 - tail of its
+// mass; row 1 has tail 0 (an empty tail bucket)
+static void teacher_topk(GpuCtx* c, const VocabArgs* a, int* ids, float* lp, float* tail) {
+    for (int n = 0; n < a->N; n++) {
+        int* row = ids + (size_t)n * a->K;
+        for (int i = 0; i < a->K; i++) {
+            int id, dup;
+            do {
+                id = (int)rng_below(&c->rng, (uint64_t)a->V);
+                dup = 0;
+                for (int j = 0; j < i; j++) dup |= row[j] == id;
+            } while (dup);
+            row[i] = id;
+        }
+        tail[n] = n == 1 ? 0.0f : 0.3f * rng_uniformf(&c->rng);
+        double s = 0.0;
+        float* l = lp + (size_t)n * a->K;
+        for (int i = 0; i < a->K; i++) s += (l[i] = (float)(rng_uniform(&c->rng) + 0.05));
+        for (int i = 0; i < a->K; i++) l[i] = (float)log(l[i] / s * (1.0 - tail[n]));
+    }
+}
+
+static void case_loss(GpuCtx* c, const void* arg) {
+    const VocabArgs* a = arg;
+    Backend* be = c->be;
+    const int N = a->N, V = a->V, K = a->K;
+    float* z = vocab_logits(c, a);
+    float* hw = malloc(sizeof(float) * N);
+    int* hid = malloc(sizeof(int) * N * (K ? K : 1));
+    for (int n = 0; n < N; n++) {
+        hw[n] = n % 4 == 2 ? 0.0f : 0.05f * (float)(n + 1); // every fourth row has weight 0
+        hid[n] = n % 5 == 3 && a->kind == LOSS_CE ? -1 : (int)rng_below(&c->rng, (uint64_t)V); // CE: target -1 skips
+    }
+    float* w = gpu_upload(c, hw, sizeof(float) * N);
+    float* losses = gpu_junk(c, (size_t)N);
+    float* dz = gpu_randn(c, (size_t)N * V, 1e-3);
+    double ret = 0.0, ret_bare = 0.0; // with losses and dz, and with both NULL
+    switch (a->kind) {
+    case LOSS_CE: {
+        int* t = gpu_upload(c, hid, sizeof(int) * N);
+        ret = be->cross_entropy(be, z, t, w, N, V, losses, dz);
+        ret_bare = be->cross_entropy(be, z, t, w, N, V, NULL, NULL);
+        break;
+    }
+    case LOSS_KL_FULL: {
+        float* hlp = teacher_logprobs(c, N, V);
+        float* lp = gpu_upload(c, hlp, sizeof(float) * N * V);
+        free(hlp);
+        ret = be->kl_full(be, z, lp, w, N, V, a->reverse, losses, dz);
+        ret_bare = be->kl_full(be, z, lp, w, N, V, a->reverse, NULL, NULL);
+        break;
+    }
+    case LOSS_KL_TOPK: {
+        float* hlp = malloc(sizeof(float) * N * K);
+        float* htail = malloc(sizeof(float) * N);
+        teacher_topk(c, a, hid, hlp, htail);
+        int* ids = gpu_upload(c, hid, sizeof(int) * N * K);
+        float* lp = gpu_upload(c, hlp, sizeof(float) * N * K);
+        float* tail = gpu_upload(c, htail, sizeof(float) * N);
+        free(hlp), free(htail);
+        ret = be->kl_topk(be, z, ids, lp, tail, w, N, V, K, a->reverse, losses, dz);
+        ret_bare = be->kl_topk(be, z, ids, lp, tail, w, N, V, K, a->reverse, NULL, NULL);
+        break;
+    }
+    case LOSS_KL_SAMPLED: {
+        float* hlp = malloc(sizeof(float) * N);
+        float* hold = malloc(sizeof(float) * N);
+        for (int n = 0; n < N; n++) {
+            hlp[n] = -8.0f * rng_uniformf(&c->rng) - 0.1f;
+            hold[n] = -8.0f * rng_uniformf(&c->rng) - 0.1f;
+        }
+        int* ids = gpu_upload(c, hid, sizeof(int) * N);
+        float* lp = gpu_upload(c, hlp, sizeof(float) * N);
+        float* old = a->with_old ? gpu_upload(c, hold, sizeof(float) * N) : NULL;
+        free(hlp), free(hold);
+        ret = be->kl_sampled(be, z, ids, lp, old, w, N, V, losses, dz);
+        ret_bare = be->kl_sampled(be, z, ids, lp, old, w, N, V, NULL, NULL);
+        break;
+    }
+    }
+    gpu_out(c, "losses", losses, (size_t)N, 1);
+    gpu_out(c, "dz", dz, (size_t)N * V, 0);
+    gpu_out_scalar(c, "sum", ret);
+    gpu_out_scalar(c, "sum_bare", ret_bare);
+    free(hw), free(hid);
+}
+
+static void test_softmax(void** state) {
+    (void)state;
+    const int vocab[] = {7, 300, 50304, 151936};
+    char label[96];
+    for (size_t i = 0; i < ARRAY_LEN(vocab); i++) {
+        const VocabArgs a = {.N = 5, .V = vocab[i]};
+        snprintf(label, sizeof label, "softmax, log_softmax N=%d V=%d", a.N, a.V);
+        gpu_check(label, case_softmax, &a, 90 + i, TOL_ELEMENTWISE);
+    }
+    gpu_done();
+}
+
+static void test_losses(void** state) {
+    (void)state;
+    static const char* const names[] = {"cross_entropy", "kl_full", "kl_topk", "kl_sampled"};
+    const VocabArgs cases[] = {
+        {LOSS_CE, 12, 300, 0, 0, 0},         {LOSS_CE, 12, 50304, 0, 0, 0},       {LOSS_CE, 8, 151936, 0, 0, 0},
+        {LOSS_KL_FULL, 8, 50304, 0, 0, 0},   {LOSS_KL_FULL, 8, 50304, 0, 1, 0},   {LOSS_KL_FULL, 4, 151936, 0, 1, 0},
+        {LOSS_KL_TOPK, 8, 50304, 1, 0, 0},   {LOSS_KL_TOPK, 8, 50304, 20, 0, 0},  {LOSS_KL_TOPK, 8, 50304, 20, 1, 0},
+        {LOSS_KL_TOPK, 6, 151936, 64, 1, 0}, {LOSS_KL_TOPK, 6, 300, 300, 0, 0},   {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 0},
+        {LOSS_KL_SAMPLED, 12, 151936, 0, 0, 1},
+    };
+    char label[96];
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        const VocabArgs* a = &cases[i];
+        snprintf(label, sizeof label, "%s%s N=%d V=%d%s%s", names[a->kind], a->reverse ? " reverse" : "", a->N, a->V,
+                 a->K ? " K=" : "", a->with_old ? " old_lp" : "");
+        if (a->K) snprintf(label + strlen(label), sizeof label - strlen(label), "%d", a->K);
+        gpu_check(label, case_loss, a, 100 + i, TOL_ELEMENTWISE);
+    }
+    gpu_done();
+}
+
+// ----------------------------------------------------------------------------
+// AdamW on a slice at an offset, clipped gradient, first and a later step
+
+typedef struct {
+    long t;
+    float grad_scale, weight_decay;
+} AdamArgs;
+
+static void case_adamw(GpuCtx* c, const void* arg) {
+    const AdamArgs* a = arg;
+    enum { n = 1000003, off = 5 };
+    float* p = gpu_randn(c, n + off, 1.0);
+    float* g = gpu_randn(c, n + off, 1.0);
+    float* m = gpu_randn(c, n + off, 0.1);
+    float* hv = host_randn(c, n + off, 0.01);
+    for (size_t i = 0; i < n + off; i++) hv[i] *= hv[i];
+    float* v = gpu_upload(c, hv, sizeof(float) * (n + off));
+    free(hv);
+    c->be->adamw(c->be, p + off, g + off, m + off, v + off, n, 1e-3f, 0.9f, 0.95f, 1e-8f, a->weight_decay,
+                 a->grad_scale, a->t);
+    gpu_out(c, "p", p, n + off, 0);
+    gpu_out(c, "m", m, n + off, 0);
+    gpu_out(c, "v", v, n + off, 0);
+}
+
+static void test_adamw(void** state) {
+    (void)state;
+    const AdamArgs steps[] = {{1, 1.0f, 0.1f}, {7, 0.37f, 0.1f}, {1000, 1.0f, 0.0f}};
+    char label[96];
+    for (size_t i = 0; i < ARRAY_LEN(steps); i++) {
+        snprintf(label, sizeof label, "adamw t=%ld grad_scale=%g decay=%g", steps[i].t, steps[i].grad_scale,
+                 steps[i].weight_decay);
+        gpu_check(label, case_adamw, &steps[i], 120 + i, TOL_ELEMENTWISE);
+    }
+    gpu_done();
+}
+
+int main(void) {
+    char err[1024];
+    if (gpu_backends_open(err, sizeof err) != 0) {
+        printf("no CUDA GPU: %s\n", err);
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_memory),          cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_elementwise),     cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_rope),            cmocka_unit_test(test_attention_fwd),
+        cmocka_unit_test(test_attention_decode), cmocka_unit_test(test_attention_bwd),
+        cmocka_unit_test(test_embedding),       cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_losses),
+        cmocka_unit_test(test_adamw),
+    };
+    const int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    gpu_backends_close();
+    return failed;
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The GPU checks of the CUDA backend, run on a machine with an NVIDIA GPU in the root of a copy of
+# the source tree that holds .gpukit/kit.tar.xz (made here by tools/gpu_pack.sh): unpacks the kit,
+# prints the GPUs, runs the GPU tests (test_ops_gpu, test_model_gpu with the reference data of
+# tests/data), the training benchmark (small and gpt2-124m, f32 and bf16 matmuls, MFU beside
+# cuBLAS's bf16 peak), the decoding benchmark (batch 1 and 64) and a CPU-versus-GPU `ingrain
+# score`. Every step has its own time limit and a failing step does not stop the next; the whole
+# log goes to $OUT/gpu_check.log (OUT defaults to /tmp/gpu_check). Exits 1 if any step failed.
+#   usage: bash tools/gpu_check.sh      (needs: CUDA runtime and cuBLAS 13 under /usr/local/cuda, python3)
+set -uo pipefail
+src=$(cd "$(dirname "$0")/.." && pwd)
+out=${OUT:-/tmp/gpu_check}
+kit=/tmp/ingrain_gpukit
+budget=${GPU_CHECK_SECONDS:-400} # all steps together stay under this
+mkdir -p "$out"
+log=$out/gpu_check.log
+exec > >(tee "$log") 2>&1
+start=$SECONDS
+failed=()
+
+# step NAME LIMIT_S CMD...: runs CMD with the smaller of LIMIT_S and the time left
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local left=$((budget - (SECONDS - start)))
+  [ "$limit" -lt "$left" ] || limit=$left
+  echo
+  echo "=== $name (limit ${limit}s, $((SECONDS - start))s elapsed)"
+  if [ "$limit" -le 5 ]; then
+    echo "=== $name: SKIPPED (out of time)"
+    failed+=("$name (skipped)")
+    return
+  fi
+  local t0=$SECONDS
+  timeout -k 5 "$limit" "$@"
+  local rc=$?
+  echo "=== $name: rc=$rc in $((SECONDS - t0))s"
+  [ $rc -eq 0 ] || failed+=("$name (rc $rc)")
+}
+
+rm -rf "$kit" && mkdir -p "$kit"
+tar -xJf "$src/.gpukit/kit.tar.xz" -C "$kit" || { echo "gpu_check: cannot unpack $src/.gpukit/kit.tar.xz"; exit 1; }
+# the kit's libraries, then CUDA's from the toolkit; a library still missing (NCCL, say) is looked
+# for elsewhere, e.g. in the Python wheels of PyTorch
+export LD_LIBRARY_PATH=$kit/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+bin=$kit/bin
+for lib in $(ldd "$bin"/* | awk '/not found/ {print $1}' | sort -u); do
+  found=$(find /usr/local /opt /usr/lib -name "$lib" -print -quit 2>/dev/null)
+  echo "gpu_check: $lib is not on the library path; using ${found:-nothing found}"
+  [ -n "$found" ] && LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$found")
+done
+export INGRAIN_TEST_DATA=$src/tests
+echo "gpu_check: kit of commit $(cat "$kit/COMMIT"), tree $src, log $log"
+ldd "$bin/test_ops_gpu" | grep -E 'cuda|cublas|nccl'
+nvidia-smi -L
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+step "ingrain version" 20 "$bin/ingrain" version
+
+step "test_ops_gpu" 180 "$bin/test_ops_gpu"
+step "test_model_gpu" 90 "$bin/test_model_gpu"
+
+for cfg in small gpt2-124m; do
+  step "bench model $cfg f32" 60 "$bin/ingrain_bench_model" --device cuda --config "$cfg" --batch 16 --seq 1024 \
+    --steps 8 --warmup 2
+  step "bench model $cfg bf16" 60 "$bin/ingrain_bench_model" --device cuda --bf16 --config "$cfg" --batch 16 \
+    --seq 1024 --steps 8 --warmup 2
+done
+for cfg in small gpt2-124m; do
+  step "bench decode $cfg" 60 "$bin/ingrain_bench_decode" --device cuda --config "$cfg" --batch 1,64 \
+    --prompt 64 --new 128 --rounds 2
+done
+step "bench decode small bf16" 40 "$bin/ingrain_bench_decode" --device cuda --bf16 --config small --batch 1,64 \
+  --prompt 64 --new 128 --rounds 2
+
+# the whole decoding path, CPU against GPU: log-probs of the same tokens under the same weights
+score_both() {
+  local toks=72,101,108,108,111,44,32,119,111,114,108,100,33,32,84,104,105,115,32,105,115,32,97,32,116,101,115,116
+  "$bin/ingrain" score --model small --seed 3 --tokens $toks --topk 5 --device cpu > "$out/score_cpu.json" &&
+    "$bin/ingrain" score --model small --seed 3 --tokens $toks --topk 5 --device cuda > "$out/score_cuda.json" &&
+    python3 - "$out/score_cpu.json" "$out/score_cuda.json" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+err = max(abs(x - y) for x, y in zip(a["logprobs"][1:], b["logprobs"][1:]))
+print(f"score: {len(a['logprobs']) - 1} log-probs, max |cpu - cuda| = {err:.2e} (limit 1e-4)")
+sys.exit(0 if err <= 1e-4 else 1)
+PY
+}
+export bin out
+export -f score_both
+step "score cpu vs cuda" 60 bash -c score_both
+
+echo
+echo "=== summary ($((SECONDS - start))s)"
+grep -h '^RESULT' "$log" | sort -u
+if [ ${#failed[@]} -eq 0 ]; then
+  echo "gpu_check: all steps passed"
+  exit 0
+fi
+printf 'gpu_check: FAILED: %s\n' "${failed[@]}"
+exit 1
