@@ -505,15 +505,23 @@ void decoder_generate(Decoder* d, int nb, const int* slots, const SamplingParams
     while (na > 0) {
         int keep = 0;
         nf = 0;
+        // the draws are independent (each slot has its own Rng and logits row), so they run in
+        // parallel: over a 50k-152k vocabulary they cost more than a GPU's decoding step; the
+        // callbacks, which may stream text, then run in slot order
+#pragma omp parallel for schedule(static) if (na > 1)
         for (int a = 0; a < na; a++) {
-            const int i = active[a], s = slots[i];
+            const int i = active[a];
             SampledToken* st = &out[i].tokens[out[i].n];
             if (k > 0) {
                 // one block per token: ids, then log-probs (gen_result_free frees topk_ids)
                 st->topk_ids = mallocCheck(k * (sizeof(int) + sizeof(float)));
                 st->topk_lp = (float*)(void*)(st->topk_ids + k);
             }
-            sample_token(d->logits + (size_t)s * V, V, p, rngs[i], st);
+            sample_token(d->logits + (size_t)slots[i] * V, V, p, rngs[i], st);
+        }
+        for (int a = 0; a < na; a++) {
+            const int i = active[a], s = slots[i];
+            const SampledToken* st = &out[i].tokens[out[i].n];
             out[i].n++;
             fs[nf] = s;
             ftok[nf++] = st->id;
