@@ -68,16 +68,18 @@ static void session_free(Session* s) {
     memset(s, 0, sizeof(*s));
 }
 
-static int session_open(Session* s, const Config* c, int max_batch, char* err, size_t errlen) {
+// tok_dir: a directory with the learned tokenizer (bootstrap_tokenizer); NULL: the byte tokenizer
+static int session_open(Session* s, const Config* c, int max_batch, const char* tok_dir, char* err, size_t errlen) {
     memset(s, 0, sizeof(*s));
     if (model_builtin_config(c->model.name, &s->mc) != 0)
         return fail(err, errlen, "bootstrap: model.name '%s' is not a built-in config", c->model.name);
+    if (!tok_dir) s->tok = tokenizer_byte();
+    else if (!(s->tok = bootstrap_tokenizer(c, tok_dir, &s->mc.vocab_size, err, errlen))) return -1;
     s->max_batch = max_batch;
     s->max_seq = c->rollout.max_context < s->mc.max_seq_len ? c->rollout.max_context : s->mc.max_seq_len;
     s->be = backend_cpu_create(threads_of(c));
     s->m = model_create(&s->mc, s->be, s->max_batch, s->max_seq);
     model_init_random(s->m, (uint64_t)c->run.seed);
-    s->tok = tokenizer_byte();
     AgentOptions o;
     agent_options_from_config(c, &o);
     o.group_size = o.max_episodes = 1;
@@ -125,7 +127,7 @@ static void hash_of(const Config* c, const ModelConfig* mc, const char* system, 
     hash_add(&h, "env %s %d %d", config_enum_name("env.name", c->env.name), c->env.train_tasks, c->env.max_turns);
     hash_add(&h, "seed %lld context %d select %d %d", c->run.seed, c->rollout.max_context, c->experience.select_min,
              c->experience.select_max);
-    hash_add(&h, "copy %d", c->bootstrap.copy_steps);
+    hash_add(&h, "copy %d vocab %d", c->bootstrap.copy_steps, c->bootstrap.vocab_size);
     hash_add(&h, "bootstrap %d %d %d %d %.17g %d %.17g %.17g %.17g %d %d", c->bootstrap.episodes,
              c->bootstrap.worlds, c->bootstrap.window_epochs, c->bootstrap.epochs, c->bootstrap.lr, c->bootstrap.batch_tokens, c->bootstrap.expert_rate,
              c->bootstrap.share_global, c->bootstrap.share_stepwise, c->bootstrap.max_pool, c->bootstrap.mine_batches);
@@ -136,7 +138,7 @@ static void hash_of(const Config* c, const ModelConfig* mc, const char* system, 
 
 int bootstrap_hash(const Config* c, char out[BOOTSTRAP_HASH_HEX + 1], char* err, size_t errlen) {
     Session s;
-    if (session_open(&s, c, 1, err, errlen) != 0) return -1;
+    if (session_open(&s, c, 1, NULL, err, errlen) != 0) return -1;
     hash_of(c, &s.mc, s.system, out);
     session_free(&s);
     return 0;
@@ -152,6 +154,21 @@ static int is_complete(const char* dir) {
     snprintf(path, sizeof(path), "%s/config.json", dir);
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+Tokenizer* bootstrap_tokenizer(const Config* c, const char* dir, int* vocab_size, char* err, size_t errlen) {
+    if (c->bootstrap.vocab_size == 0) return tokenizer_byte();
+    char path[BOOT_PATH + 32];
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    Tokenizer* tok = tokenizer_load_hf(path, err, errlen);
+    if (tok && tokenizer_vocab_size(tok) > c->bootstrap.vocab_size) {
+        fail(err, errlen, "bootstrap: %s has %d ids, more than bootstrap.vocab_size (%d)", path,
+             tokenizer_vocab_size(tok), c->bootstrap.vocab_size);
+        tokenizer_free(tok);
+        return NULL;
+    }
+    *vocab_size = c->bootstrap.vocab_size;
+    return tok;
 }
 
 int bootstrap_load(Model* m, const char* dir, char* err, size_t errlen) {
@@ -190,7 +207,7 @@ static int make_dirs(const char* path, char* err, size_t errlen) {
 
 // removes a directory with the files hf_save and this module write (no subdirectories)
 static void remove_dir(const char* dir) {
-    static const char* const files[] = {"model.safetensors", "config.json", "bootstrap.json", NULL};
+    static const char* const files[] = {"model.safetensors", "config.json", "bootstrap.json", "tokenizer.json", NULL};
     char path[BOOT_PATH + 32];
     for (int i = 0; files[i]; i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
@@ -259,8 +276,28 @@ static int build(Session* s, const Config* c, const char* hash, const char* dir,
     DemoSet set, win;
     DemoParams dp = demo_params_from_config(c);
     dp.max_context = s->max_seq;
+    char tmp[BOOT_PATH];
+    snprintf(tmp, sizeof(tmp), "%s.tmp%ld", dir, (long)getpid());
+    if (make_dirs(tmp, err, errlen) != 0) return bank_free(&bank), -1;
+    if (c->bootstrap.vocab_size > 0) { // the tokenizer first, from the byte-level text of the demonstrations
+        char tok_path[BOOT_PATH + 32];
+        snprintf(tok_path, sizeof(tok_path), "%s/tokenizer.json", tmp);
+        const int max_batch = s->max_batch;
+        int rc = demos_build(&set, NULL, env_name, &bank, s->agent, &dp, err, errlen);
+        if (rc == 0) {
+            rc = bpe_train(&set, c->bootstrap.vocab_size, tok_path, err, errlen);
+            demos_free(&set);
+        }
+        if (rc == 0) {
+            session_free(s);
+            rc = session_open(s, c, max_batch, tmp, err, errlen);
+        }
+        if (rc != 0) return bank_free(&bank), remove_dir(tmp), -1;
+        log_info("bootstrap: learned a tokenizer of %d ids (%.1f s)", tokenizer_vocab_size(s->tok), now_s() - t0);
+    }
     if (demos_build(&set, &win, env_name, &bank, s->agent, &dp, err, errlen) != 0) {
         bank_free(&bank);
+        remove_dir(tmp);
         return -1;
     }
     long tokens = 0;
@@ -274,6 +311,7 @@ static int build(Session* s, const Config* c, const char* hash, const char* dir,
     if (set.n == 0) {
         demos_free(&set);
         bank_free(&bank);
+        remove_dir(tmp);
         return fail(err, errlen,
                     "bootstrap: no demonstration of %s has an assistant turn within rollout.max_context (%d tokens); "
                     "raise rollout.max_context (and model.max_seq_len) to 2048",
@@ -287,7 +325,7 @@ static int build(Session* s, const Config* c, const char* hash, const char* dir,
     tp.max_batch = s->max_batch;
     tp.max_seq = s->max_seq;
     TrainReport tr;
-    bootstrap_copy_warmup(s->m, c->bootstrap.copy_steps, c->bootstrap.lr, (uint64_t)c->run.seed, &tr);
+    bootstrap_copy_warmup(s->m, s->tok, c->bootstrap.copy_steps, c->bootstrap.lr, (uint64_t)c->run.seed, &tr);
     if (tr.steps > 0)
         log_info("bootstrap: copy warm-up: %ld steps in %.1f s (%.0f tokens/s); loss %.3f -> %.3f", tr.steps,
                  tr.seconds, (double)tr.tokens / tr.seconds, tr.first_loss, tr.last_loss);
@@ -313,13 +351,10 @@ static int build(Session* s, const Config* c, const char* hash, const char* dir,
     log_info("bootstrap: trained %ld steps on %ld tokens in %.1f s (%.0f tokens/s); loss %.3f -> %.3f", tr.steps,
              tr.tokens, tr.seconds, (double)tr.tokens / tr.seconds, tr.first_loss, tr.last_loss);
 
-    char tmp[BOOT_PATH];
-    snprintf(tmp, sizeof(tmp), "%s.tmp%ld", dir, (long)getpid());
     size_t n = model_num_params(s->m);
     float* host = mallocCheck(sizeof(float) * n);
     model_params_download(s->m, host);
-    int rc = make_dirs(tmp, err, errlen);
-    if (rc == 0) rc = write_meta(tmp, hash, c, &set, &bank, &tr, now_s() - t0, err, errlen);
+    int rc = write_meta(tmp, hash, c, &set, &bank, &tr, now_s() - t0, err, errlen);
     if (rc == 0) rc = hf_save(tmp, &s->mc, host, n, ST_F32, NULL, err, errlen);
     free(host);
     if (rc == 0 && rename(tmp, dir) != 0) {
@@ -342,7 +377,8 @@ static int ensure(const Config* c, int force, char* dir, size_t dirlen, char* er
     dir[0] = '\0';
     if (c->model.path[0]) return 0; // a real model: nothing to bootstrap
     Session s;
-    if (session_open(&s, c, c->bootstrap.batch_tokens / 256 > 1 ? c->bootstrap.batch_tokens / 256 : 1, err, errlen) != 0)
+    if (session_open(&s, c, c->bootstrap.batch_tokens / 256 > 1 ? c->bootstrap.batch_tokens / 256 : 1, NULL, err,
+                     errlen) != 0)
         return -1;
     char hash[BOOTSTRAP_HASH_HEX + 1];
     hash_of(c, &s.mc, s.system, hash);
@@ -444,7 +480,8 @@ int cli_bootstrap(int argc, char** argv) {
     if (eval_tasks == 0) return INGRAIN_EXIT_OK;
 
     Session s;
-    if (session_open(&s, &c, 1, err, sizeof(err)) != 0 || bootstrap_load(s.m, dir, err, sizeof(err)) != 0) {
+    if (session_open(&s, &c, 1, dir, err, sizeof(err)) != 0 ||
+        bootstrap_load(s.m, dir, err, sizeof(err)) != 0) {
         log_error("%s", err);
         return INGRAIN_EXIT_FAILURE;
     }

@@ -143,9 +143,15 @@ typedef struct {
 // The copy warm-up: `steps` AdamW steps on batches of short synthetic sequences that are all
 // copying ("filler <span> filler\nspan"), so the model's attention learns to copy from its
 // context before it meets the demonstrations (see bootstrap_train.c).
-void bootstrap_copy_warmup(Model* m, int steps, double lr, uint64_t seed, TrainReport* r);
+void bootstrap_copy_warmup(Model* m, const Tokenizer* tok, int steps, double lr, uint64_t seed, TrainReport* r);
 // Trains m on the demonstrations (cross-entropy on target tokens only), from its current weights.
 void bootstrap_train(Model* m, const DemoSet* set, const TrainParams* p, TrainReport* r);
+
+// Trains a byte-level BPE of vocab_size ids on the text of the sequences (their byte ids; the
+// specials split it) and writes it to path as an HF tokenizer.json: ids 0..287 as the byte
+// tokenizer's (model/tokenizer_byte_vocab.h), merges after them (see bootstrap_bpe.c). Fewer ids
+// are used when the text has no more pairs that occur twice. 0, or -1 with err.
+int bpe_train(const DemoSet* set, int vocab_size, const char* path, char* err, size_t errlen);
 
 // The cache key: a hash of every config key and constant that determines the bootstrapped
 // weights (model config, environment, seed, context, selector sizes, bootstrap.* but the cache
@@ -159,6 +165,10 @@ int bootstrap_hash(const Config* c, char out[BOOTSTRAP_HASH_HEX + 1], char* err,
 // model.path is set (a real model needs no bootstrap). Call it on one rank; concurrent callers
 // are safe (each builds into a temporary directory, renamed when complete). 0, or -1 with err.
 int bootstrap_ensure(const Config* c, char* dir, size_t dirlen, char* err, size_t errlen);
+// The tokenizer of the bootstrapped model in dir: the byte tokenizer, or with bootstrap.vocab_size
+// the one learned with it (dir/tokenizer.json), and then *vocab_size (the model config's) is set
+// to bootstrap.vocab_size. NULL with err when the file cannot be loaded or does not fit.
+Tokenizer* bootstrap_tokenizer(const Config* c, const char* dir, int* vocab_size, char* err, size_t errlen);
 // Loads bootstrapped weights from dir into m (made from the same built-in config). 0, or -1 with
 // err naming the file and what does not match.
 int bootstrap_load(Model* m, const char* dir, char* err, size_t errlen);

@@ -334,6 +334,7 @@ int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank
     if (windows) memset(windows, 0, sizeof(*windows));
     const Tokenizer* tok = agent->tok;
     int worlds = p->worlds > 0 ? p->worlds : 1;
+    if (worlds > p->episodes) worlds = p->episodes > 0 ? p->episodes : 1; // a world per episode at most
     Env** envs = callocCheck((size_t)worlds, sizeof(Env*));
     char** system = callocCheck((size_t)worlds, sizeof(char*));
     int rc = 0;

@@ -205,7 +205,7 @@ static int copy_example(const Tokenizer* tok, Rng* r, int* ids, int* targets, in
     return n;
 }
 
-void bootstrap_copy_warmup(Model* m, int steps, double lr, uint64_t seed, TrainReport* r) {
+void bootstrap_copy_warmup(Model* m, const Tokenizer* tok, int steps, double lr, uint64_t seed, TrainReport* r) {
     memset(r, 0, sizeof(*r));
     if (steps <= 0) return;
     const ModelConfig* cfg = model_config(m);
@@ -225,7 +225,6 @@ void bootstrap_copy_warmup(Model* m, int steps, double lr, uint64_t seed, TrainR
     ParamInfo table[PARAM_COUNT];
     model_param_table(cfg, table);
     AdamW* opt = adamw_create(be, &ac, table, n_params);
-    Tokenizer* tok = tokenizer_byte();
     Rng rng;
     rng_seed_stream(&rng, seed, 0xC0B1);
     const int N = COPY_BATCH * COPY_SEQ;
@@ -264,7 +263,6 @@ void bootstrap_copy_warmup(Model* m, int steps, double lr, uint64_t seed, TrainR
     free(ids);
     free(targets);
     free(weights);
-    tokenizer_free(tok);
     adamw_free(opt);
     model_free(w);
 }

@@ -126,6 +126,7 @@ typedef struct {
         double share_stepwise;
         int max_pool;
         int mine_batches;
+        int vocab_size;
     } bootstrap;
 
     // where each key got its value: config file line (>0), 0 = default, -1 = --set

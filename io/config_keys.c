@@ -52,8 +52,8 @@ const ConfigKey config_keys[] = {
     // model
     STR_("model.name", model.name, "tiny", "Built-in model config (byte tokenizer) used when model.path is empty: tiny, small."),
     STR_("model.path", model.path, "", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json); overrides model.name."),
-    ENUM_("model.device", model.device, "cpu", devices, "Compute backend."),
-    ENUM_("model.dtype", model.dtype, "f32", dtypes, "Storage type of weights and activations (master weights and optimizer state stay f32)."),
+    ENUM_("model.device", model.device, "cpu", devices, "Compute backend: cpu (OpenBLAS + OpenMP) or cuda (cuBLAS + own kernels; each rank takes GPU local_rank % GPUs on its node)."),
+    ENUM_("model.dtype", model.dtype, "f32", dtypes, "Matmul precision: f32, or bf16 (cuda only: bf16 tensor cores, fp32 accumulation). Weights, activations and optimizer state are stored in f32 either way."),
     INT_("model.threads", model.threads, "0", 0, 4096, "OpenMP threads per rank; 0 = the cores of this node divided by the ranks on it."),
     INT_("model.max_seq_len", model.max_seq_len, "1024", 16, 1048576, "Longest sequence (prompt + generated) the model is run on."),
     // env
@@ -113,17 +113,18 @@ const ConfigKey config_keys[] = {
     STR_("bootstrap.cache_dir", bootstrap.cache_dir, "runs/.bootstrap", "Where bootstrapped built-in models are cached, one HF directory per hash of the keys that determine them."),
     INT_("bootstrap.threads", bootstrap.threads, "0", 0, 4096, "OpenMP threads of the bootstrap, which runs while other ranks wait; 0 = every core of the node. Does not change the result's cache key."),
     INT_("bootstrap.episodes", bootstrap.episodes, "1000", 1, 1e7, "Scripted demonstration episodes a built-in model is bootstrapped on."),
-    INT_("bootstrap.worlds", bootstrap.worlds, "4", 1, 1000, "Environment worlds (seeds) the demonstrations are spread over; the first is the run's own."),
+    INT_("bootstrap.worlds", bootstrap.worlds, "1000", 1, 100000, "Environment worlds (seeds) the demonstrations are spread over (at most one per episode); the first is the run's own. Many worlds mean names the model cannot memorise, so it learns to copy them from its context."),
     INT_("bootstrap.copy_steps", bootstrap.copy_steps, "600", 0, 1e7, "Steps of the copy warm-up on short synthetic text before the demonstrations (0: none)."),
-    INT_("bootstrap.window_epochs", bootstrap.window_epochs, "1", 0, 10000, "Passes over short windows of the demonstrations (task, last call and result, one turn) before the whole episodes."),
+    INT_("bootstrap.window_epochs", bootstrap.window_epochs, "2", 0, 10000, "Passes over short windows of the demonstrations (task, last call and result, one turn) before the whole episodes."),
     INT_("bootstrap.epochs", bootstrap.epochs, "2", 1, 10000, "Passes over the demonstrations."),
-    FLT_("bootstrap.lr", bootstrap.lr, "2e-3", 0, 10, "Peak AdamW learning rate of the bootstrap (warmup, then cosine to a tenth)."),
-    INT_("bootstrap.batch_tokens", bootstrap.batch_tokens, "8192", 64, 1e9, "Padded tokens per bootstrap optimizer step."),
+    FLT_("bootstrap.lr", bootstrap.lr, "3e-3", 0, 10, "Peak AdamW learning rate of the bootstrap (warmup, then cosine to a tenth)."),
+    INT_("bootstrap.batch_tokens", bootstrap.batch_tokens, "2048", 64, 1e9, "Padded tokens per bootstrap optimizer step (small batches: more steps for the same tokens, which copying needs)."),
     FLT_("bootstrap.expert_rate", bootstrap.expert_rate, "0.2", 0, 1, "Chance that a demonstration's policy knows a hidden rule no item shows (the student's odds of getting it right)."),
     FLT_("bootstrap.share_global", bootstrap.share_global, "0.25", 0, 1, "Fraction of the demonstrations with a pool in the system prompt (global injection)."),
     FLT_("bootstrap.share_stepwise", bootstrap.share_stepwise, "0.35", 0, 1, "Fraction of the demonstrations with items before a turn (step-wise injection); the rest show no experience."),
     INT_("bootstrap.max_pool", bootstrap.max_pool, "6", 1, 64, "Items in a demonstration's pool at most (relevant principles and distractors)."),
     INT_("bootstrap.mine_batches", bootstrap.mine_batches, "12", 0, 10000, "Batches of scripted episodes the contrastive miner runs on to find the principle texts to inject."),
+    INT_("bootstrap.vocab_size", bootstrap.vocab_size, "0", 0, 65536, "0: the built-in model keeps the byte tokenizer; else a byte-level BPE of this many ids is trained on the demonstrations and saved with the weights (tokenizer.json), and the model's vocabulary is this size."),
 };
 const int config_nkeys = (int)(sizeof(config_keys) / sizeof(config_keys[0]));
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");

@@ -49,6 +49,7 @@ typedef struct {
     Model* model;
     Tokenizer* tok;
     ChatFormat format;
+    char boot_dir[CONFIG_PATH + 256]; // built-in models: the bootstrapped base model's directory
 
     Agent* agent;      // rollout ranks: a task's G samples per call
     Agent* eval_agent; // rollout ranks: one sample per held-out task
@@ -130,8 +131,16 @@ static void load_model(Driver* d) {
         snprintf(d->err, sizeof(d->err), "model.name '%s' is not a built-in model (tiny, small, gpt2-124m)",
                  c->model.name);
         failed = 1;
-    } else {
-        d->tok = tokenizer_byte();
+    } else { // the bootstrapped base model (built once, on rank 0) comes with its tokenizer
+        if (is_root(d)) {
+            log_info("bootstrap: preparing the base model (cached in %s)", c->bootstrap.cache_dir);
+            double t = now();
+            failed = bootstrap_ensure(c, d->boot_dir, sizeof(d->boot_dir), d->err, sizeof(d->err)) != 0;
+            if (!failed) log_info("bootstrap: base model ready in %.1f s: %s", now() - t, d->boot_dir);
+        }
+        agree_or_abort(d, failed, "bootstrapping the base model");
+        mpiCheck(MPI_Bcast(d->boot_dir, sizeof(d->boot_dir), MPI_CHAR, 0, d->l->world));
+        failed = !(d->tok = bootstrap_tokenizer(c, d->boot_dir, &mc.vocab_size, d->err, sizeof(d->err)));
         d->format = CHAT_CHATML;
     }
     agree_or_abort(d, failed, "loading the model");
@@ -145,7 +154,7 @@ static void load_model(Driver* d) {
     d->model = model_create(&mc, d->be, dopt.max_batch, dopt.max_seq);
 }
 
-// weights of a fresh run: the HF model, or the bootstrapped built-in (built once, on rank 0)
+// weights of a fresh run: the HF model, or the bootstrapped built-in (load_model prepared it)
 static void initial_weights(Driver* d) {
     const Config* c = d->c;
     int failed = 0;
@@ -158,16 +167,7 @@ static void initial_weights(Driver* d) {
         agree_or_abort(d, failed, "loading the weights");
         return;
     }
-    char dir[CONFIG_PATH + 256] = "";
-    if (is_root(d)) {
-        log_info("bootstrap: preparing the base model (cached in %s)", c->bootstrap.cache_dir);
-        double t = now();
-        failed = bootstrap_ensure(c, dir, sizeof(dir), d->err, sizeof(d->err)) != 0;
-        if (!failed) log_info("bootstrap: base model ready in %.1f s: %s", now() - t, dir);
-    }
-    agree_or_abort(d, failed, "bootstrapping the base model");
-    mpiCheck(MPI_Bcast(dir, sizeof(dir), MPI_CHAR, 0, d->l->world));
-    failed = bootstrap_load(d->model, dir, d->err, sizeof(d->err)) != 0;
+    failed = bootstrap_load(d->model, d->boot_dir, d->err, sizeof(d->err)) != 0;
     agree_or_abort(d, failed, "loading the bootstrapped model");
 }
 

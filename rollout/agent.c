@@ -96,6 +96,7 @@ Agent* agent_create(Model* m, const Tokenizer* tok, const AgentOptions* o, char*
 void agent_free(Agent* a) {
     if (!a) return;
     decoder_free(a->dec);
+    if (a->score_dec) decoder_free(a->score_dec);
     chat_free(&a->scratch);
     free(a->limit);
     free(a);

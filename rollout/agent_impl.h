@@ -17,6 +17,9 @@ struct Agent {
     Model* m;
     const Tokenizer* tok;
     Decoder* dec;
+    // one slot for teacher scoring, made on first use: a teacher's context is a student's plus the
+    // experience, so it may run past rollout.max_context; it may use the model's whole length
+    Decoder* score_dec;
     int V;
     ChatRender scratch; // renders single messages (agent_render_message)
     int stop_ids[2];

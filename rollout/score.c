@@ -243,12 +243,24 @@ static void turn_context(const History* h, const Turn* turn, TokenBuf* out) {
     for (int q = turn->end; q < turn->first; q++) tokenbuf_push(out, h->ids[q]);
 }
 
+// the teacher's room: the larger of rollout.max_context and the model's max_seq_len
+static int teacher_room(const Agent* a) {
+    const int ms = model_config(a->m)->max_seq_len;
+    return a->o.max_context > ms ? a->o.max_context : ms;
+}
+
+static Decoder* score_decoder(Agent* a) {
+    if (!a->score_dec) a->score_dec = decoder_create(a->m, 1, teacher_room(a));
+    return a->score_dec;
+}
+
 static int check_fits(const Agent* a, int n, int row, char* err, size_t errlen) {
-    if (n <= decoder_max_len(a->dec)) return 0;
+    if (n <= teacher_room(a)) return 0;
     return fail(err, errlen,
-                "teacher scoring: the teacher's context of agent row %d needs %d tokens, more than "
-                "rollout.max_context (%d)",
-                row, n, decoder_max_len(a->dec));
+                "teacher scoring: the teacher's context of agent row %d needs %d tokens, more than the larger of "
+                "rollout.max_context and model.max_seq_len (%d); raise model.max_seq_len or shorten the experience "
+                "(experience.max_item_words, experience.select_max)",
+                row, n, teacher_room(a));
 }
 
 // ----------------------------------------------------------------------------
@@ -258,13 +270,14 @@ static int check_fits(const Agent* a, int n, int row, char* err, size_t errlen) 
 static int score_turn(Agent* a, Trajectory* t, const int* ctx, int n, const int* agent, int na, int row,
                       float* teacher_lp) {
     const int slot = 0, K = t->topk, V = a->V;
-    decoder_assign(a->dec, 1, &slot, &ctx, &n);
+    Decoder* dec = score_decoder(a);
+    decoder_assign(dec, 1, &slot, &ctx, &n);
     float* logits = mallocCheck(sizeof(float) * (size_t)V * (size_t)na); // (na, V): row j predicts agent[j]
-    const float* first = decoder_logits(a->dec, slot);
+    const float* first = decoder_logits(dec, slot);
     memcpy(logits, first, sizeof(float) * (size_t)V);
     if (na > 1) {
         const int m = na - 1;
-        decoder_feed(a->dec, 1, &slot, &agent, &m, logits + V);
+        decoder_feed(dec, 1, &slot, &agent, &m, logits + V);
     }
     int* ids = mallocCheck(sizeof(int) * (size_t)(K + 1));
     float* lp = mallocCheck(sizeof(float) * (size_t)(K + 1));

@@ -138,7 +138,7 @@ if [ "$part" = all ] || [ "$part" = grid ]; then
     set -- $v
     d="$work/grid-$1"
     check "grid $1 runs one iteration" run 2 "$d" --set run.iterations=1 --set experience.seed_pool="$seed" \
-      --set rollout.max_context=1024 --set experience.injection=$2 --set distill.regime=$3 --set distill.loss=$4 \
+      --set rollout.max_context=1024 --set model.max_seq_len=2048 --set experience.injection=$2 --set distill.regime=$3 --set distill.loss=$4 \
       --set distill.teacher=$5
     check "grid $1 trained" grep -q '"type":"step"' "$d/metrics.jsonl"
   done

@@ -408,6 +408,25 @@ static void test_teacher_view_student(void** state) {
     }
 }
 
+// an agent on a copy of the fixture's model whose max_seq_len and context are only len tokens:
+// the teacher's room (the larger of the two) is then len
+static Agent* short_agent(AgentOptions* o, int len, Model** m_out) {
+    ModelConfig c = *model_config(F.m);
+    c.max_seq_len = len;
+    Model* m = model_create(&c, F.be, 8, len);
+    const size_t n = model_num_params(F.m);
+    float* w = malloc(n * sizeof(float));
+    model_params_download(F.m, w);
+    model_params_upload(m, w);
+    free(w);
+    o->max_context = len;
+    char err[256];
+    Agent* a = agent_create(m, F.tok, o, err, sizeof(err));
+    assert_non_null(a);
+    *m_out = m;
+    return a;
+}
+
 static void test_teacher_view_errors(void** state) {
     (void)state;
     AgentOptions o = options(INJECTION_STEPWISE);
@@ -424,12 +443,13 @@ static void test_teacher_view_errors(void** state) {
     assert_non_null(strstr(err, "step 0 showed pool item"));
     assert_non_null(strstr(err, "which the experience list lacks"));
     exp_list_free(&other);
-    // a context longer than the decoder holds
-    o.max_context = t->step_start[0] + 4;
-    Agent* b = make_agent(&o);
+    // a context longer than the teacher's room
+    Model* sm;
+    Agent* b = short_agent(&o, t->step_start[0] + 4, &sm);
     assert_int_equal(agent_teacher_view(b, t, &F.pool, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "more than rollout.max_context"));
+    assert_non_null(strstr(err, "more than the larger of rollout.max_context and model.max_seq_len"));
     agent_free(b);
+    model_free(sm);
     traj_free(t);
     agent_free(a);
 }
@@ -454,13 +474,14 @@ static void test_score_errors(void** state) {
     assert_int_equal(agent_score_teacher(b, t, &F.pool, NULL, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "the record keeps top-4 rows, the agent records top-3"));
     agent_free(b);
-    // a teacher context longer than the decoder holds
+    // a teacher context longer than the teacher's room (the student's fits, the pool does not)
     o.sampling.record_topk = TOPK;
-    o.max_context = t->n_tokens + 8;
-    b = make_agent(&o);
+    Model* sm;
+    b = short_agent(&o, t->n_tokens + 8, &sm);
     assert_int_equal(agent_score_teacher(b, t, &F.pool, NULL, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "more than rollout.max_context"));
+    assert_non_null(strstr(err, "more than the larger of rollout.max_context and model.max_seq_len"));
     agent_free(b);
+    model_free(sm);
     traj_free(t);
     agent_free(a);
 }
