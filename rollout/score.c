@@ -323,6 +323,10 @@ int agent_score_teacher(Agent* a, Trajectory* t, const ExpList* exp, float* teac
     a->first_fallback[0] = '\0';
     const long fallbacks0 = a->st.llm_fallbacks;
     ScoreState s = {.teacher_lp = teacher_lp};
+    // prefix reuse only among this record's turns: a cache left by the record scored before
+    // (which depends on how records are spread over ranks) would change the chunking, and the
+    // last bits of the results with it
+    decoder_reset(score_decoder(a), 0);
     const int rc = teacher_turns(a, t, exp, 0, score_fn, &s, err, errlen);
     if (a->st.llm_fallbacks > fallbacks0)
         log_warn("teacher scoring: %ld LLM-selector replies did not parse or fit, BM25 picked instead (first: %s)",
