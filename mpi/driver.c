@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/check.h"
@@ -89,6 +90,19 @@ static void agree_or_abort(const Driver* d, int failed, const char* what) {
     }
 }
 
+// a barrier that sleeps while it waits: the other ranks idle through rank 0's bootstrap (minutes)
+// without polling on the cores its threads train on, as MPI's blocking calls would
+static void wait_quietly(MPI_Comm comm) {
+    MPI_Request r;
+    mpiCheck(MPI_Ibarrier(comm, &r));
+    for (int done = 0;;) {
+        mpiCheck(MPI_Test(&r, &done, MPI_STATUS_IGNORE));
+        if (done) return;
+        const struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 // this rank's index among the ranks on its node (each takes a GPU of the node in turn)
 static int node_rank(MPI_Comm world) {
     MPI_Comm node;
@@ -138,6 +152,7 @@ static void load_model(Driver* d) {
             failed = bootstrap_ensure(c, d->boot_dir, sizeof(d->boot_dir), d->err, sizeof(d->err)) != 0;
             if (!failed) log_info("bootstrap: base model ready in %.1f s: %s", now() - t, d->boot_dir);
         }
+        wait_quietly(d->l->world);
         agree_or_abort(d, failed, "bootstrapping the base model");
         mpiCheck(MPI_Bcast(d->boot_dir, sizeof(d->boot_dir), MPI_CHAR, 0, d->l->world));
         failed = !(d->tok = bootstrap_tokenizer(c, d->boot_dir, &mc.vocab_size, d->err, sizeof(d->err)));
