@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/check.h"
@@ -20,6 +19,7 @@
 #include "model/tokenizer.h"
 #include "rollout/agent.h"
 #include "rollout/inject.h"
+#include "model/timer.h"
 
 // room for a directory under bootstrap.cache_dir and a file name in it
 #define BOOT_PATH (CONFIG_PATH + 256)
@@ -30,12 +30,6 @@ __attribute__((format(printf, 3, 4))) static int fail(char* err, size_t errlen, 
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
     return -1;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 // ----------------------------------------------------------------------------
@@ -262,7 +256,7 @@ static void set_add_shared(DemoSet* set, const Demo* d) {
 
 // builds the weights into s->m and saves them to dir (through a temporary directory, renamed)
 static int build(Session* s, const Config* c, const char* hash, const char* dir, char* err, size_t errlen) {
-    const double t0 = now_s();
+    const double t0 = timer_now();
     const char* env_name = config_enum_name("env.name", c->env.name);
     if (c->bootstrap.share_global + c->bootstrap.share_stepwise > 1.0)
         return fail(err, errlen, "bootstrap: bootstrap.share_global (%g) + bootstrap.share_stepwise (%g) exceed 1",
@@ -293,7 +287,7 @@ static int build(Session* s, const Config* c, const char* hash, const char* dir,
             rc = session_open(s, c, max_batch, tmp, err, errlen);
         }
         if (rc != 0) return bank_free(&bank), remove_dir(tmp), -1;
-        log_info("bootstrap: learned a tokenizer of %d ids (%.1f s)", tokenizer_vocab_size(s->tok), now_s() - t0);
+        log_info("bootstrap: learned a tokenizer of %d ids (%.1f s)", tokenizer_vocab_size(s->tok), timer_now() - t0);
     }
     if (demos_build(&set, &win, env_name, &bank, s->agent, &dp, err, errlen) != 0) {
         bank_free(&bank);
@@ -307,7 +301,7 @@ static int build(Session* s, const Config* c, const char* hash, const char* dir,
         cut += set.d[i].n == dp.max_context;
     }
     log_info("bootstrap: %d demonstration sequences from %d episodes, %ld tokens (%.1f s)", set.n, dp.episodes, tokens,
-             now_s() - t0);
+             timer_now() - t0);
     if (set.n == 0) {
         demos_free(&set);
         bank_free(&bank);
@@ -354,7 +348,7 @@ static int build(Session* s, const Config* c, const char* hash, const char* dir,
     size_t n = model_num_params(s->m);
     float* host = mallocCheck(sizeof(float) * n);
     model_params_download(s->m, host);
-    int rc = write_meta(tmp, hash, c, &set, &bank, &tr, now_s() - t0, err, errlen);
+    int rc = write_meta(tmp, hash, c, &set, &bank, &tr, timer_now() - t0, err, errlen);
     if (rc == 0) rc = hf_save(tmp, &s->mc, host, n, ST_F32, NULL, err, errlen);
     free(host);
     if (rc == 0 && rename(tmp, dir) != 0) {
@@ -471,12 +465,12 @@ int cli_bootstrap(int argc, char** argv) {
     }
 
     char dir[BOOT_PATH], err[1024];
-    const double t0 = now_s();
+    const double t0 = timer_now();
     if (ensure(&c, force, dir, sizeof(dir), err, sizeof(err)) != 0) {
         log_error("%s", err);
         return INGRAIN_EXIT_FAILURE;
     }
-    printf("bootstrap: base model %s ready in %.1f s\n", dir, now_s() - t0);
+    printf("bootstrap: base model %s ready in %.1f s\n", dir, timer_now() - t0);
     if (eval_tasks == 0) return INGRAIN_EXIT_OK;
 
     Session s;

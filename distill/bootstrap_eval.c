@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/check.h"
 #include "common/log.h"
@@ -17,12 +16,7 @@
 #include "model/chat.h"
 #include "rollout/agent.h"
 #include "rollout/inject.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "model/timer.h"
 
 // ----------------------------------------------------------------------------
 // adapters for episode_from_trajectory
@@ -72,7 +66,7 @@ static int run_batch(Agent* a, int G, Env** envs, const AgentTask* tasks, int n,
             st->parsed += parse_fn(NULL, text, tool, sizeof(tool), args, sizeof(args)) == 0;
             free(text);
         }
-        if (i < 4) { // a few whole episodes, to see what the model does (run.log_level: debug)
+        if (i < 4 && log_level() == LOG_DEBUG) { // a few whole episodes, to see what the model does
             char* all = tokenizer_decode_alloc(tok, t->tokens, t->n_tokens, NULL);
             log_debug("bootstrap: evaluation episode %d (reward %.1f):\n%s", i, t->final_reward, all);
             free(all);
@@ -104,7 +98,7 @@ static Agent* eval_agent(Model* m, const Tokenizer* tok, const Config* c, int G,
 int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int tasks, BootstrapEval* ev, char* err,
                        size_t errlen) {
     memset(ev, 0, sizeof(*ev));
-    const double t0 = now_s();
+    const double t0 = timer_now();
     const int nb = c->rollout.tasks_per_iter, G = c->rollout.group_size;
     const int n_envs = tasks > nb * G ? tasks : nb * G;
     const double thr = c->distill.reward_threshold;
@@ -174,7 +168,7 @@ int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int task
         ev->teacher_mined = ev->student; // an empty pool injects nothing
     }
     ev->parse_rate = turns ? (double)parsed / (double)turns : 0.0;
-    ev->seconds = now_s() - t0;
+    ev->seconds = timer_now() - t0;
 
     for (int i = 0; i < nb * G; i++)
         if (trajs[i]) traj_free(trajs[i]);

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/check.h"
 #include "common/log.h"
@@ -19,12 +18,7 @@
 #include "model/model_config.h"
 #include "model/rng.h"
 #include "model/tokenizer.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "model/timer.h"
 
 // ----------------------------------------------------------------------------
 // training
@@ -100,7 +94,7 @@ void bootstrap_train(Model* m, const DemoSet* set, const TrainParams* p, TrainRe
     const long window = ac.total_steps / 10 > 0 ? ac.total_steps / 10 : 1;
     double first_sum = 0, last_sum = 0, log_sum = 0;
     long first_n = 0, last_n = 0, log_n = 0;
-    const double t0 = now_s();
+    const double t0 = timer_now();
     for (int ep = 0; ep < p->epochs; ep++) {
         for (int i = 0; i < nb; i++) perm[i] = i;
         for (int i = nb - 1; i > 0; i--) { // a new batch order every epoch
@@ -135,14 +129,14 @@ void bootstrap_train(Model* m, const DemoSet* set, const TrainParams* p, TrainRe
             if (step >= ac.total_steps - window) last_sum += loss, last_n++;
             log_sum += loss, log_n++;
             if (p->log_every > 0 && (step + 1) % p->log_every == 0) {
-                const double dt = now_s() - t0;
+                const double dt = timer_now() - t0;
                 log_info("bootstrap: step %ld/%ld  loss %.4f  lr %.2e  %.0f tokens/s  %.0f s", step + 1, ac.total_steps,
                          log_sum / (double)log_n, adamw_lr(&ac, step), (double)r->tokens / dt, dt);
                 log_sum = 0, log_n = 0;
             }
         }
     }
-    r->seconds = now_s() - t0;
+    r->seconds = timer_now() - t0;
     r->first_loss = first_n ? first_sum / (double)first_n : 0.0;
     r->last_loss = last_n ? last_sum / (double)last_n : 0.0;
     free(tokens);
@@ -233,7 +227,7 @@ void bootstrap_copy_warmup(Model* m, const Tokenizer* tok, int steps, double lr,
     float* weights = mallocCheck(sizeof(float) * (size_t)N);
     int lengths[COPY_BATCH];
     double first_sum = 0, last_sum = 0, recent[COPY_WINDOW] = {0};
-    const double t0 = now_s();
+    const double t0 = timer_now();
     for (int s = 0; s < steps; s++) {
         long n_tgt = 0;
         for (int b = 0; b < COPY_BATCH; b++) {
@@ -248,13 +242,13 @@ void bootstrap_copy_warmup(Model* m, const Tokenizer* tok, int steps, double lr,
         r->target_tokens += n_tgt;
         if (s < COPY_WINDOW) first_sum += loss;
         recent[s % COPY_WINDOW] = loss;
-        if ((s + 1) % 100 == 0) log_info("bootstrap: copy warm-up step %d/%d  loss %.4f  %.0f s", s + 1, steps, loss, now_s() - t0);
+        if ((s + 1) % 100 == 0) log_info("bootstrap: copy warm-up step %d/%d  loss %.4f  %.0f s", s + 1, steps, loss, timer_now() - t0);
         if (s + 1 < COPY_WINDOW) continue;
         last_sum = 0;
         for (int k = 0; k < COPY_WINDOW; k++) last_sum += recent[k];
         if (last_sum / COPY_WINDOW < COPY_DONE_LOSS) break; // the heads have formed: copying is nearly exact
     }
-    r->seconds = now_s() - t0;
+    r->seconds = timer_now() - t0;
     r->first_loss = first_sum / (double)(r->steps < COPY_WINDOW ? r->steps : COPY_WINDOW);
     r->last_loss = last_sum / (double)COPY_WINDOW;
     model_params_download(w, host);

@@ -21,6 +21,7 @@
 
 #include "common/check.h"
 #include "rollout/env_impl.h"
+#include "model/timer.h"
 
 extern char** environ;
 
@@ -65,12 +66,6 @@ static int fail(ExtEnv* x, EnvError* err, const char* fmt, ...) {
     va_end(ap);
     snprintf(err->msg, sizeof(err->msg), "%s: %s", x->label, msg);
     return OUT_ERROR;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 // ----------------------------------------------------------------------------
@@ -182,14 +177,14 @@ static void proc_stop(Proc* p, double grace, char* how, size_t n) {
     if (!p->pid) return;
     close(p->in);
     int status = 0, reaped = 0;
-    for (double end = now_s() + grace;;) {
+    for (double end = timer_now() + grace;;) {
         pid_t r = waitpid(p->pid, &status, WNOHANG);
         if (r == p->pid) {
             reaped = 1;
             break;
         }
         if (r < 0 && errno != EINTR) break;
-        if (now_s() >= end) break;
+        if (timer_now() >= end) break;
         drain_stderr(p);
         struct timespec ts = {0, 5 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -199,7 +194,7 @@ static void proc_stop(Proc* p, double grace, char* how, size_t n) {
         while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {}
     }
     // stderr reaches end of file once every process holding it is gone
-    for (double end = now_s() + 0.5; now_s() < end;) {
+    for (double end = timer_now() + 0.5; timer_now() < end;) {
         struct pollfd pf = {err_fd(p), POLLIN, 0};
         if (!p->err_open || (poll(&pf, 1, 50) > 0 && !drain_stderr(p))) break;
     }
@@ -250,7 +245,7 @@ static Outcome proc_write(ExtEnv* x, const char* line, double deadline, const ch
             break;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            double left = deadline - now_s();
+            double left = deadline - timer_now();
             struct pollfd pf[2] = {{p->in, POLLOUT, 0}, {err_fd(p), POLLIN, 0}};
             if (left <= 0) {
                 rc = fail(x, err, "did not read the '%s' message within %g s (env.timeout_s)", what, x->timeout_s);
@@ -304,7 +299,7 @@ static Outcome proc_read(ExtEnv* x, double deadline, const char* what, char** li
         }
         if (p->buf.len > MAX_LINE)
             return fail(x, err, "the reply to '%s' is longer than %u MiB without a newline", what, MAX_LINE >> 20);
-        double left = deadline - now_s();
+        double left = deadline - timer_now();
         if (left <= 0)
             return fail(x, err, "no reply to the '%s' message within %g s (env.timeout_s); the process was stopped",
                         what, x->timeout_s);
@@ -349,7 +344,7 @@ static Outcome exchange(ExtEnv* x, const json_t* msg, json_t** reply, EnvError* 
     text = reallocCheck(text, n + 2);
     text[n] = '\n';
     text[n + 1] = '\0';
-    double deadline = now_s() + x->timeout_s;
+    double deadline = timer_now() + x->timeout_s;
     Outcome rc = proc_write(x, text, deadline, what, err);
     free(text);
     char* line = NULL;
@@ -618,7 +613,7 @@ static void ext_destroy(Env* env) {
         size_t n = strlen(text);
         text = reallocCheck(text, n + 2);
         memcpy(text + n, "\n", 2);
-        proc_write(x, text, now_s() + 1.0, "close", &ignored);
+        proc_write(x, text, timer_now() + 1.0, "close", &ignored);
         free(text);
         json_decref(msg);
         proc_stop(&x->proc, x->timeout_s < 2.0 ? x->timeout_s : 2.0, NULL, 0);
