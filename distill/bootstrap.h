@@ -8,7 +8,7 @@
 //             which gives the contrastive miner something to contrast)
 //   global    a small pool in the system prompt (as the agent renders it); the policy also knows
 //             every rule that a shown item conveys
-//   stepwise  items selected by BM25 before one assistant turn and appended to a copy of the last
+//   stepwise  items selected by BM25 before one assistant turn, put at the start of a copy of the last
 //             message (as the agent does); the turn follows the rules the shown items convey
 //
 // The items shown are a mix: principles the contrastive miner (extract_contrastive.c) finds in
@@ -29,7 +29,7 @@
 #include "rollout/env.h"
 
 // bump when the demonstrations or the training change, so older caches are not reused
-#define BOOTSTRAP_FORMAT 1
+#define BOOTSTRAP_FORMAT 3
 #define BOOTSTRAP_HASH_HEX 16
 
 // ----------------------------------------------------------------------------

@@ -8,8 +8,8 @@
 //   global    the pool in the system prompt; one sequence, every turn supervised
 //   stepwise  before every turn the BM25 selector picks items from the pool (as the agent does);
 //             one sequence per turn whose action the shown items changed, and one for a random
-//             turn they did not change: the stored history up to that turn, the items appended to
-//             a copy of its last message, the turn supervised; earlier turns, which ran with items
+//             turn they did not change: the stored history up to that turn, the items at the
+//             start of a copy of its last message, the turn supervised; earlier turns, which ran with items
 //             of their own that the sequence no longer shows, are supervised only where the items
 //             did not change the action
 #include <stdio.h>
@@ -26,6 +26,7 @@
 #include "rollout/inject.h"
 
 #define DEMO_MIN_POOL 1
+#define DEMO_FOCUS 0.85 // experience episodes drawn from the tasks a rule bites
 
 // ----------------------------------------------------------------------------
 // parameters
@@ -54,7 +55,7 @@ char* demo_render_experience(char* const* texts, const int* idx, int n, int glob
     ExpList l = {.n = 0};
     exp_list_init(&l);
     for (int i = 0; i < n; i++) exp_list_add(&l, i + 1, texts[idx ? idx[i] : i]);
-    char* s = inject_render(&l, NULL, 0, global ? INJECT_GLOBAL_HEADING : INJECT_STEP_HEADING);
+    char* s = global ? inject_render_global(&l) : inject_render_step(&l, NULL, n);
     exp_list_free(&l);
     return s;
 }
@@ -244,7 +245,7 @@ static void render_seq(const SeqSpec* q, const Tokenizer* tok, int max_context, 
         const Msg* m = &q->ms->m[i];
         int n0 = r.n;
         if (i + 1 == q->exp_at) { // the last message before the turn, with the turn's items
-            const ChatPart parts[2] = {{m->text, chat_role_segment(m->role)}, {q->ms->m[q->exp_at].exp, SEG_EXPERIENCE}};
+            const ChatPart parts[2] = {{q->ms->m[q->exp_at].exp, SEG_EXPERIENCE}, {m->text, chat_role_segment(m->role)}};
             const ChatMessage cm = {.role = m->role, .parts = parts, .n_parts = 2};
             append_or_die(&r, &cm);
         } else {
@@ -300,18 +301,32 @@ void demos_free(DemoSet* set) {
     memset(set, 0, sizeof(*set));
 }
 
-// draws an episode's pool: 1..3 items that convey rules, then distractors, up to max_pool, shuffled
-static int draw_pool(const Bank* bank, int max_pool, Rng* rng, int* pick) {
+// draws an episode's pool: an item for each rule in `need` (the rules the task bites), then up to
+// 1..3 items that convey rules, then distractors, up to max_pool, shuffled
+static int draw_pool(const Bank* bank, int max_pool, uint32_t need, Rng* rng, int* pick) {
     int n_rel = 0, n_dis = 0;
     for (int i = 0; i < bank->n; i++) {
         n_rel += bank->items[i].rules != 0;
         n_dis += bank->items[i].rules == 0;
     }
+    int n = 0;
+    for (int r = 0; r < 32 && n < max_pool; r++) {
+        if (!(need >> r & 1u)) continue;
+        int count = 0;
+        for (int i = 0; i < bank->n; i++) count += bank->items[i].rules >> r & 1u;
+        if (count == 0) continue;
+        int k = (int)rng_below(rng, (uint64_t)count), i = 0;
+        for (;; i++)
+            if ((bank->items[i].rules >> r & 1u) && k-- == 0) break;
+        int dup = 0;
+        for (int j = 0; j < n; j++) dup |= pick[j] == i;
+        if (!dup) pick[n++] = i;
+    }
     int want_rel = 1 + (int)rng_below(rng, 3), want = DEMO_MIN_POOL + (int)rng_below(rng, (uint64_t)max_pool);
+    if (want_rel < n) want_rel = n;
     if (want_rel > n_rel) want_rel = n_rel;
     if (want < want_rel) want = want_rel;
     if (want > want_rel + n_dis) want = want_rel + n_dis;
-    int n = 0;
     while (n < want) { // rejection sampling over a bank of tens of items
         int i = (int)rng_below(rng, (uint64_t)bank->n);
         int rel = bank->items[i].rules != 0;
@@ -354,17 +369,22 @@ int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank
     for (int ep = 0; ep < p->episodes && rc == 0; ep++) {
         const int w = ep % worlds;
         Env* env = envs[w];
-        const int task = (int)rng_below(&rng, (uint64_t)env_num_tasks(env, ENV_SPLIT_TRAIN));
+        const int n_tasks = env_num_tasks(env, ENV_SPLIT_TRAIN);
+        int task = (int)rng_below(&rng, (uint64_t)n_tasks);
         double u = rng_uniform(&rng);
         const int mode = u < p->share_global ? DEMO_GLOBAL : u < p->share_global + p->share_stepwise ? DEMO_STEPWISE
                                                                                                       : DEMO_STUDENT;
+        // experience episodes mostly on tasks a rule bites, so that the items change actions
+        if (mode != DEMO_STUDENT && rng_uniform(&rng) < DEMO_FOCUS)
+            for (int tries = 0; tries < 64 && env_task_rules(env, ENV_SPLIT_TRAIN, task) == 0; tries++)
+                task = (int)rng_below(&rng, (uint64_t)n_tasks);
         EpisodeSpec s = {.env = env, .agent = agent, .system = system[w], .max_turns = p->max_turns};
         for (int r = 0; r < env->nrules; r++)
             if (rng_uniform(&rng) < p->expert_rate) s.hidden |= 1u << r;
         ExpList list;
         exp_list_init(&list);
         if (mode != DEMO_STUDENT) {
-            s.n_pool = draw_pool(bank, p->max_pool, &rng, pick);
+            s.n_pool = draw_pool(bank, p->max_pool, env_task_rules(env, ENV_SPLIT_TRAIN, task), &rng, pick);
             for (int i = 0; i < s.n_pool; i++) {
                 items[i] = &bank->items[pick[i]];
                 texts[i] = items[i]->text;

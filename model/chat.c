@@ -146,8 +146,9 @@ static void markup(ChatRender* r, const char* s, int seg, int agent) {
     else textz(r, s, seg, agent);
 }
 
-static void parts(ChatRender* r, const ChatMessage* m, int agent) {
-    for (int i = 0; i < m->n_parts; i++) {
+// parts [from, to) of m
+static void parts_range(ChatRender* r, const ChatMessage* m, int from, int to, int agent) {
+    for (int i = from; i < to; i++) {
         const ChatPart* p = &m->parts[i];
         if (!p->text || !p->text[0]) continue;
         int wrap = p->seg == SEG_EXPERIENCE && r->id_exp >= 0;
@@ -156,6 +157,8 @@ static void parts(ChatRender* r, const ChatMessage* m, int agent) {
         if (wrap) special(r, r->id_exp_end, SEG_EXPERIENCE, agent);
     }
 }
+
+static void parts(ChatRender* r, const ChatMessage* m, int agent) { parts_range(r, m, 0, m->n_parts, agent); }
 
 static int has_text(const ChatMessage* m) {
     for (int i = 0; i < m->n_parts; i++)
@@ -232,10 +235,14 @@ int chat_append(ChatRender* r, const ChatMessage* m, char* err, size_t errlen) {
         break;
     case CHAT_TOOL:
         if (r->fmt == CHAT_CHATML) {
+            // leading experience parts are a note beside the tool's output, not part of it
+            int lead = 0;
+            while (lead < m->n_parts && m->parts[lead].seg == SEG_EXPERIENCE) lead++;
             header(r, "user", SEG_TOOL);
+            parts_range(r, m, 0, lead, 0);
             markup(r, "<tool_response>", SEG_TOOL, 0);
             textz(r, "\n", SEG_TOOL, 0);
-            parts(r, m, 0);
+            parts_range(r, m, lead, m->n_parts, 0);
             textz(r, "\n", SEG_TOOL, 0);
             markup(r, "</tool_response>", SEG_TOOL, 0);
         } else {

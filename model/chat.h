@@ -31,7 +31,8 @@
 // except that a change of segment tag or of agent mask is a token boundary (so the experience
 // tokens can be cut out cleanly); for ordinary text the ids equal HF's encoding of the rendered
 // string. With tokenizers that have <experience> and </experience> (the byte tokenizer), each
-// SEG_EXPERIENCE part is wrapped in them, tagged SEG_EXPERIENCE too.
+// SEG_EXPERIENCE part is wrapped in them, tagged SEG_EXPERIENCE too. A tool message's leading
+// SEG_EXPERIENCE parts go before its <tool_response> block (ChatML), as a note beside the output.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>

@@ -452,8 +452,8 @@ static void build_contexts(Agent* a, Episode* eps, int ne, const ExpList* exp, c
         if (stepwise && e->n_items > 0) {
             // the last message's copy with the items, for this turn only
             for (int k = 0; k < e->last_start; k++) tokenbuf_push(&e->ctx, e->r.ids[k]);
-            char* text = inject_render(exp, e->items, e->n_items, INJECT_STEP_HEADING);
-            const ChatPart parts[2] = {{e->last_text, chat_role_segment(e->last_role)}, {text, SEG_EXPERIENCE}};
+            char* text = inject_render_step(exp, e->items, e->n_items);
+            const ChatPart parts[2] = {{text, SEG_EXPERIENCE}, {e->last_text, chat_role_segment(e->last_role)}};
             agent_render_message(a, e->last_role, parts, 2, 0, 0, &e->ctx);
             free(text);
         } else {
@@ -522,7 +522,7 @@ int agent_run(Agent* a, Env* const* envs, const AgentTask* tasks, int n_tasks, i
     const int has_exp = exp && exp->n > 0;
     const int stepwise = has_exp && a->o.injection == INJECTION_STEPWISE;
     ExpSelector* sel = stepwise ? selector_create(exp, &a->o.select) : NULL;
-    char* exp_text = has_exp && !stepwise ? inject_render(exp, NULL, 0, INJECT_GLOBAL_HEADING) : NULL;
+    char* exp_text = has_exp && !stepwise ? inject_render_global(exp) : NULL;
     TokenBuf gp = {0};
     agent_render_message(a, CHAT_ASSISTANT, NULL, -1, 0, 1, &gp);
 

@@ -106,7 +106,7 @@ int agent_run(Agent* a, Env* const* envs, const AgentTask* tasks, int n_tasks, i
 
 // Recomputes, for every agent token of t, the teacher's top-k log-probs and tail mass with exp in
 // context as the teacher would have seen it (global: in the system prompt; step-wise: per step,
-// the selector's items appended to a copy of the last user/tool message, selected from the stored
+// the selector's items at the start of a copy of the last user/tool message, selected from the stored
 // history exactly as during a rollout), and writes them into t's top-k rows. teacher_lp (when not
 // NULL, t->n_agent floats) receives the teacher's log-prob of each sampled token (row r = the
 // r-th agent token, as the top-k rows), for the sampled-token estimator. Global experience already

@@ -60,15 +60,25 @@ __attribute__((format(printf, 2, 3))) static void str_addf(Str* b, const char* f
     str_add(b, tmp);
 }
 
-char* inject_render(const ExpList* l, const int* idx, int n, const char* heading) {
-    Str b = {0};
-    str_add(&b, "\n\n");
-    str_add(&b, heading);
-    int count = idx ? n : l->n;
-    for (int i = 0; i < count; i++) {
-        str_add(&b, "\n- ");
-        str_add(&b, l->texts[idx ? idx[i] : i]);
+static void render_items(Str* b, const ExpList* l, const int* idx, int n) {
+    for (int i = 0; i < n; i++) {
+        str_add(b, "\n- ");
+        str_add(b, l->texts[idx ? idx[i] : i]);
     }
+}
+
+char* inject_render_global(const ExpList* l) {
+    Str b = {0};
+    str_add(&b, "\n\n" INJECT_GLOBAL_HEADING);
+    render_items(&b, l, NULL, l->n);
+    return b.s;
+}
+
+char* inject_render_step(const ExpList* l, const int* idx, int n) {
+    Str b = {0};
+    str_add(&b, INJECT_STEP_HEADING);
+    render_items(&b, l, idx, n);
+    str_add(&b, "\n\n");
     return b.s;
 }
 

@@ -5,7 +5,12 @@
 //
 // Rendered experience (tagged SEG_EXPERIENCE by the agent, so the student view removes it whole):
 //
-//   "\n\n" heading "\n- name: text\n- name: text"
+//   global     "\n\n" heading "\n- name: text\n- name: text"      after the system text
+//   step-wise  heading "\n- name: text\n- name: text\n\n"          before the last message's text
+//
+// Step-wise items go before the observation, not after it: the reply then still follows the
+// observation it copies names from (with items after it, the bootstrapped tiny model copied words
+// of the items instead, docs/BOOTSTRAP.md).
 //
 // BM25 selection: every item is scored against the query (bm25.h); items are ranked by score,
 // ties by list index; the first `min` ranked items are always taken, the next ones while they
@@ -33,8 +38,10 @@ void exp_list_init(ExpList* l);
 void exp_list_add(ExpList* l, int32_t id, const char* text);
 void exp_list_free(ExpList* l);
 
-// the text of items idx[0..n) in that order (every item when idx is NULL), malloc'd
-char* inject_render(const ExpList* l, const int* idx, int n, const char* heading);
+// the global text of every item, malloc'd
+char* inject_render_global(const ExpList* l);
+// the step-wise text of items idx[0..n) in that order, malloc'd
+char* inject_render_step(const ExpList* l, const int* idx, int n);
 
 // ----------------------------------------------------------------------------
 // step-wise selection

@@ -69,12 +69,14 @@ static char* message_content(Agent* a, int seg, int first, const int* ids, int n
     return content;
 }
 
-// the same message with the experience text appended as a SEG_EXPERIENCE part
+// the same message with the experience text as a SEG_EXPERIENCE part: after the system text
+// (global) or before the message's text (step-wise), as the agent renders it
 static int message_with_experience(Agent* a, int seg, int first, const int* ids, int n, int at, const char* exp_text,
                                    TokenBuf* out, char* err, size_t errlen) {
     char* content = message_content(a, seg, first, ids, n, at, err, errlen);
     if (!content) return -1;
-    const ChatPart parts[2] = {{content, (Segment)seg}, {exp_text, SEG_EXPERIENCE}};
+    const ChatPart text = {content, (Segment)seg}, expp = {exp_text, SEG_EXPERIENCE};
+    const ChatPart parts[2] = {seg == SEG_SYSTEM ? text : expp, seg == SEG_SYSTEM ? expp : text};
     agent_render_message(a, segment_role(seg), parts, 2, first, 0, out);
     free(content);
     return 0;
@@ -171,7 +173,7 @@ static int teacher_turns(Agent* a, Trajectory* t, const ExpList* exp, int record
         recorded_global(t, &global);
     } else if (has_exp && !stepwise) {
         while (global.end < h->n && h->seg[global.end] == SEG_SYSTEM) global.end++;
-        char* text = inject_render(exp, NULL, 0, INJECT_GLOBAL_HEADING);
+        char* text = inject_render_global(exp);
         rc = global.end == 0 ? fail(err, errlen, "teacher scoring: the record has no system message")
                              : message_with_experience(a, SEG_SYSTEM, 1, h->ids, global.end, 0, text, &global.repl,
                                                        err, errlen);
@@ -206,7 +208,7 @@ static int teacher_turns(Agent* a, Trajectory* t, const ExpList* exp, int record
                 agent_select_items(a, sel, 1, &sel_slot, &sids, &sseg, &g, &idx, &k);
             }
             if (rc == 0 && k > 0) {
-                char* text = inject_render(exp, items, k, INJECT_STEP_HEADING);
+                char* text = inject_render_step(exp, items, k);
                 turn.at = m0;
                 turn.end = g;
                 rc = message_with_experience(a, h->seg[g - 1], m0 == 0, h->ids + m0, g - m0, m0, text, &turn.repl,

@@ -1,4 +1,7 @@
-// CUDA causal grouped-query attention (see ops.h for the layouts), fp32 on CUDA cores.
+// CUDA causal grouped-query attention (see ops.h for the layouts), fp32 on CUDA cores, and the
+// dispatch to the bf16 tensor-core kernels of attention_tc.cu: in the backend's bf16 mode the
+// tiled (training) shapes of head size 32, 64 or 128 run there, forward and backward; f32 mode,
+// other head sizes and the decoding shapes run the fp32 kernels below.
 //
 // Training shapes run flash-style tiled kernels: a block of 128 threads takes a tile of queries
 // of one head, keeps it in shared memory and walks the key/value tiles it can see (the causal
@@ -80,14 +83,6 @@ __device__ __forceinline__ float group_sum(float v) {
     v += __shfl_xor_sync(0xffffffffu, v, 2);
     return v + __shfl_xor_sync(0xffffffffu, v, 4);
 }
-
-// the arguments every kernel shares
-struct AttnArgs {
-    const float *q, *k, *v;
-    const int *q_lens, *kv_lens;
-    int ldq, ldkv, Tq, Tk, H, KV, hd;
-    float scale;
-};
 
 // ----------------------------------------------------------------------------
 // forward, tiled: block (query tile, head, sequence)
@@ -495,6 +490,12 @@ static void bwd_tiled(Backend* be, float* dq, float* dk, float* dv, const float*
     cudaCheckLaunch();
 }
 
+// the bf16 tensor-core path: bf16 mode, a tiled shape (more query rows per kv head than the
+// decoding path takes; the backward follows its forward) and a head size it is built for
+static int attn_use_tc(Backend* be, const AttnArgs& a) {
+    return cuda_impl(be)->bf16 && a.Tq * (a.H / a.KV) > ATTN_DIRECT_ROWS && cuda_attention_tc_supported(a.hd);
+}
+
 static AttnArgs attn_args(const float* q, int ldq, const float* k, const float* v, int ldkv, const int* q_lens,
                           const int* kv_lens, int Tq, int Tk, int H, int KV, int hd) {
     if (hd <= 0 || hd > 256 || H <= 0 || KV <= 0 || H % KV != 0) {
@@ -518,6 +519,8 @@ void cuda_attention_fwd(Backend* be, float* out, float* lse, const float* q, int
         if (hd <= 64) fwd_decode<64>(be, out, lse, a, B);
         else if (hd <= 128) fwd_decode<128>(be, out, lse, a, B);
         else fwd_decode<256>(be, out, lse, a, B);
+    } else if (attn_use_tc(be, a)) {
+        cuda_attention_tc_fwd(be, out, lse, a, B);
     } else {
         if (hd <= 64) fwd_tiled<64, 64, 64>(be, out, lse, a, B);
         else if (hd <= 128) fwd_tiled<128, 64, 32>(be, out, lse, a, B);
@@ -537,7 +540,8 @@ void cuda_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const floa
     attn_bwd_dot_kernel<<<(unsigned)cuda_cdiv(rows, 8), 256, 0, cuda_stream(be)>>>(Dv, dout, out, q_lens, B, Tq, H,
                                                                                     hd);
     cudaCheckLaunch();
-    if (hd <= 64) bwd_tiled<64, 64, 64, 64, 64>(be, dq, dk, dv, dout, lse, Dv, a, B);
+    if (attn_use_tc(be, a)) cuda_attention_tc_bwd(be, dq, dk, dv, dout, lse, Dv, a, B);
+    else if (hd <= 64) bwd_tiled<64, 64, 64, 64, 64>(be, dq, dk, dv, dout, lse, Dv, a, B);
     else if (hd <= 128) bwd_tiled<128, 64, 32, 32, 32>(be, dq, dk, dv, dout, lse, Dv, a, B);
     else bwd_tiled<256, 32, 32, 16, 32>(be, dq, dk, dv, dout, lse, Dv, a, B);
 }

@@ -141,6 +141,13 @@ double cuda_kl_sampled(Backend* be, const float* z, const int* ids, const float*
                        const float* w, int N, int V, float* losses, float* dz);
 
 // attention.cu
+// the arguments every attention kernel shares (layouts as in ops.h; scale = 1 / sqrt(hd))
+struct AttnArgs {
+    const float *q, *k, *v;
+    const int *q_lens, *kv_lens;
+    int ldq, ldkv, Tq, Tk, H, KV, hd;
+    float scale;
+};
 void cuda_attention_fwd(Backend* be, float* out, float* lse, const float* q, int ldq, const float* k, const float* v,
                         int ldkv, const int* q_lens, const int* kv_lens, int B, int Tq, int Tk, int H, int KV, int hd,
                         void* work);
@@ -149,3 +156,10 @@ void cuda_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const floa
                         const int* q_lens, const int* kv_lens, int B, int Tq, int Tk, int H, int KV, int hd,
                         void* work);
 size_t cuda_attention_work_bytes(Backend* be, int Tk);
+
+// attention_tc.cu: the bf16 mode's tensor-core kernels for attention.cu's tiled shapes.
+// Dv (B, H, Tq): rowsum(dO * O), 0 on padded rows.
+int cuda_attention_tc_supported(int hd);
+void cuda_attention_tc_fwd(Backend* be, float* out, float* lse, const AttnArgs& a, int B);
+void cuda_attention_tc_bwd(Backend* be, float* dq, float* dk, float* dv, const float* dout, const float* lse,
+                           const float* Dv, const AttnArgs& a, int B);

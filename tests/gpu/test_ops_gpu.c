@@ -6,13 +6,19 @@
 //                    the losses (outputs and returned sums) and AdamW
 //              1e-4  matmul and attention forward and backward (float sums in another order)
 //   bf16 mode  1e-2  matmul and attention forward, 2e-2 attention backward; 1e-5 the rest
+//                    (attention's tiled shapes run on bf16 tensor cores there for head_dim 32, 64
+//                    and 128: inputs rounded to bf16, relative 2^-9, fp32 sums; a host simulation
+//                    of the kernels on these shapes gave forward errors up to 5e-3 and backward
+//                    up to 1e-2, most at rows with few keys, where one rounding is not averaged)
 // that the two runs are bit-identical (ops.h: deterministic; the reductions of embedding_bwd,
 // attention_bwd, rmsnorm_bwd, bias_bwd, sum_squares and the losses must not depend on timing),
 // and that padded rows are exactly zero. Outputs that an op overwrites start as garbage, so every
 // element must be written; outputs it accumulates into start random.
-// Shapes: padded batches, GQA (8 query heads on 2 kv heads), head_dim 64 and 128, decoding (one
-// query against a 1500-key cache, batch 64), every trans_a/trans_b with leading dimensions past
-// the width, vocabularies of 50304 and 151936 with rows of weight 0, repeated tokens.
+// Shapes: padded batches with ragged lengths, GQA (8 query heads on 2 kv heads, 6 on 2), head_dim
+// 32, 64 and 128, queries after a prefix of keys (q_lens < kv_lens), sequences long enough for
+// causal tile skipping at every tile size, decoding (one query against a 1500-key cache, batch
+// 64), every trans_a/trans_b with leading dimensions past the width, vocabularies of 50304 and
+// 151936 with rows of weight 0, repeated tokens.
 // Without a usable GPU (here, CI) it prints "no CUDA GPU: <reason>" and exits 77 (skipped).
 #include <math.h>
 #include <setjmp.h>
@@ -400,14 +406,22 @@ static void attn_label(char* buf, size_t n, const char* what, const AttnArgs* a)
              a->pad_q || a->pad_kv ? " strided" : "");
 }
 
-// training shapes: q_lens = kv_lens = lengths, Tq = Tk = T, padded sequences (one of 1 token)
-static const int train_lens3[] = {77, 40, 1}, train_lens2[] = {130, 97};
+// tiled shapes (the bf16 mode's tensor-core path): training shapes, q_lens = kv_lens = lengths,
+// Tq = Tk = T, padded sequences (one of 1 token); and queries after a prefix of keys. The GPU's
+// tiles are 64 queries by 32 or 64 keys (64 keys by 32 or 64 queries for dk, dv) in warps of 16
+// rows, so T = 130 and 300 skip tiles and warps above the diagonal, and a prefix of 40 keys puts
+// a warp's last key before the start of a key tile.
+static const int train_lens3[] = {77, 40, 1}, train_lens2[] = {130, 97}, train_lens4[] = {300, 171, 64, 1};
+static const int prefix_q[] = {100, 37}, prefix_kv[] = {140, 45};
 
 static const AttnArgs train_shapes[] = {
     {3, 77, 77, 8, 2, 64, 0, 0, train_lens3, train_lens3},      // GQA, head_dim 64
     {2, 130, 130, 8, 2, 128, 0, 0, train_lens2, train_lens2},   // head_dim 128, past one block of 64/128
     {3, 77, 77, 6, 2, 64, 256, 128, train_lens3, train_lens3},  // `small`, q/k/v rows inside wider rows
     {2, 130, 130, 12, 12, 64, 0, 0, train_lens2, train_lens2},  // gpt2-124m: no GQA
+    {4, 300, 300, 6, 2, 32, 0, 0, train_lens4, train_lens4},    // head_dim 32, groups of 3, many tiles
+    {2, 100, 140, 8, 2, 64, 3, 5, prefix_q, prefix_kv},         // 40 and 8 keys before the queries; odd
+                                                                // strides (rows not 16-byte aligned)
 };
 
 static void test_attention_fwd(void** state) {

@@ -285,7 +285,7 @@ static void test_global(void** state) {
     run(a, tasks, 2, &F.pool, teacher);
     for (int i = 0; i < 2; i++) dump("student", student[i]), dump("global teacher", teacher[i]);
     char* sys = agent_system_text(a, F.envs[0]);
-    char* text = inject_render(&F.pool, NULL, 0, INJECT_GLOBAL_HEADING);
+    char* text = inject_render_global(&F.pool);
     for (int i = 0; i < 2; i++) {
         Trajectory* t = teacher[i];
         assert_true(t->flags & TRAJ_FLAG_TEACHER);
@@ -367,7 +367,7 @@ static void test_stepwise(void** state) {
                     if (F.pool.ids[j] == items[k]) idx[k] = j;
                 assert_true(idx[k] >= 0);
             }
-            char* want = inject_render(&F.pool, idx, ni, INJECT_STEP_HEADING);
+            char* want = inject_render_step(&F.pool, idx, ni);
             char* shown = decode_range(ctx, from + 1, to - 1);
             assert_string_equal(shown, want);
             free(want);

@@ -194,7 +194,7 @@ static void test_score_student_global(void** state) {
     Trajectory* out[4];
     run(a, tasks, 2, NULL, out);
     char* sys = agent_system_text(a, F.envs[0]);
-    char* text = inject_render(&F.pool, NULL, 0, INJECT_GLOBAL_HEADING);
+    char* text = inject_render_global(&F.pool);
     for (int i = 0; i < 4; i++) {
         const Trajectory* s = out[i];
         Trajectory* t = copy(s);
@@ -258,7 +258,7 @@ static void test_score_student_stepwise(void** state) {
             int idx[3];
             int ni = selector_bm25(sel, q, idx);
             free(q);
-            char* text = inject_render(&F.pool, idx, ni, INJECT_STEP_HEADING);
+            char* text = inject_render_step(&F.pool, idx, ni);
             char* content = tokenizer_decode_alloc(F.tok, s->tokens + m0, g - m0, NULL);
             // the content between the markup: a user message ends with <|im_end|>, a tool
             // message with "\n</tool_response><|im_end|>"

@@ -136,7 +136,10 @@ typedef struct {
 static void render_msgs(ChatRender* r, const MockMsg* msgs, int n) {
     char err[256];
     for (int i = 0; i < n; i++) {
-        ChatPart parts[2] = {{msgs[i].text, chat_role_segment(msgs[i].role)}, {msgs[i].exp, SEG_EXPERIENCE}};
+        // experience after the system text, before any other message's text (as the agent renders it)
+        const ChatPart text = {msgs[i].text, chat_role_segment(msgs[i].role)}, exp = {msgs[i].exp, SEG_EXPERIENCE};
+        const int after = msgs[i].role == CHAT_SYSTEM || !msgs[i].exp;
+        ChatPart parts[2] = {after ? text : exp, after ? exp : text};
         ChatToolCall call = {msgs[i].call, msgs[i].args};
         ChatMessage m = {msgs[i].role, parts, msgs[i].exp ? 2 : 1, msgs[i].call ? &call : NULL, msgs[i].call ? 1 : 0};
         if (chat_append(r, &m, err, sizeof(err)) != 0) fail_msg("render: %s", err);
@@ -224,9 +227,9 @@ static float mock_train(Model* m, const Tokenizer* tok, const char* sys, int ste
     mock_pool(&pool);
     // step-wise variants: the picks the tests' BM25 and LLM selections make on this pool
     const int picks[3][2] = {{0, 1}, {1, 0}, {1, 2}};
-    char* global = inject_render(&pool, NULL, 0, INJECT_GLOBAL_HEADING);
+    char* global = inject_render_global(&pool);
     char* step[3];
-    for (int v = 0; v < 3; v++) step[v] = inject_render(&pool, picks[v], 2, INJECT_STEP_HEADING);
+    for (int v = 0; v < 3; v++) step[v] = inject_render_step(&pool, picks[v], 2);
     SelectParams sp = {2, 3, 0.5};
     ExpSelector* sel = selector_create(&pool, &sp);
     char* request = selector_llm_request(sel);

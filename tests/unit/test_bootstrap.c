@@ -198,9 +198,9 @@ static void check_demo(const Fixture* f, const Env* env, const Demo* d, const ch
     } else {
         assert_int_equal(blocks, 1);
         char* exp = text_of(tok, d, first_exp, first_exp + n_exp);
-        const char* heading = d->mode == DEMO_GLOBAL ? INJECT_GLOBAL_HEADING : INJECT_STEP_HEADING;
-        char* want = malloc(strlen(heading) + 64);
-        sprintf(want, "<experience>\n\n%s\n- ", heading);
+        const int global = d->mode == DEMO_GLOBAL;
+        char* want = malloc(strlen(INJECT_GLOBAL_HEADING) + 64);
+        sprintf(want, "<experience>%s%s\n- ", global ? "\n\n" : "", global ? INJECT_GLOBAL_HEADING : INJECT_STEP_HEADING);
         assert_memory_equal(exp, want, strlen(want));
         assert_int_equal(strcmp(exp + strlen(exp) - strlen("</experience>"), "</experience>"), 0);
         free(want);

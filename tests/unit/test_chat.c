@@ -174,6 +174,30 @@ static void test_chatml_byte_tokenizer(void** state) {
     tokenizer_free(tok);
 }
 
+// a tool message's leading experience part goes before <tool_response>, a trailing one inside it
+static void test_tool_message_experience(void** state) {
+    (void)state;
+    Tokenizer* tok = tokenizer_byte();
+    char err[256];
+    ChatRender r;
+    if (chat_init(&r, tok, CHAT_CHATML, err, sizeof(err)) != 0) fail_msg("%s", err);
+    const ChatPart lead[2] = {{"Note.\n\n", SEG_EXPERIENCE}, {"Out.", SEG_TOOL}};
+    const ChatPart trail[2] = {{"Out.", SEG_TOOL}, {" Note.", SEG_EXPERIENCE}};
+    const ChatMessage ms[2] = {{CHAT_TOOL, lead, 2, NULL, 0}, {CHAT_TOOL, trail, 2, NULL, 0}};
+    for (int i = 0; i < 2; i++)
+        if (chat_append(&r, &ms[i], err, sizeof(err)) != 0) fail_msg("%s", err);
+    char* got = decode_where(&r, -1, -1);
+    assert_string_equal(got, "<|im_start|>user\n<experience>Note.\n\n</experience><tool_response>\nOut.\n"
+                             "</tool_response><|im_end|>\n<|im_start|>user\n<tool_response>\nOut.<experience> Note."
+                             "</experience>\n</tool_response><|im_end|>");
+    free(got);
+    char* exp = decode_where(&r, SEG_EXPERIENCE, -1);
+    assert_string_equal(exp, "<experience>Note.\n\n</experience><experience> Note.</experience>");
+    free(exp);
+    chat_free(&r);
+    tokenizer_free(tok);
+}
+
 static void test_chatml_qwen3(void** state) {
     (void)state;
     char err[512];
@@ -401,6 +425,7 @@ int main(void) {
         cmocka_unit_test(test_llama3_format),         cmocka_unit_test(test_incremental_equals_full),
         cmocka_unit_test(test_generation_and_errors), cmocka_unit_test(test_parse_tool_call),
         cmocka_unit_test(test_render_then_parse),
+        cmocka_unit_test(test_tool_message_experience),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,17 +26,17 @@ static void test_list_and_render(void** state) {
     make_list(&l);
     assert_int_equal(l.n, 5);
     assert_int_equal(l.ids[2], 12);
-    char* all = inject_render(&l, NULL, 0, INJECT_GLOBAL_HEADING);
+    char* all = inject_render_global(&l);
     const char* want_head = "\n\nExperience from earlier episodes:\n- Refine query: When no result";
     assert_memory_equal(all, want_head, strlen(want_head));
     assert_non_null(strstr(all, "\n- Coal rule: When crafting glass, list one coal per craft."));
     assert_null(strchr(all + strlen(all) - 1, '\n'));
     free(all);
     const int idx[2] = {3, 0};
-    char* some = inject_render(&l, idx, 2, INJECT_STEP_HEADING);
+    char* some = inject_render_step(&l, idx, 2);
     assert_string_equal(some,
-                        "\n\nExperience that may help now:\n- Saw rule: When crafting oak items, list a saw in using."
-                        "\n- Refine query: When no result is a person, search again with person added.");
+                        "Experience that may help now:\n- Saw rule: When crafting oak items, list a saw in using."
+                        "\n- Refine query: When no result is a person, search again with person added.\n\n");
     free(some);
     exp_list_free(&l);
     assert_int_equal(l.n, 0);
