@@ -29,7 +29,7 @@
 #include "rollout/env.h"
 
 // bump when the demonstrations or the training change, so older caches are not reused
-#define BOOTSTRAP_FORMAT 3
+#define BOOTSTRAP_FORMAT 4
 #define BOOTSTRAP_HASH_HEX 16
 
 // ----------------------------------------------------------------------------

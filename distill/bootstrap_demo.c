@@ -27,6 +27,7 @@
 
 #define DEMO_MIN_POOL 1
 #define DEMO_FOCUS 0.85 // experience episodes drawn from the tasks a rule bites
+#define DEMO_FOLLOW_REPEAT 3 // copies of each window whose action the shown items changed
 
 // ----------------------------------------------------------------------------
 // parameters
@@ -440,7 +441,8 @@ int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank
                 SeqSpec wq = {.system = NULL, .ms = &ms, .from = i - 2, .upto = i, .exp_at = -1, .mode = mode};
                 if (!m->changed) emit(windows, &wq, tok, p->max_context, mode, task, w);
                 wq.exp_at = i;
-                if (mode == DEMO_STEPWISE) emit(windows, &wq, tok, p->max_context, mode, task, w);
+                for (int k = 0; mode == DEMO_STEPWISE && k < (m->changed ? DEMO_FOLLOW_REPEAT : 1); k++)
+                    emit(windows, &wq, tok, p->max_context, mode, task, w);
             }
         }
         msgs_free(&ms);

@@ -66,6 +66,8 @@ static int run_batch(Agent* a, int G, Env** envs, const AgentTask* tasks, int n,
             st->parsed += parse_fn(NULL, text, tool, sizeof(tool), args, sizeof(args)) == 0;
             free(text);
         }
+        log_debug("bootstrap: evaluation task %d (rules it bites 0x%x): reward %.1f in %d turns", tasks[i / G].task,
+                  env_task_rules(envs[i], tasks[i / G].split, tasks[i / G].task), t->final_reward, t->n_steps);
         if (i < 4 && log_level() == LOG_DEBUG) { // a few whole episodes, to see what the model does
             char* all = tokenizer_decode_alloc(tok, t->tokens, t->n_tokens, NULL);
             log_debug("bootstrap: evaluation episode %d (reward %.1f):\n%s", i, t->final_reward, all);

@@ -17,7 +17,8 @@
 // Shapes: padded batches with ragged lengths, GQA (8 query heads on 2 kv heads, 6 on 2), head_dim
 // 32, 64 and 128, queries after a prefix of keys (q_lens < kv_lens), sequences long enough for
 // causal tile skipping at every tile size, decoding (one query against a 1500-key cache, batch
-// 64), every trans_a/trans_b with leading dimensions past the width, vocabularies of 50304 and
+// 64), every trans_a/trans_b with leading dimensions past the width (and operands at an odd
+// offset inside wider rows, NaN around them on the GPU), vocabularies of 50304 and
 // 151936 with rows of weight 0, repeated tokens.
 // Without a usable GPU (here, CI) it prints "no CUDA GPU: <reason>" and exits 77 (skipped).
 #include <math.h>
@@ -59,20 +60,38 @@ static void test_memory(void** state) {
 }
 
 // ----------------------------------------------------------------------------
-// matmul: C = 0.5 op(A) op(B) + beta C, lda/ldb/ldc past the width (the padding of C must stay)
+// matmul: C = 0.5 op(A) op(B) + beta C, lda/ldb/ldc past the width (the padding of C must stay).
+// A and B may sit `off` columns into wider rows (a window of a larger buffer, at an odd element
+// offset); on the GPU runs everything outside their windows is NaN, so a GPU that reads past a
+// row (bf16 mode converts the operands itself, respecting lda/ldb) poisons C.
 
 typedef struct {
     int ta, tb, M, N, K;
     float beta;
+    int off; // columns before each operand's window in its rows
 } MatmulArgs;
+
+// a (rows, width) operand at column `off` of rows of stride ld; NaN outside it on the GPU runs
+static const float* matmul_operand(GpuCtx* c, int rows, int width, int ld, int off) {
+    const size_t n = (size_t)rows * ld;
+    float* h = host_randn(c, n, 1.0);
+    for (int r = 0; r < rows && !c->is_ref; r++) {
+        float* row = h + (size_t)r * ld;
+        for (int j = 0; j < off; j++) row[j] = NAN;
+        for (int j = off + width; j < ld; j++) row[j] = NAN;
+    }
+    const float* d = gpu_upload(c, h, n * sizeof(float));
+    free(h);
+    return d + off;
+}
 
 static void case_matmul(GpuCtx* c, const void* arg) {
     const MatmulArgs* a = arg;
-    const int lda = (a->ta ? a->M : a->K) + 3, ldb = (a->tb ? a->K : a->N) + 5, ldc = a->N + 2;
-    const size_t na = (size_t)(a->ta ? a->K : a->M) * lda, nb = (size_t)(a->tb ? a->N : a->K) * ldb;
+    const int wa = a->ta ? a->M : a->K, wb = a->tb ? a->K : a->N;
+    const int lda = a->off + wa + 3, ldb = a->off + wb + 5, ldc = a->N + 2;
+    const float* A = matmul_operand(c, a->ta ? a->K : a->M, wa, lda, a->off);
+    const float* B = matmul_operand(c, a->tb ? a->N : a->K, wb, ldb, a->off);
     const size_t nc = (size_t)a->M * ldc;
-    float* A = gpu_randn(c, na, 1.0);
-    float* B = gpu_randn(c, nb, 1.0);
     float* hc = host_randn(c, nc, 1.0);
     // beta 0 reads no C (BLAS semantics): NaN there must not reach the GPU's result
     if (a->beta == 0.0f && !c->is_ref) {
@@ -95,14 +114,19 @@ static void test_matmul(void** state) {
     for (int ta = 0; ta <= 1; ta++) {
         for (int tb = 0; tb <= 1; tb++) {
             for (size_t s = 0; s < ARRAY_LEN(shapes); s++) {
-                const MatmulArgs a = {ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], betas[s % 3]};
+                const MatmulArgs a = {ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], betas[s % 3], 0};
                 snprintf(label, sizeof label, "matmul ta=%d tb=%d %dx%dx%d beta=%g", ta, tb, a.M, a.N, a.K, a.beta);
                 gpu_check(label, case_matmul, &a, 100 + s, TOL_MATMUL);
             }
+            // operands as windows 5 columns into wider rows (misaligned for vector loads)
+            const MatmulArgs w = {ta, tb, 67, 130, 96, 1.0f, 5};
+            snprintf(label, sizeof label, "matmul window ta=%d tb=%d %dx%dx%d off=%d", ta, tb, w.M, w.N, w.K, w.off);
+            gpu_check(label, case_matmul, &w, 300 + 2 * ta + tb, TOL_MATMUL);
         }
     }
     // the LM head forward (x W^T), its input gradient (dz W) and weight gradient (dz^T x)
-    const MatmulArgs head[] = {{0, 1, 64, 50304, 384, 0.0f}, {0, 0, 64, 384, 50304, 0.0f}, {1, 0, 50304, 384, 64, 1.0f}};
+    const MatmulArgs head[] = {
+        {0, 1, 64, 50304, 384, 0.0f, 0}, {0, 0, 64, 384, 50304, 0.0f, 0}, {1, 0, 50304, 384, 64, 1.0f, 0}};
     for (size_t i = 0; i < ARRAY_LEN(head); i++) {
         snprintf(label, sizeof label, "matmul LM head ta=%d tb=%d %dx%dx%d", head[i].ta, head[i].tb, head[i].M,
                  head[i].N, head[i].K);
