@@ -30,6 +30,7 @@
 #include "model/chat.h"
 #include "model/hf.h"
 #include "model/tokenizer.h"
+#include "mpi/inspect.h"
 #include "mpi/signals.h"
 #include "mpi/state.h"
 #include "mpi/wire.h"
@@ -716,6 +717,8 @@ int driver_run(const Config* c, const RankLayout* l) {
         fcloseCheck(fopenCheck(done, "w"));
         log_info("done: %d iterations in %.0f s; metrics in %s/metrics.jsonl", c->run.iterations, now() - d->t0,
                  c->run.dir);
+        inspect_metrics_table(metrics_text(d->metrics), stdout);
+        fflush(stdout);
     }
     metrics_close(d->metrics);
     free(d->pool_json);

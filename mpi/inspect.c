@@ -63,6 +63,21 @@ static json_t* iteration_records(const char* metrics) {
 
 static double num(const json_t* o, const char* key) { return json_number_value(json_object_get(o, key)); }
 
+void inspect_metrics_table(const char* metrics, FILE* out) {
+    json_t* rows = iteration_records(metrics);
+    fprintf(out, "metrics (held-out success without / with experience):\n");
+    fprintf(out, "  %4s  %8s  %8s  %6s  %9s  %5s  %10s\n", "iter", "student", "teacher", "turns", "premature", "pool",
+            "train_loss");
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        const json_t* r = json_array_get(rows, i);
+        fprintf(out, "  %4lld  %8.3f  %8.3f  %6.2f  %9.2f  %5lld  %10.4f\n",
+                (long long)json_integer_value(json_object_get(r, "iteration")), num(r, "student_success"),
+                num(r, "teacher_success"), num(r, "mean_turns"), num(r, "premature_rate"),
+                (long long)json_integer_value(json_object_get(r, "pool_size")), num(r, "train_loss"));
+    }
+    json_decref(rows);
+}
+
 // ----------------------------------------------------------------------------
 // inspect
 
@@ -152,16 +167,8 @@ int cli_inspect(int argc, char** argv) {
             }
             if (pool->n_items > shown) printf("  ... %d more (--items N, or --json)\n", pool->n_items - shown);
         }
-        printf("\nmetrics (held-out success without / with experience):\n");
-        printf("  %4s  %8s  %8s  %6s  %9s  %5s  %10s\n", "iter", "student", "teacher", "turns", "premature", "pool",
-               "train_loss");
-        for (size_t i = 0; i < json_array_size(rows); i++) {
-            const json_t* r = json_array_get(rows, i);
-            printf("  %4lld  %8.3f  %8.3f  %6.2f  %9.2f  %5lld  %10.4f\n",
-                   (long long)json_integer_value(json_object_get(r, "iteration")), num(r, "student_success"),
-                   num(r, "teacher_success"), num(r, "mean_turns"), num(r, "premature_rate"),
-                   (long long)json_integer_value(json_object_get(r, "pool_size")), num(r, "train_loss"));
-        }
+        printf("\n");
+        inspect_metrics_table(metrics, stdout);
     }
     json_decref(rows);
     pool_free(pool);

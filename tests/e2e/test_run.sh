@@ -44,6 +44,8 @@ if [ "$part" = all ] || [ "$part" = determinism ]; then
     check "$1: np=2 metrics = np=1" same "$work/det-$1-1" "$work/det-$1-2"
     check "$1: np=4 metrics = np=1" same "$work/det-$1-1" "$work/det-$1-4"
     check "$1: training happened" grep -q '"type":"step"' "$work/det-$1-1/metrics.jsonl"
+    check "$1: the final table lists both iterations" bash -c \
+      "grep -A3 'held-out success without / with experience' '$work/det-$1-1.log' | grep -Eq '^ +1 +[0-9.]+ +[0-9.]+'"
   done
 fi
 
