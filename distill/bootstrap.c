@@ -143,6 +143,13 @@ static void cache_path(const Config* c, const char* hash, char* out, size_t n) {
              hash);
 }
 
+int bootstrap_dir(const Config* c, char* dir, size_t dirlen, char* err, size_t errlen) {
+    char hash[BOOTSTRAP_HASH_HEX + 1];
+    if (bootstrap_hash(c, hash, err, errlen) != 0) return -1;
+    cache_path(c, hash, dir, dirlen);
+    return 0;
+}
+
 static int is_complete(const char* dir) {
     char path[BOOT_PATH + 32];
     snprintf(path, sizeof(path), "%s/config.json", dir);

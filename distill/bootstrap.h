@@ -158,6 +158,9 @@ int bpe_train(const DemoSet* set, int vocab_size, const char* path, char* err, s
 // directory, the agent's system text, the injection headings, BOOTSTRAP_FORMAT), as
 // BOOTSTRAP_HASH_HEX hex digits. 0, or -1 with err (model.name is not built in, no environment).
 int bootstrap_hash(const Config* c, char out[BOOTSTRAP_HASH_HEX + 1], char* err, size_t errlen);
+// The cache directory of the config's bootstrapped model (bootstrap.cache_dir/<model>-<env>-<hash>),
+// whether it exists or not. 0, or -1 with err (as bootstrap_hash).
+int bootstrap_dir(const Config* c, char* dir, size_t dirlen, char* err, size_t errlen);
 
 // The driver's entry: when model.path is empty, makes sure the bootstrapped weights of the
 // built-in model.name exist (the cache, or built and saved now, which takes minutes) and writes

@@ -6,9 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/check.h"
 #include "common/log.h"
+#include "distill/bootstrap.h"
 #include "distill/pool.h"
 #include "io/ckpt.h"
 #include "io/config.h"
@@ -187,7 +189,9 @@ static const char* usage_export =
     "\n"
     "Writes the checkpoint's student weights as a Hugging Face model directory: config.json and\n"
     "model.safetensors (f32, or bf16 with --bf16); for a model loaded from an HF directory its tokenizer\n"
-    "files are copied. `ingrain generate --model DIR` and HF transformers load the result.\n";
+    "files are copied, and for a built-in model bootstrapped with a learned tokenizer (bootstrap.vocab_size)\n"
+    "that tokenizer, from the bootstrap cache (bootstrap.cache_dir, relative to where the run started).\n"
+    "`ingrain generate --model DIR` and HF transformers load the result.\n";
 
 int cli_export(int argc, char** argv) {
     const char *ckpt = NULL, *out = NULL;
@@ -218,6 +222,21 @@ int cli_export(int argc, char** argv) {
                   c.model.path[0] ? err : "unknown built-in model.name");
         rc = INGRAIN_EXIT_USAGE;
     }
+    // a built-in model bootstrapped with a learned tokenizer: its vocabulary and tokenizer.json
+    char tok_dir[CONFIG_PATH + 64] = "";
+    if (rc == 0 && !c.model.path[0] && c.bootstrap.vocab_size > 0) {
+        mc.vocab_size = (int)attr_i64(f, "/model", "vocab_size");
+        char path[sizeof(tok_dir) + 16];
+        if (bootstrap_dir(&c, tok_dir, sizeof(tok_dir), err, sizeof(err)) != 0) {
+            log_error("%s: %s", ckpt, err);
+            rc = INGRAIN_EXIT_USAGE;
+        } else if (snprintf(path, sizeof(path), "%s/tokenizer.json", tok_dir) > 0 && access(path, R_OK) != 0) {
+            log_error("%s: the model uses the tokenizer its bootstrap learned (bootstrap.vocab_size %d), expected at "
+                      "%s: run export from the directory the run started in, or `ingrain bootstrap` its config first",
+                      ckpt, c.bootstrap.vocab_size, path);
+            rc = INGRAIN_EXIT_USAGE;
+        }
+    }
     if (rc == 0) {
         ParamInfo table[PARAM_COUNT];
         size_t n = model_param_table(&mc, table);
@@ -231,7 +250,8 @@ int cli_export(int argc, char** argv) {
                 rc = INGRAIN_EXIT_USAGE;
             }
         }
-        if (rc == 0 && hf_save(out, &mc, params, n, dtype, c.model.path[0] ? c.model.path : NULL, err, sizeof(err)) != 0) {
+        const char* src = c.model.path[0] ? c.model.path : tok_dir[0] ? tok_dir : NULL;
+        if (rc == 0 && hf_save(out, &mc, params, n, dtype, src, err, sizeof(err)) != 0) {
             log_error("%s", err);
             rc = INGRAIN_EXIT_FAILURE;
         }

@@ -75,6 +75,14 @@ b, e = head['model.layers.1.self_attn.q_proj.weight']['data_offsets']
 w = np.frombuffer(raw[base + b:base + e], dtype='<f4').reshape(128, 128)
 assert np.array_equal(w, h5py.File('$ck', 'r')['model/wq'][1])
 "
+  # a built-in model bootstrapped with a learned tokenizer exports its vocabulary and tokenizer
+  dv="$work/bpe"
+  check "run with a learned tokenizer" run 1 "$dv" --set bootstrap.vocab_size=300 --set run.iterations=1
+  rm -rf "$work/export-bpe"
+  check "export with the learned tokenizer" "$ingrain" export "$dv/ckpt/iter_0001.h5" --hf "$work/export-bpe"
+  check "the export holds the learned tokenizer" cmp "$work/export-bpe/tokenizer.json" \
+    "$(ls "$work"/bootstrap/tiny-*/tokenizer.json | head -1)"
+  check "the exported BPE model scores" bash -c "'$ingrain' score --model '$work/export-bpe' --tokens 1,2,299 >/dev/null"
 fi
 
 if [ "$part" = all ] || [ "$part" = resume ]; then
