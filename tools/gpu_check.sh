@@ -89,6 +89,17 @@ export bin out
 export -f score_both
 step "score cpu vs cuda" 60 bash -c score_both
 
+# the whole job on the GPU: one rank playing every role, Open MPI as a singleton without mpirun
+# or an installation (the kit's plugins; an isolated singleton starts no daemon); the e2e config,
+# 2 iterations, beside the same job on the CPU
+export OMPI_MCA_mca_base_component_path=$kit/mpi/ompi PMIX_MCA_mca_base_component_path=$kit/mpi/pmix \
+  OMPI_MCA_ess_singleton_isolated=1 OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 OMPI_ALLOW_RUN_AS_ROOT=1 \
+  OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+for dev in cpu cuda; do
+  step "ingrain run ($dev)" 120 "$bin/ingrain" run "$src/tests/e2e/small.yaml" --set model.device=$dev \
+    --set run.iterations=2 --set run.dir="$out/run_$dev" --set bootstrap.cache_dir="$out/bootstrap"
+done
+
 echo
 echo "=== summary ($((SECONDS - start))s)"
 grep -h '^RESULT' "$log" | sort -u
