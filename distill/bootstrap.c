@@ -13,6 +13,7 @@
 
 #include "common/check.h"
 #include "common/log.h"
+#include "model/backend_select.h"
 #include "model/hf.h"
 #include "model/model_config.h"
 #include "model/rng.h"
@@ -62,8 +63,11 @@ static void session_free(Session* s) {
     memset(s, 0, sizeof(*s));
 }
 
-// tok_dir: a directory with the learned tokenizer (bootstrap_tokenizer); NULL: the byte tokenizer
-static int session_open(Session* s, const Config* c, int max_batch, const char* tok_dir, char* err, size_t errlen) {
+// tok_dir: a directory with the learned tokenizer (bootstrap_tokenizer); NULL: the byte tokenizer.
+// compute: the backend of model.device / model.dtype (training, evaluation); else the CPU (the
+// session only gives the cache key, which must not need a GPU)
+static int session_open(Session* s, const Config* c, int max_batch, const char* tok_dir, int compute, char* err,
+                        size_t errlen) {
     memset(s, 0, sizeof(*s));
     if (model_builtin_config(c->model.name, &s->mc) != 0)
         return fail(err, errlen, "bootstrap: model.name '%s' is not a built-in config", c->model.name);
@@ -71,7 +75,15 @@ static int session_open(Session* s, const Config* c, int max_batch, const char* 
     else if (!(s->tok = bootstrap_tokenizer(c, tok_dir, &s->mc.vocab_size, err, errlen))) return -1;
     s->max_batch = max_batch;
     s->max_seq = c->rollout.max_context < s->mc.max_seq_len ? c->rollout.max_context : s->mc.max_seq_len;
-    s->be = backend_cpu_create(threads_of(c));
+    if (compute) {
+        char msg[768];
+        if (!(s->be = model_backend_create(c, threads_of(c), 0, msg, sizeof(msg)))) {
+            session_free(s);
+            return fail(err, errlen, "bootstrap: %s", msg);
+        }
+    } else {
+        s->be = backend_cpu_create(1);
+    }
     s->m = model_create(&s->mc, s->be, s->max_batch, s->max_seq);
     model_init_random(s->m, (uint64_t)c->run.seed);
     AgentOptions o;
@@ -125,6 +137,8 @@ static void hash_of(const Config* c, const ModelConfig* mc, const char* system, 
     hash_add(&h, "bootstrap %d %d %d %d %.17g %d %.17g %.17g %.17g %d %d", c->bootstrap.episodes,
              c->bootstrap.worlds, c->bootstrap.window_epochs, c->bootstrap.epochs, c->bootstrap.lr, c->bootstrap.batch_tokens, c->bootstrap.expert_rate,
              c->bootstrap.share_global, c->bootstrap.share_stepwise, c->bootstrap.max_pool, c->bootstrap.mine_batches);
+    hash_add(&h, "device %s dtype %s", config_enum_name("model.device", c->model.device),
+             config_enum_name("model.dtype", c->model.dtype));
     hash_add(&h, "system %s", system);
     hash_add(&h, "inject %s|%s|%.17g", INJECT_GLOBAL_HEADING, INJECT_STEP_HEADING, INJECT_CUT_DEFAULT);
     snprintf(out, BOOTSTRAP_HASH_HEX + 1, "%016llx", (unsigned long long)h);
@@ -132,7 +146,7 @@ static void hash_of(const Config* c, const ModelConfig* mc, const char* system, 
 
 int bootstrap_hash(const Config* c, char out[BOOTSTRAP_HASH_HEX + 1], char* err, size_t errlen) {
     Session s;
-    if (session_open(&s, c, 1, NULL, err, errlen) != 0) return -1;
+    if (session_open(&s, c, 1, NULL, 0, err, errlen) != 0) return -1;
     hash_of(c, &s.mc, s.system, out);
     session_free(&s);
     return 0;
@@ -291,7 +305,7 @@ static int build(Session* s, const Config* c, const char* hash, const char* dir,
         }
         if (rc == 0) {
             session_free(s);
-            rc = session_open(s, c, max_batch, tmp, err, errlen);
+            rc = session_open(s, c, max_batch, tmp, 1, err, errlen);
         }
         if (rc != 0) return bank_free(&bank), remove_dir(tmp), -1;
         log_info("bootstrap: learned a tokenizer of %d ids (%.1f s)", tokenizer_vocab_size(s->tok), timer_now() - t0);
@@ -378,7 +392,7 @@ static int ensure(const Config* c, int force, char* dir, size_t dirlen, char* er
     dir[0] = '\0';
     if (c->model.path[0]) return 0; // a real model: nothing to bootstrap
     Session s;
-    if (session_open(&s, c, c->bootstrap.batch_tokens / 256 > 1 ? c->bootstrap.batch_tokens / 256 : 1, NULL, err,
+    if (session_open(&s, c, c->bootstrap.batch_tokens / 256 > 1 ? c->bootstrap.batch_tokens / 256 : 1, NULL, 1, err,
                      errlen) != 0)
         return -1;
     char hash[BOOTSTRAP_HASH_HEX + 1];
@@ -392,6 +406,9 @@ static int ensure(const Config* c, int force, char* dir, size_t dirlen, char* er
         log_info("bootstrap: no cached base model for this config (hash %s); training one (%s, %s, %d episodes, %d "
                  "epochs)", hash, c->model.name, config_enum_name("env.name", c->env.name), c->bootstrap.episodes,
                  c->bootstrap.epochs);
+        char be[256];
+        backend_describe(s.be, c->model.dtype == DTYPE_BF16, 0, be, sizeof(be));
+        log_info("bootstrap: backend %s", be);
         rc = make_dirs(c->bootstrap.cache_dir, err, errlen);
         if (rc == 0) rc = build(&s, c, hash, dir, err, errlen);
         if (rc == 0) log_info("bootstrap: saved %s", dir);
@@ -481,7 +498,7 @@ int cli_bootstrap(int argc, char** argv) {
     if (eval_tasks == 0) return INGRAIN_EXIT_OK;
 
     Session s;
-    if (session_open(&s, &c, 1, dir, err, sizeof(err)) != 0 ||
+    if (session_open(&s, &c, 1, dir, 1, err, sizeof(err)) != 0 ||
         bootstrap_load(s.m, dir, err, sizeof(err)) != 0) {
         log_error("%s", err);
         return INGRAIN_EXIT_FAILURE;

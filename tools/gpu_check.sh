@@ -7,6 +7,7 @@
 # score`. Every step has its own time limit and a failing step does not stop the next; the whole
 # log goes to $OUT/gpu_check.log (OUT defaults to /tmp/gpu_check). Exits 1 if any step failed.
 #   usage: bash tools/gpu_check.sh      (needs: CUDA runtime and cuBLAS 13 under /usr/local/cuda, python3)
+#   GPU_CHECK_ONLY=REGEX runs only the steps whose names match (grep -E), e.g. 'bootstrap|run'.
 set -uo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-/tmp/gpu_check}
@@ -22,6 +23,7 @@ failed=()
 step() {
   local name=$1 limit=$2
   shift 2
+  [ -z "${GPU_CHECK_ONLY:-}" ] || grep -Eq "$GPU_CHECK_ONLY" <<<"$name" || return 0
   local left=$((budget - (SECONDS - start)))
   [ "$limit" -lt "$left" ] || limit=$left
   echo
@@ -95,6 +97,9 @@ step "score cpu vs cuda" 60 bash -c score_both
 export OMPI_MCA_mca_base_component_path=$kit/mpi/ompi PMIX_MCA_mca_base_component_path=$kit/mpi/pmix \
   OMPI_MCA_ess_singleton_isolated=1 OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 OMPI_ALLOW_RUN_AS_ROOT=1 \
   OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# the bootstrap of the quickstart's base model on the GPU, with its evaluation (docs/BOOTSTRAP.md)
+step "bootstrap quickstart (cuda)" 200 "$bin/ingrain" bootstrap "$src/configs/quickstart.yaml" --eval 32 \
+  --set model.device=cuda --set bootstrap.cache_dir="$out/bootstrap"
 for dev in cpu cuda; do
   step "ingrain run ($dev)" 120 "$bin/ingrain" run "$src/tests/e2e/small.yaml" --set model.device=$dev \
     --set run.iterations=2 --set run.dir="$out/run_$dev" --set bootstrap.cache_dir="$out/bootstrap"

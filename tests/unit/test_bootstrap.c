@@ -379,7 +379,7 @@ static void test_hash(void** state) {
                                          "bootstrap.expert_rate=0.3", "bootstrap.mine_batches=3", "run.seed=5",
                                          "env.name=textcraft", "env.max_turns=11", "rollout.max_context=1024",
                                          "experience.select_max=7", "model.name=small",
-                                         "bootstrap.vocab_size=512", NULL};
+                                         "bootstrap.vocab_size=512", "model.device=cuda", "model.dtype=bf16", NULL};
     for (int i = 0; differ[i]; i++) {
         Config d = c;
         assert_int_equal(config_set(&d, differ[i], &ce), 0);
