@@ -435,7 +435,8 @@ static const char* usage_bootstrap =
     "  --set KEY=VALUE  override a config key (repeatable)\n"
     "  --force          train again even when a cached model exists\n"
     "  --eval N         then evaluate on N held-out tasks: success without experience, with the rule\n"
-    "                   texts, and with a pool mined from the model's own rollouts\n"
+    "                   texts, and with a pool mined from the model's own rollouts; and teacher-forced\n"
+    "                   accuracy on demonstration windows (own and from unseen worlds)\n"
     "  -h, --help       this text\n";
 
 int cli_bootstrap(int argc, char** argv) {

@@ -189,11 +189,16 @@ typedef struct {
     double seconds;
     int n_mined;
     char mined[BOOTSTRAP_EVAL_ITEMS][256]; // the mined pool's items
+    // teacher-forced windows (demos_build): [0] the bootstrap's own, [1] fresh ones from other
+    // worlds; by kind: whose turn the shown items changed, with items that did not, without items
+    int win_n[2][3], win_exact[2][3]; // windows, and those whose every supervised token is the argmax
 } BootstrapEval;
 
 // Greedy episodes of m through the agent loop on the first `tasks` held-out tasks of the run's
 // world, without experience, with the rule texts, and with the pool iteration 0 would mine from
-// the model's own student rollouts (experience.injection decides how it is injected). 0 or -1.
+// the model's own student rollouts (experience.injection decides how it is injected); and the
+// teacher-forced accuracy on demonstration windows (does the model fit the turns the items change,
+// and does that carry to worlds it has not seen). 0 or -1.
 int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int tasks, BootstrapEval* ev, char* err,
                        size_t errlen);
 void bootstrap_eval_print(const BootstrapEval* ev, FILE* out);

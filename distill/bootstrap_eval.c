@@ -95,6 +95,54 @@ static Agent* eval_agent(Model* m, const Tokenizer* tok, const Config* c, int G,
 }
 
 // ----------------------------------------------------------------------------
+// teacher-forced windows
+
+#define WINDOWS_PER_KIND 400 // windows scored per set and kind at most
+#define FRESH_SEED 0x5EED    // the fresh windows' seed offset: worlds the bootstrap never saw
+
+// 1 when the model's argmax is the target at every supervised position of d
+static int window_exact(Model* m, const Demo* d, float* logits, int V) {
+    model_forward(m, d->ids, &d->n, 1, d->n, logits);
+    for (int t = 1; t < d->n; t++) {
+        if (!d->target[t]) continue;
+        const float* row = logits + (size_t)(t - 1) * (size_t)V;
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            if (row[v] > row[best]) best = v;
+        if (best != d->ids[t]) return 0;
+    }
+    return 1;
+}
+
+static int windows_accuracy(Model* m, Agent* a, const Config* c, BootstrapEval* ev, char* err, size_t errlen) {
+    const char* env_name = config_enum_name("env.name", c->env.name);
+    Bank bank;
+    if (bank_build(&bank, env_name, (uint64_t)c->run.seed, c->bootstrap.mine_batches, err, errlen) != 0) return -1;
+    const ModelConfig* mc = model_config(m);
+    const int V = mc->vocab_size, T = c->rollout.max_context < mc->max_seq_len ? c->rollout.max_context : mc->max_seq_len;
+    float* logits = mallocCheck(sizeof(float) * (size_t)T * (size_t)V);
+    int rc = 0;
+    for (int set = 0; set < 2 && rc == 0; set++) {
+        DemoParams p = demo_params_from_config(c);
+        if (set == 1) p.seed += FRESH_SEED, p.episodes = p.episodes < 300 ? p.episodes : 300;
+        DemoSet seqs, win;
+        if ((rc = demos_build(&seqs, &win, env_name, &bank, a, &p, err, errlen)) != 0) break;
+        for (int i = 0; i < win.n; i++) {
+            const Demo* d = &win.d[i];
+            const int kind = d->n_followed > 0 ? 0 : d->has_exp ? 1 : 2;
+            if (d->n > T || ev->win_n[set][kind] >= WINDOWS_PER_KIND) continue;
+            ev->win_n[set][kind]++;
+            ev->win_exact[set][kind] += window_exact(m, d, logits, V);
+        }
+        demos_free(&seqs);
+        demos_free(&win);
+    }
+    free(logits);
+    bank_free(&bank);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
 // the evaluation
 
 int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int tasks, BootstrapEval* ev, char* err,
@@ -169,6 +217,7 @@ int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int task
     } else if (rc == 0) {
         ev->teacher_mined = ev->student; // an empty pool injects nothing
     }
+    if (rc == 0) rc = windows_accuracy(m, greedy, c, ev, err, errlen);
     ev->parse_rate = turns ? (double)parsed / (double)turns : 0.0;
     ev->seconds = timer_now() - t0;
 
@@ -198,4 +247,10 @@ void bootstrap_eval_print(const BootstrapEval* ev, FILE* out) {
             100 * ev->teacher_mined, 100 * ev->rollout_success);
     fprintf(out, "  tool calls that parse              %5.1f%%\n", 100 * ev->parse_rate);
     for (int i = 0; i < ev->n_mined; i++) fprintf(out, "  mined: %s\n", ev->mined[i]);
+    static const char* const kinds[3] = {"the items changed the turn", "items that did not", "no items"};
+    fprintf(out, "  windows, every supervised token the argmax (teacher-forced): own / other worlds\n");
+    for (int k = 0; k < 3; k++)
+        fprintf(out, "    %-28s %5.1f%% of %d / %5.1f%% of %d\n", kinds[k],
+                ev->win_n[0][k] ? 100.0 * ev->win_exact[0][k] / ev->win_n[0][k] : 0.0, ev->win_n[0][k],
+                ev->win_n[1][k] ? 100.0 * ev->win_exact[1][k] / ev->win_n[1][k] : 0.0, ev->win_n[1][k]);
 }

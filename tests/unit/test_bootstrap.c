@@ -492,6 +492,36 @@ static void test_cache_round_trip(void** state) {
     assert_int_equal(system(cmd), 0);
 }
 
+// the evaluation runs the agent conditions and scores the demonstration windows: an untrained
+// model solves no task and reproduces no whole turn, and every kind of window is counted
+static void test_evaluate(void** state) {
+    (void)state;
+    Fixture f;
+    fixture_open(&f);
+    Config c = f.c;
+    c.rollout.max_context = 1024; // the fixture model's length
+    c.rollout.max_new_tokens = 16;
+    c.rollout.tasks_per_iter = 2;
+    c.rollout.group_size = 2;
+    c.env.max_turns = 2;
+    BootstrapEval ev;
+    char err[512];
+    assert_int_equal(bootstrap_evaluate(f.m, f.tok, &c, 3, &ev, err, sizeof(err)), 0);
+    assert_int_equal(ev.tasks, 3);
+    assert_true(ev.student == 0.0 && ev.teacher_rules == 0.0);
+    for (int set = 0; set < 2; set++) {
+        for (int k = 0; k < 3; k++) {
+            assert_true(ev.win_n[set][k] > 0);
+            assert_int_equal(ev.win_exact[set][k], 0);
+        }
+    }
+    FILE* out = tmpfile();
+    bootstrap_eval_print(&ev, out);
+    assert_true(ftell(out) > 0);
+    fclose(out);
+    fixture_close(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bank),
@@ -501,6 +531,7 @@ int main(void) {
         cmocka_unit_test(test_hash),
         cmocka_unit_test(test_train_reduces_loss),
         cmocka_unit_test(test_cache_round_trip),
+        cmocka_unit_test(test_evaluate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
