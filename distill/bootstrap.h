@@ -192,6 +192,7 @@ typedef struct {
     // teacher-forced windows (demos_build): [0] the bootstrap's own, [1] fresh ones from other
     // worlds; by kind: whose turn the shown items changed, with items that did not, without items
     int win_n[2][3], win_exact[2][3]; // windows, and those whose every supervised token is the argmax
+    int win_tool[2][3];               // those whose tokens up to the end of the tool name are
 } BootstrapEval;
 
 // Greedy episodes of m through the agent loop on the first `tasks` held-out tasks of the run's

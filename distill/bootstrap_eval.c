@@ -100,21 +100,53 @@ static Agent* eval_agent(Model* m, const Tokenizer* tok, const Config* c, int G,
 #define WINDOWS_PER_KIND 400 // windows scored per set and kind at most
 #define FRESH_SEED 0x5EED    // the fresh windows' seed offset: worlds the bootstrap never saw
 
-// 1 when the model's argmax is the target at every supervised position of d
-static int window_exact(Model* m, const Demo* d, float* logits, int V) {
+// supervised tokens of d up to the end of the call's tool name (the quote after `"name": "X`):
+// the decision part of the turn; all of them when the text has no such name
+static int decision_tokens(const Demo* d, const Tokenizer* tok) {
+    int n_sup = 0;
+    for (int t = 0; t < d->n; t++) n_sup += d->target[t] != 0;
+    int* sup = mallocCheck(sizeof(int) * (size_t)(n_sup + 1));
+    for (int t = 0, k = 0; t < d->n; t++)
+        if (d->target[t]) sup[k++] = d->ids[t];
+    int want = n_sup;
+    char* all = tokenizer_decode_alloc(tok, sup, n_sup, NULL);
+    const char* key = strstr(all, "\"name\": \"");
+    const char* end = key ? strchr(key + 9, '"') : NULL;
+    if (end) { // the fewest tokens whose text reaches past the closing quote
+        const size_t need = (size_t)(end - all) + 1;
+        for (int k = 1; k <= n_sup; k++) {
+            char* pre = tokenizer_decode_alloc(tok, sup, k, NULL);
+            const size_t len = strlen(pre);
+            free(pre);
+            if (len >= need) {
+                want = k;
+                break;
+            }
+        }
+    }
+    free(all);
+    free(sup);
+    return want;
+}
+
+// the number of leading supervised tokens of d where the model's argmax is the target
+static int window_correct_prefix(Model* m, const Demo* d, float* logits, int V) {
     model_forward(m, d->ids, &d->n, 1, d->n, logits);
+    int k = 0;
     for (int t = 1; t < d->n; t++) {
         if (!d->target[t]) continue;
         const float* row = logits + (size_t)(t - 1) * (size_t)V;
         int best = 0;
         for (int v = 1; v < V; v++)
             if (row[v] > row[best]) best = v;
-        if (best != d->ids[t]) return 0;
+        if (best != d->ids[t]) break;
+        k++;
     }
-    return 1;
+    return k;
 }
 
-static int windows_accuracy(Model* m, Agent* a, const Config* c, BootstrapEval* ev, char* err, size_t errlen) {
+static int windows_accuracy(Model* m, Agent* a, const Tokenizer* tok, const Config* c, BootstrapEval* ev, char* err,
+                            size_t errlen) {
     const char* env_name = config_enum_name("env.name", c->env.name);
     Bank bank;
     if (bank_build(&bank, env_name, (uint64_t)c->run.seed, c->bootstrap.mine_batches, err, errlen) != 0) return -1;
@@ -131,8 +163,12 @@ static int windows_accuracy(Model* m, Agent* a, const Config* c, BootstrapEval* 
             const Demo* d = &win.d[i];
             const int kind = d->n_followed > 0 ? 0 : d->has_exp ? 1 : 2;
             if (d->n > T || ev->win_n[set][kind] >= WINDOWS_PER_KIND) continue;
+            int n_sup = 0;
+            for (int t = 0; t < d->n; t++) n_sup += d->target[t] != 0;
+            const int ok = window_correct_prefix(m, d, logits, V);
             ev->win_n[set][kind]++;
-            ev->win_exact[set][kind] += window_exact(m, d, logits, V);
+            ev->win_exact[set][kind] += ok == n_sup;
+            ev->win_tool[set][kind] += ok >= decision_tokens(d, tok);
         }
         demos_free(&seqs);
         demos_free(&win);
@@ -217,7 +253,7 @@ int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int task
     } else if (rc == 0) {
         ev->teacher_mined = ev->student; // an empty pool injects nothing
     }
-    if (rc == 0) rc = windows_accuracy(m, greedy, c, ev, err, errlen);
+    if (rc == 0) rc = windows_accuracy(m, greedy, tok, c, ev, err, errlen);
     ev->parse_rate = turns ? (double)parsed / (double)turns : 0.0;
     ev->seconds = timer_now() - t0;
 
@@ -248,9 +284,14 @@ void bootstrap_eval_print(const BootstrapEval* ev, FILE* out) {
     fprintf(out, "  tool calls that parse              %5.1f%%\n", 100 * ev->parse_rate);
     for (int i = 0; i < ev->n_mined; i++) fprintf(out, "  mined: %s\n", ev->mined[i]);
     static const char* const kinds[3] = {"the items changed the turn", "items that did not", "no items"};
-    fprintf(out, "  windows, every supervised token the argmax (teacher-forced): own / other worlds\n");
-    for (int k = 0; k < 3; k++)
-        fprintf(out, "    %-28s %5.1f%% of %d / %5.1f%% of %d\n", kinds[k],
-                ev->win_n[0][k] ? 100.0 * ev->win_exact[0][k] / ev->win_n[0][k] : 0.0, ev->win_n[0][k],
-                ev->win_n[1][k] ? 100.0 * ev->win_exact[1][k] / ev->win_n[1][k] : 0.0, ev->win_n[1][k]);
+    fprintf(out, "  windows, teacher-forced argmax: the tool right / the whole turn right, own | other worlds\n");
+    for (int k = 0; k < 3; k++) {
+        double pct[2][2];
+        for (int s = 0; s < 2; s++) {
+            pct[s][0] = ev->win_n[s][k] ? 100.0 * ev->win_tool[s][k] / ev->win_n[s][k] : 0.0;
+            pct[s][1] = ev->win_n[s][k] ? 100.0 * ev->win_exact[s][k] / ev->win_n[s][k] : 0.0;
+        }
+        fprintf(out, "    %-28s %5.1f%% / %5.1f%% of %3d | %5.1f%% / %5.1f%% of %3d\n", kinds[k], pct[0][0], pct[0][1],
+                ev->win_n[0][k], pct[1][0], pct[1][1], ev->win_n[1][k]);
+    }
 }

@@ -513,6 +513,7 @@ static void test_evaluate(void** state) {
         for (int k = 0; k < 3; k++) {
             assert_true(ev.win_n[set][k] > 0);
             assert_int_equal(ev.win_exact[set][k], 0);
+            assert_int_equal(ev.win_tool[set][k], 0);
         }
     }
     FILE* out = tmpfile();
