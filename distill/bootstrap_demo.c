@@ -9,9 +9,13 @@
 //   stepwise  before every turn the BM25 selector picks items from the pool (as the agent does);
 //             one sequence per turn whose action the shown items changed, and one for a random
 //             turn they did not change: the stored history up to that turn, the items at the
-//             start of a copy of its last message, the turn supervised; earlier turns, which ran with items
-//             of their own that the sequence no longer shows, are supervised only where the items
-//             did not change the action
+//             start of a copy of its last message, the turn supervised; earlier turns, which ran
+//             with items of their own that the sequence no longer shows, are supervised only where
+//             the items did not change the action
+//
+// Episodes with experience are mostly played on tasks a rule bites, with an item for each biting
+// rule in the pool, and the windows of the turns the items changed come DEMO_FOLLOW_REPEAT times:
+// without both, few turns show an item changing the action (docs/BOOTSTRAP.md).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
