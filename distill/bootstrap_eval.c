@@ -156,7 +156,10 @@ static int windows_accuracy(Model* m, Agent* a, const Tokenizer* tok, const Conf
     int rc = 0;
     for (int set = 0; set < 2 && rc == 0; set++) {
         DemoParams p = demo_params_from_config(c);
-        if (set == 1) p.seed += FRESH_SEED, p.episodes = p.episodes < 300 ? p.episodes : 300;
+        if (set == 1) { // fewer episodes: only WINDOWS_PER_KIND windows of each kind are scored
+            p.seed += FRESH_SEED;
+            p.episodes = p.episodes < 300 ? p.episodes : 300;
+        }
         DemoSet seqs, win;
         if ((rc = demos_build(&seqs, &win, env_name, &bank, a, &p, err, errlen)) != 0) break;
         for (int i = 0; i < win.n; i++) {
