@@ -17,10 +17,10 @@
 #include "model/hf.h"
 #include "model/model_config.h"
 #include "model/rng.h"
+#include "model/timer.h"
 #include "model/tokenizer.h"
 #include "rollout/agent.h"
 #include "rollout/inject.h"
-#include "model/timer.h"
 
 // room for a directory under bootstrap.cache_dir and a file name in it
 #define BOOT_PATH (CONFIG_PATH + 256)

@@ -214,8 +214,8 @@ int bpe_train(const DemoSet* set, int vocab_size, const char* path, char* err, s
     const int V = vocab_size;
     Token* tok = callocCheck((size_t)V, sizeof(Token));
     for (int b = 0; b < 256; b++) tok[b].len = 1, tok[b].bytes[0] = (unsigned char)b;
-    // pair counts, dense over (left, right); only the touched cells are cleared between merges
-    int* pc = callocCheck((size_t)V * (size_t)V, sizeof(int));
+    // pair counts, dense over (left, right) (hence bootstrap.vocab_size's bound); a pair is
+    // touched when its count leaves 0, and only the touched cells are cleared between merges
     long* cnt = callocCheck((size_t)V * (size_t)V, sizeof(long));
     int* touched = mallocCheck(sizeof(int) * (size_t)(w.nsym + 1));
     // merges as (left, right, result): a pair whose bytes some token has already spells that token
@@ -228,7 +228,7 @@ int bpe_train(const DemoSet* set, int vocab_size, const char* path, char* err, s
             for (int k = 0; k + 1 < w.len[i]; k++) {
                 const size_t c = (size_t)s[k] * (size_t)V + (size_t)s[k + 1];
                 if (tok[s[k]].len + tok[s[k + 1]].len > BPE_MAX_TOKEN) continue;
-                if (!pc[c]) pc[c] = 1, touched[nt++] = (int)c;
+                if (!cnt[c]) touched[nt++] = (int)c;
                 cnt[c] += w.count[i];
             }
         }
@@ -238,7 +238,7 @@ int bpe_train(const DemoSet* set, int vocab_size, const char* path, char* err, s
             const int c = touched[k];
             if (cnt[c] > best || (cnt[c] == best && c < bc)) best = cnt[c], bc = c;
         }
-        for (int k = 0; k < nt; k++) pc[touched[k]] = 0, cnt[touched[k]] = 0;
+        for (int k = 0; k < nt; k++) cnt[touched[k]] = 0;
         if (bc < 0 || best < 2) break; // nothing left worth a token
         const int a = bc / V, b = bc % V, len = tok[a].len + tok[b].len;
         unsigned char bytes[BPE_MAX_TOKEN];
@@ -264,7 +264,6 @@ int bpe_train(const DemoSet* set, int vocab_size, const char* path, char* err, s
             w.len[i] = n;
         }
     }
-    free(pc);
     free(cnt);
     free(touched);
     words_free(&w);

@@ -239,8 +239,9 @@ static void render_seq(const SeqSpec* q, const Tokenizer* tok, int max_context, 
     ChatRender r;
     if (chat_init(&r, tok, CHAT_CHATML, msg, sizeof(msg)) != 0) fatal("bootstrap: %s", msg);
     if (q->system) {
-        const ChatPart sp[2] = {{q->system, SEG_SYSTEM}, {q->gexp, SEG_EXPERIENCE}};
-        const ChatMessage sm = {.role = CHAT_SYSTEM, .parts = sp, .n_parts = q->gexp ? 2 : 1};
+        ChatPart sp[2];
+        const ChatMessage sm = {.role = CHAT_SYSTEM, .parts = sp,
+                                .n_parts = inject_message_parts(q->system, SEG_SYSTEM, q->gexp, sp)};
         append_or_die(&r, &sm);
     }
     int cap = 2 * r.n + 256;
@@ -250,8 +251,10 @@ static void render_seq(const SeqSpec* q, const Tokenizer* tok, int max_context, 
         const Msg* m = &q->ms->m[i];
         int n0 = r.n;
         if (i + 1 == q->exp_at) { // the last message before the turn, with the turn's items
-            const ChatPart parts[2] = {{q->ms->m[q->exp_at].exp, SEG_EXPERIENCE}, {m->text, chat_role_segment(m->role)}};
-            const ChatMessage cm = {.role = m->role, .parts = parts, .n_parts = 2};
+            ChatPart parts[2];
+            const ChatMessage cm = {.role = m->role, .parts = parts,
+                                    .n_parts = inject_message_parts(m->text, chat_role_segment(m->role),
+                                                                    q->ms->m[q->exp_at].exp, parts)};
             append_or_die(&r, &cm);
         } else {
             render_plain(&r, m);

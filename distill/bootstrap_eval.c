@@ -14,9 +14,9 @@
 #include "distill/extract.h"
 #include "distill/pool.h"
 #include "model/chat.h"
+#include "model/timer.h"
 #include "rollout/agent.h"
 #include "rollout/inject.h"
-#include "model/timer.h"
 
 // ----------------------------------------------------------------------------
 // adapters for episode_from_trajectory
@@ -101,10 +101,11 @@ static Agent* eval_agent(Model* m, const Tokenizer* tok, const Config* c, int G,
 #define FRESH_SEED 0x5EED    // the fresh windows' seed offset: worlds the bootstrap never saw
 
 // supervised tokens of d up to the end of the call's tool name (the quote after `"name": "X`):
-// the decision part of the turn; all of them when the text has no such name
-static int decision_tokens(const Demo* d, const Tokenizer* tok) {
+// the decision part of the turn; all of them (*n_sup) when the text has no such name
+static int decision_tokens(const Demo* d, const Tokenizer* tok, int* n_sup_out) {
     int n_sup = 0;
     for (int t = 0; t < d->n; t++) n_sup += d->target[t] != 0;
+    *n_sup_out = n_sup;
     int* sup = mallocCheck(sizeof(int) * (size_t)(n_sup + 1));
     for (int t = 0, k = 0; t < d->n; t++)
         if (d->target[t]) sup[k++] = d->ids[t];
@@ -166,12 +167,12 @@ static int windows_accuracy(Model* m, Agent* a, const Tokenizer* tok, const Conf
             const Demo* d = &win.d[i];
             const int kind = d->n_followed > 0 ? 0 : d->has_exp ? 1 : 2;
             if (d->n > T || ev->win_n[set][kind] >= WINDOWS_PER_KIND) continue;
-            int n_sup = 0;
-            for (int t = 0; t < d->n; t++) n_sup += d->target[t] != 0;
+            int n_sup;
+            const int decision = decision_tokens(d, tok, &n_sup);
             const int ok = window_correct_prefix(m, d, logits, V);
             ev->win_n[set][kind]++;
             ev->win_exact[set][kind] += ok == n_sup;
-            ev->win_tool[set][kind] += ok >= decision_tokens(d, tok);
+            ev->win_tool[set][kind] += ok >= decision;
         }
         demos_free(&seqs);
         demos_free(&win);

@@ -17,8 +17,8 @@
 #include "distill/bootstrap.h"
 #include "model/model_config.h"
 #include "model/rng.h"
-#include "model/tokenizer.h"
 #include "model/timer.h"
+#include "model/tokenizer.h"
 
 // ----------------------------------------------------------------------------
 // training

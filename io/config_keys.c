@@ -124,7 +124,7 @@ const ConfigKey config_keys[] = {
     FLT_("bootstrap.share_stepwise", bootstrap.share_stepwise, "0.35", 0, 1, "Fraction of the demonstrations with items before a turn (step-wise injection); the rest show no experience."),
     INT_("bootstrap.max_pool", bootstrap.max_pool, "6", 1, 64, "Items in a demonstration's pool at most (relevant principles and distractors)."),
     INT_("bootstrap.mine_batches", bootstrap.mine_batches, "12", 0, 10000, "Batches of scripted episodes the contrastive miner runs on to find the principle texts to inject."),
-    INT_("bootstrap.vocab_size", bootstrap.vocab_size, "0", 0, 65536, "0: the built-in model keeps the byte tokenizer; else a byte-level BPE of this many ids is trained on the demonstrations and saved with the weights (tokenizer.json), and the model's vocabulary is this size."),
+    INT_("bootstrap.vocab_size", bootstrap.vocab_size, "0", 0, 4096, "0: the built-in model keeps the byte tokenizer; else a byte-level BPE of this many ids is trained on the demonstrations and saved with the weights (tokenizer.json), and the model's vocabulary is this size (at most 4096: the trainer counts pairs in a dense table of vocab_size^2)."),
 };
 const int config_nkeys = (int)(sizeof(config_keys) / sizeof(config_keys[0]));
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");

@@ -130,6 +130,22 @@ static int threads_per_rank(const Config* c, MPI_Comm world) {
 // ----------------------------------------------------------------------------
 // setup: model, tokenizer, environments, agents, pool, trainer
 
+// the bootstrapped base model of a built-in config into d->boot_dir: built (or found in the cache)
+// on rank 0 while the others wait
+static void prepare_bootstrap(Driver* d) {
+    const Config* c = d->c;
+    int failed = 0;
+    if (is_root(d)) {
+        log_info("bootstrap: preparing the base model (cached in %s)", c->bootstrap.cache_dir);
+        double t = now();
+        failed = bootstrap_ensure(c, d->boot_dir, sizeof(d->boot_dir), d->err, sizeof(d->err)) != 0;
+        if (!failed) log_info("bootstrap: base model ready in %.1f s: %s", now() - t, d->boot_dir);
+    }
+    wait_quietly(d->l->world);
+    agree_or_abort(d, failed, "bootstrapping the base model");
+    mpiCheck(MPI_Bcast(d->boot_dir, sizeof(d->boot_dir), MPI_CHAR, 0, d->l->world));
+}
+
 static void load_model(Driver* d) {
     const Config* c = d->c;
     DistillOptions dopt;
@@ -146,16 +162,11 @@ static void load_model(Driver* d) {
         snprintf(d->err, sizeof(d->err), "model.name '%s' is not a built-in model (tiny, small, gpt2-124m)",
                  c->model.name);
         failed = 1;
-    } else { // the bootstrapped base model (built once, on rank 0) comes with its tokenizer
-        if (is_root(d)) {
-            log_info("bootstrap: preparing the base model (cached in %s)", c->bootstrap.cache_dir);
-            double t = now();
-            failed = bootstrap_ensure(c, d->boot_dir, sizeof(d->boot_dir), d->err, sizeof(d->err)) != 0;
-            if (!failed) log_info("bootstrap: base model ready in %.1f s: %s", now() - t, d->boot_dir);
-        }
-        wait_quietly(d->l->world);
-        agree_or_abort(d, failed, "bootstrapping the base model");
-        mpiCheck(MPI_Bcast(d->boot_dir, sizeof(d->boot_dir), MPI_CHAR, 0, d->l->world));
+    } else {
+        // a learned tokenizer (and so the vocabulary) comes with the bootstrapped model, which is
+        // then needed before a checkpoint can be read; the byte tokenizer needs it only for the
+        // weights of a fresh run (initial_weights)
+        if (c->bootstrap.vocab_size > 0) prepare_bootstrap(d);
         failed = !(d->tok = bootstrap_tokenizer(c, d->boot_dir, &mc.vocab_size, d->err, sizeof(d->err)));
         d->format = CHAT_CHATML;
     }
@@ -170,7 +181,7 @@ static void load_model(Driver* d) {
     d->model = model_create(&mc, d->be, dopt.max_batch, dopt.max_seq);
 }
 
-// weights of a fresh run: the HF model, or the bootstrapped built-in (load_model prepared it)
+// weights of a fresh run: the HF model, or the bootstrapped built-in
 static void initial_weights(Driver* d) {
     const Config* c = d->c;
     int failed = 0;
@@ -183,6 +194,7 @@ static void initial_weights(Driver* d) {
         agree_or_abort(d, failed, "loading the weights");
         return;
     }
+    if (!d->boot_dir[0]) prepare_bootstrap(d);
     failed = bootstrap_load(d->model, d->boot_dir, d->err, sizeof(d->err)) != 0;
     agree_or_abort(d, failed, "loading the bootstrapped model");
 }

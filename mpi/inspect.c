@@ -118,7 +118,6 @@ int cli_inspect(int argc, char** argv) {
     if (config_load_string(&c, config, path, &cerr) != 0) log_warn("the checkpoint's config: %s", cerr.msg);
     Pool* pool = pool_json[0] ? pool_from_json(pool_json, strlen(pool_json), pool_default_params(), err, sizeof(err)) : NULL;
     if (pool_json[0] && !pool) log_warn("the checkpoint's pool: %s", err);
-    json_t* rows = iteration_records(metrics);
     static const char* const dims[] = {"vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden_dim"};
 
     if (as_json) {
@@ -138,7 +137,7 @@ int cli_inspect(int argc, char** argv) {
         json_object_set_new(o, "pool_size", json_integer(pool ? pool_size(pool) : 0));
         json_t* pool_doc = pool_json[0] ? json_loads(pool_json, 0, NULL) : json_null();
         json_object_set_new(o, "pool", pool_doc ? pool_doc : json_null());
-        json_object_set(o, "metrics", rows);
+        json_object_set_new(o, "metrics", iteration_records(metrics));
         char* s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         puts(s);
         free(s);
@@ -172,7 +171,6 @@ int cli_inspect(int argc, char** argv) {
         printf("\n");
         inspect_metrics_table(metrics, stdout);
     }
-    json_decref(rows);
     pool_free(pool);
     free(config);
     free(pool_json);

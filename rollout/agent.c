@@ -391,8 +391,8 @@ static int episode_start(Agent* a, Episode* e, const AgentTask* task, int iterat
                     eerr.msg);
     }
     char* sys = agent_system_text(a, e->env);
-    const ChatPart sp[2] = {{sys, SEG_SYSTEM}, {exp_text, SEG_EXPERIENCE}};
-    append_message(e, CHAT_SYSTEM, sp, exp_text ? 2 : 1);
+    ChatPart sp[2];
+    append_message(e, CHAT_SYSTEM, sp, inject_message_parts(sys, SEG_SYSTEM, exp_text, sp));
     const ChatPart up = {res.observation ? res.observation : "", SEG_USER};
     append_message(e, CHAT_USER, &up, 1);
     free(sys);
@@ -453,8 +453,9 @@ static void build_contexts(Agent* a, Episode* eps, int ne, const ExpList* exp, c
             // the last message's copy with the items, for this turn only
             for (int k = 0; k < e->last_start; k++) tokenbuf_push(&e->ctx, e->r.ids[k]);
             char* text = inject_render_step(exp, e->items, e->n_items);
-            const ChatPart parts[2] = {{text, SEG_EXPERIENCE}, {e->last_text, chat_role_segment(e->last_role)}};
-            agent_render_message(a, e->last_role, parts, 2, 0, 0, &e->ctx);
+            ChatPart parts[2];
+            const int np = inject_message_parts(e->last_text, chat_role_segment(e->last_role), text, parts);
+            agent_render_message(a, e->last_role, parts, np, 0, 0, &e->ctx);
             free(text);
         } else {
             for (int k = 0; k < e->r.n; k++) tokenbuf_push(&e->ctx, e->r.ids[k]);

@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #include "common/check.h"
-#include "rollout/env_impl.h"
 #include "model/timer.h"
+#include "rollout/env_impl.h"
 
 extern char** environ;
 

@@ -74,6 +74,15 @@ char* inject_render_global(const ExpList* l) {
     return b.s;
 }
 
+int inject_message_parts(const char* text, Segment seg, const char* exp, ChatPart parts[2]) {
+    const ChatPart own = {text, seg}, items = {exp, SEG_EXPERIENCE};
+    if (!exp) return parts[0] = own, 1;
+    const int after = seg == SEG_SYSTEM;
+    parts[0] = after ? own : items;
+    parts[1] = after ? items : own;
+    return 2;
+}
+
 char* inject_render_step(const ExpList* l, const int* idx, int n) {
     Str b = {0};
     str_add(&b, INJECT_STEP_HEADING);

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/chat.h"
 #include "rollout/bm25.h"
 
 #define INJECT_GLOBAL_HEADING "Experience from earlier episodes:"
@@ -42,6 +43,10 @@ void exp_list_free(ExpList* l);
 char* inject_render_global(const ExpList* l);
 // the step-wise text of items idx[0..n) in that order, malloc'd
 char* inject_render_step(const ExpList* l, const int* idx, int n);
+// The parts of a message of segment `seg` whose text is `text`, with rendered experience `exp`
+// where the agent puts it: after a system text (global), before any other text (step-wise).
+// Returns the number of parts: 1 when exp is NULL (the text alone), else 2.
+int inject_message_parts(const char* text, Segment seg, const char* exp, ChatPart parts[2]);
 
 // ----------------------------------------------------------------------------
 // step-wise selection

@@ -69,15 +69,15 @@ static char* message_content(Agent* a, int seg, int first, const int* ids, int n
     return content;
 }
 
-// the same message with the experience text as a SEG_EXPERIENCE part: after the system text
-// (global) or before the message's text (step-wise), as the agent renders it
+// the same message with the experience text as a SEG_EXPERIENCE part, where the agent puts it
+// (inject_message_parts)
 static int message_with_experience(Agent* a, int seg, int first, const int* ids, int n, int at, const char* exp_text,
                                    TokenBuf* out, char* err, size_t errlen) {
     char* content = message_content(a, seg, first, ids, n, at, err, errlen);
     if (!content) return -1;
-    const ChatPart text = {content, (Segment)seg}, expp = {exp_text, SEG_EXPERIENCE};
-    const ChatPart parts[2] = {seg == SEG_SYSTEM ? text : expp, seg == SEG_SYSTEM ? expp : text};
-    agent_render_message(a, segment_role(seg), parts, 2, first, 0, out);
+    ChatPart parts[2];
+    const int np = inject_message_parts(content, (Segment)seg, exp_text, parts);
+    agent_render_message(a, segment_role(seg), parts, np, first, 0, out);
     free(content);
     return 0;
 }

@@ -108,6 +108,18 @@ template <int N> __device__ __forceinline__ void store_frags(float* dst, const F
     for (int n = 0; n < N; n++) wmma::store_matrix_sync(dst + n * 16, c[n], ld, wmma::mem_row_major);
 }
 
+// the backward's two score tiles of a warp, into its fp32 slices (row stride lds): S = A1 B1^T
+// and dP = A2 B2^T, A (16, 16 KK) and B (16 N, 16 KK) row-major bf16 with stride ld
+template <int N, int KK>
+__device__ __forceinline__ void warp_two_scores(float* S, float* dP, int lds, const bf16* A1, const bf16* B1,
+                                                const bf16* A2, const bf16* B2, int ld) {
+    FragC s[N];
+    warp_abt<N, KK>(s, A1, ld, B1, ld);
+    store_frags<N>(S, s, lds);
+    warp_abt<N, KK>(s, A2, ld, B2, ld);
+    store_frags<N>(dP, s, lds);
+}
+
 template <int N> __device__ __forceinline__ void load_frags(FragC (&c)[N], const float* src, int ld) {
 #pragma unroll
     for (int n = 0; n < N; n++) wmma::load_matrix_sync(c[n], src + n * 16, ld, wmma::mem_row_major);
@@ -285,13 +297,7 @@ __global__ void __launch_bounds__(TC_THREADS) attn_tc_dq_kernel(float* dq, const
             load_bf16<BK, HD>(Vs, vb + (size_t)k0 * a.ldkv, a.ldkv, kend - k0);
             __syncthreads();
             if (w0 >= nq || k0 > wlast) continue; // dS would be 0 over the whole tile
-            {
-                FragC s[BK / 16];
-                warp_abt<BK / 16, HD / 16>(s, Qs + w0 * L::LDH, L::LDH, Ks, L::LDH);
-                store_frags<BK / 16>(Sw, s, L::LDS);
-                warp_abt<BK / 16, HD / 16>(s, dOs + w0 * L::LDH, L::LDH, Vs, L::LDH);
-                store_frags<BK / 16>(dPw, s, L::LDS);
-            }
+            warp_two_scores<BK / 16, HD / 16>(Sw, dPw, L::LDS, Qs + w0 * L::LDH, Ks, dOs + w0 * L::LDH, Vs, L::LDH);
             __syncwarp();
 #pragma unroll
             for (int j = 0; j < BK / 2; j++) {
@@ -381,13 +387,8 @@ __global__ void __launch_bounds__(TC_THREADS) attn_tc_dkdv_kernel(float* dk, flo
                 // the tile's last query sees keys up to off + q0 + nq - 1: a warp whose keys all
                 // lie beyond (or past the sequence) would add zeros only
                 if (w0 >= nkeys || k0 + w0 > off + q0 + nq - 1) continue;
-                {
-                    FragC s[BQ / 16];
-                    warp_abt<BQ / 16, HD / 16>(s, Ks + w0 * L::LDH, L::LDH, Qs, L::LDH);
-                    store_frags<BQ / 16>(Sw, s, L::LDS);
-                    warp_abt<BQ / 16, HD / 16>(s, Vs + w0 * L::LDH, L::LDH, dOs, L::LDH);
-                    store_frags<BQ / 16>(dPw, s, L::LDS);
-                }
+                warp_two_scores<BQ / 16, HD / 16>(Sw, dPw, L::LDS, Ks + w0 * L::LDH, Qs, Vs + w0 * L::LDH, dOs,
+                                                  L::LDH);
                 __syncwarp();
 #pragma unroll
                 for (int j = 0; j < BQ / 2; j++) {
