@@ -131,8 +131,8 @@ static void hash_of(const Config* c, const ModelConfig* mc, const char* system, 
              mc->n_layers, mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->hidden_dim, mc->max_seq_len,
              (double)mc->rope_theta, (double)mc->norm_eps, mc->tied_embeddings, mc->qkv_bias, mc->qk_norm);
     hash_add(&h, "env %s %d %d", config_enum_name("env.name", c->env.name), c->env.train_tasks, c->env.max_turns);
-    hash_add(&h, "seed %lld context %d select %d %d", c->run.seed, c->rollout.max_context, c->experience.select_min,
-             c->experience.select_max);
+    hash_add(&h, "seed %lld context %d select %d %d %d", c->run.seed, c->rollout.max_context, c->experience.select_min,
+             c->experience.select_max, c->experience.select_triggers);
     hash_add(&h, "copy %d vocab %d", c->bootstrap.copy_steps, c->bootstrap.vocab_size);
     hash_add(&h, "bootstrap %d %d %d %d %.17g %d %.17g %.17g %.17g %d %d", c->bootstrap.episodes,
              c->bootstrap.worlds, c->bootstrap.window_epochs, c->bootstrap.epochs, c->bootstrap.lr, c->bootstrap.batch_tokens, c->bootstrap.expert_rate,

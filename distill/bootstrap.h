@@ -29,7 +29,7 @@
 #include "rollout/env.h"
 
 // bump when the demonstrations or the training change, so older caches are not reused
-#define BOOTSTRAP_FORMAT 4
+#define BOOTSTRAP_FORMAT 5
 #define BOOTSTRAP_HASH_HEX 16
 
 // ----------------------------------------------------------------------------
@@ -96,6 +96,7 @@ typedef struct {
     double share_global; // fractions of the episodes with global / step-wise experience; the rest are students
     double share_stepwise;
     int select_min, select_max; // experience.select_min/max
+    int select_triggers;        // experience.select_triggers
     int max_pool;        // items in a demonstration's pool at most
     int max_turns;       // env.max_turns
     int max_context;     // rollout.max_context: longer sequences are cut

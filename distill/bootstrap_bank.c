@@ -18,6 +18,7 @@
 #include "distill/text.h"
 #include "model/rng.h"
 #include "rollout/bm25.h"
+#include "rollout/inject.h"
 
 #define BANK_TASKS 16       // tasks per mining batch (quickstart's rollout.tasks_per_iter)
 #define BANK_SAMPLES 5      // samples per task (rollout.group_size)
@@ -165,32 +166,10 @@ static void batch_free(Batch* b) {
 // ----------------------------------------------------------------------------
 // what a mined rule conveys
 
-// the condition's words occur in a row among the first max_terms terms of obs
-static int phrase_in(const char* obs, const char* phrase, int max_terms) {
-    char *ot, *pt;
-    int no, np;
-    bm25_tokenize(obs, &ot, &no);
-    bm25_tokenize(phrase, &pt, &np);
-    if (no > max_terms) no = max_terms;
-    const char** ow = mallocCheck(sizeof(char*) * (size_t)(no + 1));
-    const char* w = ot;
-    for (int i = 0; i < no; i++, w += strlen(w) + 1) ow[i] = w;
-    int found = 0;
-    for (int i = 0; i + np <= no && !found; i++) {
-        const char* q = pt;
-        int k = 0;
-        for (; k < np && strcmp(ow[i + k], q) == 0; k++) q += strlen(q) + 1;
-        found = k == np;
-    }
-    free(ow);
-    free(ot);
-    free(pt);
-    return found && np > 0;
-}
-
 int bank_item_applies(const BankItem* it, const char* obs, int obs_is_task) {
     if (!it->phrase) return 1;
-    return (it->from_task != 0) == (obs_is_task != 0) && phrase_in(obs, it->phrase, extract_default_params().max_obs_terms);
+    return exp_trigger_holds(it->from_task ? TRIGGER_TASK : TRIGGER_RESULT, it->phrase, obs_is_task ? obs : NULL,
+                             obs_is_task ? NULL : obs);
 }
 
 // the environment rules that make the policy take the rule's tool where its condition holds and
@@ -205,7 +184,7 @@ static uint32_t conveyed_rules(const Env* env, const Batch* b, const Rule* r, in
             const StepText* st = &e->steps[s];
             if ((r->source == RULE_FROM_TASK) != (st->obs_is_task != 0)) continue;
             const StepChoices* c = &b->steps[i][s];
-            if (c->choice[0] == tool || !phrase_in(st->observation, r->phrase, max_terms)) continue;
+            if (c->choice[0] == tool || !bm25_phrase_in(st->observation, r->phrase, max_terms)) continue;
             for (int k = 0; k < env->nrules && k < BANK_MAX_RULES; k++) count[k] += c->choice[1 + k] == tool;
         }
     }

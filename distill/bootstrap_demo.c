@@ -45,6 +45,7 @@ DemoParams demo_params_from_config(const Config* c) {
     p.share_stepwise = c->bootstrap.share_stepwise;
     p.select_min = c->experience.select_min;
     p.select_max = c->experience.select_max;
+    p.select_triggers = c->experience.select_triggers;
     p.max_pool = c->bootstrap.max_pool;
     p.max_turns = c->env.max_turns;
     p.max_context = c->rollout.max_context;
@@ -164,10 +165,8 @@ static int play(const EpisodeSpec* s, int task, Msgs* ms, char* err, size_t errl
         int k = 0;
         char* exp = NULL;
         if (s->sel) {
-            char* q = agent_history_query(s->agent, hist.ids, hist.seg, hist.n);
-            k = selector_bm25(s->sel, q, idx);
-            free(q);
-            exp = demo_render_experience(s->pool, idx, k, 0);
+            k = agent_select_bm25(s->agent, s->sel, hist.ids, hist.seg, hist.n, idx);
+            exp = k > 0 ? demo_render_experience(s->pool, idx, k, 0) : NULL; // as the agent: none shown, none rendered
         } else if (s->global) {
             for (k = 0; k < s->n_pool; k++) idx[k] = k;
         }
@@ -288,7 +287,7 @@ static void emit(DemoSet* set, const SeqSpec* q, const Tokenizer* tok, int max_c
     Demo* d = demo_push(set);
     render_seq(q, tok, max_context, d);
     d->mode = mode, d->task = task, d->world = world, d->window = q->system == NULL;
-    d->has_exp = q->gexp != NULL || q->exp_at >= 0;
+    d->has_exp = q->gexp != NULL || (q->exp_at >= 0 && q->ms->m[q->exp_at].exp != NULL);
     int targets = 0;
     for (int t = 0; t < d->n; t++) targets += d->target[t];
     if (targets > 0) return;
@@ -402,7 +401,7 @@ int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank
             s.items = items;
             s.global = mode == DEMO_GLOBAL;
         }
-        SelectParams sp = {p->select_min, p->select_max, INJECT_CUT_DEFAULT};
+        SelectParams sp = {p->select_min, p->select_max, INJECT_CUT_DEFAULT, p->select_triggers};
         if (mode == DEMO_STEPWISE) s.sel = selector_create(&list, &sp);
         Msgs ms = {0};
         rc = play(&s, task, &ms, err, errlen);
@@ -448,7 +447,7 @@ int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank
                 SeqSpec wq = {.system = NULL, .ms = &ms, .from = i - 2, .upto = i, .exp_at = -1, .mode = mode};
                 if (!m->changed) emit(windows, &wq, tok, p->max_context, mode, task, w);
                 wq.exp_at = i;
-                for (int k = 0; mode == DEMO_STEPWISE && k < (m->changed ? DEMO_FOLLOW_REPEAT : 1); k++)
+                for (int k = 0; m->exp && k < (m->changed ? DEMO_FOLLOW_REPEAT : 1); k++)
                     emit(windows, &wq, tok, p->max_context, mode, task, w);
             }
         }

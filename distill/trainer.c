@@ -548,11 +548,11 @@ int distill_train(DistillTrainer* t, const Shard* local, int iteration, DistillR
     char msg[ERR_LEN] = "";
     if (agree_error(t, check_local(t, local, msg, sizeof(msg)) != 0, msg, err, errlen) != 0) return -1;
     // one top-k size over all sequences with a loss
-    int k[2] = {INT_MAX, INT_MIN}; // min, -max
+    int k[2] = {INT_MAX, INT_MAX}; // min, -max: both reduced by MPI_MIN (a rank with none keeps INT_MAX)
     for (int q = 0; q < local->n; q++) {
         if (loss_tokens(local->seqs[q]) == 0) continue;
         k[0] = local->seqs[q]->topk < k[0] ? local->seqs[q]->topk : k[0];
-        k[1] = -local->seqs[q]->topk > k[1] ? -local->seqs[q]->topk : k[1];
+        k[1] = -local->seqs[q]->topk < k[1] ? -local->seqs[q]->topk : k[1];
     }
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, k, 2, MPI_INT, MPI_MIN, t->comm));
     if (k[0] != INT_MAX && k[0] != -k[1]) {

@@ -78,6 +78,7 @@ typedef struct {
         int judge;       // Judge
         int select_min;
         int select_max;
+        int select_triggers;
         int max_pool_size;
         int max_item_words;
         double prune_threshold;

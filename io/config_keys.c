@@ -80,6 +80,7 @@ const ConfigKey config_keys[] = {
     ENUM_("experience.judge", experience.judge, "env", judges, "Trajectory judge: the environment's reward, or an LLM verdict (for environments without reward)."),
     INT_("experience.select_min", experience.select_min, "3", 1, 64, "Fewest items injected per step (step-wise)."),
     INT_("experience.select_max", experience.select_max, "8", 1, 64, "Most items injected per step (step-wise)."),
+    BOOL_("experience.select_triggers", experience.select_triggers, "false", "Step-wise: an item that states its condition as the contrastive miner writes it ('When the last tool result mentions \"...\"') is shown exactly where that condition holds; the other items are picked by the selector."),
     INT_("experience.max_pool_size", experience.max_pool_size, "50", 1, 100000, "Pool capacity (paper: 50)."),
     INT_("experience.max_item_words", experience.max_item_words, "32", 4, 4096, "Longest principle, in words (paper: 32)."),
     FLT_("experience.prune_threshold", experience.prune_threshold, "-0.2", -1, 1, "Items whose utility (success lift when shown) falls below this are deleted."),

@@ -34,6 +34,7 @@ void agent_options_from_config(const Config* c, AgentOptions* o) {
     o->select.min = c->experience.select_min;
     o->select.max = c->experience.select_max;
     o->select.cut = INJECT_CUT_DEFAULT;
+    o->select.triggers = c->experience.select_triggers;
     o->max_turns = c->env.max_turns;
     o->max_context = c->rollout.max_context;
     o->max_new_tokens = c->rollout.max_new_tokens;

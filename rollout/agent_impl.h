@@ -44,6 +44,9 @@ char* agent_plain_text(const Agent* a, const int* ids, int n);
 // and the last AGENT_QUERY_MESSAGES messages after it, as plain text (malloc'd). A function of the
 // stored ids alone, so scoring rebuilds the rollout's query exactly.
 char* agent_history_query(const Agent* a, const int* ids, const uint8_t* seg, int n);
+// The BM25 pick (selector_pick) for that state: agent_history_query, and for triggered items the
+// task (before the first call) or the last tool result (after it). Room for select.max in idx.
+int agent_select_bm25(const Agent* a, const ExpSelector* sel, const int* ids, const uint8_t* seg, int n, int* idx);
 // Step-wise items for nb states at once: state i is the stored history ids[i][0..n[i]) with
 // segments seg[i], ending with the message the items are appended to. BM25 over
 // agent_history_query, or the LLM selector: the state + selector_llm_request + generation prompt

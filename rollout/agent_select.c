@@ -58,10 +58,33 @@ char* agent_history_query(const Agent* a, const int* ids, const uint8_t* seg, in
 // ----------------------------------------------------------------------------
 // selection
 
-static int select_bm25(const Agent* a, const ExpSelector* sel, const int* ids, const uint8_t* seg, int n, int* idx) {
+// the text of the last message, without the role of its header (ChatML "user\n", Llama-3
+// "ipython\n\n"), or NULL unless its segment is `want`; leading experience parts are not part of it
+static char* last_message_text(const Agent* a, const int* ids, const uint8_t* seg, int n, Segment want) {
+    if (n == 0 || seg[n - 1] != want) return NULL;
+    int start = n - 1;
+    while (start > 0 && seg[start - 1] == want) start--;
+    char* s = agent_plain_text(a, ids + start, n - start);
+    const char* t = s;
+    static const char* const roles[] = {"user\n", "ipython\n", NULL};
+    for (int r = 0; roles[r]; r++)
+        if (strncmp(t, roles[r], strlen(roles[r])) == 0) t += strlen(roles[r]);
+    if (*t == '\n') t++;
+    char* text = strdupCheck(t);
+    free(s);
+    return text;
+}
+
+int agent_select_bm25(const Agent* a, const ExpSelector* sel, const int* ids, const uint8_t* seg, int n, int* idx) {
+    int first_turn = 1;
+    for (int i = 0; i < n && first_turn; i++) first_turn = seg[i] != SEG_ASSISTANT;
+    char* task = first_turn ? last_message_text(a, ids, seg, n, SEG_USER) : NULL;
+    char* result = first_turn ? NULL : last_message_text(a, ids, seg, n, SEG_TOOL);
     char* q = agent_history_query(a, ids, seg, n);
-    int k = selector_bm25(sel, q, idx);
+    int k = selector_pick(sel, q, task, result, idx);
     free(q);
+    free(task);
+    free(result);
     return k;
 }
 
@@ -77,7 +100,7 @@ void agent_select_items(Agent* a, const ExpSelector* sel, int nb, const int* sel
                         const uint8_t* const* seg, const int* n, int* const* idx, int* n_idx) {
     double t0 = agent_now();
     if (a->o.selector != SELECTOR_LLM) {
-        for (int i = 0; i < nb; i++) n_idx[i] = select_bm25(a, sel, ids[i], seg[i], n[i], idx[i]);
+        for (int i = 0; i < nb; i++) n_idx[i] = agent_select_bm25(a, sel, ids[i], seg[i], n[i], idx[i]);
         a->st.t_select += agent_now() - t0;
         return;
     }
@@ -140,7 +163,7 @@ void agent_select_items(Agent* a, const ExpSelector* sel, int nb, const int* sel
         free(rngs);
     }
     for (int i = 0; i < nb; i++) {
-        if (n_idx[i] < 0) n_idx[i] = select_bm25(a, sel, ids[i], seg[i], n[i], idx[i]);
+        if (n_idx[i] < 0) n_idx[i] = agent_select_bm25(a, sel, ids[i], seg[i], n[i], idx[i]);
         tokenbuf_free(&prompt[i]);
     }
     free(prompt);

@@ -64,6 +64,28 @@ void bm25_tokenize(const char* text, char** terms, int* n) {
     *n = split_terms(text, *terms);
 }
 
+int bm25_phrase_in(const char* text, const char* phrase, int max_terms) {
+    char *tt, *pt;
+    int nt, np;
+    bm25_tokenize(text, &tt, &nt);
+    bm25_tokenize(phrase, &pt, &np);
+    if (max_terms > 0 && nt > max_terms) nt = max_terms;
+    const char** tw = mallocCheck(sizeof(char*) * (size_t)(nt + 1));
+    const char* w = tt;
+    for (int i = 0; i < nt; i++, w += strlen(w) + 1) tw[i] = w;
+    int found = 0;
+    for (int i = 0; i + np <= nt && !found; i++) {
+        const char* q = pt;
+        int k = 0;
+        for (; k < np && strcmp(tw[i + k], q) == 0; k++) q += strlen(q) + 1;
+        found = k == np;
+    }
+    free(tw);
+    free(tt);
+    free(pt);
+    return found && np > 0;
+}
+
 // ----------------------------------------------------------------------------
 // vocabulary
 

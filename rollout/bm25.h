@@ -43,3 +43,6 @@ int bm25_top(const Bm25* ix, const char* query, int k, int* ids, double* scores)
 // the terms of text, in order, as NUL-separated copies in one malloc'd buffer (*terms) with *n of
 // them; a helper for callers that build their own features from the same tokenisation
 void bm25_tokenize(const char* text, char** terms, int* n);
+// 1 when the terms of phrase (at least one) occur in a row among the first max_terms terms of
+// text (max_terms <= 0: all of them)
+int bm25_phrase_in(const char* text, const char* phrase, int max_terms);

@@ -92,14 +92,51 @@ char* inject_render_step(const ExpList* l, const int* idx, int n) {
 }
 
 // ----------------------------------------------------------------------------
-// BM25 selection
+// triggers
+
+// s after prefix, or NULL
+static const char* after(const char* s, const char* prefix) {
+    size_t n = strlen(prefix);
+    return strncmp(s, prefix, n) == 0 ? s + n : NULL;
+}
+
+TriggerSource exp_item_trigger(const char* item, char** phrase) {
+    *phrase = NULL;
+    const char* t = strstr(item, ": ");
+    if (!t) return TRIGGER_NONE;
+    t += 2;
+    const char* c = after(t, "When ");
+    if (!c) c = after(t, "If ");
+    if (!c) return TRIGGER_NONE;
+    TriggerSource src = TRIGGER_TASK;
+    const char* q = after(c, "the task mentions \"");
+    if (!q) src = TRIGGER_RESULT, q = after(c, "the last tool result mentions \"");
+    const char* end = q ? strchr(q, '"') : NULL;
+    if (!end || end == q) return TRIGGER_NONE;
+    *phrase = mallocCheck((size_t)(end - q) + 1);
+    memcpy(*phrase, q, (size_t)(end - q));
+    (*phrase)[end - q] = '\0';
+    return src;
+}
+
+int exp_trigger_holds(TriggerSource src, const char* phrase, const char* task, const char* result) {
+    if (src == TRIGGER_NONE) return 1;
+    const char* text = src == TRIGGER_TASK ? task : result;
+    return text && bm25_phrase_in(text, phrase, 0);
+}
+
+// ----------------------------------------------------------------------------
+// selection
 
 struct ExpSelector {
     const ExpList* list;
-    SelectParams p; // min and max capped by the list size
+    SelectParams p;       // min and max capped by the list size
     Bm25* ix;
-    double* scores; // (n) scratch
-    int* order;     // (n) scratch
+    TriggerSource* trig;  // (n) per item
+    char** phrase;        // (n) per item, NULL without a trigger
+    int n_trig;           // items with a trigger (0 when p.triggers is off)
+    double* scores;       // (n) scratch
+    int* order;           // (n) scratch
 };
 
 ExpSelector* selector_create(const ExpList* l, const SelectParams* p) {
@@ -110,6 +147,12 @@ ExpSelector* selector_create(const ExpList* l, const SelectParams* p) {
     if (s->p.min > s->p.max) s->p.min = s->p.max;
     s->ix = bm25_create(BM25_K1, BM25_B);
     for (int i = 0; i < l->n; i++) bm25_add(s->ix, l->texts[i]);
+    s->trig = mallocCheck(sizeof(TriggerSource) * (size_t)(l->n + 1));
+    s->phrase = callocCheck((size_t)(l->n + 1), sizeof(char*));
+    for (int i = 0; i < l->n; i++) {
+        s->trig[i] = p->triggers ? exp_item_trigger(l->texts[i], &s->phrase[i]) : TRIGGER_NONE;
+        s->n_trig += s->trig[i] != TRIGGER_NONE;
+    }
     s->scores = mallocCheck(sizeof(double) * (size_t)(l->n + 1));
     s->order = mallocCheck(sizeof(int) * (size_t)(l->n + 1));
     return s;
@@ -118,27 +161,38 @@ ExpSelector* selector_create(const ExpList* l, const SelectParams* p) {
 void selector_free(ExpSelector* s) {
     if (!s) return;
     bm25_free(s->ix);
+    for (int i = 0; i < s->list->n; i++) free(s->phrase[i]);
+    free(s->phrase);
+    free(s->trig);
     free(s->scores);
     free(s->order);
     free(s);
 }
 
-int selector_bm25(const ExpSelector* s, const char* query, int* idx) {
+int selector_pick(const ExpSelector* s, const char* query, const char* task, const char* result, int* idx) {
     const int n = s->list->n;
     if (n == 0 || s->p.max == 0) return 0;
     bm25_score(s->ix, query, s->scores);
-    // insertion sort by (score desc, index asc): pools hold tens of items
+    // rank: items whose trigger holds, then the items without one; each by (score desc, index asc)
+    // by insertion sort (pools hold tens of items); items whose trigger fails are left out
+    int m = 0, n_fired = 0;
     for (int i = 0; i < n; i++) {
-        int j = i;
-        while (j > 0 && s->scores[s->order[j - 1]] < s->scores[i]) {
-            s->order[j] = s->order[j - 1];
+        const int fired = s->trig[i] != TRIGGER_NONE;
+        if (fired && !exp_trigger_holds(s->trig[i], s->phrase[i], task, result)) continue;
+        int j = m++;
+        while (j > 0) {
+            const int o = s->order[j - 1], o_fired = s->trig[o] != TRIGGER_NONE;
+            if (o_fired > fired || (o_fired == fired && s->scores[o] >= s->scores[i])) break;
+            s->order[j] = o;
             j--;
         }
         s->order[j] = i;
+        n_fired += fired;
     }
-    const double best = s->scores[s->order[0]];
     int k = 0;
-    while (k < s->p.max) {
+    for (; k < n_fired && k < s->p.max; k++) idx[k] = s->order[k];
+    const double best = k < m ? s->scores[s->order[k]] : 0.0;
+    while (k < m && k < s->p.max) {
         double sc = s->scores[s->order[k]];
         if (k >= s->p.min && !(sc > 0.0 && sc >= s->p.cut * best)) break;
         idx[k] = s->order[k];

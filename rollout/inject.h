@@ -15,6 +15,14 @@
 // BM25 selection: every item is scored against the query (bm25.h); items are ranked by score,
 // ties by list index; the first `min` ranked items are always taken, the next ones while they
 // score above zero and at least `cut` times the best score, up to `max`.
+//
+// Triggered items (experience.select_triggers): an item whose text states its own condition in the
+// contrastive miner's words, 'NAME: When|If the task|the last tool result mentions "PHRASE", ...',
+// is shown exactly at the steps where that condition holds, as the miner counted it: the phrase's
+// words in a row in the task before the first call, or in the last tool result after it. Such
+// items come first (by score), and BM25 then picks among the items without a condition as above
+// (`min` counts every item shown). A rule is then shown where it speaks, not wherever its words
+// resemble the history, and following it needs no check of its condition (docs/AGENT.md).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -54,15 +62,26 @@ int inject_message_parts(const char* text, Segment seg, const char* exp, ChatPar
 typedef struct {
     int min, max; // items per step (experience.select_min/max; capped by the list size)
     double cut;   // relative score cut, in [0, 1]
+    int triggers; // items that state a condition are shown only where it holds
 } SelectParams;
+
+typedef enum { TRIGGER_NONE = -1, TRIGGER_TASK = 0, TRIGGER_RESULT = 1 } TriggerSource;
+
+// the condition an item's "name: text" states, in the miner's words (above): its source, and its
+// phrase in *phrase (malloc'd; NULL for TRIGGER_NONE)
+TriggerSource exp_item_trigger(const char* item, char** phrase);
+// whether a condition holds at a step: `task` is the task before the first call (else NULL),
+// `result` the last tool result after it (else NULL); TRIGGER_NONE always holds
+int exp_trigger_holds(TriggerSource src, const char* phrase, const char* task, const char* result);
 
 typedef struct ExpSelector ExpSelector;
 
 // a BM25 index over the list's texts; the list must outlive the selector
 ExpSelector* selector_create(const ExpList* l, const SelectParams* p);
 void selector_free(ExpSelector* s);
-// BM25 pick for query: list indices into idx (room for p.max), best first; returns how many
-int selector_bm25(const ExpSelector* s, const char* query, int* idx);
+// the pick for a step (above): list indices into idx (room for p.max), best first; returns how
+// many. query is the BM25 query; task and result as for exp_trigger_holds.
+int selector_pick(const ExpSelector* s, const char* query, const char* task, const char* result, int* idx);
 
 // The LLM selector's request, the user message the model answers (malloc'd):
 //   Choose the experience items that help most with your next step.

@@ -15,6 +15,8 @@
 //   - the weight broadcast gives every rank the root's weights; the sync check names a rank
 //     whose weights differ; a bad token on one trainer fails distill_train on every trainer
 //     with the same message
+//   - a trainer whose shard holds nothing to learn from (step-wise items fire at no step of its
+//     episodes) trains with the others instead of failing the top-k size check
 // usage: test_trainer_dp DIR (checkpoint scratch directory)
 #include <math.h>
 #include <mpi.h>
@@ -461,6 +463,25 @@ static void test_bad_data(Backend* be, const ModelConfig* c, Trajectory** data) 
     shards_free(&set);
 }
 
+static void test_empty_shard(Backend* be, const ModelConfig* c, Trajectory** data) {
+    ShardSet set;
+    shards_build(data, N_SEQS, REGIME_OFF_POLICY, 1.0, world, &set);
+    const Shard empty = {0};
+    const Shard* mine = rank == world - 1 ? &empty : &set.shards[rank];
+    Model* m = model_create(c, be, 4, MAX_SEQ);
+    model_init_random(m, 9);
+    DistillOptions o = options(DISTILL_REDUCE_FIXED);
+    DistillTrainer* t = distill_trainer_create(m, &o, MPI_COMM_WORLD);
+    char err[1024] = "";
+    DistillReport rep = {0};
+    int rc = distill_train(t, mine, 0, &rep, err, sizeof(err));
+    CHECK(rc == 0, "an empty shard on trainer %d: %s", world - 1, err);
+    distill_report_free(&rep);
+    distill_trainer_free(t);
+    model_free(m);
+    shards_free(&set);
+}
+
 int main(int argc, char** argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -481,6 +502,7 @@ int main(int argc, char** argv) {
     test_teacher_recompute(be, &c, data);
     test_broadcast_and_sync_check(be, &c);
     test_bad_data(be, &c, data);
+    test_empty_shard(be, &c, data);
     for (int s = 0; s < N_SEQS; s++) traj_free(data[s]);
     free(data);
     backend_destroy(be);

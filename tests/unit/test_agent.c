@@ -380,7 +380,7 @@ static void test_stepwise(void** state) {
             // the items are BM25's pick for the task and the recent history
             char* q = agent_history_query(a, t->tokens, t->segment, prompt_start(t, s));
             int pick[3];
-            int np = selector_bm25(sel, q, pick);
+            int np = selector_pick(sel, q, NULL, NULL, pick);
             assert_int_equal(np, ni);
             assert_memory_equal(pick, idx, sizeof(int) * (size_t)ni);
             free(q);
@@ -416,7 +416,7 @@ static void test_llm_selector(void** state) {
     agent_free(a);
 
     // a reply that breaks the request's bounds (2 items where 4 to 5 are asked): BM25 instead
-    o.select = (SelectParams){4, 5, 0.5};
+    o.select = (SelectParams){4, 5, 0.5, 0};
     a = make_agent(&o);
     run(a, tasks, 1, &F.pool, out);
     st = agent_stats(a);

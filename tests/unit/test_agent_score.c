@@ -256,7 +256,7 @@ static void test_score_student_stepwise(void** state) {
             while (s->segment[m0 - 1] == s->segment[g - 1]) m0--;
             char* q = agent_history_query(a, s->tokens, s->segment, g);
             int idx[3];
-            int ni = selector_bm25(sel, q, idx);
+            int ni = selector_pick(sel, q, NULL, NULL, idx);
             free(q);
             char* text = inject_render_step(&F.pool, idx, ni);
             char* content = tokenizer_decode_alloc(F.tok, s->tokens + m0, g - m0, NULL);

@@ -230,7 +230,7 @@ static float mock_train(Model* m, const Tokenizer* tok, const char* sys, int ste
     char* global = inject_render_global(&pool);
     char* step[3];
     for (int v = 0; v < 3; v++) step[v] = inject_render_step(&pool, picks[v], 2);
-    SelectParams sp = {2, 3, 0.5};
+    SelectParams sp = {2, 3, 0.5, 0};
     ExpSelector* sel = selector_create(&pool, &sp);
     char* request = selector_llm_request(sel);
     selector_free(sel);
@@ -339,7 +339,7 @@ static AgentOptions options(int injection) {
     o.format = CHAT_CHATML;
     o.injection = injection;
     o.selector = SELECTOR_BM25;
-    o.select = (SelectParams){2, 3, 0.5};
+    o.select = (SelectParams){2, 3, 0.5, 0};
     o.max_turns = 3;
     o.max_context = 1024;
     o.max_new_tokens = 64;
