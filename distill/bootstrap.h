@@ -178,6 +178,7 @@ Tokenizer* bootstrap_tokenizer(const Config* c, const char* dir, int* vocab_size
 int bootstrap_load(Model* m, const char* dir, char* err, size_t errlen);
 
 #define BOOTSTRAP_EVAL_ITEMS 8
+#define BOOTSTRAP_EVAL_RULES 8
 
 typedef struct {
     int tasks;                 // held-out tasks evaluated
@@ -194,6 +195,10 @@ typedef struct {
     // worlds; by kind: whose turn the shown items changed, with items that did not, without items
     int win_n[2][3], win_exact[2][3]; // windows, and those whose every supervised token is the argmax
     int win_tool[2][3];               // those whose tokens up to the end of the tool name are
+    // the changed turns by the environment rule the shown items convey (a turn counts for each)
+    int n_rules;
+    char rule_ids[BOOTSTRAP_EVAL_RULES][32];
+    int rule_n[2][BOOTSTRAP_EVAL_RULES], rule_tool[2][BOOTSTRAP_EVAL_RULES], rule_exact[2][BOOTSTRAP_EVAL_RULES];
 } BootstrapEval;
 
 // Greedy episodes of m through the agent loop on the first `tasks` held-out tasks of the run's

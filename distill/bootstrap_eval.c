@@ -173,6 +173,12 @@ static int windows_accuracy(Model* m, Agent* a, const Tokenizer* tok, const Conf
             ev->win_n[set][kind]++;
             ev->win_exact[set][kind] += ok == n_sup;
             ev->win_tool[set][kind] += ok >= decision;
+            for (int r = 0; kind == 0 && r < ev->n_rules; r++) {
+                if (!(d->shown >> r & 1u)) continue;
+                ev->rule_n[set][r]++;
+                ev->rule_tool[set][r] += ok >= decision;
+                ev->rule_exact[set][r] += ok == n_sup;
+            }
         }
         demos_free(&seqs);
         demos_free(&win);
@@ -257,6 +263,8 @@ int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int task
     } else if (rc == 0) {
         ev->teacher_mined = ev->student; // an empty pool injects nothing
     }
+    ev->n_rules = envs[0]->nrules < BOOTSTRAP_EVAL_RULES ? envs[0]->nrules : BOOTSTRAP_EVAL_RULES;
+    for (int r = 0; r < ev->n_rules; r++) snprintf(ev->rule_ids[r], sizeof(ev->rule_ids[r]), "%s", envs[0]->rules[r].id);
     if (rc == 0) rc = windows_accuracy(m, greedy, tok, c, ev, err, errlen);
     ev->parse_rate = turns ? (double)parsed / (double)turns : 0.0;
     ev->seconds = timer_now() - t0;
@@ -297,5 +305,15 @@ void bootstrap_eval_print(const BootstrapEval* ev, FILE* out) {
         }
         fprintf(out, "    %-28s %5.1f%% / %5.1f%% of %3d | %5.1f%% / %5.1f%% of %3d\n", kinds[k], pct[0][0], pct[0][1],
                 ev->win_n[0][k], pct[1][0], pct[1][1], ev->win_n[1][k]);
+        for (int r = 0; k == 0 && r < ev->n_rules; r++) {
+            for (int s = 0; s < 2; s++) {
+                pct[s][0] = ev->rule_n[s][r] ? 100.0 * ev->rule_tool[s][r] / ev->rule_n[s][r] : 0.0;
+                pct[s][1] = ev->rule_n[s][r] ? 100.0 * ev->rule_exact[s][r] / ev->rule_n[s][r] : 0.0;
+            }
+            char label[48];
+            snprintf(label, sizeof(label), "  conveying %s", ev->rule_ids[r]);
+            fprintf(out, "    %-28s %5.1f%% / %5.1f%% of %3d | %5.1f%% / %5.1f%% of %3d\n", label, pct[0][0],
+                    pct[0][1], ev->rule_n[0][r], pct[1][0], pct[1][1], ev->rule_n[1][r]);
+        }
     }
 }

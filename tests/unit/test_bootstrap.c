@@ -515,6 +515,15 @@ static void test_evaluate(void** state) {
             assert_int_equal(ev.win_exact[set][k], 0);
             assert_int_equal(ev.win_tool[set][k], 0);
         }
+        // every changed turn conveys a rule (wikisearch: pick_kind, refine_query, place_page)
+        assert_int_equal(ev.n_rules, 3);
+        assert_string_equal(ev.rule_ids[2], "place_page");
+        int by_rule = 0;
+        for (int r = 0; r < ev.n_rules; r++) {
+            by_rule += ev.rule_n[set][r];
+            assert_int_equal(ev.rule_tool[set][r], 0);
+        }
+        assert_true(by_rule >= ev.win_n[set][0]);
     }
     FILE* out = tmpfile();
     bootstrap_eval_print(&ev, out);
