@@ -616,6 +616,11 @@ int driver_run(const Config* c, const RankLayout* l) {
         int n_tasks;
         int* tasks = iteration_tasks(d, k, &n_tasks);
         phase(d, k, "rollout");
+        if (is_root(d) && d->exp.n == 0 && c->distill.regime != REGIME_ON_POLICY)
+            log_info("[iter %d/%d] the pool is empty: the teacher's rollouts show no experience, so this iteration "
+                     "only fits the model to its own samples (the pool the aggregation mines is used from the next "
+                     "iteration on)",
+                     k + 1, c->run.iterations);
         TrajBuf local = {0};
         long gen = 0, gen_all = 0;
         double t_roll = now();
