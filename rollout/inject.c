@@ -134,7 +134,6 @@ struct ExpSelector {
     Bm25* ix;
     TriggerSource* trig;  // (n) per item
     char** phrase;        // (n) per item, NULL without a trigger
-    int n_trig;           // items with a trigger (0 when p.triggers is off)
     double* scores;       // (n) scratch
     int* order;           // (n) scratch
 };
@@ -149,10 +148,7 @@ ExpSelector* selector_create(const ExpList* l, const SelectParams* p) {
     for (int i = 0; i < l->n; i++) bm25_add(s->ix, l->texts[i]);
     s->trig = mallocCheck(sizeof(TriggerSource) * (size_t)(l->n + 1));
     s->phrase = callocCheck((size_t)(l->n + 1), sizeof(char*));
-    for (int i = 0; i < l->n; i++) {
-        s->trig[i] = p->triggers ? exp_item_trigger(l->texts[i], &s->phrase[i]) : TRIGGER_NONE;
-        s->n_trig += s->trig[i] != TRIGGER_NONE;
-    }
+    for (int i = 0; i < l->n; i++) s->trig[i] = p->triggers ? exp_item_trigger(l->texts[i], &s->phrase[i]) : TRIGGER_NONE;
     s->scores = mallocCheck(sizeof(double) * (size_t)(l->n + 1));
     s->order = mallocCheck(sizeof(int) * (size_t)(l->n + 1));
     return s;
@@ -175,9 +171,9 @@ int selector_pick(const ExpSelector* s, const char* query, const char* task, con
     bm25_score(s->ix, query, s->scores);
     // rank: items whose trigger holds, then the items without one; each by (score desc, index asc)
     // by insertion sort (pools hold tens of items); items whose trigger fails are left out
-    int m = 0, n_fired = 0;
+    int m = 0, n_fired = 0; // items ranked; those of them shown because their trigger holds
     for (int i = 0; i < n; i++) {
-        const int fired = s->trig[i] != TRIGGER_NONE;
+        const int fired = s->trig[i] != TRIGGER_NONE; // past this line: triggered and holding
         if (fired && !exp_trigger_holds(s->trig[i], s->phrase[i], task, result)) continue;
         int j = m++;
         while (j > 0) {
