@@ -118,7 +118,7 @@ const ConfigKey config_keys[] = {
     INT_("bootstrap.copy_steps", bootstrap.copy_steps, "1500", 0, 1e7, "Steps of the copy warm-up on short synthetic text before the demonstrations, at most: it stops once copying is nearly exact (a mean loss under 0.08 per copied token over 25 steps); 0: none."),
     INT_("bootstrap.window_epochs", bootstrap.window_epochs, "2", 0, 10000, "Passes over short windows of the demonstrations (task, last call and result, one turn) before the whole episodes."),
     INT_("bootstrap.epochs", bootstrap.epochs, "2", 1, 10000, "Passes over the demonstrations."),
-    FLT_("bootstrap.lr", bootstrap.lr, "3e-3", 0, 10, "Peak AdamW learning rate of the bootstrap (warmup, then cosine to a tenth)."),
+    FLT_("bootstrap.lr", bootstrap.lr, "2e-3", 0, 10, "Peak AdamW learning rate of the bootstrap (warmup, then cosine to a tenth; each phase warms up to it again). At 3e-3 the copying the warm-up forms did not survive the window passes with some seeds."),
     INT_("bootstrap.batch_tokens", bootstrap.batch_tokens, "2048", 64, 1e9, "Padded tokens per bootstrap optimizer step (small batches: more steps for the same tokens, which copying needs)."),
     FLT_("bootstrap.expert_rate", bootstrap.expert_rate, "0.35", 0, 1, "Chance that a demonstration's policy knows a hidden rule no item shows: below one half, the greedy student still errs where the rule bites, while the episodes that get past a trap teach the hops after it."),
     FLT_("bootstrap.share_global", bootstrap.share_global, "0.25", 0, 1, "Fraction of the demonstrations with a pool in the system prompt (global injection)."),
