@@ -286,6 +286,17 @@ int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int task
     return rc;
 }
 
+// one row of the windows table: tool right / whole turn right, own worlds | other worlds
+static void print_window_row(FILE* out, const char* label, const int n[2], const int tool[2], const int exact[2]) {
+    double pct[2][2];
+    for (int s = 0; s < 2; s++) {
+        pct[s][0] = n[s] ? 100.0 * tool[s] / n[s] : 0.0;
+        pct[s][1] = n[s] ? 100.0 * exact[s] / n[s] : 0.0;
+    }
+    fprintf(out, "    %-28s %5.1f%% / %5.1f%% of %3d | %5.1f%% / %5.1f%% of %3d\n", label, pct[0][0], pct[0][1], n[0],
+            pct[1][0], pct[1][1], n[1]);
+}
+
 void bootstrap_eval_print(const BootstrapEval* ev, FILE* out) {
     fprintf(out, "bootstrap evaluation on %d held-out tasks (greedy, agent loop), %.1f s:\n", ev->tasks, ev->seconds);
     fprintf(out, "  student (no experience)            %5.1f%%  (%.1f turns per episode)\n", 100 * ev->student,
@@ -298,22 +309,15 @@ void bootstrap_eval_print(const BootstrapEval* ev, FILE* out) {
     static const char* const kinds[3] = {"the items changed the turn", "items that did not", "no items"};
     fprintf(out, "  windows, teacher-forced argmax: the tool right / the whole turn right, own | other worlds\n");
     for (int k = 0; k < 3; k++) {
-        double pct[2][2];
-        for (int s = 0; s < 2; s++) {
-            pct[s][0] = ev->win_n[s][k] ? 100.0 * ev->win_tool[s][k] / ev->win_n[s][k] : 0.0;
-            pct[s][1] = ev->win_n[s][k] ? 100.0 * ev->win_exact[s][k] / ev->win_n[s][k] : 0.0;
-        }
-        fprintf(out, "    %-28s %5.1f%% / %5.1f%% of %3d | %5.1f%% / %5.1f%% of %3d\n", kinds[k], pct[0][0], pct[0][1],
-                ev->win_n[0][k], pct[1][0], pct[1][1], ev->win_n[1][k]);
+        const int n[2] = {ev->win_n[0][k], ev->win_n[1][k]}, tool[2] = {ev->win_tool[0][k], ev->win_tool[1][k]},
+                  exact[2] = {ev->win_exact[0][k], ev->win_exact[1][k]};
+        print_window_row(out, kinds[k], n, tool, exact);
         for (int r = 0; k == 0 && r < ev->n_rules; r++) {
-            for (int s = 0; s < 2; s++) {
-                pct[s][0] = ev->rule_n[s][r] ? 100.0 * ev->rule_tool[s][r] / ev->rule_n[s][r] : 0.0;
-                pct[s][1] = ev->rule_n[s][r] ? 100.0 * ev->rule_exact[s][r] / ev->rule_n[s][r] : 0.0;
-            }
+            const int rn[2] = {ev->rule_n[0][r], ev->rule_n[1][r]}, rt[2] = {ev->rule_tool[0][r], ev->rule_tool[1][r]},
+                      re[2] = {ev->rule_exact[0][r], ev->rule_exact[1][r]};
             char label[48];
             snprintf(label, sizeof(label), "  conveying %s", ev->rule_ids[r]);
-            fprintf(out, "    %-28s %5.1f%% / %5.1f%% of %3d | %5.1f%% / %5.1f%% of %3d\n", label, pct[0][0],
-                    pct[0][1], ev->rule_n[0][r], pct[1][0], pct[1][1], ev->rule_n[1][r]);
+            print_window_row(out, label, rn, rt, re);
         }
     }
 }
