@@ -17,15 +17,16 @@ Trajectory* shards_student_record(const Trajectory* t) {
     s->seed = t->seed;
     s->final_reward = t->final_reward;
     int32_t step = 0, row = 0, k = t->topk;
-    for (int32_t i = 0; i <= t->n_tokens; i++) {
+    const int32_t end = traj_student_end(t);
+    for (int32_t i = 0; i <= end; i++) {
         // steps open before their first token (several may open at the same index)
-        while (step < t->n_steps && t->step_start[step] == i) {
+        while (step < t->n_steps && (t->step_start[step] == i || i == end)) {
             const int32_t* items = t->items + t->item_offset[step];
             traj_begin_step(s, items, t->item_offset[step + 1] - t->item_offset[step]);
             traj_set_step_reward(s, t->step_reward[step]);
             step++;
         }
-        if (i == t->n_tokens) break;
+        if (i == end) break;
         if (t->agent_mask[i]) {
             traj_push_agent(s, t->tokens[i], t->logprob[i], k ? t->topk_ids + (size_t)row * k : NULL,
                             k ? t->topk_lp + (size_t)row * k : NULL, t->tail_mass[row]);

@@ -500,6 +500,12 @@ int traj_decode_batch(const uint8_t* data, size_t len, Trajectory*** list, int* 
 // ----------------------------------------------------------------------------
 // student view
 
+int32_t traj_student_end(const Trajectory* t) {
+    int32_t end = t->n_tokens;
+    while (end > 0 && !t->agent_mask[end - 1]) end--;
+    return end > 0 ? end : t->n_tokens;
+}
+
 void traj_student_view(const Trajectory* t, StudentView* v) {
     size_t n = (size_t)t->n_tokens;
     v->tokens = mallocCheck(sizeof(int32_t) * (n ? n : 1));
@@ -507,7 +513,8 @@ void traj_student_view(const Trajectory* t, StudentView* v) {
     v->src_index = mallocCheck(sizeof(int32_t) * (n ? n : 1));
     v->topk_row = mallocCheck(sizeof(int32_t) * (n ? n : 1));
     int32_t m = 0, row = 0;
-    for (int32_t i = 0; i < t->n_tokens; i++) {
+    const int32_t end = traj_student_end(t);
+    for (int32_t i = 0; i < end; i++) {
         int is_agent = t->agent_mask[i];
         if (t->segment[i] != TRAJ_SEG_EXPERIENCE) {
             v->tokens[m] = t->tokens[i];

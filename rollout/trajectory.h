@@ -128,8 +128,8 @@ int traj_decode_batch(const uint8_t* data, size_t len, Trajectory*** list, int* 
 void traj_buf_free(TrajBuf* b);
 
 // ----------------------------------------------------------------------------
-// the student's view: the same history with every experience segment removed, aligned to the
-// teacher's records so the distillation targets line up token for token
+// the student's view: the same history with every experience segment removed, up to the last
+// agent token, aligned to the teacher's records so the distillation targets line up token for token
 
 typedef struct {
     int32_t n_tokens;
@@ -139,5 +139,8 @@ typedef struct {
     int32_t* topk_row;   // (n_tokens) row of the teacher top-k for agent tokens, -1 elsewhere
 } StudentView;
 
+// tokens up to the last agent token (all of them where there is none): what follows it, the
+// observation a context-capped episode stopped at, carries no loss and may not fit the context
+int32_t traj_student_end(const Trajectory* t);
 void traj_student_view(const Trajectory* t, StudentView* out);
 void student_view_free(StudentView* v);

@@ -240,10 +240,24 @@ static void test_context_cap(void** state) {
     assert_int_equal(step_end(t, 1), o.max_context);  // the reply filled the context to the cap
     assert_int_equal(t->n_tokens, o.max_context + 1); // plus the end token the model never wrote
     assert_true(taps.n[0][1] < o.max_context);
+    assert_true(traj_student_end(t) <= o.max_context); // what a trainer of max_seq = the cap takes
     char* sys = agent_system_text(a, F.envs[0]);
     check_rerender(t, (MockEnv*)F.envs[0], sys, NULL, 1);
     traj_free(t);
     taps_free(&taps);
+    agent_free(a);
+
+    // room for one reply, not for the tool result and the next prompt: the record holds the
+    // result the episode stopped at, beyond the cap; the student's view ends with the reply
+    o.max_context = prompt + reply + 4;
+    a = make_agent(&o);
+    run(a, &task, 1, NULL, &t);
+    assert_int_equal(t->flags, TRAJ_FLAG_TRUNCATED);
+    assert_int_equal(t->n_steps, 1);
+    assert_true(t->n_tokens > o.max_context);
+    assert_int_equal(traj_student_end(t), step_end(t, 0));
+    assert_true(traj_student_end(t) <= o.max_context);
+    traj_free(t);
     agent_free(a);
 
     // a prompt longer than the cap: no turn at all
@@ -310,7 +324,7 @@ static void test_global(void** state) {
         // the student view drops the pool: its prompt is the student's prompt, token for token
         StudentView v;
         traj_student_view(t, &v);
-        assert_int_equal(v.n_tokens, t->n_tokens - (to - from));
+        assert_int_equal(v.n_tokens, traj_student_end(t) - (to - from));
         assert_int_equal(count_id(v.tokens, v.n_tokens, BYTE_TOKEN_EXP), 0);
         const int prompt = student[i]->step_start[0];
         assert_memory_equal(v.tokens, student[i]->tokens, sizeof(int32_t) * (size_t)prompt);
@@ -348,7 +362,7 @@ static void test_stepwise(void** state) {
         for (int k = 0; k < t->n_tokens; k++) assert_int_not_equal(t->segment[k], SEG_EXPERIENCE);
         StudentView v;
         traj_student_view(t, &v);
-        assert_int_equal(v.n_tokens, t->n_tokens);
+        assert_int_equal(v.n_tokens, traj_student_end(t));
         student_view_free(&v);
         for (int s = 0; s < t->n_steps; s++) {
             const int* ctx = taps.ids[i][s];

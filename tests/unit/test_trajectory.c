@@ -209,7 +209,10 @@ static void test_student_view(void** state) {
         Trajectory* t = sample_trajectory(global, 4);
         StudentView v;
         traj_student_view(t, &v);
-        assert_int_equal(v.n_tokens, t->n_tokens - (global ? 4 : 0));
+        // up to the last agent token: the observation after the last turn carries no loss
+        assert_true(traj_student_end(t) < t->n_tokens);
+        assert_int_equal(v.n_tokens, traj_student_end(t) - (global ? 4 : 0));
+        assert_true(v.agent_mask[v.n_tokens - 1]);
         int row = 0;
         for (int i = 0; i < v.n_tokens; i++) {
             int src = v.src_index[i];
@@ -226,12 +229,18 @@ static void test_student_view(void** state) {
         }
         assert_int_equal(row, t->n_agent);
         // the view of a step-wise trajectory is the stored history itself
-        if (!global) assert_memory_equal(v.tokens, t->tokens, 4 * (size_t)t->n_tokens);
+        if (!global) assert_memory_equal(v.tokens, t->tokens, 4 * (size_t)v.n_tokens);
         // global: the system prompt is followed directly by the user message
         if (global) assert_int_equal(v.tokens[3], 5);
         student_view_free(&v);
         traj_free(t);
     }
+    // a record without a turn keeps all of its context
+    Trajectory* t = traj_create(4);
+    int32_t sys[] = {1, 2, 3};
+    traj_push_context(t, sys, 3, TRAJ_SEG_SYSTEM);
+    assert_int_equal(traj_student_end(t), 3);
+    traj_free(t);
 }
 
 // ----------------------------------------------------------------------------
