@@ -137,6 +137,7 @@ static void hash_of(const Config* c, const ModelConfig* mc, const char* system, 
     hash_add(&h, "bootstrap %d %d %d %d %.17g %d %.17g %.17g %.17g %d %d", c->bootstrap.episodes,
              c->bootstrap.worlds, c->bootstrap.window_epochs, c->bootstrap.epochs, c->bootstrap.lr, c->bootstrap.batch_tokens, c->bootstrap.expert_rate,
              c->bootstrap.share_global, c->bootstrap.share_stepwise, c->bootstrap.max_pool, c->bootstrap.mine_batches);
+    if (c->bootstrap.contrast) hash_add(&h, "contrast"); // only when set: the caches of the default stay valid
     hash_add(&h, "device %s dtype %s", config_enum_name("model.device", c->model.device),
              config_enum_name("model.dtype", c->model.dtype));
     hash_add(&h, "system %s", system);

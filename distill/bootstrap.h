@@ -97,6 +97,7 @@ typedef struct {
     double share_stepwise;
     int select_min, select_max; // experience.select_min/max
     int select_triggers;        // experience.select_triggers
+    int contrast;        // bootstrap.contrast: counterfactual windows, items drawn where their rule bites
     int max_pool;        // items in a demonstration's pool at most
     int max_turns;       // env.max_turns
     int max_context;     // rollout.max_context: longer sequences are cut
@@ -199,6 +200,10 @@ typedef struct {
     int n_rules;
     char rule_ids[BOOTSTRAP_EVAL_RULES][32];
     int rule_n[2][BOOTSTRAP_EVAL_RULES], rule_tool[2][BOOTSTRAP_EVAL_RULES], rule_exact[2][BOOTSTRAP_EVAL_RULES];
+    // held-out success by the rules a task bites ([r], a task counts for each; [BOOTSTRAP_EVAL_RULES]:
+    // tasks no rule bites):
+    // tasks, and successes of the student, the teacher with the rule texts, with the mined pool
+    int bite_n[BOOTSTRAP_EVAL_RULES + 1], bite_ok[3][BOOTSTRAP_EVAL_RULES + 1];
 } BootstrapEval;
 
 // Greedy episodes of m through the agent loop on the first `tasks` held-out tasks of the run's

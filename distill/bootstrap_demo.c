@@ -46,6 +46,7 @@ DemoParams demo_params_from_config(const Config* c) {
     p.select_min = c->experience.select_min;
     p.select_max = c->experience.select_max;
     p.select_triggers = c->experience.select_triggers;
+    p.contrast = c->bootstrap.contrast;
     p.max_pool = c->bootstrap.max_pool;
     p.max_turns = c->env.max_turns;
     p.max_context = c->rollout.max_context;
@@ -75,6 +76,8 @@ typedef struct {
     char tool[32];   // assistant: the call
     char* args;
     int changed;     // assistant: the items shown changed the action
+    char tool0[32];  // assistant, changed: the call the policy makes without the items shown
+    char* args0;
     char* exp;       // assistant (step-wise): the items shown before this turn, rendered; NULL: none
     uint32_t shown;  // assistant: rules the items shown at this turn convey
 } Msg;
@@ -99,6 +102,7 @@ static void msgs_free(Msgs* ms) {
     for (int i = 0; i < ms->n; i++) {
         free(ms->m[i].text);
         free(ms->m[i].args);
+        free(ms->m[i].args0);
         free(ms->m[i].exp);
     }
     free(ms->m);
@@ -110,10 +114,11 @@ static void append_or_die(ChatRender* r, const ChatMessage* m) {
     if (chat_append(r, m, err, sizeof(err)) != 0) fatal("bootstrap: rendering a demonstration: %s", err);
 }
 
-// appends message i of ms to r (no experience)
-static void render_plain(ChatRender* r, const Msg* m) {
+// appends message m to r (no experience); an assistant turn as played, or with the call the
+// policy makes without the items shown (counterfactual)
+static void render_msg(ChatRender* r, const Msg* m, int counterfactual) {
     if (m->role == CHAT_ASSISTANT) {
-        const ChatToolCall call = {m->tool, m->args};
+        const ChatToolCall call = {counterfactual ? m->tool0 : m->tool, counterfactual ? m->args0 : m->args};
         const ChatMessage cm = {.role = CHAT_ASSISTANT, .tool_calls = &call, .n_tool_calls = 1};
         append_or_die(r, &cm);
     } else {
@@ -156,7 +161,7 @@ static int play(const EpisodeSpec* s, int task, Msgs* ms, char* err, size_t errl
     append_or_die(&hist, &sm);
     Msg* u = msgs_push(ms, CHAT_USER);
     u->text = strdupCheck(res.observation);
-    render_plain(&hist, u);
+    render_msg(&hist, u, 0);
     env_result_free(&res);
     int* idx = mallocCheck(sizeof(int) * (size_t)(s->n_pool + 1));
     int rc = 0;
@@ -185,9 +190,13 @@ static int play(const EpisodeSpec* s, int task, Msgs* ms, char* err, size_t errl
         snprintf(m->tool, sizeof(m->tool), "%s", a.tool);
         m->args = strdupCheck(a.args_json);
         m->changed = strcmp(a.tool, a0.tool) != 0 || strcmp(a.args_json, a0.args_json) != 0;
+        if (m->changed) {
+            snprintf(m->tool0, sizeof(m->tool0), "%s", a0.tool);
+            m->args0 = strdupCheck(a0.args_json);
+        }
         m->exp = exp;
         m->shown = shown;
-        render_plain(&hist, m);
+        render_msg(&hist, m, 0);
         const EnvAction act = {a.tool, a.args_json};
         if (env_step(s->env, &act, &res, &e) != 0) {
             snprintf(err, errlen, "bootstrap: %s", e.msg);
@@ -198,7 +207,7 @@ static int play(const EpisodeSpec* s, int task, Msgs* ms, char* err, size_t errl
         if (!done) {
             Msg* t = msgs_push(ms, CHAT_TOOL);
             t->text = strdupCheck(res.observation);
-            render_plain(&hist, t);
+            render_msg(&hist, t, 0);
         }
         env_result_free(&res);
         if (done) break;
@@ -229,6 +238,7 @@ typedef struct {
     const char* gexp;
     const Msgs* ms;
     int from, upto, exp_at;
+    int counterfactual; // the last turn as the policy plays it without the items shown
     int mode; // supervision: DEMO_STUDENT / DEMO_GLOBAL all turns; DEMO_STEPWISE as described on top;
               // a window only its last turn
 } SeqSpec;
@@ -256,7 +266,7 @@ static void render_seq(const SeqSpec* q, const Tokenizer* tok, int max_context, 
                                                                     q->ms->m[q->exp_at].exp, parts)};
             append_or_die(&r, &cm);
         } else {
-            render_plain(&r, m);
+            render_msg(&r, m, q->counterfactual && i == q->upto);
         }
         int sup = m->role == CHAT_ASSISTANT &&
                   (q->system ? q->mode != DEMO_STEPWISE || i == q->exp_at || !m->changed : i == q->upto);
@@ -267,7 +277,7 @@ static void render_seq(const SeqSpec* q, const Tokenizer* tok, int max_context, 
         for (int t = n0; t < r.n; t++) target[t] = (uint8_t)(sup && r.agent[t]);
         if (m->role == CHAT_ASSISTANT) {
             d->n_turns++;
-            d->n_followed += sup && m->changed;
+            d->n_followed += sup && m->changed && !q->counterfactual;
             d->shown |= (q->mode == DEMO_GLOBAL || i == q->exp_at) ? m->shown : 0;
         }
     }
@@ -308,20 +318,98 @@ void demos_free(DemoSet* set) {
     memset(set, 0, sizeof(*set));
 }
 
-// draws an episode's pool: an item for each rule in `need` (the rules the task bites), then up to
-// 1..3 items that convey rules, then distractors, up to max_pool, shuffled
-static int draw_pool(const Bank* bank, int max_pool, uint32_t need, Rng* rng, int* pick) {
+// the steps of a task at which the expert's action is the one a rule decides: the rule, and the
+// observation before the action (where a triggered item's condition is checked)
+#define DEMO_MAX_BITES 16
+
+typedef struct {
+    int n;
+    int rule[DEMO_MAX_BITES];
+    char* obs[DEMO_MAX_BITES];
+    int obs_is_task[DEMO_MAX_BITES];
+} Bites;
+
+static void bites_free(Bites* b) {
+    for (int i = 0; i < b->n; i++) free(b->obs[i]);
+    b->n = 0;
+}
+
+static int expert_bites(Env* env, int task, int max_turns, Bites* out, char* err, size_t errlen) {
+    out->n = 0;
+    EnvResult res = {0};
+    EnvError e = {{0}};
+    if (env_reset(env, ENV_SPLIT_TRAIN, task, 0, &res, &e) != 0) return snprintf(err, errlen, "bootstrap: %s", e.msg), -1;
+    char* obs = strdupCheck(res.observation);
+    int obs_is_task = 1, rc = 0;
+    env_result_free(&res);
+    for (int turn = 0; turn < max_turns && rc == 0; turn++) {
+        EnvPolicyAction a;
+        if ((rc = policy_or_fail(env, ENV_RULES_ALL, &a, err, errlen)) != 0) break;
+        if (a.rule >= 0 && out->n < DEMO_MAX_BITES) {
+            out->rule[out->n] = a.rule;
+            out->obs[out->n] = strdupCheck(obs);
+            out->obs_is_task[out->n++] = obs_is_task;
+        }
+        const EnvAction act = {a.tool, a.args_json};
+        if (env_step(env, &act, &res, &e) != 0) {
+            rc = -1;
+            snprintf(err, errlen, "bootstrap: %s", e.msg);
+            break;
+        }
+        free(obs);
+        obs = strdupCheck(res.observation);
+        obs_is_task = 0;
+        const int done = res.done;
+        env_result_free(&res);
+        if (done) break;
+    }
+    free(obs);
+    return rc;
+}
+
+// a bank item conveying rule r, at random among those whose condition holds for (obs, is_task)
+// (obs NULL: any), not yet in pick[0..n); -1 if none
+static int draw_item(const Bank* bank, int r, const char* obs, int is_task, const int* pick, int n, Rng* rng) {
+    int count = 0, chosen = -1;
+    for (int i = 0; i < bank->n; i++) {
+        const BankItem* it = &bank->items[i];
+        if (!(it->rules >> r & 1u) || (obs && !bank_item_applies(it, obs, is_task))) continue;
+        int dup = 0;
+        for (int j = 0; j < n; j++) dup |= pick[j] == i;
+        if (!dup && rng_below(rng, (uint64_t)++count) == 0) chosen = i; // reservoir sampling
+    }
+    return chosen;
+}
+
+// draws an episode's pool: for each step in `bites` (bootstrap.contrast; else none) where a rule
+// the task bites (`need`) decides the expert's action, an item conveying it whose condition holds
+// there, unless one already does (so that triggered items show up where the rule bites: a mayor's
+// city page as well as a citizen's page); an item for each biting rule still without one; then up
+// to 1..3 items that convey rules, then distractors, up to max_pool, shuffled
+static int draw_pool(const Bank* bank, int max_pool, uint32_t need, const Bites* bites, Rng* rng, int* pick) {
     int n_rel = 0, n_dis = 0;
     for (int i = 0; i < bank->n; i++) {
         n_rel += bank->items[i].rules != 0;
         n_dis += bank->items[i].rules == 0;
     }
     int n = 0;
+    for (int b = 0; b < bites->n && n < max_pool; b++) {
+        const int r = bites->rule[b];
+        if (!(need >> r & 1u)) continue;
+        int covered = 0;
+        for (int j = 0; j < n && !covered; j++)
+            covered = (bank->items[pick[j]].rules >> r & 1u) &&
+                      bank_item_applies(&bank->items[pick[j]], bites->obs[b], bites->obs_is_task[b]);
+        const int i = covered ? -1 : draw_item(bank, r, bites->obs[b], bites->obs_is_task[b], pick, n, rng);
+        if (i >= 0) pick[n++] = i;
+    }
     for (int r = 0; r < 32 && n < max_pool; r++) {
         if (!(need >> r & 1u)) continue;
+        int have = 0;
+        for (int j = 0; j < n; j++) have |= bank->items[pick[j]].rules >> r & 1u;
         int count = 0;
         for (int i = 0; i < bank->n; i++) count += bank->items[i].rules >> r & 1u;
-        if (count == 0) continue;
+        if ((bites->n > 0 && have) || count == 0) continue;
         int k = (int)rng_below(rng, (uint64_t)count), i = 0;
         for (;; i++)
             if ((bank->items[i].rules >> r & 1u) && k-- == 0) break;
@@ -391,7 +479,10 @@ int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank
         ExpList list;
         exp_list_init(&list);
         if (mode != DEMO_STUDENT) {
-            s.n_pool = draw_pool(bank, p->max_pool, env_task_rules(env, ENV_SPLIT_TRAIN, task), &rng, pick);
+            Bites bites = {0};
+            if (p->contrast) rc = expert_bites(env, task, p->max_turns, &bites, err, errlen);
+            s.n_pool = draw_pool(bank, p->max_pool, env_task_rules(env, ENV_SPLIT_TRAIN, task), &bites, &rng, pick);
+            bites_free(&bites);
             for (int i = 0; i < s.n_pool; i++) {
                 items[i] = &bank->items[pick[i]];
                 texts[i] = items[i]->text;
@@ -404,7 +495,7 @@ int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank
         SelectParams sp = {p->select_min, p->select_max, INJECT_CUT_DEFAULT, p->select_triggers};
         if (mode == DEMO_STEPWISE) s.sel = selector_create(&list, &sp);
         Msgs ms = {0};
-        rc = play(&s, task, &ms, err, errlen);
+        if (rc == 0) rc = play(&s, task, &ms, err, errlen);
         if (rc == 0) {
             char* gexp = mode == DEMO_GLOBAL ? demo_render_experience(texts, NULL, s.n_pool, 1) : NULL;
             SeqSpec q = {.system = system[w], .gexp = gexp, .ms = &ms, .from = 0, .upto = ms.n - 1, .exp_at = -1,
@@ -438,14 +529,17 @@ int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank
             }
             free(gexp);
             // windows: the task, the previous call and its result, and one turn: without experience
-            // for every turn the items did not change, and for step-wise turns also with the items
-            // they were shown (the agent shows items before every turn); a turn the global pool
-            // changed gets none (the pool lives in the system message)
+            // for every turn the items did not change, and with bootstrap.contrast also for those
+            // they changed, with the call the policy makes unshown (windows of only the unchanged
+            // turns over-represent the rules known anyway); for step-wise turns also with the items
+            // they were shown (the agent shows items before every turn)
             for (int i = 0; windows && i < ms.n; i++) {
                 const Msg* m = &ms.m[i];
                 if (m->role != CHAT_ASSISTANT) continue;
-                SeqSpec wq = {.system = NULL, .ms = &ms, .from = i - 2, .upto = i, .exp_at = -1, .mode = mode};
-                if (!m->changed) emit(windows, &wq, tok, p->max_context, mode, task, w);
+                SeqSpec wq = {.system = NULL, .ms = &ms, .from = i - 2, .upto = i, .exp_at = -1,
+                              .counterfactual = m->changed, .mode = mode};
+                if (p->contrast || !m->changed) emit(windows, &wq, tok, p->max_context, mode, task, w);
+                wq.counterfactual = 0;
                 wq.exp_at = i;
                 for (int k = 0; m->exp && k < (m->changed ? DEMO_FOLLOW_REPEAT : 1); k++)
                     emit(windows, &wq, tok, p->max_context, mode, task, w);

@@ -41,6 +41,7 @@ static int parse_fn(void* ctx, const char* text, char* tool, size_t tool_cap, ch
 
 typedef struct {
     int episodes, successes, turns, parsed;
+    int bite_n[BOOTSTRAP_EVAL_RULES + 1], bite_ok[BOOTSTRAP_EVAL_RULES + 1]; // as BootstrapEval's
 } RunStats;
 
 // episodes of tasks[0..n) x group size, through the agent; their records in out (NULL: freed)
@@ -57,6 +58,12 @@ static int run_batch(Agent* a, int G, Env** envs, const AgentTask* tasks, int n,
         const Trajectory* t = out[i];
         st->episodes++;
         st->successes += t->final_reward >= threshold;
+        const uint32_t bites = env_task_rules(envs[i], tasks[i / G].split, tasks[i / G].task);
+        for (int r = 0; r <= BOOTSTRAP_EVAL_RULES; r++) {
+            if (r < BOOTSTRAP_EVAL_RULES ? !(bites >> r & 1u) : bites != 0) continue;
+            st->bite_n[r]++;
+            st->bite_ok[r] += t->final_reward >= threshold;
+        }
         for (int s = 0; s < t->n_steps; s++) {
             int from = t->step_start[s], to = from;
             while (to < t->n_tokens && t->agent_mask[to]) to++;
@@ -67,7 +74,7 @@ static int run_batch(Agent* a, int G, Env** envs, const AgentTask* tasks, int n,
             free(text);
         }
         log_debug("bootstrap: evaluation task %d (rules it bites 0x%x): reward %.1f in %d turns", tasks[i / G].task,
-                  env_task_rules(envs[i], tasks[i / G].split, tasks[i / G].task), t->final_reward, t->n_steps);
+                  bites, t->final_reward, t->n_steps);
         if (i < 4 && log_level() == LOG_DEBUG) { // a few whole episodes, to see what the model does
             char* all = tokenizer_decode_alloc(tok, t->tokens, t->n_tokens, NULL);
             log_debug("bootstrap: evaluation episode %d (reward %.1f):\n%s", i, t->final_reward, all);
@@ -219,6 +226,8 @@ int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int task
     // the student
     if (rc == 0 && (rc = run_batch(greedy, 1, envs, held, tasks, NULL, tok, thr, &st, NULL, err, errlen)) == 0) {
         ev->student = (double)st.successes / tasks;
+        memcpy(ev->bite_n, st.bite_n, sizeof(ev->bite_n));
+        memcpy(ev->bite_ok[0], st.bite_ok, sizeof(ev->bite_ok[0]));
         ev->turns_student = (double)st.turns / tasks;
         turns += st.turns, parsed += st.parsed;
     }
@@ -230,6 +239,7 @@ int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int task
     }
     if (rc == 0 && (rc = run_batch(greedy, 1, envs, held, tasks, &rules, tok, thr, &st, NULL, err, errlen)) == 0) {
         ev->teacher_rules = (double)st.successes / tasks;
+        memcpy(ev->bite_ok[1], st.bite_ok, sizeof(ev->bite_ok[1]));
         turns += st.turns, parsed += st.parsed;
     }
     // iteration 0: student rollouts of the first batch, the miner, the teacher with its pool
@@ -259,9 +269,11 @@ int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int task
     for (int i = 0; i < ev->n_mined; i++) snprintf(ev->mined[i], sizeof(ev->mined[i]), "%s", pl.texts[i]);
     if (rc == 0 && pl.n > 0 && (rc = run_batch(greedy, 1, envs, held, tasks, &mined, tok, thr, &st, NULL, err, errlen)) == 0) {
         ev->teacher_mined = (double)st.successes / tasks;
+        memcpy(ev->bite_ok[2], st.bite_ok, sizeof(ev->bite_ok[2]));
         turns += st.turns, parsed += st.parsed;
     } else if (rc == 0) {
         ev->teacher_mined = ev->student; // an empty pool injects nothing
+        memcpy(ev->bite_ok[2], ev->bite_ok[0], sizeof(ev->bite_ok[2]));
     }
     ev->n_rules = envs[0]->nrules < BOOTSTRAP_EVAL_RULES ? envs[0]->nrules : BOOTSTRAP_EVAL_RULES;
     for (int r = 0; r < ev->n_rules; r++) snprintf(ev->rule_ids[r], sizeof(ev->rule_ids[r]), "%s", envs[0]->rules[r].id);
@@ -306,6 +318,13 @@ void bootstrap_eval_print(const BootstrapEval* ev, FILE* out) {
             100 * ev->teacher_mined, 100 * ev->rollout_success);
     fprintf(out, "  tool calls that parse              %5.1f%%\n", 100 * ev->parse_rate);
     for (int i = 0; i < ev->n_mined; i++) fprintf(out, "  mined: %s\n", ev->mined[i]);
+    fprintf(out, "  success by the rule a task bites: student / rule texts / mined pool\n");
+    for (int r = 0; r <= ev->n_rules; r++) {
+        const int k = r < ev->n_rules ? r : BOOTSTRAP_EVAL_RULES, n = ev->bite_n[k];
+        if (n == 0) continue;
+        fprintf(out, "    %-28s %5.1f%% / %5.1f%% / %5.1f%% of %d tasks\n", r < ev->n_rules ? ev->rule_ids[r] : "none",
+                100.0 * ev->bite_ok[0][k] / n, 100.0 * ev->bite_ok[1][k] / n, 100.0 * ev->bite_ok[2][k] / n, n);
+    }
     static const char* const kinds[3] = {"the items changed the turn", "items that did not", "no items"};
     fprintf(out, "  windows, teacher-forced argmax: the tool right / the whole turn right, own | other worlds\n");
     for (int k = 0; k < 3; k++) {

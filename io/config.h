@@ -128,6 +128,7 @@ typedef struct {
         int max_pool;
         int mine_batches;
         int vocab_size;
+        int contrast;
     } bootstrap;
 
     // where each key got its value: config file line (>0), 0 = default, -1 = --set

@@ -256,6 +256,46 @@ static void test_demos(void** state) {
     assert_true(win.n > set.n);
     assert_true(win_followed > 0);
     demos_free(&win);
+    // bootstrap.contrast: each window whose turn the items changed has a counterpart without the
+    // items: the same context and the call the policy makes without them, so that the windows
+    // without experience show the policy as it plays unshown, not only the turns that rules
+    // known anyway decide
+    DemoParams pc = p;
+    pc.contrast = 1;
+    DemoSet cset;
+    assert_int_equal(demos_build(&cset, &win, "wikisearch", &bank, f.agent, &pc, err, sizeof(err)), 0);
+    demos_free(&cset);
+    for (int i = 0; i < win.n; i++) {
+        const Demo* d = &win.d[i];
+        if (d->n_followed == 0) continue;
+        int found = 0;
+        for (int j = 0; j < win.n && !found; j++) {
+            const Demo* u = &win.d[j];
+            if (u->has_exp || u->task != d->task || u->world != d->world) continue;
+            int a = 0, b = 0; // the contexts before the turn, d's without its experience
+            for (;; a++, b++) {
+                while (a < d->n && d->seg[a] == SEG_EXPERIENCE) a++;
+                if (a == d->n || b == u->n || d->target[a] || u->target[b] || d->ids[a] != u->ids[b]) break;
+            }
+            if (a == d->n || b == u->n || !d->target[a] || !u->target[b]) continue;
+            found = d->n - a != u->n - b || memcmp(d->ids + a, u->ids + b, sizeof(int) * (size_t)(d->n - a)) != 0;
+        }
+        assert_true(found);
+    }
+    // the items drawn for a rule include one whose condition holds where the rule bites, so
+    // place_page is shown at a mayor's city page too, not only at a citizen's page
+    int at_city = 0, at_person = 0;
+    for (int i = 0; i < win.n; i++) {
+        const Demo* d = &win.d[i];
+        if (!d->has_exp || !(d->shown & 4u)) continue; // place_page is the third rule
+        char* all = text_of(f.tok, d, 0, d->n);
+        at_city += strstr(all, "Mayor:") != NULL;
+        at_person += strstr(all, "Citizen of") != NULL;
+        free(all);
+    }
+    print_message("place_page shown in windows at a mayor's city: %d, at a citizen's page: %d\n", at_city, at_person);
+    assert_true(at_city > 0 && at_person > 0);
+    demos_free(&win);
     // the same parameters give the same sequences
     DemoSet again;
     assert_int_equal(demos_build(&again, NULL, "wikisearch", &bank, f.agent, &p, err, sizeof(err)), 0);
@@ -379,7 +419,8 @@ static void test_hash(void** state) {
                                          "bootstrap.expert_rate=0.3", "bootstrap.mine_batches=3", "run.seed=5",
                                          "env.name=textcraft", "env.max_turns=11", "rollout.max_context=1024",
                                          "experience.select_max=7", "model.name=small",
-                                         "bootstrap.vocab_size=512", "model.device=cuda", "model.dtype=bf16", NULL};
+                                         "bootstrap.vocab_size=512", "model.device=cuda", "model.dtype=bf16",
+                                         "bootstrap.contrast=true", NULL};
     for (int i = 0; differ[i]; i++) {
         Config d = c;
         assert_int_equal(config_set(&d, differ[i], &ce), 0);
