@@ -15,7 +15,10 @@
 //
 // Episodes with experience are mostly played on tasks a rule bites, with an item for each biting
 // rule in the pool, and the windows of the turns the items changed come DEMO_FOLLOW_REPEAT times:
-// without both, few turns show an item changing the action (docs/BOOTSTRAP.md).
+// without both, few turns show an item changing the action (docs/BOOTSTRAP.md). With
+// bootstrap.contrast, each window whose turn the items changed also comes without them, ending in
+// the call the policy makes unshown, and the pool holds an item whose condition holds where each
+// biting rule decides the expert's action.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +83,7 @@ typedef struct {
     char* args0;
     char* exp;       // assistant (step-wise): the items shown before this turn, rendered; NULL: none
     uint32_t shown;  // assistant: rules the items shown at this turn convey
+    int rule;        // assistant: the rule whose knowledge decided the action, or -1
 } Msg;
 
 typedef struct {
@@ -196,6 +200,7 @@ static int play(const EpisodeSpec* s, int task, Msgs* ms, char* err, size_t errl
         }
         m->exp = exp;
         m->shown = shown;
+        m->rule = a.rule;
         render_msg(&hist, m, 0);
         const EnvAction act = {a.tool, a.args_json};
         if (env_step(s->env, &act, &res, &e) != 0) {
@@ -318,104 +323,64 @@ void demos_free(DemoSet* set) {
     memset(set, 0, sizeof(*set));
 }
 
-// the steps of a task at which the expert's action is the one a rule decides: the rule, and the
-// observation before the action (where a triggered item's condition is checked)
-#define DEMO_MAX_BITES 16
-
-typedef struct {
-    int n;
-    int rule[DEMO_MAX_BITES];
-    char* obs[DEMO_MAX_BITES];
-    int obs_is_task[DEMO_MAX_BITES];
-} Bites;
-
-static void bites_free(Bites* b) {
-    for (int i = 0; i < b->n; i++) free(b->obs[i]);
-    b->n = 0;
+static int picked(const int* pick, int n, int i) {
+    for (int j = 0; j < n; j++)
+        if (pick[j] == i) return 1;
+    return 0;
 }
 
-static int expert_bites(Env* env, int task, int max_turns, Bites* out, char* err, size_t errlen) {
-    out->n = 0;
-    EnvResult res = {0};
-    EnvError e = {{0}};
-    if (env_reset(env, ENV_SPLIT_TRAIN, task, 0, &res, &e) != 0) return snprintf(err, errlen, "bootstrap: %s", e.msg), -1;
-    char* obs = strdupCheck(res.observation);
-    int obs_is_task = 1, rc = 0;
-    env_result_free(&res);
-    for (int turn = 0; turn < max_turns && rc == 0; turn++) {
-        EnvPolicyAction a;
-        if ((rc = policy_or_fail(env, ENV_RULES_ALL, &a, err, errlen)) != 0) break;
-        if (a.rule >= 0 && out->n < DEMO_MAX_BITES) {
-            out->rule[out->n] = a.rule;
-            out->obs[out->n] = strdupCheck(obs);
-            out->obs_is_task[out->n++] = obs_is_task;
-        }
-        const EnvAction act = {a.tool, a.args_json};
-        if (env_step(env, &act, &res, &e) != 0) {
-            rc = -1;
-            snprintf(err, errlen, "bootstrap: %s", e.msg);
-            break;
-        }
-        free(obs);
-        obs = strdupCheck(res.observation);
-        obs_is_task = 0;
-        const int done = res.done;
-        env_result_free(&res);
-        if (done) break;
+// 1 when one of the bank items pick[0..n) conveys rule r and its condition holds for (obs, is_task)
+// (obs NULL: anywhere)
+static int pool_conveys(const Bank* bank, const int* pick, int n, int r, const char* obs, int is_task) {
+    for (int j = 0; j < n; j++) {
+        const BankItem* it = &bank->items[pick[j]];
+        if ((it->rules >> r & 1u) && (!obs || bank_item_applies(it, obs, is_task))) return 1;
     }
-    free(obs);
-    return rc;
+    return 0;
 }
 
-// a bank item conveying rule r, at random among those whose condition holds for (obs, is_task)
-// (obs NULL: any), not yet in pick[0..n); -1 if none
+// a bank item conveying rule r, at random among those whose condition holds for (obs, is_task),
+// not yet in pick[0..n); -1 if none
 static int draw_item(const Bank* bank, int r, const char* obs, int is_task, const int* pick, int n, Rng* rng) {
     int count = 0, chosen = -1;
     for (int i = 0; i < bank->n; i++) {
         const BankItem* it = &bank->items[i];
-        if (!(it->rules >> r & 1u) || (obs && !bank_item_applies(it, obs, is_task))) continue;
-        int dup = 0;
-        for (int j = 0; j < n; j++) dup |= pick[j] == i;
-        if (!dup && rng_below(rng, (uint64_t)++count) == 0) chosen = i; // reservoir sampling
+        if (!(it->rules >> r & 1u) || !bank_item_applies(it, obs, is_task)) continue;
+        if (!picked(pick, n, i) && rng_below(rng, (uint64_t)++count) == 0) chosen = i; // reservoir sampling
     }
     return chosen;
 }
 
-// draws an episode's pool: for each step in `bites` (bootstrap.contrast; else none) where a rule
-// the task bites (`need`) decides the expert's action, an item conveying it whose condition holds
-// there, unless one already does (so that triggered items show up where the rule bites: a mayor's
-// city page as well as a citizen's page); an item for each biting rule still without one; then up
-// to 1..3 items that convey rules, then distractors, up to max_pool, shuffled
-static int draw_pool(const Bank* bank, int max_pool, uint32_t need, const Bites* bites, Rng* rng, int* pick) {
+// draws an episode's pool: for each turn of `expert` (the task played knowing every rule, with
+// bootstrap.contrast; else NULL) whose action a rule the task bites (`need`) decides, an item
+// conveying it whose condition holds at the message before, unless one already does (so that
+// triggered items show up where the rule bites: a mayor's city page as well as a citizen's page);
+// an item for each biting rule (with `expert`: each still without one); then up to 1..3 items that convey rules, then
+// distractors, up to max_pool, shuffled
+static int draw_pool(const Bank* bank, int max_pool, uint32_t need, const Msgs* expert, Rng* rng, int* pick) {
     int n_rel = 0, n_dis = 0;
     for (int i = 0; i < bank->n; i++) {
         n_rel += bank->items[i].rules != 0;
         n_dis += bank->items[i].rules == 0;
     }
     int n = 0;
-    for (int b = 0; b < bites->n && n < max_pool; b++) {
-        const int r = bites->rule[b];
-        if (!(need >> r & 1u)) continue;
-        int covered = 0;
-        for (int j = 0; j < n && !covered; j++)
-            covered = (bank->items[pick[j]].rules >> r & 1u) &&
-                      bank_item_applies(&bank->items[pick[j]], bites->obs[b], bites->obs_is_task[b]);
-        const int i = covered ? -1 : draw_item(bank, r, bites->obs[b], bites->obs_is_task[b], pick, n, rng);
+    for (int t = 1; expert && t < expert->n && n < max_pool; t++) {
+        const Msg *m = &expert->m[t], *before = &expert->m[t - 1];
+        if (m->role != CHAT_ASSISTANT || m->rule < 0 || !(need >> m->rule & 1u)) continue;
+        const int is_task = before->role == CHAT_USER;
+        if (pool_conveys(bank, pick, n, m->rule, before->text, is_task)) continue;
+        const int i = draw_item(bank, m->rule, before->text, is_task, pick, n, rng);
         if (i >= 0) pick[n++] = i;
     }
     for (int r = 0; r < 32 && n < max_pool; r++) {
         if (!(need >> r & 1u)) continue;
-        int have = 0;
-        for (int j = 0; j < n; j++) have |= bank->items[pick[j]].rules >> r & 1u;
         int count = 0;
         for (int i = 0; i < bank->n; i++) count += bank->items[i].rules >> r & 1u;
-        if ((bites->n > 0 && have) || count == 0) continue;
+        if (count == 0 || (expert && pool_conveys(bank, pick, n, r, NULL, 0))) continue;
         int k = (int)rng_below(rng, (uint64_t)count), i = 0;
         for (;; i++)
             if ((bank->items[i].rules >> r & 1u) && k-- == 0) break;
-        int dup = 0;
-        for (int j = 0; j < n; j++) dup |= pick[j] == i;
-        if (!dup) pick[n++] = i;
+        if (!picked(pick, n, i)) pick[n++] = i;
     }
     int want_rel = 1 + (int)rng_below(rng, 3), want = DEMO_MIN_POOL + (int)rng_below(rng, (uint64_t)max_pool);
     if (want_rel < n) want_rel = n;
@@ -426,9 +391,7 @@ static int draw_pool(const Bank* bank, int max_pool, uint32_t need, const Bites*
         int i = (int)rng_below(rng, (uint64_t)bank->n);
         int rel = bank->items[i].rules != 0;
         if ((rel && n_rel == 0) || (n < want_rel) != rel) continue;
-        int dup = 0;
-        for (int k = 0; k < n; k++) dup |= pick[k] == i;
-        if (!dup) pick[n++] = i;
+        if (!picked(pick, n, i)) pick[n++] = i;
     }
     for (int i = n - 1; i > 0; i--) {
         int j = (int)rng_below(rng, (uint64_t)(i + 1)), t = pick[i];
@@ -479,10 +442,15 @@ int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank
         ExpList list;
         exp_list_init(&list);
         if (mode != DEMO_STUDENT) {
-            Bites bites = {0};
-            if (p->contrast) rc = expert_bites(env, task, p->max_turns, &bites, err, errlen);
-            s.n_pool = draw_pool(bank, p->max_pool, env_task_rules(env, ENV_SPLIT_TRAIN, task), &bites, &rng, pick);
-            bites_free(&bites);
+            Msgs expert = {0};
+            if (p->contrast) {
+                EpisodeSpec es = {.env = env, .agent = agent, .system = system[w], .hidden = ENV_RULES_ALL,
+                                  .max_turns = p->max_turns};
+                rc = play(&es, task, &expert, err, errlen);
+            }
+            s.n_pool = draw_pool(bank, p->max_pool, env_task_rules(env, ENV_SPLIT_TRAIN, task),
+                                 p->contrast ? &expert : NULL, &rng, pick);
+            msgs_free(&expert);
             for (int i = 0; i < s.n_pool; i++) {
                 items[i] = &bank->items[pick[i]];
                 texts[i] = items[i]->text;
