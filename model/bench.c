@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "model/backend_select.h"
 #include "model/bench_matmul.h"
+#include "model/bench_profile.h"
 #include "model/cuda_peak.h"
 #include "model/loss.h"
 #include "model/model.h"
@@ -25,7 +26,7 @@
 
 static const char* usage =
     "usage: ingrain bench model [--config NAME] [--batch B] [--seq T] [--threads N] [--steps S] [--warmup W]\n"
-    "                           [--device cpu|cuda] [--bf16]\n"
+    "                           [--device cpu|cuda] [--bf16] [--profile]\n"
     "\n"
     "Training throughput (forward + cross-entropy + backward + AdamW) of a built-in config, beside\n"
     "the backend's matmul alone (OpenBLAS sgemm, cuBLAS) on the same matmul shapes in the same run.\n"
@@ -38,7 +39,9 @@ static const char* usage =
     "  --steps S      timed steps (default 10)\n"
     "  --warmup W     untimed steps first (default 2)\n"
     "  --device D     cpu (default) or cuda (GPU 0; CUDA_VISIBLE_DEVICES picks another)\n"
-    "  --bf16         cuda: matmuls on bf16 tensor cores (fp32 accumulation, fp32 master weights)\n";
+    "  --bf16         cuda: matmuls on bf16 tensor cores (fp32 accumulation, fp32 master weights)\n"
+    "  --profile      after the timed steps, one more step with every op synchronised and timed:\n"
+    "                 time per op and per matmul shape (with its TFLOP/s), largest first\n";
 
 // ----------------------------------------------------------------------------
 // peaks and model FLOPs
@@ -156,15 +159,15 @@ static int parse_int(const char* opt, const char* s, int lo, int* out) {
 int model_bench(int argc, char** argv) {
     const char* config = "small";
     const char* device = "cpu";
-    int B = 0, T = 0, threads = 0, steps = 10, warmup = 2, bf16 = 0;
+    int B = 0, T = 0, threads = 0, steps = 10, warmup = 2, bf16 = 0, profile = 0;
     for (int i = 1; i < argc; i++) {
         const char* a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(usage, stdout);
             return INGRAIN_EXIT_OK;
         }
-        if (strcmp(a, "--bf16") == 0) {
-            bf16 = 1;
+        if (strcmp(a, "--bf16") == 0 || strcmp(a, "--profile") == 0) {
+            *(a[2] == 'b' ? &bf16 : &profile) = 1;
             continue;
         }
         if (i + 1 >= argc) {
@@ -287,6 +290,14 @@ int model_bench(int argc, char** argv) {
                "gflops=%.2f sgemm_gflops=%.2f sgemm_fraction=%.4f\n",
                config, B, T, be->threads, backend_cpu_blas_core(), tok_s, 1e3 * step,
                (mm_flops + attn_flops) / step / 1e9, mm_flops / sgemm / 1e9, fraction);
+    }
+
+    if (profile) {
+        StepTimes pt = {0};
+        bench_profile_install(be);
+        train_step(m, opt, tokens, targets, w, B, T, &pt);
+        bench_profile_uninstall(be);
+        bench_profile_print(stdout, 1);
     }
 
     bench_matmul_clear();

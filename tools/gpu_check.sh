@@ -3,10 +3,11 @@
 # the source tree that holds .gpukit/kit.tar.xz (made here by tools/gpu_pack.sh): unpacks the kit,
 # prints the GPUs, runs the GPU tests (test_ops_gpu, test_model_gpu with the reference data of
 # tests/data), the training benchmark (small and gpt2-124m, f32 and bf16 matmuls, MFU beside
-# cuBLAS's bf16 peak), the decoding benchmark (batch 1 and 64), a CPU-versus-GPU `ingrain
-# score`, the quickstart's bootstrap on the GPU and the whole job (`ingrain run`) on the CPU and
-# the GPU. Every step has its own time limit and a failing step does not stop the next; the whole
-# log goes to $OUT/gpu_check.log (OUT defaults to /tmp/gpu_check). Exits 1 if any step failed.
+# cuBLAS's bf16 peak, the bf16 step's per-op profile), the decoding benchmark (batch 1 and 64), a
+# CPU-versus-GPU `ingrain score`, the quickstart's bootstrap on the GPU and the whole job
+# (`ingrain run`) on the CPU and the GPU. Every step has its own time limit and a failing step
+# does not stop the next; the whole log goes to $OUT/gpu_check.log (OUT defaults to
+# /tmp/gpu_check). Exits 1 if any step failed.
 #   usage: bash tools/gpu_check.sh      (needs: CUDA runtime and cuBLAS 13 under /usr/local/cuda, python3)
 #   GPU_CHECK_ONLY=REGEX runs only the steps whose names match (grep -E), e.g. 'bootstrap|run'.
 set -uo pipefail
@@ -66,7 +67,7 @@ for cfg in small gpt2-124m; do
   step "bench model $cfg f32" 60 "$bin/ingrain_bench_model" --device cuda --config "$cfg" --batch 16 --seq 1024 \
     --steps 8 --warmup 2
   step "bench model $cfg bf16" 60 "$bin/ingrain_bench_model" --device cuda --bf16 --config "$cfg" --batch 16 \
-    --seq 1024 --steps 8 --warmup 2
+    --seq 1024 --steps 8 --warmup 2 --profile
 done
 for cfg in small gpt2-124m; do
   step "bench decode $cfg" 60 "$bin/ingrain_bench_decode" --device cuda --config "$cfg" --batch 1,64 \

@@ -23,17 +23,21 @@ void cuda_add_bias(Backend* be, float* y, const float* b, int N, int C) {
     cudaCheckLaunch();
 }
 
-__global__ void mask_rows_kernel(float* x, const int* lengths, int T, int C, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const size_t row = i / C;
-        if ((int)(row % T) >= lengths[row / T]) x[i] = 0.0f;
+// a block per row (grid-stride over rows): a valid row costs one read of its length, not a pass
+// over its C elements (the LM head's dlogits rows are 50k wide)
+__global__ void mask_rows_kernel(float* x, const int* lengths, int T, int C, size_t rows) {
+    for (size_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        if ((int)(row % T) < lengths[row / T]) continue;
+        float* xr = x + row * C;
+        for (int j = threadIdx.x; j < C; j += blockDim.x) xr[j] = 0.0f;
     }
 }
 
 void cuda_mask_rows(Backend* be, float* x, const int* lengths, int B, int T, int C) {
-    const size_t n = (size_t)B * T * C;
-    if (!n) return;
-    mask_rows_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(x, lengths, T, C, n);
+    const size_t rows = (size_t)B * T;
+    if (!rows || C <= 0) return;
+    const unsigned grid = rows < 65535u ? (unsigned)rows : 65535u;
+    mask_rows_kernel<<<grid, 256, 0, cuda_stream(be)>>>(x, lengths, T, C, rows);
     cudaCheckLaunch();
 }
 
