@@ -255,7 +255,7 @@ int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int task
         for (int i = 0; i < nb * G; i++)
             episode_from_trajectory(&eps[i], trajs[i], trajs[i]->final_reward >= thr, NULL, decode_fn, (void*)tok,
                                     parse_fn, NULL, "answer");
-        ExtractParams prm = extract_default_params();
+        ExtractParams prm = extract_params_from_config(c);
         extract_contrastive(pool, eps, nb * G, 0, &prm);
         for (int i = 0; i < nb * G; i++) episode_free(&eps[i]);
         free(eps);

@@ -24,6 +24,17 @@ ExtractParams extract_default_params(void) {
                            .max_obs_chars = 400};
 }
 
+ExtractParams extract_params_from_config(const Config* c) {
+    ExtractParams p = extract_default_params();
+    p.min_support = c->experience.mine_min_support;
+    p.min_tasks = c->experience.mine_min_tasks;
+    p.min_lift = c->experience.mine_min_lift;
+    p.z = c->experience.mine_z;
+    p.max_rules = c->experience.mine_max_rules;
+    p.max_ngram = c->experience.mine_max_ngram;
+    return p;
+}
+
 // add the audit entries from index `from` on to the report
 static void count_ops(const Pool* p, int from, ExtractReport* r) {
     for (int i = from; i < p->n_audit; i++) {

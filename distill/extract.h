@@ -11,6 +11,7 @@
 #include "distill/episode.h"
 #include "distill/pool.h"
 #include "distill/prompt.h"
+#include "io/config.h"
 #include "rollout/trajectory.h"
 
 typedef struct {
@@ -35,6 +36,8 @@ typedef struct {
 } ExtractParams;
 
 ExtractParams extract_default_params(void);
+// the defaults with the miner's settings of experience.mine_* (io/config.h)
+ExtractParams extract_params_from_config(const Config* c);
 
 // counts of what one call did (from the audit entries it appended)
 typedef struct {

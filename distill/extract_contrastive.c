@@ -6,10 +6,14 @@
 //
 //   p_with  = (s_with + 1) / (n_with + 2)      p_other = (s_other + 1) / (n_other + 2)
 //   lift    = p_with - p_other
-//   score   = lift - z * sqrt(p_with (1 - p_with) / (n_with + 2) + p_other (1 - p_other) / (n_other + 2))
+//   score   = lift - z * sqrt(p_with (1 - p_with) / (e_with + 2) + p_other (1 - p_other) / (e_other + 2))
+//   e_with  = n_with / k, e_other = n_other / k, k = steps with the condition per distinct task
 //
 // ranked by score (a lift discounted by z standard errors, so support counts), with minimum
-// support, task diversity and lift, and score > 0. Many pairs are tested at once, so on pure noise
+// support, task diversity and lift, and score > 0. The effective sizes e count tasks, not steps:
+// the G samples of a task, and the steps of one episode, are near copies of each other, so
+// evidence from two tasks repeated ten times is evidence from two tasks (a cluster design effect
+// taken at its worst, every copy identical). Many pairs are tested at once, so on pure noise
 // a few rules can still pass; the pool's utility tracking prunes them once they are shown. Rules
 // that restate a better one are dropped: the same condition, or the same action on steps that
 // mostly (80%) lie inside the better rule's steps or contain them ("stock" or "lamp is out" next
@@ -21,6 +25,7 @@
 #include <string.h>
 
 #include "common/check.h"
+#include "common/log.h"
 #include "distill/extract.h"
 #include "distill/text.h"
 #include "rollout/bm25.h"
@@ -253,7 +258,9 @@ typedef struct {
 } Step;
 
 typedef struct {
-    int n, s; // steps with the condition, successes
+    int n, s;       // steps with the condition, successes
+    int n_tasks;    // distinct tasks among them (episodes arrive sorted by task)
+    int32_t last_task;
 } CondStat;
 
 typedef struct {
@@ -290,7 +297,9 @@ static void score_pair(const Miner* mn, const PairStat* p, double z, double* lif
     double n1 = p->n, s1 = p->s, n0 = c->n - p->n, s0 = c->s - p->s;
     double p1 = (s1 + 1.0) / (n1 + 2.0), p0 = (s0 + 1.0) / (n0 + 2.0);
     *lift = p1 - p0;
-    *score = *lift - z * sqrt(p1 * (1.0 - p1) / (n1 + 2.0) + p0 * (1.0 - p0) / (n0 + 2.0));
+    // the standard error counts tasks, not steps: steps of one task are near copies
+    const double per_task = (double)c->n / (double)c->n_tasks, e1 = n1 / per_task, e0 = n0 / per_task;
+    *score = *lift - z * sqrt(p1 * (1.0 - p1) / (e1 + 2.0) + p0 * (1.0 - p0) / (e0 + 2.0));
 }
 
 static int passes(const Miner* mn, const PairStat* p, const ExtractParams* prm) {
@@ -324,11 +333,14 @@ static void count_conditions(Miner* mn, const EpisodeText* eps, const int* order
                         mn->cs = reallocCheck(mn->cs, sizeof(CondStat) * (size_t)mn->cap_cs);
                         mn->cond_key = reallocCheck(mn->cond_key, sizeof(uint64_t) * (size_t)mn->cap_cs);
                     }
-                    mn->cs[ci] = (CondStat){0, 0};
+                    mn->cs[ci] = (CondStat){0, 0, 0, 0};
                     mn->cond_key[ci] = st->cond[c];
                 }
-                mn->cs[ci].n++;
-                mn->cs[ci].s += e->success != 0;
+                CondStat* cs = &mn->cs[ci];
+                if (cs->n == 0 || cs->last_task != e->task_id) cs->n_tasks++;
+                cs->last_task = e->task_id;
+                cs->n++;
+                cs->s += e->success != 0;
             }
         }
     }
@@ -477,25 +489,38 @@ int contrastive_mine(const EpisodeText* eps, int n, const ExtractParams* prm, Ru
         while (j >= 0 && rule_cmp(&cand[j].rule, &v.rule) > 0) cand[j + 1] = cand[j], j--;
         cand[j + 1] = v;
     }
-    // drop restatements of a better rule
+    // Restatements: a candidate with a kept rule's phrase, or with its action on mostly the same
+    // steps, says nothing new. Of two rules on the same steps, the one whose successes span more
+    // tasks stays, in the better-ranked one's place: the G samples of a task are near copies, so a
+    // condition seen in few tasks (often one entity's name, "gunmol") is the narrower rule and
+    // transfers worse to unseen tasks than the word every such page shares ("citizen").
     Rule* out = mallocCheck(sizeof(Rule) * (size_t)(m ? m : 1));
     const PairStat** kept = mallocCheck(sizeof(PairStat*) * (size_t)(m ? m : 1));
     int n_kept = 0;
     for (int i = 0; i < m; i++) {
         const Rule* c = &cand[i].rule;
         const PairStat* cp = cand[i].pair;
-        int redundant = 0;
-        for (int k = 0; k < n_kept && !redundant; k++) {
-            const Rule* a = &out[k];
-            redundant = (a->source == c->source && strcmp(a->phrase, c->phrase) == 0) ||
-                        (kept[k]->tool == cp->tool &&
-                         overlap(kept[k]->steps, kept[k]->n_steps, cp->steps, cp->n_steps) >= 0.8);
+        int k = 0, same_phrase = 0;
+        for (; k < n_kept; k++) {
+            same_phrase = out[k].source == c->source && strcmp(out[k].phrase, c->phrase) == 0;
+            if (same_phrase ||
+                (kept[k]->tool == cp->tool && overlap(kept[k]->steps, kept[k]->n_steps, cp->steps, cp->n_steps) >= 0.8))
+                break;
         }
-        if (redundant) {
-            contrastive_rules_free(&cand[i].rule, 1);
-        } else {
+        const int broader = k < n_kept && !same_phrase && c->n_tasks > out[k].n_tasks;
+        log_debug("miner: \"%s\" -> %s: %d/%d vs %d/%d, %d tasks, lift %+.2f, score %+.3f%s%s%s", c->phrase, c->tool,
+                  c->s_with, c->n_with, c->s_other, c->n_other, c->n_tasks, c->lift, c->score,
+                  k == n_kept ? "" : broader ? " (replaces the narrower \"" : " (restates \"",
+                  k == n_kept ? "" : out[k].phrase, k == n_kept ? "" : "\")");
+        if (k == n_kept) {
             kept[n_kept] = cp;
             out[n_kept++] = *c;
+        } else if (broader) {
+            contrastive_rules_free(&out[k], 1);
+            kept[k] = cp;
+            out[k] = *c;
+        } else {
+            contrastive_rules_free(&cand[i].rule, 1);
         }
     }
     free(kept);

@@ -311,7 +311,10 @@ int pool_prune(Pool* p, int32_t iteration) {
     for (int i = 0; i < p->n_items;) {
         const PoolItem* it = &p->items[i];
         double u = pool_utility(p, it);
-        if (it->shown_episodes >= p->params.min_exposures && u < p->params.prune_threshold) {
+        // both sides need data: an item shown in every episode (global injection, or a condition
+        // every episode meets) has no episodes to compare with, so its utility says nothing
+        if (it->shown_episodes >= p->params.min_exposures && it->unshown_episodes >= p->params.min_exposures &&
+            u < p->params.prune_threshold) {
             char* st = stats_text(p, it);
             char* why = text_printf("pruned: %s, below the threshold %+.3f", st, p->params.prune_threshold);
             char err[128];

@@ -56,7 +56,7 @@ typedef struct {
     int max_item_words;      // experience.max_item_words: principles, "name: text" in words
     int max_instance_words;  // instances, "name: text" in words
     double prune_threshold;  // experience.prune_threshold
-    int min_exposures;       // shown episodes before an item may be pruned
+    int min_exposures;       // shown and unshown episodes before an item may be pruned
     double prior;            // Laplace smoothing of both success rates (pseudo-successes and -failures)
 } PoolParams;
 
@@ -113,8 +113,8 @@ void pool_none(Pool* p, int32_t iteration, const TrajRef* ev, int n_ev, const ch
 void pool_observe(Pool* p, Trajectory* const* trajs, const uint8_t* success, int n);
 // smoothed success rate when shown minus when not shown, in (-1, 1)
 double pool_utility(const Pool* p, const PoolItem* it);
-// DELETE every item with shown_episodes >= min_exposures and utility < prune_threshold; returns
-// the number deleted
+// DELETE every item with shown_episodes and unshown_episodes >= min_exposures and utility <
+// prune_threshold; returns the number deleted
 int pool_prune(Pool* p, int32_t iteration);
 // DELETE the lowest-utility items until the pool fits max_size (ties: the newer item, higher id,
 // goes first, so incumbents keep their place); returns the number deleted

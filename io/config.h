@@ -83,6 +83,13 @@ typedef struct {
         int max_item_words;
         double prune_threshold;
         char seed_pool[CONFIG_PATH];
+        // contrastive miner (distill/extract.h)
+        int mine_min_support;
+        int mine_min_tasks;
+        double mine_min_lift;
+        double mine_z;
+        int mine_max_rules;
+        int mine_max_ngram;
     } experience;
     struct {
         int regime;  // Regime
@@ -106,6 +113,7 @@ typedef struct {
         int tasks;
         int every;
         double temperature;
+        int base;
     } eval;
     struct {
         int every;

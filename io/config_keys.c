@@ -85,6 +85,12 @@ const ConfigKey config_keys[] = {
     INT_("experience.max_item_words", experience.max_item_words, "32", 4, 4096, "Longest principle, in words (paper: 32)."),
     FLT_("experience.prune_threshold", experience.prune_threshold, "-0.2", -1, 1, "Items whose utility (success lift when shown) falls below this are deleted."),
     STR_("experience.seed_pool", experience.seed_pool, "", "Optional YAML file of items that form E_0; empty = start with an empty pool."),
+    INT_("experience.mine_min_support", experience.mine_min_support, "3", 1, 1e6, "Contrastive miner: fewest steps with the condition and the action for a rule."),
+    INT_("experience.mine_min_tasks", experience.mine_min_tasks, "2", 1, 1e6, "Contrastive miner: fewest distinct tasks among a rule's successful steps (more keeps rules about one entity's name out)."),
+    FLT_("experience.mine_min_lift", experience.mine_min_lift, "0.2", 0, 1, "Contrastive miner: smallest success lift of the action over the other actions under the condition."),
+    FLT_("experience.mine_z", experience.mine_z, "1.64", 0, 10, "Contrastive miner: a rule's lift minus z standard errors must be > 0 (1.64: one-sided 95%)."),
+    INT_("experience.mine_max_rules", experience.mine_max_rules, "5", 1, 1000, "Contrastive miner: rules added or updated per iteration at most."),
+    INT_("experience.mine_max_ngram", experience.mine_max_ngram, "3", 1, 3, "Contrastive miner: longest condition phrase, in words."),
     // distill
     ENUM_("distill.regime", distill.regime, "off_policy", regimes, "Internalization: off-policy (teacher trajectories) or on-policy (student trajectories scored by the teacher)."),
     ENUM_("distill.loss", distill.loss, "forward_kl", losses, "off_policy: forward_kl or sft; on_policy: reverse_kl (top-k buckets, or full with distill.teacher: recompute), reverse_kl_sampled (the sampled-token estimator) or jsd."),
@@ -105,6 +111,7 @@ const ConfigKey config_keys[] = {
     // eval
     INT_("eval.tasks", eval.tasks, "32", 0, 1e7, "Held-out tasks evaluated per iteration (student and teacher); 0 = no evaluation."),
     INT_("eval.every", eval.every, "1", 1, 100000, "Evaluate every this many iterations (and always after the last)."),
+    BOOL_("eval.base", eval.base, "true", "Evaluate the base model once before iteration 0 (student, and teacher with the seed pool if any): the 'base' row of the metrics, the reference for what the iterations do. Skipped where iteration 0 cannot change the model (no seed pool and a KL loss: nothing to distil), since its student is then the base model."),
     FLT_("eval.temperature", eval.temperature, "0", 0, 100, "Sampling temperature of the held-out evaluation; 0 = greedy (one deterministic answer per task, so success rates compare across iterations without sampling noise)."),
     // checkpoint
     INT_("checkpoint.every", checkpoint.every, "1", 1, 100000, "Write a checkpoint every this many iterations (and always after the last)."),

@@ -413,7 +413,7 @@ static void aggregate_phase(Driver* d, int k, Aggregated* a, ShardSet* shards) {
     }
     a->rollout_success = a->n ? (double)wins / a->n : 0.0;
     ExperienceMode mode = {c->experience.granularity, c->experience.extractor};
-    ExtractParams prm = extract_default_params();
+    ExtractParams prm = extract_params_from_config(c);
     if (d->writer.dec) prm.gen = writer_generate, prm.gen_ctx = &d->writer;
     memset(&a->report, 0, sizeof(a->report));
     if (experience_update(d->pool, mode, k, a->trajs, success, a->n, eps, a->n, &prm, &a->report, d->err,
@@ -486,6 +486,40 @@ static void evaluate(Driver* d, int k, int teacher, Outcome* total) {
 }
 
 static double ratio(int64_t a, int64_t b) { return b ? (double)a / (double)b : 0.0; }
+
+// the evaluation's fields of a metrics record
+static void set_eval_fields(json_t* o, const Outcome* student, const Outcome* teacher) {
+    json_object_set_new(o, "student_success", json_real(ratio(student->successes, student->episodes)));
+    json_object_set_new(o, "teacher_success", json_real(ratio(teacher->successes, teacher->episodes)));
+    json_object_set_new(o, "mean_turns", json_real(ratio(student->turns, student->episodes)));
+    json_object_set_new(o, "premature_rate", json_real(ratio(student->premature, student->episodes)));
+    json_object_set_new(o, "tokens_per_episode", json_real(ratio(student->tokens, student->episodes)));
+    json_object_set_new(o, "teacher_turns", json_real(ratio(teacher->turns, teacher->episodes)));
+    json_object_set_new(o, "teacher_premature_rate", json_real(ratio(teacher->premature, teacher->episodes)));
+    json_object_set_new(o, "eval_tasks", json_integer(student->episodes));
+}
+
+// The base model before any iteration: the reference row of the metrics ("type": "base"). The
+// teacher sees the seed pool; with none it is the student, so its numbers are the student's.
+static void evaluate_base(Driver* d) {
+    const Config* c = d->c;
+    if (is_root(d)) log_info("[base] evaluate: the base model on %d held-out tasks", c->eval.tasks);
+    Outcome student = {0}, teacher = {0};
+    evaluate(d, 0, 0, &student);
+    if (d->exp.n > 0) evaluate(d, 0, 1, &teacher);
+    else teacher = student;
+    if (!is_root(d)) return;
+    json_t* o = json_object();
+    json_object_set_new(o, "type", json_string("base"));
+    set_eval_fields(o, &student, &teacher);
+    json_object_set_new(o, "pool_size", json_integer(d->exp.n));
+    metrics_append(d->metrics, o);
+    metrics_sync(d->metrics);
+    json_decref(o);
+    log_info("base | student %.3f | teacher %.3f | turns %.1f | premature %.2f | pool %d",
+             ratio(student.successes, student.episodes), ratio(teacher.successes, teacher.episodes),
+             ratio(student.turns, student.episodes), ratio(student.premature, student.episodes), d->exp.n);
+}
 
 // ----------------------------------------------------------------------------
 // checkpoints and resume
@@ -604,6 +638,9 @@ int driver_run(const Config* c, const RankLayout* l) {
         }
     }
     share_pool(d);
+    // with no seed pool and a KL loss iteration 0 distils nothing, so its student is the base model
+    const int base_differs = d->exp.n > 0 || c->distill.loss == LOSS_SFT;
+    if (d->start_iter == 0 && c->eval.base && c->eval.tasks > 0 && base_differs) evaluate_base(d);
     int rc = INGRAIN_EXIT_OK;
     const double t_loop = now(); // the ETA counts iterations only, not the setup or the bootstrap
     for (int k = d->start_iter; k < c->run.iterations; k++) {
@@ -616,11 +653,17 @@ int driver_run(const Config* c, const RankLayout* l) {
         int n_tasks;
         int* tasks = iteration_tasks(d, k, &n_tasks);
         phase(d, k, "rollout");
-        if (is_root(d) && d->exp.n == 0 && c->distill.regime != REGIME_ON_POLICY)
-            log_info("[iter %d/%d] the pool is empty: the teacher's rollouts show no experience, so this iteration "
-                     "only fits the model to its own samples (the pool the aggregation mines is used from the next "
-                     "iteration on)",
-                     k + 1, c->run.iterations);
+        // With no experience the teacher is the student itself (theta_k, the same context): a KL to
+        // it is zero with a zero gradient, and Adam would turn the rounding noise of that gradient
+        // into full-size steps (measured: the quickstart's student fell from 0.500 to 0.375). SFT on
+        // the successful samples still learns something.
+        const int no_teacher = d->exp.n == 0 && c->distill.loss != LOSS_SFT;
+        if (is_root(d) && d->exp.n == 0)
+            log_info("[iter %d/%d] the pool is empty: the teacher is the student itself, so this iteration %s (the "
+                     "pool the aggregation mines is used from the next iteration on)",
+                     k + 1, c->run.iterations,
+                     no_teacher ? "has nothing to distill and skips the internalization"
+                                : "fine-tunes on the successful samples");
         TrajBuf local = {0};
         long gen = 0, gen_all = 0;
         double t_roll = now();
@@ -665,7 +708,7 @@ int driver_run(const Config* c, const RankLayout* l) {
         phase(d, k, "internalize");
         DistillReport rep = {0};
         int failed = 0;
-        if (d->trainer) failed = distill_train(d->trainer, &shard, k, &rep, d->err, sizeof(d->err)) != 0;
+        if (d->trainer && !no_teacher) failed = distill_train(d->trainer, &shard, k, &rep, d->err, sizeof(d->err)) != 0;
         agree_or_abort(d, failed, "distillation");
         shard_free(&shard);
         distill_broadcast_weights(d->model, 0, l->world, 16u << 20);
@@ -683,14 +726,7 @@ int driver_run(const Config* c, const RankLayout* l) {
             json_t* o = json_object();
             json_object_set_new(o, "type", json_string("iteration"));
             json_object_set_new(o, "iteration", json_integer(k));
-            json_object_set_new(o, "student_success", json_real(ratio(student.successes, student.episodes)));
-            json_object_set_new(o, "teacher_success", json_real(ratio(teacher.successes, teacher.episodes)));
-            json_object_set_new(o, "mean_turns", json_real(ratio(student.turns, student.episodes)));
-            json_object_set_new(o, "premature_rate", json_real(ratio(student.premature, student.episodes)));
-            json_object_set_new(o, "tokens_per_episode", json_real(ratio(student.tokens, student.episodes)));
-            json_object_set_new(o, "teacher_turns", json_real(ratio(teacher.turns, teacher.episodes)));
-            json_object_set_new(o, "teacher_premature_rate", json_real(ratio(teacher.premature, teacher.episodes)));
-            json_object_set_new(o, "eval_tasks", json_integer(student.episodes));
+            set_eval_fields(o, &student, &teacher);
             json_object_set_new(o, "rollout_episodes", json_integer(pool_stats[4]));
             json_object_set_new(o, "rollout_success", json_real((double)pool_stats[5] / 1e6));
             json_object_set_new(o, "pool_size", json_integer(pool_stats[0]));

@@ -46,7 +46,7 @@ static char* text(CkptFile* f, const char* path) {
     return t;
 }
 
-// the iteration records of the metrics log, as a JSON array
+// the base and iteration records of the metrics log, as a JSON array
 static json_t* iteration_records(const char* metrics) {
     json_t* rows = json_array();
     const char* line = metrics;
@@ -54,9 +54,8 @@ static json_t* iteration_records(const char* metrics) {
         const char* end = strchr(line, '\n');
         size_t n = end ? (size_t)(end - line) : strlen(line);
         json_t* o = json_loadb(line, n, 0, NULL);
-        if (o && json_is_object(o) && strcmp(json_string_value(json_object_get(o, "type")) ?: "", "iteration") == 0) {
-            json_array_append(rows, o);
-        }
+        const char* type = o && json_is_object(o) ? json_string_value(json_object_get(o, "type")) : NULL;
+        if (type && (strcmp(type, "iteration") == 0 || strcmp(type, "base") == 0)) json_array_append(rows, o);
         json_decref(o);
         line = end ? end + 1 : NULL;
     }
@@ -72,10 +71,16 @@ void inspect_metrics_table(const char* metrics, FILE* out) {
             "train_loss");
     for (size_t i = 0; i < json_array_size(rows); i++) {
         const json_t* r = json_array_get(rows, i);
-        fprintf(out, "  %4lld  %8.3f  %8.3f  %6.2f  %9.2f  %5lld  %10.4f\n",
-                (long long)json_integer_value(json_object_get(r, "iteration")), num(r, "student_success"),
+        char label[24], loss[24];
+        const int base = strcmp(json_string_value(json_object_get(r, "type")), "base") == 0;
+        // "-": no training (the base row, or an iteration with nothing to distil)
+        if (base) snprintf(label, sizeof label, "base");
+        else snprintf(label, sizeof label, "%lld", (long long)json_integer_value(json_object_get(r, "iteration")));
+        if (base || json_integer_value(json_object_get(r, "train_steps")) == 0) snprintf(loss, sizeof loss, "-");
+        else snprintf(loss, sizeof loss, "%.4f", num(r, "train_loss"));
+        fprintf(out, "  %4s  %8.3f  %8.3f  %6.2f  %9.2f  %5lld  %10s\n", label, num(r, "student_success"),
                 num(r, "teacher_success"), num(r, "mean_turns"), num(r, "premature_rate"),
-                (long long)json_integer_value(json_object_get(r, "pool_size")), num(r, "train_loss"));
+                (long long)json_integer_value(json_object_get(r, "pool_size")), loss);
     }
     json_decref(rows);
 }

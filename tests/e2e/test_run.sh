@@ -8,6 +8,8 @@
 #     do distill.teacher: recompute (off-policy step-wise, on-policy global with JSD) and the
 #     sampled-token estimator (distill.loss: reverse_kl_sampled), with a one-item seed pool so the
 #     teacher has experience in context from the first iteration
+# Every run starts from a one-item seed pool: with an empty pool the teacher is the student itself
+# and the driver skips the distillation of that iteration, and these tests are about training.
 #   usage: test_run.sh INGRAIN SOURCE_DIR MPIEXEC WORKDIR [part]
 set -uo pipefail
 ingrain=$1 src=$2 mpiexec=$3 work=$4 part=${5:-all}
@@ -16,7 +18,9 @@ mkdir -p "$work"
 find "$work" -mindepth 1 -maxdepth 1 ! -name bootstrap -exec rm -rf {} +
 cfg="$src/tests/e2e/small.yaml"
 compare="$src/tools/compare_metrics.py"
-common=(--set bootstrap.cache_dir="$work/bootstrap")
+seed="$work/seed_pool.yaml"
+printf 'items:\n  - "Search first: When a task names a page, search for it."\n' >"$seed"
+common=(--set bootstrap.cache_dir="$work/bootstrap" --set experience.seed_pool="$seed")
 passed=0 failed=0
 check() { # check NAME COMMAND...
   local name=$1; shift
@@ -41,11 +45,12 @@ if [ "$part" = all ] || [ "$part" = determinism ]; then
       check "run $1 np=$np" run "$np" "$work/det-$1-$np" "${over[@]}"
       check "run $1 np=$np finished" test -f "$work/det-$1-$np/DONE"
     done
+    check "$1: the base model was evaluated first" bash -c "head -1 '$work/det-$1-1/metrics.jsonl' | grep -q '\"type\":\"base\"'"
     check "$1: np=2 metrics = np=1" same "$work/det-$1-1" "$work/det-$1-2"
     check "$1: np=4 metrics = np=1" same "$work/det-$1-1" "$work/det-$1-4"
     check "$1: training happened" grep -q '"type":"step"' "$work/det-$1-1/metrics.jsonl"
     check "$1: the final table lists both iterations" bash -c \
-      "grep -A3 'held-out success without / with experience' '$work/det-$1-1.log' | grep -Eq '^ +1 +[0-9.]+ +[0-9.]+'"
+      "grep -A4 'held-out success without / with experience' '$work/det-$1-1.log' | grep -Eq '^ +1 +[0-9.]+ +[0-9.]+'"
   done
 fi
 
@@ -54,7 +59,7 @@ if [ "$part" = all ] || [ "$part" = formats ]; then
   [ -f "$d/DONE" ] || run 1 "$d" --set distill.regime=on_policy --set distill.loss=reverse_kl
   ck="$d/ckpt/iter_0002.h5"
   check "inspect names the checkpoint" bash -c "'$ingrain' inspect '$ck' | grep -q 'ingrain checkpoint, format version 1, after iteration 2'"
-  check "inspect --json parses" bash -c "'$ingrain' inspect '$ck' --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"iteration\"] == 2 and len(d[\"metrics\"]) == 2'"
+  check "inspect --json parses" bash -c "'$ingrain' inspect '$ck' --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"iteration\"] == 2 and [m[\"type\"] for m in d[\"metrics\"]] == [\"base\", \"iteration\", \"iteration\"]'"
   check "h5dump reads the checkpoint" bash -c "h5dump -H '$ck' >/dev/null"
   if /usr/bin/python3 -c "import h5py" 2>/dev/null; then
     check "h5py reads the config and the weights" /usr/bin/python3 -c "
@@ -142,8 +147,6 @@ if [ "$part" = all ] || [ "$part" = grid ]; then
       done
     done
   done
-  seed="$work/seed_pool.yaml"
-  printf 'items:\n  - "Search first: When a task names a page, search for it."\n' >"$seed"
   for v in "recompute-off stepwise off_policy forward_kl recompute" "recompute-on global on_policy jsd recompute" \
            "sampled stepwise on_policy reverse_kl_sampled recorded"; do
     set -- $v

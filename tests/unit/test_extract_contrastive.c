@@ -1,7 +1,8 @@
 // Unit tests of the contrastive principle miner: it recovers a rule planted in synthetic
 // trajectories and ranks it first, renders it within the word limit, is deterministic, merges
-// with existing items instead of duplicating them, and stays quiet when nothing separates success
-// from failure.
+// with existing items instead of duplicating them, stays quiet when nothing separates success
+// from failure, weighs evidence by tasks rather than copies, and keeps the broader of two rules
+// on the same steps.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -124,6 +125,81 @@ static void test_planted_rule_seeds(void** state) {
     }
 }
 
+// the score of the rule phrase -> tool among the mined rules, or -1 when it was not mined
+static double mined_score(const EpisodeText* e, int n, const char* phrase, const char* tool) {
+    ExtractParams prm = extract_default_params();
+    Rule* rules;
+    int m = contrastive_mine(e, n, &prm, &rules);
+    double score = -1.0;
+    for (int i = 0; i < m; i++) {
+        if (strcmp(rules[i].phrase, phrase) == 0 && strcmp(rules[i].tool, tool) == 0) score = rules[i].score;
+    }
+    contrastive_rules_free(rules, m);
+    free(rules);
+    return score;
+}
+
+// Evidence counts tasks, not copies: the planted rule seen in 2 tasks of 40 samples each scores
+// below the same rule seen in 40 tasks of 2 samples (the same number of episodes).
+static void test_tasks_are_the_evidence(void** state) {
+    (void)state;
+    int n_few, n_many;
+    EpisodeText* few = shop(2, 40, 5, 1, &n_few);
+    EpisodeText* many = shop(40, 2, 5, 1, &n_many);
+    const double s_few = mined_score(few, n_few, "out of stock", "search_alternative");
+    const double s_many = mined_score(many, n_many, "out of stock", "search_alternative");
+    printf("score from 2 tasks x 40: %.3f, from 40 tasks x 2: %.3f\n", s_few, s_many);
+    assert_true(s_many > 0.0);
+    assert_true(s_few < s_many);
+    free_eps(few, n_few);
+    free_eps(many, n_many);
+}
+
+// Of two rules on the same steps, the one whose condition spans more tasks stays. Every person
+// page says "citizen"; two tasks' pages name the country "gunmol", and there searching on always
+// succeeds and answering the citizenship always fails (elsewhere 75% / 25%). "gunmol" -> search
+// ranks first on its cleaner evidence, but a phrase every task shares is the rule kept.
+static void test_broader_restatement_wins(void** state) {
+    (void)state;
+    static const char* const countries[] = {"gunmol", "rugoum", "neidouk", "keikdouk", "vussil",
+                                            "tokzouk", "nirzeik", "droukdrun", "brelsim"};
+    static const char* const names[] = {"kelda", "orrin", "tamsin", "wystan", "ysolde",
+                                        "bram", "eluned", "fenwick", "galen", "hesper"};
+    const int tasks = 10, group = 6;
+    EpisodeText* eps = calloc((size_t)(tasks * group), sizeof(EpisodeText));
+    Rng r;
+    rng_seed(&r, 11);
+    char task[128], obs[128];
+    for (int t = 0; t < tasks; t++) {
+        const char* country = countries[t < 2 ? 0 : t - 1];
+        snprintf(task, sizeof(task), "In which country was the founder of company %d born?", t);
+        for (int g = 0; g < group; g++) {
+            EpisodeText* e = &eps[t * group + g];
+            episode_init(e, 200 + t, g, 0, task);
+            episode_add_step(e, task, 1, "", "search", "company");
+            snprintf(obs, sizeof(obs), "%s: a person, painter. Citizen of %s.", names[t], country);
+            const int search = g % 2 == 0; // half the samples search on, half answer the citizenship
+            episode_add_step(e, obs, 0, "", search ? "search" : "answer", search ? "born city" : country);
+            e->success = t < 2 ? search : rng_uniform(&r) < (search ? 0.75 : 0.25);
+            e->reward = (float)e->success;
+        }
+    }
+    ExtractParams prm = extract_default_params();
+    Rule* rules;
+    int m = contrastive_mine(eps, tasks * group, &prm, &rules);
+    int broad = 0;
+    for (int i = 0; i < m; i++) {
+        printf("rule %d: \"%s\" -> %s, %d tasks, score %.3f\n", i, rules[i].phrase, rules[i].tool, rules[i].n_tasks,
+               rules[i].score);
+        assert_false(strcmp(rules[i].phrase, "gunmol") == 0);
+        broad += strcmp(rules[i].tool, "search") == 0 && rules[i].n_tasks >= 8;
+    }
+    assert_int_equal(broad, 1);
+    contrastive_rules_free(rules, m);
+    free(rules);
+    free_eps(eps, tasks * group);
+}
+
 static char* extract_json(const EpisodeText* e, int n) {
     Pool* p = pool_create(pool_default_params());
     ExtractParams prm = extract_default_params();
@@ -235,7 +311,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_planted_rule_first), cmocka_unit_test(test_planted_rule_seeds),
         cmocka_unit_test(test_deterministic_and_merge), cmocka_unit_test(test_no_signal),
-        cmocka_unit_test(test_short_form),
+        cmocka_unit_test(test_short_form),      cmocka_unit_test(test_tasks_are_the_evidence),
+        cmocka_unit_test(test_broader_restatement_wins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -216,6 +216,17 @@ static void test_observe_and_prune(void** state) {
     assert_int_equal(pool_size(q), 1);
     for (int i = 0; i < 8; i++) traj_free(u[i]);
     pool_free(q);
+
+    // shown in every episode, all failing: nothing to compare with, so no pruning
+    Pool* all = small_pool();
+    pool_add(all, 0, ITEM_PRINCIPLE, "Everywhere", "always shown.", "", NULL, 0, "", err, sizeof(err));
+    for (int i = 0; i < 8; i++) u[i] = episode(i, 0, 1, sh, 1, 0.0f, 0), uk[i] = 0;
+    pool_observe(all, u, uk, 8);
+    assert_int_equal(pool_find(all, 1)->unshown_episodes, 0);
+    assert_true(pool_utility(all, pool_find(all, 1)) < -0.2);
+    assert_int_equal(pool_prune(all, 1), 0);
+    for (int i = 0; i < 8; i++) traj_free(u[i]);
+    pool_free(all);
     pool_free(p);
 }
 
