@@ -102,9 +102,12 @@ export OMPI_MCA_mca_base_component_path=$kit/mpi/ompi PMIX_MCA_mca_base_componen
 # the bootstrap of the quickstart's base model on the GPU, with its evaluation (docs/BOOTSTRAP.md)
 step "bootstrap quickstart (cuda)" 200 "$bin/ingrain" bootstrap "$src/configs/quickstart.yaml" --eval 32 \
   --set model.device=cuda --set bootstrap.cache_dir="$out/bootstrap"
+# a one-item seed pool, so that iteration 0 distils too (with an empty pool it has nothing to)
+printf 'items:\n  - "Search first: When a task names a page, search for it."\n' >"$out/seed_pool.yaml"
 for dev in cpu cuda; do
   step "ingrain run ($dev)" 120 "$bin/ingrain" run "$src/tests/e2e/small.yaml" --set model.device=$dev \
-    --set run.iterations=2 --set run.dir="$out/run_$dev" --set bootstrap.cache_dir="$out/bootstrap"
+    --set run.iterations=2 --set run.dir="$out/run_$dev" --set bootstrap.cache_dir="$out/bootstrap" \
+    --set experience.seed_pool="$out/seed_pool.yaml"
 done
 
 echo
