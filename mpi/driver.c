@@ -487,6 +487,13 @@ static void evaluate(Driver* d, int k, int teacher, Outcome* total) {
 
 static double ratio(int64_t a, int64_t b) { return b ? (double)a / (double)b : 0.0; }
 
+// 1 when the teacher is the student itself: no experience to show (the pool as the rollouts see
+// it is empty) and a KL loss, which is then zero with a zero gradient. AdamW would turn the
+// rounding noise of that gradient into full-size steps (measured: the quickstart's student fell
+// from 0.500 to 0.375), so such an iteration skips the internalization. SFT on the successful
+// samples still learns something.
+static int nothing_to_distill(const Driver* d) { return d->exp.n == 0 && d->c->distill.loss != LOSS_SFT; }
+
 // the evaluation's fields of a metrics record
 static void set_eval_fields(json_t* o, const Outcome* student, const Outcome* teacher) {
     json_object_set_new(o, "student_success", json_real(ratio(student->successes, student->episodes)));
@@ -638,9 +645,8 @@ int driver_run(const Config* c, const RankLayout* l) {
         }
     }
     share_pool(d);
-    // with no seed pool and a KL loss iteration 0 distils nothing, so its student is the base model
-    const int base_differs = d->exp.n > 0 || c->distill.loss == LOSS_SFT;
-    if (d->start_iter == 0 && c->eval.base && c->eval.tasks > 0 && base_differs) evaluate_base(d);
+    // where iteration 0 distils nothing its student is the base model
+    if (d->start_iter == 0 && c->eval.base && c->eval.tasks > 0 && !nothing_to_distill(d)) evaluate_base(d);
     int rc = INGRAIN_EXIT_OK;
     const double t_loop = now(); // the ETA counts iterations only, not the setup or the bootstrap
     for (int k = d->start_iter; k < c->run.iterations; k++) {
@@ -653,11 +659,7 @@ int driver_run(const Config* c, const RankLayout* l) {
         int n_tasks;
         int* tasks = iteration_tasks(d, k, &n_tasks);
         phase(d, k, "rollout");
-        // With no experience the teacher is the student itself (theta_k, the same context): a KL to
-        // it is zero with a zero gradient, and Adam would turn the rounding noise of that gradient
-        // into full-size steps (measured: the quickstart's student fell from 0.500 to 0.375). SFT on
-        // the successful samples still learns something.
-        const int no_teacher = d->exp.n == 0 && c->distill.loss != LOSS_SFT;
+        const int no_teacher = nothing_to_distill(d);
         if (is_root(d) && d->exp.n == 0)
             log_info("[iter %d/%d] the pool is empty: the teacher is the student itself, so this iteration %s (the "
                      "pool the aggregation mines is used from the next iteration on)",
