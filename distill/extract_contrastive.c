@@ -10,7 +10,8 @@
 //   e_with  = n_with / k, e_other = n_other / k, k = steps with the condition per distinct task
 //
 // ranked by score (a lift discounted by z standard errors, so support counts), with minimum
-// support, task diversity and lift, and score > 0. The effective sizes e count tasks, not steps:
+// support in both arms (a contrast with one other step is its prior's), task diversity and lift,
+// and score > 0. The effective sizes e count tasks, not steps:
 // the G samples of a task, and the steps of one episode, are near copies of each other, so
 // evidence from two tasks repeated ten times is evidence from two tasks (a cluster design effect
 // taken at its worst, every copy identical). Many pairs are tested at once, so on pure noise
@@ -306,7 +307,7 @@ static int passes(const Miner* mn, const PairStat* p, const ExtractParams* prm) 
     double lift, score;
     score_pair(mn, p, prm->z, &lift, &score);
     int n_other = mn->cs[p->cond].n - p->n;
-    return is_tool_name(mn->tools.keys[p->tool]) && p->n >= prm->min_support && p->s > 0 && n_other > 0 &&
+    return is_tool_name(mn->tools.keys[p->tool]) && p->n >= prm->min_support && p->s > 0 && n_other >= prm->min_support &&
            p->n_tasks >= prm->min_tasks && lift >= prm->min_lift && score > 0.0;
 }
 

@@ -85,7 +85,7 @@ const ConfigKey config_keys[] = {
     INT_("experience.max_item_words", experience.max_item_words, "32", 4, 4096, "Longest principle, in words (paper: 32)."),
     FLT_("experience.prune_threshold", experience.prune_threshold, "-0.2", -1, 1, "Items whose utility (success lift when shown) falls below this are deleted."),
     STR_("experience.seed_pool", experience.seed_pool, "", "Optional YAML file of items that form E_0; empty = start with an empty pool."),
-    INT_("experience.mine_min_support", experience.mine_min_support, "3", 1, 1e6, "Contrastive miner: fewest steps with the condition and the action for a rule."),
+    INT_("experience.mine_min_support", experience.mine_min_support, "3", 1, 1e6, "Contrastive miner: fewest steps with the condition and the action for a rule, and with the condition and another action."),
     INT_("experience.mine_min_tasks", experience.mine_min_tasks, "2", 1, 1e6, "Contrastive miner: fewest distinct tasks among a rule's successful steps (more keeps rules about one entity's name out)."),
     FLT_("experience.mine_min_lift", experience.mine_min_lift, "0.2", 0, 1, "Contrastive miner: smallest success lift of the action over the other actions under the condition."),
     FLT_("experience.mine_z", experience.mine_z, "1.64", 0, 10, "Contrastive miner: a rule's lift minus z standard errors must be > 0 (1.64: one-sided 95%)."),

@@ -26,16 +26,57 @@
 // direct, longer ones (prompts, refeeds) keep the blocked path they had.
 #define ATTN_DIRECT_ROWS 16
 
+// Head sizes up to which the blocks run on the AVX-512 tiles (ops_cpu_tile.c), with the keys and
+// values of a task transposed into the thread's workspace; larger heads take sgemm blocks.
+#define ATTN_TILE_HD 64
+
+// floats of one thread's workspace: probabilities and their gradients, (ATTN_BQ, Tk) each, then
+// the transposed keys and values, (ATTN_TILE_HD, Tk) each
+static size_t thread_floats(int Tk) { return (size_t)(2 * ATTN_BQ + 2 * ATTN_TILE_HD) * (size_t)Tk; }
+
 size_t cpu_attention_work_bytes(Backend* be, int Tk) {
-    // backward: probabilities and their gradients, (ATTN_BQ, Tk) each, per thread
-    return (size_t)be->threads * 2 * ATTN_BQ * (size_t)Tk * sizeof(float);
+    return (size_t)be->threads * thread_floats(Tk) * sizeof(float);
+}
+
+// whether this shape runs on the AVX-512 tiles
+static int use_tiles(int hd) { return hd % 16 == 0 && hd <= ATTN_TILE_HD && cpu_has_avx512(); }
+
+// dst (hd, n), row stride ld, = the transpose of src (n, hd), row stride ldsrc
+static void transpose_rows(float* dst, size_t ld, const float* src, size_t ldsrc, int n, int hd) {
+    for (int j = 0; j < n; j++) {
+        for (int c = 0; c < hd; c++) dst[(size_t)c * ld + j] = src[(size_t)j * ldsrc + c];
+    }
+}
+
+// C (M, N) = alpha op(A) B + beta C on the calling thread: on the tiles where `tiles` (A(r, k) at
+// A[r ars + k aks]; B row-major) or with sgemm (op(A) transposed where ars = 1, lda the other
+// stride). Bt is B transposed (N, K) for sgemm's NT form, or NULL for its NN form.
+static void block_gemm(int tiles, int M, int N, int K, float alpha, const float* A, size_t ars, size_t aks,
+                       const float* B, size_t ldb, const float* Bt, size_t ldbt, float beta, float* C, size_t ldc) {
+#if defined(CPU_AVX512_KERNELS)
+    if (tiles) {
+        cpu_tile_gemm(M, N, K, alpha, A, ars, aks, B, ldb, beta, C, ldc);
+        return;
+    }
+#else
+    (void)tiles, (void)B, (void)ldb;
+#endif
+    const int trans_a = ars == 1 && aks != 1;
+    const int lda = (int)(trans_a ? aks : ars);
+    if (Bt) {
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, CblasTrans, M, N, K, alpha, A, lda, Bt,
+                    (int)ldbt, beta, C, (int)ldc);
+    } else {
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, CblasNoTrans, M, N, K, alpha, A, lda, B,
+                    (int)ldb, beta, C, (int)ldc);
+    }
 }
 
 // ----------------------------------------------------------------------------
 // row kernels (vector code: compiled for AVX2 and for the baseline, picked at load time)
 
 // S (nq, nk) scores in place -> causal softmax probabilities; row i sees keys 0..last0 + i
-CPU_CLONES static void softmax_rows(float* S, float* lse, int nq, int nk, int last0) {
+CPU_CLONES_V4 static void softmax_rows(float* S, float* lse, int nq, int nk, int last0) {
     for (int i = 0; i < nq; i++) {
         float* row = S + (size_t)i * nk;
         const int last = last0 + i; // the query's own position: its last visible key
@@ -55,7 +96,7 @@ CPU_CLONES static void softmax_rows(float* S, float* lse, int nq, int nk, int la
 }
 
 // P (nq, nk) scores in place -> probabilities from the saved lse; dS (nq, nk) dP in place -> dS
-CPU_CLONES static void softmax_bwd_rows(float* P, float* dS, const float* lse, const float* dout, const float* out,
+CPU_CLONES_V4 static void softmax_bwd_rows(float* P, float* dS, const float* lse, const float* dout, const float* out,
                                         int ldo, int hd, int nq, int nk, int last0) {
     for (int i = 0; i < nq; i++) {
         float* prow = P + (size_t)i * nk;
@@ -275,7 +316,7 @@ static void attention_fwd_direct(Backend* be, float* out, float* lse, const floa
     const int per_seq = B >= 4 * be->threads, ntasks = per_seq ? B : B * KV;
 #pragma omp parallel num_threads(be->threads) if((size_t)B * H * Tq * Tk * hd >= CPU_PAR_MIN)
     {
-        float* s = (float*)work + (size_t)omp_get_thread_num() * 2 * ATTN_BQ * Tk;
+        float* s = (float*)work + (size_t)omp_get_thread_num() * thread_floats(Tk);
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < ntasks; task++) {
             if (per_seq) {
@@ -298,10 +339,11 @@ void cpu_attention_fwd(Backend* be, float* out, float* lse, const float* q, int 
         return;
     }
     const float scale = 1.0f / sqrtf((float)hd);
-    const int group = H / KV, ldo = H * hd;
+    const int group = H / KV, ldo = H * hd, tiles = use_tiles(hd);
 #pragma omp parallel num_threads(be->threads) if((size_t)B * H * Tq * Tk * hd >= CPU_PAR_MIN)
     {
-        float* S = (float*)work + (size_t)omp_get_thread_num() * 2 * ATTN_BQ * Tk; // (nq, nk)
+        float* S = (float*)work + (size_t)omp_get_thread_num() * thread_floats(Tk); // (nq, nk)
+        float* Kt = S + (size_t)2 * ATTN_BQ * Tk;                                    // (hd, Tk) on the tiles
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < H; h++) {
@@ -309,15 +351,14 @@ void cpu_attention_fwd(Backend* be, float* out, float* lse, const float* q, int 
                 const float* kb = k + (size_t)b * Tk * ldkv + (size_t)(h / group) * hd;
                 const float* vb = v + (size_t)b * Tk * ldkv + (size_t)(h / group) * hd;
                 float* lseb = lse + ((size_t)b * H + h) * Tq;
+                if (tiles) transpose_rows(Kt, Tk, kb, ldkv, kv_lens[b], hd);
                 for (int t0 = 0; t0 < ql; t0 += ATTN_BQ) {
                     const int nq = ql - t0 < ATTN_BQ ? ql - t0 : ATTN_BQ, nk = off + t0 + nq;
                     const float* qb = q + ((size_t)b * Tq + t0) * ldq + (size_t)h * hd;
                     float* ob = out + ((size_t)b * Tq + t0) * ldo + (size_t)h * hd;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qb, ldq, kb, ldkv, 0.0f, S,
-                                nk);
+                    block_gemm(tiles, nq, nk, hd, scale, qb, ldq, 1, Kt, Tk, kb, ldkv, 0.0f, S, nk);
                     softmax_rows(S, lseb + t0, nq, nk, off + t0);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, vb, ldkv, 0.0f, ob,
-                                ldo);
+                    block_gemm(tiles, nq, hd, nk, 1.0f, S, nk, 1, vb, ldkv, NULL, 0, 0.0f, ob, ldo);
                 }
                 for (int t = ql; t < Tq; t++) {
                     memset(out + ((size_t)b * Tq + t) * ldo + (size_t)h * hd, 0, sizeof(float) * (size_t)hd);
@@ -336,11 +377,13 @@ void cpu_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const float
                        const int* q_lens, const int* kv_lens, int B, int Tq, int Tk, int H, int KV, int hd,
                        void* work) {
     const float scale = 1.0f / sqrtf((float)hd);
-    const int group = H / KV, ldo = H * hd;
+    const int group = H / KV, ldo = H * hd, tiles = use_tiles(hd);
 #pragma omp parallel num_threads(be->threads) if((size_t)B * H * Tq * Tk * hd >= CPU_PAR_MIN)
     {
-        float* P = (float*)work + (size_t)omp_get_thread_num() * 2 * ATTN_BQ * Tk; // (nq, nk)
-        float* dS = P + (size_t)ATTN_BQ * Tk;                                         // (nq, nk)
+        float* P = (float*)work + (size_t)omp_get_thread_num() * thread_floats(Tk); // (nq, nk)
+        float* dS = P + (size_t)ATTN_BQ * Tk;                                        // (nq, nk)
+        float* Kt = dS + (size_t)ATTN_BQ * Tk;                                       // (hd, Tk) on the tiles
+        float* Vt = Kt + (size_t)ATTN_TILE_HD * Tk;                                  // (hd, Tk) on the tiles
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             for (int g = 0; g < KV; g++) {
@@ -353,6 +396,10 @@ void cpu_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const float
                     memset(dkb + (size_t)j * ldkv, 0, sizeof(float) * (size_t)hd);
                     memset(dvb + (size_t)j * ldkv, 0, sizeof(float) * (size_t)hd);
                 }
+                if (tiles) {
+                    transpose_rows(Kt, Tk, kb, ldkv, kv_lens[b], hd);
+                    transpose_rows(Vt, Tk, vb, ldkv, kv_lens[b], hd);
+                }
                 for (int h = g * group; h < (g + 1) * group; h++) {
                     const float* lseb = lse + ((size_t)b * H + h) * Tq;
                     for (int t0 = 0; t0 < ql; t0 += ATTN_BQ) {
@@ -362,18 +409,13 @@ void cpu_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const float
                         const float* dob = dout + ((size_t)b * Tq + t0) * ldo + (size_t)h * hd;
                         float* dqb = dq + ((size_t)b * Tq + t0) * ldo + (size_t)h * hd;
                         // P = softmax from the saved lse; dP = dO V^T
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qb, ldq, kb, ldkv, 0.0f,
-                                    P, nk);
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, 1.0f, dob, ldo, vb, ldkv, 0.0f,
-                                    dS, nk);
+                        block_gemm(tiles, nq, nk, hd, scale, qb, ldq, 1, Kt, Tk, kb, ldkv, 0.0f, P, nk);
+                        block_gemm(tiles, nq, nk, hd, 1.0f, dob, ldo, 1, Vt, Tk, vb, ldkv, 0.0f, dS, nk);
                         softmax_bwd_rows(P, dS, lseb + t0, dob, ob, ldo, hd, nq, nk, off + t0);
                         // dQ = scale dS K; dK += scale dS^T Q; dV += P^T dO
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, scale, dS, nk, kb, ldkv,
-                                    0.0f, dqb, ldo);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, scale, dS, nk, qb, ldq, 1.0f,
-                                    dkb, ldkv);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, P, nk, dob, ldo, 1.0f,
-                                    dvb, ldkv);
+                        block_gemm(tiles, nq, hd, nk, scale, dS, nk, 1, kb, ldkv, NULL, 0, 0.0f, dqb, ldo);
+                        block_gemm(tiles, nk, hd, nq, scale, dS, 1, nk, qb, ldq, NULL, 0, 1.0f, dkb, ldkv);
+                        block_gemm(tiles, nk, hd, nq, 1.0f, P, 1, nk, dob, ldo, NULL, 0, 1.0f, dvb, ldkv);
                     }
                     for (int t = ql; t < Tq; t++) memset(dq + ((size_t)b * Tq + t) * ldo + (size_t)h * hd, 0,
                                                          sizeof(float) * (size_t)hd);

@@ -12,8 +12,12 @@
 // cluster nodes while the elementwise kernels run 8 lanes wide where they can.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+// the same with an AVX-512 clone, for the attention's softmax rows: they run beside the AVX-512
+// tiles, whose bits already differ from the AVX2 machines' (as OpenBLAS's kernels do by CPU)
+#define CPU_CLONES_V4 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CPU_CLONES
+#define CPU_CLONES_V4
 #endif
 
 // Kernels written for AVX-512 (x86-64, GCC or clang): compiled for it whatever the build's
@@ -91,4 +95,9 @@ int cpu_matmul_dot(Backend* be, int trans_a, int trans_b, int M, int N, int K, f
 // K-contiguous, K a positive multiple of 16; only where cpu_has_avx512()
 void cpu_dot_kernel(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
                     float* C, int ldc);
+// the attention's register tiles (ops_cpu_tile.c) on the calling thread: C (M, N) = alpha A B + beta C
+// with A(r, k) at A[r ars + k aks], B (K, N) row-major; beta 0 never reads C; only where
+// cpu_has_avx512()
+void cpu_tile_gemm(int M, int N, int K, float alpha, const float* A, size_t ars, size_t aks, const float* B,
+                   size_t ldb, float beta, float* C, size_t ldc);
 #endif

@@ -403,8 +403,9 @@ static void case_attention_bwd(GpuCtx* c, const void* arg) {
     void* work = gpu_zeros(c, (be->attention_work_bytes(be, a->Tk) + 3) / 4);
     be->attention_bwd(be, dq, dk, dv, dout, o, l, q, in.ldq, k, v, in.ldkv, ql, kl, a->B, a->Tq, a->Tk, a->H, a->KV,
                       a->hd, work);
-    // a query row with one key has dq = 0 in exact arithmetic; the CPU gets exactly 0 there and a
-    // GPU a rounding residue, so exact zeros are required of the padded rows only (the contract)
+    // a query row with one key has dq = 0 in exact arithmetic, and a key only such rows see has
+    // dk = 0; the CPU gets exactly 0 there and a GPU a rounding residue, so exact zeros are
+    // required of the padded rows only (the contract)
     gpu_out(c, "dq", dq, in.nout, 0);
     const size_t width = (size_t)a->H * a->hd;
     float* hq = malloc(in.nout * sizeof(float));
@@ -416,12 +417,21 @@ static void case_attention_bwd(GpuCtx* c, const void* arg) {
             memcpy(padded + np, hq + ((size_t)b * a->Tq + t) * width, width * sizeof(float));
     gpu_out_host(c, "dq padded rows", padded, np, 1);
     free(hq), free(padded);
-    const size_t kv_rows = (size_t)a->B * a->Tk;
-    float* pk = packed_rows(be, dk, kv_rows, in.ldkv, a->KV * a->hd);
-    float* pv = packed_rows(be, dv, kv_rows, in.ldkv, a->KV * a->hd);
-    gpu_out_host(c, "dk", pk, kv_rows * a->KV * a->hd, 1);
-    gpu_out_host(c, "dv", pv, kv_rows * a->KV * a->hd, 1);
-    free(pk), free(pv), free(out), free(lse);
+    const size_t kv_rows = (size_t)a->B * a->Tk, kv_width = (size_t)a->KV * a->hd;
+    float* pk = packed_rows(be, dk, kv_rows, in.ldkv, (int)kv_width);
+    float* pv = packed_rows(be, dv, kv_rows, in.ldkv, (int)kv_width);
+    gpu_out_host(c, "dk", pk, kv_rows * kv_width, 0);
+    gpu_out_host(c, "dv", pv, kv_rows * kv_width, 0);
+    float* kv_padded = malloc(2 * kv_rows * kv_width * sizeof(float));
+    np = 0;
+    for (int b = 0; b < a->B; b++) {
+        for (int t = a->kv_lens[b]; t < a->Tk; t++, np += 2 * kv_width) {
+            memcpy(kv_padded + np, pk + ((size_t)b * a->Tk + t) * kv_width, kv_width * sizeof(float));
+            memcpy(kv_padded + np + kv_width, pv + ((size_t)b * a->Tk + t) * kv_width, kv_width * sizeof(float));
+        }
+    }
+    gpu_out_host(c, "dk dv padded rows", kv_padded, np, 1);
+    free(kv_padded), free(pk), free(pv), free(out), free(lse);
     attn_inputs_free(&in);
 }
 

@@ -200,6 +200,46 @@ static void test_broader_restatement_wins(void** state) {
     free_eps(eps, tasks * group);
 }
 
+// A contrast needs evidence on both sides. Three tasks' city pages name "krouvoubur"; after them
+// the agent answers in 11 steps that all succeed and does something else in k steps that fail
+// (the quickstart's "city in krouvoubur" -> answer, 11/11 against 0/1). With k = 1, p_other is
+// mostly its prior and no rule on the name is mined; with k = min_support (3) one is.
+static double one_sided_score(int k) {
+    const int n = 11 + k;
+    EpisodeText* eps = calloc((size_t)n, sizeof(EpisodeText));
+    for (int i = 0; i < n; i++) {
+        EpisodeText* e = &eps[i];
+        episode_init(e, 300 + i % 3, i / 3, 0, "In which country was the mayor of Tarvik born?");
+        episode_add_step(e, "In which country was the mayor of Tarvik born?", 1, "", "search", "tarvik");
+        const int answer = i < 11;
+        episode_add_step(e, "nekror: a city in krouvoubur.", 0, "", answer ? "answer" : "search",
+                         answer ? "krouvoubur" : "nekror");
+        e->success = answer;
+        e->reward = (float)e->success;
+    }
+    ExtractParams prm = extract_default_params();
+    Rule* rules;
+    const int m = contrastive_mine(eps, n, &prm, &rules);
+    double score = -1.0;
+    for (int i = 0; i < m; i++) {
+        printf("rule \"%s\" -> %s, %d/%d vs %d/%d, score %.3f\n", rules[i].phrase, rules[i].tool, rules[i].s_with,
+               rules[i].n_with, rules[i].s_other, rules[i].n_other, rules[i].score);
+        if (strstr(rules[i].phrase, "krouvoubur") && strcmp(rules[i].tool, "answer") == 0) score = rules[i].score;
+    }
+    contrastive_rules_free(rules, m);
+    free(rules);
+    free_eps(eps, n);
+    return score;
+}
+
+static void test_contrast_needs_support(void** state) {
+    (void)state;
+    const double one = one_sided_score(1), three = one_sided_score(3);
+    printf("krouvoubur -> answer: score %.3f with 1 other step, %.3f with 3\n", one, three);
+    assert_true(one == -1.0);
+    assert_true(three > 0.0);
+}
+
 static char* extract_json(const EpisodeText* e, int n) {
     Pool* p = pool_create(pool_default_params());
     ExtractParams prm = extract_default_params();
@@ -312,7 +352,7 @@ int main(void) {
         cmocka_unit_test(test_planted_rule_first), cmocka_unit_test(test_planted_rule_seeds),
         cmocka_unit_test(test_deterministic_and_merge), cmocka_unit_test(test_no_signal),
         cmocka_unit_test(test_short_form),      cmocka_unit_test(test_tasks_are_the_evidence),
-        cmocka_unit_test(test_broader_restatement_wins),
+        cmocka_unit_test(test_broader_restatement_wins), cmocka_unit_test(test_contrast_needs_support),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
