@@ -390,6 +390,8 @@ static void collect(Driver* d, const uint8_t* data, const size_t* lens, Aggregat
     qsort(a->trajs, (size_t)a->n, sizeof(Trajectory*), cmp_traj);
 }
 
+// judge the episodes, update the pool from them, and split them into the trainers' shards (none
+// when shards is NULL: an iteration with nothing to distill)
 static void aggregate_phase(Driver* d, int k, Aggregated* a, ShardSet* shards) {
     const Config* c = d->c;
     uint8_t* success = mallocCheck((size_t)(a->n ? a->n : 1));
@@ -424,7 +426,7 @@ static void aggregate_phase(Driver* d, int k, Aggregated* a, ShardSet* shards) {
     for (int i = 0; i < a->n; i++) episode_free(&eps[i]);
     free(eps);
     free(success);
-    shards_build(a->trajs, a->n, c->distill.regime, c->distill.reward_threshold, d->l->n_trainer, shards);
+    if (shards) shards_build(a->trajs, a->n, c->distill.regime, c->distill.reward_threshold, d->l->n_trainer, shards);
 }
 
 // the shards to the trainers (trainer t is world rank t); every other rank gets an empty part
@@ -692,11 +694,11 @@ int driver_run(const Config* c, const RankLayout* l) {
         ShardSet shards = {0};
         if (l->world_rank == d->agg_root) {
             collect(d, all, lens, &agg);
-            aggregate_phase(d, k, &agg, &shards);
+            aggregate_phase(d, k, &agg, no_teacher ? NULL : &shards);
         }
         free(all), free(lens);
         Shard shard = {0};
-        send_shards(d, &shards, &shard);
+        if (!no_teacher) send_shards(d, &shards, &shard);
         if (l->world_rank == d->agg_root) shards_free(&shards);
         int64_t pool_stats[6] = {0};
         if (l->world_rank == d->agg_root) {
