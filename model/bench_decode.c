@@ -125,11 +125,11 @@ static BatchTimes run_batch(Model* m, int B, int P, int N, int rounds, int recor
         const double t2 = timer_now();
         if (r == 0) {
             bench_matmul_uninstall(be);
-            bench_matmul_replay(be, NULL); // warm
+            bench_matmul_replay(be, NULL, NULL); // warm
         } else {
             bt.prefill = t1 - t0 < bt.prefill ? t1 - t0 : bt.prefill;
             bt.decode = t2 - t1 < bt.decode ? t2 - t1 : bt.decode;
-            const double mm = bench_matmul_replay(be, NULL);
+            const double mm = bench_matmul_replay(be, NULL, NULL);
             bt.matmul = mm < bt.matmul ? mm : bt.matmul;
         }
         for (int b = 0; b < B; b++) {

@@ -7,8 +7,6 @@
 #include "common/log.h"
 #include "model/timer.h"
 
-typedef void (*MatmulFn)(Backend*, int, int, int, int, int, float, const float*, int, const float*, int, float,
-                         float*, int);
 
 static struct {
     MatmulCall* calls;
@@ -71,9 +69,9 @@ MatmulScratch bench_matmul_scratch(Backend* be) {
                            be->alloc(be, nc * sizeof(float))};
 }
 
-double bench_matmul_replay(Backend* be, const MatmulScratch* s) {
+double bench_matmul_replay(Backend* be, const MatmulScratch* s, MatmulFn fn) {
     // outside install/uninstall the backend's matmul is the real one
-    MatmulFn mm = rec.inner ? rec.inner : be->matmul;
+    MatmulFn mm = fn ? fn : rec.inner ? rec.inner : be->matmul;
     be->synchronize(be);
     const double t0 = timer_now();
     for (int i = 0; i < rec.n; i++) {

@@ -27,6 +27,11 @@ typedef struct {
 } MatmulScratch;
 MatmulScratch bench_matmul_scratch(Backend* be);
 
-// The logged calls once, back to back, through the backend's own matmul: on the recorded
-// operands (s NULL), or on the scratch operands with alpha 1. Returns seconds, synchronised.
-double bench_matmul_replay(Backend* be, const MatmulScratch* s);
+// A matmul with Backend.matmul's arguments
+typedef void (*MatmulFn)(Backend*, int, int, int, int, int, float, const float*, int, const float*, int, float,
+                         float*, int);
+
+// The logged calls once, back to back, through fn (NULL: the backend's own matmul): on the
+// recorded operands (s NULL), or on the scratch operands with alpha 1. Returns seconds,
+// synchronised.
+double bench_matmul_replay(Backend* be, const MatmulScratch* s, MatmulFn fn);

@@ -86,6 +86,10 @@ void cpu_matmul_sgemm(Backend* be, int trans_a, int trans_b, int M, int N, int K
 // one sgemv per row of C, each thread on a slice of C's columns
 void cpu_matmul_gemv(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                      const float* B, int ldb, float beta, float* C, int ldc);
+// the AVX-512 register tiles (ops_cpu_tile.c), each thread on a slice of C's rows; returns -1
+// (and leaves C alone) without AVX-512, off x86-64, or for a transposed B of more than 2^20 values
+int cpu_matmul_tile(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                    const float* B, int ldb, float beta, float* C, int ldc);
 // the AVX-512 dot kernel; returns -1 (and leaves C alone) where it does not apply: without
 // AVX-512, off x86-64, unless trans_a = 0 and trans_b = 1, or K not a positive multiple of 16
 int cpu_matmul_dot(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
@@ -95,7 +99,7 @@ int cpu_matmul_dot(Backend* be, int trans_a, int trans_b, int M, int N, int K, f
 // K-contiguous, K a positive multiple of 16; only where cpu_has_avx512()
 void cpu_dot_kernel(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
                     float* C, int ldc);
-// the attention's register tiles (ops_cpu_tile.c) on the calling thread: C (M, N) = alpha A B + beta C
+// the register tiles (ops_cpu_tile.c) on the calling thread: C (M, N) = alpha A B + beta C
 // with A(r, k) at A[r ars + k aks], B (K, N) row-major; beta 0 never reads C; only where
 // cpu_has_avx512()
 void cpu_tile_gemm(int M, int N, int K, float alpha, const float* A, size_t ars, size_t aks, const float* B,

@@ -1,14 +1,16 @@
-// The CPU attention's small products on AVX-512: C = alpha A B + beta C with B row-major and
-// the output 16 columns per vector. Each tile keeps MR rows x NR vectors of C in registers and
-// walks K once, broadcasting one element of A per row and loading one row of B per step; A is
-// read through a row and a column stride, so the transposed products of the backward (dS^T Q,
-// P^T dO) need no copy.
+// Register tiles for the CPU backend's products on AVX-512: C = alpha A B + beta C with B
+// row-major and the output 16 columns per vector. Each tile keeps MR rows x NR vectors of C in
+// registers and walks K (in chunks), broadcasting one element of A per row and loading one row of B per
+// step; A is read through a row and a column stride, so transposed products (dS^T Q, dY^T X)
+// need no copy.
 //
 // Why not OpenBLAS: attention multiplies blocks with K or N = head_dim (32-128), where sgemm's
-// packing of both operands on every call costs about as much as the product. Measured on 2 Zen 5
-// cores, the tiny model's step at 2 x 1400 tokens (OPENBLAS_CORETYPE=Haswell, as this project's
-// CI machines force): attention forward 30.6 ms and backward 58.0 ms with sgemm blocks, 55% of
-// the step (docs/BENCHMARKS.md has the figures with these tiles).
+// packing of both operands on every call costs about as much as the product; and beside
+// OpenBLAS's AVX2 kernels (OPENBLAS_CORETYPE=Haswell, as this project's CI machines force, or a
+// release older than the CPU) the tiles run the training's weight products about 2x faster.
+// Measured on 2 Zen 5 cores, the tiny model's step at 2 x 1400 tokens: attention 30.6 + 58.0 ms
+// as sgemm blocks, 15.3 + 30.5 on the tiles; the step's 87 weight products 226 GFLOP/s with
+// sgemm, 417 on the tiles (docs/BENCHMARKS.md).
 #include "model/ops_cpu_internal.h"
 
 #if defined(CPU_AVX512_KERNELS)
@@ -78,16 +80,25 @@ CPU_AVX512 static void tile_any(int mr, int nr, int K, float alpha, const float*
 // ----------------------------------------------------------------------------
 // the product
 
+// K in chunks of TILE_KC: a chunk's rows of B (64 columns) and of A stay in L2 while every row
+// tile of C passes over them; each chunk after the first adds to C (so the sums' order depends
+// on K and TILE_KC only, never on M, N or the threads' slices)
+#define TILE_KC 256
+
 CPU_AVX512 void cpu_tile_gemm(int M, int N, int K, float alpha, const float* A, size_t ars, size_t aks, const float* B,
                               size_t ldb, float beta, float* C, size_t ldc) {
     for (int n0 = 0; n0 < N; n0 += 64) {
         const int w = N - n0 < 64 ? N - n0 : 64, nr = (w + 15) / 16;
         const __mmask16 mask = w % 16 ? (__mmask16)((1u << (w % 16)) - 1) : (__mmask16)0xffff;
         const int rows = nr <= 2 ? 12 : 6;
-        for (int m0 = 0; m0 < M; m0 += rows) {
-            const int mr = M - m0 < rows ? M - m0 : rows;
-            tile_any(mr, nr, K, alpha, A + (size_t)m0 * ars, ars, aks, B + n0, ldb, beta, C + (size_t)m0 * ldc + n0,
-                     ldc, mask);
+        for (int k0 = 0; k0 < K; k0 += TILE_KC) {
+            const int kc = K - k0 < TILE_KC ? K - k0 : TILE_KC;
+            const float b0 = k0 == 0 ? beta : 1.0f;
+            for (int m0 = 0; m0 < M; m0 += rows) {
+                const int mr = M - m0 < rows ? M - m0 : rows;
+                tile_any(mr, nr, kc, alpha, A + (size_t)m0 * ars + (size_t)k0 * aks, ars, aks,
+                         B + (size_t)k0 * ldb + n0, ldb, b0, C + (size_t)m0 * ldc + n0, ldc, mask);
+            }
         }
     }
 }
