@@ -220,6 +220,16 @@ CPU_AVX512 void cpu_dot_kernel(int M, int N, int K, float alpha, const float* A,
 }
 #endif
 
+#if !defined(CPU_AVX512_KERNELS)
+// the AVX-512 paths off x86-64 (or without GCC): they never apply
+static int no_avx512_path(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A,
+                          int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+    (void)be, (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
+    (void)ldb, (void)beta, (void)C, (void)ldc;
+    return -1;
+}
+#endif
+
 int cpu_matmul_dot(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                    const float* B, int ldb, float beta, float* C, int ldc) {
 #if defined(CPU_AVX512_KERNELS)
@@ -233,9 +243,7 @@ int cpu_matmul_dot(Backend* be, int trans_a, int trans_b, int M, int N, int K, f
     }
     return 0;
 #else
-    (void)be, (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
-    (void)ldb, (void)beta, (void)C, (void)ldc;
-    return -1;
+    return no_avx512_path(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
 }
 
@@ -270,9 +278,7 @@ int cpu_matmul_tile(Backend* be, int trans_a, int trans_b, int M, int N, int K, 
     free(bt);
     return 0;
 #else
-    (void)be, (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
-    (void)ldb, (void)beta, (void)C, (void)ldc;
-    return -1;
+    return no_avx512_path(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
 }
 
