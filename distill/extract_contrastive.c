@@ -307,8 +307,8 @@ static int passes(const Miner* mn, const PairStat* p, const ExtractParams* prm) 
     double lift, score;
     score_pair(mn, p, prm->z, &lift, &score);
     int n_other = mn->cs[p->cond].n - p->n;
-    return is_tool_name(mn->tools.keys[p->tool]) && p->n >= prm->min_support && p->s > 0 && n_other >= prm->min_support &&
-           p->n_tasks >= prm->min_tasks && lift >= prm->min_lift && score > 0.0;
+    return is_tool_name(mn->tools.keys[p->tool]) && p->n >= prm->min_support && p->s > 0 &&
+           n_other >= prm->min_support && p->n_tasks >= prm->min_tasks && lift >= prm->min_lift && score > 0.0;
 }
 
 // pass 1: conditions of every step and their counts

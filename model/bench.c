@@ -290,13 +290,11 @@ int model_bench(int argc, char** argv) {
     printf("  baseline: %s alone %8.1f GFLOP/s on the same %d matmul calls (%.1f ms/step)\n", lib,
            mm_flops / sgemm / 1e9, mm_calls, 1e3 * sgemm);
     printf("  fraction of %-6s    %8.1f %%  (achieved / %s-alone throughput)\n", lib, 100.0 * fraction, lib);
-    if (!gpu) {
-        printf("  backend's matmul alone %7.1f GFLOP/s on the same calls (%.2fx sgemm)\n", mm_flops / own / 1e9,
-               sgemm / own);
-    }
     if (gpu) {
         report_mfu(&c, model_num_params(m), T, tok_s, config, B, bf16, step, fraction);
     } else {
+        printf("  backend's matmul alone %7.1f GFLOP/s on the same calls (%.2fx sgemm)\n", mm_flops / own / 1e9,
+               sgemm / own);
         if (backend_cpu_blas_better_core()) {
             printf("  note: OPENBLAS_CORETYPE=%s would run AVX-512 matmul kernels on this CPU\n",
                    backend_cpu_blas_better_core());

@@ -7,7 +7,6 @@
 #include "common/log.h"
 #include "model/timer.h"
 
-
 static struct {
     MatmulCall* calls;
     int n, cap, on;

@@ -260,9 +260,7 @@ int cpu_matmul_tile(Backend* be, int trans_a, int trans_b, int M, int N, int K, 
     float* bt = NULL;
     if (trans_b) {
         bt = mallocCheck(sizeof(float) * (size_t)K * (size_t)N);
-        for (int n = 0; n < N; n++) {
-            for (int k = 0; k < K; k++) bt[(size_t)k * N + n] = B[(size_t)n * ldb + k];
-        }
+        cpu_transpose(bt, (size_t)N, B, (size_t)ldb, N, K);
         B = bt, ldb = N;
     }
     const size_t ars = trans_a ? 1 : (size_t)lda, aks = trans_a ? (size_t)lda : 1;

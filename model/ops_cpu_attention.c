@@ -41,35 +41,22 @@ size_t cpu_attention_work_bytes(Backend* be, int Tk) {
 // whether this shape runs on the AVX-512 tiles
 static int use_tiles(int hd) { return hd % 16 == 0 && hd <= ATTN_TILE_HD && cpu_has_avx512(); }
 
-// dst (hd, n), row stride ld, = the transpose of src (n, hd), row stride ldsrc
-static void transpose_rows(float* dst, size_t ld, const float* src, size_t ldsrc, int n, int hd) {
-    for (int j = 0; j < n; j++) {
-        for (int c = 0; c < hd; c++) dst[(size_t)c * ld + j] = src[(size_t)j * ldsrc + c];
-    }
-}
-
-// C (M, N) = alpha op(A) B + beta C on the calling thread: on the tiles where `tiles` (A(r, k) at
-// A[r ars + k aks]; B row-major) or with sgemm (op(A) transposed where ars = 1, lda the other
-// stride). Bt is B transposed (N, K) for sgemm's NT form, or NULL for its NN form.
-static void block_gemm(int tiles, int M, int N, int K, float alpha, const float* A, size_t ars, size_t aks,
+// C (M, N) = alpha op(A) B + beta C on the calling thread, A stored (M, K) or, transposed,
+// (K, M) with row stride lda: on the tiles where `tiles` (B row-major, (K, N)), else with sgemm
+// on Bt, B's transpose (N, K), or where Bt is NULL on B
+static void block_gemm(int tiles, int trans_a, int M, int N, int K, float alpha, const float* A, size_t lda,
                        const float* B, size_t ldb, const float* Bt, size_t ldbt, float beta, float* C, size_t ldc) {
 #if defined(CPU_AVX512_KERNELS)
     if (tiles) {
-        cpu_tile_gemm(M, N, K, alpha, A, ars, aks, B, ldb, beta, C, ldc);
+        cpu_tile_gemm(M, N, K, alpha, A, trans_a ? 1 : lda, trans_a ? lda : 1, B, ldb, beta, C, ldc);
         return;
     }
 #else
-    (void)tiles, (void)B, (void)ldb;
+    (void)tiles;
 #endif
-    const int trans_a = ars == 1 && aks != 1;
-    const int lda = (int)(trans_a ? aks : ars);
-    if (Bt) {
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, CblasTrans, M, N, K, alpha, A, lda, Bt,
-                    (int)ldbt, beta, C, (int)ldc);
-    } else {
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, CblasNoTrans, M, N, K, alpha, A, lda, B,
-                    (int)ldb, beta, C, (int)ldc);
-    }
+    const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
+    if (Bt) cblas_sgemm(CblasRowMajor, ta, CblasTrans, M, N, K, alpha, A, (int)lda, Bt, (int)ldbt, beta, C, (int)ldc);
+    else cblas_sgemm(CblasRowMajor, ta, CblasNoTrans, M, N, K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
 
 // ----------------------------------------------------------------------------
@@ -351,14 +338,14 @@ void cpu_attention_fwd(Backend* be, float* out, float* lse, const float* q, int 
                 const float* kb = k + (size_t)b * Tk * ldkv + (size_t)(h / group) * hd;
                 const float* vb = v + (size_t)b * Tk * ldkv + (size_t)(h / group) * hd;
                 float* lseb = lse + ((size_t)b * H + h) * Tq;
-                if (tiles) transpose_rows(Kt, Tk, kb, ldkv, kv_lens[b], hd);
+                if (tiles) cpu_transpose(Kt, Tk, kb, ldkv, kv_lens[b], hd);
                 for (int t0 = 0; t0 < ql; t0 += ATTN_BQ) {
                     const int nq = ql - t0 < ATTN_BQ ? ql - t0 : ATTN_BQ, nk = off + t0 + nq;
                     const float* qb = q + ((size_t)b * Tq + t0) * ldq + (size_t)h * hd;
                     float* ob = out + ((size_t)b * Tq + t0) * ldo + (size_t)h * hd;
-                    block_gemm(tiles, nq, nk, hd, scale, qb, ldq, 1, Kt, Tk, kb, ldkv, 0.0f, S, nk);
+                    block_gemm(tiles, 0, nq, nk, hd, scale, qb, ldq, Kt, Tk, kb, ldkv, 0.0f, S, nk);
                     softmax_rows(S, lseb + t0, nq, nk, off + t0);
-                    block_gemm(tiles, nq, hd, nk, 1.0f, S, nk, 1, vb, ldkv, NULL, 0, 0.0f, ob, ldo);
+                    block_gemm(tiles, 0, nq, hd, nk, 1.0f, S, nk, vb, ldkv, NULL, 0, 0.0f, ob, ldo);
                 }
                 for (int t = ql; t < Tq; t++) {
                     memset(out + ((size_t)b * Tq + t) * ldo + (size_t)h * hd, 0, sizeof(float) * (size_t)hd);
@@ -397,8 +384,8 @@ void cpu_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const float
                     memset(dvb + (size_t)j * ldkv, 0, sizeof(float) * (size_t)hd);
                 }
                 if (tiles) {
-                    transpose_rows(Kt, Tk, kb, ldkv, kv_lens[b], hd);
-                    transpose_rows(Vt, Tk, vb, ldkv, kv_lens[b], hd);
+                    cpu_transpose(Kt, Tk, kb, ldkv, kv_lens[b], hd);
+                    cpu_transpose(Vt, Tk, vb, ldkv, kv_lens[b], hd);
                 }
                 for (int h = g * group; h < (g + 1) * group; h++) {
                     const float* lseb = lse + ((size_t)b * H + h) * Tq;
@@ -409,13 +396,13 @@ void cpu_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const float
                         const float* dob = dout + ((size_t)b * Tq + t0) * ldo + (size_t)h * hd;
                         float* dqb = dq + ((size_t)b * Tq + t0) * ldo + (size_t)h * hd;
                         // P = softmax from the saved lse; dP = dO V^T
-                        block_gemm(tiles, nq, nk, hd, scale, qb, ldq, 1, Kt, Tk, kb, ldkv, 0.0f, P, nk);
-                        block_gemm(tiles, nq, nk, hd, 1.0f, dob, ldo, 1, Vt, Tk, vb, ldkv, 0.0f, dS, nk);
+                        block_gemm(tiles, 0, nq, nk, hd, scale, qb, ldq, Kt, Tk, kb, ldkv, 0.0f, P, nk);
+                        block_gemm(tiles, 0, nq, nk, hd, 1.0f, dob, ldo, Vt, Tk, vb, ldkv, 0.0f, dS, nk);
                         softmax_bwd_rows(P, dS, lseb + t0, dob, ob, ldo, hd, nq, nk, off + t0);
                         // dQ = scale dS K; dK += scale dS^T Q; dV += P^T dO
-                        block_gemm(tiles, nq, hd, nk, scale, dS, nk, 1, kb, ldkv, NULL, 0, 0.0f, dqb, ldo);
-                        block_gemm(tiles, nk, hd, nq, scale, dS, 1, nk, qb, ldq, NULL, 0, 1.0f, dkb, ldkv);
-                        block_gemm(tiles, nk, hd, nq, 1.0f, P, 1, nk, dob, ldo, NULL, 0, 1.0f, dvb, ldkv);
+                        block_gemm(tiles, 0, nq, hd, nk, scale, dS, nk, kb, ldkv, NULL, 0, 0.0f, dqb, ldo);
+                        block_gemm(tiles, 1, nk, hd, nq, scale, dS, nk, qb, ldq, NULL, 0, 1.0f, dkb, ldkv);
+                        block_gemm(tiles, 1, nk, hd, nq, 1.0f, P, nk, dob, ldo, NULL, 0, 1.0f, dvb, ldkv);
                     }
                     for (int t = ql; t < Tq; t++) memset(dq + ((size_t)b * Tq + t) * ldo + (size_t)h * hd, 0,
                                                          sizeof(float) * (size_t)hd);

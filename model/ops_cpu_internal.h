@@ -76,6 +76,14 @@ static inline void thread_slice(size_t n, int tid, int nt, size_t* lo, size_t* h
     *hi = n * (size_t)(tid + 1) / (size_t)nt;
 }
 
+// dst (cols, rows), row stride ld, = the transpose of src (rows, cols), row stride ldsrc: the
+// row-major B that the register tiles read, from a transposed one
+static inline void cpu_transpose(float* dst, size_t ld, const float* src, size_t ldsrc, int rows, int cols) {
+    for (int r = 0; r < rows; r++) {
+        for (int c = 0; c < cols; c++) dst[(size_t)c * ld + r] = src[(size_t)r * ldsrc + c];
+    }
+}
+
 // ----------------------------------------------------------------------------
 // the matmul paths (ops_cpu.c), each with Backend.matmul's arguments; Backend.matmul picks one
 // by the shape and the kernels in use, and tests call each directly
