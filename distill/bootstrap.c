@@ -154,8 +154,9 @@ int bootstrap_hash(const Config* c, char out[BOOTSTRAP_HASH_HEX + 1], char* err,
 }
 
 static void cache_path(const Config* c, const char* hash, char* out, size_t n) {
-    snprintf(out, n, "%s/%s-%s-%s", c->bootstrap.cache_dir, c->model.name, config_enum_name("env.name", c->env.name),
-             hash);
+    int w = snprintf(out, n, "%s/%s-%s-%s", c->bootstrap.cache_dir, c->model.name,
+                     config_enum_name("env.name", c->env.name), hash);
+    if (w < 0 || (size_t)w >= n) fatal("bootstrap.cache_dir '%s' is too long for a path", c->bootstrap.cache_dir);
 }
 
 int bootstrap_dir(const Config* c, char* dir, size_t dirlen, char* err, size_t errlen) {
@@ -427,7 +428,7 @@ int bootstrap_ensure(const Config* c, char* dir, size_t dirlen, char* err, size_
 // `ingrain bootstrap`
 
 static const char* usage_bootstrap =
-    "usage: ingrain bootstrap CONFIG [--set KEY=VALUE]... [--force] [--eval N]\n"
+    "usage: ingrain bootstrap CONFIG [--set KEY=VALUE]... [--force] [--eval N] [--where]\n"
     "\n"
     "Trains the built-in model of CONFIG (model.name) on scripted demonstrations of its environment\n"
     "(docs/BOOTSTRAP.md) and caches it under bootstrap.cache_dir; a cached model is reused. `ingrain run`\n"
@@ -438,11 +439,13 @@ static const char* usage_bootstrap =
     "  --eval N         then evaluate on N held-out tasks: success without experience, with the rule\n"
     "                   texts, and with a pool mined from the model's own rollouts; and teacher-forced\n"
     "                   accuracy on demonstration windows (own and from unseen worlds)\n"
+    "  --where          print the cache directory of CONFIG's base model (where it is or would be\n"
+    "                   saved) and exit, training nothing: to copy a base model between machines\n"
     "  -h, --help       this text\n";
 
 int cli_bootstrap(int argc, char** argv) {
     const char* path = NULL;
-    int force = 0, eval_tasks = 0;
+    int force = 0, eval_tasks = 0, where = 0;
     Config c;
     config_defaults(&c);
     ConfigError cerr;
@@ -456,6 +459,8 @@ int cli_bootstrap(int argc, char** argv) {
             i++;
         } else if (strcmp(argv[i], "--force") == 0) {
             force = 1;
+        } else if (strcmp(argv[i], "--where") == 0) {
+            where = 1;
         } else if (argv[i][0] == '-') {
             fprintf(stderr, "ingrain: unknown option '%s'\n\n%s", argv[i], usage_bootstrap);
             return INGRAIN_EXIT_USAGE;
@@ -491,6 +496,14 @@ int cli_bootstrap(int argc, char** argv) {
     }
 
     char dir[BOOT_PATH], err[1024];
+    if (where) {
+        if (bootstrap_dir(&c, dir, sizeof(dir), err, sizeof(err)) != 0) {
+            log_error("%s", err);
+            return INGRAIN_EXIT_FAILURE;
+        }
+        printf("%s\n", dir);
+        return INGRAIN_EXIT_OK;
+    }
     const double t0 = timer_now();
     if (ensure(&c, force, dir, sizeof(dir), err, sizeof(err)) != 0) {
         log_error("%s", err);

@@ -83,6 +83,7 @@ typedef struct {
         int max_item_words;
         double prune_threshold;
         char seed_pool[CONFIG_PATH];
+        int validate_tasks; // greedy episodes per new item before it is kept (0: off)
         // contrastive miner (distill/extract.h)
         int mine_min_support;
         int mine_min_tasks;

@@ -21,68 +21,20 @@
 #include "common/log.h"
 #include "distill/bootstrap.h"
 #include "distill/extract.h"
-#include "distill/judge.h"
-#include "distill/pool.h"
 #include "distill/shards.h"
-#include "distill/trainer.h"
-#include "io/metrics.h"
-#include "model/backend_select.h"
-#include "model/chat.h"
 #include "model/hf.h"
-#include "model/tokenizer.h"
+#include "mpi/driver_impl.h"
 #include "mpi/inspect.h"
 #include "mpi/signals.h"
 #include "mpi/state.h"
 #include "mpi/wire.h"
-#include "mpi/writer.h"
-#include "rollout/agent.h"
-#include "rollout/env.h"
-
-// an episode succeeded when the environment paid full reward (the built-ins pay 1 for a solved
-// task, 0 otherwise); distill.reward_threshold only selects the teacher trajectories to train on
-#define SUCCESS_REWARD 1.0
-
-typedef struct {
-    const Config* c;
-    const RankLayout* l;
-    int agg_root; // world rank of the aggregator that owns the pool
-
-    Backend* be;
-    Model* model;
-    Tokenizer* tok;
-    ChatFormat format;
-    char boot_dir[CONFIG_PATH + 256]; // built-in models: the bootstrapped base model's directory
-
-    Agent* agent;      // rollout ranks: a task's G samples per call
-    Agent* eval_agent; // rollout ranks: one sample per held-out task
-    Env** envs;        // rollout ranks: G environments (one per episode of a group)
-    Pool* pool;        // aggregator root
-    Writer writer;     // aggregator root, when the model writes principles or judges (experience.*: llm)
-    char* judge_tmpl;  // the LLM judge's prompt template
-    DistillTrainer* trainer;
-    MetricsLog* metrics; // world rank 0
-    ExpList exp;         // the pool as injected (every rank)
-    char* pool_json;     // the pool at the start of the current iteration (aggregator root)
-
-    int start_iter;
-    double t0;
-    char err[2048];
-} Driver;
-
-// the outcome counts of a set of episodes (integers: their sums are exact in any order)
-typedef struct {
-    int64_t episodes, successes, turns, premature, tokens, truncated;
-} Outcome;
 
 // ----------------------------------------------------------------------------
 // helpers
 
-static int is_root(const Driver* d) { return d->l->world_rank == 0; }
-
 static double now(void) { return MPI_Wtime(); }
 
-// every rank learns whether any rank failed; the failing rank has already printed its reason
-static void agree_or_abort(const Driver* d, int failed, const char* what) {
+void driver_agree_or_abort(const Driver* d, int failed, const char* what) {
     int any = 0;
     mpiCheck(MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, d->l->world));
     if (any) {
@@ -135,14 +87,14 @@ static int threads_per_rank(const Config* c, MPI_Comm world) {
 static void prepare_bootstrap(Driver* d) {
     const Config* c = d->c;
     int failed = 0;
-    if (is_root(d)) {
+    if (driver_is_root(d)) {
         log_info("bootstrap: preparing the base model (cached in %s)", c->bootstrap.cache_dir);
         double t = now();
         failed = bootstrap_ensure(c, d->boot_dir, sizeof(d->boot_dir), d->err, sizeof(d->err)) != 0;
         if (!failed) log_info("bootstrap: base model ready in %.1f s: %s", now() - t, d->boot_dir);
     }
     wait_quietly(d->l->world);
-    agree_or_abort(d, failed, "bootstrapping the base model");
+    driver_agree_or_abort(d, failed, "bootstrapping the base model");
     mpiCheck(MPI_Bcast(d->boot_dir, sizeof(d->boot_dir), MPI_CHAR, 0, d->l->world));
 }
 
@@ -170,11 +122,11 @@ static void load_model(Driver* d) {
         failed = !(d->tok = bootstrap_tokenizer(c, d->boot_dir, &mc.vocab_size, d->err, sizeof(d->err)));
         d->format = CHAT_CHATML;
     }
-    agree_or_abort(d, failed, "loading the model");
+    driver_agree_or_abort(d, failed, "loading the model");
     if (mc.max_seq_len > c->model.max_seq_len) mc.max_seq_len = c->model.max_seq_len;
     const int local = node_rank(d->l->world);
     d->be = model_backend_create(c, threads_per_rank(c, d->l->world), local, d->err, sizeof(d->err));
-    agree_or_abort(d, !d->be, "starting the compute backend");
+    driver_agree_or_abort(d, !d->be, "starting the compute backend");
     char desc[512];
     backend_describe(d->be, c->model.dtype == DTYPE_BF16, local, desc, sizeof(desc));
     log_info("backend: %s", desc);
@@ -191,12 +143,12 @@ static void initial_weights(Driver* d) {
         failed = hf_load_weights(c->model.path, model_config(d->model), host, n, d->err, sizeof(d->err)) != 0;
         if (!failed) model_params_upload(d->model, host);
         free(host);
-        agree_or_abort(d, failed, "loading the weights");
+        driver_agree_or_abort(d, failed, "loading the weights");
         return;
     }
     if (!d->boot_dir[0]) prepare_bootstrap(d);
     failed = bootstrap_load(d->model, d->boot_dir, d->err, sizeof(d->err)) != 0;
-    agree_or_abort(d, failed, "loading the bootstrapped model");
+    driver_agree_or_abort(d, failed, "loading the bootstrapped model");
 }
 
 static void setup_roles(Driver* d) {
@@ -243,7 +195,7 @@ static void setup_roles(Driver* d) {
         failed = distill_check_config(c, d->err, sizeof(d->err)) != 0;
         if (!failed) d->trainer = distill_trainer_create(d->model, &o, d->l->trainer);
     }
-    agree_or_abort(d, failed, "setting up the rank's roles");
+    driver_agree_or_abort(d, failed, "setting up the rank's roles");
 }
 
 // ----------------------------------------------------------------------------
@@ -337,7 +289,7 @@ static void rollout_phase(Driver* d, int k, const int* tasks, int n_tasks, TrajB
         }
         *gen_tokens = agent_stats(d->agent)->gen_tokens;
     }
-    agree_or_abort(d, failed, "a rollout");
+    driver_agree_or_abort(d, failed, "a rollout");
     traj_encode_batch(mine, n_mine, out);
     for (int i = 0; i < n_mine; i++) traj_free(mine[i]);
     free(mine);
@@ -422,7 +374,6 @@ static void aggregate_phase(Driver* d, int k, Aggregated* a, ShardSet* shards) {
                           sizeof(d->err)) != 0) {
         fatal("experience update of iteration %d: %s", k, d->err);
     }
-    if (pool_write_iteration(d->pool, k, c->run.dir, d->err, sizeof(d->err)) != 0) fatal("%s", d->err);
     for (int i = 0; i < a->n; i++) episode_free(&eps[i]);
     free(eps);
     free(success);
@@ -460,75 +411,12 @@ static void send_shards(Driver* d, const ShardSet* shards, Shard* local) {
     free(lens);
 }
 
-// ----------------------------------------------------------------------------
-// evaluation on held-out tasks: student (no experience) and teacher (with the pool)
-
-static void evaluate(Driver* d, int k, int teacher, Outcome* total) {
-    const Config* c = d->c;
-    Outcome mine = {0};
-    int failed = 0;
-    if (d->eval_agent) {
-        for (int task = d->l->rollout_rank; task < c->eval.tasks && !failed; task += d->l->n_rollout) {
-            AgentTask t = {ENV_SPLIT_HELDOUT, task};
-            Trajectory* tr = NULL;
-            failed = agent_run(d->eval_agent, d->envs, &t, 1, k, teacher ? &d->exp : NULL, &tr, d->err,
-                               sizeof(d->err)) != 0;
-            if (failed) break;
-            mine.episodes++;
-            mine.successes += tr->final_reward >= SUCCESS_REWARD;
-            mine.turns += tr->n_steps;
-            mine.premature += (tr->flags & TRAJ_FLAG_PREMATURE) != 0;
-            mine.truncated += (tr->flags & TRAJ_FLAG_TRUNCATED) != 0;
-            mine.tokens += tr->n_tokens;
-            traj_free(tr);
-        }
-    }
-    agree_or_abort(d, failed, "an evaluation episode");
-    mpiCheck(MPI_Allreduce(&mine, total, 6, MPI_INT64_T, MPI_SUM, d->l->world));
-}
-
-static double ratio(int64_t a, int64_t b) { return b ? (double)a / (double)b : 0.0; }
-
 // 1 when the teacher is the student itself: no experience to show (the pool as the rollouts see
 // it is empty) and a KL loss, which is then zero with a zero gradient. AdamW would turn the
 // rounding noise of that gradient into full-size steps (measured: the quickstart's student fell
 // from 0.500 to 0.375), so such an iteration skips the internalization. SFT on the successful
 // samples still learns something.
 static int nothing_to_distill(const Driver* d) { return d->exp.n == 0 && d->c->distill.loss != LOSS_SFT; }
-
-// the evaluation's fields of a metrics record
-static void set_eval_fields(json_t* o, const Outcome* student, const Outcome* teacher) {
-    json_object_set_new(o, "student_success", json_real(ratio(student->successes, student->episodes)));
-    json_object_set_new(o, "teacher_success", json_real(ratio(teacher->successes, teacher->episodes)));
-    json_object_set_new(o, "mean_turns", json_real(ratio(student->turns, student->episodes)));
-    json_object_set_new(o, "premature_rate", json_real(ratio(student->premature, student->episodes)));
-    json_object_set_new(o, "tokens_per_episode", json_real(ratio(student->tokens, student->episodes)));
-    json_object_set_new(o, "teacher_turns", json_real(ratio(teacher->turns, teacher->episodes)));
-    json_object_set_new(o, "teacher_premature_rate", json_real(ratio(teacher->premature, teacher->episodes)));
-    json_object_set_new(o, "eval_tasks", json_integer(student->episodes));
-}
-
-// The base model before any iteration: the reference row of the metrics ("type": "base"). The
-// teacher sees the seed pool; with none it is the student, so its numbers are the student's.
-static void evaluate_base(Driver* d) {
-    const Config* c = d->c;
-    if (is_root(d)) log_info("[base] evaluate: the base model on %d held-out tasks", c->eval.tasks);
-    Outcome student = {0}, teacher = {0};
-    evaluate(d, 0, 0, &student);
-    if (d->exp.n > 0) evaluate(d, 0, 1, &teacher);
-    else teacher = student;
-    if (!is_root(d)) return;
-    json_t* o = json_object();
-    json_object_set_new(o, "type", json_string("base"));
-    set_eval_fields(o, &student, &teacher);
-    json_object_set_new(o, "pool_size", json_integer(d->exp.n));
-    metrics_append(d->metrics, o);
-    metrics_sync(d->metrics);
-    json_decref(o);
-    log_info("base | student %.3f | teacher %.3f | turns %.1f | premature %.2f | pool %d",
-             ratio(student.successes, student.episodes), ratio(teacher.successes, teacher.episodes),
-             ratio(student.turns, student.episodes), ratio(student.premature, student.episodes), d->exp.n);
-}
 
 // ----------------------------------------------------------------------------
 // checkpoints and resume
@@ -551,7 +439,7 @@ static void write_checkpoint(Driver* d, int completed, Trajectory* const* trajs,
 static int try_resume(Driver* d) {
     char path[CONFIG_PATH + 64] = "";
     int found = 0, it = 0;
-    if (d->c->run.resume == RESUME_AUTO && is_root(d)) {
+    if (d->c->run.resume == RESUME_AUTO && driver_is_root(d)) {
         char dir[CONFIG_PATH + 16];
         snprintf(dir, sizeof(dir), "%s/ckpt", d->c->run.dir);
         found = ckpt_find_latest(dir, path, sizeof(path), &it) == 0;
@@ -561,14 +449,14 @@ static int try_resume(Driver* d) {
     mpiCheck(MPI_Bcast(path, sizeof(path), MPI_CHAR, 0, d->l->world));
     CkptLoaded ld;
     int failed = state_read(path, d->model, d->trainer, &ld, d->err, sizeof(d->err)) != 0;
-    agree_or_abort(d, failed, "resuming");
+    driver_agree_or_abort(d, failed, "resuming");
     if (d->l->world_rank == d->agg_root) {
         pool_free(d->pool);
         d->pool = pool_from_json(ld.pool_json, strlen(ld.pool_json), pool_default_params(), d->err, sizeof(d->err));
         failed = !d->pool;
     }
-    agree_or_abort(d, failed, "restoring the pool");
-    if (is_root(d)) {
+    driver_agree_or_abort(d, failed, "restoring the pool");
+    if (driver_is_root(d)) {
         char mpath[CONFIG_PATH + 32];
         snprintf(mpath, sizeof(mpath), "%s/metrics.jsonl", d->c->run.dir);
         d->metrics = metrics_open(mpath, ld.metrics);
@@ -614,7 +502,7 @@ static double mean_loss(const DistillReport* rep) {
 // the job
 
 static void phase(const Driver* d, int k, const char* what) {
-    if (is_root(d)) log_info("[iter %d/%d] %s", k + 1, d->c->run.iterations, what);
+    if (driver_is_root(d)) log_info("[iter %d/%d] %s", k + 1, d->c->run.iterations, what);
 }
 
 // 1 when a stop was requested (every rank agrees)
@@ -627,7 +515,7 @@ int driver_run(const Config* c, const RankLayout* l) {
     d->t0 = now();
     signals_install();
     exp_list_init(&d->exp);
-    if (is_root(d)) {
+    if (driver_is_root(d)) {
         mkdirsCheck(c->run.dir);
         char path[CONFIG_PATH + 32];
         snprintf(path, sizeof(path), "%s/config.yaml", c->run.dir);
@@ -640,7 +528,7 @@ int driver_run(const Config* c, const RankLayout* l) {
     setup_roles(d);
     if (!try_resume(d)) {
         initial_weights(d);
-        if (is_root(d)) {
+        if (driver_is_root(d)) {
             char mpath[CONFIG_PATH + 32];
             snprintf(mpath, sizeof(mpath), "%s/metrics.jsonl", c->run.dir);
             d->metrics = metrics_open(mpath, NULL);
@@ -648,7 +536,7 @@ int driver_run(const Config* c, const RankLayout* l) {
     }
     share_pool(d);
     // where iteration 0 distils nothing its student is the base model
-    if (d->start_iter == 0 && c->eval.base && c->eval.tasks > 0 && !nothing_to_distill(d)) evaluate_base(d);
+    if (d->start_iter == 0 && c->eval.base && c->eval.tasks > 0 && !nothing_to_distill(d)) driver_evaluate_base(d);
     int rc = INGRAIN_EXIT_OK;
     const double t_loop = now(); // the ETA counts iterations only, not the setup or the bootstrap
     for (int k = d->start_iter; k < c->run.iterations; k++) {
@@ -662,7 +550,7 @@ int driver_run(const Config* c, const RankLayout* l) {
         int* tasks = iteration_tasks(d, k, &n_tasks);
         phase(d, k, "rollout");
         const int no_teacher = nothing_to_distill(d);
-        if (is_root(d) && d->exp.n == 0)
+        if (driver_is_root(d) && d->exp.n == 0)
             log_info("[iter %d/%d] the pool is empty: the teacher is the student itself, so this iteration %s (the "
                      "pool the aggregation mines is used from the next iteration on)",
                      k + 1, c->run.iterations,
@@ -672,9 +560,8 @@ int driver_run(const Config* c, const RankLayout* l) {
         long gen = 0, gen_all = 0;
         double t_roll = now();
         rollout_phase(d, k, tasks, n_tasks, &local, &gen);
-        free(tasks);
         mpiCheck(MPI_Reduce(&gen, &gen_all, 1, MPI_LONG, MPI_SUM, 0, l->world));
-        if (is_root(d)) {
+        if (driver_is_root(d)) {
             double dt = now() - t_roll;
             log_info("[iter %d/%d] rollout: %d tasks x %d samples, %ld tokens generated in %.1f s (%.0f tok/s)", k + 1,
                      c->run.iterations, n_tasks, c->rollout.group_size, gen_all, dt, gen_all / (dt > 0 ? dt : 1));
@@ -684,7 +571,7 @@ int driver_run(const Config* c, const RankLayout* l) {
         wire_gather(l->world, d->agg_root, local.data, local.len, &all, &all_len, &lens);
         traj_buf_free(&local);
         if (stop_requested(d)) {
-            free(all), free(lens);
+            free(all), free(lens), free(tasks);
             rc = INGRAIN_EXIT_REQUEUE;
             break;
         }
@@ -692,28 +579,41 @@ int driver_run(const Config* c, const RankLayout* l) {
         phase(d, k, "aggregate");
         Aggregated agg = {0};
         ShardSet shards = {0};
-        if (l->world_rank == d->agg_root) {
+        int32_t first_new = 0; // ids the aggregation gives to the items it adds start here
+        const int owner = l->world_rank == d->agg_root;
+        if (owner) {
+            first_new = d->pool->next_id;
             collect(d, all, lens, &agg);
             aggregate_phase(d, k, &agg, no_teacher ? NULL : &shards);
         }
         free(all), free(lens);
         Shard shard = {0};
         if (!no_teacher) send_shards(d, &shards, &shard);
-        if (l->world_rank == d->agg_root) shards_free(&shards);
-        int64_t pool_stats[6] = {0};
-        if (l->world_rank == d->agg_root) {
+        if (owner) shards_free(&shards);
+        int rejected = 0;
+        if (c->experience.validate_tasks > 0) {
+            mpiCheck(MPI_Bcast(&first_new, 1, MPI_INT32_T, d->agg_root, l->world));
+            share_pool(d);
+            phase(d, k, "validate");
+            rejected = driver_validate(d, k, first_new, tasks, n_tasks);
+        }
+        free(tasks);
+        if (owner && pool_write_iteration(d->pool, k, c->run.dir, d->err, sizeof(d->err)) != 0) fatal("%s", d->err);
+        int64_t pool_stats[7] = {0};
+        if (owner) {
             pool_stats[0] = pool_size(d->pool), pool_stats[1] = agg.report.added, pool_stats[2] = agg.report.updated;
             pool_stats[3] = agg.report.deleted, pool_stats[4] = agg.n;
             pool_stats[5] = (int64_t)llround(agg.rollout_success * 1e6);
+            pool_stats[6] = rejected;
         }
-        mpiCheck(MPI_Bcast(pool_stats, 6, MPI_INT64_T, d->agg_root, l->world));
+        mpiCheck(MPI_Bcast(pool_stats, 7, MPI_INT64_T, d->agg_root, l->world));
         // from here on the iteration runs to its end, then the job stops if asked
 
         phase(d, k, "internalize");
         DistillReport rep = {0};
         int failed = 0;
         if (d->trainer && !no_teacher) failed = distill_train(d->trainer, &shard, k, &rep, d->err, sizeof(d->err)) != 0;
-        agree_or_abort(d, failed, "distillation");
+        driver_agree_or_abort(d, failed, "distillation");
         shard_free(&shard);
         distill_broadcast_weights(d->model, 0, l->world, 16u << 20);
         share_pool(d);
@@ -722,21 +622,22 @@ int driver_run(const Config* c, const RankLayout* l) {
         int last = k == c->run.iterations - 1;
         if (c->eval.tasks > 0 && (k % c->eval.every == 0 || last)) {
             phase(d, k, "evaluate");
-            evaluate(d, k, 0, &student);
-            evaluate(d, k, 1, &teacher);
+            driver_evaluate(d, k, 0, &student);
+            driver_evaluate(d, k, 1, &teacher);
         }
-        if (is_root(d)) {
+        if (driver_is_root(d)) {
             log_steps(d, k, &rep);
             json_t* o = json_object();
             json_object_set_new(o, "type", json_string("iteration"));
             json_object_set_new(o, "iteration", json_integer(k));
-            set_eval_fields(o, &student, &teacher);
+            driver_set_eval_fields(o, &student, &teacher);
             json_object_set_new(o, "rollout_episodes", json_integer(pool_stats[4]));
             json_object_set_new(o, "rollout_success", json_real((double)pool_stats[5] / 1e6));
             json_object_set_new(o, "pool_size", json_integer(pool_stats[0]));
             json_object_set_new(o, "pool_added", json_integer(pool_stats[1]));
             json_object_set_new(o, "pool_updated", json_integer(pool_stats[2]));
             json_object_set_new(o, "pool_deleted", json_integer(pool_stats[3]));
+            json_object_set_new(o, "pool_rejected", json_integer(pool_stats[6]));
             json_object_set_new(o, "train_sequences", json_integer(rep.sequences));
             json_object_set_new(o, "train_steps", json_integer(rep.n_steps));
             json_object_set_new(o, "train_loss", json_real(mean_loss(&rep)));
@@ -745,12 +646,14 @@ int driver_run(const Config* c, const RankLayout* l) {
             metrics_sync(d->metrics);
             json_decref(o);
             double done = k + 1 - d->start_iter, elapsed = now() - t_loop;
+            char rejected_note[48] = "";
+            if (pool_stats[6] > 0) snprintf(rejected_note, sizeof(rejected_note), ", %lld rejected", (long long)pool_stats[6]);
             log_info("iter %d/%d | student %.3f | teacher %.3f | turns %.1f | premature %.2f | pool %lld (+%lld ~%lld "
-                     "-%lld) | loss %.4f | %.0f s | ETA %.0f s",
-                     k + 1, c->run.iterations, ratio(student.successes, student.episodes),
-                     ratio(teacher.successes, teacher.episodes), ratio(student.turns, student.episodes),
-                     ratio(student.premature, student.episodes), (long long)pool_stats[0], (long long)pool_stats[1],
-                     (long long)pool_stats[2], (long long)pool_stats[3], mean_loss(&rep), now() - t_iter,
+                     "-%lld%s) | loss %.4f | %.0f s | ETA %.0f s",
+                     k + 1, c->run.iterations, driver_ratio(student.successes, student.episodes),
+                     driver_ratio(teacher.successes, teacher.episodes), driver_ratio(student.turns, student.episodes),
+                     driver_ratio(student.premature, student.episodes), (long long)pool_stats[0], (long long)pool_stats[1],
+                     (long long)pool_stats[2], (long long)pool_stats[3], rejected_note, mean_loss(&rep), now() - t_iter,
                      elapsed / done * (c->run.iterations - k - 1));
         }
         distill_report_free(&rep);
@@ -764,11 +667,11 @@ int driver_run(const Config* c, const RankLayout* l) {
             break;
         }
     }
-    if (rc == INGRAIN_EXIT_REQUEUE && is_root(d)) {
+    if (rc == INGRAIN_EXIT_REQUEUE && driver_is_root(d)) {
         log_info("stop requested (signal %d): the newest checkpoint holds every finished iteration; exiting with %d "
                  "(requeue, then run with --resume)", signals_pending(), INGRAIN_EXIT_REQUEUE);
     }
-    if (rc == INGRAIN_EXIT_OK && is_root(d)) {
+    if (rc == INGRAIN_EXIT_OK && driver_is_root(d)) {
         char done[CONFIG_PATH + 16];
         snprintf(done, sizeof(done), "%s/DONE", c->run.dir);
         fcloseCheck(fopenCheck(done, "w"));

@@ -56,5 +56,13 @@ check "config applies --set" grep -qx "  lr: 0.003" "$work/effective.yaml"
 "$ingrain" config "$work/effective.yaml" >"$work/again.yaml" 2>&1
 check "effective config round-trips" cmp -s "$work/effective.yaml" "$work/again.yaml"
 
+# ---- bootstrap --where: the cache directory of a config's base model, nothing trained or created
+where=$("$ingrain" bootstrap "$src/configs/quickstart.yaml" --set bootstrap.cache_dir="$work/cache" --where 2>/dev/null)
+check "bootstrap --where names the cache directory" bash -c "[[ '$where' =~ ^$work/cache/tiny-wikisearch-[0-9a-f]{16}\$ ]]"
+check "bootstrap --where creates nothing" test ! -e "$work/cache"
+other=$("$ingrain" bootstrap "$src/configs/quickstart.yaml" --set bootstrap.cache_dir="$work/cache" \
+  --set bootstrap.epochs=3 --where 2>/dev/null)
+check "bootstrap --where: another recipe, another directory" test "$where" != "$other"
+
 echo "test_cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

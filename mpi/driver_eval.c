@@ -1,0 +1,135 @@
+// Greedy episodes of the iteration driver (see driver_impl.h): the evaluation on held-out tasks
+// (student without experience, teacher with the pool), the base model's reference row, and the
+// validation of the items an iteration adds, on training tasks its rollouts did not use.
+#include <stdlib.h>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "mpi/driver_impl.h"
+
+// ----------------------------------------------------------------------------
+// greedy episodes
+
+// Plays the tasks of split with exp in context (NULL: none): task i is tasks[i] (i itself when
+// tasks is NULL) and goes to rollout rank i % R, one greedy episode each. The outcome is summed
+// over every rank; integer sums, so it does not depend on the number of ranks.
+static void play(Driver* d, int k, int split, const int* tasks, int n, const ExpList* exp, Outcome* total) {
+    Outcome mine = {0};
+    int failed = 0;
+    if (d->eval_agent) {
+        for (int i = d->l->rollout_rank; i < n && !failed; i += d->l->n_rollout) {
+            AgentTask t = {split, tasks ? tasks[i] : i};
+            Trajectory* tr = NULL;
+            failed = agent_run(d->eval_agent, d->envs, &t, 1, k, exp, &tr, d->err, sizeof(d->err)) != 0;
+            if (failed) break;
+            mine.episodes++;
+            mine.successes += tr->final_reward >= SUCCESS_REWARD;
+            mine.turns += tr->n_steps;
+            mine.premature += (tr->flags & TRAJ_FLAG_PREMATURE) != 0;
+            mine.truncated += (tr->flags & TRAJ_FLAG_TRUNCATED) != 0;
+            mine.tokens += tr->n_tokens;
+            traj_free(tr);
+        }
+    }
+    driver_agree_or_abort(d, failed, split == ENV_SPLIT_HELDOUT ? "an evaluation episode" : "a validation episode");
+    mpiCheck(MPI_Allreduce(&mine, total, 6, MPI_INT64_T, MPI_SUM, d->l->world));
+}
+
+// ----------------------------------------------------------------------------
+// evaluation on held-out tasks: student (no experience) and teacher (with the pool)
+
+void driver_evaluate(Driver* d, int k, int teacher, Outcome* total) {
+    play(d, k, ENV_SPLIT_HELDOUT, NULL, d->c->eval.tasks, teacher ? &d->exp : NULL, total);
+}
+
+void driver_set_eval_fields(json_t* o, const Outcome* student, const Outcome* teacher) {
+    json_object_set_new(o, "student_success", json_real(driver_ratio(student->successes, student->episodes)));
+    json_object_set_new(o, "teacher_success", json_real(driver_ratio(teacher->successes, teacher->episodes)));
+    json_object_set_new(o, "mean_turns", json_real(driver_ratio(student->turns, student->episodes)));
+    json_object_set_new(o, "premature_rate", json_real(driver_ratio(student->premature, student->episodes)));
+    json_object_set_new(o, "tokens_per_episode", json_real(driver_ratio(student->tokens, student->episodes)));
+    json_object_set_new(o, "teacher_turns", json_real(driver_ratio(teacher->turns, teacher->episodes)));
+    json_object_set_new(o, "teacher_premature_rate",
+                        json_real(driver_ratio(teacher->premature, teacher->episodes)));
+    json_object_set_new(o, "eval_tasks", json_integer(student->episodes));
+}
+
+// The teacher sees the seed pool; with none it is the student, so its numbers are the student's.
+void driver_evaluate_base(Driver* d) {
+    const Config* c = d->c;
+    if (driver_is_root(d)) log_info("[base] evaluate: the base model on %d held-out tasks", c->eval.tasks);
+    Outcome student = {0}, teacher = {0};
+    driver_evaluate(d, 0, 0, &student);
+    if (d->exp.n > 0) driver_evaluate(d, 0, 1, &teacher);
+    else teacher = student;
+    if (!driver_is_root(d)) return;
+    json_t* o = json_object();
+    json_object_set_new(o, "type", json_string("base"));
+    driver_set_eval_fields(o, &student, &teacher);
+    json_object_set_new(o, "pool_size", json_integer(d->exp.n));
+    metrics_append(d->metrics, o);
+    metrics_sync(d->metrics);
+    json_decref(o);
+    log_info("base | student %.3f | teacher %.3f | turns %.1f | premature %.2f | pool %d",
+             driver_ratio(student.successes, student.episodes), driver_ratio(teacher.successes, teacher.episodes),
+             driver_ratio(student.turns, student.episodes), driver_ratio(student.premature, student.episodes),
+             d->exp.n);
+}
+
+// ----------------------------------------------------------------------------
+// validation of new items (experience.validate_tasks)
+
+// A mined rule is a statistic of one iteration's samples; some restate the default action or fire
+// where a hidden rule reverses them, and shown to the greedy teacher they cost more tasks than they
+// win (the quickstart's teacher fell from 0.484 to 0.375 when "city tool response" -> visit came
+// in). Playing each new item beside the pool it joins, on tasks the miner never saw, keeps only
+// those that win tasks there. Greedy decoding makes each comparison exact on its tasks.
+int driver_validate(Driver* d, int k, int32_t first_new, const int* order, int n_rolled) {
+    const Config* c = d->c;
+    const int total = c->env.train_tasks;
+    const int n = c->experience.validate_tasks < total ? c->experience.validate_tasks : total;
+    int* tasks = mallocCheck(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    for (int i = 0; i < n; i++) tasks[i] = order[(n_rolled + i) % total]; // wraps round a short split
+    ExpList base;
+    exp_list_init(&base);
+    int n_new = 0;
+    for (int i = 0; i < d->exp.n; i++) {
+        if (d->exp.ids[i] < first_new) exp_list_add(&base, d->exp.ids[i], d->exp.texts[i]);
+        else n_new++;
+    }
+    int deleted = 0;
+    const int owner = d->l->world_rank == d->agg_root;
+    if (n_new > 0 && n > 0) {
+        Outcome without = {0};
+        play(d, k, ENV_SPLIT_TRAIN, tasks, n, base.n ? &base : NULL, &without);
+        if (owner)
+            log_info("[iter %d/%d] validate: %d new item(s) on %d training tasks the rollouts did not use; %lld solved "
+                     "without them",
+                     k + 1, c->run.iterations, n_new, n, (long long)without.successes);
+        for (int i = 0; i < d->exp.n; i++) {
+            if (d->exp.ids[i] < first_new) continue;
+            ExpList with;
+            exp_list_init(&with);
+            for (int j = 0; j < base.n; j++) exp_list_add(&with, base.ids[j], base.texts[j]);
+            exp_list_add(&with, d->exp.ids[i], d->exp.texts[i]);
+            Outcome o = {0};
+            play(d, k, ENV_SPLIT_TRAIN, tasks, n, &with, &o);
+            exp_list_free(&with);
+            const int keep = o.successes > without.successes;
+            if (!owner) continue;
+            log_info("[iter %d/%d] validate: %s with item %d (%lld solved): %s", k + 1, c->run.iterations,
+                     keep ? "keep" : "delete", d->exp.ids[i], (long long)o.successes, d->exp.texts[i]);
+            if (keep) continue;
+            char reason[160], err[256];
+            snprintf(reason, sizeof(reason), "validation: %lld of %d training tasks solved with it, %lld without",
+                     (long long)o.successes, n, (long long)without.successes);
+            if (pool_delete(d->pool, k, d->exp.ids[i], NULL, 0, reason, err, sizeof(err)) != 0) {
+                fatal("deleting pool item %d after its validation: %s", d->exp.ids[i], err);
+            }
+            deleted++;
+        }
+    }
+    exp_list_free(&base);
+    free(tasks);
+    return deleted;
+}

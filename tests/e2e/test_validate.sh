@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The validation of the items an iteration adds (experience.validate_tasks) on a base model that
+# can act: the quickstart's, bootstrapped on the project's 2-core VM and stored in bf16 in
+# tests/data/boot/quickstart. Its rollouts succeed often enough for the miner to add items, which
+# the briefly bootstrapped model of the other e2e tests never does. Checked:
+#   - the miner added items and each was played with and without: kept exactly when it solved more
+#     training tasks than the pool without it, as the log and the pool's audit both say
+#   - a deleted item is out of the pool the run ends with
+#   - np = 1 and 2 give identical metrics and pools
+#   usage: test_validate.sh INGRAIN SOURCE_DIR MPIEXEC WORKDIR
+set -uo pipefail
+ingrain=$1 src=$2 mpiexec=$3 work=$4
+rm -rf "$work" && mkdir -p "$work"
+cfg="$src/configs/quickstart.yaml"
+common=(--set bootstrap.cache_dir="$work/cache" --set run.iterations=2 --set eval.tasks=8 --set distill.epochs=1
+        --set experience.validate_tasks=16)
+passed=0 failed=0
+check() { # check NAME COMMAND...
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
+}
+
+# the fixture goes where the run looks for the quickstart's cached base model
+boot=$("$ingrain" bootstrap "$cfg" "${common[@]}" --where 2>/dev/null) || { echo "bootstrap --where failed"; exit 1; }
+mkdir -p "$boot" && cp "$src/tests/data/boot/quickstart/config.json" "$src/tests/data/boot/quickstart/model.safetensors" "$boot/"
+
+for np in 1 2; do
+  timeout 600 "$mpiexec" -n $np --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$work/np$np" \
+    >"$work/np$np.log" 2>&1
+  check "run np=$np" test -f "$work/np$np/DONE"
+done
+check "the fixture was used, not a fresh bootstrap" grep -q 'using the cached base model' "$work/np1.log"
+check "np=2 metrics = np=1" python3 "$src/tools/compare_metrics.py" "$work/np1/metrics.jsonl" "$work/np2/metrics.jsonl"
+check "np=2 pool = np=1" cmp -s "$work/np1/pool_iter_0001.json" "$work/np2/pool_iter_0001.json"
+
+check "kept exactly the items that solved more" python3 - "$work/np1.log" "$work/np1" <<'PY'
+import json, re, sys
+log, run = sys.argv[1], sys.argv[2]
+without, decided = {}, []
+for line in open(log):
+    m = re.search(r"\[iter (\d+)/\d+\] validate: \d+ new item\(s\) on \d+ training tasks .*; (\d+) solved without", line)
+    if m:
+        without[int(m.group(1)) - 1] = int(m.group(2))
+    m = re.search(r"\[iter (\d+)/\d+\] validate: (keep|delete) with item (\d+) \((\d+) solved\)", line)
+    if m:
+        k = int(m.group(1)) - 1
+        decided.append((k, m.group(2), int(m.group(3)), int(m.group(4))))
+if not decided:
+    sys.exit("the miner added no item to validate")
+final = json.load(open(f"{run}/pool_iter_0001.json"))
+in_pool = {it["id"] for it in final["items"]}
+audit = {(a["iteration"], a["id"]): a for a in final["audit"] if a["op"] == "DELETE"}
+for k, verdict, item, solved in decided:
+    want = "keep" if solved > without[k] else "delete"
+    if verdict != want:
+        sys.exit(f"iteration {k} item {item}: {solved} solved against {without[k]} without, but '{verdict}'")
+    a = audit.get((k, item))
+    if verdict == "delete":
+        if item in in_pool or not a or not a["reason"].startswith("validation:") or f"{solved} of 16" not in a["reason"]:
+            sys.exit(f"iteration {k} item {item}: deleted by validation but the pool says otherwise")
+    elif a and a["reason"].startswith("validation:"):
+        sys.exit(f"iteration {k} item {item}: kept, yet audited as deleted by validation")
+print(f"{len(decided)} validated items: " + ", ".join(f"{v} #{i}" for _, v, i, _ in decided))
+PY
+
+echo "test_validate: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
