@@ -6,7 +6,8 @@
 #   - the miner added items and each was played with and without: kept exactly when it solved more
 #     training tasks than the pool without it, as the log and the pool's audit both say
 #   - a deleted item is out of the pool the run ends with
-#   - np = 1 and 2 give identical metrics and pools
+#   - np = 1 and 2 give identical metrics and pools, and so does a run stopped by SIGUSR1 during
+#     its validation and resumed
 #   usage: test_validate.sh INGRAIN SOURCE_DIR MPIEXEC WORKDIR
 set -uo pipefail
 ingrain=$1 src=$2 mpiexec=$3 work=$4
@@ -29,6 +30,22 @@ for np in 1 2; do
     >"$work/np$np.log" 2>&1
   check "run np=$np" test -f "$work/np$np/DONE"
 done
+# SIGUSR1 while the first iteration validates: it finishes, checkpoints, exits 75; --resume ends
+# with the same metrics and pool as the uninterrupted run
+dir="$work/signalled"
+"$mpiexec" -n 2 --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$dir" >"$dir.log" 2>&1 &
+job=$!
+for _ in $(seq 1 1200); do grep -q "\[iter 1/2\] validate" "$dir.log" 2>/dev/null && break; sleep 0.1; done
+pkill -USR1 -f "ingrain run .*run.dir=$dir"
+wait "$job"
+rc=$?
+check "SIGUSR1: exit 75 (got $rc)" test "$rc" -eq 75
+timeout 600 "$mpiexec" -n 2 --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$dir" --resume \
+  >>"$dir.log" 2>&1
+check "SIGUSR1: resumed metrics = uninterrupted" \
+  python3 "$src/tools/compare_metrics.py" "$work/np2/metrics.jsonl" "$dir/metrics.jsonl"
+check "SIGUSR1: resumed pool = uninterrupted" cmp -s "$work/np2/pool_iter_0001.json" "$dir/pool_iter_0001.json"
+
 check "the fixture was used, not a fresh bootstrap" grep -q 'using the cached base model' "$work/np1.log"
 check "np=2 metrics = np=1" python3 "$src/tools/compare_metrics.py" "$work/np1/metrics.jsonl" "$work/np2/metrics.jsonl"
 check "np=2 pool = np=1" cmp -s "$work/np1/pool_iter_0001.json" "$work/np2/pool_iter_0001.json"
