@@ -6,6 +6,7 @@
 
 #include "common/check.h"
 #include "distill/text.h"
+#include "model/chat.h"
 
 #define EPISODE_TOOL_CAP 128
 #define EPISODE_ARGS_CAP 4096
@@ -89,7 +90,7 @@ void episode_from_trajectory(EpisodeText* e, const Trajectory* t, int success, c
         while (i < t->n_tokens && t->segment[i] != TRAJ_SEG_USER) i++;
         int32_t j = i;
         while (j < t->n_tokens && t->segment[j] == TRAJ_SEG_USER) j++;
-        first_user = decode_range(t, i, j, decode, decode_ctx);
+        first_user = chat_message_content(decode_range(t, i, j, decode, decode_ctx));
     }
     episode_init(e, t->task_id, t->sample, success, task ? task : first_user);
     free(first_user);
@@ -105,7 +106,9 @@ void episode_from_trajectory(EpisodeText* e, const Trajectory* t, int success, c
         while (end < limit && t->segment[end] == TRAJ_SEG_ASSISTANT) end++;
         int32_t ofrom, oto;
         int seg = last_observation(t, start, &ofrom, &oto);
-        char* obs = decode_range(t, ofrom, oto, decode, decode_ctx);
+        // the message as the environment wrote it: a condition in the chat format's markup would
+        // be about the format (its header is cut off where step-wise items sit in the message)
+        char* obs = chat_message_content(decode_range(t, ofrom, oto, decode, decode_ctx));
         char* action = decode_range(t, start, end, decode, decode_ctx);
         tool[0] = args[0] = '\0';
         if (!parse || parse(parse_ctx, action, tool, EPISODE_TOOL_CAP, args, EPISODE_ARGS_CAP) != 0) {

@@ -275,6 +275,52 @@ int chat_append_generated(ChatRender* r, const int* ids, int n, char* err, size_
 }
 
 // ----------------------------------------------------------------------------
+// message text
+
+// s past prefix, or NULL
+static char* skip(char* s, const char* prefix) {
+    size_t n = strlen(prefix);
+    return strncmp(s, prefix, n) == 0 ? s + n : NULL;
+}
+
+// 1 if s (of *len bytes) ends with suffix, which is then cut off
+static int cut(char* s, size_t* len, const char* suffix) {
+    size_t n = strlen(suffix);
+    if (*len < n || strcmp(s + *len - n, suffix) != 0) return 0;
+    *len -= n;
+    s[*len] = '\0';
+    return 1;
+}
+
+char* chat_message_content(char* text) {
+    static const char* const openers[] = {"<|im_start|>", "<|begin_of_text|>", "<|start_header_id|>", NULL};
+    static const char* const roles[] = {"system", "user", "assistant", "ipython", "tool", NULL};
+    char* t = text;
+    while (*t == '\n') t++;
+    for (int i = 0; openers[i]; i++) {
+        char* q = skip(t, openers[i]);
+        if (q) t = q;
+    }
+    for (int r = 0; roles[r]; r++) {
+        char* q = skip(t, roles[r]);
+        if (!q) continue;
+        char* h = skip(q, "<|end_header_id|>");
+        if (h) q = h;
+        if (*q != '\n') continue; // a word that begins the content, not a header
+        for (t = q; *t == '\n';) t++;
+        break;
+    }
+    char* w = skip(t, "<tool_response>");
+    if (w) t = w + (*w == '\n');
+    size_t len = strlen(t);
+    while (cut(t, &len, "<|im_end|>") || cut(t, &len, "<|eot_id|>") || cut(t, &len, "\n")) {
+    }
+    if (w && cut(t, &len, "</tool_response>")) cut(t, &len, "\n");
+    memmove(text, t, len + 1);
+    return text;
+}
+
+// ----------------------------------------------------------------------------
 // tool-call parser
 
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }

@@ -120,6 +120,16 @@ int chat_append_generated(ChatRender* r, const int* ids, int n, char* err, size_
 int chat_end_id(const ChatRender* r);
 
 // ----------------------------------------------------------------------------
+// message text
+
+// The content of one rendered message's decoded text, in place: without the turn's header (ChatML
+// "<|im_start|>role\n", Llama-3 "<|start_header_id|>role<|end_header_id|>\n\n", or the bare
+// "role\n" left when the specials were skipped), the ChatML tool wrapper ("<tool_response>\n ...
+// \n</tool_response>") and the end-of-turn special. What a tool returned or a user asked, as the
+// environment wrote it; returns text.
+char* chat_message_content(char* text);
+
+// ----------------------------------------------------------------------------
 // tool calls
 
 // Finds the first tool call in assistant text. Grammar (whitespace = space, tab, CR, LF):

@@ -58,21 +58,13 @@ char* agent_history_query(const Agent* a, const int* ids, const uint8_t* seg, in
 // ----------------------------------------------------------------------------
 // selection
 
-// the text of the last message, without the role of its header (ChatML "user\n", Llama-3
-// "ipython\n\n"), or NULL unless its segment is `want`; leading experience parts are not part of it
+// the content of the last message (chat_message_content: no header, no tool wrapper), or NULL
+// unless its segment is `want`; leading experience parts are not part of it
 static char* last_message_text(const Agent* a, const int* ids, const uint8_t* seg, int n, Segment want) {
     if (n == 0 || seg[n - 1] != want) return NULL;
     int start = n - 1;
     while (start > 0 && seg[start - 1] == want) start--;
-    char* s = agent_plain_text(a, ids + start, n - start);
-    const char* t = s;
-    static const char* const roles[] = {"user\n", "ipython\n", NULL};
-    for (int r = 0; roles[r]; r++)
-        if (strncmp(t, roles[r], strlen(roles[r])) == 0) t += strlen(roles[r]);
-    if (*t == '\n') t++;
-    char* text = strdupCheck(t);
-    free(s);
-    return text;
+    return chat_message_content(agent_plain_text(a, ids + start, n - start));
 }
 
 int agent_select_bm25(const Agent* a, const ExpSelector* sel, const int* ids, const uint8_t* seg, int n, int* idx) {

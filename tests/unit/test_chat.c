@@ -419,13 +419,66 @@ static void test_render_then_parse(void** state) {
     tokenizer_free(tok);
 }
 
+// ----------------------------------------------------------------------------
+// message content: what the environment wrote, without the format's markup
+
+// a copy of s through chat_message_content
+static void assert_content(const char* s, const char* want) {
+    char* t = strdup(s);
+    chat_message_content(t);
+    if (strcmp(t, want) != 0) fail_msg("content of \"%s\": got \"%s\", want \"%s\"", s, t, want);
+    free(t);
+}
+
+// the decoded segment of a rendered message, with its specials or without them
+static char* decode_segment(const ChatRender* r, int seg, int with_specials) {
+    int* ids = malloc((size_t)r->n * sizeof(int) + 1);
+    int n = 0;
+    for (int i = 0; i < r->n; i++)
+        if (r->seg[i] == seg && (with_specials || !tokenizer_is_special(r->tok, r->ids[i]))) ids[n++] = r->ids[i];
+    char* s = tokenizer_decode_alloc(r->tok, ids, n, NULL);
+    free(ids);
+    return s;
+}
+
+static void test_message_content(void** state) {
+    (void)state;
+    char err[512];
+    Tokenizer* toks[3] = {tokenizer_byte(), tokenizer_load_hf(QWEN3, err, sizeof(err)),
+                          tokenizer_load_hf(LLAMA3, err, sizeof(err))};
+    const ChatFormat fmts[3] = {CHAT_CHATML, CHAT_CHATML, CHAT_LLAMA3};
+    for (int k = 0; k < 3; k++) {
+        if (!toks[k]) fail_msg("%s", err);
+        ChatRender r;
+        render_all(&r, toks[k], fmts[k]);
+        for (int specials = 0; specials <= 1; specials++) {
+            char* user = decode_segment(&r, SEG_USER, specials);
+            char* tool = decode_segment(&r, SEG_TOOL, specials);
+            if (strcmp(chat_message_content(user), "What is the capital of France?") != 0 ||
+                strcmp(chat_message_content(tool), "Paris is the capital of France.") != 0)
+                fail_msg("format %d specials %d: \"%s\", \"%s\"", k, specials, user, tool);
+            free(user);
+            free(tool);
+        }
+        chat_free(&r);
+        tokenizer_free(toks[k]);
+    }
+    // the wrapper alone: where step-wise items sit between the header and it
+    assert_content("<tool_response>\nResults: 1. Nile\n</tool_response><|im_end|>", "Results: 1. Nile");
+    // a first word that is a role is content unless a newline ends the header
+    assert_content("user name: x", "user name: x");
+    assert_content("\n<|im_start|>user\nuser\nx<|im_end|>", "user\nx");
+    assert_content("", "");
+    assert_content("</tool_response>", "</tool_response>"); // no opening: not a wrapper
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chatml_byte_tokenizer), cmocka_unit_test(test_chatml_qwen3),
         cmocka_unit_test(test_llama3_format),         cmocka_unit_test(test_incremental_equals_full),
         cmocka_unit_test(test_generation_and_errors), cmocka_unit_test(test_parse_tool_call),
         cmocka_unit_test(test_render_then_parse),
-        cmocka_unit_test(test_tool_message_experience),
+        cmocka_unit_test(test_tool_message_experience), cmocka_unit_test(test_message_content),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

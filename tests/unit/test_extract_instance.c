@@ -221,6 +221,36 @@ static void test_from_trajectory(void** state) {
     traj_free(t);
 }
 
+// The miner reads a step's observation as the environment wrote it, not the chat format's markup:
+// with step-wise items between a tool message's header and its wrapper, the header used to be
+// part of the observation only where no item was shown, so "im start user" told the miner
+// whether experience was in context
+static void test_observation_without_markup(void** state) {
+    (void)state;
+    Trajectory* t = traj_create(0);
+    push_text(t, "<|im_start|>system\nSYS<|im_end|>", TRAJ_SEG_SYSTEM);
+    push_text(t, "\n<|im_start|>user\nFind the river<|im_end|>", TRAJ_SEG_USER);
+    traj_begin_step(t, NULL, 0);
+    push_text(t, "search(river)", TRAJ_SEG_ASSISTANT);
+    push_text(t, "\n<|im_start|>user\n<tool_response>\n1. Nile\n</tool_response><|im_end|>", TRAJ_SEG_TOOL);
+    traj_begin_step(t, NULL, 0);
+    push_text(t, "visit(Nile)", TRAJ_SEG_ASSISTANT);
+    push_text(t, "\n<|im_start|>user\n", TRAJ_SEG_TOOL);
+    push_text(t, "<experience>Rivers: visit.</experience>", TRAJ_SEG_EXPERIENCE);
+    push_text(t, "<tool_response>\nThe Nile flows north.\n</tool_response><|im_end|>", TRAJ_SEG_TOOL);
+    traj_begin_step(t, NULL, 0);
+    push_text(t, "answer(north)", TRAJ_SEG_ASSISTANT);
+    EpisodeText e;
+    episode_from_trajectory(&e, t, 1, NULL, byte_decode, NULL, paren_parse, NULL, NULL);
+    assert_string_equal(e.task, "Find the river");
+    assert_int_equal(e.n_steps, 3);
+    assert_string_equal(e.steps[0].observation, "Find the river");
+    assert_string_equal(e.steps[1].observation, "1. Nile");
+    assert_string_equal(e.steps[2].observation, "The Nile flows north.");
+    episode_free(&e);
+    traj_free(t);
+}
+
 // ----------------------------------------------------------------------------
 // one whole iteration
 
@@ -273,7 +303,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_excerpt),         cmocka_unit_test(test_word_limit),
         cmocka_unit_test(test_retrieval),       cmocka_unit_test(test_from_trajectory),
-        cmocka_unit_test(test_experience_update),
+        cmocka_unit_test(test_observation_without_markup), cmocka_unit_test(test_experience_update),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
