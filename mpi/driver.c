@@ -618,19 +618,18 @@ int driver_run(const Config* c, const RankLayout* l) {
         distill_broadcast_weights(d->model, 0, l->world, 16u << 20);
         share_pool(d);
 
-        Outcome student = {0}, teacher = {0};
+        Eval ev = {0};
         int last = k == c->run.iterations - 1;
         if (c->eval.tasks > 0 && (k % c->eval.every == 0 || last)) {
             phase(d, k, "evaluate");
-            driver_evaluate(d, k, 0, &student);
-            driver_evaluate(d, k, 1, &teacher);
+            driver_evaluate(d, k, &ev);
         }
         if (driver_is_root(d)) {
             log_steps(d, k, &rep);
             json_t* o = json_object();
             json_object_set_new(o, "type", json_string("iteration"));
             json_object_set_new(o, "iteration", json_integer(k));
-            driver_set_eval_fields(o, &student, &teacher);
+            driver_set_eval_fields(o, &ev);
             json_object_set_new(o, "rollout_episodes", json_integer(pool_stats[4]));
             json_object_set_new(o, "rollout_success", json_real((double)pool_stats[5] / 1e6));
             json_object_set_new(o, "pool_size", json_integer(pool_stats[0]));
@@ -646,15 +645,15 @@ int driver_run(const Config* c, const RankLayout* l) {
             metrics_sync(d->metrics);
             json_decref(o);
             double done = k + 1 - d->start_iter, elapsed = now() - t_loop;
-            char rejected_note[48] = "";
-            if (pool_stats[6] > 0) snprintf(rejected_note, sizeof(rejected_note), ", %lld rejected", (long long)pool_stats[6]);
-            log_info("iter %d/%d | student %.3f | teacher %.3f | turns %.1f | premature %.2f | pool %lld (+%lld ~%lld "
-                     "-%lld%s) | loss %.4f | %.0f s | ETA %.0f s",
-                     k + 1, c->run.iterations, driver_ratio(student.successes, student.episodes),
-                     driver_ratio(teacher.successes, teacher.episodes), driver_ratio(student.turns, student.episodes),
-                     driver_ratio(student.premature, student.episodes), (long long)pool_stats[0], (long long)pool_stats[1],
-                     (long long)pool_stats[2], (long long)pool_stats[3], rejected_note, mean_loss(&rep), now() - t_iter,
-                     elapsed / done * (c->run.iterations - k - 1));
+            char evals[160], rejected[48] = "";
+            driver_eval_summary(&ev, evals, sizeof(evals));
+            if (pool_stats[6] > 0) snprintf(rejected, sizeof(rejected), ", %lld rejected", (long long)pool_stats[6]);
+            log_info("iter %d/%d | %s | turns %.1f | premature %.2f | pool %lld (+%lld ~%lld -%lld%s) | loss %.4f | "
+                     "%.0f s | ETA %.0f s",
+                     k + 1, c->run.iterations, evals, driver_ratio(ev.student.turns, ev.student.episodes),
+                     driver_ratio(ev.student.premature, ev.student.episodes), (long long)pool_stats[0],
+                     (long long)pool_stats[1], (long long)pool_stats[2], (long long)pool_stats[3], rejected,
+                     mean_loss(&rep), now() - t_iter, elapsed / done * (c->run.iterations - k - 1));
         }
         distill_report_free(&rep);
         if (last || (k + 1) % c->checkpoint.every == 0 || signals_agree(l->world)) {

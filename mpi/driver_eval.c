@@ -2,18 +2,23 @@
 // (student without experience, teacher with the pool), the base model's reference row, and the
 // validation of the items an iteration adds, on training tasks its rollouts did not use.
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/check.h"
 #include "common/log.h"
 #include "mpi/driver_impl.h"
+#include "mpi/report.h"
 
 // ----------------------------------------------------------------------------
 // greedy episodes
 
 // Plays the tasks of split with exp in context (NULL: none): task i is tasks[i] (i itself when
 // tasks is NULL) and goes to rollout rank i % R, one greedy episode each. The outcome is summed
-// over every rank; integer sums, so it does not depend on the number of ranks.
-static void play(Driver* d, int k, int split, const int* tasks, int n, const ExpList* exp, Outcome* total) {
+// over every rank; integer sums, so it does not depend on the number of ranks. solved (n, or
+// NULL) gets 1 for each of this rank's tasks the episode solved, 0 elsewhere.
+static void play(Driver* d, int k, int split, const int* tasks, int n, const ExpList* exp, Outcome* total,
+                 uint8_t* solved) {
+    if (solved) memset(solved, 0, (size_t)n);
     Outcome mine = {0};
     int failed = 0;
     if (d->eval_agent) {
@@ -24,6 +29,7 @@ static void play(Driver* d, int k, int split, const int* tasks, int n, const Exp
             if (failed) break;
             mine.episodes++;
             mine.successes += tr->final_reward >= SUCCESS_REWARD;
+            if (solved) solved[i] = tr->final_reward >= SUCCESS_REWARD;
             mine.turns += tr->n_steps;
             mine.premature += (tr->flags & TRAJ_FLAG_PREMATURE) != 0;
             mine.truncated += (tr->flags & TRAJ_FLAG_TRUNCATED) != 0;
@@ -38,11 +44,23 @@ static void play(Driver* d, int k, int split, const int* tasks, int n, const Exp
 // ----------------------------------------------------------------------------
 // evaluation on held-out tasks: student (no experience) and teacher (with the pool)
 
-void driver_evaluate(Driver* d, int k, int teacher, Outcome* total) {
-    play(d, k, ENV_SPLIT_HELDOUT, NULL, d->c->eval.tasks, teacher ? &d->exp : NULL, total);
+void driver_evaluate(Driver* d, int k, Eval* ev) {
+    const int n = d->c->eval.tasks;
+    uint8_t* student = mallocCheck((size_t)(n > 0 ? n : 1));
+    uint8_t* teacher = mallocCheck((size_t)(n > 0 ? n : 1));
+    play(d, k, ENV_SPLIT_HELDOUT, NULL, n, NULL, &ev->student, student);
+    // with no experience to show the teacher is the student: the same episodes
+    if (d->exp.n > 0) play(d, k, ENV_SPLIT_HELDOUT, NULL, n, &d->exp, &ev->teacher, teacher);
+    else ev->teacher = ev->student, memcpy(teacher, student, (size_t)n);
+    int64_t mine[2] = {0, 0}; // tasks only the teacher solved, only the student solved
+    for (int i = 0; i < n; i++) mine[0] += teacher[i] && !student[i], mine[1] += student[i] && !teacher[i];
+    mpiCheck(MPI_Allreduce(mine, ev->won_lost, 2, MPI_INT64_T, MPI_SUM, d->l->world));
+    free(student);
+    free(teacher);
 }
 
-void driver_set_eval_fields(json_t* o, const Outcome* student, const Outcome* teacher) {
+void driver_set_eval_fields(json_t* o, const Eval* ev) {
+    const Outcome *student = &ev->student, *teacher = &ev->teacher;
     json_object_set_new(o, "student_success", json_real(driver_ratio(student->successes, student->episodes)));
     json_object_set_new(o, "teacher_success", json_real(driver_ratio(teacher->successes, teacher->episodes)));
     json_object_set_new(o, "mean_turns", json_real(driver_ratio(student->turns, student->episodes)));
@@ -52,28 +70,37 @@ void driver_set_eval_fields(json_t* o, const Outcome* student, const Outcome* te
     json_object_set_new(o, "teacher_premature_rate",
                         json_real(driver_ratio(teacher->premature, teacher->episodes)));
     json_object_set_new(o, "eval_tasks", json_integer(student->episodes));
+    json_object_set_new(o, "teacher_won", json_integer(ev->won_lost[0]));
+    json_object_set_new(o, "teacher_lost", json_integer(ev->won_lost[1]));
+    json_object_set_new(o, "teacher_sign_p", json_real(report_sign_test(ev->won_lost[0], ev->won_lost[1])));
+}
+
+void driver_eval_summary(const Eval* ev, char* out, size_t cap) {
+    snprintf(out, cap, "student %.3f | teacher %.3f (won %lld, lost %lld, p %.2f)",
+             driver_ratio(ev->student.successes, ev->student.episodes),
+             driver_ratio(ev->teacher.successes, ev->teacher.episodes), (long long)ev->won_lost[0],
+             (long long)ev->won_lost[1], report_sign_test(ev->won_lost[0], ev->won_lost[1]));
 }
 
 // The teacher sees the seed pool; with none it is the student, so its numbers are the student's.
 void driver_evaluate_base(Driver* d) {
     const Config* c = d->c;
     if (driver_is_root(d)) log_info("[base] evaluate: the base model on %d held-out tasks", c->eval.tasks);
-    Outcome student = {0}, teacher = {0};
-    driver_evaluate(d, 0, 0, &student);
-    if (d->exp.n > 0) driver_evaluate(d, 0, 1, &teacher);
-    else teacher = student;
+    Eval ev = {0};
+    driver_evaluate(d, 0, &ev);
     if (!driver_is_root(d)) return;
     json_t* o = json_object();
     json_object_set_new(o, "type", json_string("base"));
-    driver_set_eval_fields(o, &student, &teacher);
+    driver_set_eval_fields(o, &ev);
     json_object_set_new(o, "pool_size", json_integer(d->exp.n));
     metrics_append(d->metrics, o);
     metrics_sync(d->metrics);
     json_decref(o);
-    log_info("base | student %.3f | teacher %.3f | turns %.1f | premature %.2f | pool %d",
-             driver_ratio(student.successes, student.episodes), driver_ratio(teacher.successes, teacher.episodes),
-             driver_ratio(student.turns, student.episodes), driver_ratio(student.premature, student.episodes),
-             d->exp.n);
+    char line[160];
+    driver_eval_summary(&ev, line, sizeof(line));
+    log_info("base | %s | turns %.1f | premature %.2f | pool %d", line,
+             driver_ratio(ev.student.turns, ev.student.episodes),
+             driver_ratio(ev.student.premature, ev.student.episodes), d->exp.n);
 }
 
 // ----------------------------------------------------------------------------
@@ -101,7 +128,7 @@ int driver_validate(Driver* d, int k, int32_t first_new, const int* order, int n
     const int owner = d->l->world_rank == d->agg_root;
     if (n_new > 0 && n > 0) {
         Outcome without = {0};
-        play(d, k, ENV_SPLIT_TRAIN, tasks, n, base.n ? &base : NULL, &without);
+        play(d, k, ENV_SPLIT_TRAIN, tasks, n, base.n ? &base : NULL, &without, NULL);
         if (owner)
             log_info("[iter %d/%d] validate: %d new item(s) on %d training tasks the rollouts did not use; %lld solved "
                      "without them",
@@ -113,7 +140,7 @@ int driver_validate(Driver* d, int k, int32_t first_new, const int* order, int n
             for (int j = 0; j < base.n; j++) exp_list_add(&with, base.ids[j], base.texts[j]);
             exp_list_add(&with, d->exp.ids[i], d->exp.texts[i]);
             Outcome o = {0};
-            play(d, k, ENV_SPLIT_TRAIN, tasks, n, &with, &o);
+            play(d, k, ENV_SPLIT_TRAIN, tasks, n, &with, &o, NULL);
             exp_list_free(&with);
             const int keep = o.successes > without.successes;
             if (!owner) continue;

@@ -62,10 +62,18 @@ void driver_agree_or_abort(const Driver* d, int failed, const char* what);
 
 static inline double driver_ratio(int64_t a, int64_t b) { return b ? (double)a / (double)b : 0.0; }
 
-// held-out tasks 0 .. eval.tasks-1, student (teacher 0: no experience) or teacher (the pool)
-void driver_evaluate(Driver* d, int k, int teacher, Outcome* total);
+// an evaluation: the student (no experience) and the teacher (the pool) on the same tasks
+typedef struct {
+    Outcome student, teacher;
+    int64_t won_lost[2]; // tasks only the teacher solved, tasks only the student solved
+} Eval;
+
+// held-out tasks 0 .. eval.tasks-1, student and teacher
+void driver_evaluate(Driver* d, int k, Eval* ev);
 // the evaluation's fields of a metrics record
-void driver_set_eval_fields(json_t* o, const Outcome* student, const Outcome* teacher);
+void driver_set_eval_fields(json_t* o, const Eval* ev);
+// "student 0.391 | teacher 0.453 (won 7, lost 3, p 0.34)" for the log
+void driver_eval_summary(const Eval* ev, char* out, size_t cap);
 // the base model before any iteration: the reference row of the metrics ("type": "base")
 void driver_evaluate_base(Driver* d);
 // Tries the items iteration k added (ids >= first_new, in d->exp) on training tasks: order is the

@@ -67,19 +67,24 @@ static double num(const json_t* o, const char* key) { return json_number_value(j
 void inspect_metrics_table(const char* metrics, FILE* out) {
     json_t* rows = iteration_records(metrics);
     fprintf(out, "metrics (held-out success without / with experience):\n");
-    fprintf(out, "  %4s  %8s  %8s  %6s  %9s  %5s  %10s\n", "iter", "student", "teacher", "turns", "premature", "pool",
-            "train_loss");
+    fprintf(out, "  %4s  %8s  %8s  %9s  %6s  %9s  %5s  %10s\n", "iter", "student", "teacher", "won/lost", "turns",
+            "premature", "pool", "train_loss");
     for (size_t i = 0; i < json_array_size(rows); i++) {
         const json_t* r = json_array_get(rows, i);
-        char label[24], loss[24];
+        char label[24], loss[24], won_lost[48] = "-";
         const int base = strcmp(json_string_value(json_object_get(r, "type")), "base") == 0;
         // "-": no training (the base row, or an iteration with nothing to distil)
         if (base) snprintf(label, sizeof label, "base");
         else snprintf(label, sizeof label, "%lld", (long long)json_integer_value(json_object_get(r, "iteration")));
         if (base || json_integer_value(json_object_get(r, "train_steps")) == 0) snprintf(loss, sizeof loss, "-");
         else snprintf(loss, sizeof loss, "%.4f", num(r, "train_loss"));
-        fprintf(out, "  %4s  %8.3f  %8.3f  %6.2f  %9.2f  %5lld  %10s\n", label, num(r, "student_success"),
-                num(r, "teacher_success"), num(r, "mean_turns"), num(r, "premature_rate"),
+        // the held-out tasks only the teacher solved / only the student solved (older runs: "-")
+        const json_t *won = json_object_get(r, "teacher_won"), *lost = json_object_get(r, "teacher_lost");
+        if (won && lost)
+            snprintf(won_lost, sizeof won_lost, "%lld/%lld", (long long)json_integer_value(won),
+                     (long long)json_integer_value(lost));
+        fprintf(out, "  %4s  %8.3f  %8.3f  %9s  %6.2f  %9.2f  %5lld  %10s\n", label, num(r, "student_success"),
+                num(r, "teacher_success"), won_lost, num(r, "mean_turns"), num(r, "premature_rate"),
                 (long long)json_integer_value(json_object_get(r, "pool_size")), loss);
     }
     json_decref(rows);

@@ -49,6 +49,16 @@ double report_t975(int df) {
            (79 * z9 + 776 * z7 + 1482 * z5 - 1920 * z3 - 945 * z) / (92160 * d * d * d * d);
 }
 
+double report_sign_test(int64_t won, int64_t lost) {
+    const int64_t n = won + lost, hi = won > lost ? won : lost;
+    if (n == 0) return 1.0;
+    // P(X = i) = C(n, i) / 2^n in logs: 2^-n underflows past n = 1074
+    const double log_all = lgamma((double)n + 1.0) - (double)n * log(2.0);
+    double tail = 0.0;
+    for (int64_t i = hi; i <= n; i++) tail += exp(log_all - lgamma((double)i + 1.0) - lgamma((double)(n - i) + 1.0));
+    return tail * 2.0 < 1.0 ? tail * 2.0 : 1.0;
+}
+
 ReportStat report_stats(const double* x, int n) {
     ReportStat s = {0, NAN, NAN};
     double sum = 0;

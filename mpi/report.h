@@ -5,6 +5,7 @@
 // student success over iterations per cell.
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 #include "io/config.h"
 
@@ -62,6 +63,10 @@ void report_free(Report* r);
 
 // the 0.975 quantile of Student's t with df degrees of freedom (df >= 1)
 double report_t975(int df);
+// Two-sided exact sign test (McNemar's exact test) of paired outcomes: won and lost are the tasks
+// only the one side or only the other solved; the probability of a split at least this uneven if
+// each were equally likely to win each (1 when none differs)
+double report_sign_test(int64_t won, int64_t lost);
 // mean and 95% CI half width of x[0..n), NAN entries skipped
 ReportStat report_stats(const double* x, int n);
 // metric m over the runs of cell c at iteration it

@@ -80,5 +80,16 @@ for k, verdict, item, solved in decided:
 print(f"{len(decided)} validated items: " + ", ".join(f"{v} #{i}" for _, v, i, _ in decided))
 PY
 
+check "won - lost = the teacher's lead, in every evaluation" python3 - "$work/np1/metrics.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["type"] not in ("base", "iteration"):
+        continue
+    lead = round((r["teacher_success"] - r["student_success"]) * r["eval_tasks"])
+    if r["teacher_won"] - r["teacher_lost"] != lead or not 0 < r["teacher_sign_p"] <= 1:
+        sys.exit(f"{r['type']} {r.get('iteration')}: won {r['teacher_won']}, lost {r['teacher_lost']}, lead {lead}")
+PY
+
 echo "test_validate: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -136,6 +136,26 @@ static int setup(void** state) {
 // ----------------------------------------------------------------------------
 // tests
 
+// exact values (Python's integer binomials; scipy.stats.binomtest agrees to 1e-15)
+static void test_sign_test(void** state) {
+    (void)state;
+    const struct {
+        int64_t won, lost;
+        double p;
+    } ref[] = {{4, 0, 0.125},     {0, 4, 0.125},   {7, 3, 0.34375},
+               {10, 0, 0.001953125}, {0, 0, 1.0},  {5, 5, 1.0},
+               {30, 10, 0.0022214337732293643}, {200, 150, 0.008720036530555949}};
+    for (size_t i = 0; i < sizeof(ref) / sizeof(ref[0]); i++) {
+        double p = report_sign_test(ref[i].won, ref[i].lost);
+        if (fabs(p - ref[i].p) > 1e-12 * (1.0 + ref[i].p))
+            fail_msg("sign test %lld/%lld: %.17g, want %.17g", (long long)ref[i].won, (long long)ref[i].lost, p,
+                     ref[i].p);
+    }
+    // past 2^-1074, where C(n, i) / 2^n no longer fits a double: 1.3325871648376252e-23 exactly
+    double p = report_sign_test(1500, 1000);
+    assert_true(fabs(p - 1.3325871648376252e-23) < 1e-9 * 1.3325871648376252e-23);
+}
+
 static void test_t_quantiles(void** state) {
     (void)state;
     for (size_t i = 0; i < sizeof(t_ref) / sizeof(t_ref[0]); i++) {
@@ -255,7 +275,7 @@ static void test_no_runs(void** state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_t_quantiles),
+        cmocka_unit_test(test_t_quantiles), cmocka_unit_test(test_sign_test),
         cmocka_unit_test_setup_teardown(test_metrics_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_collect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_runs, setup, teardown),
