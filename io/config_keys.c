@@ -84,7 +84,7 @@ const ConfigKey config_keys[] = {
     INT_("experience.max_pool_size", experience.max_pool_size, "50", 1, 100000, "Pool capacity (paper: 50)."),
     INT_("experience.max_item_words", experience.max_item_words, "32", 4, 4096, "Longest principle, in words (paper: 32)."),
     FLT_("experience.prune_threshold", experience.prune_threshold, "-0.2", -1, 1, "Items whose utility (success lift when shown) falls below this are deleted."),
-    INT_("experience.validate_tasks", experience.validate_tasks, "0", 0, 1e6, "Training tasks the iteration did not roll out, played greedily with the pool with and without each item the iteration added; an item that does not raise their success is deleted (0: off; every item is kept)."),
+    INT_("experience.validate_tasks", experience.validate_tasks, "0", 0, 1e6, "Training tasks the iteration did not roll out, played as the evaluation plays (greedy at eval.temperature 0) with the pool without the items the iteration added and with each of them; an item that does not solve more of them is deleted (0: off; every item is kept)."),
     STR_("experience.seed_pool", experience.seed_pool, "", "Optional YAML file of items that form E_0; empty = start with an empty pool."),
     INT_("experience.mine_min_support", experience.mine_min_support, "3", 1, 1e6, "Contrastive miner: fewest steps with the condition and the action for a rule, and with the condition and another action."),
     INT_("experience.mine_min_tasks", experience.mine_min_tasks, "2", 1, 1e6, "Contrastive miner: fewest distinct tasks among a rule's successful steps (more keeps rules about one entity's name out)."),
