@@ -6,12 +6,7 @@ set -uo pipefail
 ingrain=$1 src=$2 mpiexec=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-
-check() { # check NAME COMMAND... : the command must succeed
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
-}
+source "$src/tests/e2e/lib.sh"
 expect() { # expect NAME EXIT_CODE PATTERN COMMAND... : exit code and a line of output (stdout+stderr)
   local name=$1 code=$2 pattern=$3; shift 3
   local out rc

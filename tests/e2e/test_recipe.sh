@@ -6,11 +6,7 @@
 set -uo pipefail
 ingrain=$1 src=$2 mpiexec=$3 work=$4
 rm -rf "$work" && mkdir -p "$work"
-passed=0 failed=0
-check() {
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
-}
+source "$src/tests/e2e/lib.sh"
 /usr/bin/python3 "$src/tests/e2e/make_tiny_hf.py" "$src" "$work/tiny-qwen3" || exit 1
 recipe="$src/configs/qwen3-4b-webwalker.yaml"
 check "the recipe validates as shipped" "$ingrain" config "$recipe"

@@ -21,11 +21,7 @@ compare="$src/tools/compare_metrics.py"
 seed="$work/seed_pool.yaml"
 printf 'items:\n  - "Search first: When a task names a page, search for it."\n' >"$seed"
 common=(--set bootstrap.cache_dir="$work/bootstrap" --set experience.seed_pool="$seed")
-passed=0 failed=0
-check() { # check NAME COMMAND...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
-}
+source "$src/tests/e2e/lib.sh"
 run() { # run NP DIR [args...]: a whole job, output in DIR.log
   local np=$1 dir=$2; shift 2
   rm -rf "$dir"
@@ -124,10 +120,7 @@ if [ "$part" = all ] || [ "$part" = resume ]; then
   rm -rf "$dir"
   "$mpiexec" -n 2 --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$dir" "${over[@]}" \
     >"$dir.log" 2>&1 &
-  job=$!
-  for _ in $(seq 1 600); do grep -q "\[iter 1/2\] rollout" "$dir.log" 2>/dev/null && break; sleep 0.1; done
-  pkill -USR1 -f "ingrain run .*run.dir=$dir"
-  wait "$job"
+  usr1_when $! "$dir.log" "\[iter 1/2\] rollout" "$dir"
   rc=$?
   check "SIGUSR1: exit 75 (got $rc)" test "$rc" -eq 75
   check "SIGUSR1: resume completes" bash -c "timeout 600 '$mpiexec' -n 2 --oversubscribe '$ingrain' run '$cfg' \

@@ -15,11 +15,7 @@ rm -rf "$work" && mkdir -p "$work"
 cfg="$src/configs/quickstart.yaml"
 common=(--set bootstrap.cache_dir="$work/cache" --set run.iterations=2 --set eval.tasks=8 --set distill.epochs=1
         --set experience.validate_tasks=16)
-passed=0 failed=0
-check() { # check NAME COMMAND...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
-}
+source "$src/tests/e2e/lib.sh"
 
 # the fixture goes where the run looks for the quickstart's cached base model
 boot=$("$ingrain" bootstrap "$cfg" "${common[@]}" --where 2>/dev/null) || { echo "bootstrap --where failed"; exit 1; }
@@ -34,10 +30,7 @@ done
 # with the same metrics and pool as the uninterrupted run
 dir="$work/signalled"
 "$mpiexec" -n 2 --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$dir" >"$dir.log" 2>&1 &
-job=$!
-for _ in $(seq 1 1200); do grep -q "\[iter 1/2\] validate" "$dir.log" 2>/dev/null && break; sleep 0.1; done
-pkill -USR1 -f "ingrain run .*run.dir=$dir"
-wait "$job"
+usr1_when $! "$dir.log" "\[iter 1/2\] validate" "$dir"
 rc=$?
 check "SIGUSR1: exit 75 (got $rc)" test "$rc" -eq 75
 timeout 600 "$mpiexec" -n 2 --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$dir" --resume \

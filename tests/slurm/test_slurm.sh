@@ -20,11 +20,7 @@ NTASKS=2                   # ranks per job (colocated, as in the quickstart)
 # ----------------------------------------------------------------------------
 # helpers
 
-passed=0 failed=0
-check() { # check NAME COMMAND...: the command must succeed
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
-}
+source "$src/tests/e2e/lib.sh"
 wait_for() { # wait_for SECONDS WHAT COMMAND...: poll until the command succeeds
   local deadline=$((SECONDS + $1)) what=$2; shift 2
   until "$@"; do
