@@ -15,9 +15,9 @@
 #include "common/log.h"
 #include "io/json_util.h"
 
-const char* const report_metric_keys[REPORT_NMETRICS] = {"student_success",    "teacher_success", "mean_turns",
-                                                         "premature_rate",     "tokens_per_episode", "pool_size",
-                                                         "train_loss"};
+const char* const report_metric_keys[REPORT_NMETRICS] = {
+    "student_success", "teacher_success", "mean_turns",   "premature_rate", "tokens_per_episode",
+    "pool_size",       "train_loss",      "teacher_won", "teacher_lost",   "teacher_lead"};
 
 static int set_error(ConfigError* err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 static int set_error(ConfigError* err, const char* fmt, ...) {
@@ -104,7 +104,7 @@ static int read_record(json_t* rec, const char* path, int line, ReportPoint* p, 
         return set_error(err, "%s:%d: iteration: expected an integer >= 0, got %s", path, line, json_kind(it));
     }
     p->iteration = (int)json_integer_value(it);
-    for (int m = 0; m < REPORT_NMETRICS; m++) {
+    for (int m = 0; m < REPORT_NREAD; m++) {
         json_t* v = json_object_get(rec, report_metric_keys[m]);
         if (!v || json_is_null(v)) {
             p->v[m] = NAN;
@@ -115,6 +115,7 @@ static int read_record(json_t* rec, const char* path, int line, ReportPoint* p, 
                              json_kind(v));
         }
     }
+    p->v[REPORT_LEAD] = p->v[REPORT_TEACHER] - p->v[REPORT_STUDENT]; // NAN when either is missing
     return 0;
 }
 
@@ -188,12 +189,20 @@ static void value_text(const Config* c, const ConfigKey* k, char* buf, size_t n)
     }
 }
 
+// Keys that say where or how fast, not what: run.*, and where the base model is cached and how many
+// threads build it. Runs that differ only there are samples of one recipe (the base models of two
+// caches, built on other CPUs or thread counts, differ by rounding as seeds do).
+static int is_sample_key(const char* key) {
+    return strncmp(key, "run.", 4) == 0 || strcmp(key, "bootstrap.cache_dir") == 0 ||
+           strcmp(key, "bootstrap.threads") == 0;
+}
+
 static char* cell_key(const Config* c) {
     size_t cap = 4096, len = 0;
     char* key = mallocCheck(cap);
     key[0] = '\0';
     for (int i = 0; i < config_nkeys; i++) {
-        if (strncmp(config_keys[i].key, "run.", 4) == 0) continue;
+        if (is_sample_key(config_keys[i].key)) continue;
         char value[CONFIG_PATH + 32];
         value_text(c, &config_keys[i], value, sizeof(value));
         size_t need = strlen(config_keys[i].key) + strlen(value) + 3;

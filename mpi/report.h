@@ -1,6 +1,6 @@
 // Reports over many runs (docs/SLURM.md): every run directory under RUNS_DIR (one holding
 // metrics.jsonl and config.yaml) gives rows of one table; runs whose configs agree on every key
-// but run.* form a cell, and per cell and iteration the runs (seeds) are summarised by their
+// but run.*, bootstrap.cache_dir and bootstrap.threads form a cell, and per cell and iteration the runs (seeds) are summarised by their
 // mean and 95% confidence interval. Written as CSV and Markdown; tools/plot_report.py draws
 // student success over iterations per cell.
 #pragma once
@@ -12,10 +12,12 @@
 // ----------------------------------------------------------------------------
 // the table
 
-// metrics of the driver's `"type": "iteration"` records, in this order
+// metrics of the driver's `"type": "iteration"` records, in this order, then the teacher's lead
+// (teacher_success - student_success of the same run), derived: a difference within each run, so
+// its interval over seeds is the paired one, narrower than the two successes' when they move together
 enum { REPORT_STUDENT = 0, REPORT_TEACHER, REPORT_TURNS, REPORT_PREMATURE, REPORT_TOKENS, REPORT_POOL, REPORT_LOSS,
-       REPORT_NMETRICS };
-extern const char* const report_metric_keys[REPORT_NMETRICS]; // "student_success", ...
+       REPORT_WON, REPORT_LOST, REPORT_NREAD, REPORT_LEAD = REPORT_NREAD, REPORT_NMETRICS };
+extern const char* const report_metric_keys[REPORT_NMETRICS]; // "student_success", ..., "teacher_lead"
 
 typedef struct {
     int iteration;
@@ -32,7 +34,7 @@ typedef struct {
 } ReportRun;
 
 typedef struct {
-    char* key;   // the config minus run.*, as "section.key=value" lines
+    char* key;   // the config minus run.* and the bootstrap's cache and threads, as "section.key=value" lines
     char* label; // the keys in which cells differ, e.g. "regime=on_policy, loss=reverse_kl"; "all runs" if none
     int n_runs;
 } ReportCell;

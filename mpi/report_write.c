@@ -23,9 +23,11 @@ static int set_error(ConfigError* err, const char* fmt, ...) {
     return -1;
 }
 
-// the summary columns: student and teacher success, turns, premature answers
-static const int summary_metrics[4] = {REPORT_STUDENT, REPORT_TEACHER, REPORT_TURNS, REPORT_PREMATURE};
-static const char* const summary_names[4] = {"student", "teacher", "turns", "premature"};
+// the summary columns: student and teacher success, the teacher's lead, turns, premature answers
+enum { N_SUMMARY = 5 };
+static const int summary_metrics[N_SUMMARY] = {REPORT_STUDENT, REPORT_TEACHER, REPORT_LEAD, REPORT_TURNS,
+                                               REPORT_PREMATURE};
+static const char* const summary_names[N_SUMMARY] = {"student", "teacher", "lead", "turns", "premature"};
 
 // highest iteration of any run of the cell, -1 if none; runs of the cell that reached `it`
 static int cell_max_iteration(const Report* r, int cell) {
@@ -110,7 +112,7 @@ int report_write_csv(const Report* r, const char* out_dir, ConfigError* err) {
     f = open_out(out_dir, "summary.csv", tmp, sizeof(tmp), err);
     if (!f) return -1;
     fprintf(f, "cell_id,cell,iteration,seeds");
-    for (int m = 0; m < 4; m++) fprintf(f, ",%s_mean,%s_ci95", summary_names[m], summary_names[m]);
+    for (int m = 0; m < N_SUMMARY; m++) fprintf(f, ",%s_mean,%s_ci95", summary_names[m], summary_names[m]);
     fprintf(f, "\n");
     for (int c = 0; c < r->n_cells; c++) {
         int max = cell_max_iteration(r, c);
@@ -120,11 +122,10 @@ int report_write_csv(const Report* r, const char* out_dir, ConfigError* err) {
             fprintf(f, "%d,", c + 1);
             csv_text(f, r->cells[c].label, ",");
             fprintf(f, "%d,%d,", it, n);
-            for (int m = 0; m < 4; m++) {
+            for (int m = 0; m < N_SUMMARY; m++) {
                 ReportStat s = report_cell_stat(r, c, it, summary_metrics[m]);
                 csv_num(f, s.mean, ",");
-                csv_num(f, s.ci95, "");
-                if (m < 3) fputc(',', f);
+                csv_num(f, s.ci95, m + 1 < N_SUMMARY ? "," : "");
             }
             fputc('\n', f);
         }
@@ -142,17 +143,15 @@ static void md_text(FILE* f, const char* s) { // a table cell: '|' would end it
     }
 }
 
-static void md_stat(FILE* f, ReportStat s, const char* fmt) {
+// mean ± ci95 with `decimals` places; `sign` writes a + before a non-negative mean (a difference)
+static void md_stat(FILE* f, ReportStat s, int decimals, int sign) {
     fputs(" | ", f);
     if (isnan(s.mean)) {
         fputs("-", f);
         return;
     }
-    fprintf(f, fmt, s.mean);
-    if (!isnan(s.ci95)) {
-        fputs(" ± ", f);
-        fprintf(f, fmt, s.ci95);
-    }
+    fprintf(f, sign ? "%+.*f" : "%.*f", decimals, s.mean);
+    if (!isnan(s.ci95)) fprintf(f, " ± %.*f", decimals, s.ci95);
 }
 
 int report_write_markdown(const Report* r, const char* runs_dir, const char* out_dir, int plots, const char* why,
@@ -163,12 +162,14 @@ int report_write_markdown(const Report* r, const char* runs_dir, const char* out
     int unfinished = 0;
     for (int i = 0; i < r->n_runs; i++) unfinished += !r->runs[i].done;
     fprintf(f, "# ingrain report: %s\n\n", runs_dir);
-    fprintf(f, "%d run%s in %d cell%s (a cell: runs whose configs agree on every key but `run.*`)", r->n_runs,
+    fprintf(f, "%d run%s in %d cell%s (a cell: runs whose configs agree on every key but `run.*`, "
+            "`bootstrap.cache_dir` and `bootstrap.threads`)", r->n_runs,
             r->n_runs == 1 ? "" : "s", r->n_cells, r->n_cells == 1 ? "" : "s");
     fprintf(f, "; %d unfinished; %d skipped as unreadable.\n", unfinished, r->n_skipped);
     fprintf(f, "Values are the mean over the runs (seeds) ± the half width of the 95%% confidence interval "
                "(Student t, n-1 degrees of freedom); one run has no interval. Success is the held-out "
-               "success rate; premature is the share of answers given without a tool call.\n\n");
+               "success rate; the teacher's lead is teacher minus student success within each run, so its "
+               "interval is the paired one; premature is the share of answers given without a tool call.\n\n");
     fprintf(f, "## Cells\n\n| id | cell | runs | seeds | finished |\n|---|---|---|---|---|\n");
     for (int c = 0; c < r->n_cells; c++) {
         fprintf(f, "| %d | ", c + 1);
@@ -184,16 +185,18 @@ int report_write_markdown(const Report* r, const char* runs_dir, const char* out
         fprintf(f, " | %d/%d |\n", done, r->cells[c].n_runs);
     }
     fprintf(f, "\n## Held-out results per iteration\n\n"
-               "| id | iteration | seeds | student success | teacher success | mean turns | premature answers |\n"
-               "|---|---|---|---|---|---|---|\n");
+               "| id | iteration | seeds | student success | teacher success | teacher's lead | mean turns | "
+               "premature answers |\n"
+               "|---|---|---|---|---|---|---|---|\n");
     for (int c = 0; c < r->n_cells; c++) {
         int max = cell_max_iteration(r, c);
         for (int it = 0; it <= max; it++) {
             int n = cell_runs_at(r, c, it);
             if (n == 0) continue;
             fprintf(f, "| %d | %d | %d", c + 1, it, n);
-            for (int m = 0; m < 4; m++) {
-                md_stat(f, report_cell_stat(r, c, it, summary_metrics[m]), m == 2 ? "%.2f" : "%.3f");
+            for (int m = 0; m < N_SUMMARY; m++) {
+                const int k = summary_metrics[m];
+                md_stat(f, report_cell_stat(r, c, it, k), k == REPORT_TURNS ? 2 : 3, k == REPORT_LEAD);
             }
             fprintf(f, " |\n");
         }
@@ -243,9 +246,11 @@ static const char* usage_report =
     "usage: ingrain report RUNS_DIR [--out DIR] [--no-plots] [--plot-script PATH]\n"
     "\n"
     "Collects every run under RUNS_DIR (a folder holding metrics.jsonl and config.yaml, e.g. the cells\n"
-    "of a sweep) into one table. Runs whose configs agree on every key but run.* form a cell; per cell\n"
+    "of a sweep) into one table. Runs whose configs agree on every key but run.*, bootstrap.cache_dir\n"
+    "and bootstrap.threads (other base models of one recipe: samples, as seeds are) form a cell; per cell\n"
     "and iteration it gives the mean and 95% confidence interval over the runs (seeds) of student and\n"
-    "teacher held-out success, mean turns and premature answers.\n"
+    "teacher held-out success, the teacher's lead (teacher minus student within each run: the paired\n"
+    "interval), mean turns and premature answers.\n"
     "Writes OUT/runs.csv, OUT/summary.csv, OUT/report.md, and PNG plots of student success over\n"
     "iterations (tools/plot_report.py with python3-matplotlib; skipped, with a note, without it).\n"
     "\n"
@@ -261,21 +266,22 @@ static int report_usage(const char* fmt, const char* arg) {
 }
 
 static void print_summary(const Report* r) {
-    printf("%-4s %-9s %-5s %-15s %-15s  cell\n", "id", "iteration", "seeds", "student", "teacher");
+    printf("%-4s %-9s %-5s %-15s %-15s %-16s  cell\n", "id", "iteration", "seeds", "student", "teacher", "lead");
     for (int c = 0; c < r->n_cells; c++) {
         int max = cell_max_iteration(r, c);
         for (int it = 0; it <= max; it++) {
             int n = cell_runs_at(r, c, it);
             if (n == 0) continue;
-            char cols[2][64];
-            for (int m = 0; m < 2; m++) {
+            char cols[3][64];
+            for (int m = 0; m < 3; m++) {
                 ReportStat s = report_cell_stat(r, c, it, summary_metrics[m]);
+                const char* sign = summary_metrics[m] == REPORT_LEAD && s.mean >= 0 ? "+" : "";
                 if (isnan(s.mean)) snprintf(cols[m], sizeof(cols[m]), "-");
-                else if (isnan(s.ci95)) snprintf(cols[m], sizeof(cols[m]), "%.3f", s.mean);
-                else snprintf(cols[m], sizeof(cols[m]), "%.3f +- %.3f", s.mean, s.ci95);
+                else if (isnan(s.ci95)) snprintf(cols[m], sizeof(cols[m]), "%s%.3f", sign, s.mean);
+                else snprintf(cols[m], sizeof(cols[m]), "%s%.3f +- %.3f", sign, s.mean, s.ci95);
             }
             const char* label = it == 0 ? r->cells[c].label : "";
-            printf("%-4d %-9d %-5d %-15s %-15s  %s\n", c + 1, it, n, cols[0], cols[1], label);
+            printf("%-4d %-9d %-5d %-15s %-15s %-16s  %s\n", c + 1, it, n, cols[0], cols[1], cols[2], label);
         }
     }
 }

@@ -14,6 +14,8 @@ SAMPLES = {
     "a_teacher_it0": [0.7, 0.8, 0.75],
     "b_it0": [0.1, 0.3],
 }
+# the teacher's lead: teacher minus student success within each run (cell A, iteration 0)
+SAMPLES["a_lead_it0"] = [t - s for s, t in zip(SAMPLES["a_it0"], SAMPLES["a_teacher_it0"])]
 DFS = [1, 2, 3, 10, 29, 30, 31, 45, 100, 1000]
 
 

@@ -32,6 +32,7 @@ static const double a_it0_ref[2] = {0.400000000000, 0.496827542369};
 static const double a_it1_ref[2] = {0.650000000000, 0.541405262388};
 static const double a_teacher_it0_ref[2] = {0.750000000000, 0.124206885592};
 static const double b_it0_ref[2] = {0.200000000000, 1.270620473643};
+static const double a_lead_it0_ref[2] = {0.350000000000, 0.447834294768};
 
 // ----------------------------------------------------------------------------
 // synthetic runs
@@ -82,6 +83,9 @@ static void make_run(const char* rel, long long seed, int on_policy, const char*
     c.run.seed = seed;
     snprintf(c.run.dir, sizeof(c.run.dir), "%s", dir);
     snprintf(c.run.name, sizeof(c.run.name), "%s", rel); // run.* differ per run: not part of the cell
+    // nor where the base model is cached and with how many threads it was built: other base models
+    snprintf(c.bootstrap.cache_dir, sizeof(c.bootstrap.cache_dir), "caches/%lld", seed);
+    c.bootstrap.threads = (int)seed;
     c.distill.regime = on_policy ? REGIME_ON_POLICY : REGIME_OFF_POLICY;
     c.distill.loss = on_policy ? LOSS_REVERSE_KL : LOSS_FORWARD_KL;
     char* yaml = config_to_yaml(&c, &err);
@@ -122,7 +126,10 @@ static int setup(void** state) {
     make_run("off/seed3", 3, 0, cat(line(0, 0.6, 0.75), line(1, 0.9, 0.8), "{\"type\": \"iteration\", \"itera"), 0);
     // cell B (on-policy): two seeds, the second unfinished after iteration 0
     make_run("on/seed1", 1, 1, cat(line(0, 0.1, 0.5), line(1, 0.05, 0.4), NULL), 1);
-    make_run("on/seed2", 2, 1, line(0, 0.3, 0.6), 0);
+    char counted[600]; // this version's records also carry the tasks only the teacher / only the student solved
+    snprintf(counted, sizeof(counted), "%.*s, \"teacher_won\": 3, \"teacher_lost\": 1}\n",
+             (int)strlen(line(0, 0.3, 0.6)) - 2, line(0, 0.3, 0.6));
+    make_run("on/seed2", 2, 1, counted, 0);
     // unreadable: a broken line, a wrong type, no config
     make_run("broken/seed1", 1, 0, cat(line(0, 0.1, 0.1), "{\"type\": \"iteration\", oops}\n", NULL), 0);
     make_run("broken/seed2", 2, 0, "{\"type\": \"iteration\", \"iteration\": 0, \"student_success\": \"high\"}\n", 0);
@@ -219,6 +226,8 @@ static void test_collect(void** state) {
     assert_true(fabs(s.mean - a_it1_ref[0]) < 1e-12 && fabs(s.ci95 - a_it1_ref[1]) < 1e-9);
     s = report_cell_stat(&r, 0, 0, REPORT_TEACHER);
     assert_true(fabs(s.mean - a_teacher_it0_ref[0]) < 1e-12 && fabs(s.ci95 - a_teacher_it0_ref[1]) < 1e-9);
+    s = report_cell_stat(&r, 0, 0, REPORT_LEAD); // over the per-run differences, not of the two means' intervals
+    assert_true(fabs(s.mean - a_lead_it0_ref[0]) < 1e-12 && fabs(s.ci95 - a_lead_it0_ref[1]) < 1e-9);
     s = report_cell_stat(&r, 1, 0, REPORT_STUDENT);
     assert_true(fabs(s.mean - b_it0_ref[0]) < 1e-12 && fabs(s.ci95 - b_it0_ref[1]) < 1e-9);
     s = report_cell_stat(&r, 1, 1, REPORT_STUDENT); // one seed got there: no interval
@@ -236,14 +245,17 @@ static void test_collect(void** state) {
     const char* csv = read_file(path);
     assert_non_null(csv);
     assert_contains(csv, "cell_id,cell,iteration,seeds,student_mean,student_ci95,teacher_mean,teacher_ci95,"
-                         "turns_mean,turns_ci95,premature_mean,premature_ci95\n");
-    assert_contains(csv, "1,\"regime=off_policy, loss=forward_kl\",0,3,0.4,0.496828,0.75,0.124207,4,0,0.25,0\n");
-    assert_contains(csv, "2,\"regime=on_policy, loss=reverse_kl\",1,1,0.05,,0.4,,5,,0.25,\n");
+                         "lead_mean,lead_ci95,turns_mean,turns_ci95,premature_mean,premature_ci95\n");
+    assert_contains(csv, "1,\"regime=off_policy, loss=forward_kl\",0,3,0.4,0.496828,0.75,0.124207,0.35,0.447834,4,0,"
+                         "0.25,0\n");
+    assert_contains(csv, "2,\"regime=on_policy, loss=reverse_kl\",1,1,0.05,,0.4,,0.35,,5,,0.25,\n");
     snprintf(path, sizeof(path), "%s/runs.csv", out);
     csv = read_file(path);
     assert_contains(csv, "cell_id,cell,seed,iteration,student_success,teacher_success,mean_turns,premature_rate,"
-                         "tokens_per_episode,pool_size,train_loss,finished,run_dir\n");
-    assert_contains(csv, "2,\"regime=on_policy, loss=reverse_kl\",2,0,0.3,0.6,4,0.25,120,5,0.5,no,");
+                         "tokens_per_episode,pool_size,train_loss,teacher_won,teacher_lost,teacher_lead,finished,"
+                         "run_dir\n");
+    assert_contains(csv, "2,\"regime=on_policy, loss=reverse_kl\",2,0,0.3,0.6,4,0.25,120,5,0.5,3,1,0.3,no,");
+    assert_contains(csv, "1,\"regime=off_policy, loss=forward_kl\",1,0,0.2,0.7,4,0.25,120,5,0.5,,,0.5,yes,");
     int rows = 0;
     for (const char* p = csv; (p = strchr(p, '\n')); p++) rows++;
     assert_int_equal(rows, 1 + 2 + 2 + 2 + 2 + 1);
@@ -252,8 +264,9 @@ static void test_collect(void** state) {
     assert_contains(md, "5 runs in 2 cells");
     assert_contains(md, "; 2 unfinished; 3 skipped as unreadable.");
     assert_contains(md, "| 1 | regime=off_policy, loss=forward_kl | 3 | 1, 2, 3 | 2/3 |\n");
-    assert_contains(md, "| 1 | 0 | 3 | 0.400 ± 0.497 | 0.750 ± 0.124 | 4.00 ± 0.00 | 0.250 ± 0.000 |\n");
-    assert_contains(md, "| 2 | 1 | 1 | 0.050 | 0.400 | 5.00 | 0.250 |\n");
+    assert_contains(md, "| 1 | 0 | 3 | 0.400 ± 0.497 | 0.750 ± 0.124 | +0.350 ± 0.448 | 4.00 ± 0.00 | "
+                        "0.250 ± 0.000 |\n");
+    assert_contains(md, "| 2 | 1 | 1 | 0.050 | 0.400 | +0.350 | 5.00 | 0.250 |\n");
     assert_contains(md, "No plots: matplotlib missing.");
     report_free(&r);
 }
