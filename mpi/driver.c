@@ -645,14 +645,15 @@ int driver_run(const Config* c, const RankLayout* l) {
             metrics_sync(d->metrics);
             json_decref(o);
             double done = k + 1 - d->start_iter, elapsed = now() - t_loop;
-            char evals[160], rejected[48] = "";
+            char evals[160], rejected_note[48] = "";
             driver_eval_summary(&ev, evals, sizeof(evals));
-            if (pool_stats[6] > 0) snprintf(rejected, sizeof(rejected), ", %lld rejected", (long long)pool_stats[6]);
+            if (pool_stats[6] > 0)
+                snprintf(rejected_note, sizeof(rejected_note), ", %lld rejected", (long long)pool_stats[6]);
             log_info("iter %d/%d | %s | turns %.1f | premature %.2f | pool %lld (+%lld ~%lld -%lld%s) | loss %.4f | "
                      "%.0f s | ETA %.0f s",
                      k + 1, c->run.iterations, evals, driver_ratio(ev.student.turns, ev.student.episodes),
                      driver_ratio(ev.student.premature, ev.student.episodes), (long long)pool_stats[0],
-                     (long long)pool_stats[1], (long long)pool_stats[2], (long long)pool_stats[3], rejected,
+                     (long long)pool_stats[1], (long long)pool_stats[2], (long long)pool_stats[3], rejected_note,
                      mean_loss(&rep), now() - t_iter, elapsed / done * (c->run.iterations - k - 1));
         }
         distill_report_free(&rep);

@@ -27,9 +27,10 @@ static void play(Driver* d, int k, int split, const int* tasks, int n, const Exp
             Trajectory* tr = NULL;
             failed = agent_run(d->eval_agent, d->envs, &t, 1, k, exp, &tr, d->err, sizeof(d->err)) != 0;
             if (failed) break;
+            const int ok = tr->final_reward >= SUCCESS_REWARD;
             mine.episodes++;
-            mine.successes += tr->final_reward >= SUCCESS_REWARD;
-            if (solved) solved[i] = tr->final_reward >= SUCCESS_REWARD;
+            mine.successes += ok;
+            if (solved) solved[i] = (uint8_t)ok;
             mine.turns += tr->n_steps;
             mine.premature += (tr->flags & TRAJ_FLAG_PREMATURE) != 0;
             mine.truncated += (tr->flags & TRAJ_FLAG_TRUNCATED) != 0;

@@ -184,6 +184,18 @@ static void push_text(Trajectory* t, const char* s, int seg) {
     }
 }
 
+// an assistant turn calling `action`, then the tool message `result` (NULL: none, the last turn)
+static void push_turn(Trajectory* t, const char* action, const char* result) {
+    traj_begin_step(t, NULL, 0);
+    push_text(t, action, TRAJ_SEG_ASSISTANT);
+    if (result) push_text(t, result, TRAJ_SEG_TOOL);
+}
+
+// the episode text of t, judged successful, as the driver reads it (byte decoding, tool(args) calls)
+static void episode_of(EpisodeText* e, const Trajectory* t) {
+    episode_from_trajectory(e, t, 1, NULL, byte_decode, NULL, paren_parse, NULL, NULL);
+}
+
 static void test_from_trajectory(void** state) {
     (void)state;
     Trajectory* t = traj_create(0);
@@ -193,16 +205,11 @@ static void test_from_trajectory(void** state) {
     push_text(t, "SYS", TRAJ_SEG_SYSTEM);
     push_text(t, "[pool]", TRAJ_SEG_EXPERIENCE);
     push_text(t, "Find the river", TRAJ_SEG_USER);
-    traj_begin_step(t, NULL, 0);
-    push_text(t, "search(river)", TRAJ_SEG_ASSISTANT);
-    push_text(t, "1. Nile", TRAJ_SEG_TOOL);
-    traj_begin_step(t, NULL, 0);
-    push_text(t, "I think... no call", TRAJ_SEG_ASSISTANT);
-    push_text(t, "Error: no tool call", TRAJ_SEG_TOOL);
-    traj_begin_step(t, NULL, 0);
-    push_text(t, "answer(Nile)", TRAJ_SEG_ASSISTANT);
+    push_turn(t, "search(river)", "1. Nile");
+    push_turn(t, "I think... no call", "Error: no tool call");
+    push_turn(t, "answer(Nile)", NULL);
     EpisodeText e;
-    episode_from_trajectory(&e, t, 1, NULL, byte_decode, NULL, paren_parse, NULL, NULL);
+    episode_of(&e, t);
     assert_int_equal(e.task_id, 11);
     assert_int_equal(e.sample, 2);
     assert_string_equal(e.task, "Find the river");
@@ -230,18 +237,13 @@ static void test_observation_without_markup(void** state) {
     Trajectory* t = traj_create(0);
     push_text(t, "<|im_start|>system\nSYS<|im_end|>", TRAJ_SEG_SYSTEM);
     push_text(t, "\n<|im_start|>user\nFind the river<|im_end|>", TRAJ_SEG_USER);
-    traj_begin_step(t, NULL, 0);
-    push_text(t, "search(river)", TRAJ_SEG_ASSISTANT);
-    push_text(t, "\n<|im_start|>user\n<tool_response>\n1. Nile\n</tool_response><|im_end|>", TRAJ_SEG_TOOL);
-    traj_begin_step(t, NULL, 0);
-    push_text(t, "visit(Nile)", TRAJ_SEG_ASSISTANT);
-    push_text(t, "\n<|im_start|>user\n", TRAJ_SEG_TOOL);
+    push_turn(t, "search(river)", "\n<|im_start|>user\n<tool_response>\n1. Nile\n</tool_response><|im_end|>");
+    push_turn(t, "visit(Nile)", "\n<|im_start|>user\n"); // the step-wise item sits inside the tool message
     push_text(t, "<experience>Rivers: visit.</experience>", TRAJ_SEG_EXPERIENCE);
     push_text(t, "<tool_response>\nThe Nile flows north.\n</tool_response><|im_end|>", TRAJ_SEG_TOOL);
-    traj_begin_step(t, NULL, 0);
-    push_text(t, "answer(north)", TRAJ_SEG_ASSISTANT);
+    push_turn(t, "answer(north)", NULL);
     EpisodeText e;
-    episode_from_trajectory(&e, t, 1, NULL, byte_decode, NULL, paren_parse, NULL, NULL);
+    episode_of(&e, t);
     assert_string_equal(e.task, "Find the river");
     assert_int_equal(e.n_steps, 3);
     assert_string_equal(e.steps[0].observation, "Find the river");
