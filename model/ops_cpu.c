@@ -247,14 +247,14 @@ int cpu_matmul_dot(Backend* be, int trans_a, int trans_b, int M, int N, int K, f
 #endif
 }
 
-// ---- the AVX-512 register tiles (ops_cpu_tile.c), each thread on a slice of C's rows
+// ---- the register tiles (ops_cpu_tile.c), each thread on a slice of C's rows
 
 #define MATMUL_TILE_MAX_BT (1 << 20) // floats of a transposed B the tile path copies at most
 
 int cpu_matmul_tile(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                     const float* B, int ldb, float beta, float* C, int ldc) {
 #if defined(CPU_AVX512_KERNELS)
-    if (!cpu_has_avx512() || (trans_b && (size_t)K * N > MATMUL_TILE_MAX_BT)) return -1;
+    if (!cpu_has_tiles() || (trans_b && (size_t)K * N > MATMUL_TILE_MAX_BT)) return -1;
     if (M <= 0 || N <= 0) return 0;
     // the tiles read B as (K, N) rows: a transposed B (the weights of x W^T) is copied first
     float* bt = NULL;
@@ -297,6 +297,9 @@ int cpu_matmul_tile(Backend* be, int trans_a, int trans_b, int M, int N, int K, 
 // tiles instead of sgemm (cpu_tiles): on one Zen 5 core, for the tiny model's shapes,
 //   x W^T and dY W (2800 rows, K = 128 or 384)   sgemm 122 GFLOP/s   tiles 242-257
 //   dY^T X (K = 2800 rows)                        sgemm 121-122        tiles 141-152
+// On a CPU with AVX2 only, the AVX2 tiles run them no faster than OpenBLAS's own AVX2 kernels
+// (0.88-0.94x sgemm on 2 Zen 2/3 EPYC cores, the same 87 products), so there sgemm keeps them
+// and the tiles serve attention only (ops_cpu_attention.c).
 static int cpu_dot_rows = 0, cpu_gemv_rows = 0, cpu_tiles = 0;
 
 static void cpu_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,

@@ -1,7 +1,8 @@
 // CPU causal grouped-query attention, forward and backward, as blocks of small matmuls.
-// Each OpenMP thread takes whole (sequence, head) tasks and runs single-threaded sgemm on
-// blocks of ATTN_BQ queries against the keys they can see (the causal triangle is skipped
-// block by block), with the score block in a per-thread slice of the caller's workspace.
+// Each OpenMP thread takes whole (sequence, head) tasks and multiplies blocks of ATTN_BQ queries
+// against the keys they can see (the causal triangle is skipped block by block) on the register
+// tiles (AVX-512 or AVX2) or with single-threaded sgemm, with the score block in a per-thread
+// slice of the caller's workspace.
 // With few queries (decoding) the forward runs direct vector loops instead, a kv head's query
 // heads in one task; with AVX-512 they share each load of a key or value row (4 at a time).
 // The backward recomputes the probabilities from the saved log-sum-exp (as FlashAttention
@@ -26,8 +27,9 @@
 // direct, longer ones (prompts, refeeds) keep the blocked path they had.
 #define ATTN_DIRECT_ROWS 16
 
-// Head sizes up to which the blocks run on the AVX-512 tiles (ops_cpu_tile.c), with the keys and
-// values of a task transposed into the thread's workspace; larger heads take sgemm blocks.
+// Head sizes up to which the blocks run on the register tiles (ops_cpu_tile.c: AVX-512 or AVX2),
+// with the keys and values of a task transposed into the thread's workspace; larger heads take
+// sgemm blocks.
 #define ATTN_TILE_HD 64
 
 // floats of one thread's workspace: probabilities and their gradients, (ATTN_BQ, Tk) each, then
@@ -38,8 +40,8 @@ size_t cpu_attention_work_bytes(Backend* be, int Tk) {
     return (size_t)be->threads * thread_floats(Tk) * sizeof(float);
 }
 
-// whether this shape runs on the AVX-512 tiles
-static int use_tiles(int hd) { return hd % 16 == 0 && hd <= ATTN_TILE_HD && cpu_has_avx512(); }
+// whether this shape runs on the register tiles
+static int use_tiles(int hd) { return hd % 16 == 0 && hd <= ATTN_TILE_HD && cpu_has_tiles(); }
 
 // C (M, N) = alpha op(A) B + beta C on the calling thread, A stored (M, K) or, transposed,
 // (K, M) with row stride lda: on the tiles where `tiles` (B row-major, (K, N)), else with sgemm

@@ -20,18 +20,28 @@
 #define CPU_CLONES_V4
 #endif
 
-// Kernels written for AVX-512 (x86-64, GCC or clang): compiled for it whatever the build's
-// target, and called only where cpu_has_avx512() says the CPU (and OS) runs it.
+// Kernels written for AVX-512 or for AVX2 + FMA (x86-64, GCC or clang): compiled for them
+// whatever the build's target, and called only where cpu_has_avx512() or cpu_has_avx2() says
+// the CPU (and OS) runs them.
 #if defined(__x86_64__) && defined(__GNUC__)
 #define CPU_AVX512_KERNELS 1
 #define CPU_AVX512 __attribute__((target("avx512f")))
+#define CPU_AVX2 __attribute__((target("avx2,fma")))
 static inline int cpu_has_avx512(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f");
 }
+static inline int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
 #else
 static inline int cpu_has_avx512(void) { return 0; }
+static inline int cpu_has_avx2(void) { return 0; }
 #endif
+
+// whether the register tiles (ops_cpu_tile.c) run here: AVX-512 or AVX2 + FMA
+static inline int cpu_has_tiles(void) { return cpu_has_avx512() || cpu_has_avx2(); }
 
 // Loops over fewer elements than this run on the calling thread: a parallel region costs a
 // fork and a join, and on a busy machine a preempted team member stalls the whole region.
@@ -94,8 +104,8 @@ void cpu_matmul_sgemm(Backend* be, int trans_a, int trans_b, int M, int N, int K
 // one sgemv per row of C, each thread on a slice of C's columns
 void cpu_matmul_gemv(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                      const float* B, int ldb, float beta, float* C, int ldc);
-// the AVX-512 register tiles (ops_cpu_tile.c), each thread on a slice of C's rows; returns -1
-// (and leaves C alone) without AVX-512, off x86-64, or for a transposed B of more than 2^20 values
+// the register tiles (ops_cpu_tile.c), each thread on a slice of C's rows; returns -1 (and
+// leaves C alone) without AVX-512 or AVX2, off x86-64, or for a transposed B of more than 2^20 values
 int cpu_matmul_tile(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                     const float* B, int ldb, float beta, float* C, int ldc);
 // the AVX-512 dot kernel; returns -1 (and leaves C alone) where it does not apply: without
@@ -108,8 +118,13 @@ int cpu_matmul_dot(Backend* be, int trans_a, int trans_b, int M, int N, int K, f
 void cpu_dot_kernel(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
                     float* C, int ldc);
 // the register tiles (ops_cpu_tile.c) on the calling thread: C (M, N) = alpha A B + beta C
-// with A(r, k) at A[r ars + k aks], B (K, N) row-major; beta 0 never reads C; only where
-// cpu_has_avx512()
+// with A(r, k) at A[r ars + k aks], B (K, N) row-major; beta 0 never reads C. cpu_tile_gemm
+// runs the AVX-512 tiles where the CPU has them, else the AVX2 ones (only where cpu_has_tiles());
+// both sum each element in the same order, so they give the same bits.
 void cpu_tile_gemm(int M, int N, int K, float alpha, const float* A, size_t ars, size_t aks, const float* B,
                    size_t ldb, float beta, float* C, size_t ldc);
+void cpu_tile_gemm_avx512(int M, int N, int K, float alpha, const float* A, size_t ars, size_t aks, const float* B,
+                          size_t ldb, float beta, float* C, size_t ldc);
+void cpu_tile_gemm_avx2(int M, int N, int K, float alpha, const float* A, size_t ars, size_t aks, const float* B,
+                        size_t ldb, float beta, float* C, size_t ldc);
 #endif

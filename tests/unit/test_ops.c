@@ -1,7 +1,7 @@
 // CPU backend ops and small pieces the model builds on: the RNG (known xoshiro256** values),
 // matmul in every transpose with the thread split and each small-product path (sgemv, the
-// AVX-512 dot kernel, the AVX-512 register tiles) against a double loop, attention with separate query and key lengths (the
-// decoding hook, blocked and direct loops) and its log-sum-exp, RoPE, embedding backward with
+// AVX-512 dot kernel, the AVX-512 or AVX2 register tiles) against a double loop, attention with
+// separate query and key lengths (the decoding hook, blocked and direct loops) and its log-sum-exp, RoPE, embedding backward with
 // repeated tokens, the sum of squares, and the learning-rate schedule.
 #include <math.h>
 #include <setjmp.h>
@@ -193,18 +193,6 @@ static void test_matmul_paths(void** state) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         assert_int_equal(check_matmul_path(be, cpu_matmul_dot, 0, 1, shapes[i][0], shapes[i][1], shapes[i][2]), 0);
     }
-    // the register tiles: every transpose; rows in and out of tiles of 6 and 12, columns in and
-    // out of vectors and 64-column panels, K in and out of 256-row chunks, one thread and split
-    const int tiles[][3] = {{3, 5, 7}, {203, 61, 129}, {37, 301, 97}, {25, 130, 300}, {130, 17, 600}};
-    for (int ta = 0; ta <= 1; ta++) {
-        for (int tb = 0; tb <= 1; tb++) {
-            for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
-                assert_int_equal(check_matmul_path(be, cpu_matmul_tile, ta, tb, tiles[i][0], tiles[i][1], tiles[i][2]),
-                                 0);
-            }
-        }
-    }
-
     // each element is summed in the same order whatever the thread count and the tile it falls
     // in; beta = 0 does not read C (BLAS semantics: NaN there does not leak into the result)
     enum { M = 9, N = 203, K = 160 };
@@ -221,12 +209,41 @@ static void test_matmul_paths(void** state) {
     assert_int_equal(cpu_matmul_dot(be, 0, 1, 1, N, K, 1.0f, A + 5 * K, K, B, K, 0.0f, Crow, N), 0);
     assert_memory_equal(Crow, C1 + 5 * N, sizeof Crow);
     for (int i = 0; i < M * N; i++) assert_false(isnan(C1[i]));
-    // the same for the tiles, on rows split between 2 threads (M N K over the split threshold)
+    free(A), free(B);
+    backend_destroy(be1);
+    backend_destroy(be);
+}
+
+// the register tiles (AVX-512 or AVX2) as a matmul path: every transpose; rows in and out of
+// tiles of 6 and 12, columns in and out of vectors and panels, K in and out of 256-row chunks,
+// one thread and split; each element summed in the same order whatever the thread count
+static void test_matmul_tiles(void** state) {
+    (void)state;
+    Backend* be = backend_cpu_create(2);
+    if (check_matmul_path(be, cpu_matmul_tile, 0, 0, 3, 5, 7) != 0) {
+        backend_destroy(be);
+        skip(); // neither AVX-512 nor AVX2 + FMA
+    }
+    const int tiles[][3] = {{3, 5, 7}, {203, 61, 129}, {37, 301, 97}, {25, 130, 300}, {130, 17, 600}};
+    for (int ta = 0; ta <= 1; ta++) {
+        for (int tb = 0; tb <= 1; tb++) {
+            for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+                assert_int_equal(check_matmul_path(be, cpu_matmul_tile, ta, tb, tiles[i][0], tiles[i][1], tiles[i][2]),
+                                 0);
+            }
+        }
+    }
+    // rows split between 2 threads (M N K over the split threshold) against one thread; beta = 0
+    // does not read C
     enum { TM = 300, TN = 40, TK = 300 };
+    Backend* be1 = backend_cpu_create(1);
+    Rng r;
+    rng_seed(&r, 11);
     float* TA = randn(&r, (size_t)TM * TK, 1.0);
     float* TB = randn(&r, (size_t)TN * TK, 1.0);
     float* T1 = malloc(sizeof(float) * TM * TN);
     float* T2 = malloc(sizeof(float) * TM * TN);
+    float Crow[TN];
     for (int i = 0; i < TM * TN; i++) T1[i] = T2[i] = NAN;
     assert_int_equal(cpu_matmul_tile(be1, 0, 1, TM, TN, TK, 1.0f, TA, TK, TB, TK, 0.0f, T1, TN), 0);
     assert_int_equal(cpu_matmul_tile(be, 0, 1, TM, TN, TK, 1.0f, TA, TK, TB, TK, 0.0f, T2, TN), 0);
@@ -235,7 +252,6 @@ static void test_matmul_paths(void** state) {
     assert_memory_equal(Crow, T1 + 7 * TN, sizeof(float) * TN);
     for (int i = 0; i < TM * TN; i++) assert_false(isnan(T1[i]));
     free(TA), free(TB), free(T1), free(T2);
-    free(A), free(B);
     backend_destroy(be1);
     backend_destroy(be);
 }
@@ -546,7 +562,7 @@ static void test_lr_schedule(void** state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rng),           cmocka_unit_test(test_matmul),
-        cmocka_unit_test(test_matmul_paths),
+        cmocka_unit_test(test_matmul_paths),   cmocka_unit_test(test_matmul_tiles),
         cmocka_unit_test(test_attention_lengths), cmocka_unit_test(test_attention_decode),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_embedding_bwd), cmocka_unit_test(test_sum_squares),

@@ -1,6 +1,6 @@
 // The CPU attention's training shapes (blocks of ATTN_BQ queries) against a float64 reference,
-// forward and backward, at sequence lengths beyond one block; and the AVX-512 register tiles
-// those blocks run on (ops_cpu_tile.c) against a double loop. test_ops checks the short and the
+// forward and backward, at sequence lengths beyond one block; and the register tiles those
+// blocks run on (ops_cpu_tile.c, AVX-512 and AVX2) against a double loop. test_ops checks the short and the
 // decoding shapes; test_model the whole model against PyTorch at short lengths.
 //
 // Tolerances: unit normal inputs, float sums of up to T = 150 terms; out and lse within 1e-5
@@ -27,10 +27,15 @@ static float* randn(Rng* r, size_t n) {
 
 // ----------------------------------------------------------------------------
 // the tiles: every row count of a tile (1..12), column counts in and out of vectors and of
-// 64-column blocks, A plain and transposed, beta 0 (C not read: NaN there) and 1
+// panels, A plain and transposed, beta 0 (C not read: NaN there) and 1; the AVX-512 and the AVX2
+// tiles where the CPU runs them, and where it runs both, the same bits from each
 
-static void check_tile(int M, int N, int K, int transposed, float alpha, float beta) {
 #if defined(CPU_AVX512_KERNELS)
+typedef void TileGemm(int M, int N, int K, float alpha, const float* A, size_t ars, size_t aks, const float* B,
+                      size_t ldb, float beta, float* C, size_t ldc);
+
+// C from `gemm` against a float64 reference; returns C (M, ldc) for the caller to compare or free
+static float* check_tile(TileGemm* gemm, int M, int N, int K, int transposed, float alpha, float beta) {
     Rng r;
     rng_seed(&r, (uint64_t)(M * 10000 + N * 100 + K));
     const size_t lda = transposed ? (size_t)M + 3 : (size_t)K + 5, ldb = (size_t)N + 7, ldc = (size_t)N + 2;
@@ -50,7 +55,7 @@ static void check_tile(int M, int N, int K, int transposed, float alpha, float b
         }
         C[(size_t)i * ldc + N] = 12345.0f; // past the columns: must stay
     }
-    cpu_tile_gemm(M, N, K, alpha, A, ars, aks, B, ldb, beta, C, ldc);
+    gemm(M, N, K, alpha, A, ars, aks, B, ldb, beta, C, ldc);
     for (int i = 0; i < M; i++) {
         for (int j = 0; j < N; j++) {
             const double d = ref[(size_t)i * N + j];
@@ -58,22 +63,36 @@ static void check_tile(int M, int N, int K, int transposed, float alpha, float b
         }
         assert_true(C[(size_t)i * ldc + N] == 12345.0f);
     }
-    free(A), free(B), free(C), free(ref);
-#else
-    (void)M, (void)N, (void)K, (void)transposed, (void)alpha, (void)beta;
-#endif
+    free(A), free(B), free(ref);
+    return C;
 }
+#endif
 
 static void test_tiles(void** state) {
     (void)state;
-    if (!cpu_has_avx512()) skip();
-    const int Ns[] = {1, 15, 16, 17, 32, 48, 64, 70, 131};
+    if (!cpu_has_tiles()) skip();
+#if defined(CPU_AVX512_KERNELS)
+    const int both = cpu_has_avx512() && cpu_has_avx2();
+    if (!cpu_has_avx512()) print_message("no AVX-512 on this CPU: only the AVX2 tiles are checked\n");
+    const int Ns[] = {1, 7, 8, 9, 15, 16, 17, 24, 32, 48, 64, 70, 131};
+    const int Ks[] = {33, 9, 300}; // 300: two chunks of K
     for (int M = 1; M <= 25; M++) {
         for (size_t n = 0; n < sizeof Ns / sizeof Ns[0]; n++) {
-            check_tile(M, Ns[n], 33, 0, 0.7f, 0.0f);
-            check_tile(M, Ns[n], 9, 1, 1.0f, 1.0f);
+            for (int t = 0; t < 3; t++) {
+                if (t == 2 && M % 6 != 1) continue;
+                const int transposed = t == 1;
+                const float alpha = t == 1 ? 1.0f : 0.7f, beta = t == 0 ? 0.0f : 1.0f;
+                float* c512 = cpu_has_avx512() ? check_tile(cpu_tile_gemm_avx512, M, Ns[n], Ks[t], transposed, alpha,
+                                                            beta)
+                                               : NULL;
+                float* c2 = cpu_has_avx2() ? check_tile(cpu_tile_gemm_avx2, M, Ns[n], Ks[t], transposed, alpha, beta)
+                                           : NULL;
+                if (both) assert_memory_equal(c512, c2, sizeof(float) * (size_t)M * (Ns[n] + 2));
+                free(c512), free(c2);
+            }
         }
     }
+#endif
 }
 
 // ----------------------------------------------------------------------------
