@@ -60,21 +60,28 @@ CPU_AVX512 static inline __attribute__((always_inline)) void tile(int mr, int nr
     }
 }
 
-// the tile with mr and nr as constants: rows 1..12 for up to 2 vectors, 1..6 for 3 or 4
-#define TILE_CASE(MR, NR)                                                                                              \
-    case MR * 8 + NR: tile(MR, NR, K, alpha, A, ars, aks, B, ldb, beta, C, ldc, mask); break;
-#define TILE_ROWS6(NR) TILE_CASE(1, NR) TILE_CASE(2, NR) TILE_CASE(3, NR) TILE_CASE(4, NR) TILE_CASE(5, NR) TILE_CASE(6, NR)
-#define TILE_ROWS12(NR)                                                                                                \
-    TILE_ROWS6(NR) TILE_CASE(7, NR) TILE_CASE(8, NR) TILE_CASE(9, NR) TILE_CASE(10, NR) TILE_CASE(11, NR)              \
-        TILE_CASE(12, NR)
+// The case of a switch for each tile shape, so that mr, nr (and, on AVX2, masked) are constants
+// in every inlined copy: CASE(MR, NR, MASKED) for rows 1..6 or 1..12
+#define TILE_ROWS6(CASE, NR, MASKED)                                                                                   \
+    CASE(1, NR, MASKED) CASE(2, NR, MASKED) CASE(3, NR, MASKED) CASE(4, NR, MASKED) CASE(5, NR, MASKED)                \
+        CASE(6, NR, MASKED)
+#define TILE_ROWS12(CASE, NR, MASKED)                                                                                  \
+    TILE_ROWS6(CASE, NR, MASKED) CASE(7, NR, MASKED) CASE(8, NR, MASKED) CASE(9, NR, MASKED) CASE(10, NR, MASKED)      \
+        CASE(11, NR, MASKED) CASE(12, NR, MASKED)
 
-CPU_AVX512 static void tile_any(int mr, int nr, int K, float alpha, const float* A, size_t ars, size_t aks,
-                                const float* B, size_t ldb, float beta, float* C, size_t ldc, __mmask16 mask) {
+#define TILE16_CASE(MR, NR, MASKED)                                                                                    \
+    case MR * 8 + NR: tile(MR, NR, K, alpha, A, ars, aks, B, ldb, beta, C, ldc, mask); break;
+
+// the AVX-512 tile of mr rows by w <= 64 columns: rows 1..12 for up to 2 vectors, 1..6 for 3 or 4
+CPU_AVX512 static void tile16_any(int mr, int w, int K, float alpha, const float* A, size_t ars, size_t aks,
+                                  const float* B, size_t ldb, float beta, float* C, size_t ldc) {
+    const int nr = (w + 15) / 16;
+    const __mmask16 mask = w % 16 ? (__mmask16)((1u << (w % 16)) - 1) : (__mmask16)0xffff;
     switch (mr * 8 + nr) {
-        TILE_ROWS12(1)
-        TILE_ROWS12(2)
-        TILE_ROWS6(3)
-        TILE_ROWS6(4)
+        TILE_ROWS12(TILE16_CASE, 1, 0)
+        TILE_ROWS12(TILE16_CASE, 2, 0)
+        TILE_ROWS6(TILE16_CASE, 3, 0)
+        TILE_ROWS6(TILE16_CASE, 4, 0)
     default: break; // callers pass only the shapes above
     }
 }
@@ -132,34 +139,20 @@ CPU_AVX2 static inline __attribute__((always_inline)) void tile8(int mr, int nr,
     case (MASKED) * 64 + MR * 4 + NR:                                                                                  \
         tile8(MR, NR, MASKED, K, alpha, A, ars, aks, B, ldb, beta, C, ldc, mask);                                      \
         break;
-#define TILE8_ROWS6(NR, MASKED)                                                                                        \
-    TILE8_CASE(1, NR, MASKED) TILE8_CASE(2, NR, MASKED) TILE8_CASE(3, NR, MASKED) TILE8_CASE(4, NR, MASKED)            \
-        TILE8_CASE(5, NR, MASKED) TILE8_CASE(6, NR, MASKED)
-#define TILE8_ROWS12(NR, MASKED)                                                                                       \
-    TILE8_ROWS6(NR, MASKED) TILE8_CASE(7, NR, MASKED) TILE8_CASE(8, NR, MASKED) TILE8_CASE(9, NR, MASKED)              \
-        TILE8_CASE(10, NR, MASKED) TILE8_CASE(11, NR, MASKED) TILE8_CASE(12, NR, MASKED)
 
-// a tile of mr rows by w <= 16 columns
+// the AVX2 tile of mr rows by w <= 16 columns: rows 1..12 for 1 vector, 1..6 for 2
 CPU_AVX2 static void tile8_any(int mr, int w, int K, float alpha, const float* A, size_t ars, size_t aks,
                                const float* B, size_t ldb, float beta, float* C, size_t ldc) {
     const int nr = (w + 7) / 8, masked = w % 8 != 0;
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(w % 8), lanes); // lane i < w % 8: all ones
     switch (masked * 64 + mr * 4 + nr) {
-        TILE8_ROWS12(1, 0)
-        TILE8_ROWS12(1, 1)
-        TILE8_ROWS6(2, 0)
-        TILE8_ROWS6(2, 1)
+        TILE_ROWS12(TILE8_CASE, 1, 0)
+        TILE_ROWS12(TILE8_CASE, 1, 1)
+        TILE_ROWS6(TILE8_CASE, 2, 0)
+        TILE_ROWS6(TILE8_CASE, 2, 1)
     default: break; // callers pass only the shapes above
     }
-}
-
-// the AVX-512 tile of mr rows by w <= 64 columns
-CPU_AVX512 static void tile16_any(int mr, int w, int K, float alpha, const float* A, size_t ars, size_t aks,
-                                  const float* B, size_t ldb, float beta, float* C, size_t ldc) {
-    const int nr = (w + 15) / 16;
-    const __mmask16 mask = w % 16 ? (__mmask16)((1u << (w % 16)) - 1) : (__mmask16)0xffff;
-    tile_any(mr, nr, K, alpha, A, ars, aks, B, ldb, beta, C, ldc, mask);
 }
 
 // ----------------------------------------------------------------------------
