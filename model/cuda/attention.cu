@@ -1,5 +1,5 @@
 // CUDA causal grouped-query attention (see ops.h for the layouts), fp32 on CUDA cores, and the
-// dispatch to the bf16 tensor-core kernels of attention_tc.cu: in the backend's bf16 mode the
+// dispatch to the bf16 tensor-core kernels of attention_mma.cu: in the backend's bf16 mode the
 // tiled (training) shapes of head size 32, 64 or 128 run there, forward and backward; f32 mode,
 // other head sizes and the decoding shapes run the fp32 kernels below.
 //
@@ -492,8 +492,8 @@ static void bwd_tiled(Backend* be, float* dq, float* dk, float* dv, const float*
 
 // the bf16 tensor-core path: bf16 mode, a tiled shape (more query rows per kv head than the
 // decoding path takes; the backward follows its forward) and a head size it is built for
-static int attn_use_tc(Backend* be, const AttnArgs& a) {
-    return cuda_impl(be)->bf16 && a.Tq * (a.H / a.KV) > ATTN_DIRECT_ROWS && cuda_attention_tc_supported(a.hd);
+static int attn_use_mma(Backend* be, const AttnArgs& a) {
+    return cuda_impl(be)->bf16 && a.Tq * (a.H / a.KV) > ATTN_DIRECT_ROWS && cuda_attention_mma_supported(a.hd);
 }
 
 static AttnArgs attn_args(const float* q, int ldq, const float* k, const float* v, int ldkv, const int* q_lens,
@@ -519,8 +519,8 @@ void cuda_attention_fwd(Backend* be, float* out, float* lse, const float* q, int
         if (hd <= 64) fwd_decode<64>(be, out, lse, a, B);
         else if (hd <= 128) fwd_decode<128>(be, out, lse, a, B);
         else fwd_decode<256>(be, out, lse, a, B);
-    } else if (attn_use_tc(be, a)) {
-        cuda_attention_tc_fwd(be, out, lse, a, B);
+    } else if (attn_use_mma(be, a)) {
+        cuda_attention_mma_fwd(be, out, lse, a, B, cuda_scratch(be, cuda_attention_mma_work_bytes(a, B)));
     } else {
         if (hd <= 64) fwd_tiled<64, 64, 64>(be, out, lse, a, B);
         else if (hd <= 128) fwd_tiled<128, 64, 32>(be, out, lse, a, B);
@@ -535,12 +535,15 @@ void cuda_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const floa
     (void)work;
     if (B <= 0 || Tq <= 0) return;
     const AttnArgs a = attn_args(q, ldq, k, v, ldkv, q_lens, kv_lens, Tq, Tk, H, KV, hd);
-    const size_t rows = (size_t)B * Tq * H;
-    float* Dv = (float*)cuda_scratch(be, rows * sizeof(float));
+    const size_t rows = (size_t)B * Tq * H, dv_bytes = cuda_cdiv(rows * sizeof(float), 256) * 256;
+    const int mma = attn_use_mma(be, a);
+    // Dv, then the tensor-core kernels' bf16 copies of q, k, v, dout
+    char* scratch = (char*)cuda_scratch(be, dv_bytes + (mma ? cuda_attention_mma_work_bytes(a, B) : 0));
+    float* Dv = (float*)scratch;
     attn_bwd_dot_kernel<<<(unsigned)cuda_cdiv(rows, 8), 256, 0, cuda_stream(be)>>>(Dv, dout, out, q_lens, B, Tq, H,
                                                                                     hd);
     cudaCheckLaunch();
-    if (attn_use_tc(be, a)) cuda_attention_tc_bwd(be, dq, dk, dv, dout, lse, Dv, a, B);
+    if (mma) cuda_attention_mma_bwd(be, dq, dk, dv, dout, lse, Dv, a, B, scratch + dv_bytes);
     else if (hd <= 64) bwd_tiled<64, 64, 64, 64, 64>(be, dq, dk, dv, dout, lse, Dv, a, B);
     else if (hd <= 128) bwd_tiled<128, 64, 32, 32, 32>(be, dq, dk, dv, dout, lse, Dv, a, B);
     else bwd_tiled<256, 32, 32, 16, 32>(be, dq, dk, dv, dout, lse, Dv, a, B);

@@ -160,7 +160,7 @@ __global__ void to_bf16_kernel(__nv_bfloat16* dst, const float* src, int rows, i
     }
 }
 
-static void to_bf16(Backend* be, __nv_bfloat16* dst, const float* src, int rows, int cols, int ld) {
+void cuda_to_bf16(Backend* be, __nv_bfloat16* dst, const float* src, int rows, int cols, int ld) {
     const int vec4 = cols % 4 == 0 && ld % 4 == 0 && (uintptr_t)src % 16 == 0;
     const size_t items = (size_t)rows * (vec4 ? cols / 4 : cols);
     to_bf16_kernel<<<cuda_grid(items, 256), 256, 0, cuda_stream(be)>>>(dst, src, rows, cols, ld, vec4);
@@ -196,8 +196,8 @@ static void cuda_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int
     const size_t a_bytes = ((size_t)a_rows * a_cols * sizeof(__nv_bfloat16) + 255) / 256 * 256;
     char* ws = (char*)cuda_scratch(be, a_bytes + (size_t)b_rows * b_cols * sizeof(__nv_bfloat16));
     __nv_bfloat16 *a16 = (__nv_bfloat16*)ws, *b16 = (__nv_bfloat16*)(ws + a_bytes);
-    to_bf16(be, a16, A, a_rows, a_cols, lda);
-    to_bf16(be, b16, B, b_rows, b_cols, ldb);
+    cuda_to_bf16(be, a16, A, a_rows, a_cols, lda);
+    cuda_to_bf16(be, b16, B, b_rows, b_cols, ldb);
     cublasCheck(cublasGemmEx(c->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
                              K, &alpha, b16, CUDA_R_16BF, b_cols, a16, CUDA_R_16BF, a_cols, &beta, C, CUDA_R_32F, ldc,
                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));

@@ -3,6 +3,7 @@
 // ops_cuda.cu, which fills the Backend's function pointers. Not part of the backend interface.
 #pragma once
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stddef.h>
@@ -112,6 +113,9 @@ __device__ __forceinline__ double block_sum_d(double v, double* sh) {
 // ----------------------------------------------------------------------------
 // ops by file (signatures as in struct Backend)
 
+// ops_cuda.cu: dst (rows, cols) packed bf16 = the fp32 block src (rows, cols), row stride ld
+void cuda_to_bf16(Backend* be, __nv_bfloat16* dst, const float* src, int rows, int cols, int ld);
+
 // ops_cuda_kernels.cu
 void cuda_add_bias(Backend* be, float* y, const float* b, int N, int C);
 void cuda_bias_bwd(Backend* be, float* db, const float* dy, int N, int C);
@@ -157,9 +161,11 @@ void cuda_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const floa
                         void* work);
 size_t cuda_attention_work_bytes(Backend* be, int Tk);
 
-// attention_tc.cu: the bf16 mode's tensor-core kernels for attention.cu's tiled shapes.
-// Dv (B, H, Tq): rowsum(dO * O), 0 on padded rows.
-int cuda_attention_tc_supported(int hd);
-void cuda_attention_tc_fwd(Backend* be, float* out, float* lse, const AttnArgs& a, int B);
-void cuda_attention_tc_bwd(Backend* be, float* dq, float* dk, float* dv, const float* dout, const float* lse,
-                           const float* Dv, const AttnArgs& a, int B);
+// attention_mma.cu: the bf16 mode's tensor-core kernels (mma.sync, flash-attention style) for
+// attention.cu's tiled shapes. Dv (B, H, Tq): rowsum(dO * O), 0 on padded rows. `work`:
+// cuda_attention_mma_work_bytes for their bf16 copies of q, k, v and dout.
+int cuda_attention_mma_supported(int hd);
+size_t cuda_attention_mma_work_bytes(const AttnArgs& a, int B);
+void cuda_attention_mma_fwd(Backend* be, float* out, float* lse, const AttnArgs& a, int B, void* work);
+void cuda_attention_mma_bwd(Backend* be, float* dq, float* dk, float* dv, const float* dout, const float* lse,
+                            const float* Dv, const AttnArgs& a, int B, void* work);
