@@ -188,8 +188,8 @@ CPU_AVX512 static inline __attribute__((always_inline)) void dot_tile(int mr, in
 }
 
 // 4 rows of B at a time against all of A
-CPU_AVX512 void cpu_dot_kernel(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
-                               float beta, float* C, int ldc) {
+CPU_AVX512 void cpu_dot_kernel_avx512(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+                                      float beta, float* C, int ldc) {
     int n = 0;
     for (; n + 4 <= N; n += 4) {
         const float* Bn = B + (size_t)n * ldb;
@@ -218,6 +218,86 @@ CPU_AVX512 void cpu_dot_kernel(int M, int N, int K, float alpha, const float* A,
         }
     }
 }
+
+// AVX2 + FMA: the same sums in 8-lane halves. Lane l of an AVX-512 accumulator is lane l of `lo`
+// (l < 8) or lane l - 8 of `hi`, summed over K in the same order; the halves then add up in
+// dot_sum4's tree (4-lane blocks b0 + b2 and b1 + b3, their sum, then (x0 + x2) + (x1 + x3)), so
+// the two kernels give the same bits. Tiles of 2 rows of A by 2 rows of B: 8 accumulators and
+// the 4 halves of B fill the 16 ymm registers with the row of A being multiplied.
+CPU_AVX2 static inline float dot_sum_avx2(__m256 lo, __m256 hi) {
+    const __m256 s = _mm256_add_ps(lo, hi); // (b0 + b2, b1 + b3)
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    t = _mm_add_ps(t, _mm_permute_ps(t, 0x4e)); // (x0 + x2, x1 + x3, ..)
+    t = _mm_add_ps(t, _mm_permute_ps(t, 0xb1)); // (x0 + x2) + (x1 + x3)
+    return _mm_cvtss_f32(t);
+}
+
+// C (mr, nr) of mr <= 2 rows of A against nr <= 2 rows of B; K a multiple of 16; pf as dot_tile's
+CPU_AVX2 static inline __attribute__((always_inline)) void dot_tile_avx2(int mr, int nr, int K, float alpha,
+                                                                         const float* A, int lda, const float* B,
+                                                                         int ldb, float beta, float* C, int ldc,
+                                                                         const float* pf) {
+    __m256 lo[2][2], hi[2][2];
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < 2; j++) lo[i][j] = hi[i][j] = _mm256_setzero_ps();
+    }
+    for (int k = 0; k < K; k += 16) {
+        __m256 blo[2], bhi[2];
+        for (int j = 0; j < nr; j++) {
+            blo[j] = _mm256_loadu_ps(B + (size_t)j * ldb + k);
+            bhi[j] = _mm256_loadu_ps(B + (size_t)j * ldb + k + 8);
+        }
+        if (pf) {
+            for (int j = 0; j < 2; j++) __builtin_prefetch(pf + (size_t)j * ldb + k);
+        }
+        for (int i = 0; i < mr; i++) {
+            const __m256 alo = _mm256_loadu_ps(A + (size_t)i * lda + k), ahi = _mm256_loadu_ps(A + (size_t)i * lda + k + 8);
+            for (int j = 0; j < nr; j++) {
+                lo[i][j] = _mm256_fmadd_ps(alo, blo[j], lo[i][j]);
+                hi[i][j] = _mm256_fmadd_ps(ahi, bhi[j], hi[i][j]);
+            }
+        }
+    }
+    for (int i = 0; i < mr; i++) {
+        float* c = C + (size_t)i * ldc;
+        for (int j = 0; j < nr; j++) {
+            const float r = dot_sum_avx2(lo[i][j], hi[i][j]);
+            c[j] = beta == 0.0f ? alpha * r : alpha * r + beta * c[j];
+        }
+    }
+}
+
+// 2 rows of B at a time against all of A
+CPU_AVX2 void cpu_dot_kernel_avx2(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+                                  float beta, float* C, int ldc) {
+    for (int n = 0; n < N; n += 2) {
+        const float* Bn = B + (size_t)n * ldb;
+        float* Cn = C + n;
+        if (n + 2 > N) {
+            for (int m = 0; m < M; m++) {
+                dot_tile_avx2(1, 1, K, alpha, A + (size_t)m * lda, lda, Bn, ldb, beta, Cn + (size_t)m * ldc, ldc, NULL);
+            }
+            break;
+        }
+        const float* pf = n + 4 <= N ? Bn + 2 * (size_t)ldb : NULL;
+        int m = 0;
+        if (M >= 2) { // the first tile prefetches (only there: the rest read these rows of B from L1)
+            if (pf) dot_tile_avx2(2, 2, K, alpha, A, lda, Bn, ldb, beta, Cn, ldc, pf);
+            else dot_tile_avx2(2, 2, K, alpha, A, lda, Bn, ldb, beta, Cn, ldc, NULL);
+            m = 2;
+        }
+        for (; m + 2 <= M; m += 2) {
+            dot_tile_avx2(2, 2, K, alpha, A + (size_t)m * lda, lda, Bn, ldb, beta, Cn + (size_t)m * ldc, ldc, NULL);
+        }
+        if (m < M) dot_tile_avx2(1, 2, K, alpha, A + (size_t)m * lda, lda, Bn, ldb, beta, Cn + (size_t)m * ldc, ldc, NULL);
+    }
+}
+
+void cpu_dot_kernel(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+                    float* C, int ldc) {
+    if (cpu_has_avx512()) cpu_dot_kernel_avx512(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else cpu_dot_kernel_avx2(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 #endif
 
 #if !defined(CPU_AVX512_KERNELS)
@@ -233,7 +313,7 @@ static int no_avx512_path(Backend* be, int trans_a, int trans_b, int M, int N, i
 int cpu_matmul_dot(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                    const float* B, int ldb, float beta, float* C, int ldc) {
 #if defined(CPU_AVX512_KERNELS)
-    if (trans_a || !trans_b || K <= 0 || K % 16 != 0 || !cpu_has_avx512()) return -1;
+    if (trans_a || !trans_b || K <= 0 || K % 16 != 0 || !cpu_has_tiles()) return -1;
     if (M <= 0 || N <= 0) return 0;
 #pragma omp parallel num_threads(be->threads) if((double)M * N * K >= MATMUL_SMALL_SPLIT_MIN)
     {
@@ -291,8 +371,16 @@ int cpu_matmul_tile(Backend* be, int trans_a, int trans_b, int M, int N, int K, 
 //   dot kernel (AVX-512)       0.58   0.67   1.04   3.15   19.5
 // So: the dot kernel where the CPU has AVX-512, up to 256 rows beside OpenBLAS's AVX2 kernels
 // and up to 32 beside its AVX-512 ones (whose small-matrix sgemm packs nothing); otherwise
-// sgemv up to 4 rows beside the AVX2 kernels; sgemm for the rest. The kernels are fixed when
-// OpenBLAS loads, so backend_cpu_create sets the limits once, from backend_cpu_blas_core().
+// sgemv up to 4 rows beside the AVX2 kernels; sgemm for the rest. On a CPU with AVX2 only the
+// dot kernel's AVX2 version (tiles of 2 x 2 rows, the AVX-512 version's bits) runs 5 to 24 rows:
+// on one core of a Zen 2/3 EPYC, the products of one decode step (ms; noisy VM, two runs each),
+//   rows                          1           8           16          32          64
+//   tiny, sgemv / sgemm       0.08-0.11   0.94-1.02   1.11-1.24   1.59-1.61   2.12-2.35
+//   tiny, AVX2 dot kernel        0.12     0.40-0.42   0.61-0.77   1.42-1.44   2.65-2.83
+//   small, sgemv / sgemm      4.54-4.56  10.3-11.5   12.6-13.2   18.6-20.4
+//   small, AVX2 dot kernel       -        6.9-7.3    10.2-10.3   21.3-21.4
+// The kernels are fixed when OpenBLAS loads, so backend_cpu_create sets the limits once, from
+// backend_cpu_blas_core().
 // Training's products beside OpenBLAS's AVX2 kernels on an AVX-512 CPU run on the register
 // tiles instead of sgemm (cpu_tiles): on one Zen 5 core, for the tiny model's shapes,
 //   x W^T and dY W (2800 rows, K = 128 or 384)   sgemm 122 GFLOP/s   tiles 242-257
@@ -300,11 +388,11 @@ int cpu_matmul_tile(Backend* be, int trans_a, int trans_b, int M, int N, int K, 
 // On a CPU with AVX2 only, the AVX2 tiles run them no faster than OpenBLAS's own AVX2 kernels
 // (0.88-0.94x sgemm on 2 Zen 2/3 EPYC cores, the same 87 products), so there sgemm keeps them
 // and the tiles serve attention only (ops_cpu_attention.c).
-static int cpu_dot_rows = 0, cpu_gemv_rows = 0, cpu_tiles = 0;
+static int cpu_dot_min_rows = 0, cpu_dot_rows = 0, cpu_gemv_rows = 0, cpu_tiles = 0;
 
 static void cpu_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                        const float* B, int ldb, float beta, float* C, int ldc) {
-    if (M <= cpu_dot_rows && cpu_matmul_dot(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == 0) {
+    if (M >= cpu_dot_min_rows && M <= cpu_dot_rows && cpu_matmul_dot(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == 0) {
         return;
     }
     if (cpu_tiles && cpu_matmul_tile(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == 0) return;
@@ -673,7 +761,8 @@ Backend* backend_cpu_create(int threads) {
     // the small-product limits (see cpu_matmul): the same for every backend of the process
     const int blas_avx512 = blas_core_is_avx512(openblas_get_corename());
 #if defined(CPU_AVX512_KERNELS)
-    cpu_dot_rows = !cpu_has_avx512() ? 0 : blas_avx512 ? 32 : 256;
+    cpu_dot_rows = cpu_has_avx512() ? (blas_avx512 ? 32 : 256) : cpu_has_avx2() ? 24 : 0;
+    cpu_dot_min_rows = cpu_has_avx512() ? 0 : 5;
     cpu_tiles = cpu_has_avx512() && !blas_avx512;
 #endif
     cpu_gemv_rows = blas_avx512 ? 0 : 4;

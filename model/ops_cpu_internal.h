@@ -108,15 +108,21 @@ void cpu_matmul_gemv(Backend* be, int trans_a, int trans_b, int M, int N, int K,
 // leaves C alone) without AVX-512 or AVX2, off x86-64, or for a transposed B of more than 2^20 values
 int cpu_matmul_tile(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                     const float* B, int ldb, float beta, float* C, int ldc);
-// the AVX-512 dot kernel; returns -1 (and leaves C alone) where it does not apply: without
-// AVX-512, off x86-64, unless trans_a = 0 and trans_b = 1, or K not a positive multiple of 16
+// the dot kernel; returns -1 (and leaves C alone) where it does not apply: without AVX-512 or
+// AVX2, off x86-64, unless trans_a = 0 and trans_b = 1, or K not a positive multiple of 16
 int cpu_matmul_dot(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                    const float* B, int ldb, float beta, float* C, int ldc);
 #if defined(CPU_AVX512_KERNELS)
 // the dot kernel on the calling thread: C (M, N) = alpha A B^T + beta C, A (M, K) and B (N, K)
-// K-contiguous, K a positive multiple of 16; only where cpu_has_avx512()
+// K-contiguous, K a positive multiple of 16; only where cpu_has_tiles(). cpu_dot_kernel runs the
+// AVX-512 version where the CPU has it, else the AVX2 one: both sum each element in the same
+// order, so they give the same bits.
 void cpu_dot_kernel(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
                     float* C, int ldc);
+void cpu_dot_kernel_avx512(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+                           float beta, float* C, int ldc);
+void cpu_dot_kernel_avx2(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+                         float* C, int ldc);
 // the register tiles (ops_cpu_tile.c) on the calling thread: C (M, N) = alpha A B + beta C
 // with A(r, k) at A[r ars + k aks], B (K, N) row-major; beta 0 never reads C. cpu_tile_gemm
 // runs the AVX-512 tiles where the CPU has them, else the AVX2 ones (only where cpu_has_tiles());

@@ -1,6 +1,6 @@
 // CPU backend ops and small pieces the model builds on: the RNG (known xoshiro256** values),
 // matmul in every transpose with the thread split and each small-product path (sgemv, the
-// AVX-512 dot kernel, the AVX-512 or AVX2 register tiles) against a double loop, attention with
+// AVX-512 or AVX2 dot kernel, the AVX-512 or AVX2 register tiles) against a double loop, attention with
 // separate query and key lengths (the decoding hook, blocked and direct loops) and its log-sum-exp, RoPE, embedding backward with
 // repeated tokens, the sum of squares, and the learning-rate schedule.
 #include <math.h>
@@ -76,7 +76,7 @@ static void test_rng(void** state) {
 
 // ----------------------------------------------------------------------------
 // matmul: all transposes, padded leading dimensions, alpha and beta, split and unsplit sizes,
-// through Backend.matmul and through each of its paths (sgemm, sgemv, the AVX-512 dot kernel)
+// through Backend.matmul and through each of its paths (sgemm, sgemv, the dot kernel)
 
 // a matmul path; returns 0 when it ran, -1 when it does not apply (the dot kernel)
 typedef int (*MatmulPath)(Backend* be, int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
@@ -184,7 +184,7 @@ static void test_matmul_paths(void** state) {
     }
     assert_int_equal(check_matmul_path(be, cpu_matmul_dot, 0, 1, 4, 50, 40), -1);
     if (check_matmul_path(be, cpu_matmul_dot, 0, 1, 1, 5, 16) != 0) {
-        print_message("no AVX-512 dot kernel on this machine: its checks are skipped\n");
+        print_message("no dot kernel on this machine (neither AVX-512 nor AVX2): its checks are skipped\n");
         backend_destroy(be);
         return;
     }
@@ -209,6 +209,19 @@ static void test_matmul_paths(void** state) {
     assert_int_equal(cpu_matmul_dot(be, 0, 1, 1, N, K, 1.0f, A + 5 * K, K, B, K, 0.0f, Crow, N), 0);
     assert_memory_equal(Crow, C1 + 5 * N, sizeof Crow);
     for (int i = 0; i < M * N; i++) assert_false(isnan(C1[i]));
+#if defined(CPU_AVX512_KERNELS)
+    // the AVX-512 and the AVX2 kernels give the same bits, on whole and partial tiles of both
+    if (cpu_has_avx512()) {
+        for (int m = 1; m <= M; m += 4) {
+            for (int i = 0; i < m * N; i++) C1[i] = C2[i] = 0.5f;
+            cpu_dot_kernel_avx512(m, N, K, 0.7f, A, K, B, K, 1.0f, C1, N);
+            cpu_dot_kernel_avx2(m, N, K, 0.7f, A, K, B, K, 1.0f, C2, N);
+            assert_memory_equal(C1, C2, sizeof(float) * m * N);
+        }
+    } else {
+        print_message("no AVX-512 on this CPU: the AVX2 dot kernel is checked against doubles only\n");
+    }
+#endif
     free(A), free(B);
     backend_destroy(be1);
     backend_destroy(be);
