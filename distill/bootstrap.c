@@ -355,8 +355,11 @@ static int build(Session* s, const Config* c, const char* hash, const char* dir,
         const int last = 2 * e >= c->bootstrap.window_epochs; // the second half of the passes
         const DemoSet* ws = last ? &win : &plain;
         TrainParams wp = tp;
+        char phase[64];
+        snprintf(phase, sizeof phase, "windows pass %d of %d", e + 1, c->bootstrap.window_epochs);
         wp.epochs = 1;
         wp.seed = tp.seed + (uint64_t)e;
+        wp.phase = phase;
         bootstrap_train(s->m, ws, &wp, &tr);
         log_info("bootstrap: windows pass %d (%d %s): %ld steps on %ld tokens in %.1f s (%.0f tokens/s); loss %.3f -> "
                  "%.3f", e + 1, ws->n, last ? "with experience" : "without experience", tr.steps, tr.tokens,

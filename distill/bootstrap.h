@@ -132,6 +132,7 @@ typedef struct {
     int max_batch, max_seq; // the model's limits (model_create)
     uint64_t seed;
     int log_every;       // steps between progress lines (0: none)
+    const char* phase;   // named in the progress lines ("windows pass 1 of 2"); NULL: "episodes"
 } TrainParams;
 
 TrainParams bootstrap_train_params(const Config* c);

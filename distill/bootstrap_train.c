@@ -129,9 +129,10 @@ void bootstrap_train(Model* m, const DemoSet* set, const TrainParams* p, TrainRe
             if (step >= ac.total_steps - window) last_sum += loss, last_n++;
             log_sum += loss, log_n++;
             if (p->log_every > 0 && (step + 1) % p->log_every == 0) {
-                const double dt = timer_now() - t0;
-                log_info("bootstrap: step %ld/%ld  loss %.4f  lr %.2e  %.0f tokens/s  %.0f s", step + 1, ac.total_steps,
-                         log_sum / (double)log_n, adamw_lr(&ac, step), (double)r->tokens / dt, dt);
+                const double dt = timer_now() - t0, eta = dt / (double)(step + 1) * (double)(ac.total_steps - step - 1);
+                log_info("bootstrap: %s: step %ld/%ld  loss %.4f  lr %.2e  %.0f tokens/s  %.0f s  ETA %.0f s",
+                         p->phase ? p->phase : "episodes", step + 1, ac.total_steps, log_sum / (double)log_n,
+                         adamw_lr(&ac, step), (double)r->tokens / dt, dt, eta);
                 log_sum = 0, log_n = 0;
             }
         }
