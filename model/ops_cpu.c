@@ -227,7 +227,8 @@ static int cpu_dot_min_rows = 0, cpu_dot_rows = 0, cpu_gemv_rows = 0, cpu_tiles 
 
 static void cpu_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                        const float* B, int ldb, float beta, float* C, int ldc) {
-    if (M >= cpu_dot_min_rows && M <= cpu_dot_rows && cpu_matmul_dot(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == 0) {
+    if (M >= cpu_dot_min_rows && M <= cpu_dot_rows &&
+        cpu_matmul_dot(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == 0) {
         return;
     }
     if (cpu_tiles && cpu_matmul_tile(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == 0) return;

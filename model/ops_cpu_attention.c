@@ -210,7 +210,7 @@ CPU_AVX512 static inline __attribute__((always_inline)) void group_values_block(
 CPU_AVX512 static void attend_group_avx512(float* out, float* lse, int lse_stride, const float* q, const float* k,
                                            const float* v, int ldkv, int G, int nk, int hd, float scale, float* s) {
     float inv[4];
-    cpu_dot_kernel(G, nk, hd, scale, q, hd, k, ldkv, 0.0f, s, nk);
+    cpu_dot_kernel_avx512(G, nk, hd, scale, q, hd, k, ldkv, 0.0f, s, nk);
     for (int r0 = 0; r0 < G; r0 += 4) {
         const int mr = G - r0 < 4 ? G - r0 : 4;
         for (int r = 0; r < mr; r++) {

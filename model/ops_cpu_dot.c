@@ -57,8 +57,8 @@ CPU_AVX512 static inline __attribute__((always_inline)) void dot_tile(int mr, in
 }
 
 // 4 rows of B at a time against all of A
-CPU_AVX512 void cpu_dot_kernel_avx512(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
-                                      float beta, float* C, int ldc) {
+CPU_AVX512 void cpu_dot_kernel_avx512(int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+                                      int ldb, float beta, float* C, int ldc) {
     int n = 0;
     for (; n + 4 <= N; n += 4) {
         const float* Bn = B + (size_t)n * ldb;
@@ -88,8 +88,8 @@ CPU_AVX512 void cpu_dot_kernel_avx512(int M, int N, int K, float alpha, const fl
     }
 }
 
-// ---- AVX2 + FMA: the same sums in 8-lane halves. Lane l of an AVX-512 accumulator is lane l of `lo`
-// (l < 8) or lane l - 8 of `hi`, summed over K in the same order; the halves then add up in
+// ---- AVX2 + FMA: the same sums in 8-lane halves. Lane l of an AVX-512 accumulator is lane l of
+// `lo` (l < 8) or lane l - 8 of `hi`, summed over K in the same order; the halves then add up in
 // dot_sum4's tree (4-lane blocks b0 + b2 and b1 + b3, their sum, then (x0 + x2) + (x1 + x3)), so
 // the two kernels give the same bits. Tiles of 2 rows of A by 2 rows of B: 8 accumulators and
 // the 4 halves of B fill the 16 ymm registers with the row of A being multiplied.
@@ -120,7 +120,8 @@ CPU_AVX2 static inline __attribute__((always_inline)) void dot_tile_avx2(int mr,
             for (int j = 0; j < 2; j++) __builtin_prefetch(pf + (size_t)j * ldb + k);
         }
         for (int i = 0; i < mr; i++) {
-            const __m256 alo = _mm256_loadu_ps(A + (size_t)i * lda + k), ahi = _mm256_loadu_ps(A + (size_t)i * lda + k + 8);
+            const float* a = A + (size_t)i * lda + k;
+            const __m256 alo = _mm256_loadu_ps(a), ahi = _mm256_loadu_ps(a + 8);
             for (int j = 0; j < nr; j++) {
                 lo[i][j] = _mm256_fmadd_ps(alo, blo[j], lo[i][j]);
                 hi[i][j] = _mm256_fmadd_ps(ahi, bhi[j], hi[i][j]);
@@ -158,7 +159,9 @@ CPU_AVX2 void cpu_dot_kernel_avx2(int M, int N, int K, float alpha, const float*
         for (; m + 2 <= M; m += 2) {
             dot_tile_avx2(2, 2, K, alpha, A + (size_t)m * lda, lda, Bn, ldb, beta, Cn + (size_t)m * ldc, ldc, NULL);
         }
-        if (m < M) dot_tile_avx2(1, 2, K, alpha, A + (size_t)m * lda, lda, Bn, ldb, beta, Cn + (size_t)m * ldc, ldc, NULL);
+        if (m < M) {
+            dot_tile_avx2(1, 2, K, alpha, A + (size_t)m * lda, lda, Bn, ldb, beta, Cn + (size_t)m * ldc, ldc, NULL);
+        }
     }
 }
 

@@ -12,8 +12,9 @@
 // cluster nodes while the elementwise kernels run 8 lanes wide where they can.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-// the same with an AVX-512 clone, for the attention's softmax rows: they run beside the AVX-512
-// tiles, whose bits already differ from the AVX2 machines' (as OpenBLAS's kernels do by CPU)
+// the same with an AVX-512 clone, for the attention's softmax rows: its sums run 16 lanes wide,
+// so those rows' bits differ from an AVX2 machine's (as OpenBLAS's kernels do by CPU; the tiles'
+// and the dot kernel's do not)
 #define CPU_CLONES_V4 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CPU_CLONES

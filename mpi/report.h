@@ -1,8 +1,8 @@
 // Reports over many runs (docs/SLURM.md): every run directory under RUNS_DIR (one holding
 // metrics.jsonl and config.yaml) gives rows of one table; runs whose configs agree on every key
-// but run.*, bootstrap.cache_dir and bootstrap.threads form a cell, and per cell and iteration the runs (seeds) are summarised by their
-// mean and 95% confidence interval. Written as CSV and Markdown; tools/plot_report.py draws
-// student success over iterations per cell.
+// but run.*, bootstrap.cache_dir and bootstrap.threads form a cell, and per cell and iteration
+// the runs (seeds) are summarised by their mean and 95% confidence interval. Written as CSV and
+// Markdown; tools/plot_report.py draws student success over iterations per cell.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>

@@ -1,8 +1,9 @@
 // CPU backend ops and small pieces the model builds on: the RNG (known xoshiro256** values),
 // matmul in every transpose with the thread split and each small-product path (sgemv, the
-// AVX-512 or AVX2 dot kernel, the AVX-512 or AVX2 register tiles) against a double loop, attention with
-// separate query and key lengths (the decoding hook, blocked and direct loops) and its log-sum-exp, RoPE, embedding backward with
-// repeated tokens, the sum of squares, and the learning-rate schedule.
+// AVX-512 or AVX2 dot kernel, the AVX-512 or AVX2 register tiles) against a double loop,
+// attention with separate query and key lengths (the decoding hook, blocked and direct loops) and
+// its log-sum-exp, RoPE, embedding backward with repeated tokens, the sum of squares, and the
+// learning-rate schedule.
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
