@@ -138,6 +138,7 @@ static void hash_of(const Config* c, const ModelConfig* mc, const char* system, 
              c->bootstrap.worlds, c->bootstrap.window_epochs, c->bootstrap.epochs, c->bootstrap.lr, c->bootstrap.batch_tokens, c->bootstrap.expert_rate,
              c->bootstrap.share_global, c->bootstrap.share_stepwise, c->bootstrap.max_pool, c->bootstrap.mine_batches);
     if (c->bootstrap.contrast) hash_add(&h, "contrast"); // only when set: the caches of the default stay valid
+    if (c->experience.mine_choices) hash_add(&h, "choices"); // the bank's items
     hash_add(&h, "device %s dtype %s", config_enum_name("model.device", c->model.device),
              config_enum_name("model.dtype", c->model.dtype));
     hash_add(&h, "system %s", system);
@@ -285,7 +286,9 @@ static int build(Session* s, const Config* c, const char* hash, const char* dir,
         return fail(err, errlen, "bootstrap: bootstrap.share_global (%g) + bootstrap.share_stepwise (%g) exceed 1",
                     c->bootstrap.share_global, c->bootstrap.share_stepwise);
     Bank bank;
-    if (bank_build(&bank, env_name, (uint64_t)c->run.seed, c->bootstrap.mine_batches, err, errlen) != 0) return -1;
+    const int mined = bank_build(&bank, env_name, (uint64_t)c->run.seed, c->bootstrap.mine_batches,
+                                 c->experience.mine_choices, err, errlen);
+    if (mined != 0) return -1;
     int n_rel = 0;
     for (int i = 0; i < bank.n; i++) n_rel += bank.items[i].rules != 0;
     log_info("bootstrap: %d principle texts (%d convey rules of %s, %d distractors)", bank.n, n_rel, env_name,

@@ -55,8 +55,9 @@ typedef struct {
 // the policy knowing each rule with a probability drawn per batch), each mapped to the environment
 // rules whose knowledge makes the policy take the mined action where the mined condition holds,
 // and the other built-in environments' rule texts as foreign distractors. Deterministic in seed.
-// -1 with err when the environment has no rules (external) or cannot be created.
-int bank_build(Bank* b, const char* env_name, uint64_t seed, int batches, char* err, size_t errlen);
+// -1 with err when the environment has no rules (external) or cannot be created. choices: the
+// miner also tells which result a call took (experience.mine_choices).
+int bank_build(Bank* b, const char* env_name, uint64_t seed, int batches, int choices, char* err, size_t errlen);
 void bank_free(Bank* b);
 // 1 when the item's condition holds for an observation (obs_is_task: the observation is the task):
 // a mined item's phrase occurs in it, as the miner reads observations; other items always hold

@@ -82,9 +82,11 @@ char* bank_rule_item(const EnvRule* r) {
 // scripted episodes as the extractors read them
 
 // per step: the tool the policy takes knowing nothing (choice[0]) and knowing only rule r
-// (choice[1 + r]), as indices into env->tools
+// (choice[1 + r]), as indices into env->tools, and the line of the last tool result each takes
+// (contrastive_choice; "" none)
 typedef struct {
     int8_t choice[1 + BANK_MAX_RULES];
+    char line[1 + BANK_MAX_RULES][CHOICE_MAX];
 } StepChoices;
 
 typedef struct {
@@ -109,9 +111,18 @@ static char* compact_args(const char* args_json) {
     return out;
 }
 
-static int policy_tool(Env* env, uint32_t known, EnvError* err) {
+// the policy's tool knowing `known`, and the line of obs (the last tool result, or NULL) it takes
+static int policy_tool(Env* env, uint32_t known, const char* obs, char line[CHOICE_MAX], EnvError* err) {
     EnvPolicyAction a;
+    line[0] = '\0';
     if (env_policy(env, known, &a, err) != 0) return -1;
+    if (obs) {
+        char* args = compact_args(a.args_json);
+        char* c = contrastive_choice(obs, args);
+        if (c) snprintf(line, CHOICE_MAX, "%s", c);
+        free(c);
+        free(args);
+    }
     return tool_index(env, a.tool);
 }
 
@@ -128,7 +139,8 @@ static int run_scripted(Env* env, int task, uint32_t known, int sample, EpisodeT
     for (int s = 0; s < BANK_MAX_STEPS && rc == 0; s++) {
         StepChoices* c = &(*steps)[s];
         memset(c, -1, sizeof(*c));
-        for (int r = -1; r < env->nrules && r < BANK_MAX_RULES; r++) c->choice[1 + r] = (int8_t)policy_tool(env, r < 0 ? 0 : 1u << r, err);
+        for (int r = -1; r < env->nrules && r < BANK_MAX_RULES; r++)
+            c->choice[1 + r] = (int8_t)policy_tool(env, r < 0 ? 0 : 1u << r, is_task ? NULL : obs, c->line[1 + r], err);
         EnvPolicyAction a;
         if (env_policy(env, known, &a, err) != 0) {
             rc = -1;
@@ -172,7 +184,12 @@ int bank_item_applies(const BankItem* it, const char* obs, int obs_is_task) {
                              obs_is_task ? NULL : obs);
 }
 
-// the environment rules that make the policy take the rule's tool where its condition holds and
+// whether variant v of a step's choices is the rule's action (its tool, and its line if it names one)
+static int takes(const StepChoices* c, int v, int tool, const Rule* r) {
+    return c->choice[v] == tool && (!r->choice || strcmp(c->line[v], r->choice) == 0);
+}
+
+// the environment rules that make the policy take the rule's action where its condition holds and
 // the novice would not: those explaining at least BANK_MIN_STEPS steps and half as many as the best
 static uint32_t conveyed_rules(const Env* env, const Batch* b, const Rule* r, int max_terms) {
     int tool = tool_index(env, r->tool);
@@ -184,8 +201,8 @@ static uint32_t conveyed_rules(const Env* env, const Batch* b, const Rule* r, in
             const StepText* st = &e->steps[s];
             if ((r->source == RULE_FROM_TASK) != (st->obs_is_task != 0)) continue;
             const StepChoices* c = &b->steps[i][s];
-            if (c->choice[0] == tool || !bm25_phrase_in(st->observation, r->phrase, max_terms)) continue;
-            for (int k = 0; k < env->nrules && k < BANK_MAX_RULES; k++) count[k] += c->choice[1 + k] == tool;
+            if (takes(c, 0, tool, r) || !bm25_phrase_in(st->observation, r->phrase, max_terms)) continue;
+            for (int k = 0; k < env->nrules && k < BANK_MAX_RULES; k++) count[k] += takes(c, 1 + k, tool, r);
         }
     }
     int best = 0;
@@ -219,7 +236,7 @@ static void add_rule_forms(Bank* bank, const Rule* r, uint32_t rules) {
 // ----------------------------------------------------------------------------
 // building
 
-int bank_build(Bank* bank, const char* env_name, uint64_t seed, int batches, char* err, size_t errlen) {
+int bank_build(Bank* bank, const char* env_name, uint64_t seed, int batches, int choices, char* err, size_t errlen) {
     memset(bank, 0, sizeof(*bank));
     EnvOptions o = {.name = env_name, .train_tasks = BANK_WORLD_TASKS, .heldout_tasks = 1};
     EnvError eerr = {{0}};
@@ -242,6 +259,7 @@ int bank_build(Bank* bank, const char* env_name, uint64_t seed, int batches, cha
 
     // mined rules, from batches of scripted episodes in worlds of their own
     ExtractParams prm = extract_default_params();
+    prm.choices = choices;
     static const double rates[] = {0.15, 0.25, 0.35, 0.5};
     Rng rng;
     rng_seed_stream(&rng, seed, 0xBA4C);

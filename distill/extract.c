@@ -32,6 +32,7 @@ ExtractParams extract_params_from_config(const Config* c) {
     p.z = c->experience.mine_z;
     p.max_rules = c->experience.mine_max_rules;
     p.max_ngram = c->experience.mine_max_ngram;
+    p.choices = c->experience.mine_choices;
     return p;
 }
 

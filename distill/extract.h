@@ -23,6 +23,7 @@ typedef struct {
     int max_rules;         // rules added or updated per iteration (5)
     int max_ngram;         // longest condition phrase, in words (3, at most 3)
     int max_obs_terms;     // observation terms looked at per step (128)
+    int choices;           // also mine which line of a tool result a call took (experience.mine_choices; 0)
     // instance extractor
     int max_task_words;    // words of the task kept in an excerpt (24)
     int max_calls;         // tool calls kept in an excerpt (8)
@@ -78,6 +79,7 @@ typedef struct {
     int source;          // RuleSource: the condition is in the task or in the last tool result
     char* phrase;        // the condition: 1..max_ngram lowercase words
     char* tool;          // the action taken next
+    char* choice;        // with choices: the word marking the line of the last tool result it took, or NULL
     char* args;          // the argument every successful supporting step used, or NULL
     int args_from_obs;   // most successful supporting steps took their argument from the observation
     int n_with, s_with;  // steps with the condition and this action, and how many succeeded
@@ -93,6 +95,13 @@ int contrastive_mine(const EpisodeText* eps, int n, const ExtractParams* prm, Ru
 void contrastive_rules_free(Rule* rules, int n);
 // "Name" and "When ..., ..." text of a rule, and its merge key; malloc'd
 void contrastive_render(const Rule* r, char** name, char** text, char** key);
+
+#define CHOICE_MAX 32 // bytes of a choice word, with its NUL
+// The line of a tool result a call took: where the call's argument (its one string value; args as
+// compact JSON or as the bare value) is the head of a line of observation (after an optional list
+// number, before a '-', ':', ',' or '|'), the first content word after it, lowercased; NULL when
+// no line starts with it. malloc'd.
+char* contrastive_choice(const char* observation, const char* args);
 
 // ----------------------------------------------------------------------------
 // the model's pool operations (llm extractor): the reply must hold a JSON array of

@@ -20,6 +20,11 @@
 // mostly (80%) lie inside the better rule's steps or contain them ("stock" or "lamp is out" next
 // to "out of stock"). The rules become "Phrase: When the last tool result mentions "phrase", call
 // tool." items, merged with the pool.
+// With choices (experience.mine_choices) a call whose argument starts a line of the last tool result
+// is also the action "tool on the line marked <word>", the first content word after the argument
+// there ("1. Thusheil Foods (2) - company, brewer", visit "Thusheil Foods (2)": visit on the result
+// marked "company"), so that a rule can say which of several results to take, not only which tool.
+#include <jansson.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -237,6 +242,60 @@ static int args_from_observation(const StepText* st) {
     return content > 0 && found == content;
 }
 
+// ----------------------------------------------------------------------------
+// choices among the lines of a tool result
+
+// the one string value of a call's arguments (compact JSON), or the text itself when it is not a
+// JSON object; NULL when the object has no string value or more than one
+static char* args_value(const char* args) {
+    if (args[0] != '{') return strdupCheck(args);
+    json_t* j = json_loads(args, 0, NULL);
+    const char* found = NULL;
+    int n = 0;
+    const char* k;
+    json_t* v;
+    if (json_is_object(j)) {
+        json_object_foreach(j, k, v) {
+            if (json_is_string(v)) found = json_string_value(v), n++;
+        }
+    }
+    char* out = n == 1 ? strdupCheck(found) : NULL;
+    json_decref(j);
+    return out;
+}
+
+char* contrastive_choice(const char* observation, const char* args) {
+    char* value = args_value(args);
+    if (!value) return NULL;
+    const size_t len = strlen(value);
+    char* out = NULL;
+    for (const char* line = observation; len && *line && !out;) {
+        const char* p = line;
+        const char* eol = strchr(line, '\n');
+        line = eol ? eol + 1 : line + strlen(line);
+        while (*p == ' ' || *p == '\t') p++;
+        const char* q = p;
+        while (*q >= '0' && *q <= '9') q++;
+        if (q > p && (*q == '.' || *q == ')') && q[1] == ' ') p = q + 2; // a list number "3. "
+        if (strncmp(p, value, len) != 0) continue;
+        p += len;
+        while (*p == ' ') p++;
+        if (*p != '-' && *p != ':' && *p != ',' && *p != '|') continue; // the value must be the line's whole head
+        // the first content word after the separator, on the same line
+        for (p++; *p && *p != '\n' && !out;) {
+            while (*p && *p != '\n' && !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))) p++;
+            char w[CHOICE_MAX];
+            size_t n = 0;
+            for (; (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'); p++)
+                if (n + 1 < sizeof(w)) w[n++] = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+            w[n] = '\0';
+            if (n && is_content(w)) out = strdupCheck(w);
+        }
+    }
+    free(value);
+    return out;
+}
+
 static int is_tool_name(const char* t) {
     if (!*t) return 0;
     for (const char* p = t; *p; p++) {
@@ -253,7 +312,8 @@ static int is_tool_name(const char* t) {
 typedef struct {
     const EpisodeText* e;
     const StepText* st;
-    int tool;        // id in the tool map
+    int n_act;
+    int act[2];      // ids in the action map: the tool, and "tool:choice" where the call chose a line
     int n_cond;
     uint64_t* cond;  // (n_cond) sorted
 } Step;
@@ -265,7 +325,7 @@ typedef struct {
 } CondStat;
 
 typedef struct {
-    int cond, tool;
+    int cond, act;
     int n, s;               // steps with the condition and this action, successes
     int n_tasks, last_task_set;
     int32_t last_task;      // of the successful steps (episodes arrive sorted by task)
@@ -281,7 +341,8 @@ typedef struct {
 
 typedef struct {
     Vocab vocab;
-    StrMap tools;
+    StrMap acts;            // "tool", or "tool:choice"
+    int choices;            // ExtractParams.choices
     int n_steps;
     Step* steps;
     U64Map conds, pairs;
@@ -291,7 +352,15 @@ typedef struct {
     int cap_cs, cap_ps;
 } Miner;
 
-static uint64_t pair_key(int cond, int tool) { return ((uint64_t)(uint32_t)cond << 24) | (uint64_t)(uint32_t)tool; }
+static uint64_t pair_key(int cond, int act) { return ((uint64_t)(uint32_t)cond << 24) | (uint64_t)(uint32_t)act; }
+
+// an action's tool name (up to a ':') is one a model can call
+static int is_tool_action(const char* a) {
+    char t[128];
+    snprintf(t, sizeof(t), "%s", a);
+    t[strcspn(t, ":")] = '\0';
+    return is_tool_name(t);
+}
 
 static void score_pair(const Miner* mn, const PairStat* p, double z, double* lift, double* score) {
     const CondStat* c = &mn->cs[p->cond];
@@ -307,7 +376,7 @@ static int passes(const Miner* mn, const PairStat* p, const ExtractParams* prm) 
     double lift, score;
     score_pair(mn, p, prm->z, &lift, &score);
     int n_other = mn->cs[p->cond].n - p->n;
-    return is_tool_name(mn->tools.keys[p->tool]) && p->n >= prm->min_support && p->s > 0 &&
+    return is_tool_action(mn->acts.keys[p->act]) && p->n >= prm->min_support && p->s > 0 &&
            n_other >= prm->min_support && p->n_tasks >= prm->min_tasks && lift >= prm->min_lift && score > 0.0;
 }
 
@@ -323,7 +392,17 @@ static void count_conditions(Miner* mn, const EpisodeText* eps, const int* order
             Step* st = &mn->steps[mn->n_steps++];
             st->e = e;
             st->st = &e->steps[s];
-            st->tool = str_id(&mn->tools, e->steps[s].tool);
+            st->n_act = 0;
+            st->act[st->n_act++] = str_id(&mn->acts, e->steps[s].tool);
+            char* choice = mn->choices && !st->st->obs_is_task && is_tool_name(e->steps[s].tool)
+                               ? contrastive_choice(st->st->observation, st->st->args)
+                               : NULL;
+            if (choice) {
+                char* a = text_printf("%s:%s", e->steps[s].tool, choice);
+                st->act[st->n_act++] = str_id(&mn->acts, a);
+                free(a);
+                free(choice);
+            }
             st->n_cond = step_conditions(&mn->vocab, st->st, prm->max_obs_terms, ngram, &st->cond);
             for (int c = 0; c < st->n_cond; c++) {
                 int before = mn->conds.n;
@@ -354,24 +433,26 @@ static void count_pairs(Miner* mn, const ExtractParams* prm) {
         for (int c = 0; c < st->n_cond; c++) {
             int ci = u64_get(&mn->conds, st->cond[c], 0);
             if (mn->cs[ci].n < prm->min_support + 1) continue;
-            int before = mn->pairs.n;
-            int pi = u64_get(&mn->pairs, pair_key(ci, st->tool), 1);
-            if (pi == before) {
-                if (pi >= mn->cap_ps) {
-                    mn->cap_ps = mn->cap_ps ? 2 * mn->cap_ps : 4096;
-                    mn->ps = reallocCheck(mn->ps, sizeof(PairStat) * (size_t)mn->cap_ps);
+            for (int a = 0; a < st->n_act; a++) {
+                int before = mn->pairs.n;
+                int pi = u64_get(&mn->pairs, pair_key(ci, st->act[a]), 1);
+                if (pi == before) {
+                    if (pi >= mn->cap_ps) {
+                        mn->cap_ps = mn->cap_ps ? 2 * mn->cap_ps : 4096;
+                        mn->ps = reallocCheck(mn->ps, sizeof(PairStat) * (size_t)mn->cap_ps);
+                    }
+                    memset(&mn->ps[pi], 0, sizeof(PairStat));
+                    mn->ps[pi].cond = ci;
+                    mn->ps[pi].act = st->act[a];
                 }
-                memset(&mn->ps[pi], 0, sizeof(PairStat));
-                mn->ps[pi].cond = ci;
-                mn->ps[pi].tool = st->tool;
+                PairStat* p = &mn->ps[pi];
+                p->n++;
+                if (!st->e->success) continue;
+                p->s++;
+                if (!p->last_task_set || p->last_task != st->e->task_id) p->n_tasks++;
+                p->last_task_set = 1;
+                p->last_task = st->e->task_id;
             }
-            PairStat* p = &mn->ps[pi];
-            p->n++;
-            if (!st->e->success) continue;
-            p->s++;
-            if (!p->last_task_set || p->last_task != st->e->task_id) p->n_tasks++;
-            p->last_task_set = 1;
-            p->last_task = st->e->task_id;
         }
     }
 }
@@ -383,21 +464,24 @@ static void collect_candidates(Miner* mn) {
         int obs_args = -1; // computed once per step, when needed
         for (int c = 0; c < st->n_cond; c++) {
             int ci = u64_get(&mn->conds, st->cond[c], 0);
-            int pi = u64_get(&mn->pairs, pair_key(ci, st->tool), 0);
-            if (pi < 0 || !mn->ps[pi].candidate) continue;
-            PairStat* p = &mn->ps[pi];
-            p->steps = reallocCheck(p->steps, sizeof(int) * (size_t)(p->n_steps + 1));
-            p->steps[p->n_steps++] = i;
-            TrajRef r = {st->e->task_id, st->e->sample};
-            if (p->n_ev == 0 || p->ev[p->n_ev - 1].task_id != r.task_id || p->ev[p->n_ev - 1].sample != r.sample) {
-                p->ev = reallocCheck(p->ev, sizeof(TrajRef) * (size_t)(p->n_ev + 1));
-                p->ev[p->n_ev++] = r;
+            for (int a = 0; a < st->n_act; a++) {
+                int pi = u64_get(&mn->pairs, pair_key(ci, st->act[a]), 0);
+                if (pi < 0 || !mn->ps[pi].candidate) continue;
+                PairStat* p = &mn->ps[pi];
+                p->steps = reallocCheck(p->steps, sizeof(int) * (size_t)(p->n_steps + 1));
+                p->steps[p->n_steps++] = i;
+                TrajRef r = {st->e->task_id, st->e->sample};
+                if (p->n_ev == 0 || p->ev[p->n_ev - 1].task_id != r.task_id ||
+                    p->ev[p->n_ev - 1].sample != r.sample) {
+                    p->ev = reallocCheck(p->ev, sizeof(TrajRef) * (size_t)(p->n_ev + 1));
+                    p->ev[p->n_ev++] = r;
+                }
+                if (!st->e->success) continue;
+                if (!p->args) p->args = st->st->args;
+                else if (strcmp(p->args, st->st->args) != 0) p->args_differ = 1;
+                if (obs_args < 0) obs_args = args_from_observation(st->st);
+                p->args_obs += obs_args;
             }
-            if (!st->e->success) continue;
-            if (!p->args) p->args = st->st->args;
-            else if (strcmp(p->args, st->st->args) != 0) p->args_differ = 1;
-            if (obs_args < 0) obs_args = args_from_observation(st->st);
-            p->args_obs += obs_args;
         }
     }
 }
@@ -414,7 +498,7 @@ static void miner_free(Miner* mn) {
     free(mn->cond_key);
     u64_free(&mn->conds);
     u64_free(&mn->pairs);
-    str_free(&mn->tools);
+    str_free(&mn->acts);
     str_free(&mn->vocab.terms);
     free(mn->vocab.content);
 }
@@ -451,7 +535,7 @@ typedef struct {
 int contrastive_mine(const EpisodeText* eps, int n, const ExtractParams* prm, Rule** rules) {
     int* order = mallocCheck(sizeof(int) * (size_t)(n ? n : 1));
     episode_order(eps, n, order);
-    Miner mn = {0};
+    Miner mn = {.choices = prm->choices};
     count_conditions(&mn, eps, order, n, prm);
     count_pairs(&mn, prm);
     int m = 0;
@@ -470,9 +554,13 @@ int contrastive_mine(const EpisodeText* eps, int n, const ExtractParams* prm, Ru
         uint64_t key = mn.cond_key[p->cond];
         r->source = (key >> 63) ? RULE_FROM_RESULT : RULE_FROM_TASK;
         r->phrase = condition_phrase(&mn.vocab, key);
-        r->tool = strdupCheck(mn.tools.keys[p->tool]);
-        r->args = !p->args_differ && p->args && p->args[0] ? strdupCheck(p->args) : NULL;
-        r->args_from_obs = 5 * p->args_obs >= 4 * p->s; // at least 80% of the successful steps
+        r->tool = strdupCheck(mn.acts.keys[p->act]);
+        char* colon = strchr(r->tool, ':');
+        r->choice = colon ? strdupCheck(colon + 1) : NULL;
+        if (colon) *colon = '\0';
+        // a choice of line says which argument: the steps' own values are one of them
+        r->args = !colon && !p->args_differ && p->args && p->args[0] ? strdupCheck(p->args) : NULL;
+        r->args_from_obs = !colon && 5 * p->args_obs >= 4 * p->s; // at least 80% of the successful steps
         r->n_with = p->n;
         r->s_with = p->s;
         r->n_other = mn.cs[p->cond].n - p->n;
@@ -505,12 +593,13 @@ int contrastive_mine(const EpisodeText* eps, int n, const ExtractParams* prm, Ru
         for (; k < n_kept; k++) {
             same_phrase = out[k].source == c->source && strcmp(out[k].phrase, c->phrase) == 0;
             if (same_phrase ||
-                (kept[k]->tool == cp->tool && overlap(kept[k]->steps, kept[k]->n_steps, cp->steps, cp->n_steps) >= 0.8))
+                (kept[k]->act == cp->act && overlap(kept[k]->steps, kept[k]->n_steps, cp->steps, cp->n_steps) >= 0.8))
                 break;
         }
         const int broader = k < n_kept && !same_phrase && c->n_tasks > out[k].n_tasks;
-        log_debug("miner: \"%s\" -> %s: %d/%d vs %d/%d, %d tasks, lift %+.2f, score %+.3f%s%s%s", c->phrase, c->tool,
-                  c->s_with, c->n_with, c->s_other, c->n_other, c->n_tasks, c->lift, c->score,
+        log_debug("miner: \"%s\" -> %s%s%s: %d/%d vs %d/%d, %d tasks, lift %+.2f, score %+.3f%s%s%s", c->phrase,
+                  c->tool, c->choice ? " on the result marked " : "", c->choice ? c->choice : "", c->s_with, c->n_with,
+                  c->s_other, c->n_other, c->n_tasks, c->lift, c->score,
                   k == n_kept ? "" : broader ? " (replaces the narrower \"" : " (restates \"",
                   k == n_kept ? "" : out[k].phrase, k == n_kept ? "" : "\")");
         if (k == n_kept) {
@@ -536,6 +625,7 @@ void contrastive_rules_free(Rule* rules, int n) {
     for (int i = 0; i < n; i++) {
         free(rules[i].phrase);
         free(rules[i].tool);
+        free(rules[i].choice);
         free(rules[i].args);
         free(rules[i].ev);
     }
@@ -551,7 +641,10 @@ static void render_level(const Rule* r, int level, char** name, char** text, cha
     *name = text_take(&nb);
     const char* where = r->source == RULE_FROM_TASK ? "the task" : "the last tool result";
     int short_args = r->args && text_count_words(r->args) <= 6 && !strchr(r->args, '"') && !text_has_control(r->args);
-    if (level == 2) {
+    if (r->choice) {
+        *text = text_printf("When %s mentions \"%s\", call %s on the result marked \"%s\".", where, r->phrase, r->tool,
+                            r->choice);
+    } else if (level == 2) {
         *text = text_printf("If %s mentions \"%s\", call %s.", where, r->phrase, r->tool);
     } else if (level == 0 && short_args) {
         *text = text_printf("When %s mentions \"%s\", call %s with \"%s\".", where, r->phrase, r->tool, r->args);
@@ -560,7 +653,8 @@ static void render_level(const Rule* r, int level, char** name, char** text, cha
     } else {
         *text = text_printf("When %s mentions \"%s\", call %s next.", where, r->phrase, r->tool);
     }
-    *key = text_printf("rule|%s|%s|%s", r->source == RULE_FROM_TASK ? "task" : "result", r->phrase, r->tool);
+    *key = text_printf("rule|%s|%s|%s%s%s", r->source == RULE_FROM_TASK ? "task" : "result", r->phrase, r->tool,
+                       r->choice ? ":" : "", r->choice ? r->choice : "");
 }
 
 void contrastive_render(const Rule* r, char** name, char** text, char** key) { render_level(r, 0, name, text, key); }
@@ -576,6 +670,13 @@ static int nests(const char* x, const char* y) {
     free(xs);
     free(ys);
     return r;
+}
+
+// a key's action ("tool" or "tool:choice") is the rule's
+static int same_action(const char* action, const Rule* r) {
+    const size_t n = strlen(r->tool);
+    if (strncmp(action, r->tool, n) != 0) return 0;
+    return r->choice ? action[n] == ':' && strcmp(action + n + 1, r->choice) == 0 : action[n] == '\0';
 }
 
 // the pool item a rule should update: same key; same condition (another action); the same action on
@@ -596,7 +697,7 @@ static const PoolItem* find_match(const Pool* p, const Rule* r, const char* key)
                 *bar1 = *bar2 = '\0';
                 const char *ksrc = k, *kphrase = bar1 + 1, *ktool = bar2 + 1;
                 match = strcmp(ksrc, src) == 0 &&
-                        (strcmp(kphrase, r->phrase) == 0 || (strcmp(ktool, r->tool) == 0 && nests(kphrase, r->phrase)));
+                        (strcmp(kphrase, r->phrase) == 0 || (same_action(ktool, r) && nests(kphrase, r->phrase)));
             }
             free(k);
             if (match) return it;
@@ -624,9 +725,10 @@ void extract_contrastive(Pool* p, const EpisodeText* eps, int n, int32_t iterati
             render_level(r, level, &name, &text, &key);
             if (pool_check_text(p, ITEM_PRINCIPLE, name, text, err, sizeof(err)) == 0) break;
         }
-        char* why = text_printf("mined: after \"%s\" in %s, %s succeeded %d/%d vs %d/%d with other actions "
+        char* why = text_printf("mined: after \"%s\" in %s, %s%s%s succeeded %d/%d vs %d/%d with other actions "
                                 "(lift %+.2f, score %+.2f, %d tasks)",
                                 r->phrase, r->source == RULE_FROM_TASK ? "the task" : "a tool result", r->tool,
+                                r->choice ? " on the result marked " : "", r->choice ? r->choice : "",
                                 r->s_with, r->n_with, r->s_other, r->n_other, r->lift, r->score, r->n_tasks);
         const PoolItem* match = find_match(p, r, key);
         int skip = 0;

@@ -91,6 +91,7 @@ typedef struct {
         double mine_z;
         int mine_max_rules;
         int mine_max_ngram;
+        int mine_choices;
     } experience;
     struct {
         int regime;  // Regime

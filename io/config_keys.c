@@ -92,6 +92,7 @@ const ConfigKey config_keys[] = {
     FLT_("experience.mine_z", experience.mine_z, "1.64", 0, 10, "Contrastive miner: a rule's lift minus z standard errors must be > 0 (1.64: one-sided 95%)."),
     INT_("experience.mine_max_rules", experience.mine_max_rules, "5", 1, 1000, "Contrastive miner: rules added or updated per iteration at most."),
     INT_("experience.mine_max_ngram", experience.mine_max_ngram, "3", 1, 3, "Contrastive miner: longest condition phrase, in words."),
+    BOOL_("experience.mine_choices", experience.mine_choices, "false", "Contrastive miner: a call whose argument heads a line of the last tool result is also the action 'tool on the result marked <first word after it>', so rules can say which result to take ('call visit on the result marked \"company\"'); the bootstrap's bank mines them too."),
     // distill
     ENUM_("distill.regime", distill.regime, "off_policy", regimes, "Internalization: off-policy (teacher trajectories) or on-policy (student trajectories scored by the teacher)."),
     ENUM_("distill.loss", distill.loss, "forward_kl", losses, "off_policy: forward_kl or sft; on_policy: reverse_kl (top-k buckets, or full with distill.teacher: recompute), reverse_kl_sampled (the sampled-token estimator) or jsd."),

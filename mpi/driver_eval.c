@@ -31,6 +31,15 @@ static void play(Driver* d, int k, int split, const int* tasks, int n, const Exp
             mine.episodes++;
             mine.successes += ok;
             if (solved) solved[i] = (uint8_t)ok;
+            if (log_level() == LOG_DEBUG) { // every greedy episode whole, to see what the model does
+                const int task = tasks ? tasks[i] : i;
+                char* all = tokenizer_decode_alloc(d->tok, tr->tokens, tr->n_tokens, NULL);
+                log_debug("%s task %d (rules it bites 0x%x), %s: reward %.1f in %d turns:\n%s",
+                          split == ENV_SPLIT_HELDOUT ? "held-out" : "validation", task,
+                          env_task_rules(d->envs[0], (EnvSplit)split, task), exp ? "with experience" : "without",
+                          tr->final_reward, tr->n_steps, all);
+                free(all);
+            }
             mine.turns += tr->n_steps;
             mine.premature += (tr->flags & TRAJ_FLAG_PREMATURE) != 0;
             mine.truncated += (tr->flags & TRAJ_FLAG_TRUNCATED) != 0;

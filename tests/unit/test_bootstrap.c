@@ -85,8 +85,8 @@ static void test_bank(void** state) {
     (void)state;
     char err[512];
     Bank a, b;
-    assert_int_equal(bank_build(&a, "wikisearch", SEED, 3, err, sizeof(err)), 0);
-    assert_int_equal(bank_build(&b, "wikisearch", SEED, 3, err, sizeof(err)), 0);
+    assert_int_equal(bank_build(&a, "wikisearch", SEED, 3, 0, err, sizeof(err)), 0);
+    assert_int_equal(bank_build(&b, "wikisearch", SEED, 3, 0, err, sizeof(err)), 0);
     assert_int_equal(a.n, b.n); // deterministic
     int rules = 0, mined = 0, foreign = 0;
     for (int i = 0; i < a.n; i++) {
@@ -114,7 +114,30 @@ static void test_bank(void** state) {
     assert_true(foreign >= 7); // textcraft's 3 and retail's 4 rules at least
     bank_free(&a);
     bank_free(&b);
-    assert_int_equal(bank_build(&a, "external", SEED, 1, err, sizeof(err)), -1);
+    assert_int_equal(bank_build(&a, "external", SEED, 1, 0, err, sizeof(err)), -1);
+}
+
+// with choices the bank also holds rules that say which result to visit, and those that convey
+// pick_kind (visit the line of the kind needed, where the novice visits the first hit) say visit
+static void test_bank_choices(void** state) {
+    (void)state;
+    char err[512];
+    Bank a;
+    assert_int_equal(bank_build(&a, "wikisearch", SEED, 3, 1, err, sizeof(err)), 0);
+    int choice_items = 0, pick_kind = 0;
+    for (int i = 0; i < a.n; i++) {
+        const BankItem* it = &a.items[i];
+        if (!strstr(it->text, "on the result marked \"")) continue;
+        choice_items++;
+        if (it->rules & 1u) {
+            pick_kind++;
+            assert_non_null(strstr(it->text, "call visit on the result marked"));
+        }
+    }
+    printf("bank with choices: %d items, %d name a result, %d of them convey pick_kind\n", a.n, choice_items,
+           pick_kind);
+    assert_true(pick_kind > 0);
+    bank_free(&a);
 }
 
 static void test_item_applies(void** state) {
@@ -225,7 +248,7 @@ static void test_demos(void** state) {
     fixture_open(&f);
     char err[512];
     Bank bank;
-    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 2, err, sizeof(err)), 0);
+    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 2, 0, err, sizeof(err)), 0);
     DemoParams p = demo_params_from_config(&f.c);
     p.max_context = 4096;
     DemoSet set, win;
@@ -341,7 +364,7 @@ static void test_bpe(void** state) {
     assert_non_null(mkdtemp(tmpl));
     snprintf(path, sizeof(path), "%s/tokenizer.json", tmpl);
     Bank bank;
-    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 1, err, sizeof(err)), 0);
+    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 1, 0, err, sizeof(err)), 0);
     DemoParams p = demo_params_from_config(&f.c);
     p.max_context = 4096;
     DemoSet set;
@@ -442,7 +465,7 @@ static void test_train_reduces_loss(void** state) {
     fixture_open(&f);
     char err[512];
     Bank bank;
-    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 1, err, sizeof(err)), 0);
+    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 1, 0, err, sizeof(err)), 0);
     DemoParams p = demo_params_from_config(&f.c);
     p.episodes = 6;
     p.worlds = 1; // names that recur, so that a dozen passes can memorise the calls
@@ -576,6 +599,7 @@ static void test_evaluate(void** state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bank),
+        cmocka_unit_test(test_bank_choices),
         cmocka_unit_test(test_item_applies),
         cmocka_unit_test(test_demos),
         cmocka_unit_test(test_bpe),

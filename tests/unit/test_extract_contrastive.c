@@ -347,12 +347,139 @@ static void test_short_form(void** state) {
     free_eps(e, n);
 }
 
+// ----------------------------------------------------------------------------
+// choices: which line of a result list a call took
+
+static void test_choice_of_line(void** state) {
+    (void)state;
+    const char* results = "Results for 'Thusheil Foods':\n1. Thusheil Foods (2) - company, brewer\n"
+                          "2. Thusheil Foods (3) - film\n3. Thusheil Foods - band";
+    const struct {
+        const char *args, *want;
+    } cases[] = {
+        {"{\"title\":\"Thusheil Foods\"}", "band"}, // the bare name heads only the last line
+        {"{\"title\":\"Thusheil Foods (2)\"}", "company"},
+        {"Thusheil Foods (3)", "film"},               // a bare value, not JSON
+        {"{\"title\":\"Thusheil\"}", NULL},          // a prefix of a title is not a line's head
+        {"{\"title\":\"Nobody\"}", NULL},
+        {"{\"a\":\"Thusheil Foods\",\"b\":\"x\"}", NULL}, // two values: no single argument
+        {"{\"n\":3}", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char* c = contrastive_choice(results, cases[i].args);
+        if (cases[i].want) {
+            assert_non_null(c);
+            assert_string_equal(c, cases[i].want);
+        } else {
+            assert_null(c);
+        }
+        free(c);
+    }
+    // a page headed by its title: the first content word after it ("a" is a stopword)
+    char* c = contrastive_choice("Paiskroum: a city in Gunmol.", "{\"title\":\"Paiskroum\"}");
+    assert_string_equal(c, "city");
+    free(c);
+    assert_null(contrastive_choice("", "{\"title\":\"Paiskroum\"}"));
+}
+
+// Result lists where two same-name entries differ by kind: visiting the "person" line leads to
+// success (90%), the "river" line fails. Every step at the list is a visit, so only the choice of
+// line separates them: the plain miner finds no rule there, the miner with choices the planted one.
+static EpisodeText* lists(int tasks, int group, uint64_t seed, int* n) {
+    static const char* const first[] = {"Kelda", "Tavi", "Orun", "Lima", "Pol", "Ada", "Sef", "Runa"};
+    static const char* const last[] = {"Moor", "Rel", "Vesk", "Task"};
+    Rng r;
+    rng_seed(&r, seed);
+    EpisodeText* eps = calloc((size_t)(tasks * group), sizeof(EpisodeText));
+    char name[32], task[64], obs[320], args[128], title[2][40];
+    for (int t = 0; t < tasks; t++) {
+        snprintf(name, sizeof(name), "%s %s", first[t % 8], last[(t / 8) % 4]); // one name per task
+        snprintf(task, sizeof(task), "Where was %s born?", name);
+        // the person's line comes first in half the tasks, and has the bare name in half
+        const int person_first = t % 2, person_bare = (t / 2) % 2;
+        snprintf(title[0], sizeof(title[0]), "%s%s", name, person_bare ? "" : " (2)"); // the person's
+        snprintf(title[1], sizeof(title[1]), "%s%s", name, person_bare ? " (2)" : ""); // the river's
+        for (int g = 0; g < group; g++) {
+            EpisodeText* e = &eps[t * group + g];
+            episode_init(e, 100 + t, g, 0, task);
+            snprintf(args, sizeof(args), "{\"query\":\"%s\"}", name);
+            episode_add_step(e, task, 1, "", "search", args);
+            snprintf(obs, sizeof(obs), "Results for '%s':\n1. %s - %s\n2. %s - %s", name,
+                     title[person_first ? 0 : 1], person_first ? "person, baker" : "river", title[person_first ? 1 : 0],
+                     person_first ? "river" : "person, baker");
+            const int pick_person = rng_uniform(&r) < 0.5;
+            snprintf(args, sizeof(args), "{\"title\":\"%s\"}", title[pick_person ? 0 : 1]);
+            episode_add_step(e, obs, 0, "", "visit", args);
+            const int success = pick_person && rng_uniform(&r) < 0.9;
+            episode_add_step(e, success ? "A baker born in Rugoum." : "A river.", 0, "", "answer", "{\"text\":\"x\"}");
+            e->success = success;
+            e->reward = (float)success;
+        }
+    }
+    *n = tasks * group;
+    return eps;
+}
+
+static void test_choice_rule(void** state) {
+    (void)state;
+    int n;
+    EpisodeText* e = lists(16, 5, 11, &n);
+    ExtractParams prm = extract_default_params();
+    Rule* rules;
+    int m = contrastive_mine(e, n, &prm, &rules);
+    for (int i = 0; i < m; i++) { // every list step is a visit: the tool alone does not separate them
+        assert_null(rules[i].choice);
+        assert_false(strcmp(rules[i].tool, "visit") == 0 && rules[i].lift > 0.5);
+    }
+    contrastive_rules_free(rules, m);
+    free(rules);
+
+    prm.choices = 1;
+    m = contrastive_mine(e, n, &prm, &rules);
+    assert_true(m >= 1);
+    for (int i = 0; i < m; i++) {
+        printf("rule %d: \"%s\" -> %s on %s  %d/%d vs %d/%d lift %.3f score %.3f\n", i, rules[i].phrase, rules[i].tool,
+               rules[i].choice ? rules[i].choice : "-", rules[i].s_with, rules[i].n_with, rules[i].s_other,
+               rules[i].n_other, rules[i].lift, rules[i].score);
+    }
+    assert_int_equal(rules[0].source, RULE_FROM_RESULT);
+    assert_string_equal(rules[0].tool, "visit");
+    assert_non_null(rules[0].choice);
+    assert_string_equal(rules[0].choice, "person");
+    assert_null(rules[0].args);
+    assert_true(rules[0].lift > 0.5);
+    char *name, *text, *key;
+    contrastive_render(&rules[0], &name, &text, &key);
+    char want[160];
+    snprintf(want, sizeof(want),
+             "When the last tool result mentions \"%s\", call visit on the result marked \"person\".", rules[0].phrase);
+    assert_string_equal(text, want);
+    snprintf(want, sizeof(want), "rule|result|%s|visit:person", rules[0].phrase);
+    assert_string_equal(key, want);
+    free(name);
+    free(text);
+    free(key);
+
+    // into a pool, and mined again from the same episodes: confirmed, not added twice
+    Pool* p = pool_create(pool_default_params());
+    extract_contrastive(p, e, n, 0, &prm);
+    const int size = pool_size(p);
+    assert_true(size >= 1);
+    extract_contrastive(p, e, n, 1, &prm);
+    assert_int_equal(pool_size(p), size);
+    pool_free(p);
+    contrastive_rules_free(rules, m);
+    free(rules);
+    free_eps(e, n);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_planted_rule_first), cmocka_unit_test(test_planted_rule_seeds),
         cmocka_unit_test(test_deterministic_and_merge), cmocka_unit_test(test_no_signal),
         cmocka_unit_test(test_short_form),      cmocka_unit_test(test_tasks_are_the_evidence),
         cmocka_unit_test(test_broader_restatement_wins), cmocka_unit_test(test_contrast_needs_support),
+        cmocka_unit_test(test_choice_of_line),  cmocka_unit_test(test_choice_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
