@@ -138,7 +138,7 @@ static void hash_of(const Config* c, const ModelConfig* mc, const char* system, 
              c->bootstrap.worlds, c->bootstrap.window_epochs, c->bootstrap.epochs, c->bootstrap.lr, c->bootstrap.batch_tokens, c->bootstrap.expert_rate,
              c->bootstrap.share_global, c->bootstrap.share_stepwise, c->bootstrap.max_pool, c->bootstrap.mine_batches);
     if (c->bootstrap.contrast) hash_add(&h, "contrast"); // only when set: the caches of the default stay valid
-    if (c->experience.mine_choices) hash_add(&h, "choices"); // the bank's items
+    if (c->experience.mine_choices) hash_add(&h, "choices, shown where followed"); // the bank's items, the demos
     hash_add(&h, "device %s dtype %s", config_enum_name("model.device", c->model.device),
              config_enum_name("model.dtype", c->model.dtype));
     hash_add(&h, "system %s", system);

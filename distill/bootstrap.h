@@ -43,6 +43,8 @@ typedef struct {
     int source;     // BankSource
     char* phrase;   // mined items: the condition ("the last tool result mentions PHRASE"); NULL: always
     int from_task;  // mined items: the condition is on the task (else on the last tool result)
+    char* tool;     // mined items that name a result: the tool and the word marking the result's
+    char* choice;   // line (experience.mine_choices); NULL otherwise
 } BankItem;
 
 typedef struct {
@@ -62,6 +64,9 @@ void bank_free(Bank* b);
 // 1 when the item's condition holds for an observation (obs_is_task: the observation is the task):
 // a mined item's phrase occurs in it, as the miner reads observations; other items always hold
 int bank_item_applies(const BankItem* it, const char* obs, int obs_is_task);
+// whether action (tool, args_json) at observation obs is what an item that names a result says:
+// its tool on the line it names; 1 for every other item
+int bank_item_directs(const BankItem* it, const char* obs, const char* tool, const char* args_json);
 // the item "Name: text" of a rule: the id with '_' as spaces, capitalised ("Pick kind: When ...")
 char* bank_rule_item(const EnvRule* r);
 

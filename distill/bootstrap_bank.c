@@ -55,14 +55,22 @@ static void bank_add(Bank* b, const char* text, uint32_t rules, int source, cons
         b->cap = b->cap ? 2 * b->cap : 32;
         b->items = reallocCheck(b->items, sizeof(BankItem) * (size_t)b->cap);
     }
-    b->items[b->n++] = (BankItem){strdupCheck(text), rules, source, mined ? strdupCheck(mined->phrase) : NULL,
-                                  mined && mined->source == RULE_FROM_TASK};
+    const int names_line = mined && mined->choice;
+    b->items[b->n++] = (BankItem){.text = strdupCheck(text),
+                                  .rules = rules,
+                                  .source = source,
+                                  .phrase = mined ? strdupCheck(mined->phrase) : NULL,
+                                  .from_task = mined && mined->source == RULE_FROM_TASK,
+                                  .tool = names_line ? strdupCheck(mined->tool) : NULL,
+                                  .choice = names_line ? strdupCheck(mined->choice) : NULL};
 }
 
 void bank_free(Bank* b) {
     for (int i = 0; i < b->n; i++) {
         free(b->items[i].text);
         free(b->items[i].phrase);
+        free(b->items[i].tool);
+        free(b->items[i].choice);
     }
     free(b->items);
     memset(b, 0, sizeof(*b));
@@ -187,6 +195,15 @@ int bank_item_applies(const BankItem* it, const char* obs, int obs_is_task) {
 // whether variant v of a step's choices is the rule's action (its tool, and its line if it names one)
 static int takes(const StepChoices* c, int v, int tool, const Rule* r) {
     return c->choice[v] == tool && (!r->choice || strcmp(c->line[v], r->choice) == 0);
+}
+
+int bank_item_directs(const BankItem* it, const char* obs, const char* tool, const char* args_json) {
+    if (!it->choice) return 1;
+    if (strcmp(tool, it->tool) != 0) return 0;
+    char* line = contrastive_choice(obs, args_json);
+    const int same = line && strcmp(line, it->choice) == 0;
+    free(line);
+    return same;
 }
 
 // the environment rules that make the policy take the rule's action where its condition holds and

@@ -152,6 +152,25 @@ static int policy_or_fail(Env* env, uint32_t known, EnvPolicyAction* a, char* er
     return -1;
 }
 
+// Drops from idx[0..*k) the items that name a result (experience.mine_choices) where the policy,
+// knowing what the item conveys, would not take that result: a choice rule conveys pick_kind as a
+// whole, and shown where the kind needed is another one ("visit on the result marked "company""
+// where the person is needed) it would go with a turn that does otherwise.
+static int directed_only(const EpisodeSpec* s, const Msg* last, int* idx, int* k, char* err, size_t errlen) {
+    int kept = 0;
+    for (int i = 0; i < *k; i++) {
+        const BankItem* it = s->items[idx[i]];
+        if (it->choice && bank_item_applies(it, last->text, last->role == CHAT_USER)) {
+            EnvPolicyAction a;
+            if (policy_or_fail(s->env, s->hidden | it->rules, &a, err, errlen) != 0) return -1;
+            if (!bank_item_directs(it, last->text, a.tool, a.args_json)) continue;
+        }
+        idx[kept++] = idx[i];
+    }
+    *k = kept;
+    return 0;
+}
+
 // Plays task `task` with the scripted policy: the stored history in ms (system text excluded).
 static int play(const EpisodeSpec* s, int task, Msgs* ms, char* err, size_t errlen) {
     EnvResult res = {0};
@@ -173,13 +192,17 @@ static int play(const EpisodeSpec* s, int task, Msgs* ms, char* err, size_t errl
         // the items shown now, and the rules of those whose condition holds for the last message
         int k = 0;
         char* exp = NULL;
+        const Msg* last = &ms->m[ms->n - 1];
         if (s->sel) {
             k = agent_select_bm25(s->agent, s->sel, hist.ids, hist.seg, hist.n, idx);
+            if (directed_only(s, last, idx, &k, err, errlen) != 0) {
+                rc = -1;
+                break;
+            }
             exp = k > 0 ? demo_render_experience(s->pool, idx, k, 0) : NULL; // as the agent: none shown, none rendered
         } else if (s->global) {
             for (k = 0; k < s->n_pool; k++) idx[k] = k;
         }
-        const Msg* last = &ms->m[ms->n - 1];
         uint32_t shown = 0;
         for (int i = 0; i < k; i++)
             if (bank_item_applies(s->items[idx[i]], last->text, last->role == CHAT_USER)) shown |= s->items[idx[i]]->rules;

@@ -140,6 +140,21 @@ static void test_bank_choices(void** state) {
     bank_free(&a);
 }
 
+// an item that names a result directs exactly the calls of its tool on the line it names
+static void test_item_directs(void** state) {
+    (void)state;
+    BankItem it = {.text = "Ship: When the last tool result mentions \"ship\", call visit on the result marked "
+                           "\"company\".",
+                   .rules = 1, .source = BANK_MINED, .phrase = "ship", .tool = "visit", .choice = "company"};
+    const char* results = "Results for 'Rokfen Labs':\n1. Rokfen Labs (3) - ship\n2. Rokfen Labs - company, bank";
+    assert_true(bank_item_directs(&it, results, "visit", "{\"title\": \"Rokfen Labs\"}"));
+    assert_false(bank_item_directs(&it, results, "visit", "{\"title\": \"Rokfen Labs (3)\"}"));
+    assert_false(bank_item_directs(&it, results, "search", "{\"query\": \"Rokfen Labs\"}"));
+    BankItem plain = {.text = "Ship: When the last tool result mentions \"ship\", call search next.", .rules = 2,
+                      .source = BANK_MINED, .phrase = "ship"};
+    assert_true(bank_item_directs(&plain, results, "visit", "{\"title\": \"Rokfen Labs (3)\"}"));
+}
+
 static void test_item_applies(void** state) {
     (void)state;
     BankItem mined = {.text = "Citizen: When the last tool result mentions \"citizen of\", call search next.",
@@ -600,6 +615,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bank),
         cmocka_unit_test(test_bank_choices),
+        cmocka_unit_test(test_item_directs),
         cmocka_unit_test(test_item_applies),
         cmocka_unit_test(test_demos),
         cmocka_unit_test(test_bpe),
