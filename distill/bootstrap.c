@@ -286,9 +286,7 @@ static int build(Session* s, const Config* c, const char* hash, const char* dir,
         return fail(err, errlen, "bootstrap: bootstrap.share_global (%g) + bootstrap.share_stepwise (%g) exceed 1",
                     c->bootstrap.share_global, c->bootstrap.share_stepwise);
     Bank bank;
-    const int mined = bank_build(&bank, env_name, (uint64_t)c->run.seed, c->bootstrap.mine_batches,
-                                 c->experience.mine_choices, err, errlen);
-    if (mined != 0) return -1;
+    if (bank_build_config(&bank, c, err, errlen) != 0) return -1;
     int n_rel = 0;
     for (int i = 0; i < bank.n; i++) n_rel += bank.items[i].rules != 0;
     log_info("bootstrap: %d principle texts (%d convey rules of %s, %d distractors)", bank.n, n_rel, env_name,

@@ -60,6 +60,8 @@ typedef struct {
 // -1 with err when the environment has no rules (external) or cannot be created. choices: the
 // miner also tells which result a call took (experience.mine_choices).
 int bank_build(Bank* b, const char* env_name, uint64_t seed, int batches, int choices, char* err, size_t errlen);
+// the bank of a config: env.name, run.seed, bootstrap.mine_batches, experience.mine_choices
+int bank_build_config(Bank* b, const Config* c, char* err, size_t errlen);
 void bank_free(Bank* b);
 // 1 when the item's condition holds for an observation (obs_is_task: the observation is the task):
 // a mined item's phrase occurs in it, as the miner reads observations; other items always hold

@@ -134,9 +134,10 @@ static int policy_tool(Env* env, uint32_t known, const char* obs, char line[CHOI
     return tool_index(env, a.tool);
 }
 
-// one episode of task `task` with the policy knowing `known`; -1 with err when the env fails
-static int run_scripted(Env* env, int task, uint32_t known, int sample, EpisodeText* e, StepChoices** steps,
-                        EnvError* err) {
+// one episode of task `task` with the policy knowing `known`, and each step's line choices where
+// `choices` (only choice rules read them); -1 with err when the env fails
+static int run_scripted(Env* env, int task, uint32_t known, int sample, int choices, EpisodeText* e,
+                        StepChoices** steps, EnvError* err) {
     EnvResult res = {0};
     if (env_reset(env, ENV_SPLIT_TRAIN, task, 0, &res, err) != 0) return -1;
     episode_init(e, task, sample, 0, res.observation);
@@ -148,7 +149,7 @@ static int run_scripted(Env* env, int task, uint32_t known, int sample, EpisodeT
         StepChoices* c = &(*steps)[s];
         memset(c, -1, sizeof(*c));
         for (int r = -1; r < env->nrules && r < BANK_MAX_RULES; r++)
-            c->choice[1 + r] = (int8_t)policy_tool(env, r < 0 ? 0 : 1u << r, is_task ? NULL : obs, c->line[1 + r], err);
+            c->choice[1 + r] = (int8_t)policy_tool(env, r < 0 ? 0 : 1u << r, choices && !is_task ? obs : NULL, c->line[1 + r], err);
         EnvPolicyAction a;
         if (env_policy(env, known, &a, err) != 0) {
             rc = -1;
@@ -296,7 +297,7 @@ int bank_build(Bank* bank, const char* env_name, uint64_t seed, int batches, int
                 for (int r = 0; r < env->nrules; r++)
                     if (rng_uniform(&rng) < rate) known |= 1u << r;
                 int i = t * BANK_SAMPLES + g;
-                rc = run_scripted(env, task, known, g, &b.eps[i], &b.steps[i], &eerr);
+                rc = run_scripted(env, task, known, g, choices, &b.eps[i], &b.steps[i], &eerr);
                 b.eps[i].task_id = t; // distinct ids per draw, so a task drawn twice counts as two
             }
         }
@@ -327,4 +328,9 @@ int bank_build(Bank* bank, const char* env_name, uint64_t seed, int batches, int
         env_destroy(fenv);
     }
     return 0;
+}
+
+int bank_build_config(Bank* b, const Config* c, char* err, size_t errlen) {
+    return bank_build(b, config_enum_name("env.name", c->env.name), (uint64_t)c->run.seed, c->bootstrap.mine_batches,
+                      c->experience.mine_choices, err, errlen);
 }

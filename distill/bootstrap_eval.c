@@ -157,9 +157,7 @@ static int windows_accuracy(Model* m, Agent* a, const Tokenizer* tok, const Conf
                             size_t errlen) {
     const char* env_name = config_enum_name("env.name", c->env.name);
     Bank bank;
-    const int mined = bank_build(&bank, env_name, (uint64_t)c->run.seed, c->bootstrap.mine_batches,
-                                 c->experience.mine_choices, err, errlen);
-    if (mined != 0) return -1;
+    if (bank_build_config(&bank, c, err, errlen) != 0) return -1;
     const ModelConfig* mc = model_config(m);
     const int V = mc->vocab_size, T = c->rollout.max_context < mc->max_seq_len ? c->rollout.max_context : mc->max_seq_len;
     float* logits = mallocCheck(sizeof(float) * (size_t)T * (size_t)V);

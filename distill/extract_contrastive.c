@@ -354,12 +354,12 @@ typedef struct {
 
 static uint64_t pair_key(int cond, int act) { return ((uint64_t)(uint32_t)cond << 24) | (uint64_t)(uint32_t)act; }
 
-// an action's tool name (up to a ':') is one a model can call
-static int is_tool_action(const char* a) {
-    char t[128];
-    snprintf(t, sizeof(t), "%s", a);
-    t[strcspn(t, ":")] = '\0';
-    return is_tool_name(t);
+// an action ("tool", or "tool:choice", formed only from a callable tool) a model can take
+static int is_tool_action(const char* a) { return strchr(a, ':') != NULL || is_tool_name(a); }
+
+// "tool", or "tool:choice" for a rule that names a result: the action as the miner keys it
+static char* rule_action(const Rule* r) {
+    return r->choice ? text_printf("%s:%s", r->tool, r->choice) : strdupCheck(r->tool);
 }
 
 static void score_pair(const Miner* mn, const PairStat* p, double z, double* lift, double* score) {
@@ -653,8 +653,9 @@ static void render_level(const Rule* r, int level, char** name, char** text, cha
     } else {
         *text = text_printf("When %s mentions \"%s\", call %s next.", where, r->phrase, r->tool);
     }
-    *key = text_printf("rule|%s|%s|%s%s%s", r->source == RULE_FROM_TASK ? "task" : "result", r->phrase, r->tool,
-                       r->choice ? ":" : "", r->choice ? r->choice : "");
+    char* action = rule_action(r);
+    *key = text_printf("rule|%s|%s|%s", r->source == RULE_FROM_TASK ? "task" : "result", r->phrase, action);
+    free(action);
 }
 
 void contrastive_render(const Rule* r, char** name, char** text, char** key) { render_level(r, 0, name, text, key); }
@@ -672,19 +673,13 @@ static int nests(const char* x, const char* y) {
     return r;
 }
 
-// a key's action ("tool" or "tool:choice") is the rule's
-static int same_action(const char* action, const Rule* r) {
-    const size_t n = strlen(r->tool);
-    if (strncmp(action, r->tool, n) != 0) return 0;
-    return r->choice ? action[n] == ':' && strcmp(action + n + 1, r->choice) == 0 : action[n] == '\0';
-}
-
 // the pool item a rule should update: same key; same condition (another action); the same action on
 // a nested condition; or an item without key whose text names both the phrase and the tool
 static const PoolItem* find_match(const Pool* p, const Rule* r, const char* key) {
     const PoolItem* same = pool_find_key(p, key);
     if (same) return same;
     const char* src = r->source == RULE_FROM_TASK ? "task" : "result";
+    const char* action = strrchr(key, '|') + 1; // the rule's key ends in its action (rule_action)
     for (int i = 0; i < p->n_items; i++) {
         const PoolItem* it = &p->items[i];
         if (it->kind != ITEM_PRINCIPLE) continue;
@@ -697,7 +692,7 @@ static const PoolItem* find_match(const Pool* p, const Rule* r, const char* key)
                 *bar1 = *bar2 = '\0';
                 const char *ksrc = k, *kphrase = bar1 + 1, *ktool = bar2 + 1;
                 match = strcmp(ksrc, src) == 0 &&
-                        (strcmp(kphrase, r->phrase) == 0 || (same_action(ktool, r) && nests(kphrase, r->phrase)));
+                        (strcmp(kphrase, r->phrase) == 0 || (strcmp(ktool, action) == 0 && nests(kphrase, r->phrase)));
             }
             free(k);
             if (match) return it;

@@ -116,27 +116,13 @@ void driver_evaluate_base(Driver* d) {
 // ----------------------------------------------------------------------------
 // validation of new items (experience.validate_tasks)
 
-// out = the first n_old items of exp and the items extra[0..n_extra) of exp
-static void old_items_and(ExpList* out, const ExpList* exp, int n_old, const int* extra, int n_extra) {
-    exp_list_init(out);
-    for (int j = 0; j < n_old; j++) exp_list_add(out, exp->ids[j], exp->texts[j]);
-    for (int j = 0; j < n_extra; j++) exp_list_add(out, exp->ids[extra[j]], exp->texts[extra[j]]);
-}
-
-static int cmp_int(const void* a, const void* b) {
-    const int x = *(const int*)a, y = *(const int*)b;
-    return (x > y) - (x < y);
-}
-
-// the tasks of `tasks` solved with the old items and the extra ones shown (summed over every rank);
-// the extra items go in id order, as they will sit in the pool
-static int64_t solved_with(Driver* d, int k, const int* tasks, int n, int n_old, const int* extra, int n_extra) {
-    int* sorted = mallocCheck(sizeof(int) * (size_t)(n_extra ? n_extra : 1));
-    if (n_extra) memcpy(sorted, extra, sizeof(int) * (size_t)n_extra);
-    qsort(sorted, (size_t)n_extra, sizeof(int), cmp_int);
+// The tasks of `tasks` solved (summed over every rank) with the first n_old items of the pool shown
+// and each later item i whose pick[i - n_old] is set, in id order, as they will sit in the pool
+static int64_t solved_with(Driver* d, int k, const int* tasks, int n, int n_old, const uint8_t* pick) {
     ExpList with;
-    old_items_and(&with, &d->exp, n_old, sorted, n_extra);
-    free(sorted);
+    exp_list_init(&with);
+    for (int i = 0; i < d->exp.n; i++)
+        if (i < n_old || pick[i - n_old]) exp_list_add(&with, d->exp.ids[i], d->exp.texts[i]);
     Outcome o = {0};
     play(d, k, ENV_SPLIT_TRAIN, tasks, n, with.n ? &with : NULL, &o, NULL);
     exp_list_free(&with);
@@ -171,7 +157,8 @@ int driver_validate(Driver* d, int k, int32_t first_new, const int* order, int n
     int* tasks = mallocCheck(sizeof(int) * (size_t)n);
     for (int i = 0; i < n; i++) tasks[i] = order[(n_rolled + i) % total]; // wraps round a short split
     const int owner = d->l->world_rank == d->agg_root;
-    const int64_t without = solved_with(d, k, tasks, n, n_old, NULL, 0);
+    uint8_t* pick = callocCheck((size_t)n_new, 1); // the new items shown
+    const int64_t without = solved_with(d, k, tasks, n, n_old, pick);
     if (owner)
         log_info("[iter %d/%d] validate: %d new item(s) on %d training tasks the rollouts did not use; %lld solved "
                  "without them",
@@ -181,7 +168,9 @@ int driver_validate(Driver* d, int k, int32_t first_new, const int* order, int n
     int* winners = mallocCheck(sizeof(int) * (size_t)n_new); // exp indices, best first
     int n_win = 0, deleted = 0;
     for (int i = n_old; i < d->exp.n; i++) {
-        const int64_t s = alone[i - n_old] = solved_with(d, k, tasks, n, n_old, &i, 1);
+        pick[i - n_old] = 1;
+        const int64_t s = alone[i - n_old] = solved_with(d, k, tasks, n, n_old, pick);
+        pick[i - n_old] = 0;
         const int keep = s > without;
         if (owner)
             log_info("[iter %d/%d] validate: %s with item %d (%lld solved): %s", k + 1, c->run.iterations,
@@ -202,10 +191,11 @@ int driver_validate(Driver* d, int k, int32_t first_new, const int* order, int n
     // together: each winner after the first beside the winners kept before it
     int64_t best = n_win ? alone[winners[0] - n_old] : without;
     int n_kept = n_win ? 1 : 0;
+    if (n_win) pick[winners[0] - n_old] = 1;
     for (int w = 1; w < n_win; w++) {
         const int i = winners[w];
-        winners[n_kept] = i;
-        const int64_t s = solved_with(d, k, tasks, n, n_old, winners, n_kept + 1);
+        pick[i - n_old] = 1;
+        const int64_t s = solved_with(d, k, tasks, n, n_old, pick);
         const int keep = s > best;
         if (owner)
             log_info("[iter %d/%d] validate: %s item %d beside the %d kept before it (%lld solved against %lld)",
@@ -216,6 +206,7 @@ int driver_validate(Driver* d, int k, int32_t first_new, const int* order, int n
             n_kept++;
             continue;
         }
+        pick[i - n_old] = 0;
         if (!owner) continue;
         char reason[160];
         snprintf(reason, sizeof(reason),
@@ -224,6 +215,7 @@ int driver_validate(Driver* d, int k, int32_t first_new, const int* order, int n
         delete_after_validation(d, k, i, reason);
         deleted++;
     }
+    free(pick);
     free(alone);
     free(winners);
     free(tasks);
