@@ -148,8 +148,9 @@ static int run_scripted(Env* env, int task, uint32_t known, int sample, int choi
     for (int s = 0; s < BANK_MAX_STEPS && rc == 0; s++) {
         StepChoices* c = &(*steps)[s];
         memset(c, -1, sizeof(*c));
+        const char* lines = choices && !is_task ? obs : NULL; // the result a call takes: choice rules only
         for (int r = -1; r < env->nrules && r < BANK_MAX_RULES; r++)
-            c->choice[1 + r] = (int8_t)policy_tool(env, r < 0 ? 0 : 1u << r, choices && !is_task ? obs : NULL, c->line[1 + r], err);
+            c->choice[1 + r] = (int8_t)policy_tool(env, r < 0 ? 0 : 1u << r, lines, c->line[1 + r], err);
         EnvPolicyAction a;
         if (env_policy(env, known, &a, err) != 0) {
             rc = -1;
