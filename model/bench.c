@@ -248,9 +248,11 @@ int model_bench(int argc, char** argv) {
     train_step(m, opt, tokens, targets, w, B, T, &st);
     bench_matmul_uninstall(be);
     for (int s = 1; s < warmup; s++) train_step(m, opt, tokens, targets, w, B, T, &st);
-    // steps and matmul replays alternate, so that a busy machine slows both alike; medians
-    // the baseline on the CPU is OpenBLAS's sgemm itself, whichever path the backend's matmul
-    // takes (its AVX-512 tiles beside OpenBLAS's AVX2 kernels), timed too
+    // The baseline, medians of one pass per step: on the CPU OpenBLAS's sgemm itself, whichever
+    // path the backend's matmul takes (its AVX-512 tiles beside OpenBLAS's AVX2 kernels), timed
+    // too, each alternating with the steps so that a busy machine slows both alike; on the GPU in
+    // f32 mode the backend's matmul, which is cuBLAS's GEMM itself; in bf16 mode cuBLAS's GEMMs on
+    // operands already in bf16 (cuda_gemm_replay; the backend's matmuls add their operand copies)
     MatmulFn base = gpu ? NULL : cpu_matmul_sgemm;
     MatmulScratch rb = bench_matmul_scratch(be);
     bench_matmul_replay(be, &rb, base);
@@ -262,8 +264,12 @@ int model_bench(int argc, char** argv) {
         double t0 = timer_now();
         train_step(m, opt, tokens, targets, w, B, T, &st);
         t_step[s] = timer_now() - t0;
-        t_mm[s] = bench_matmul_replay(be, &rb, base);
-        t_own[s] = gpu ? t_mm[s] : bench_matmul_replay(be, &rb, NULL);
+        if (!(gpu && bf16)) t_mm[s] = bench_matmul_replay(be, &rb, base);
+        t_own[s] = gpu ? 0.0 : bench_matmul_replay(be, &rb, NULL);
+    }
+    // after the steps, not between them: its own buffers and handle stay out of the steps' way
+    if (gpu && bf16 && cuda_gemm_replay(0, bench_matmul_calls(), bench_matmul_count(), steps, t_mm, err, sizeof err)) {
+        fatal("ingrain bench model: cuBLAS replay of the step's products failed: %s", err);
     }
     const double step = median(t_step, steps), sgemm = median(t_mm, steps), own = median(t_own, steps);
     const double mm_flops = bench_matmul_flops();
@@ -279,6 +285,7 @@ int model_bench(int argc, char** argv) {
     free(t_own);
 
     const char* lib = gpu ? "cuBLAS" : "sgemm";
+    if (gpu && bf16) printf("  (cuBLAS alone: bf16 GEMMs on operands already in bf16, without the backend's copies)\n");
     const double tok_s = N / step, fraction = ((mm_flops + attn_flops) / step) / (mm_flops / sgemm);
     printf("  step (median)         %8.1f ms  (mean forward+loss %.1f, backward %.1f, adamw %.1f)\n", 1e3 * step,
            1e3 * st.forward / steps, 1e3 * st.backward / steps, 1e3 * st.optimizer / steps);

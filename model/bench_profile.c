@@ -5,77 +5,13 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "model/ops_list.h"
 #include "model/timer.h"
 
-// ----------------------------------------------------------------------------
-// the ops: X(name, parameter list, argument list) for every void op but matmul, R(...) for the
-// ops that return a double
-
-#define PROFILE_VOID_OPS(X)                                                                                        \
-    X(upload, (Backend * be, void* dst, const void* src, size_t bytes), (be, dst, src, bytes))                     \
-    X(download, (Backend * be, void* dst, const void* src, size_t bytes), (be, dst, src, bytes))                   \
-    X(memset0, (Backend * be, void* dst, size_t bytes), (be, dst, bytes))                                          \
-    X(copy, (Backend * be, void* dst, const void* src, size_t bytes), (be, dst, src, bytes))                       \
-    X(add, (Backend * be, float* y, const float* x, size_t n), (be, y, x, n))                                      \
-    X(scale, (Backend * be, float* y, float a, size_t n), (be, y, a, n))                                           \
-    X(add_bias, (Backend * be, float* y, const float* b, int N, int C), (be, y, b, N, C))                          \
-    X(bias_bwd, (Backend * be, float* db, const float* dy, int N, int C), (be, db, dy, N, C))                      \
-    X(mask_rows, (Backend * be, float* x, const int* lengths, int B, int T, int C), (be, x, lengths, B, T, C))     \
-    X(rmsnorm_fwd, (Backend * be, float* y, float* rstd, const float* x, const float* w, int N, int C, float eps),  \
-      (be, y, rstd, x, w, N, C, eps))                                                                              \
-    X(rmsnorm_bwd,                                                                                                 \
-      (Backend * be, float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,     \
-       int N, int C),                                                                                              \
-      (be, dx, dw, dy, x, w, rstd, N, C))                                                                          \
-    X(rope_fwd, (Backend * be, float* x, const int* pos, const float* c, const float* s, int N, int nh, int hd),    \
-      (be, x, pos, c, s, N, nh, hd))                                                                               \
-    X(rope_bwd, (Backend * be, float* x, const int* pos, const float* c, const float* s, int N, int nh, int hd),    \
-      (be, x, pos, c, s, N, nh, hd))                                                                               \
-    X(attention_fwd,                                                                                               \
-      (Backend * be, float* out, float* lse, const float* q, int ldq, const float* k, const float* v, int ldkv,    \
-       const int* ql, const int* kl, int B, int Tq, int Tk, int H, int KV, int hd, void* work),                    \
-      (be, out, lse, q, ldq, k, v, ldkv, ql, kl, B, Tq, Tk, H, KV, hd, work))                                      \
-    X(attention_bwd,                                                                                               \
-      (Backend * be, float* dq, float* dk, float* dv, const float* dout, const float* out, const float* lse,       \
-       const float* q, int ldq, const float* k, const float* v, int ldkv, const int* ql, const int* kl, int B,      \
-       int Tq, int Tk, int H, int KV, int hd, void* work),                                                         \
-      (be, dq, dk, dv, dout, out, lse, q, ldq, k, v, ldkv, ql, kl, B, Tq, Tk, H, KV, hd, work))                    \
-    X(swiglu_fwd, (Backend * be, float* h, const float* g, const float* u, size_t n), (be, h, g, u, n))            \
-    X(swiglu_bwd, (Backend * be, float* dg, float* du, const float* dh, const float* g, const float* u, size_t n),  \
-      (be, dg, du, dh, g, u, n))                                                                                   \
-    X(embedding_fwd, (Backend * be, float* y, const int* t, const float* table, int N, int D),                     \
-      (be, y, t, table, N, D))                                                                                     \
-    X(embedding_bwd, (Backend * be, float* dtable, const float* dy, const int* t, int N, int D, int V),            \
-      (be, dtable, dy, t, N, D, V))                                                                                \
-    X(softmax, (Backend * be, float* y, const float* z, int N, int V), (be, y, z, N, V))                           \
-    X(log_softmax, (Backend * be, float* y, const float* z, int N, int V), (be, y, z, N, V))                       \
-    X(adamw,                                                                                                       \
-      (Backend * be, float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,         \
-       float eps, float wd, float gs, long t),                                                                     \
-      (be, p, g, m, v, n, lr, b1, b2, eps, wd, gs, t))
-
-#define PROFILE_DOUBLE_OPS(R)                                                                                      \
-    R(sum_squares, (Backend * be, const float* x, size_t n), (be, x, n))                                           \
-    R(cross_entropy,                                                                                               \
-      (Backend * be, const float* z, const int* t, const float* w, int N, int V, float* losses, float* dz),        \
-      (be, z, t, w, N, V, losses, dz))                                                                             \
-    R(kl_full,                                                                                                     \
-      (Backend * be, const float* z, const float* tlp, const float* w, int N, int V, int rev, float* losses,       \
-       float* dz),                                                                                                 \
-      (be, z, tlp, w, N, V, rev, losses, dz))                                                                      \
-    R(kl_topk,                                                                                                     \
-      (Backend * be, const float* z, const int* ids, const float* tlp, const float* tail, const float* w, int N,   \
-       int V, int K, int rev, float* losses, float* dz),                                                           \
-      (be, z, ids, tlp, tail, w, N, V, K, rev, losses, dz))                                                        \
-    R(kl_sampled,                                                                                                  \
-      (Backend * be, const float* z, const int* ids, const float* tlp, const float* olp, const float* w, int N,    \
-       int V, float* losses, float* dz),                                                                           \
-      (be, z, ids, tlp, olp, w, N, V, losses, dz))
-
 #define OP_ENUM(name, params, args) OP_##name,
-enum { OP_matmul, PROFILE_VOID_OPS(OP_ENUM) PROFILE_DOUBLE_OPS(OP_ENUM) OP_COUNT };
+enum { OP_matmul, BACKEND_VOID_OPS(OP_ENUM) BACKEND_DOUBLE_OPS(OP_ENUM) OP_COUNT };
 #define OP_NAME(name, params, args) #name,
-static const char* const op_names[OP_COUNT] = {"matmul", PROFILE_VOID_OPS(OP_NAME) PROFILE_DOUBLE_OPS(OP_NAME)};
+static const char* const op_names[OP_COUNT] = {"matmul", BACKEND_VOID_OPS(OP_NAME) BACKEND_DOUBLE_OPS(OP_NAME)};
 
 // ----------------------------------------------------------------------------
 // totals
@@ -118,7 +54,7 @@ static double op_end(Backend* be, int op) {
         prof.inner.name args;                                                                                      \
         op_end(be, OP_##name);                                                                                     \
     }
-PROFILE_VOID_OPS(WRAP_VOID)
+BACKEND_VOID_OPS(WRAP_VOID)
 
 #define WRAP_DOUBLE(name, params, args)                                                                            \
     static double profiled_##name params {                                                                         \
@@ -127,7 +63,7 @@ PROFILE_VOID_OPS(WRAP_VOID)
         op_end(be, OP_##name);                                                                                     \
         return r;                                                                                                  \
     }
-PROFILE_DOUBLE_OPS(WRAP_DOUBLE)
+BACKEND_DOUBLE_OPS(WRAP_DOUBLE)
 
 static void profiled_matmul(Backend* be, int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
                             const float* B, int ldb, float beta, float* C, int ldc) {
@@ -159,16 +95,16 @@ void bench_profile_install(Backend* be) {
     prof.inner = *be;
     be->matmul = profiled_matmul;
 #define INSTALL(name, params, args) be->name = profiled_##name;
-    PROFILE_VOID_OPS(INSTALL)
-    PROFILE_DOUBLE_OPS(INSTALL)
+    BACKEND_VOID_OPS(INSTALL)
+    BACKEND_DOUBLE_OPS(INSTALL)
 }
 
 void bench_profile_uninstall(Backend* be) {
     if (!prof.installed) return;
     be->matmul = prof.inner.matmul;
 #define RESTORE(name, params, args) be->name = prof.inner.name;
-    PROFILE_VOID_OPS(RESTORE)
-    PROFILE_DOUBLE_OPS(RESTORE)
+    BACKEND_VOID_OPS(RESTORE)
+    BACKEND_DOUBLE_OPS(RESTORE)
     prof.installed = 0;
 }
 

@@ -33,3 +33,14 @@ int cuda_device_name(int device, char* name, size_t n, char* err, size_t errlen)
     snprintf(err, errlen, "this binary was built without the CUDA backend (configure with -DINGRAIN_CUDA=ON)");
     return -1;
 }
+
+int cuda_gemm_replay(int device, const MatmulCall* calls, int n, int passes, double* seconds, char* err,
+                     size_t errlen) {
+    (void)device;
+    (void)calls;
+    (void)n;
+    (void)passes;
+    (void)seconds;
+    snprintf(err, errlen, "this binary was built without the CUDA backend (configure with -DINGRAIN_CUDA=ON)");
+    return -1;
+}

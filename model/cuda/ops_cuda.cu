@@ -12,6 +12,10 @@
 
 #include "model/cuda/ops_cuda.cuh"
 
+extern "C" {
+#include "model/ops_list.h"
+}
+
 #define CUDA_CUBLAS_WS_BYTES (32u << 20) // cuBLAS workspace (NVIDIA's recommendation for Hopper)
 
 // ----------------------------------------------------------------------------
@@ -66,10 +70,78 @@ void cuda_sum_doubles(Backend* be, double* out, const double* x, size_t n, doubl
 }
 
 // ----------------------------------------------------------------------------
+// the bf16 operand copies (CudaOperand)
+
+static void operands_forget(CudaImpl* c) {
+    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) c->operands[i].src = NULL;
+}
+
+// forget the copies whose source overlaps [p, p + bytes)
+static void operands_forget_range(CudaImpl* c, const void* p, size_t bytes) {
+    const char* lo = (const char*)p;
+    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
+        CudaOperand* o = &c->operands[i];
+        if (!o->src) continue;
+        const char* src = (const char*)o->src;
+        const size_t src_bytes = ((size_t)(o->rows - 1) * o->ld + o->cols) * sizeof(float);
+        if (src < lo + bytes && lo < src + src_bytes) o->src = NULL;
+    }
+}
+
+// A slot for a new copy of `bytes`: the free slot that fits it most tightly, else the largest free
+// one (grown), else the least recently used.
+static CudaOperand* operand_slot(CudaImpl* c, size_t bytes) {
+    CudaOperand *fit = NULL, *largest = NULL, *lru = &c->operands[0];
+    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
+        CudaOperand* o = &c->operands[i];
+        if (o->used < lru->used) lru = o;
+        if (o->src) continue;
+        if (o->cap >= bytes && (!fit || o->cap < fit->cap)) fit = o;
+        if (!largest || o->cap > largest->cap) largest = o;
+    }
+    CudaOperand* o = fit ? fit : largest ? largest : lru;
+    if (o->cap < bytes) {
+        if (o->buf) cudaCheck(cudaFree(o->buf)); // waits for the device: no product still reads it
+        o->buf = NULL;
+        o->cap = 0;
+        if (cudaMalloc(&o->buf, bytes) != cudaSuccess) {
+            cudaGetLastError();
+            fatal("cuda backend: the bf16 copy of a matmul operand (%zu bytes, %.1f MiB) does not fit on GPU %d\n"
+                  "  hint: use a smaller batch, sequence length or vocabulary, or train without bf16",
+                  bytes, (double)bytes / (1024.0 * 1024.0), c->device);
+        }
+        o->cap = bytes;
+    }
+    return o;
+}
+
+// The packed bf16 copy of the fp32 block src (rows, cols), row stride ld: a kept copy, or a new one.
+static const __nv_bfloat16* operand_bf16(Backend* be, const float* src, int rows, int cols, int ld) {
+    CudaImpl* c = cuda_impl(be);
+    c->operand_clock++;
+    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
+        CudaOperand* o = &c->operands[i];
+        if (o->src == src && o->rows == rows && o->cols == cols && o->ld == ld) {
+            o->used = c->operand_clock;
+            return o->buf;
+        }
+    }
+    CudaOperand* o = operand_slot(c, ((size_t)rows * cols * sizeof(__nv_bfloat16) + 255) / 256 * 256);
+    cuda_to_bf16(be, o->buf, src, rows, cols, ld);
+    o->src = src;
+    o->rows = rows;
+    o->cols = cols;
+    o->ld = ld;
+    o->used = c->operand_clock;
+    return o->buf;
+}
+
+// ----------------------------------------------------------------------------
 // memory
 
 static void* cuda_alloc(Backend* be, size_t bytes) {
     CudaImpl* c = cuda_impl(be);
+    operands_forget(c); // the zeros may land where a kept copy's source was
     size_t rounded = (bytes + 255) / 256 * 256;
     if (rounded == 0) rounded = 256;
     void* p = NULL;
@@ -90,7 +162,7 @@ static void* cuda_alloc(Backend* be, size_t bytes) {
 }
 
 static void cuda_free(Backend* be, void* p) {
-    (void)be;
+    operands_forget(cuda_impl(be));
     if (p) cudaCheck(cudaFree(p)); // waits for the device: no op in flight still reads p
 }
 
@@ -167,12 +239,14 @@ void cuda_to_bf16(Backend* be, __nv_bfloat16* dst, const float* src, int rows, i
     cudaCheckLaunch();
 }
 
-// The bf16 mode rounds both operands to packed bf16 copies in the scratch buffer (round to
-// nearest even) and multiplies those with fp32 accumulation and an fp32 C: on an H200 the
-// GPT-2-124M step's GEMMs ran at 215-593 TFLOP/s, against 117-377 with cuBLAS's own mixed
-// mode on the fp32 operands (CUBLAS_COMPUTE_32F_FAST_16BF). The copies cost a read and a
-// half-size write of each operand, which only products with few rows or columns (decoding's
-// batch x weights) do not earn back; those keep cuBLAS's mixed mode.
+// The bf16 mode rounds both operands to packed bf16 copies (round to nearest even) and multiplies
+// those with fp32 accumulation and an fp32 C: on an H200 the GPT-2-124M step's GEMMs ran at
+// 215-593 TFLOP/s, against 117-377 with cuBLAS's own mixed mode on the fp32 operands
+// (CUBLAS_COMPUTE_32F_FAST_16BF). The copies cost a read and a half-size write of each operand,
+// which only products with few rows or columns (decoding's batch x weights) do not earn back;
+// those keep cuBLAS's mixed mode. Copies are kept for the next products (CudaOperand): the
+// model's products come in runs that share operands (x W_q, x W_k, x W_v; the backward's dY W
+// and X^T dY), and each run's sources stay unchanged until another op.
 #define CUDA_BF16_COPY_MIN 128 // rows and columns of C from which the operands are copied
 static void cuda_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A,
                         int lda, const float* B, int ldb, float beta, float* C, int ldc) {
@@ -181,6 +255,7 @@ static void cuda_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int
     if (K <= 0) {
         scale_rows_kernel<<<cuda_grid((size_t)M * N, 256), 256, 0, c->stream>>>(C, M, N, ldc, beta);
         cudaCheckLaunch();
+        operands_forget_range(c, C, ((size_t)(M - 1) * ldc + N) * sizeof(float));
         return;
     }
     if (!c->bf16 || M < CUDA_BF16_COPY_MIN || N < CUDA_BF16_COPY_MIN) {
@@ -188,19 +263,18 @@ static void cuda_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int
         cublasCheck(cublasGemmEx(c->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                                  N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
                                  compute, CUBLAS_GEMM_DEFAULT));
-        return;
+    } else {
+        // the operands as stored: A (M, K) or, transposed, (K, M); B (K, N) or (N, K)
+        const int a_rows = trans_a ? K : M, a_cols = trans_a ? M : K;
+        const int b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
+        const __nv_bfloat16* a16 = operand_bf16(be, A, a_rows, a_cols, lda);
+        const __nv_bfloat16* b16 = operand_bf16(be, B, b_rows, b_cols, ldb);
+        cublasCheck(cublasGemmEx(c->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                 trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, b16, CUDA_R_16BF, b_cols, a16,
+                                 CUDA_R_16BF, a_cols, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT));
     }
-    // the operands as stored: A (M, K) or, transposed, (K, M); B (K, N) or (N, K)
-    const int a_rows = trans_a ? K : M, a_cols = trans_a ? M : K;
-    const int b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
-    const size_t a_bytes = ((size_t)a_rows * a_cols * sizeof(__nv_bfloat16) + 255) / 256 * 256;
-    char* ws = (char*)cuda_scratch(be, a_bytes + (size_t)b_rows * b_cols * sizeof(__nv_bfloat16));
-    __nv_bfloat16 *a16 = (__nv_bfloat16*)ws, *b16 = (__nv_bfloat16*)(ws + a_bytes);
-    cuda_to_bf16(be, a16, A, a_rows, a_cols, lda);
-    cuda_to_bf16(be, b16, B, b_rows, b_cols, ldb);
-    cublasCheck(cublasGemmEx(c->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
-                             K, &alpha, b16, CUDA_R_16BF, b_cols, a16, CUDA_R_16BF, a_cols, &beta, C, CUDA_R_32F, ldc,
-                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    operands_forget_range(c, C, ((size_t)(M - 1) * ldc + N) * sizeof(float));
 }
 
 // ----------------------------------------------------------------------------
@@ -256,12 +330,30 @@ static void cuda_adamw(Backend* be, float* p, const float* g, float* m, float* v
 }
 
 // ----------------------------------------------------------------------------
+// the ops as installed: each forgets the kept operand copies, then runs (any op but matmul may
+// write where a copy's source lies; read-only ones are too rare in a step to single out)
+
+#define CUDA_FORGETTING_VOID(name, params, args)                                                                   \
+    static void forgetting_##name params {                                                                         \
+        operands_forget(cuda_impl(be));                                                                            \
+        cuda_##name args;                                                                                          \
+    }
+#define CUDA_FORGETTING_DOUBLE(name, params, args)                                                                 \
+    static double forgetting_##name params {                                                                       \
+        operands_forget(cuda_impl(be));                                                                            \
+        return cuda_##name args;                                                                                   \
+    }
+BACKEND_VOID_OPS(CUDA_FORGETTING_VOID)
+BACKEND_DOUBLE_OPS(CUDA_FORGETTING_DOUBLE)
+
+// ----------------------------------------------------------------------------
 // construction
 
 static void cuda_destroy(Backend* be) {
     CudaImpl* c = cuda_impl(be);
     cudaCheck(cudaStreamSynchronize(c->stream));
     if (c->scratch) cudaCheck(cudaFree(c->scratch));
+    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) cudaCheck(cudaFree(c->operands[i].buf));
     cudaCheck(cudaFree(c->cublas_ws));
     cudaCheck(cudaFree(c->result_dev));
     cudaCheck(cudaFreeHost(c->result_host));
@@ -316,43 +408,17 @@ extern "C" Backend* backend_cuda_create(int device, int bf16, char* err, size_t 
     cudaCheck(cudaMalloc(&c->result_dev, sizeof(double)));
     cudaCheck(cudaMallocHost(&c->result_host, sizeof(double)));
 
-    *be = (Backend){
-        .name = "cuda",
-        .impl = c,
-        .threads = c->num_sms,
-        .destroy = cuda_destroy,
-        .alloc = cuda_alloc,
-        .free = cuda_free,
-        .upload = cuda_upload,
-        .download = cuda_download,
-        .memset0 = cuda_memset0,
-        .copy = cuda_copy,
-        .synchronize = cuda_synchronize,
-        .matmul = cuda_matmul,
-        .add = cuda_add,
-        .scale = cuda_scale,
-        .add_bias = cuda_add_bias,
-        .bias_bwd = cuda_bias_bwd,
-        .sum_squares = cuda_sum_squares,
-        .mask_rows = cuda_mask_rows,
-        .rmsnorm_fwd = cuda_rmsnorm_fwd,
-        .rmsnorm_bwd = cuda_rmsnorm_bwd,
-        .rope_fwd = cuda_rope_fwd,
-        .rope_bwd = cuda_rope_bwd,
-        .attention_fwd = cuda_attention_fwd,
-        .attention_bwd = cuda_attention_bwd,
-        .attention_work_bytes = cuda_attention_work_bytes,
-        .swiglu_fwd = cuda_swiglu_fwd,
-        .swiglu_bwd = cuda_swiglu_bwd,
-        .embedding_fwd = cuda_embedding_fwd,
-        .embedding_bwd = cuda_embedding_bwd,
-        .softmax = cuda_softmax,
-        .log_softmax = cuda_log_softmax,
-        .cross_entropy = cuda_cross_entropy,
-        .kl_full = cuda_kl_full,
-        .kl_topk = cuda_kl_topk,
-        .kl_sampled = cuda_kl_sampled,
-        .adamw = cuda_adamw,
-    };
+    be->name = "cuda";
+    be->impl = c;
+    be->threads = c->num_sms;
+    be->destroy = cuda_destroy;
+    be->alloc = cuda_alloc;
+    be->free = cuda_free;
+    be->synchronize = cuda_synchronize;
+    be->matmul = cuda_matmul;
+    be->attention_work_bytes = cuda_attention_work_bytes;
+#define CUDA_INSTALL(name, params, args) be->name = forgetting_##name;
+    BACKEND_VOID_OPS(CUDA_INSTALL)
+    BACKEND_DOUBLE_OPS(CUDA_INSTALL)
     return be;
 }

@@ -17,6 +17,20 @@ extern "C" {
 // ----------------------------------------------------------------------------
 // backend state
 
+// The bf16 mode's copy of one fp32 matmul operand (see cuda_matmul): the block src (rows, cols),
+// row stride ld, as packed bf16 in buf. The copies of the operands of the latest products are kept
+// while nothing can have written their sources: every op but matmul forgets them all (the
+// backend installs its ops behind wrappers that do so, model/ops_list.h), as do alloc and free,
+// and a matmul forgets those its output overlaps.
+#define CUDA_OPERAND_SLOTS 8 // a run of matmuls without another op reads at most 7 distinct operands
+typedef struct {
+    const float* src; // NULL: the slot holds no copy
+    int rows, cols, ld;
+    __nv_bfloat16* buf;
+    size_t cap;         // bytes of buf (kept when the slot is reused)
+    unsigned long used; // the cache's clock at the last use, for eviction
+} CudaOperand;
+
 typedef struct {
     int device;
     int bf16;              // matmuls on bf16 tensor cores (fp32 accumulation)
@@ -28,6 +42,8 @@ typedef struct {
     size_t scratch_bytes;
     double* result_dev;  // a reduction's final value, copied to result_host
     double* result_host; // pinned
+    CudaOperand operands[CUDA_OPERAND_SLOTS];
+    unsigned long operand_clock;
 } CudaImpl;
 
 static inline CudaImpl* cuda_impl(Backend* be) { return (CudaImpl*)be->impl; }

@@ -3,6 +3,8 @@
 // and norm-weight gradients) run in two fixed-order stages through the backend's scratch, the
 // embedding gradient sorts the tokens (a stable radix sort) so that each table row is summed by
 // one block in row order, and nothing uses atomics.
+#include <stdint.h>
+
 #include <cub/device/device_radix_sort.cuh>
 
 #include "model/cuda/ops_cuda.cuh"
@@ -136,27 +138,70 @@ double cuda_sum_squares(Backend* be, const float* x, size_t n) {
 }
 
 // ----------------------------------------------------------------------------
-// RMSNorm: one warp per row (rows of any width: lane l takes columns l, l + 32, ...)
+// RMSNorm: one warp per row (rows of any width: lane l takes columns l, l + 32, ...); rows whose
+// width is a multiple of 4 at 16-byte aligned addresses go 4 columns per load (lane l takes the
+// column quads l, l + 32, ...), which keeps more of each row's bytes in flight.
 
+// a row of C floats as VEC-wide chunks: chunk j holds columns VEC j .. VEC j + VEC - 1
+template <int VEC>
+struct Chunk;
+template <>
+struct Chunk<1> {
+    float v[1];
+    __device__ __forceinline__ void load(const float* p, size_t j) { v[0] = p[j]; }
+    __device__ __forceinline__ void store(float* p, size_t j) const { p[j] = v[0]; }
+};
+template <>
+struct Chunk<4> {
+    float v[4];
+    __device__ __forceinline__ void load(const float* p, size_t j) {
+        const float4 x = ((const float4*)p)[j];
+        v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+    }
+    __device__ __forceinline__ void store(float* p, size_t j) const {
+        ((float4*)p)[j] = make_float4(v[0], v[1], v[2], v[3]);
+    }
+};
+
+template <int VEC>
 __global__ void rmsnorm_fwd_kernel(float* y, float* rstd, const float* x, const float* w, int N, int C, float eps) {
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return;
     const float* xn = x + (size_t)row * C;
     float* yn = y + (size_t)row * C;
     float ss = 0.0f;
-    for (int c = lane; c < C; c += 32) ss += xn[c] * xn[c];
+    for (int j = lane; j < C / VEC; j += 32) {
+        Chunk<VEC> a;
+        a.load(xn, j);
+        for (int e = 0; e < VEC; e++) ss += a.v[e] * a.v[e];
+    }
     ss = warp_sum(ss);
     const float r = 1.0f / sqrtf(ss / (float)C + eps);
-    for (int c = lane; c < C; c += 32) yn[c] = xn[c] * r * w[c];
+    for (int j = lane; j < C / VEC; j += 32) {
+        Chunk<VEC> a, wj;
+        a.load(xn, j);
+        wj.load(w, j);
+        for (int e = 0; e < VEC; e++) a.v[e] = a.v[e] * r * wj.v[e];
+        a.store(yn, j);
+    }
     if (lane == 0) rstd[row] = r;
 }
 
+// every row of (N, C) at p starts 16-byte aligned
+static int rows_vec4(const void* p, int C) { return C % 4 == 0 && (uintptr_t)p % 16 == 0; }
+
 void cuda_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, const float* w, int N, int C, float eps) {
     if (N <= 0 || C <= 0) return;
-    rmsnorm_fwd_kernel<<<(unsigned)cuda_cdiv((size_t)N, 8), 256, 0, cuda_stream(be)>>>(y, rstd, x, w, N, C, eps);
+    const unsigned grid = (unsigned)cuda_cdiv((size_t)N, 8);
+    if (rows_vec4(x, C) && rows_vec4(y, C) && rows_vec4(w, C)) {
+        rmsnorm_fwd_kernel<4><<<grid, 256, 0, cuda_stream(be)>>>(y, rstd, x, w, N, C, eps);
+    } else {
+        rmsnorm_fwd_kernel<1><<<grid, 256, 0, cuda_stream(be)>>>(y, rstd, x, w, N, C, eps);
+    }
     cudaCheckLaunch();
 }
 
+template <int VEC>
 __global__ void rmsnorm_bwd_dx_kernel(float* dx, const float* dy, const float* x, const float* w, const float* rstd,
                                       int N, int C) {
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -166,44 +211,78 @@ __global__ void rmsnorm_bwd_dx_kernel(float* dx, const float* dy, const float* x
     float* dxn = dx + (size_t)row * C;
     const float r = rstd[row];
     float dot = 0.0f;
-    for (int c = lane; c < C; c += 32) dot += dyn[c] * w[c] * xn[c];
+    for (int j = lane; j < C / VEC; j += 32) {
+        Chunk<VEC> a, d, wj;
+        a.load(xn, j);
+        d.load(dyn, j);
+        wj.load(w, j);
+        for (int e = 0; e < VEC; e++) dot += d.v[e] * wj.v[e] * a.v[e];
+    }
     dot = warp_sum(dot);
     const float k = r * r * r * dot / (float)C;
-    for (int c = lane; c < C; c += 32) dxn[c] += r * w[c] * dyn[c] - k * xn[c];
+    for (int j = lane; j < C / VEC; j += 32) {
+        Chunk<VEC> a, d, wj, o;
+        a.load(xn, j);
+        d.load(dyn, j);
+        wj.load(w, j);
+        o.load(dxn, j);
+        for (int e = 0; e < VEC; e++) o.v[e] += r * wj.v[e] * d.v[e] - k * a.v[e];
+        o.store(dxn, j);
+    }
 }
 
 void cuda_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const float* x, const float* w,
                       const float* rstd, int N, int C) {
     if (N <= 0 || C <= 0) return;
-    rmsnorm_bwd_dx_kernel<<<(unsigned)cuda_cdiv((size_t)N, 8), 256, 0, cuda_stream(be)>>>(dx, dy, x, w, rstd, N, C);
+    const unsigned grid = (unsigned)cuda_cdiv((size_t)N, 8);
+    if (rows_vec4(dx, C) && rows_vec4(dy, C) && rows_vec4(x, C) && rows_vec4(w, C)) {
+        rmsnorm_bwd_dx_kernel<4><<<grid, 256, 0, cuda_stream(be)>>>(dx, dy, x, w, rstd, N, C);
+    } else {
+        rmsnorm_bwd_dx_kernel<1><<<grid, 256, 0, cuda_stream(be)>>>(dx, dy, x, w, rstd, N, C);
+    }
     cudaCheckLaunch();
     colsum(be, dw, dy, x, rstd, N, C);
 }
 
 // ----------------------------------------------------------------------------
-// RoPE (HF rotate_half: element i pairs with i + hd/2); one thread per pair
+// RoPE (HF rotate_half: element i pairs with i + hd/2); one thread per VEC consecutive pairs
+// (4 when hd/2 is a multiple of 4 and the buffers are 16-byte aligned)
 
+template <int VEC>
 __global__ void rope_kernel(float* x, const int* pos, const float* cos_t, const float* sin_t, int nh, int hd,
                             size_t n, float sign) {
-    const int half = hd / 2;
+    const int half = hd / 2, chunks = half / VEC;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const int j = (int)(i % half);
-        const size_t head = i / half; // (row, head) index
+        const size_t head = i / chunks; // (row, head) index
+        const int j = (int)(i - head * chunks);
         const size_t row = head / nh;
-        const size_t at = (size_t)pos[row] * half + j;
         float* xh = x + head * hd;
-        const float x1 = xh[j], x2 = xh[j + half], c = cos_t[at], s = sign * sin_t[at];
-        xh[j] = x1 * c - x2 * s;
-        xh[j + half] = x2 * c + x1 * s;
+        const float* ct = cos_t + (size_t)pos[row] * half;
+        const float* st = sin_t + (size_t)pos[row] * half;
+        Chunk<VEC> x1, x2, c, sn;
+        x1.load(xh, j);
+        x2.load(xh + half, j);
+        c.load(ct, j);
+        sn.load(st, j);
+        for (int e = 0; e < VEC; e++) {
+            const float a = x1.v[e], b = x2.v[e], s = sign * sn.v[e];
+            x1.v[e] = a * c.v[e] - b * s;
+            x2.v[e] = b * c.v[e] + a * s;
+        }
+        x1.store(xh, j);
+        x2.store(xh + half, j);
     }
 }
 
 static void rope(Backend* be, float* x, const int* pos, const float* cos_t, const float* sin_t, int N, int nh, int hd,
                  float sign) {
     const int half = hd / 2;
-    const size_t n = (size_t)N * nh * half;
+    const int vec = half % 4 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)cos_t % 16 == 0 &&
+                    (uintptr_t)sin_t % 16 == 0 ? 4 : 1;
+    const size_t n = (size_t)N * nh * (half / vec);
     if (!n) return;
-    rope_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(x, pos, cos_t, sin_t, nh, hd, n, sign);
+    if (vec == 4) rope_kernel<4><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(x, pos, cos_t, sin_t, nh, hd, n, sign);
+    else rope_kernel<1><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(x, pos, cos_t, sin_t, nh, hd, n, sign);
     cudaCheckLaunch();
 }
 
@@ -227,32 +306,56 @@ __device__ __forceinline__ float sigmoid_f(float x) {
     return x >= 0.0f ? s : e * s;
 }
 
-__global__ void swiglu_fwd_kernel(float* h, const float* gate, const float* up, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const float g = gate[i];
-        h[i] = g * sigmoid_f(g) * up[i];
+// n / VEC chunks of VEC elements (4: n a multiple of 4, every buffer 16-byte aligned)
+template <int VEC>
+__global__ void swiglu_fwd_kernel(float* h, const float* gate, const float* up, size_t chunks) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < chunks; i += (size_t)gridDim.x * blockDim.x) {
+        Chunk<VEC> g, u;
+        g.load(gate, i);
+        u.load(up, i);
+        for (int e = 0; e < VEC; e++) u.v[e] *= g.v[e] * sigmoid_f(g.v[e]);
+        u.store(h, i);
     }
 }
 
+template <int VEC>
 __global__ void swiglu_bwd_kernel(float* dgate, float* dup, const float* dh, const float* gate, const float* up,
-                                  size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const float g = gate[i], sg = sigmoid_f(g), d = dh[i];
-        dgate[i] = d * up[i] * sg * (1.0f + g * (1.0f - sg));
-        dup[i] = d * g * sg;
+                                  size_t chunks) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < chunks; i += (size_t)gridDim.x * blockDim.x) {
+        Chunk<VEC> g, u, d, dg, du;
+        g.load(gate, i);
+        u.load(up, i);
+        d.load(dh, i);
+        for (int e = 0; e < VEC; e++) {
+            const float sg = sigmoid_f(g.v[e]);
+            dg.v[e] = d.v[e] * u.v[e] * sg * (1.0f + g.v[e] * (1.0f - sg));
+            du.v[e] = d.v[e] * g.v[e] * sg;
+        }
+        dg.store(dgate, i);
+        du.store(dup, i);
     }
 }
+
+static int aligned16(const void* p) { return (uintptr_t)p % 16 == 0; }
 
 void cuda_swiglu_fwd(Backend* be, float* h, const float* gate, const float* up, size_t n) {
     if (!n) return;
-    swiglu_fwd_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(h, gate, up, n);
+    if (n % 4 == 0 && aligned16(h) && aligned16(gate) && aligned16(up)) {
+        swiglu_fwd_kernel<4><<<cuda_grid(n / 4, 256), 256, 0, cuda_stream(be)>>>(h, gate, up, n / 4);
+    } else {
+        swiglu_fwd_kernel<1><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(h, gate, up, n);
+    }
     cudaCheckLaunch();
 }
 
 void cuda_swiglu_bwd(Backend* be, float* dgate, float* dup, const float* dh, const float* gate, const float* up,
                      size_t n) {
     if (!n) return;
-    swiglu_bwd_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(dgate, dup, dh, gate, up, n);
+    if (n % 4 == 0 && aligned16(dgate) && aligned16(dup) && aligned16(dh) && aligned16(gate) && aligned16(up)) {
+        swiglu_bwd_kernel<4><<<cuda_grid(n / 4, 256), 256, 0, cuda_stream(be)>>>(dgate, dup, dh, gate, up, n / 4);
+    } else {
+        swiglu_bwd_kernel<1><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(dgate, dup, dh, gate, up, n);
+    }
     cudaCheckLaunch();
 }
 

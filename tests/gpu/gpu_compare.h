@@ -14,7 +14,7 @@
 #include "model/ops.h"
 #include "model/rng.h"
 
-#define GPU_MAX_OUT 6   // outputs per case
+#define GPU_MAX_OUT 8   // outputs per case
 #define GPU_MAX_BUFS 24 // backend buffers per case
 
 // tolerance classes (values in gpu_compare.c)

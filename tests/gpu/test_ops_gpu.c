@@ -105,6 +105,43 @@ static void case_matmul(GpuCtx* c, const void* arg) {
     gpu_out(c, "C", C, nc, 0);
 }
 
+// The bf16 mode keeps its operand copies for the next products: a source rewritten since (by an op,
+// by a product into it, even into a few of its rows, or freed and allocated again) must be
+// copied again. No download comes between the products, since a download would forget the copies.
+static void case_matmul_reuse(GpuCtx* c, const void* arg) {
+    (void)arg;
+    Backend* be = c->be;
+    enum { M = 256, N = 192, K = 160, K2 = 144 };
+    float* A = gpu_randn(c, (size_t)M * K, 1.0);
+    float* B = gpu_randn(c, (size_t)N * K, 1.0);
+    float* B2 = gpu_randn(c, (size_t)N * K, 1.0);
+    float* X = gpu_randn(c, (size_t)M * K2, 1.0);
+    float* Y = gpu_randn(c, (size_t)K2 * K, 1.0);
+    float* P0 = gpu_randn(c, (size_t)M * K, 1.0);
+    float* C[7];
+    for (int i = 0; i < 7; i++) C[i] = gpu_junk(c, (size_t)M * N);
+    be->matmul(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C[0], N);
+    be->matmul(be, 0, 1, M, N, K, 1.0f, A, K, B2, K, 0.0f, C[1], N);
+    be->scale(be, A, -2.0f, (size_t)M * K);
+    be->matmul(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C[2], N);
+    be->matmul(be, 0, 0, M, K, K2, 1.0f, X, K2, Y, K, 0.0f, A, K);
+    be->matmul(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C[3], N);
+    be->matmul(be, 0, 0, 10, K, K2, 1.0f, X, K2, Y, K, 1.0f, A + 100 * K, K);
+    be->matmul(be, 0, 1, M, N, K, 1.0f, A, K, B2, K, 0.0f, C[4], N);
+    float* P = be->alloc(be, (size_t)M * K * sizeof(float));
+    be->copy(be, P, P0, (size_t)M * K * sizeof(float));
+    be->matmul(be, 0, 1, M, N, K, 1.0f, P, K, B, K, 0.0f, C[5], N);
+    be->free(be, P);
+    P = be->alloc(be, (size_t)M * K * sizeof(float)); // zeros, most likely at the freed address
+    be->matmul(be, 0, 1, M, N, K, 1.0f, P, K, B, K, 0.0f, C[6], N);
+    be->free(be, P);
+    for (int i = 0; i < 7; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "C%d", i);
+        gpu_out(c, name, C[i], (size_t)M * N, 0);
+    }
+}
+
 static void test_matmul(void** state) {
     (void)state;
     // odd sizes, a decoding row, the model's projection and LM-head shapes (V = 50304)
@@ -132,6 +169,7 @@ static void test_matmul(void** state) {
                  head[i].N, head[i].K);
         gpu_check(label, case_matmul, &head[i], 200 + i, TOL_MATMUL);
     }
+    gpu_check("matmul operand copies kept and renewed", case_matmul_reuse, NULL, 400, TOL_MATMUL);
     gpu_done();
 }
 
