@@ -20,6 +20,7 @@
 #include "distill/shards.h"
 #include "distill/trainer.h"
 #include "io/config.h"
+#include "model/backend_select.h"
 #include "model/loss.h"
 #include "model/model.h"
 #include "model/rng.h"
@@ -27,6 +28,7 @@
 static const char* usage =
     "usage: [mpirun -np N] ingrain bench distill [--config NAME]... [--seqs S] [--len T] [--steps K]\n"
     "                                            [--micro M] [--topk K] [--threads N] [--recompute E]\n"
+    "                                            [--device cpu|cuda] [--bf16]\n"
     "\n"
     "Distillation trainer tokens/s and the share of step time in gradient reduce-scatter +\n"
     "parameter all-gather, fixed-point (reproducible on any trainer count) beside float reduction,\n"
@@ -39,11 +41,14 @@ static const char* usage =
     "  --topk K       teacher top-k per agent token (default 8)\n"
     "  --threads N    OpenMP threads per rank; 0 = the node's cores / the ranks on it (default 0)\n"
     "  --recompute E  also train with distill.teacher: recompute, E experience tokens in each\n"
-    "                 teacher context (default 0: no such run)\n";
+    "                 teacher context (default 0: no such run)\n"
+    "  --device NAME  cpu (default) or cuda: each rank on GPU local_rank % GPUs\n"
+    "  --bf16         with --device cuda: bf16 matmuls\n";
 
 typedef struct {
     const char* configs[8];
-    int n_configs, seqs, len, steps, micro, topk, threads, recompute;
+    int n_configs, seqs, len, steps, micro, topk, threads, recompute, bf16;
+    DeviceKind device;
 } BenchArgs;
 
 static int parse_int(const char* opt, const char* s, int lo, int* out) {
@@ -72,6 +77,18 @@ static int parse_args(int argc, char** argv, BenchArgs* a) {
             if (a->n_configs == 8) return fprintf(stderr, "ingrain bench distill: at most 8 --config\n"), -1;
             a->configs[a->n_configs++] = v;
             i++;
+            continue;
+        }
+        if (strcmp(argv[i], "--device") == 0 && v) {
+            if (backend_device_parse(v, &a->device) != 0) {
+                fprintf(stderr, "ingrain bench distill: --device expects cpu or cuda, got '%s'\n", v);
+                return -1;
+            }
+            i++;
+            continue;
+        }
+        if (strcmp(argv[i], "--bf16") == 0) {
+            a->bf16 = 1;
             continue;
         }
         if (strcmp(argv[i], "--seqs") == 0)
@@ -249,13 +266,20 @@ int bench_distill(int argc, char** argv) {
     Backend* probe = backend_cpu_create(0);
     int threads = a.threads ? a.threads : (probe->threads / local_ranks > 1 ? probe->threads / local_ranks : 1);
     backend_destroy(probe);
-    Backend* be = backend_cpu_create(threads);
+    int local_rank;
+    mpiCheck(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+    mpiCheck(MPI_Comm_rank(node, &local_rank));
+    mpiCheck(MPI_Comm_free(&node));
+    char err[512], desc[256];
+    Backend* be = backend_open(a.device, a.bf16, threads, local_rank, err, sizeof err);
+    if (!be) fatal("ingrain bench distill: %s", err);
+    backend_describe(be, a.bf16, local_rank, desc, sizeof desc);
     if (rank == 0) {
-        printf("ingrain bench distill: np=%d trainers, %d thread(s) each, forward_kl on top-%d, %d seqs x %d tokens, "
+        printf("ingrain bench distill: np=%d trainers on %s, forward_kl on top-%d, %d seqs x %d tokens, "
                "%d steps (first untimed), micro_batch_tokens %d\n"
                "comm = gradient reduce-scatter + parameter all-gather; wait = for the slowest trainer; share = comm / "
                "step\n",
-               world, threads, a.topk, a.seqs, a.len, a.steps, a.micro);
+               world, desc, a.topk, a.seqs, a.len, a.steps, a.micro);
         if (a.recompute)
             printf("recompute = fixed-point reduction, forward KL on the full distribution of a frozen teacher "
                    "recomputed per micro-batch with %d experience tokens in context\n",

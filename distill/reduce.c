@@ -22,35 +22,7 @@ static int ceil_log2(int n) {
 
 int distill_fp_exponent(int n_micro, int max_exp) { return 61 - ceil_log2(n_micro) - max_exp; }
 
-int distill_fp_accumulate(int64_t* acc, const float* g, size_t n, int k, int n_micro, double* max_abs) {
-    const double scale = ldexp(1.0, k), limit = ldexp(1.0, 62 - ceil_log2(n_micro));
-    double mx = 0.0;
-    int bad = 0, nonfinite = 0;
-    // element-wise, so any thread split gives the same integers; max and | are order-free
-#pragma omp parallel for schedule(static) reduction(max : mx) reduction(| : bad, nonfinite)
-    for (size_t i = 0; i < n; i++) {
-        const double a = fabs((double)g[i]);
-        if (!isfinite(a)) {
-            nonfinite = bad = 1;
-            continue;
-        }
-        mx = a > mx ? a : mx;
-        const double x = (double)g[i] * scale; // exact: a power-of-two scaling of a float
-        if (!(fabs(x) < limit)) {
-            bad = 1;
-            continue;
-        }
-        acc[i] += llrint(x);
-    }
-    *max_abs = nonfinite ? NAN : mx;
-    return bad;
-}
-
-void distill_fp_to_float(float* g, const int64_t* acc, size_t n, int k) {
-    const double inv = ldexp(1.0, -k);
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) g[i] = (float)((double)acc[i] * inv);
-}
+double distill_fp_limit(int n_micro) { return ldexp(1.0, 62 - ceil_log2(n_micro)); }
 
 // ----------------------------------------------------------------------------
 // the partition and its collectives
@@ -145,16 +117,12 @@ void part_allgather(Partition* p, void* full, MPI_Datatype type, size_t elem, si
     }
 }
 
-double part_norm2(Partition* p, const float* slice, MPI_Comm comm) {
+double part_norm2(Partition* p, Backend* be, const float* slice, MPI_Comm comm) {
     const uint64_t blk = ckpt_block_elems(CKPT_F32), nb = (p->n + blk - 1) / blk;
     double* sums = callocCheck(nb ? nb : 1, sizeof(double));
+    // a slice starts on a block boundary (ckpt_shard), so its blocks are the global ones
     const uint64_t off = p->off[p->rank], cnt = p->cnt[p->rank];
-    for (uint64_t i = 0; i < cnt; i += blk) {
-        const uint64_t e = i + blk < cnt ? i + blk : cnt;
-        double s = 0.0;
-        for (uint64_t j = i; j < e; j++) s += (double)slice[j] * (double)slice[j];
-        sums[(off + i) / blk] = s;
-    }
+    if (cnt) be->sum_squares_blocks(be, sums + off / blk, slice, (size_t)cnt, (size_t)blk);
     // every block has exactly one contributor: the sum adds zeros to it, exactly
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, sums, (int)nb, MPI_DOUBLE, MPI_SUM, comm));
     double total = 0.0;

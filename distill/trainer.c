@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "distill/plan.h"
 #include "distill/trainer_impl.h"
+#include "model/fixed_point.h"
 #include "model/loss.h"
 
 #define EXCHANGE_TAG 7100
@@ -113,12 +114,16 @@ DistillTrainer* distill_trainer_create(Model* m, const DistillOptions* o, MPI_Co
     const size_t slice = (size_t)t->part.cnt[t->rank] ? (size_t)t->part.cnt[t->rank] : 1;
     t->m = t->be->alloc(t->be, sizeof(float) * slice);
     t->v = t->be->alloc(t->be, sizeof(float) * slice);
-    t->grad = mallocCheck(sizeof(float) * (size_t)t->n);
     t->params = mallocCheck(sizeof(float) * (size_t)t->n);
-    t->grad_slice = mallocCheck(sizeof(float) * slice);
-    if (o->reduce == DISTILL_REDUCE_FIXED) {
-        t->acc = mallocCheck(sizeof(int64_t) * (size_t)t->n);
-        t->acc_slice = mallocCheck(sizeof(int64_t) * slice);
+    if (o->reduce == DISTILL_REDUCE_FIXED && t->size == 1) {
+        t->acc = t->be->alloc(t->be, sizeof(int64_t) * (size_t)t->n);
+    } else {
+        t->grad = mallocCheck(sizeof(float) * (size_t)t->n);
+        t->grad_slice = mallocCheck(sizeof(float) * slice);
+        if (o->reduce == DISTILL_REDUCE_FIXED) {
+            t->acc_host = mallocCheck(sizeof(int64_t) * (size_t)t->n);
+            t->acc_slice = mallocCheck(sizeof(int64_t) * slice);
+        }
     }
     t->obj = distill_objective_create(t->be, o->loss, o->jsd_beta, model_config(m)->vocab_size);
     if (o->teacher_recompute) {
@@ -133,11 +138,12 @@ void distill_trainer_free(DistillTrainer* t) {
     if (!t) return;
     t->be->free(t->be, t->m);
     t->be->free(t->be, t->v);
-    free(t->grad);
-    free(t->params);
-    free(t->grad_slice);
-    free(t->acc);
+    if (t->acc) t->be->free(t->be, t->acc);
+    free(t->acc_host);
     free(t->acc_slice);
+    free(t->grad);
+    free(t->grad_slice);
+    free(t->params);
     distill_objective_free(t->obj);
     distill_batch_free(&t->batch);
     if (t->teacher) t->be->free(t->be, t->d_teacher);
@@ -401,7 +407,8 @@ static void epoch_free(EpochData* d) {
 // one optimizer step
 
 // forward, objective and backward of this trainer's micro-batches of step s; fixed mode adds each
-// micro-batch gradient to t->acc at exponent k. Returns 1 if a gradient left the range of k.
+// micro-batch gradient at exponent k to t->acc on the backend (one trainer) or, downloaded, to
+// t->acc_host (several). Returns 1 if a gradient left the range of k.
 static int step_gradients(DistillTrainer* t, const DistillPlan* p, int s, const EpochData* d, int k, double* stats,
                           double* max_abs) {
     Model* m = t->model;
@@ -411,8 +418,10 @@ static int step_gradients(DistillTrainer* t, const DistillPlan* p, int s, const 
     const float weight = 1.0f / (float)p->step_loss_tokens[s];
     int bad = 0;
     *max_abs = 0.0;
-    if (fixed)
-        memset(t->acc, 0, sizeof(int64_t) * (size_t)t->n);
+    if (fixed && t->acc)
+        be->memset0(be, t->acc, sizeof(int64_t) * (size_t)t->n);
+    else if (fixed)
+        memset(t->acc_host, 0, sizeof(int64_t) * (size_t)t->n);
     else
         model_zero_grad(m);
     memset(stats, 0, sizeof(double) * (size_t)M * STAT_COUNT);
@@ -431,8 +440,12 @@ static int step_gradients(DistillTrainer* t, const DistillPlan* p, int s, const 
         model_backward(m, dz);
         if (fixed) {
             double mx;
-            model_grads_download(m, t->grad);
-            bad |= distill_fp_accumulate(t->acc, t->grad, (size_t)t->n, k, M, &mx);
+            if (t->acc) {
+                bad |= be->fp_accumulate(be, t->acc, model_grads(m), (size_t)t->n, k, distill_fp_limit(M), &mx);
+            } else {
+                model_grads_download(m, t->grad);
+                bad |= fixed_accumulate(t->acc_host, t->grad, (size_t)t->n, k, distill_fp_limit(M), &mx, 0);
+            }
             *max_abs = isnan(mx) || isnan(*max_abs) ? NAN : fmax(*max_abs, mx);
         }
         double* out = stats + (size_t)jj * STAT_COUNT;
@@ -479,17 +492,25 @@ static void run_step(DistillTrainer* t, const DistillPlan* p, int s, const Epoch
                   distill_fp_exponent(M, max_exp));
     }
 
-    // reduce-scatter the gradient to the slice owners
+    // reduce-scatter the gradient to the slice owners, into place in the model's gradient buffer
+    // (one trainer in fixed mode: the sums are all on the backend, and no byte leaves it)
+    Backend* be = t->be;
     const uint64_t off = t->part.off[t->rank], cnt = t->part.cnt[t->rank];
+    float* grads = model_grads(m);
     double tc = MPI_Wtime();
-    if (fixed) {
-        part_reduce_scatter(&t->part, t->acc, t->acc_slice, MPI_INT64_T, sizeof(int64_t), t->opt.bucket_bytes, t->comm);
-        distill_fp_to_float(t->grad_slice, t->acc_slice, (size_t)cnt, k);
+    if (fixed && t->acc) {
+        be->fp_to_float(be, grads, t->acc, (size_t)t->n, k);
+    } else if (fixed) {
+        part_reduce_scatter(&t->part, t->acc_host, t->acc_slice, MPI_INT64_T, sizeof(int64_t), t->opt.bucket_bytes,
+                            t->comm);
+        fixed_to_float(t->grad_slice, t->acc_slice, (size_t)cnt, k, 0);
+        be->upload(be, grads + off, t->grad_slice, sizeof(float) * (size_t)cnt);
     } else {
         model_grads_download(m, t->grad);
         part_reduce_scatter(&t->part, t->grad, t->grad_slice, MPI_FLOAT, sizeof(float), t->opt.bucket_bytes, t->comm);
+        be->upload(be, grads + off, t->grad_slice, sizeof(float) * (size_t)cnt);
     }
-    const double norm = sqrt(part_norm2(&t->part, t->grad_slice, t->comm));
+    const double norm = sqrt(part_norm2(&t->part, be, grads + off, t->comm));
     double comm_s = MPI_Wtime() - tc;
     if (!isfinite(norm))
         fatal("distill: iteration %d, step %d: gradient norm %g (the loss diverged)", iteration, s, norm);
@@ -499,11 +520,13 @@ static void run_step(DistillTrainer* t, const DistillPlan* p, int s, const Epoch
     cfg.total_steps = p->n_steps;
     const float lr = adamw_lr(&cfg, s), scale = adamw_clip_scale(&cfg, norm);
     zero_step(t, lr, scale);
-    t->be->download(t->be, t->params + off, model_params(m) + off, sizeof(float) * (size_t)cnt);
-    tc = MPI_Wtime();
-    part_allgather(&t->part, t->params, MPI_FLOAT, sizeof(float), t->opt.bucket_bytes, t->comm);
-    comm_s += MPI_Wtime() - tc;
-    model_params_upload(m, t->params);
+    if (t->size > 1) {
+        be->download(be, t->params + off, model_params(m) + off, sizeof(float) * (size_t)cnt);
+        tc = MPI_Wtime();
+        part_allgather(&t->part, t->params, MPI_FLOAT, sizeof(float), t->opt.bucket_bytes, t->comm);
+        comm_s += MPI_Wtime() - tc;
+        model_params_upload(m, t->params);
+    }
 
     // metrics: one contributor per micro-batch slot, summed in micro-batch order
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, stats, M * STAT_COUNT, MPI_DOUBLE, MPI_SUM, t->comm));

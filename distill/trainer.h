@@ -176,10 +176,9 @@ uint64_t distill_weights_hash(Model* m);
 // < 2^(62 - ceil(log2 n_micro)) and the sum of all n_micro of them is < 2^62 (no int64 overflow
 // anywhere, in any order). Resolution 2^-k; e.g. 16 micro-batches, max_exp 8: k = 49, 1.8e-15.
 int distill_fp_exponent(int n_micro, int max_exp);
-// acc[i] += round(g[i] * 2^k) (round half to even). Returns 0, or 1 if some g[i] is not finite
-// or |g[i]| * 2^k >= 2^(62 - ceil(log2 n_micro)) (n_micro such terms could overflow int64): the
-// offending elements are not added and the caller recomputes with a smaller k. *max_abs gets
-// max |g[i]| (NaN if some element is not finite).
-int distill_fp_accumulate(int64_t* acc, const float* g, size_t n, int k, int n_micro, double* max_abs);
-// g[i] = acc[i] * 2^-k
-void distill_fp_to_float(float* g, const int64_t* acc, size_t n, int k);
+// The bound on |g * 2^k| for one of n_micro micro-batches: 2^(62 - ceil(log2 n_micro)), so that
+// n_micro such terms cannot overflow int64. Each micro-batch gradient is added to the int64 sums
+// as round(g * 2^k) (Backend.fp_accumulate, or fixed_accumulate of model/fixed_point.h on the
+// host); an element not finite or at or past the bound is not added and makes the caller
+// recompute with a smaller k.
+double distill_fp_limit(int n_micro);

@@ -33,10 +33,10 @@ void part_reduce_scatter(Partition* p, const void* full, void* slice, MPI_Dataty
                          size_t bucket_bytes, MPI_Comm comm);
 // every rank's slice of full (in place) to every rank
 void part_allgather(Partition* p, void* full, MPI_Datatype type, size_t elem, size_t bucket_bytes, MPI_Comm comm);
-// sum of squares of the global vector whose slice this rank holds, summed per checkpoint block
-// (block boundaries do not depend on the rank count) and over blocks in order: the same value
-// on every rank and for every rank count
-double part_norm2(Partition* p, const float* slice, MPI_Comm comm);
+// sum of squares of the global vector whose slice this rank holds (a backend buffer), summed per
+// checkpoint block (block boundaries do not depend on the rank count; be->sum_squares_blocks) and
+// over blocks in order: the same value on every rank, for every rank count and backend
+double part_norm2(Partition* p, Backend* be, const float* slice, MPI_Comm comm);
 
 // ----------------------------------------------------------------------------
 // the trainer
@@ -56,12 +56,15 @@ struct DistillTrainer {
     float* v; // backend (slice)
     long steps_done;
 
-    // host scratch
-    float* grad;        // (n) one micro-batch's (fixed) or the accumulated (float) gradient
-    int64_t* acc;       // (n) fixed-point accumulator (fixed mode)
+    // fixed mode, one trainer: the step's fixed-point gradient sums, beside the gradients
+    int64_t* acc; // backend (n), else NULL
+
+    // host staging of the collectives (several trainers, or float mode)
+    int64_t* acc_host;  // (n) the step's fixed-point sums (several trainers)
     int64_t* acc_slice; // (slice)
+    float* grad;        // (n) a micro-batch's gradient (fixed) or the accumulated one (float)
     float* grad_slice;  // (slice) reduced gradient
-    float* params;      // (n) staging for the parameter all-gather
+    float* params;      // (n) the parameter all-gather; the teacher refresh's staging
 
     DistillObjective* obj;
     DistillBatch batch;
@@ -69,6 +72,6 @@ struct DistillTrainer {
     float* d_teacher;        // backend (max_batch, max_seq, V) its rows of one micro-batch
 };
 
-// one AdamW update of this rank's slice of the parameters from the reduced gradient slice
-// (host, already in t->grad_slice) with learning rate lr and gradient multiplier scale (zero.c)
+// one AdamW update of this rank's slice of the parameters from the reduced gradient slice (in
+// place in the model's gradient buffer) with learning rate lr and gradient multiplier scale (zero.c)
 void zero_step(DistillTrainer* t, float lr, float scale);

@@ -17,7 +17,6 @@ void zero_step(DistillTrainer* t, float lr, float scale) {
     const uint64_t off = t->part.off[t->rank], end = off + t->part.cnt[t->rank];
     float* params = model_params(t->model);
     float* grads = model_grads(t->model);
-    be->upload(be, grads + off, t->grad_slice, sizeof(float) * (size_t)(end - off));
     const long step = ++t->steps_done;
     // the slice may cut through tensors: update each tensor's part with its own decay
     for (int i = 0; i < PARAM_COUNT; i++) {

@@ -9,9 +9,10 @@
 #include "model/timer.h"
 
 #define OP_ENUM(name, params, args) OP_##name,
-enum { OP_matmul, BACKEND_VOID_OPS(OP_ENUM) BACKEND_DOUBLE_OPS(OP_ENUM) OP_COUNT };
+enum { OP_matmul, BACKEND_VOID_OPS(OP_ENUM) BACKEND_DOUBLE_OPS(OP_ENUM) BACKEND_INT_OPS(OP_ENUM) OP_COUNT };
 #define OP_NAME(name, params, args) #name,
-static const char* const op_names[OP_COUNT] = {"matmul", BACKEND_VOID_OPS(OP_NAME) BACKEND_DOUBLE_OPS(OP_NAME)};
+static const char* const op_names[OP_COUNT] = {"matmul", BACKEND_VOID_OPS(OP_NAME) BACKEND_DOUBLE_OPS(OP_NAME)
+                                                   BACKEND_INT_OPS(OP_NAME)};
 
 // ----------------------------------------------------------------------------
 // totals
@@ -56,14 +57,17 @@ static double op_end(Backend* be, int op) {
     }
 BACKEND_VOID_OPS(WRAP_VOID)
 
-#define WRAP_DOUBLE(name, params, args)                                                                            \
-    static double profiled_##name params {                                                                         \
+#define WRAP_VALUE(type, name, params, args)                                                                       \
+    static type profiled_##name params {                                                                           \
         op_begin(be);                                                                                              \
-        const double r = prof.inner.name args;                                                                     \
+        const type r = prof.inner.name args;                                                                       \
         op_end(be, OP_##name);                                                                                     \
         return r;                                                                                                  \
     }
+#define WRAP_DOUBLE(name, params, args) WRAP_VALUE(double, name, params, args)
+#define WRAP_INT(name, params, args) WRAP_VALUE(int, name, params, args)
 BACKEND_DOUBLE_OPS(WRAP_DOUBLE)
+BACKEND_INT_OPS(WRAP_INT)
 
 static void profiled_matmul(Backend* be, int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
                             const float* B, int ldb, float beta, float* C, int ldc) {
@@ -97,6 +101,7 @@ void bench_profile_install(Backend* be) {
 #define INSTALL(name, params, args) be->name = profiled_##name;
     BACKEND_VOID_OPS(INSTALL)
     BACKEND_DOUBLE_OPS(INSTALL)
+    BACKEND_INT_OPS(INSTALL)
 }
 
 void bench_profile_uninstall(Backend* be) {
@@ -105,6 +110,7 @@ void bench_profile_uninstall(Backend* be) {
 #define RESTORE(name, params, args) be->name = prof.inner.name;
     BACKEND_VOID_OPS(RESTORE)
     BACKEND_DOUBLE_OPS(RESTORE)
+    BACKEND_INT_OPS(RESTORE)
     prof.installed = 0;
 }
 

@@ -5,7 +5,8 @@
 // Contract shared by all ops:
 // - Every pointer handed to an op (float*, int*) is a backend-owned buffer from `alloc`. The
 //   caller never dereferences it on the host; host data moves only through upload/download.
-//   Element offsets into a buffer (p + i) are fine: buffers are arrays of fp32 (or int32).
+//   Element offsets into a buffer (p + i) are fine: buffers are arrays of fp32 (or int32, or the
+//   int64 fixed-point sums of the fp_* ops).
 // - Parameters, gradients and optimizer moments are fp32 in every backend (master weights). A
 //   backend that computes in bf16 keeps its reduced-precision copies and casts internally.
 // - Ops are issued in order and may run asynchronously; `download` and the ops that return a
@@ -14,6 +15,7 @@
 // - Results are deterministic: same inputs and thread count give bit-identical outputs.
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct Backend Backend;
 
@@ -103,6 +105,19 @@ struct Backend {
     // first (clipping), bias corrections use step t >= 1, decay is decoupled (p *= 1 - lr*wd).
     void (*adamw)(Backend* be, float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, float grad_scale, long t);
+
+    // ------------------------------------------------------------------------
+    // the trainer's gradient sums (distill/trainer.c, docs/DISTILL.md): fixed point, exact in any
+    // order, so every trainer count gives the same bits; and the gradient norm's block sums. Every
+    // backend computes the bits of model/fixed_point.c, their definition on host arrays.
+    // acc (n int64) += llrint(g * 2^k) (round half to even) for each g with |g 2^k| < limit; an
+    // element not finite or out of range is not added and makes the return 1 (else 0).
+    // *max_abs = max |g| (NaN if an element is not finite). Synchronises.
+    int (*fp_accumulate)(Backend* be, int64_t* acc, const float* g, size_t n, int k, double limit, double* max_abs);
+    void (*fp_to_float)(Backend* be, float* g, const int64_t* acc, size_t n, int k); // g = (float)(acc 2^-k)
+    // sums (host, ceil(n / block) doubles): sums[b] = sum of (double)x[i]^2 over block b of x, in
+    // increasing i. Synchronises.
+    void (*sum_squares_blocks)(Backend* be, double* sums, const float* x, size_t n, size_t block);
 };
 
 // ----------------------------------------------------------------------------

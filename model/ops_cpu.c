@@ -12,6 +12,7 @@
 
 #include "common/check.h"
 #include "common/log.h"
+#include "model/fixed_point.h"
 #include "model/loss.h"
 #include "model/ops.h"
 #include "model/ops_cpu_attention.h"
@@ -264,6 +265,20 @@ static void cpu_bias_bwd(Backend* be, float* db, const float* dy, int N, int C) 
             for (size_t c = c0; c < c1; c++) db[c] += dyn[c];
         }
     }
+}
+
+// the trainer's fixed-point sums and block norms: host arrays are this backend's buffers
+static int cpu_fp_accumulate(Backend* be, int64_t* acc, const float* g, size_t n, int k, double limit,
+                             double* max_abs) {
+    return fixed_accumulate(acc, g, n, k, limit, max_abs, be->threads);
+}
+
+static void cpu_fp_to_float(Backend* be, float* g, const int64_t* acc, size_t n, int k) {
+    fixed_to_float(g, acc, n, k, be->threads);
+}
+
+static void cpu_sum_squares_blocks(Backend* be, double* sums, const float* x, size_t n, size_t block) {
+    fixed_block_sums(sums, x, n, block, be->threads);
 }
 
 static double cpu_sum_squares(Backend* be, const float* x, size_t n) {
@@ -656,6 +671,9 @@ Backend* backend_cpu_create(int threads) {
         .kl_topk = cpu_kl_topk,
         .kl_sampled = cpu_kl_sampled,
         .adamw = cpu_adamw,
+        .fp_accumulate = cpu_fp_accumulate,
+        .fp_to_float = cpu_fp_to_float,
+        .sum_squares_blocks = cpu_sum_squares_blocks,
     };
     return be;
 }

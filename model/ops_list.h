@@ -1,7 +1,7 @@
 // The backend's ops as X-macro lists, for code that interposes on every op of a Backend (the
 // benchmark's per-op profiler, the CUDA backend's operand-copy cache): X(name, parameter list,
 // argument list) for every op but matmul that returns nothing, R(...) for those returning a
-// double. matmul and the lifetime entries (destroy, alloc, free, synchronize,
+// double, I(...) for those returning an int. matmul and the lifetime entries (destroy, alloc, free, synchronize,
 // attention_work_bytes) are not listed: their users treat them apart. The check at the end fails
 // the build when an op is added to struct Backend but not here.
 #pragma once
@@ -51,7 +51,10 @@
     X(adamw,                                                                                                       \
       (Backend * be, float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,         \
        float eps, float wd, float gs, long t),                                                                     \
-      (be, p, g, m, v, n, lr, b1, b2, eps, wd, gs, t))
+      (be, p, g, m, v, n, lr, b1, b2, eps, wd, gs, t))                                                            \
+    X(fp_to_float, (Backend * be, float* g, const int64_t* acc, size_t n, int k), (be, g, acc, n, k))              \
+    X(sum_squares_blocks, (Backend * be, double* sums, const float* x, size_t n, size_t block),                    \
+      (be, sums, x, n, block))
 
 #define BACKEND_DOUBLE_OPS(R)                                                                                      \
     R(sum_squares, (Backend * be, const float* x, size_t n), (be, x, n))                                           \
@@ -71,11 +74,20 @@
        int V, float* losses, float* dz),                                                                           \
       (be, z, ids, tlp, olp, w, N, V, losses, dz))
 
+// the ops that return an int
+#define BACKEND_INT_OPS(I)                                                                                         \
+    I(fp_accumulate,                                                                                               \
+      (Backend * be, int64_t* acc, const float* g, size_t n, int k, double limit, double* max_abs),                \
+      (be, acc, g, n, k, limit, max_abs))
+
 // ----------------------------------------------------------------------------
 // completeness: Backend's function pointers are the listed ops, matmul and the five lifetime entries
 
 #define BACKEND_OP_COUNT_ONE(name, params, args) +1
-enum { BACKEND_LISTED_OPS = 0 BACKEND_VOID_OPS(BACKEND_OP_COUNT_ONE) BACKEND_DOUBLE_OPS(BACKEND_OP_COUNT_ONE) };
+enum {
+    BACKEND_LISTED_OPS = 0 BACKEND_VOID_OPS(BACKEND_OP_COUNT_ONE) BACKEND_DOUBLE_OPS(BACKEND_OP_COUNT_ONE)
+        BACKEND_INT_OPS(BACKEND_OP_COUNT_ONE)
+};
 #ifdef __cplusplus
 static_assert
 #else

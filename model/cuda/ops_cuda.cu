@@ -39,11 +39,17 @@ void* cuda_scratch(Backend* be, size_t bytes) {
     return c->scratch;
 }
 
-double cuda_result(Backend* be) {
+void cuda_results(Backend* be, double* out, int n) {
     CudaImpl* c = cuda_impl(be);
-    cudaCheck(cudaMemcpyAsync(c->result_host, c->result_dev, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
+    cudaCheck(cudaMemcpyAsync(c->result_host, c->result_dev, n * sizeof(double), cudaMemcpyDeviceToHost, c->stream));
     cudaCheck(cudaStreamSynchronize(c->stream));
-    return *c->result_host;
+    memcpy(out, c->result_host, n * sizeof(double));
+}
+
+double cuda_result(Backend* be) {
+    double r;
+    cuda_results(be, &r, 1);
+    return r;
 }
 
 // stage 1: block b sums the items i = b*256 + t + k*(grid*256), each thread in its order, then a
@@ -338,13 +344,16 @@ static void cuda_adamw(Backend* be, float* p, const float* g, float* m, float* v
         operands_forget(cuda_impl(be));                                                                            \
         cuda_##name args;                                                                                          \
     }
-#define CUDA_FORGETTING_DOUBLE(name, params, args)                                                                 \
-    static double forgetting_##name params {                                                                       \
+#define CUDA_FORGETTING_VALUE(type, name, params, args)                                                            \
+    static type forgetting_##name params {                                                                         \
         operands_forget(cuda_impl(be));                                                                            \
         return cuda_##name args;                                                                                   \
     }
+#define CUDA_FORGETTING_DOUBLE(name, params, args) CUDA_FORGETTING_VALUE(double, name, params, args)
+#define CUDA_FORGETTING_INT(name, params, args) CUDA_FORGETTING_VALUE(int, name, params, args)
 BACKEND_VOID_OPS(CUDA_FORGETTING_VOID)
 BACKEND_DOUBLE_OPS(CUDA_FORGETTING_DOUBLE)
+BACKEND_INT_OPS(CUDA_FORGETTING_INT)
 
 // ----------------------------------------------------------------------------
 // construction
@@ -405,8 +414,8 @@ extern "C" Backend* backend_cuda_create(int device, int bf16, char* err, size_t 
     cublasCheck(cublasSetWorkspace(c->cublas, c->cublas_ws, CUDA_CUBLAS_WS_BYTES));
     cublasCheck(cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH));
     cublasCheck(cublasSetPointerMode(c->cublas, CUBLAS_POINTER_MODE_HOST));
-    cudaCheck(cudaMalloc(&c->result_dev, sizeof(double)));
-    cudaCheck(cudaMallocHost(&c->result_host, sizeof(double)));
+    cudaCheck(cudaMalloc(&c->result_dev, CUDA_RESULTS * sizeof(double)));
+    cudaCheck(cudaMallocHost(&c->result_host, CUDA_RESULTS * sizeof(double)));
 
     be->name = "cuda";
     be->impl = c;
@@ -420,5 +429,6 @@ extern "C" Backend* backend_cuda_create(int device, int bf16, char* err, size_t 
 #define CUDA_INSTALL(name, params, args) be->name = forgetting_##name;
     BACKEND_VOID_OPS(CUDA_INSTALL)
     BACKEND_DOUBLE_OPS(CUDA_INSTALL)
+    BACKEND_INT_OPS(CUDA_INSTALL)
     return be;
 }

@@ -40,7 +40,7 @@ typedef struct {
     void* cublas_ws;
     void* scratch; // grown on demand, never shrunk; one op's temporaries at a time
     size_t scratch_bytes;
-    double* result_dev;  // a reduction's final value, copied to result_host
+    double* result_dev;  // a reduction's final values (CUDA_RESULTS), copied to result_host
     double* result_host; // pinned
     CudaOperand operands[CUDA_OPERAND_SLOTS];
     unsigned long operand_clock;
@@ -55,6 +55,9 @@ static inline cudaStream_t cuda_stream(Backend* be) { return cuda_impl(be)->stre
 void* cuda_scratch(Backend* be, size_t bytes);
 // copy the device double at result_dev to the host, waiting for the stream
 double cuda_result(Backend* be);
+// copy the first n (<= CUDA_RESULTS) doubles at result_dev to out, waiting for the stream
+#define CUDA_RESULTS 4
+void cuda_results(Backend* be, double* out, int n);
 // Sum of x[0..n) in double into *out (device), in a fixed order: the same bits on every run.
 // part: scratch for CUDA_SUM_PARTS doubles.
 #define CUDA_SUM_PARTS 1024
@@ -159,6 +162,11 @@ double cuda_kl_topk(Backend* be, const float* z, const int* ids, const float* te
                     const float* w, int N, int V, int K, int reverse, float* losses, float* dz);
 double cuda_kl_sampled(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
                        const float* w, int N, int V, float* losses, float* dz);
+
+// fixed_point.cu
+int cuda_fp_accumulate(Backend* be, int64_t* acc, const float* g, size_t n, int k, double limit, double* max_abs);
+void cuda_fp_to_float(Backend* be, float* g, const int64_t* acc, size_t n, int k);
+void cuda_sum_squares_blocks(Backend* be, double* sums, const float* x, size_t n, size_t block);
 
 // attention.cu
 // the arguments every attention kernel shares (layouts as in ops.h; scale = 1 / sqrt(hd))

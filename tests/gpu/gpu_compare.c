@@ -24,6 +24,7 @@ static double tolerance(TolClass t, int bf16) {
     case TOL_ELEMENTWISE: return 1e-5;
     case TOL_MATMUL: return bf16 ? 1e-2 : 1e-4;
     case TOL_ATTN_BWD: return bf16 ? 2e-2 : 1e-4;
+    case TOL_EXACT: return 0.0;
     }
     return 0.0;
 }
@@ -113,6 +114,18 @@ void gpu_out_scalar(GpuCtx* c, const char* name, double v) {
     double* p = malloc(sizeof(double));
     *p = v;
     out_push(c, name, p, 1, 0);
+}
+
+void gpu_out_i64(GpuCtx* c, const char* name, const int64_t* dev, size_t n) {
+    int64_t* h = malloc((n ? n : 1) * sizeof(int64_t));
+    c->be->download(c->be, h, dev, n * sizeof(int64_t));
+    double* v = malloc((n ? 2 * n : 1) * sizeof(double));
+    for (size_t i = 0; i < n; i++) {
+        v[2 * i] = (double)(h[i] >> 32);
+        v[2 * i + 1] = (double)(h[i] & 0xffffffff);
+    }
+    free(h);
+    out_push(c, name, v, 2 * n, 0);
 }
 
 // ----------------------------------------------------------------------------

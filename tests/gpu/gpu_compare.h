@@ -22,6 +22,7 @@ typedef enum {
     TOL_ELEMENTWISE, // f32 1e-5, bf16 mode 1e-5: ops that bf16 mode leaves in f32
     TOL_MATMUL,      // f32 1e-4, bf16 mode 1e-2: matmuls and the attention forward
     TOL_ATTN_BWD,    // f32 1e-4, bf16 mode 2e-2: the attention backward (two chained products)
+    TOL_EXACT,       // 0 in both modes: the trainer's fixed-point sums and block norms
 } TolClass;
 
 typedef struct {
@@ -69,3 +70,5 @@ float* host_randn(GpuCtx* c, size_t n, double scale); // malloc'ed; the caller f
 void gpu_out(GpuCtx* c, const char* name, const float* dev, size_t n, int exact_zero);
 void gpu_out_host(GpuCtx* c, const char* name, const float* host, size_t n, int exact_zero);
 void gpu_out_scalar(GpuCtx* c, const char* name, double v);
+// n int64 downloaded from dev, each as two exact doubles (its high and low 32 bits)
+void gpu_out_i64(GpuCtx* c, const char* name, const int64_t* dev, size_t n);

@@ -4,6 +4,7 @@
 // normalised error max |gpu - cpu| / max(max |cpu|, 1e-30) of every output against
 //   f32 mode   1e-5  memory ops, elementwise ops, reductions, norms, RoPE, embeddings, softmax,
 //                    the losses (outputs and returned sums) and AdamW
+//              0     the trainer's fixed-point sums and block norms (both modes: bit for bit)
 //              1e-4  matmul and attention forward and backward (float sums in another order)
 //   bf16 mode  1e-2  matmul and attention forward, 2e-2 attention backward; 1e-5 the rest
 //                    (attention's tiled shapes run on bf16 tensor cores there for head_dim 32, 64
@@ -787,6 +788,59 @@ static void test_adamw(void** state) {
     gpu_done();
 }
 
+// ----------------------------------------------------------------------------
+// the trainer's fixed-point sums and block norms: the CPU's bits exactly (TOL_EXACT)
+
+// gradients over 12 decades, two micro-batches summed, then one with an element out of range
+// and one not finite (reported, not added)
+static void case_fixed_point(GpuCtx* c, const void* arg) {
+    (void)arg;
+    Backend* be = c->be;
+    enum { n = 300007 };
+    float* h = host_randn(c, 2 * n, 1.0);
+    for (int i = 0; i < 2 * n; i++) h[i] *= (float)pow(10.0, -(double)rng_below(&c->rng, 12));
+    const float* g = gpu_upload(c, h, sizeof(float) * 2 * n);
+    int64_t* acc = (int64_t*)gpu_zeros(c, 2 * n);
+    const double limit = ldexp(1.0, 61);
+    double mx0, mx1;
+    const int bad0 = be->fp_accumulate(be, acc, g, n, 52, limit, &mx0);
+    const int bad1 = be->fp_accumulate(be, acc, g + n, n, 52, limit, &mx1);
+    gpu_out_i64(c, "acc", acc, n);
+    float* out = gpu_junk(c, n);
+    be->fp_to_float(be, out, acc, n, 52);
+    gpu_out(c, "float", out, n, 0);
+    h[7] = 1024.0f; // 2^62 at k = 52: out of range
+    const float* g_big = gpu_upload(c, h, sizeof(float) * n);
+    double mx2, mx3;
+    const int bad2 = be->fp_accumulate(be, acc, g_big, n, 52, limit, &mx2);
+    h[11] = NAN;
+    const float* g_nan = gpu_upload(c, h, sizeof(float) * n);
+    const int bad3 = be->fp_accumulate(be, acc, g_nan, n, 52, limit, &mx3);
+    gpu_out_i64(c, "acc bad", acc, n);
+    gpu_out_scalar(c, "flags", bad0 + 2 * bad1 + 4 * bad2 + 8 * bad3 + 16 * isnan(mx3));
+    gpu_out_scalar(c, "max", mx0 + mx1 + mx2);
+    free(h);
+}
+
+// the gradient norm's blocks, the last one short
+static void case_block_norms(GpuCtx* c, const void* arg) {
+    (void)arg;
+    enum { n = 700001, block = 262144 };
+    const float* x = gpu_randn(c, n, 3.0);
+    double sums[3];
+    c->be->sum_squares_blocks(c->be, sums, x, n, block);
+    gpu_out_scalar(c, "block 0", sums[0]);
+    gpu_out_scalar(c, "block 1", sums[1]);
+    gpu_out_scalar(c, "block 2", sums[2]);
+}
+
+static void test_fixed_point(void** state) {
+    (void)state;
+    gpu_check("fp_accumulate, fp_to_float", case_fixed_point, NULL, 500, TOL_EXACT);
+    gpu_check("sum_squares_blocks", case_block_norms, NULL, 501, TOL_EXACT);
+    gpu_done();
+}
+
 int main(void) {
     char err[1024];
     if (gpu_backends_open(err, sizeof err) != 0) {
@@ -800,7 +854,7 @@ int main(void) {
         cmocka_unit_test(test_attention_decode), cmocka_unit_test(test_attention_bwd),
         cmocka_unit_test(test_embedding),       cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_losses),
-        cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_adamw), cmocka_unit_test(test_fixed_point),
     };
     const int failed = cmocka_run_group_tests(tests, NULL, NULL);
     gpu_backends_close();

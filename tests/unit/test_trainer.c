@@ -568,19 +568,21 @@ static void test_fixed_point(void** state) {
     float* g = malloc(sizeof(float) * n * M);
     for (int i = 0; i < n * M; i++) g[i] = (float)(rng_normal(&r) * pow(10.0, -(double)rng_below(&r, 12)));
     const int k = distill_fp_exponent(M, 8);
+    Backend* be = backend_cpu_create(2);
+    const double lim = distill_fp_limit(M);
     // any order of the micro-batches, any grouping: identical integers
     int64_t* a = calloc(n, sizeof(int64_t));
     int64_t* b = calloc(n, sizeof(int64_t));
     int64_t* part = calloc(n, sizeof(int64_t));
     double mx;
-    for (int j = 0; j < M; j++) assert_int_equal(distill_fp_accumulate(a, g + j * n, n, k, M, &mx), 0);
-    for (int j = M - 1; j >= 3; j--) assert_int_equal(distill_fp_accumulate(part, g + j * n, n, k, M, &mx), 0);
-    for (int j = 0; j < 3; j++) assert_int_equal(distill_fp_accumulate(b, g + j * n, n, k, M, &mx), 0);
+    for (int j = 0; j < M; j++) assert_int_equal(be->fp_accumulate(be, a, g + j * n, n, k, lim, &mx), 0);
+    for (int j = M - 1; j >= 3; j--) assert_int_equal(be->fp_accumulate(be, part, g + j * n, n, k, lim, &mx), 0);
+    for (int j = 0; j < 3; j++) assert_int_equal(be->fp_accumulate(be, b, g + j * n, n, k, lim, &mx), 0);
     for (int i = 0; i < n; i++) b[i] += part[i];
     assert_memory_equal(a, b, sizeof(int64_t) * n);
     // and the float result is the exact sum to within M * 2^-k
     float* out = malloc(sizeof(float) * n);
-    distill_fp_to_float(out, a, n, k);
+    be->fp_to_float(be, out, a, n, k);
     for (int i = 0; i < n; i++) {
         double exact = 0.0;
         for (int j = 0; j < M; j++) exact += g[j * n + i];
@@ -589,12 +591,21 @@ static void test_fixed_point(void** state) {
     // out of range, or not finite: reported, not added
     memset(a, 0, sizeof(int64_t) * n);
     g[3] = 1024.0f;
-    assert_int_equal(distill_fp_accumulate(a, g, n, k, M, &mx), 1);
+    assert_int_equal(be->fp_accumulate(be, a, g, n, k, lim, &mx), 1);
     assert_true(mx == 1024.0 && a[3] == 0);
-    assert_int_equal(distill_fp_accumulate(a, g, n, distill_fp_exponent(M, ilogb(mx) + 1), M, &mx), 0);
+    assert_int_equal(be->fp_accumulate(be, a, g, n, distill_fp_exponent(M, ilogb(mx) + 1), lim, &mx), 0);
     g[5] = NAN;
-    assert_int_equal(distill_fp_accumulate(a, g, n, 0, M, &mx), 1);
+    assert_int_equal(be->fp_accumulate(be, a, g, n, 0, lim, &mx), 1);
     assert_true(isnan(mx));
+    // block sums of squares: each block in increasing order, the last one short
+    double sums[3];
+    be->sum_squares_blocks(be, sums, g + 10, 700, 300);
+    for (int blk = 0; blk < 3; blk++) {
+        double s = 0.0;
+        for (int i = 300 * blk; i < 300 * blk + 300 && i < 700; i++) s += (double)g[10 + i] * (double)g[10 + i];
+        assert_true(memcmp(&s, &sums[blk], sizeof s) == 0);
+    }
+    backend_destroy(be);
     free(g), free(a), free(b), free(part), free(out);
 }
 
