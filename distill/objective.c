@@ -11,6 +11,8 @@
 #include "common/log.h"
 #include "model/loss.h"
 
+#define OBJ_STAGE_ROWS 64 // logits rows per download of the host rows (see stage_end)
+
 // ----------------------------------------------------------------------------
 // host rows
 
@@ -215,8 +217,8 @@ struct DistillObjective {
     float* tail;
     float* aux; // sampled: the teacher's log-prob of the target
     float* old;
-    float* z;  // (V) one downloaded logits row
-    float* tz; // (V) one downloaded row of the teacher's full log-probs
+    float* z;  // (OBJ_STAGE_ROWS, V) downloaded logits rows
+    float* tz; // (OBJ_STAGE_ROWS, V) downloaded rows of the teacher's full log-probs
     // backend copies
     float* d_w;
     int* d_tgt;
@@ -233,8 +235,8 @@ DistillObjective* distill_objective_create(Backend* be, DistillLoss loss, double
     o->loss = loss;
     o->beta = jsd_beta;
     o->V = V;
-    o->z = mallocCheck(sizeof(float) * (size_t)V);
-    o->tz = mallocCheck(sizeof(float) * (size_t)V);
+    o->z = mallocCheck(sizeof(float) * OBJ_STAGE_ROWS * (size_t)V);
+    o->tz = mallocCheck(sizeof(float) * OBJ_STAGE_ROWS * (size_t)V);
     return o;
 }
 
@@ -279,30 +281,63 @@ static void reserve(DistillObjective* o, size_t N, size_t K) {
     o->d_lp = be->alloc(be, sizeof(float) * nk);
 }
 
+// The host rows run in stages: one download of up to OBJ_STAGE_ROWS consecutive logits rows (the
+// staged rows' span), then the rows in parallel, each into its own slot, then the slots summed in
+// row order, so the sums are those of one row after another. One synchronous download per row
+// cost a GPU trainer most of its step.
+
+// the rows [r0, end) whose positions lie within OBJ_STAGE_ROWS of b->pos[r0] (positions increase)
+static int stage_end(const DistillBatch* b, int r0) {
+    int r1 = r0 + 1;
+    while (r1 < b->n_rows && b->pos[r1] - b->pos[r0] < OBJ_STAGE_ROWS) r1++;
+    return r1;
+}
+
+// per-row results, summed in row order into st; returns the weighted sum of the rows' host losses
+static double sum_rows(const DistillRowStats* rs, const double* row_loss, int n_rows, double weight,
+                       DistillStats* st) {
+    double host_loss = 0.0;
+    for (int r = 0; r < n_rows; r++) {
+        st->kl_forward += rs[r].kl_forward;
+        st->kl_reverse += rs[r].kl_reverse;
+        st->agree += rs[r].agree;
+        st->entropy += rs[r].entropy;
+        host_loss += weight * row_loss[r];
+    }
+    return host_loss;
+}
+
 // the rows against the teacher's full distribution: metrics, the JSD's surrogate and the sampled
 // id's log-prob on the host; returns the host JSD (weighted sum) when loss is jsd
 static double full_rows(DistillObjective* o, const float* logits, const DistillBatch* b, float* teacher,
                         DistillLoss loss, DistillStats* st) {
     Backend* be = o->be;
     const int V = o->V;
-    double host_loss = 0.0;
-    for (int r = 0; r < b->n_rows; r++) {
-        const int p = b->pos[r];
-        be->download(be, o->z, logits + (size_t)p * V, sizeof(float) * (size_t)V);
-        be->download(be, o->tz, teacher + (size_t)p * V, sizeof(float) * (size_t)V);
-        DistillRowStats rs;
-        distill_row_stats_full(o->z, o->tz, V, &rs);
-        st->kl_forward += rs.kl_forward;
-        st->kl_reverse += rs.kl_reverse;
-        st->agree += rs.agree;
-        st->entropy += rs.entropy;
-        if (loss == DISTILL_LOSS_JSD) {
-            host_loss += (double)b->weight * distill_row_jsd_full(o->z, o->tz, V, o->beta, o->tz);
-            be->upload(be, teacher + (size_t)p * V, o->tz, sizeof(float) * (size_t)V);
-        } else if (loss == DISTILL_LOSS_REVERSE_KL_SAMPLED) {
-            o->aux[p] = o->tz[o->tgt[p]];
+    DistillRowStats* rs = mallocCheck(sizeof(DistillRowStats) * (size_t)(b->n_rows ? b->n_rows : 1));
+    double* row_loss = callocCheck((size_t)(b->n_rows ? b->n_rows : 1), sizeof(double));
+    for (int r0 = 0, r1; r0 < b->n_rows; r0 = r1) {
+        r1 = stage_end(b, r0);
+        const int p0 = b->pos[r0];
+        const size_t span = (size_t)(b->pos[r1 - 1] - p0 + 1) * V;
+        be->download(be, o->z, logits + (size_t)p0 * V, sizeof(float) * span);
+        be->download(be, o->tz, teacher + (size_t)p0 * V, sizeof(float) * span);
+#pragma omp parallel for schedule(dynamic)
+        for (int r = r0; r < r1; r++) {
+            const int p = b->pos[r];
+            const float* z = o->z + (size_t)(p - p0) * V;
+            float* tz = o->tz + (size_t)(p - p0) * V;
+            distill_row_stats_full(z, tz, V, &rs[r]);
+            if (loss == DISTILL_LOSS_JSD)
+                row_loss[r] = distill_row_jsd_full(z, tz, V, o->beta, tz);
+            else if (loss == DISTILL_LOSS_REVERSE_KL_SAMPLED)
+                o->aux[p] = tz[o->tgt[p]];
         }
+        // the JSD's surrogate replaces the teacher's rows (the others in the span go back as they came)
+        if (loss == DISTILL_LOSS_JSD) be->upload(be, teacher + (size_t)p0 * V, o->tz, sizeof(float) * span);
     }
+    const double host_loss = sum_rows(rs, row_loss, b->n_rows, (double)b->weight, st);
+    free(rs);
+    free(row_loss);
     return host_loss;
 }
 
@@ -311,25 +346,31 @@ static double topk_rows(DistillObjective* o, const float* logits, const DistillB
                         DistillStats* st) {
     Backend* be = o->be;
     const int V = o->V, K = b->K;
-    double host_loss = 0.0;
-    for (int r = 0; r < b->n_rows; r++) {
-        const int p = b->pos[r];
-        int* ids = o->ids + (size_t)p * K;
-        float* lp = o->lp + (size_t)p * K;
-        be->download(be, o->z, logits + (size_t)p * V, sizeof(float) * (size_t)V);
-        DistillRowStats rs;
-        distill_row_stats(o->z, V, ids, lp, o->tail[p], K, &rs);
-        st->kl_forward += rs.kl_forward;
-        st->kl_reverse += rs.kl_reverse;
-        st->agree += rs.agree;
-        st->entropy += rs.entropy;
-        if (loss == DISTILL_LOSS_JSD) {
-            host_loss += (double)b->weight * distill_row_jsd(o->z, V, ids, lp, o->tail[p], K, o->beta, lp, &o->tail[p]);
-        } else if (loss == DISTILL_LOSS_REVERSE_KL_SAMPLED) {
-            o->aux[p] = !isnan(b->exact[r]) ? b->exact[r]
-                                            : distill_row_sampled_lp(o->z, V, o->tgt[p], ids, lp, o->tail[p], K);
+    DistillRowStats* rs = mallocCheck(sizeof(DistillRowStats) * (size_t)(b->n_rows ? b->n_rows : 1));
+    double* row_loss = callocCheck((size_t)(b->n_rows ? b->n_rows : 1), sizeof(double));
+    for (int r0 = 0, r1; r0 < b->n_rows; r0 = r1) {
+        r1 = stage_end(b, r0);
+        const int p0 = b->pos[r0];
+        const size_t span = (size_t)(b->pos[r1 - 1] - p0 + 1) * V;
+        be->download(be, o->z, logits + (size_t)p0 * V, sizeof(float) * span);
+#pragma omp parallel for schedule(dynamic)
+        for (int r = r0; r < r1; r++) {
+            const int p = b->pos[r];
+            const float* z = o->z + (size_t)(p - p0) * V;
+            int* ids = o->ids + (size_t)p * K;
+            float* lp = o->lp + (size_t)p * K;
+            distill_row_stats(z, V, ids, lp, o->tail[p], K, &rs[r]);
+            if (loss == DISTILL_LOSS_JSD) {
+                row_loss[r] = distill_row_jsd(z, V, ids, lp, o->tail[p], K, o->beta, lp, &o->tail[p]);
+            } else if (loss == DISTILL_LOSS_REVERSE_KL_SAMPLED) {
+                o->aux[p] = !isnan(b->exact[r]) ? b->exact[r] : distill_row_sampled_lp(z, V, o->tgt[p], ids, lp,
+                                                                                        o->tail[p], K);
+            }
         }
     }
+    const double host_loss = sum_rows(rs, row_loss, b->n_rows, (double)b->weight, st);
+    free(rs);
+    free(row_loss);
     return host_loss;
 }
 
