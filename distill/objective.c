@@ -219,6 +219,8 @@ struct DistillObjective {
     float* old;
     float* z;  // (OBJ_STAGE_ROWS, V) downloaded logits rows
     float* tz; // (OBJ_STAGE_ROWS, V) downloaded rows of the teacher's full log-probs
+    DistillRowStats* row_stats; // (N) the host rows' results, by row, summed in row order
+    double* row_loss;           // (N)
     // backend copies
     float* d_w;
     int* d_tgt;
@@ -243,6 +245,7 @@ DistillObjective* distill_objective_create(Backend* be, DistillLoss loss, double
 static void free_buffers(DistillObjective* o) {
     Backend* be = o->be;
     free(o->w), free(o->tgt), free(o->ids), free(o->lp), free(o->tail), free(o->aux), free(o->old);
+    free(o->row_stats), free(o->row_loss);
     if (o->d_w) {
         be->free(be, o->d_w), be->free(be, o->d_tgt), be->free(be, o->d_tail), be->free(be, o->d_aux);
         be->free(be, o->d_old), be->free(be, o->d_ids), be->free(be, o->d_lp);
@@ -270,6 +273,8 @@ static void reserve(DistillObjective* o, size_t N, size_t K) {
     o->tail = mallocCheck(sizeof(float) * n);
     o->aux = mallocCheck(sizeof(float) * n);
     o->old = mallocCheck(sizeof(float) * n);
+    o->row_stats = mallocCheck(sizeof(DistillRowStats) * n);
+    o->row_loss = mallocCheck(sizeof(double) * n);
     o->ids = mallocCheck(sizeof(int) * nk);
     o->lp = mallocCheck(sizeof(float) * nk);
     o->d_w = be->alloc(be, sizeof(float) * n);
@@ -293,84 +298,61 @@ static int stage_end(const DistillBatch* b, int r0) {
     return r1;
 }
 
-// per-row results, summed in row order into st; returns the weighted sum of the rows' host losses
-static double sum_rows(const DistillRowStats* rs, const double* row_loss, int n_rows, double weight,
-                       DistillStats* st) {
-    double host_loss = 0.0;
-    for (int r = 0; r < n_rows; r++) {
-        st->kl_forward += rs[r].kl_forward;
-        st->kl_reverse += rs[r].kl_reverse;
-        st->agree += rs[r].agree;
-        st->entropy += rs[r].entropy;
-        host_loss += weight * row_loss[r];
-    }
-    return host_loss;
+// row r (at position p) against the teacher's full distribution (tz, its staged row, becomes the
+// JSD's surrogate); its host loss (the JSD), else 0
+static double full_row(DistillObjective* o, int p, const float* z, float* tz, DistillLoss loss, DistillRowStats* rs) {
+    distill_row_stats_full(z, tz, o->V, rs);
+    if (loss == DISTILL_LOSS_JSD) return distill_row_jsd_full(z, tz, o->V, o->beta, tz);
+    if (loss == DISTILL_LOSS_REVERSE_KL_SAMPLED) o->aux[p] = tz[o->tgt[p]];
+    return 0.0;
 }
 
-// the rows against the teacher's full distribution: metrics, the JSD's surrogate and the sampled
-// id's log-prob on the host; returns the host JSD (weighted sum) when loss is jsd
-static double full_rows(DistillObjective* o, const float* logits, const DistillBatch* b, float* teacher,
+// row r (at position p) against its record's top-k buckets (and the exact sampled log-prob where
+// recorded); its host loss (the JSD), else 0
+static double topk_row(DistillObjective* o, const DistillBatch* b, int r, int p, const float* z, DistillLoss loss,
+                       DistillRowStats* rs) {
+    const int V = o->V, K = b->K;
+    int* ids = o->ids + (size_t)p * K;
+    float* lp = o->lp + (size_t)p * K;
+    distill_row_stats(z, V, ids, lp, o->tail[p], K, rs);
+    if (loss == DISTILL_LOSS_JSD) return distill_row_jsd(z, V, ids, lp, o->tail[p], K, o->beta, lp, &o->tail[p]);
+    if (loss == DISTILL_LOSS_REVERSE_KL_SAMPLED)
+        o->aux[p] = !isnan(b->exact[r]) ? b->exact[r] : distill_row_sampled_lp(z, V, o->tgt[p], ids, lp, o->tail[p], K);
+    return 0.0;
+}
+
+// The host rows: metrics, the JSD's surrogate and the sampled id's log-prob, against the
+// teacher's full distribution when teacher, else the records' top-k; returns the weighted sum of
+// the rows' host losses (the JSD).
+static double host_rows(DistillObjective* o, const float* logits, const DistillBatch* b, float* teacher,
                         DistillLoss loss, DistillStats* st) {
     Backend* be = o->be;
     const int V = o->V;
-    DistillRowStats* rs = mallocCheck(sizeof(DistillRowStats) * (size_t)(b->n_rows ? b->n_rows : 1));
-    double* row_loss = callocCheck((size_t)(b->n_rows ? b->n_rows : 1), sizeof(double));
     for (int r0 = 0, r1; r0 < b->n_rows; r0 = r1) {
         r1 = stage_end(b, r0);
         const int p0 = b->pos[r0];
         const size_t span = (size_t)(b->pos[r1 - 1] - p0 + 1) * V;
         be->download(be, o->z, logits + (size_t)p0 * V, sizeof(float) * span);
-        be->download(be, o->tz, teacher + (size_t)p0 * V, sizeof(float) * span);
+        if (teacher) be->download(be, o->tz, teacher + (size_t)p0 * V, sizeof(float) * span);
 #pragma omp parallel for schedule(dynamic)
         for (int r = r0; r < r1; r++) {
             const int p = b->pos[r];
-            const float* z = o->z + (size_t)(p - p0) * V;
-            float* tz = o->tz + (size_t)(p - p0) * V;
-            distill_row_stats_full(z, tz, V, &rs[r]);
-            if (loss == DISTILL_LOSS_JSD)
-                row_loss[r] = distill_row_jsd_full(z, tz, V, o->beta, tz);
-            else if (loss == DISTILL_LOSS_REVERSE_KL_SAMPLED)
-                o->aux[p] = tz[o->tgt[p]];
+            const size_t at = (size_t)(p - p0) * V;
+            o->row_loss[r] = teacher ? full_row(o, p, o->z + at, o->tz + at, loss, &o->row_stats[r])
+                                     : topk_row(o, b, r, p, o->z + at, loss, &o->row_stats[r]);
         }
         // the JSD's surrogate replaces the teacher's rows (the others in the span go back as they came)
-        if (loss == DISTILL_LOSS_JSD) be->upload(be, teacher + (size_t)p0 * V, o->tz, sizeof(float) * span);
+        if (teacher && loss == DISTILL_LOSS_JSD) be->upload(be, teacher + (size_t)p0 * V, o->tz, sizeof(float) * span);
     }
-    const double host_loss = sum_rows(rs, row_loss, b->n_rows, (double)b->weight, st);
-    free(rs);
-    free(row_loss);
-    return host_loss;
-}
-
-// the rows against the records' top-k buckets (and exact sampled log-probs where recorded)
-static double topk_rows(DistillObjective* o, const float* logits, const DistillBatch* b, DistillLoss loss,
-                        DistillStats* st) {
-    Backend* be = o->be;
-    const int V = o->V, K = b->K;
-    DistillRowStats* rs = mallocCheck(sizeof(DistillRowStats) * (size_t)(b->n_rows ? b->n_rows : 1));
-    double* row_loss = callocCheck((size_t)(b->n_rows ? b->n_rows : 1), sizeof(double));
-    for (int r0 = 0, r1; r0 < b->n_rows; r0 = r1) {
-        r1 = stage_end(b, r0);
-        const int p0 = b->pos[r0];
-        const size_t span = (size_t)(b->pos[r1 - 1] - p0 + 1) * V;
-        be->download(be, o->z, logits + (size_t)p0 * V, sizeof(float) * span);
-#pragma omp parallel for schedule(dynamic)
-        for (int r = r0; r < r1; r++) {
-            const int p = b->pos[r];
-            const float* z = o->z + (size_t)(p - p0) * V;
-            int* ids = o->ids + (size_t)p * K;
-            float* lp = o->lp + (size_t)p * K;
-            distill_row_stats(z, V, ids, lp, o->tail[p], K, &rs[r]);
-            if (loss == DISTILL_LOSS_JSD) {
-                row_loss[r] = distill_row_jsd(z, V, ids, lp, o->tail[p], K, o->beta, lp, &o->tail[p]);
-            } else if (loss == DISTILL_LOSS_REVERSE_KL_SAMPLED) {
-                o->aux[p] = !isnan(b->exact[r]) ? b->exact[r] : distill_row_sampled_lp(z, V, o->tgt[p], ids, lp,
-                                                                                        o->tail[p], K);
-            }
-        }
+    double host_loss = 0.0;
+    for (int r = 0; r < b->n_rows; r++) {
+        const DistillRowStats* rs = &o->row_stats[r];
+        st->kl_forward += rs->kl_forward;
+        st->kl_reverse += rs->kl_reverse;
+        st->agree += rs->agree;
+        st->entropy += rs->entropy;
+        host_loss += (double)b->weight * o->row_loss[r];
     }
-    const double host_loss = sum_rows(rs, row_loss, b->n_rows, (double)b->weight, st);
-    free(rs);
-    free(row_loss);
     return host_loss;
 }
 
@@ -401,7 +383,7 @@ void distill_objective_run(DistillObjective* o, const float* logits, const Disti
         o->tail[p] = b->tail[r];
         o->old[p] = b->old_lp[r];
     }
-    const double host_loss = teacher ? full_rows(o, logits, b, teacher, loss, st) : topk_rows(o, logits, b, loss, st);
+    const double host_loss = host_rows(o, logits, b, teacher, loss, st);
     be->upload(be, o->d_w, o->w, sizeof(float) * (size_t)N);
     be->upload(be, o->d_tgt, o->tgt, sizeof(int) * (size_t)N);
     if (K) be->upload(be, o->d_ids, o->ids, sizeof(int) * (size_t)N * K);

@@ -253,22 +253,26 @@ int model_bench(int argc, char** argv) {
     // too, each alternating with the steps so that a busy machine slows both alike; on the GPU in
     // f32 mode the backend's matmul, which is cuBLAS's GEMM itself; in bf16 mode cuBLAS's GEMMs on
     // operands already in bf16 (cuda_gemm_replay; the backend's matmuls add their operand copies)
+    const int gemm_replay = gpu && bf16; // else the replays alternate with the steps, on scratch operands
     MatmulFn base = gpu ? NULL : cpu_matmul_sgemm;
-    MatmulScratch rb = bench_matmul_scratch(be);
-    bench_matmul_replay(be, &rb, base);
+    MatmulScratch rb = {0};
+    if (!gemm_replay) {
+        rb = bench_matmul_scratch(be);
+        bench_matmul_replay(be, &rb, base);
+    }
     double* t_step = mallocCheck((size_t)steps * sizeof(double));
     double* t_mm = mallocCheck((size_t)steps * sizeof(double));
-    double* t_own = mallocCheck((size_t)steps * sizeof(double));
+    double* t_own = callocCheck((size_t)steps, sizeof(double)); // the CPU backend's own matmul
     st = (StepTimes){0};
     for (int s = 0; s < steps; s++) {
         double t0 = timer_now();
         train_step(m, opt, tokens, targets, w, B, T, &st);
         t_step[s] = timer_now() - t0;
-        if (!(gpu && bf16)) t_mm[s] = bench_matmul_replay(be, &rb, base);
-        t_own[s] = gpu ? 0.0 : bench_matmul_replay(be, &rb, NULL);
+        if (!gemm_replay) t_mm[s] = bench_matmul_replay(be, &rb, base);
+        if (!gpu) t_own[s] = bench_matmul_replay(be, &rb, NULL);
     }
     // after the steps, not between them: its own buffers and handle stay out of the steps' way
-    if (gpu && bf16 && cuda_gemm_replay(0, bench_matmul_calls(), bench_matmul_count(), steps, t_mm, err, sizeof err)) {
+    if (gemm_replay && cuda_gemm_replay(0, bench_matmul_calls(), bench_matmul_count(), steps, t_mm, err, sizeof err)) {
         fatal("ingrain bench model: cuBLAS replay of the step's products failed: %s", err);
     }
     const double step = median(t_step, steps), sgemm = median(t_mm, steps), own = median(t_own, steps);
@@ -285,7 +289,7 @@ int model_bench(int argc, char** argv) {
     free(t_own);
 
     const char* lib = gpu ? "cuBLAS" : "sgemm";
-    if (gpu && bf16) printf("  (cuBLAS alone: bf16 GEMMs on operands already in bf16, without the backend's copies)\n");
+    if (gemm_replay) printf("  (cuBLAS alone: bf16 GEMMs on operands already in bf16, without the backend's copies)\n");
     const double tok_s = N / step, fraction = ((mm_flops + attn_flops) / step) / (mm_flops / sgemm);
     printf("  step (median)         %8.1f ms  (mean forward+loss %.1f, backward %.1f, adamw %.1f)\n", 1e3 * step,
            1e3 * st.forward / steps, 1e3 * st.backward / steps, 1e3 * st.optimizer / steps);

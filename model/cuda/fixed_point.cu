@@ -1,5 +1,5 @@
 // CUDA backend: the trainer's fixed-point gradient sums and the gradient norm's block sums (see
-// ops.h), bit for bit as the CPU backend (ops_cpu_fixed.c): the same conversions, each rounding
+// ops.h), bit for bit as their host definition (model/fixed_point.c): the same conversions, each rounding
 // to nearest even (__double2ll_rn, __ll2double_rn, __double2float_rn); max and | are order-free;
 // each block sum runs in one thread in increasing order. (double)x * (double)x is exact, so the
 // fused multiply-add the compiler makes of the sum rounds as the CPU's separate add does.

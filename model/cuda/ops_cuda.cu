@@ -82,15 +82,17 @@ static void operands_forget(CudaImpl* c) {
     for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) c->operands[i].src = NULL;
 }
 
-// forget the copies whose source overlaps [p, p + bytes)
-static void operands_forget_range(CudaImpl* c, const void* p, size_t bytes) {
-    const char* lo = (const char*)p;
+// the bytes a row-major fp32 block (rows, cols) with row stride ld spans
+static size_t block_bytes(int rows, int cols, int ld) { return ((size_t)(rows - 1) * ld + cols) * sizeof(float); }
+
+// forget the copies whose source overlaps the fp32 block p (rows, cols), row stride ld
+static void operands_forget_block(CudaImpl* c, const float* p, int rows, int cols, int ld) {
+    const char *lo = (const char*)p, *hi = lo + block_bytes(rows, cols, ld);
     for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
         CudaOperand* o = &c->operands[i];
         if (!o->src) continue;
         const char* src = (const char*)o->src;
-        const size_t src_bytes = ((size_t)(o->rows - 1) * o->ld + o->cols) * sizeof(float);
-        if (src < lo + bytes && lo < src + src_bytes) o->src = NULL;
+        if (src < hi && lo < src + block_bytes(o->rows, o->cols, o->ld)) o->src = NULL;
     }
 }
 
@@ -261,10 +263,7 @@ static void cuda_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int
     if (K <= 0) {
         scale_rows_kernel<<<cuda_grid((size_t)M * N, 256), 256, 0, c->stream>>>(C, M, N, ldc, beta);
         cudaCheckLaunch();
-        operands_forget_range(c, C, ((size_t)(M - 1) * ldc + N) * sizeof(float));
-        return;
-    }
-    if (!c->bf16 || M < CUDA_BF16_COPY_MIN || N < CUDA_BF16_COPY_MIN) {
+    } else if (!c->bf16 || M < CUDA_BF16_COPY_MIN || N < CUDA_BF16_COPY_MIN) {
         const cublasComputeType_t compute = c->bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
         cublasCheck(cublasGemmEx(c->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                                  N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
@@ -280,7 +279,7 @@ static void cuda_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int
                                  CUDA_R_16BF, a_cols, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
                                  CUBLAS_GEMM_DEFAULT));
     }
-    operands_forget_range(c, C, ((size_t)(M - 1) * ldc + N) * sizeof(float));
+    operands_forget_block(c, C, M, N, ldc);
 }
 
 // ----------------------------------------------------------------------------

@@ -187,8 +187,10 @@ __global__ void rmsnorm_fwd_kernel(float* y, float* rstd, const float* x, const 
     if (lane == 0) rstd[row] = r;
 }
 
+static int aligned16(const void* p) { return (uintptr_t)p % 16 == 0; }
+
 // every row of (N, C) at p starts 16-byte aligned
-static int rows_vec4(const void* p, int C) { return C % 4 == 0 && (uintptr_t)p % 16 == 0; }
+static int rows_vec4(const void* p, int C) { return C % 4 == 0 && aligned16(p); }
 
 void cuda_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, const float* w, int N, int C, float eps) {
     if (N <= 0 || C <= 0) return;
@@ -277,8 +279,7 @@ __global__ void rope_kernel(float* x, const int* pos, const float* cos_t, const 
 static void rope(Backend* be, float* x, const int* pos, const float* cos_t, const float* sin_t, int N, int nh, int hd,
                  float sign) {
     const int half = hd / 2;
-    const int vec = half % 4 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)cos_t % 16 == 0 &&
-                    (uintptr_t)sin_t % 16 == 0 ? 4 : 1;
+    const int vec = half % 4 == 0 && aligned16(x) && aligned16(cos_t) && aligned16(sin_t) ? 4 : 1;
     const size_t n = (size_t)N * nh * (half / vec);
     if (!n) return;
     if (vec == 4) rope_kernel<4><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(x, pos, cos_t, sin_t, nh, hd, n, sign);
@@ -335,8 +336,6 @@ __global__ void swiglu_bwd_kernel(float* dgate, float* dup, const float* dh, con
         du.store(dup, i);
     }
 }
-
-static int aligned16(const void* p) { return (uintptr_t)p % 16 == 0; }
 
 void cuda_swiglu_fwd(Backend* be, float* h, const float* gate, const float* up, size_t n) {
     if (!n) return;

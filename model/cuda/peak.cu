@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 extern "C" {
 #include "model/cuda_peak.h"
@@ -49,17 +50,50 @@ static int peak_elapsed(cudaEvent_t start, cudaEvent_t stop, float* ms, char* er
                : 0;
 }
 
-// releases what a measurement set up (NULL parts are skipped) and restores the device
-static void peak_release(cudaEvent_t start, cudaEvent_t stop, cublasHandle_t h, void* a, void* b, void* c, void* ws,
-                         int prev) {
-    if (start) cudaEventDestroy(start);
-    if (stop) cudaEventDestroy(stop);
-    if (h) cublasDestroy(h);
-    cudaFree(a);
-    cudaFree(b);
-    cudaFree(c);
-    cudaFree(ws);
-    cudaSetDevice(prev);
+// What a measurement runs on: random bf16 operands A (na) and B (nb), a zeroed C of c_bytes, a
+// cuBLAS handle (with its own workspace of ws_bytes when nonzero, as the backend's), two events,
+// all on GPU `device`; prev is the device to go back to.
+typedef struct {
+    __nv_bfloat16 *A, *B;
+    void *C, *ws;
+    cublasHandle_t h;
+    cudaEvent_t start, stop;
+    int prev;
+} PeakRun;
+
+// releases what peak_open set up (the parts it got to) and restores the device
+static void peak_close(PeakRun* r) {
+    if (r->start) cudaEventDestroy(r->start);
+    if (r->stop) cudaEventDestroy(r->stop);
+    if (r->h) cublasDestroy(r->h);
+    cudaFree(r->A);
+    cudaFree(r->B);
+    cudaFree(r->C);
+    cudaFree(r->ws);
+    cudaSetDevice(r->prev);
+}
+
+// 0, or -1 with the reason in err; either way peak_close releases what was set up
+static int peak_open(PeakRun* r, int device, size_t na, size_t nb, size_t c_bytes, size_t ws_bytes, char* err,
+                     size_t errlen) {
+    memset(r, 0, sizeof(*r));
+    if (peak_cuda(cudaGetDevice(&r->prev), "cudaGetDevice", err, errlen)) return -1;
+    if (peak_cuda(cudaSetDevice(device), "cudaSetDevice", err, errlen)) return -1;
+    int bad = peak_cuda(cudaMalloc(&r->A, na * sizeof(__nv_bfloat16)), "cudaMalloc", err, errlen) ||
+              peak_cuda(cudaMalloc(&r->B, nb * sizeof(__nv_bfloat16)), "cudaMalloc", err, errlen) ||
+              peak_cuda(cudaMalloc(&r->C, c_bytes), "cudaMalloc", err, errlen) ||
+              peak_cuda(cudaMemset(r->C, 0, c_bytes), "cudaMemset", err, errlen) ||
+              peak_cublas(cublasCreate(&r->h), "cublasCreate", err, errlen) ||
+              peak_cuda(cudaEventCreate(&r->start), "cudaEventCreate", err, errlen) ||
+              peak_cuda(cudaEventCreate(&r->stop), "cudaEventCreate", err, errlen);
+    if (!bad && ws_bytes) {
+        bad = peak_cuda(cudaMalloc(&r->ws, ws_bytes), "cudaMalloc", err, errlen) ||
+              peak_cublas(cublasSetWorkspace(r->h, r->ws, ws_bytes), "cublasSetWorkspace", err, errlen);
+    }
+    if (bad) return -1;
+    peak_fill<<<1024, 256>>>(r->A, na, 1u);
+    peak_fill<<<1024, 256>>>(r->B, nb, 2u);
+    return peak_cuda(cudaGetLastError(), "peak_fill", err, errlen);
 }
 
 extern "C" int cuda_device_name(int device, char* name, size_t n, char* err, size_t errlen) {
@@ -70,46 +104,28 @@ extern "C" int cuda_device_name(int device, char* name, size_t n, char* err, siz
 }
 
 extern "C" double cuda_gemm_peak_tflops(int device, int n, char* err, size_t errlen) {
-    int prev = 0;
-    if (peak_cuda(cudaGetDevice(&prev), "cudaGetDevice", err, errlen)) return -1.0;
-    if (peak_cuda(cudaSetDevice(device), "cudaSetDevice", err, errlen)) return -1.0;
     const size_t nn = (size_t)n * n;
-    __nv_bfloat16 *A = NULL, *B = NULL, *C = NULL;
-    cublasHandle_t h = NULL;
-    cudaEvent_t start = NULL, stop = NULL;
     const float alpha = 1.0f, beta = 0.0f;
     float ms = 0.0f;
-    int bad = peak_cuda(cudaMalloc(&A, nn * sizeof(__nv_bfloat16)), "cudaMalloc", err, errlen) ||
-              peak_cuda(cudaMalloc(&B, nn * sizeof(__nv_bfloat16)), "cudaMalloc", err, errlen) ||
-              peak_cuda(cudaMalloc(&C, nn * sizeof(__nv_bfloat16)), "cudaMalloc", err, errlen) ||
-              peak_cublas(cublasCreate(&h), "cublasCreate", err, errlen) ||
-              peak_cuda(cudaEventCreate(&start), "cudaEventCreate", err, errlen) ||
-              peak_cuda(cudaEventCreate(&stop), "cudaEventCreate", err, errlen);
-    if (!bad) {
-        peak_fill<<<1024, 256>>>(A, nn, 1u);
-        peak_fill<<<1024, 256>>>(B, nn, 2u);
-        bad = peak_cuda(cudaGetLastError(), "peak_fill", err, errlen);
-    }
+    PeakRun r;
+    int bad = peak_open(&r, device, nn, nn, nn * sizeof(__nv_bfloat16), 0, err, errlen);
     for (int i = 0; !bad && i < PEAK_WARMUP + PEAK_ITERS; i++) {
-        if (i == PEAK_WARMUP) bad = peak_cuda(cudaEventRecord(start), "cudaEventRecord", err, errlen);
+        if (i == PEAK_WARMUP) bad = peak_cuda(cudaEventRecord(r.start), "cudaEventRecord", err, errlen);
         if (!bad) {
-            bad = peak_cublas(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, A, CUDA_R_16BF, n, B,
-                                           CUDA_R_16BF, n, &beta, C, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+            bad = peak_cublas(cublasGemmEx(r.h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, r.A, CUDA_R_16BF, n, r.B,
+                                           CUDA_R_16BF, n, &beta, r.C, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
                                            CUBLAS_GEMM_DEFAULT),
                               "cublasGemmEx (bf16, fp32 accumulation)", err, errlen);
         }
     }
-    if (!bad) bad = peak_elapsed(start, stop, &ms, err, errlen);
-    peak_release(start, stop, h, A, B, C, NULL, prev);
+    if (!bad) bad = peak_elapsed(r.start, r.stop, &ms, err, errlen);
+    peak_close(&r);
     if (bad) return -1.0;
     return 2.0 * (double)n * n * n * PEAK_ITERS / (1e-3 * (double)ms) / 1e12;
 }
 
 extern "C" int cuda_gemm_replay(int device, const MatmulCall* calls, int n, int passes, double* seconds, char* err,
                                 size_t errlen) {
-    int prev = 0;
-    if (peak_cuda(cudaGetDevice(&prev), "cudaGetDevice", err, errlen)) return -1;
-    if (peak_cuda(cudaSetDevice(device), "cudaSetDevice", err, errlen)) return -1;
     size_t na = 1, nb = 1, nc = 1; // packed operands (as the backend's copies), C as recorded
     for (int i = 0; i < n; i++) {
         const size_t a = (size_t)calls[i].M * calls[i].K, b = (size_t)calls[i].K * calls[i].N;
@@ -118,43 +134,26 @@ extern "C" int cuda_gemm_replay(int device, const MatmulCall* calls, int n, int 
         nb = b > nb ? b : nb;
         nc = c > nc ? c : nc;
     }
-    __nv_bfloat16 *A = NULL, *B = NULL;
-    float* C = NULL;
-    void* ws = NULL;
-    cublasHandle_t h = NULL;
-    cudaEvent_t start = NULL, stop = NULL;
     float ms = 0.0f;
-    int bad = peak_cuda(cudaMalloc(&A, na * sizeof(__nv_bfloat16)), "cudaMalloc", err, errlen) ||
-              peak_cuda(cudaMalloc(&B, nb * sizeof(__nv_bfloat16)), "cudaMalloc", err, errlen) ||
-              peak_cuda(cudaMalloc(&C, nc * sizeof(float)), "cudaMalloc", err, errlen) ||
-              peak_cuda(cudaMemset(C, 0, nc * sizeof(float)), "cudaMemset", err, errlen) ||
-              peak_cuda(cudaMalloc(&ws, PEAK_CUBLAS_WS_BYTES), "cudaMalloc", err, errlen) ||
-              peak_cublas(cublasCreate(&h), "cublasCreate", err, errlen) ||
-              peak_cublas(cublasSetWorkspace(h, ws, PEAK_CUBLAS_WS_BYTES), "cublasSetWorkspace", err, errlen) ||
-              peak_cuda(cudaEventCreate(&start), "cudaEventCreate", err, errlen) ||
-              peak_cuda(cudaEventCreate(&stop), "cudaEventCreate", err, errlen);
-    if (!bad) {
-        peak_fill<<<1024, 256>>>(A, na, 3u);
-        peak_fill<<<1024, 256>>>(B, nb, 4u);
-        bad = peak_cuda(cudaGetLastError(), "peak_fill", err, errlen);
-    }
+    PeakRun r;
+    int bad = peak_open(&r, device, na, nb, nc * sizeof(float), PEAK_CUBLAS_WS_BYTES, err, errlen);
     // as cuda_matmul: the row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T
     for (int pass = -1; pass < passes && !bad; pass++) {
-        if (pass >= 0) bad = peak_cuda(cudaEventRecord(start), "cudaEventRecord", err, errlen);
+        if (pass >= 0) bad = peak_cuda(cudaEventRecord(r.start), "cudaEventRecord", err, errlen);
         for (int i = 0; i < n && !bad; i++) {
             const MatmulCall* c = &calls[i];
             const int a_cols = c->ta ? c->M : c->K, b_cols = c->tb ? c->K : c->N;
-            bad = peak_cublas(cublasGemmEx(h, c->tb ? CUBLAS_OP_T : CUBLAS_OP_N, c->ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                           c->N, c->M, c->K, &c->alpha, B, CUDA_R_16BF, b_cols, A, CUDA_R_16BF,
-                                           a_cols, &c->beta, C, CUDA_R_32F, c->ldc, CUBLAS_COMPUTE_32F,
+            bad = peak_cublas(cublasGemmEx(r.h, c->tb ? CUBLAS_OP_T : CUBLAS_OP_N, c->ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                           c->N, c->M, c->K, &c->alpha, r.B, CUDA_R_16BF, b_cols, r.A, CUDA_R_16BF,
+                                           a_cols, &c->beta, r.C, CUDA_R_32F, c->ldc, CUBLAS_COMPUTE_32F,
                                            CUBLAS_GEMM_DEFAULT),
                               "cublasGemmEx (bf16 operands, fp32 C)", err, errlen);
         }
         if (pass >= 0 && !bad) {
-            bad = peak_elapsed(start, stop, &ms, err, errlen);
+            bad = peak_elapsed(r.start, r.stop, &ms, err, errlen);
             seconds[pass] = 1e-3 * (double)ms;
         }
     }
-    peak_release(start, stop, h, A, B, C, ws, prev);
+    peak_close(&r);
     return bad ? -1 : 0;
 }
