@@ -6,7 +6,8 @@
 // of distill.teacher: recompute (E experience tokens spliced into every teacher context, the full
 // distribution recomputed per micro-batch) to show its cost beside recorded top-k targets. The
 // first optimizer step of each run is a warm-up and is not timed. The last line per config is
-// machine-readable (key=value).
+// machine-readable (key=value). With --profile one more fixed-point run has every backend op
+// synchronised and timed (model/bench_profile.h), and what is left of its wall time is the host's.
 #include "distill/bench_distill.h"
 
 #include <math.h>
@@ -21,6 +22,7 @@
 #include "distill/trainer.h"
 #include "io/config.h"
 #include "model/backend_select.h"
+#include "model/bench_profile.h"
 #include "model/loss.h"
 #include "model/model.h"
 #include "model/rng.h"
@@ -28,7 +30,7 @@
 static const char* usage =
     "usage: [mpirun -np N] ingrain bench distill [--config NAME]... [--seqs S] [--len T] [--steps K]\n"
     "                                            [--micro M] [--topk K] [--threads N] [--recompute E]\n"
-    "                                            [--device cpu|cuda] [--bf16]\n"
+    "                                            [--device cpu|cuda] [--bf16] [--profile]\n"
     "\n"
     "Distillation trainer tokens/s and the share of step time in gradient reduce-scatter +\n"
     "parameter all-gather, fixed-point (reproducible on any trainer count) beside float reduction,\n"
@@ -43,11 +45,13 @@ static const char* usage =
     "  --recompute E  also train with distill.teacher: recompute, E experience tokens in each\n"
     "                 teacher context (default 0: no such run)\n"
     "  --device NAME  cpu (default) or cuda: each rank on GPU local_rank % GPUs\n"
-    "  --bf16         with --device cuda: bf16 matmuls\n";
+    "  --bf16         with --device cuda: bf16 matmuls\n"
+    "  --profile      one more fixed-point run with every op synchronised and timed: ms per step by op,\n"
+    "                 and the rest of the step (the host's work: objective rows, staging)\n";
 
 typedef struct {
     const char* configs[8];
-    int n_configs, seqs, len, steps, micro, topk, threads, recompute, bf16;
+    int n_configs, seqs, len, steps, micro, topk, threads, recompute, bf16, profile;
     DeviceKind device;
 } BenchArgs;
 
@@ -89,6 +93,10 @@ static int parse_args(int argc, char** argv, BenchArgs* a) {
         }
         if (strcmp(argv[i], "--bf16") == 0) {
             a->bf16 = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--profile") == 0) {
+            a->profile = 1;
             continue;
         }
         if (strcmp(argv[i], "--seqs") == 0)
@@ -180,7 +188,7 @@ typedef struct {
 } RunResult;
 
 static void run(const BenchArgs* a, const ModelConfig* c, Backend* be, const Shard* shard, DistillReduce mode,
-                int recompute, RunResult* out) {
+                int recompute, int profile, RunResult* out) {
     Model* m = model_create(c, be, a->micro / a->len > 1 ? a->micro / a->len : 1, a->len);
     model_init_random(m, 42);
     DistillOptions o = {.loss = DISTILL_LOSS_FORWARD_KL,
@@ -199,7 +207,22 @@ static void run(const BenchArgs* a, const ModelConfig* c, Backend* be, const Sha
     DistillTrainer* t = distill_trainer_create(m, &o, MPI_COMM_WORLD);
     DistillReport rep;
     char err[1024];
+    if (profile) bench_profile_install(be);
+    const double t0 = MPI_Wtime();
     if (distill_train(t, shard, 0, &rep, err, sizeof(err)) != 0) fatal("bench distill: %s", err);
+    const double wall = MPI_Wtime() - t0;
+    if (profile) {
+        bench_profile_uninstall(be);
+        int rank;
+        mpiCheck(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+        if (rank == 0) {
+            const double in_ops = bench_profile_seconds();
+            printf("profile of one more fixed-point run, rank 0, %d steps: %.1f ms per step of wall time, of which "
+                   "%.1f ms outside the backend's ops (host work and MPI)\n",
+                   rep.n_steps, 1e3 * wall / rep.n_steps, 1e3 * (wall - in_ops) / rep.n_steps);
+            bench_profile_print(stdout, rep.n_steps);
+        }
+    }
     double tokens = 0.0, secs = 0.0, comm = 0.0, wait = 0.0;
     for (int s = 1; s < rep.n_steps; s++) { // step 0 warms up
         tokens += (double)rep.steps[s].tokens;
@@ -300,7 +323,7 @@ int bench_distill(int argc, char** argv) {
         const int runs = a.recompute ? 3 : 2;
         for (int mode = 0; mode < runs; mode++) {
             run(&a, &c, be, &set.shards[rank], mode == 2 ? DISTILL_REDUCE_FIXED : (DistillReduce)mode, mode == 2,
-                &res[mode]);
+                0, &res[mode]);
         }
         ModelConfig copy = c;
         ParamInfo table[PARAM_COUNT];
@@ -330,6 +353,11 @@ int bench_distill(int argc, char** argv) {
                        a.configs[ci], world, a.recompute, res[2].tokens_per_s, res[0].tokens_per_s,
                        res[0].tokens_per_s / res[2].tokens_per_s);
             fflush(stdout);
+        }
+        if (a.profile) {
+            RunResult prof;
+            run(&a, &c, be, &set.shards[rank], DISTILL_REDUCE_FIXED, 0, 1, &prof);
+            free(prof.params);
         }
         for (int mode = 0; mode < runs; mode++) free(res[mode].params);
         shards_free(&set);

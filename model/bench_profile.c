@@ -124,22 +124,27 @@ static int cmp_shape_desc(const void* a, const void* b) {
     return (x < y) - (x > y);
 }
 
+double bench_profile_seconds(void) {
+    double total = 0.0;
+    for (int op = 0; op < OP_COUNT; op++) total += prof.seconds[op];
+    return total;
+}
+
 void bench_profile_print(FILE* f, int steps) {
     if (steps < 1) steps = 1;
-    double total = 0.0;
+    const double total = bench_profile_seconds();
     int order[OP_COUNT], n = 0;
     for (int op = 0; op < OP_COUNT; op++) {
-        total += prof.seconds[op];
         if (prof.calls[op]) order[n++] = op;
     }
     qsort(order, (size_t)n, sizeof(int), cmp_op_desc);
     const double share = total > 0.0 ? 100.0 / total : 0.0;
     fprintf(f, "  profile (%d step%s, every op synchronised): %.2f ms per step in ops\n", steps, steps > 1 ? "s" : "",
             1e3 * total / steps);
-    fprintf(f, "    %-16s %7s %10s %7s\n", "op", "calls", "ms/step", "share");
+    fprintf(f, "    %-18s %7s %10s %7s\n", "op", "calls", "ms/step", "share");
     for (int i = 0; i < n; i++) {
         const int op = order[i];
-        fprintf(f, "    %-16s %7ld %10.3f %6.1f%%\n", op_names[op], prof.calls[op] / steps, 1e3 * prof.seconds[op] / steps,
+        fprintf(f, "    %-18s %7ld %10.3f %6.1f%%\n", op_names[op], prof.calls[op] / steps, 1e3 * prof.seconds[op] / steps,
                 share * prof.seconds[op]);
     }
     qsort(prof.shapes, (size_t)prof.n_shapes, sizeof(ShapeTotal), cmp_shape_desc);

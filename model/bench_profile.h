@@ -13,3 +13,4 @@ void bench_profile_uninstall(Backend* be);
 // The table of the calls made while installed, per op and per matmul shape, divided by `steps`:
 // calls, ms per step, share of the profiled time, and TFLOP/s for matmul shapes.
 void bench_profile_print(FILE* f, int steps);
+double bench_profile_seconds(void); // the time of the calls made while installed, in total
