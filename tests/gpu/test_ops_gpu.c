@@ -822,16 +822,18 @@ static void case_fixed_point(GpuCtx* c, const void* arg) {
     free(h);
 }
 
-// the gradient norm's blocks, the last one short
+// the gradient norm's blocks (2^18, as the trainer's), the last one short; and blocks smaller than
+// the CUDA kernel's staging chunk, the last one shorter still
 static void case_block_norms(GpuCtx* c, const void* arg) {
     (void)arg;
-    enum { n = 700001, block = 262144 };
+    enum { n = 700001, block = 262144, n_small = 2500, block_small = 1000 };
     const float* x = gpu_randn(c, n, 3.0);
     double sums[3];
-    c->be->sum_squares_blocks(c->be, sums, x, n, block);
-    gpu_out_scalar(c, "block 0", sums[0]);
-    gpu_out_scalar(c, "block 1", sums[1]);
-    gpu_out_scalar(c, "block 2", sums[2]);
+    const char* names[2][3] = {{"block 0", "block 1", "block 2"}, {"small 0", "small 1", "small 2"}};
+    for (int shape = 0; shape < 2; shape++) {
+        c->be->sum_squares_blocks(c->be, sums, x + shape, shape ? n_small : n, shape ? block_small : block);
+        for (int b = 0; b < 3; b++) gpu_out_scalar(c, names[shape][b], sums[b]);
+    }
 }
 
 static void test_fixed_point(void** state) {
