@@ -1,6 +1,6 @@
-// The distillation objective of one micro-batch (see objective.h): host rows (top-k buckets and
-// full distributions), the batch built from student-view records, and the loss composed from the
-// model/loss.h blocks.
+// The distillation objective of one micro-batch (see objective.h): the batch built from
+// student-view records, the loss composed from the model/loss.h blocks, the per-row metrics
+// computed by the backend where the logits are, and their host reference.
 #include "distill/objective.h"
 
 #include <math.h>
@@ -11,127 +11,38 @@
 #include "common/log.h"
 #include "model/loss.h"
 
-#define OBJ_STAGE_ROWS 64 // logits rows per download of the host rows (see stage_end)
-
 // ----------------------------------------------------------------------------
-// host rows
+// host reference of the metrics
 
-// The K + 1 buckets of one row, computed as loss_row_kl_topk does (exponentials relative to the
-// max logit summed in double, the student tail summed directly, the teacher renormalised).
-typedef struct {
-    double lse;                                          // log-sum-exp of z
-    double lQ[LOSS_TOPK_MAX + 1], lP[LOSS_TOPK_MAX + 1]; // bucket log-probs, floored; index K = tail
-    double Q[LOSS_TOPK_MAX + 1], P[LOSS_TOPK_MAX + 1];
-} Buckets;
-
-static void buckets(const float* z, int V, const int* ids, const float* lp, float tail, int K, Buckets* b) {
-    const double log_floor = log(LOSS_PROB_FLOOR);
-    float m = z[0];
-    for (int v = 1; v < V; v++) m = z[v] > m ? z[v] : m;
-    double Z = 0.0, Zs = 0.0;
-    for (int v = 0; v < V; v++) Z += expf(z[v] - m);
-    for (int i = 0; i < K; i++) Zs += expf(z[ids[i]] - m);
-    const double logZ = log(Z), Zt = K < V && Z - Zs > 0.0 ? Z - Zs : 0.0;
-    b->lse = m + logZ;
-    double S = tail;
-    for (int i = 0; i < K; i++) S += exp((double)lp[i]);
-    const double logS = log(S);
-    for (int i = 0; i < K; i++) {
-        b->Q[i] = exp(z[ids[i]] - m) / Z;
-        b->lQ[i] = fmax(z[ids[i]] - m - logZ, log_floor);
-        b->P[i] = exp((double)lp[i] - logS);
-        b->lP[i] = fmax((double)lp[i] - logS, log_floor);
+// the teacher's top-1 id of a top-k row (records are descending; do not rely on it)
+static int teacher_top(const int* ids, const float* lp, int K) {
+    int top = 0;
+    for (int i = 1; i < K; i++) {
+        if (lp[i] > lp[top] || (lp[i] == lp[top] && ids[i] < ids[top])) top = i;
     }
-    b->Q[K] = Zt / Z;
-    b->lQ[K] = Zt > 0.0 ? fmax(log(Zt) - logZ, log_floor) : log_floor;
-    b->P[K] = tail / S;
-    b->lP[K] = tail > 0.0f ? fmax(log((double)tail) - logS, log_floor) : log_floor;
+    return ids[top];
 }
 
 void distill_row_stats(const float* z, int V, const int* ids, const float* lp, float tail, int K,
                        DistillRowStats* out) {
-    const double lse = loss_row_logsumexp(z, V);
-    double h = 0.0;
-    int arg = 0;
-    for (int v = 0; v < V; v++) {
-        double lq = z[v] - lse;
-        h -= exp(lq) * lq;
-        if (z[v] > z[arg]) arg = v;
-    }
-    out->entropy = h;
+    int arg;
+    out->entropy = loss_row_entropy(z, V, &arg);
     if (K == 0) {
         out->kl_forward = out->kl_reverse = out->agree = NAN;
         return;
     }
-    int top = 0; // the teacher's top-1 (records are descending; do not rely on it)
-    for (int i = 1; i < K; i++) {
-        if (lp[i] > lp[top] || (lp[i] == lp[top] && ids[i] < ids[top])) top = i;
-    }
-    out->agree = arg == ids[top] ? 1.0 : 0.0;
+    out->agree = arg == teacher_top(ids, lp, K) ? 1.0 : 0.0;
     out->kl_forward = loss_row_kl_topk(z, V, ids, lp, tail, K, 0, 0.0f, NULL);
     out->kl_reverse = loss_row_kl_topk(z, V, ids, lp, tail, K, 1, 0.0f, NULL);
 }
 
-double distill_row_jsd(const float* z, int V, const int* ids, const float* lp, float tail, int K, double beta,
-                       float* lp_s, float* tail_s) {
-    Buckets bk, *b = &bk;
-    buckets(z, V, ids, lp, tail, K, b);
-    const double log_floor = log(LOSS_PROB_FLOOR);
-    double jsd = 0.0;
-    for (int i = 0; i <= K; i++) {
-        double M = beta * b->P[i] + (1.0 - beta) * b->Q[i];
-        double lM = M > 0.0 ? fmax(log(M), log_floor) : log_floor;
-        if (b->P[i] > 0.0) jsd += beta * b->P[i] * (b->lP[i] - lM);
-        if (b->Q[i] > 0.0) jsd += (1.0 - beta) * b->Q[i] * (b->lQ[i] - lM);
-        double ls = beta * b->lQ[i] + (1.0 - beta) * lM; // log of the surrogate bucket
-        if (i < K)
-            lp_s[i] = (float)ls;
-        else
-            *tail_s = b->Q[K] > 0.0 ? (float)exp(ls) : 0.0f;
-    }
-    return jsd;
-}
-
-float distill_row_sampled_lp(const float* z, int V, int y, const int* ids, const float* lp, float tail, int K) {
-    Buckets b;
-    buckets(z, V, ids, lp, tail, K, &b);
-    double out = b.lP[K] + (z[y] - b.lse) - b.lQ[K];
-    for (int i = 0; i < K; i++) {
-        if (ids[i] == y) out = b.lP[i];
-    }
-    return (float)out;
-}
-
-// the full-vocabulary rows: log q in double, relative to the log-sum-exp
-static double full_lq(const float* z, int v, double lse) { return (double)z[v] - lse; }
-
 void distill_row_stats_full(const float* z, const float* lp, int V, DistillRowStats* out) {
-    const double lse = loss_row_logsumexp(z, V);
-    double h = 0.0;
-    int arg = 0, targ = 0;
-    for (int v = 0; v < V; v++) {
-        const double lq = full_lq(z, v, lse);
-        h -= exp(lq) * lq;
-        if (z[v] > z[arg]) arg = v;
-        if (lp[v] > lp[targ]) targ = v;
-    }
-    out->entropy = h;
+    int arg, targ = 0;
+    out->entropy = loss_row_entropy(z, V, &arg);
+    for (int v = 1; v < V; v++) targ = lp[v] > lp[targ] ? v : targ;
     out->agree = arg == targ ? 1.0 : 0.0;
     out->kl_forward = loss_row_kl_full(z, lp, V, 0, 0.0f, NULL);
     out->kl_reverse = loss_row_kl_full(z, lp, V, 1, 0.0f, NULL);
-}
-
-double distill_row_jsd_full(const float* z, const float* lp, int V, double beta, float* lp_s) {
-    const double lse = loss_row_logsumexp(z, V), log_floor = log(LOSS_PROB_FLOOR);
-    double jsd = 0.0;
-    for (int v = 0; v < V; v++) {
-        const double lq = full_lq(z, v, lse), q = exp(lq), p = exp((double)lp[v]);
-        const double M = beta * p + (1.0 - beta) * q, lM = M > 0.0 ? fmax(log(M), log_floor) : log_floor;
-        if (p > 0.0) jsd += beta * p * (fmax((double)lp[v], log_floor) - lM);
-        if (q > 0.0) jsd += (1.0 - beta) * q * (fmax(lq, log_floor) - lM);
-        lp_s[v] = (float)(beta * fmax(lq, log_floor) + (1.0 - beta) * lM);
-    }
-    return jsd;
 }
 
 // ----------------------------------------------------------------------------
@@ -211,24 +122,34 @@ struct DistillObjective {
     size_t cap_rows, cap_K; // capacity of the (N) and (N, K) buffers
     // host staging, one entry per position of the (B, T) batch (rows without a loss have w = 0)
     float* w;
+    float* mask; // 1 at the rows, for the metrics (which do not depend on the rows' weight)
     int* tgt;
     int* ids;
     float* lp;
     float* tail;
-    float* aux; // sampled: the teacher's log-prob of the target
+    float* aux; // sampled: the teacher's log-prob of the target (NaN: from the top-k row)
     float* old;
-    float* z;  // (OBJ_STAGE_ROWS, V) downloaded logits rows
-    float* tz; // (OBJ_STAGE_ROWS, V) downloaded rows of the teacher's full log-probs
-    DistillRowStats* row_stats; // (N) the host rows' results, by row, summed in row order
-    double* row_loss;           // (N)
+    // the metrics' per-position results, downloaded
+    double* entropy;
+    int* argmax;   // the student's
+    int* t_argmax; // the full teacher's
+    float* kl_fwd;
+    float* kl_rev;
     // backend copies
     float* d_w;
+    float* d_mask;
     int* d_tgt;
     int* d_ids;
     float* d_lp;
     float* d_tail;
     float* d_aux;
     float* d_old;
+    double* d_entropy;
+    double* d_t_entropy; // the full teacher's, unused (the op's other output)
+    int* d_argmax;
+    int* d_t_argmax;
+    float* d_kl_fwd;
+    float* d_kl_rev;
 };
 
 DistillObjective* distill_objective_create(Backend* be, DistillLoss loss, double jsd_beta, int V) {
@@ -237,26 +158,24 @@ DistillObjective* distill_objective_create(Backend* be, DistillLoss loss, double
     o->loss = loss;
     o->beta = jsd_beta;
     o->V = V;
-    o->z = mallocCheck(sizeof(float) * OBJ_STAGE_ROWS * (size_t)V);
-    o->tz = mallocCheck(sizeof(float) * OBJ_STAGE_ROWS * (size_t)V);
     return o;
 }
 
 static void free_buffers(DistillObjective* o) {
     Backend* be = o->be;
-    free(o->w), free(o->tgt), free(o->ids), free(o->lp), free(o->tail), free(o->aux), free(o->old);
-    free(o->row_stats), free(o->row_loss);
+    free(o->w), free(o->mask), free(o->tgt), free(o->ids), free(o->lp), free(o->tail), free(o->aux), free(o->old);
+    free(o->entropy), free(o->argmax), free(o->t_argmax), free(o->kl_fwd), free(o->kl_rev);
     if (o->d_w) {
-        be->free(be, o->d_w), be->free(be, o->d_tgt), be->free(be, o->d_tail), be->free(be, o->d_aux);
-        be->free(be, o->d_old), be->free(be, o->d_ids), be->free(be, o->d_lp);
+        void* dev[] = {o->d_w,       o->d_mask,        o->d_tgt,    o->d_ids,       o->d_lp,     o->d_tail,
+                       o->d_aux,     o->d_old,         o->d_entropy, o->d_t_entropy, o->d_argmax, o->d_t_argmax,
+                       o->d_kl_fwd, o->d_kl_rev};
+        for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) be->free(be, dev[i]);
     }
 }
 
 void distill_objective_free(DistillObjective* o) {
     if (!o) return;
     free_buffers(o);
-    free(o->z);
-    free(o->tz);
     free(o);
 }
 
@@ -268,92 +187,53 @@ static void reserve(DistillObjective* o, size_t N, size_t K) {
     o->cap_rows = N > o->cap_rows ? N : o->cap_rows;
     o->cap_K = K > o->cap_K ? K : o->cap_K;
     const size_t n = o->cap_rows, nk = o->cap_rows * (o->cap_K ? o->cap_K : 1);
-    o->w = mallocCheck(sizeof(float) * n);
-    o->tgt = mallocCheck(sizeof(int) * n);
-    o->tail = mallocCheck(sizeof(float) * n);
-    o->aux = mallocCheck(sizeof(float) * n);
-    o->old = mallocCheck(sizeof(float) * n);
-    o->row_stats = mallocCheck(sizeof(DistillRowStats) * n);
-    o->row_loss = mallocCheck(sizeof(double) * n);
-    o->ids = mallocCheck(sizeof(int) * nk);
-    o->lp = mallocCheck(sizeof(float) * nk);
-    o->d_w = be->alloc(be, sizeof(float) * n);
-    o->d_tgt = be->alloc(be, sizeof(int) * n);
-    o->d_tail = be->alloc(be, sizeof(float) * n);
-    o->d_aux = be->alloc(be, sizeof(float) * n);
-    o->d_old = be->alloc(be, sizeof(float) * n);
-    o->d_ids = be->alloc(be, sizeof(int) * nk);
-    o->d_lp = be->alloc(be, sizeof(float) * nk);
+    const size_t f = sizeof(float) * n, i = sizeof(int) * n, d = sizeof(double) * n;
+    o->w = mallocCheck(f), o->mask = mallocCheck(f), o->tgt = mallocCheck(i), o->tail = mallocCheck(f);
+    o->aux = mallocCheck(f), o->old = mallocCheck(f);
+    o->ids = mallocCheck(sizeof(int) * nk), o->lp = mallocCheck(sizeof(float) * nk);
+    o->entropy = mallocCheck(d), o->argmax = mallocCheck(i), o->t_argmax = mallocCheck(i);
+    o->kl_fwd = mallocCheck(f), o->kl_rev = mallocCheck(f);
+    o->d_w = be->alloc(be, f), o->d_mask = be->alloc(be, f), o->d_tgt = be->alloc(be, i);
+    o->d_tail = be->alloc(be, f), o->d_aux = be->alloc(be, f), o->d_old = be->alloc(be, f);
+    o->d_ids = be->alloc(be, sizeof(int) * nk), o->d_lp = be->alloc(be, sizeof(float) * nk);
+    o->d_entropy = be->alloc(be, d), o->d_t_entropy = be->alloc(be, d);
+    o->d_argmax = be->alloc(be, i), o->d_t_argmax = be->alloc(be, i);
+    o->d_kl_fwd = be->alloc(be, f), o->d_kl_rev = be->alloc(be, f);
 }
 
-// The host rows run in stages: one download of up to OBJ_STAGE_ROWS consecutive logits rows (the
-// staged rows' span), then the rows in parallel, each into its own slot, then the slots summed in
-// row order, so the sums are those of one row after another. One synchronous download per row
-// cost a GPU trainer most of its step.
-
-// the rows [r0, end) whose positions lie within OBJ_STAGE_ROWS of b->pos[r0] (positions increase)
-static int stage_end(const DistillBatch* b, int r0) {
-    int r1 = r0 + 1;
-    while (r1 < b->n_rows && b->pos[r1] - b->pos[r0] < OBJ_STAGE_ROWS) r1++;
-    return r1;
-}
-
-// row r (at position p) against the teacher's full distribution (tz, its staged row, becomes the
-// JSD's surrogate); its host loss (the JSD), else 0
-static double full_row(DistillObjective* o, int p, const float* z, float* tz, DistillLoss loss, DistillRowStats* rs) {
-    distill_row_stats_full(z, tz, o->V, rs);
-    if (loss == DISTILL_LOSS_JSD) return distill_row_jsd_full(z, tz, o->V, o->beta, tz);
-    if (loss == DISTILL_LOSS_REVERSE_KL_SAMPLED) o->aux[p] = tz[o->tgt[p]];
-    return 0.0;
-}
-
-// row r (at position p) against its record's top-k buckets (and the exact sampled log-prob where
-// recorded); its host loss (the JSD), else 0
-static double topk_row(DistillObjective* o, const DistillBatch* b, int r, int p, const float* z, DistillLoss loss,
-                       DistillRowStats* rs) {
-    const int V = o->V, K = b->K;
-    int* ids = o->ids + (size_t)p * K;
-    float* lp = o->lp + (size_t)p * K;
-    distill_row_stats(z, V, ids, lp, o->tail[p], K, rs);
-    if (loss == DISTILL_LOSS_JSD) return distill_row_jsd(z, V, ids, lp, o->tail[p], K, o->beta, lp, &o->tail[p]);
-    if (loss == DISTILL_LOSS_REVERSE_KL_SAMPLED)
-        o->aux[p] = !isnan(b->exact[r]) ? b->exact[r] : distill_row_sampled_lp(z, V, o->tgt[p], ids, lp, o->tail[p], K);
-    return 0.0;
-}
-
-// The host rows: metrics, the JSD's surrogate and the sampled id's log-prob, against the
-// teacher's full distribution when teacher, else the records' top-k; returns the weighted sum of
-// the rows' host losses (the JSD).
-static double host_rows(DistillObjective* o, const float* logits, const DistillBatch* b, float* teacher,
-                        DistillLoss loss, DistillStats* st) {
+// The rows' metrics (distill_row_stats, distill_row_stats_full): computed where the logits are,
+// by the backend's row ops, then summed on the host in row order. Runs before the JSD rewrites
+// the teacher's rows into its surrogate.
+static void row_metrics(DistillObjective* o, const float* logits, const DistillBatch* b, const float* teacher, int K,
+                        DistillStats* st) {
     Backend* be = o->be;
-    const int V = o->V;
-    for (int r0 = 0, r1; r0 < b->n_rows; r0 = r1) {
-        r1 = stage_end(b, r0);
-        const int p0 = b->pos[r0];
-        const size_t span = (size_t)(b->pos[r1 - 1] - p0 + 1) * V;
-        be->download(be, o->z, logits + (size_t)p0 * V, sizeof(float) * span);
-        if (teacher) be->download(be, o->tz, teacher + (size_t)p0 * V, sizeof(float) * span);
-#pragma omp parallel for schedule(dynamic)
-        for (int r = r0; r < r1; r++) {
-            const int p = b->pos[r];
-            const size_t at = (size_t)(p - p0) * V;
-            o->row_loss[r] = teacher ? full_row(o, p, o->z + at, o->tz + at, loss, &o->row_stats[r])
-                                     : topk_row(o, b, r, p, o->z + at, loss, &o->row_stats[r]);
-        }
-        // the JSD's surrogate replaces the teacher's rows (the others in the span go back as they came)
-        if (teacher && loss == DISTILL_LOSS_JSD) be->upload(be, teacher + (size_t)p0 * V, o->tz, sizeof(float) * span);
+    const int N = b->B * b->T, V = o->V, kl = teacher || K;
+    const size_t f = sizeof(float) * (size_t)N, i = sizeof(int) * (size_t)N;
+    loss_entropy(be, logits, o->d_mask, N, V, o->d_entropy, o->d_argmax);
+    if (teacher) {
+        loss_entropy(be, teacher, o->d_mask, N, V, o->d_t_entropy, o->d_t_argmax);
+        loss_kl_full(be, logits, teacher, o->d_mask, N, V, 0, o->d_kl_fwd, NULL);
+        loss_kl_full(be, logits, teacher, o->d_mask, N, V, 1, o->d_kl_rev, NULL);
+        be->download(be, o->t_argmax, o->d_t_argmax, i);
+    } else if (K) {
+        loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_mask, N, V, K, 0, o->d_kl_fwd, NULL);
+        loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_mask, N, V, K, 1, o->d_kl_rev, NULL);
     }
-    double host_loss = 0.0;
+    be->download(be, o->entropy, o->d_entropy, sizeof(double) * (size_t)N);
+    be->download(be, o->argmax, o->d_argmax, i);
+    if (kl) be->download(be, o->kl_fwd, o->d_kl_fwd, f), be->download(be, o->kl_rev, o->d_kl_rev, f);
     for (int r = 0; r < b->n_rows; r++) {
-        const DistillRowStats* rs = &o->row_stats[r];
-        st->kl_forward += rs->kl_forward;
-        st->kl_reverse += rs->kl_reverse;
-        st->agree += rs->agree;
-        st->entropy += rs->entropy;
-        host_loss += (double)b->weight * o->row_loss[r];
+        const int p = b->pos[r];
+        if (kl) {
+            const int top = teacher ? o->t_argmax[p] : teacher_top(o->ids + (size_t)p * K, o->lp + (size_t)p * K, K);
+            st->kl_forward += o->kl_fwd[p];
+            st->kl_reverse += o->kl_rev[p];
+            st->agree += o->argmax[p] == top ? 1.0 : 0.0;
+        } else {
+            st->kl_forward = st->kl_reverse = st->agree = NAN;
+        }
+        st->entropy += o->entropy[p];
     }
-    return host_loss;
 }
 
 void distill_objective_run(DistillObjective* o, const float* logits, const DistillBatch* b, float* teacher, float* dz,
@@ -368,29 +248,30 @@ void distill_objective_run(DistillObjective* o, const float* logits, const Disti
     reserve(o, (size_t)N, (size_t)K);
 
     // stage the rows at their positions; every other position has weight 0 (skipped by the blocks)
-    memset(o->w, 0, sizeof(float) * (size_t)N);
+    const size_t f = sizeof(float) * (size_t)N;
+    memset(o->w, 0, f), memset(o->mask, 0, f), memset(o->tail, 0, f), memset(o->aux, 0, f), memset(o->old, 0, f);
     for (int p = 0; p < N; p++) o->tgt[p] = -1;
     if (K) memset(o->ids, 0, sizeof(int) * (size_t)N * K), memset(o->lp, 0, sizeof(float) * (size_t)N * K);
-    memset(o->tail, 0, sizeof(float) * (size_t)N);
-    memset(o->aux, 0, sizeof(float) * (size_t)N);
-    memset(o->old, 0, sizeof(float) * (size_t)N);
     for (int r = 0; r < b->n_rows; r++) {
         const int p = b->pos[r];
         o->w[p] = b->weight;
+        o->mask[p] = 1.0f;
         o->tgt[p] = b->target[r];
         if (K) memcpy(o->ids + (size_t)p * K, b->ids + (size_t)r * K, sizeof(int) * (size_t)K);
         if (K) memcpy(o->lp + (size_t)p * K, b->lp + (size_t)r * K, sizeof(float) * (size_t)K);
         o->tail[p] = b->tail[r];
         o->old[p] = b->old_lp[r];
+        o->aux[p] = b->exact[r]; // NaN where the record has none
     }
-    const double host_loss = host_rows(o, logits, b, teacher, loss, st);
-    be->upload(be, o->d_w, o->w, sizeof(float) * (size_t)N);
+    be->upload(be, o->d_w, o->w, f);
+    be->upload(be, o->d_mask, o->mask, f);
     be->upload(be, o->d_tgt, o->tgt, sizeof(int) * (size_t)N);
     if (K) be->upload(be, o->d_ids, o->ids, sizeof(int) * (size_t)N * K);
     if (K) be->upload(be, o->d_lp, o->lp, sizeof(float) * (size_t)N * K);
-    be->upload(be, o->d_tail, o->tail, sizeof(float) * (size_t)N);
-    be->upload(be, o->d_aux, o->aux, sizeof(float) * (size_t)N);
-    be->upload(be, o->d_old, o->old, sizeof(float) * (size_t)N);
+    be->upload(be, o->d_tail, o->tail, f);
+    be->upload(be, o->d_aux, o->aux, f);
+    be->upload(be, o->d_old, o->old, f);
+    row_metrics(o, logits, b, teacher, K, st);
 
     switch (loss) {
     case DISTILL_LOSS_FORWARD_KL:
@@ -405,15 +286,25 @@ void distill_objective_run(DistillObjective* o, const float* logits, const Disti
                             : loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 1, NULL, dz);
         break;
     case DISTILL_LOSS_REVERSE_KL_SAMPLED:
+        // the teacher's log-prob of the target: from its full row, else the record's exact one,
+        // else from the top-k row
+        if (teacher)
+            be->pick(be, o->d_aux, teacher, o->d_tgt, N, V);
+        else
+            loss_sampled_lp(be, o->d_aux, logits, o->d_tgt, o->d_ids, o->d_lp, o->d_tail, o->d_mask, N, V, K);
         st->loss += loss_kl_sampled(be, logits, o->d_tgt, o->d_aux, o->d_old, o->d_w, N, V, NULL, dz);
         break;
     case DISTILL_LOSS_JSD:
-        // the block's value is the KL to the surrogate, not the JSD: report the host value
-        if (teacher)
+        // the surrogate replaces the teacher's rows in place; the reverse block's value is the KL to
+        // the surrogate, not the JSD: report the JSD
+        if (teacher) {
+            st->loss += loss_jsd_full(be, logits, teacher, o->d_w, N, V, o->beta, teacher);
             loss_kl_full(be, logits, teacher, o->d_w, N, V, 1, NULL, dz);
-        else
+        } else {
+            st->loss += loss_jsd_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, o->beta, o->d_lp,
+                                      o->d_tail);
             loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 1, NULL, dz);
-        st->loss += host_loss;
+        }
         break;
     }
 }

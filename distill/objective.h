@@ -5,8 +5,8 @@
 // makes one loss row at position i - 1 with target tokens[i] (the sampled id) and that token's
 // teacher top-k row. An agent token at position 0 has no predicting position and no loss.
 //
-// Two variants need host work on the student's row before the block runs (the logits row is
-// downloaded once per loss row anyway, for the metrics):
+// Two variants need a pass over the student's row before the block runs (loss.h's JSD and
+// sampled log-prob row ops, on the backend, like the metrics):
 //   jsd (0 < beta < 1)  generalised JSD of GKD (TRL's convention) between the bucketed teacher P
 //                       and student Q (top-k + tail, as in loss_kl_topk), M = beta P + (1-beta) Q:
 //                         loss = beta KL(P || M) + (1 - beta) KL(Q || M)
@@ -34,7 +34,8 @@
 #include "rollout/trajectory.h"
 
 // ----------------------------------------------------------------------------
-// host rows
+// the metrics of one row: their host reference (the objective computes them with the backend's
+// row ops, loss.h, and the tests check it against these)
 
 typedef struct {
     double kl_forward, kl_reverse; // on the top-k + tail buckets (loss_row_kl_topk); NaN if K == 0
@@ -43,18 +44,9 @@ typedef struct {
 } DistillRowStats;
 
 void distill_row_stats(const float* z, int V, const int* ids, const float* lp, float tail, int K, DistillRowStats* out);
-// JSD(beta) of one row (0 < beta < 1); fills the surrogate teacher (lp_s (K), *tail_s) whose
-// reverse top-k gradient is the JSD gradient. lp_s may alias lp.
-double distill_row_jsd(const float* z, int V, const int* ids, const float* lp, float tail, int K, double beta,
-                       float* lp_s, float* tail_s);
-// the teacher's log-prob of the sampled id y for the sampled-token estimator
-float distill_row_sampled_lp(const float* z, int V, int y, const int* ids, const float* lp, float tail, int K);
 // the same statistics against the teacher's full log-probabilities lp (V): KLs over the
 // vocabulary, agreement of the two argmaxes (ties: lowest id)
 void distill_row_stats_full(const float* z, const float* lp, int V, DistillRowStats* out);
-// JSD(beta) over the vocabulary (0 < beta < 1); fills the surrogate teacher lp_s (V), whose
-// reverse full-KL gradient is the JSD gradient. lp_s may alias lp.
-double distill_row_jsd_full(const float* z, const float* lp, int V, double beta, float* lp_s);
 
 // ----------------------------------------------------------------------------
 // the micro-batch on the host

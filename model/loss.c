@@ -48,6 +48,39 @@ double loss_kl_sampled(Backend* be, const float* z, const int* ids, const float*
     return be->kl_sampled(be, z, ids, teacher_lp, old_lp, w, N, V, losses, dz);
 }
 
+void loss_entropy(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax) {
+    check_shape("loss_entropy", N, V);
+    be->entropy(be, z, w, N, V, entropy, argmax);
+}
+
+static void check_beta(const char* what, double beta) {
+    if (!(beta > 0.0 && beta < 1.0)) fatal("%s: beta %g must be in (0, 1)", what, beta);
+}
+
+double loss_jsd_topk(Backend* be, const float* z, const int* ids, const float* lp, const float* tail, const float* w,
+                     int N, int V, int K, double beta, float* lp_s, float* tail_s) {
+    check_shape("loss_jsd_topk", N, V);
+    check_beta("loss_jsd_topk", beta);
+    if (K <= 0 || K > V || K > LOSS_TOPK_MAX)
+        fatal("loss_jsd_topk: K=%d must be in [1, min(V=%d, %d)]", K, V, LOSS_TOPK_MAX);
+    return be->jsd_topk(be, z, ids, lp, tail, w, N, V, K, beta, lp_s, tail_s);
+}
+
+double loss_jsd_full(Backend* be, const float* z, const float* lp, const float* w, int N, int V, double beta,
+                     float* lp_s) {
+    check_shape("loss_jsd_full", N, V);
+    check_beta("loss_jsd_full", beta);
+    return be->jsd_full(be, z, lp, w, N, V, beta, lp_s);
+}
+
+void loss_sampled_lp(Backend* be, float* lp_y, const float* z, const int* y, const int* ids, const float* lp,
+                     const float* tail, const float* w, int N, int V, int K) {
+    check_shape("loss_sampled_lp", N, V);
+    if (K <= 0 || K > V || K > LOSS_TOPK_MAX)
+        fatal("loss_sampled_lp: K=%d must be in [1, min(V=%d, %d)]", K, V, LOSS_TOPK_MAX);
+    be->sampled_lp(be, lp_y, z, y, ids, lp, tail, w, N, V, K);
+}
+
 // ----------------------------------------------------------------------------
 // row kernels
 
@@ -185,4 +218,92 @@ float loss_row_kl_sampled(const float* z, int V, int id, float lp_t, const float
         dz[id] += wc;
     }
     return (float)c;
+}
+
+double loss_row_entropy(const float* z, int V, int* argmax) {
+    const double lse = loss_row_logsumexp(z, V);
+    double h = 0.0;
+    int arg = 0;
+    for (int v = 0; v < V; v++) {
+        const double lq = (double)z[v] - lse;
+        h -= exp(lq) * lq;
+        if (z[v] > z[arg]) arg = v;
+    }
+    *argmax = arg;
+    return h;
+}
+
+// The K + 1 buckets of one row, computed as loss_row_kl_topk does (exponentials relative to the
+// max logit summed in double, the student tail summed directly, the teacher renormalised).
+typedef struct {
+    double lse;                                          // log-sum-exp of z
+    double lQ[LOSS_TOPK_MAX + 1], lP[LOSS_TOPK_MAX + 1]; // bucket log-probs, floored; index K = tail
+    double Q[LOSS_TOPK_MAX + 1], P[LOSS_TOPK_MAX + 1];
+} Buckets;
+
+static void buckets(const float* z, int V, const int* ids, const float* lp, float tail, int K, Buckets* b) {
+    const double log_floor = log(LOSS_PROB_FLOOR);
+    const float m = row_max(z, V);
+    double Z = 0.0, Zs = 0.0;
+    for (int v = 0; v < V; v++) Z += expf(z[v] - m);
+    for (int i = 0; i < K; i++) Zs += expf(z[ids[i]] - m);
+    const double logZ = log(Z), Zt = K < V && Z - Zs > 0.0 ? Z - Zs : 0.0;
+    b->lse = m + logZ;
+    double S = tail;
+    for (int i = 0; i < K; i++) S += exp((double)lp[i]);
+    const double logS = log(S);
+    for (int i = 0; i < K; i++) {
+        b->Q[i] = exp(z[ids[i]] - m) / Z;
+        b->lQ[i] = fmax(z[ids[i]] - m - logZ, log_floor);
+        b->P[i] = exp((double)lp[i] - logS);
+        b->lP[i] = fmax((double)lp[i] - logS, log_floor);
+    }
+    b->Q[K] = Zt / Z;
+    b->lQ[K] = Zt > 0.0 ? fmax(log(Zt) - logZ, log_floor) : log_floor;
+    b->P[K] = tail / S;
+    b->lP[K] = tail > 0.0f ? fmax(log((double)tail) - logS, log_floor) : log_floor;
+}
+
+double loss_row_jsd_topk(const float* z, int V, const int* ids, const float* lp, float tail, int K, double beta,
+                         float* lp_s, float* tail_s) {
+    Buckets bk, *b = &bk;
+    buckets(z, V, ids, lp, tail, K, b);
+    const double log_floor = log(LOSS_PROB_FLOOR);
+    double jsd = 0.0;
+    for (int i = 0; i <= K; i++) {
+        const double M = beta * b->P[i] + (1.0 - beta) * b->Q[i];
+        const double lM = M > 0.0 ? fmax(log(M), log_floor) : log_floor;
+        if (b->P[i] > 0.0) jsd += beta * b->P[i] * (b->lP[i] - lM);
+        if (b->Q[i] > 0.0) jsd += (1.0 - beta) * b->Q[i] * (b->lQ[i] - lM);
+        const double ls = beta * b->lQ[i] + (1.0 - beta) * lM; // log of the surrogate bucket
+        if (i < K)
+            lp_s[i] = (float)ls;
+        else
+            *tail_s = b->Q[K] > 0.0 ? (float)exp(ls) : 0.0f;
+    }
+    return jsd;
+}
+
+float loss_row_sampled_lp(const float* z, int V, int y, const int* ids, const float* lp, float tail, int K) {
+    check_id("sampled_lp", y, V);
+    Buckets b;
+    buckets(z, V, ids, lp, tail, K, &b);
+    double out = b.lP[K] + (z[y] - b.lse) - b.lQ[K];
+    for (int i = 0; i < K; i++) {
+        if (ids[i] == y) out = b.lP[i];
+    }
+    return (float)out;
+}
+
+double loss_row_jsd_full(const float* z, const float* lp, int V, double beta, float* lp_s) {
+    const double lse = loss_row_logsumexp(z, V), log_floor = log(LOSS_PROB_FLOOR);
+    double jsd = 0.0;
+    for (int v = 0; v < V; v++) {
+        const double lq = (double)z[v] - lse, q = exp(lq), p = exp((double)lp[v]);
+        const double M = beta * p + (1.0 - beta) * q, lM = M > 0.0 ? fmax(log(M), log_floor) : log_floor;
+        if (p > 0.0) jsd += beta * p * (fmax((double)lp[v], log_floor) - lM);
+        if (q > 0.0) jsd += (1.0 - beta) * q * (fmax(lq, log_floor) - lM);
+        lp_s[v] = (float)(beta * fmax(lq, log_floor) + (1.0 - beta) * lM);
+    }
+    return jsd;
 }

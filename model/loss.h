@@ -30,6 +30,15 @@
 //   loss = c  (an unbiased per-sample estimate of KL(q || p))
 //   dz   = w c (onehot(y) - q)  (the score-function gradient: E[c grad log q(y)] = grad KL)
 //
+// The distillation objective's per-row pieces (distill/objective.h has their derivation):
+//   entropy            H = -sum_v q_v lq_v (double), argmax = first index of max z
+//   JSD (beta)         beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q, on the
+//                      K + 1 buckets (top-k) or the vocabulary (full); it also writes the surrogate
+//                      teacher (log s_b = beta log Q_b + (1 - beta) log M_b, floored) whose reverse
+//                      KL block has the JSD's gradient
+//   sampled log-prob   the teacher's log-prob of a sampled id y from its top-k row: its own bucket
+//                      when y is an id, else the tail spread like the student's: lP_tail + lq_y - lQ_tail
+//
 // All pointers are backend buffers (see ops.h). The CPU backend runs the row kernels at the
 // bottom of this header, which are also what a reader should check the math against.
 #pragma once
@@ -55,6 +64,19 @@ double loss_kl_topk(Backend* be, const float* z, const int* ids, const float* te
 double loss_kl_sampled(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
                        const float* w, int N, int V, float* losses, float* dz);
 
+// entropy (N, double) and argmax (N) of each row of z with w != 0 (skipped rows: 0 and -1)
+void loss_entropy(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax);
+// JSD(beta), 0 < beta < 1; returns sum_n (double)w[n] * jsd[n] (summed in row order); the
+// surrogate goes to lp_s (N, K) and tail_s (N) (full: lp_s (N, V)), which may alias lp and tail
+double loss_jsd_topk(Backend* be, const float* z, const int* ids, const float* lp, const float* tail, const float* w,
+                     int N, int V, int K, double beta, float* lp_s, float* tail_s);
+double loss_jsd_full(Backend* be, const float* z, const float* lp, const float* w, int N, int V, double beta,
+                     float* lp_s);
+// lp_y (N): on each row with w != 0 whose entry is NaN, the teacher's log-prob of id y[n] from its
+// top-k row (the sampled log-prob above); other entries are kept
+void loss_sampled_lp(Backend* be, float* lp_y, const float* z, const int* y, const int* ids, const float* lp,
+                     const float* tail, const float* w, int N, int V, int K);
+
 // ----------------------------------------------------------------------------
 // host row kernels (one token's V logits; dz may be NULL; return the unweighted loss)
 
@@ -65,3 +87,9 @@ float loss_row_kl_full(const float* z, const float* lp, int V, int reverse, floa
 float loss_row_kl_topk(const float* z, int V, const int* ids, const float* lp, float tail, int K, int reverse, float w,
                        float* dz);
 float loss_row_kl_sampled(const float* z, int V, int id, float lp_t, const float* old_lp, float w, float* dz);
+double loss_row_entropy(const float* z, int V, int* argmax);
+// the JSD rows return jsd in double and write the surrogate (lp_s may alias lp)
+double loss_row_jsd_topk(const float* z, int V, const int* ids, const float* lp, float tail, int K, double beta,
+                         float* lp_s, float* tail_s);
+double loss_row_jsd_full(const float* z, const float* lp, int V, double beta, float* lp_s);
+float loss_row_sampled_lp(const float* z, int V, int y, const int* ids, const float* lp, float tail, int K);

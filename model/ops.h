@@ -99,6 +99,18 @@ struct Backend {
                       const float* w, int N, int V, int K, int reverse, float* losses, float* dz);
     double (*kl_sampled)(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
                          const float* w, int N, int V, float* losses, float* dz);
+    // the distillation objective's per-row pieces (loss.h; rows with w == 0 skipped). entropy (N
+    // doubles), argmax (N); jsd_* return sum_n w[n] jsd[n] summed in row order and synchronise;
+    // their surrogate outputs may alias lp and tail.
+    void (*entropy)(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax);
+    double (*jsd_topk)(Backend* be, const float* z, const int* ids, const float* lp, const float* tail, const float* w,
+                       int N, int V, int K, double beta, float* lp_s, float* tail_s);
+    double (*jsd_full)(Backend* be, const float* z, const float* lp, const float* w, int N, int V, double beta,
+                       float* lp_s);
+    void (*sampled_lp)(Backend* be, float* lp_y, const float* z, const int* y, const int* ids, const float* lp,
+                       const float* tail, const float* w, int N, int V, int K);
+    // out[n] = x[n * V + idx[n]] of the (N, V) x for each idx[n] in [0, V); other entries are kept
+    void (*pick)(Backend* be, float* out, const float* x, const int* idx, int N, int V);
 
     // ------------------------------------------------------------------------
     // optimizer: one AdamW step over n elements (see adamw.h); g is multiplied by grad_scale

@@ -553,6 +553,68 @@ static double cpu_kl_sampled(Backend* be, const float* z, const int* ids, const 
 }
 
 // ----------------------------------------------------------------------------
+// the distillation objective's rows: in parallel, each into its own slot; sums in row order
+
+static void cpu_entropy(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax) {
+#pragma omp parallel for num_threads(be->threads) schedule(dynamic) if((size_t)N * V >= CPU_PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        if (w[n] == 0.0f) {
+            entropy[n] = 0.0, argmax[n] = -1;
+            continue;
+        }
+        entropy[n] = loss_row_entropy(z + (size_t)n * V, V, &argmax[n]);
+    }
+}
+
+static double sum_in_order(double* rows, int N) {
+    double s = 0.0;
+    for (int n = 0; n < N; n++) s += rows[n];
+    free(rows);
+    return s;
+}
+
+static double cpu_jsd_topk(Backend* be, const float* z, const int* ids, const float* lp, const float* tail,
+                           const float* w, int N, int V, int K, double beta, float* lp_s, float* tail_s) {
+    double* rows = mallocCheck(sizeof(double) * (size_t)(N > 0 ? N : 1));
+#pragma omp parallel for num_threads(be->threads) schedule(dynamic) if((size_t)N * V >= CPU_PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const size_t at = (size_t)n * K;
+        rows[n] = w[n] == 0.0f ? 0.0
+                               : (double)w[n] * loss_row_jsd_topk(z + (size_t)n * V, V, ids + at, lp + at, tail[n], K,
+                                                                  beta, lp_s + at, tail_s + n);
+    }
+    return sum_in_order(rows, N);
+}
+
+static double cpu_jsd_full(Backend* be, const float* z, const float* lp, const float* w, int N, int V, double beta,
+                           float* lp_s) {
+    double* rows = mallocCheck(sizeof(double) * (size_t)(N > 0 ? N : 1));
+#pragma omp parallel for num_threads(be->threads) schedule(dynamic) if((size_t)N * V >= CPU_PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const size_t at = (size_t)n * V;
+        rows[n] = w[n] == 0.0f ? 0.0 : (double)w[n] * loss_row_jsd_full(z + at, lp + at, V, beta, lp_s + at);
+    }
+    return sum_in_order(rows, N);
+}
+
+static void cpu_sampled_lp(Backend* be, float* lp_y, const float* z, const int* y, const int* ids, const float* lp,
+                           const float* tail, const float* w, int N, int V, int K) {
+#pragma omp parallel for num_threads(be->threads) schedule(dynamic) if((size_t)N * V >= CPU_PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        if (w[n] == 0.0f || !isnan(lp_y[n])) continue;
+        const size_t at = (size_t)n * K;
+        lp_y[n] = loss_row_sampled_lp(z + (size_t)n * V, V, y[n], ids + at, lp + at, tail[n], K);
+    }
+}
+
+static void cpu_pick(Backend* be, float* out, const float* x, const int* idx, int N, int V) {
+    (void)be;
+    for (int n = 0; n < N; n++) {
+        if (idx[n] >= 0 && idx[n] < V) out[n] = x[(size_t)n * V + idx[n]];
+    }
+}
+
+// ----------------------------------------------------------------------------
 // AdamW
 
 static void cpu_adamw(Backend* be, float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1,
@@ -670,6 +732,11 @@ Backend* backend_cpu_create(int threads) {
         .kl_full = cpu_kl_full,
         .kl_topk = cpu_kl_topk,
         .kl_sampled = cpu_kl_sampled,
+        .entropy = cpu_entropy,
+        .jsd_topk = cpu_jsd_topk,
+        .jsd_full = cpu_jsd_full,
+        .sampled_lp = cpu_sampled_lp,
+        .pick = cpu_pick,
         .adamw = cpu_adamw,
         .fp_accumulate = cpu_fp_accumulate,
         .fp_to_float = cpu_fp_to_float,

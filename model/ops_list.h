@@ -54,7 +54,14 @@
       (be, p, g, m, v, n, lr, b1, b2, eps, wd, gs, t))                                                            \
     X(fp_to_float, (Backend * be, float* g, const int64_t* acc, size_t n, int k), (be, g, acc, n, k))              \
     X(sum_squares_blocks, (Backend * be, double* sums, const float* x, size_t n, size_t block),                    \
-      (be, sums, x, n, block))
+      (be, sums, x, n, block))                                                                                     \
+    X(entropy, (Backend * be, const float* z, const float* w, int N, int V, double* h, int* arg),                  \
+      (be, z, w, N, V, h, arg))                                                                                    \
+    X(sampled_lp,                                                                                                  \
+      (Backend * be, float* lp_y, const float* z, const int* y, const int* ids, const float* lp, const float* tail, \
+       const float* w, int N, int V, int K),                                                                       \
+      (be, lp_y, z, y, ids, lp, tail, w, N, V, K))                                                                 \
+    X(pick, (Backend * be, float* out, const float* x, const int* idx, int N, int V), (be, out, x, idx, N, V))
 
 #define BACKEND_DOUBLE_OPS(R)                                                                                      \
     R(sum_squares, (Backend * be, const float* x, size_t n), (be, x, n))                                           \
@@ -72,7 +79,14 @@
     R(kl_sampled,                                                                                                  \
       (Backend * be, const float* z, const int* ids, const float* tlp, const float* olp, const float* w, int N,    \
        int V, float* losses, float* dz),                                                                           \
-      (be, z, ids, tlp, olp, w, N, V, losses, dz))
+      (be, z, ids, tlp, olp, w, N, V, losses, dz))                                                                \
+    R(jsd_topk,                                                                                                    \
+      (Backend * be, const float* z, const int* ids, const float* lp, const float* tail, const float* w, int N,    \
+       int V, int K, double beta, float* lp_s, float* tail_s),                                                     \
+      (be, z, ids, lp, tail, w, N, V, K, beta, lp_s, tail_s))                                                      \
+    R(jsd_full,                                                                                                    \
+      (Backend * be, const float* z, const float* lp, const float* w, int N, int V, double beta, float* lp_s),     \
+      (be, z, lp, w, N, V, beta, lp_s))
 
 // the ops that return an int
 #define BACKEND_INT_OPS(I)                                                                                         \

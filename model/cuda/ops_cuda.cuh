@@ -162,6 +162,14 @@ double cuda_kl_topk(Backend* be, const float* z, const int* ids, const float* te
                     const float* w, int N, int V, int K, int reverse, float* losses, float* dz);
 double cuda_kl_sampled(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
                        const float* w, int N, int V, float* losses, float* dz);
+void cuda_entropy(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax);
+double cuda_jsd_topk(Backend* be, const float* z, const int* ids, const float* lp, const float* tail, const float* w,
+                     int N, int V, int K, double beta, float* lp_s, float* tail_s);
+double cuda_jsd_full(Backend* be, const float* z, const float* lp, const float* w, int N, int V, double beta,
+                     float* lp_s);
+void cuda_sampled_lp(Backend* be, float* lp_y, const float* z, const int* y, const int* ids, const float* lp,
+                     const float* tail, const float* w, int N, int V, int K);
+void cuda_pick(Backend* be, float* out, const float* x, const int* idx, int N, int V);
 
 // fixed_point.cu
 int cuda_fp_accumulate(Backend* be, int64_t* acc, const float* g, size_t n, int k, double limit, double* max_abs);

@@ -6,6 +6,8 @@
 // goes to a scratch array and the total is summed in a fixed order (cuda_sum_doubles): results
 // are bit-identical between runs. Expressions follow loss.c term by term, including where they
 // round to float and where they stay in double.
+#include <limits.h>
+
 #include "model/cuda/ops_cuda.cuh"
 
 extern "C" {
@@ -39,6 +41,14 @@ __device__ void row_max_sum(const float* z, int V, float* shf, double* shd, floa
     *m_out = M;
 }
 
+// the row's log-sum-exp, (double)max + log(sum), as loss_row_logsumexp; every thread gets it
+__device__ double row_logsumexp(const float* z, int V, float* shf, double* shd) {
+    float m;
+    double s;
+    row_max_sum(z, V, shf, shd, &m, &s);
+    return (double)m + log(s);
+}
+
 // the row's result: its loss (when asked) and its weighted loss for the total
 __device__ __forceinline__ void row_result(int n, float w, float l, float* losses, double* rowval) {
     if (threadIdx.x == 0) {
@@ -66,10 +76,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) softmax_kernel(float* y, const f
     __shared__ double shd[32];
     const float* zn = z + (size_t)blockIdx.x * V;
     float* yn = y + (size_t)blockIdx.x * V;
-    float m;
-    double s;
-    row_max_sum(zn, V, shf, shd, &m, &s);
-    const double lse = (double)m + log(s);
+    const double lse = row_logsumexp(zn, V, shf, shd);
     const float lsef = (float)lse;
     for (int v = threadIdx.x; v < V; v += blockDim.x) {
         yn[v] = log_mode ? (float)(zn[v] - lse) : expf(zn[v] - lsef);
@@ -108,10 +115,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) cross_entropy_kernel(const float
         return;
     }
     const float* zn = z + (size_t)n * V;
-    float m;
-    double s;
-    row_max_sum(zn, V, shf, shd, &m, &s);
-    const double lse = (double)m + log(s);
+    const double lse = row_logsumexp(zn, V, shf, shd);
     if (dz) {
         float* dzn = dz + (size_t)n * V;
         const float lsef = (float)lse;
@@ -149,10 +153,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_full_kernel(const float* z, c
     }
     const float* zn = z + (size_t)n * V;
     const float* lpn = lp + (size_t)n * V;
-    float m;
-    double s;
-    row_max_sum(zn, V, shf, shd, &m, &s);
-    const double lse = (double)m + log(s);
+    const double lse = row_logsumexp(zn, V, shf, shd);
     double kl = 0.0;
     if (!reverse) {
         double klt = 0.0, psum = 0.0;
@@ -321,10 +322,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_sampled_kernel(const float* z
         return;
     }
     const float* zn = z + (size_t)n * V;
-    float m;
-    double s;
-    row_max_sum(zn, V, shf, shd, &m, &s);
-    const double lse = (double)m + log(s);
+    const double lse = row_logsumexp(zn, V, shf, shd);
     const double lq = zn[y] - lse;
     const double rho = old_lp ? exp(lq - (double)old_lp[n]) : 1.0;
     const double c = rho * (lq - (double)lp[n]);
@@ -347,4 +345,238 @@ double cuda_kl_sampled(Backend* be, const float* z, const int* ids, const float*
     kl_sampled_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, ids, teacher_lp, old_lp, w, V, losses, dz, rowval);
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
+}
+
+// ----------------------------------------------------------------------------
+// the distillation objective's rows (loss.h): entropy and argmax, the JSD and its surrogate
+// teacher, the sampled id's log-prob from a top-k row, and picking one entry per row
+
+// (v, i) becomes the larger of itself and (ov, oi); ties go to the lower index, as the CPU's
+// first-max scan does
+__device__ __forceinline__ void argmax_merge(float& v, int& i, float ov, int oi) {
+    if (ov > v || (ov == v && oi < i)) v = ov, i = oi;
+}
+
+// the block's first index of the max; every thread gets it. shf: 32 floats, shi: 32 ints.
+__device__ int block_argmax(float v, int i, float* shf, int* shi) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int o = 16; o > 0; o >>= 1)
+        argmax_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    __syncthreads();
+    if (lane == 0) shf[warp] = v, shi[warp] = i;
+    __syncthreads();
+    v = lane < nw ? shf[lane] : -INFINITY;
+    i = lane < nw ? shi[lane] : INT_MAX;
+    for (int o = 16; o > 0; o >>= 1)
+        argmax_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    __syncthreads();
+    return i;
+}
+
+__global__ void __launch_bounds__(LOSS_THREADS) entropy_kernel(const float* z, const float* w, int V, double* entropy,
+                                                               int* argmax) {
+    __shared__ float shf[32];
+    __shared__ double shd[32];
+    __shared__ int shi[32];
+    const int n = blockIdx.x;
+    if (w[n] == 0.0f) {
+        if (threadIdx.x == 0) entropy[n] = 0.0, argmax[n] = -1;
+        return;
+    }
+    const float* zn = z + (size_t)n * V;
+    const double lse = row_logsumexp(zn, V, shf, shd);
+    double h = 0.0;
+    float best = threadIdx.x < V ? zn[threadIdx.x] : -INFINITY;
+    int arg = threadIdx.x < V ? (int)threadIdx.x : INT_MAX;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) {
+        const double lq = (double)zn[v] - lse;
+        h -= exp(lq) * lq;
+        if (zn[v] > best) best = zn[v], arg = v;
+    }
+    h = block_sum_d(h, shd);
+    arg = block_argmax(best, arg, shf, shi);
+    if (threadIdx.x == 0) entropy[n] = h, argmax[n] = arg;
+}
+
+void cuda_entropy(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax) {
+    if (N <= 0) return;
+    entropy_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, w, V, entropy, argmax);
+    cudaCheckLaunch();
+}
+
+// The parts of a top-k row's K + 1 buckets that need the whole row (loss.c's buckets): the
+// student's max m, log Z and tail, the teacher's log S and tail, all relative to max z. Every
+// thread gets them; bad = 1 for an id outside [0, V) or a tail mass < 0 or NaN.
+struct RowBuckets {
+    float m;
+    double Z, logZ, lse, Qt, lQt, logS, Pt, lPt;
+    int bad;
+};
+
+__device__ RowBuckets row_buckets(const float* zn, const int* idn, const float* lpn, float tail, int V, int K,
+                                  float* shf, double* shd) {
+    RowBuckets r;
+    const double log_floor = log(LOSS_PROB_FLOOR);
+    float bad = tail >= 0.0f ? 0.0f : 1.0f;
+    for (int i = threadIdx.x; i < K; i += blockDim.x) bad = idn[i] >= 0 && idn[i] < V ? bad : 1.0f;
+    r.bad = block_max(bad, shf) != 0.0f;
+    if (r.bad) return r;
+    row_max_sum(zn, V, shf, shd, &r.m, &r.Z);
+    const double Z = r.Z;
+    double zs = 0.0, es = 0.0;
+    for (int i = threadIdx.x; i < K; i += blockDim.x) {
+        zs += (double)expf(zn[idn[i]] - r.m);
+        es += exp((double)lpn[i]);
+    }
+    const double Zs = block_sum_d(zs, shd), Es = block_sum_d(es, shd);
+    const double Zt = K < V && Z - Zs > 0.0 ? Z - Zs : 0.0;
+    r.logZ = log(Z);
+    r.lse = r.m + r.logZ;
+    r.Qt = Zt / Z;
+    r.lQt = Zt > 0.0 ? fmax(log(Zt) - r.logZ, log_floor) : log_floor;
+    const double S = (double)tail + Es;
+    r.logS = log(S);
+    r.Pt = tail / S;
+    r.lPt = tail > 0.0f ? fmax(log((double)tail) - r.logS, log_floor) : log_floor;
+    return r;
+}
+
+// one bucket's JSD terms; *ls = the log of its surrogate bucket
+__device__ __forceinline__ double jsd_bucket(double P, double lP, double Q, double lQ, double beta, double* ls) {
+    const double log_floor = log(LOSS_PROB_FLOOR);
+    const double M = beta * P + (1.0 - beta) * Q, lM = M > 0.0 ? fmax(log(M), log_floor) : log_floor;
+    double j = 0.0;
+    if (P > 0.0) j += beta * P * (lP - lM);
+    if (Q > 0.0) j += (1.0 - beta) * Q * (lQ - lM);
+    *ls = beta * lQ + (1.0 - beta) * lM;
+    return j;
+}
+
+__global__ void __launch_bounds__(LOSS_THREADS) jsd_topk_kernel(const float* z, const int* ids, const float* lp,
+                                                                const float* tail_mass, const float* w, int V, int K,
+                                                                double beta, float* lp_s, float* tail_s,
+                                                                double* rowval) {
+    __shared__ float shf[32];
+    __shared__ double shd[32];
+    const int n = blockIdx.x;
+    const float wn = w[n], tail = tail_mass[n];
+    if (wn == 0.0f) {
+        if (threadIdx.x == 0) rowval[n] = 0.0;
+        return;
+    }
+    const int* idn = ids + (size_t)n * K;
+    const float* lpn = lp + (size_t)n * K;
+    const float* zn = z + (size_t)n * V;
+    const RowBuckets r = row_buckets(zn, idn, lpn, tail, V, K, shf, shd);
+    if (r.bad) {
+        if (threadIdx.x == 0) rowval[n] = NAN;
+        return;
+    }
+    const double log_floor = log(LOSS_PROB_FLOOR);
+    double part = 0.0, ls;
+    for (int i = threadIdx.x; i < K; i += blockDim.x) {
+        const double Q = exp((double)(zn[idn[i]] - r.m)) / r.Z;
+        const double lQ = fmax((zn[idn[i]] - r.m) - r.logZ, log_floor);
+        const double P = exp((double)lpn[i] - r.logS), lP = fmax((double)lpn[i] - r.logS, log_floor);
+        part += jsd_bucket(P, lP, Q, lQ, beta, &ls);
+        lp_s[(size_t)n * K + i] = (float)ls; // its own lp entry is read above: in place is safe
+    }
+    double jsd = block_sum_d(part, shd); // a barrier: every thread has read the tail before it is written
+    if (threadIdx.x == 0) {
+        jsd += jsd_bucket(r.Pt, r.lPt, r.Qt, r.lQt, beta, &ls);
+        tail_s[n] = r.Qt > 0.0 ? (float)exp(ls) : 0.0f;
+        rowval[n] = (double)wn * jsd;
+    }
+}
+
+double cuda_jsd_topk(Backend* be, const float* z, const int* ids, const float* lp, const float* tail, const float* w,
+                     int N, int V, int K, double beta, float* lp_s, float* tail_s) {
+    if (N <= 0) return 0.0;
+    double* rowval = loss_scratch(be, N);
+    jsd_topk_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, ids, lp, tail, w, V, K, beta, lp_s, tail_s, rowval);
+    cudaCheckLaunch();
+    return loss_total(be, rowval, N);
+}
+
+__global__ void __launch_bounds__(LOSS_THREADS) jsd_full_kernel(const float* z, const float* lp, const float* w, int V,
+                                                                double beta, float* lp_s, double* rowval) {
+    __shared__ float shf[32];
+    __shared__ double shd[32];
+    const int n = blockIdx.x;
+    const float wn = w[n];
+    if (wn == 0.0f) {
+        if (threadIdx.x == 0) rowval[n] = 0.0;
+        return;
+    }
+    const float* zn = z + (size_t)n * V;
+    const float* lpn = lp + (size_t)n * V;
+    float* lsn = lp_s + (size_t)n * V;
+    const double lse = row_logsumexp(zn, V, shf, shd), log_floor = log(LOSS_PROB_FLOOR);
+    double part = 0.0, ls;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) {
+        const double lq = (double)zn[v] - lse, lpv = lpn[v];
+        part += jsd_bucket(exp(lpv), fmax(lpv, log_floor), exp(lq), fmax(lq, log_floor), beta, &ls);
+        lsn[v] = (float)ls; // each thread writes only the entries it has read
+    }
+    const double jsd = block_sum_d(part, shd);
+    if (threadIdx.x == 0) rowval[n] = (double)wn * jsd;
+}
+
+double cuda_jsd_full(Backend* be, const float* z, const float* lp, const float* w, int N, int V, double beta,
+                     float* lp_s) {
+    if (N <= 0) return 0.0;
+    double* rowval = loss_scratch(be, N);
+    jsd_full_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, lp, w, V, beta, lp_s, rowval);
+    cudaCheckLaunch();
+    return loss_total(be, rowval, N);
+}
+
+// An id y outside [0, V) or a bad top-k row gives NaN. Ids are distinct; were one repeated, the
+// last match would count, as on the CPU.
+__global__ void __launch_bounds__(LOSS_THREADS) sampled_lp_kernel(float* lp_y, const float* z, const int* y,
+                                                                  const int* ids, const float* lp,
+                                                                  const float* tail_mass, const float* w, int V,
+                                                                  int K) {
+    __shared__ float shf[32];
+    __shared__ double shd[32];
+    const int n = blockIdx.x, yn = y[n];
+    if (w[n] == 0.0f || !isnan(lp_y[n])) return;
+    if (yn < 0 || yn >= V) {
+        if (threadIdx.x == 0) lp_y[n] = NAN;
+        return;
+    }
+    const int* idn = ids + (size_t)n * K;
+    const float* lpn = lp + (size_t)n * K;
+    const float* zn = z + (size_t)n * V;
+    const RowBuckets r = row_buckets(zn, idn, lpn, tail_mass[n], V, K, shf, shd);
+    if (r.bad) {
+        if (threadIdx.x == 0) lp_y[n] = NAN;
+        return;
+    }
+    float match = -1.0f;
+    for (int i = threadIdx.x; i < K; i += blockDim.x) match = idn[i] == yn ? (float)i : match;
+    const int at = (int)block_max(match, shf);
+    if (threadIdx.x == 0) {
+        const double log_floor = log(LOSS_PROB_FLOOR);
+        const double out = at >= 0 ? fmax((double)lpn[at] - r.logS, log_floor) : r.lPt + (zn[yn] - r.lse) - r.lQt;
+        lp_y[n] = (float)out;
+    }
+}
+
+void cuda_sampled_lp(Backend* be, float* lp_y, const float* z, const int* y, const int* ids, const float* lp,
+                     const float* tail, const float* w, int N, int V, int K) {
+    if (N <= 0) return;
+    sampled_lp_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(lp_y, z, y, ids, lp, tail, w, V, K);
+    cudaCheckLaunch();
+}
+
+__global__ void pick_kernel(float* out, const float* x, const int* idx, int N, int V) {
+    const int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n < N && idx[n] >= 0 && idx[n] < V) out[n] = x[(size_t)n * V + idx[n]];
+}
+
+void cuda_pick(Backend* be, float* out, const float* x, const int* idx, int N, int V) {
+    if (N <= 0) return;
+    pick_kernel<<<(N + 255) / 256, 256, 0, cuda_stream(be)>>>(out, x, idx, N, V);
+    cudaCheckLaunch();
 }

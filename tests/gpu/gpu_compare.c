@@ -116,6 +116,21 @@ void gpu_out_scalar(GpuCtx* c, const char* name, double v) {
     out_push(c, name, p, 1, 0);
 }
 
+void gpu_out_f64(GpuCtx* c, const char* name, const double* dev, size_t n) {
+    double* v = malloc((n ? n : 1) * sizeof(double));
+    c->be->download(c->be, v, dev, n * sizeof(double));
+    out_push(c, name, v, n, 0);
+}
+
+void gpu_out_int(GpuCtx* c, const char* name, const int* dev, size_t n) {
+    int* h = malloc((n ? n : 1) * sizeof(int));
+    c->be->download(c->be, h, dev, n * sizeof(int));
+    double* v = malloc((n ? n : 1) * sizeof(double));
+    for (size_t i = 0; i < n; i++) v[i] = h[i];
+    free(h);
+    out_push(c, name, v, n, 0);
+}
+
 void gpu_out_i64(GpuCtx* c, const char* name, const int64_t* dev, size_t n) {
     int64_t* h = malloc((n ? n : 1) * sizeof(int64_t));
     c->be->download(c->be, h, dev, n * sizeof(int64_t));

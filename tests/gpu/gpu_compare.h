@@ -70,5 +70,7 @@ float* host_randn(GpuCtx* c, size_t n, double scale); // malloc'ed; the caller f
 void gpu_out(GpuCtx* c, const char* name, const float* dev, size_t n, int exact_zero);
 void gpu_out_host(GpuCtx* c, const char* name, const float* host, size_t n, int exact_zero);
 void gpu_out_scalar(GpuCtx* c, const char* name, double v);
+void gpu_out_f64(GpuCtx* c, const char* name, const double* dev, size_t n); // n doubles from dev
+void gpu_out_int(GpuCtx* c, const char* name, const int* dev, size_t n);    // n ints from dev
 // n int64 downloaded from dev, each as two exact doubles (its high and low 32 bits)
 void gpu_out_i64(GpuCtx* c, const char* name, const int64_t* dev, size_t n);

@@ -3,7 +3,8 @@
 // backend in f32 and in bf16-matmul mode, twice each (harness: gpu_compare.h), and checks the
 // normalised error max |gpu - cpu| / max(max |cpu|, 1e-30) of every output against
 //   f32 mode   1e-5  memory ops, elementwise ops, reductions, norms, RoPE, embeddings, softmax,
-//                    the losses (outputs and returned sums) and AdamW
+//                    the losses (outputs and returned sums), the distillation objective's row
+//                    ops (test_ops_gpu_vocab.c) and AdamW
 //              0     the trainer's fixed-point sums and block norms (both modes: bit for bit)
 //              1e-4  matmul and attention forward and backward (float sums in another order)
 //   bf16 mode  1e-2  matmul and attention forward, 2e-2 attention backward; 1e-5 the rest
@@ -36,6 +37,11 @@
 #include "model/ops.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+// test_ops_gpu_vocab.c: the vocabulary-wide blocks
+void test_softmax(void** state);
+void test_losses(void** state);
+void test_objective_rows(void** state);
 
 // ----------------------------------------------------------------------------
 // memory: zero-filled alloc, upload/download, copy and memset0 at element offsets
@@ -589,169 +595,6 @@ static void test_embedding(void** state) {
 }
 
 // ----------------------------------------------------------------------------
-// vocabulary-wide blocks: softmax, log-softmax and the losses
-
-typedef enum { LOSS_CE, LOSS_KL_FULL, LOSS_KL_TOPK, LOSS_KL_SAMPLED } LossKind;
-
-typedef struct {
-    LossKind kind;
-    int N, V, K, reverse, with_old; // K: top-k ids per row; with_old: kl_sampled's old_lp
-} VocabArgs;
-
-// logits with a spread of 3 and one row shifted far up (softmax must subtract its max)
-static float* vocab_logits(GpuCtx* c, const VocabArgs* a) {
-    float* z = host_randn(c, (size_t)a->N * a->V, 3.0);
-    for (int v = 0; v < a->V; v++) z[v] += 1e4f;
-    float* d = gpu_upload(c, z, sizeof(float) * a->N * a->V);
-    free(z);
-    return d;
-}
-
-static void case_softmax(GpuCtx* c, const void* arg) {
-    const VocabArgs* a = arg;
-    const size_t n = (size_t)a->N * a->V;
-    float* z = vocab_logits(c, a);
-    float* y = gpu_junk(c, n);
-    c->be->softmax(c->be, y, z, a->N, a->V);
-    gpu_out(c, "softmax", y, n, 0);
-    c->be->log_softmax(c->be, y, z, a->N, a->V);
-    gpu_out(c, "log_softmax", y, n, 0);
-}
-
-// the teacher's log-probabilities of a random distribution over V (normalised in double)
-static float* teacher_logprobs(GpuCtx* c, int N, int V) {
-    float* lp = host_randn(c, (size_t)N * V, 2.0);
-    for (int n = 0; n < N; n++) {
-        float* row = lp + (size_t)n * V;
-        double m = row[0], s = 0.0;
-        for (int v = 1; v < V; v++) m = row[v] > m ? row[v] : m;
-        for (int v = 0; v < V; v++) s += exp(row[v] - m);
-        for (int v = 0; v < V; v++) row[v] = (float)(row[v] - m - log(s));
-    }
-    return lp;
-}
-
-// K distinct random ids per row and the teacher's log-probs of them, holding 1 - tail of its
-// mass; row 1 has tail 0 (an empty tail bucket)
-static void teacher_topk(GpuCtx* c, const VocabArgs* a, int* ids, float* lp, float* tail) {
-    for (int n = 0; n < a->N; n++) {
-        int* row = ids + (size_t)n * a->K;
-        for (int i = 0; i < a->K; i++) {
-            int id, dup;
-            do {
-                id = (int)rng_below(&c->rng, (uint64_t)a->V);
-                dup = 0;
-                for (int j = 0; j < i; j++) dup |= row[j] == id;
-            } while (dup);
-            row[i] = id;
-        }
-        tail[n] = n == 1 ? 0.0f : 0.3f * rng_uniformf(&c->rng);
-        double s = 0.0;
-        float* l = lp + (size_t)n * a->K;
-        for (int i = 0; i < a->K; i++) s += (l[i] = (float)(rng_uniform(&c->rng) + 0.05));
-        for (int i = 0; i < a->K; i++) l[i] = (float)log(l[i] / s * (1.0 - tail[n]));
-    }
-}
-
-static void case_loss(GpuCtx* c, const void* arg) {
-    const VocabArgs* a = arg;
-    Backend* be = c->be;
-    const int N = a->N, V = a->V, K = a->K;
-    float* z = vocab_logits(c, a);
-    float* hw = malloc(sizeof(float) * N);
-    int* hid = malloc(sizeof(int) * N * (K ? K : 1));
-    for (int n = 0; n < N; n++) {
-        hw[n] = n % 4 == 2 ? 0.0f : 0.05f * (float)(n + 1); // every fourth row has weight 0
-        hid[n] = n % 5 == 3 && a->kind == LOSS_CE ? -1 : (int)rng_below(&c->rng, (uint64_t)V); // CE: target -1 skips
-    }
-    float* w = gpu_upload(c, hw, sizeof(float) * N);
-    float* losses = gpu_junk(c, (size_t)N);
-    float* dz = gpu_randn(c, (size_t)N * V, 1e-3);
-    double ret = 0.0, ret_bare = 0.0; // with losses and dz, and with both NULL
-    switch (a->kind) {
-    case LOSS_CE: {
-        int* t = gpu_upload(c, hid, sizeof(int) * N);
-        ret = be->cross_entropy(be, z, t, w, N, V, losses, dz);
-        ret_bare = be->cross_entropy(be, z, t, w, N, V, NULL, NULL);
-        break;
-    }
-    case LOSS_KL_FULL: {
-        float* hlp = teacher_logprobs(c, N, V);
-        float* lp = gpu_upload(c, hlp, sizeof(float) * N * V);
-        free(hlp);
-        ret = be->kl_full(be, z, lp, w, N, V, a->reverse, losses, dz);
-        ret_bare = be->kl_full(be, z, lp, w, N, V, a->reverse, NULL, NULL);
-        break;
-    }
-    case LOSS_KL_TOPK: {
-        float* hlp = malloc(sizeof(float) * N * K);
-        float* htail = malloc(sizeof(float) * N);
-        teacher_topk(c, a, hid, hlp, htail);
-        int* ids = gpu_upload(c, hid, sizeof(int) * N * K);
-        float* lp = gpu_upload(c, hlp, sizeof(float) * N * K);
-        float* tail = gpu_upload(c, htail, sizeof(float) * N);
-        free(hlp), free(htail);
-        ret = be->kl_topk(be, z, ids, lp, tail, w, N, V, K, a->reverse, losses, dz);
-        ret_bare = be->kl_topk(be, z, ids, lp, tail, w, N, V, K, a->reverse, NULL, NULL);
-        break;
-    }
-    case LOSS_KL_SAMPLED: {
-        float* hlp = malloc(sizeof(float) * N);
-        float* hold = malloc(sizeof(float) * N);
-        for (int n = 0; n < N; n++) {
-            hlp[n] = -8.0f * rng_uniformf(&c->rng) - 0.1f;
-            hold[n] = -8.0f * rng_uniformf(&c->rng) - 0.1f;
-        }
-        int* ids = gpu_upload(c, hid, sizeof(int) * N);
-        float* lp = gpu_upload(c, hlp, sizeof(float) * N);
-        float* old = a->with_old ? gpu_upload(c, hold, sizeof(float) * N) : NULL;
-        free(hlp), free(hold);
-        ret = be->kl_sampled(be, z, ids, lp, old, w, N, V, losses, dz);
-        ret_bare = be->kl_sampled(be, z, ids, lp, old, w, N, V, NULL, NULL);
-        break;
-    }
-    }
-    gpu_out(c, "losses", losses, (size_t)N, 1);
-    gpu_out(c, "dz", dz, (size_t)N * V, 0);
-    gpu_out_scalar(c, "sum", ret);
-    gpu_out_scalar(c, "sum_bare", ret_bare);
-    free(hw), free(hid);
-}
-
-static void test_softmax(void** state) {
-    (void)state;
-    const int vocab[] = {7, 300, 50304, 151936};
-    char label[96];
-    for (size_t i = 0; i < ARRAY_LEN(vocab); i++) {
-        const VocabArgs a = {.N = 5, .V = vocab[i]};
-        snprintf(label, sizeof label, "softmax, log_softmax N=%d V=%d", a.N, a.V);
-        gpu_check(label, case_softmax, &a, 90 + i, TOL_ELEMENTWISE);
-    }
-    gpu_done();
-}
-
-static void test_losses(void** state) {
-    (void)state;
-    static const char* const names[] = {"cross_entropy", "kl_full", "kl_topk", "kl_sampled"};
-    const VocabArgs cases[] = {
-        {LOSS_CE, 12, 300, 0, 0, 0},         {LOSS_CE, 12, 50304, 0, 0, 0},       {LOSS_CE, 8, 151936, 0, 0, 0},
-        {LOSS_KL_FULL, 8, 50304, 0, 0, 0},   {LOSS_KL_FULL, 8, 50304, 0, 1, 0},   {LOSS_KL_FULL, 4, 151936, 0, 1, 0},
-        {LOSS_KL_TOPK, 8, 50304, 1, 0, 0},   {LOSS_KL_TOPK, 8, 50304, 20, 0, 0},  {LOSS_KL_TOPK, 8, 50304, 20, 1, 0},
-        {LOSS_KL_TOPK, 6, 151936, 64, 1, 0}, {LOSS_KL_TOPK, 6, 300, 300, 0, 0},   {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 0},
-        {LOSS_KL_SAMPLED, 12, 151936, 0, 0, 1},
-    };
-    char label[96];
-    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
-        const VocabArgs* a = &cases[i];
-        snprintf(label, sizeof label, "%s%s N=%d V=%d%s%s", names[a->kind], a->reverse ? " reverse" : "", a->N, a->V,
-                 a->K ? " K=" : "", a->with_old ? " old_lp" : "");
-        if (a->K) snprintf(label + strlen(label), sizeof label - strlen(label), "%d", a->K);
-        gpu_check(label, case_loss, a, 100 + i, TOL_ELEMENTWISE);
-    }
-    gpu_done();
-}
-
-// ----------------------------------------------------------------------------
 // AdamW on a slice at an offset, clipped gradient, first and a later step
 
 typedef struct {
@@ -855,7 +698,7 @@ int main(void) {
         cmocka_unit_test(test_rope),            cmocka_unit_test(test_attention_fwd),
         cmocka_unit_test(test_attention_decode), cmocka_unit_test(test_attention_bwd),
         cmocka_unit_test(test_embedding),       cmocka_unit_test(test_softmax),
-        cmocka_unit_test(test_losses),
+        cmocka_unit_test(test_losses),          cmocka_unit_test(test_objective_rows),
         cmocka_unit_test(test_adamw), cmocka_unit_test(test_fixed_point),
     };
     const int failed = cmocka_run_group_tests(tests, NULL, NULL);

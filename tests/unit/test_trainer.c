@@ -262,7 +262,7 @@ static void test_jsd_direct_and_fd(void** state) {
         for (int bi = 0; bi < 3; bi++) {
             const double beta = betas[bi];
             float lp_s[SV], tail_s;
-            double v = distill_row_jsd(z, SV, ids, lp, tail, K, beta, lp_s, &tail_s);
+            double v = loss_row_jsd_topk(z, SV, ids, lp, tail, K, beta, lp_s, &tail_s);
             double ref = jsd_d(zd, SV, ids, lpd, tail, K, beta);
             assert_true(fabs(v - ref) <= 1e-6 * fmax(1.0, ref));
             one_row_run(&o, DISTILL_LOSS_JSD, beta, 0, ids, lp, tail, 0, 0.0f, dz);
@@ -319,7 +319,7 @@ static void test_sampled_lp(void** state) {
         Bk b;
         bk(zd, SV, ids, lpd, tail, SK, &b);
         for (int y = 0; y < SV; y++) {
-            double lpy = distill_row_sampled_lp(z, SV, y, ids, lp, tail, SK),
+            double lpy = loss_row_sampled_lp(z, SV, y, ids, lp, tail, SK),
                    direct = log(b.P[SK]) + zd[y] - lse - log(b.Q[SK]);
             for (int i = 0; i < SK; i++) direct = ids[i] == y ? log(b.P[i]) : direct;
             assert_true(fabs(lpy - direct) <= 1e-5 * fmax(1.0, fabs(direct)));

@@ -456,7 +456,7 @@ static void test_exact_sampled_lp(void** state) {
         loss[with] = st.loss;
         double want = 0.0;
         for (int k = 0; k < 2; k++) {
-            const float lt = with ? exact[k] : distill_row_sampled_lp(z + k * V, V, b.target[k], ids, lp, 0.2f, K);
+            const float lt = with ? exact[k] : loss_row_sampled_lp(z + k * V, V, b.target[k], ids, lp, 0.2f, K);
             want += loss_row_kl_sampled(z + k * V, V, b.target[k], lt, &b.old_lp[k], 1.0f, NULL);
         }
         assert_true(fabs(st.loss - want) <= 1e-6 * fmax(1.0, fabs(want)));
