@@ -1,5 +1,6 @@
 // The frozen teacher of distill.teacher: recompute (see teacher.h): turns of a record, their
-// contexts, and the teacher's log-softmax rows through a one-slot decoder.
+// contexts, and the teacher's log-softmax rows through a one-slot decoder, written and
+// normalised where the trainer's buffers are (the backend).
 #include "distill/teacher.h"
 
 #include <math.h>
@@ -11,15 +12,13 @@
 #include "model/decode.h"
 #include "model/loss.h"
 
-#define TEACHER_FEED_ROWS 256 // agent tokens fed per decoder call (bounds the host logits buffer)
+#define TEACHER_FEED_ROWS 256 // agent tokens fed per decoder call
 
 struct DistillTeacher {
     Model* model;
     Decoder* dec;
     Backend* be;
     int V, max_len;
-    float* logits; // host (TEACHER_FEED_ROWS, V) logits of one feed
-    float* row;    // host (V) one log-softmax row
 };
 
 DistillTeacher* distill_teacher_create(Model* student, int max_len) {
@@ -29,8 +28,6 @@ DistillTeacher* distill_teacher_create(Model* student, int max_len) {
     t->dec = decoder_create(t->model, 1, max_len);
     t->V = model_config(student)->vocab_size;
     t->max_len = max_len;
-    t->logits = mallocCheck(sizeof(float) * (size_t)TEACHER_FEED_ROWS * (size_t)t->V);
-    t->row = mallocCheck(sizeof(float) * (size_t)t->V);
     return t;
 }
 
@@ -38,8 +35,6 @@ void distill_teacher_free(DistillTeacher* t) {
     if (!t) return;
     decoder_free(t->dec);
     model_free(t->model);
-    free(t->logits);
-    free(t->row);
     free(t);
 }
 
@@ -90,12 +85,6 @@ int distill_teacher_need(const Trajectory* s) {
 // ----------------------------------------------------------------------------
 // the rows
 
-// log-softmax of one logits row into t->row, uploaded to dst
-static void put_row(DistillTeacher* t, const float* z, float* dst) {
-    const double lse = loss_row_logsumexp(z, t->V);
-    for (int v = 0; v < t->V; v++) t->row[v] = (float)((double)z[v] - lse);
-    t->be->upload(t->be, dst, t->row, sizeof(float) * (size_t)t->V);
-}
 
 void distill_teacher_rows(DistillTeacher* t, Trajectory* const* seqs, int B, int T, float* out) {
     const int slot = 0, V = t->V;
@@ -121,14 +110,19 @@ void distill_teacher_rows(DistillTeacher* t, Trajectory* const* seqs, int B, int
                       s->task_id, s->sample, need, t->max_len);
             const int* p = ctx;
             decoder_assign(t->dec, 1, &slot, &p, &nf);
-            if (f >= 1) put_row(t, decoder_logits(t->dec, slot), out + ((size_t)b * T + f - 1) * V);
-            // the turn's agent tokens f .. last-2 predict f+1 .. last-1, fed in chunks
+            if (f >= 1) {
+                float* row = out + ((size_t)b * T + f - 1) * V;
+                t->be->upload(t->be, row, decoder_logits(t->dec, slot), sizeof(float) * (size_t)V);
+                loss_log_softmax(t->be, row, row, 1, V);
+            }
+            // the turn's agent tokens f .. last-2 predict f+1 .. last-1, fed in chunks whose logits
+            // rows land at their places in out, normalised there
             for (int a = f; a < tn.last - 1; a += TEACHER_FEED_ROWS) {
                 const int m = tn.last - 1 - a < TEACHER_FEED_ROWS ? tn.last - 1 - a : TEACHER_FEED_ROWS;
                 const int* tok = ctx + mapped(a, end, shift);
-                decoder_feed(t->dec, 1, &slot, &tok, &m, t->logits);
-                for (int r = 0; r < m; r++)
-                    put_row(t, t->logits + (size_t)r * V, out + ((size_t)b * T + a + r) * V);
+                float* rows = out + ((size_t)b * T + a) * V;
+                decoder_feed_device(t->dec, 1, &slot, &tok, &m, rows);
+                loss_log_softmax(t->be, rows, rows, m, V);
             }
         }
         free(ctx);

@@ -30,11 +30,11 @@ typedef struct {
     int last;      // the chunk holds the slot's last fed token
 } Segment;
 
-// a row whose logits are wanted and where they go (host pointers, NULL for none)
+// a row whose logits are wanted and where they go (NULL for none)
 typedef struct {
     int row;
-    float* all;  // its row of all_logits
-    float* last; // the slot's decoder_logits
+    float* all;  // its row of all_logits (host; a backend buffer in decoder_feed_device)
+    float* last; // the slot's decoder_logits (host)
 } HeadRow;
 
 struct Decoder {
@@ -288,9 +288,29 @@ static void layer_step(Decoder* d, int l, const Segment* seg, int ns, int N) {
     be->matmul(be, 0, 1, N, D, F, 1.0f, d->h, F, W(PARAM_W_DOWN, l), F, 1.0f, d->x, D);
 }
 
+// decoder_feed_device's transfers of a head block's rows w (logits in d->z): one copy per run of
+// consecutive destinations into the backend's all_logits, and each slot's last row down to d->logits
+static void head_rows_device(Decoder* d, const HeadRow* w, int nr) {
+    Backend* be = d->be;
+    const size_t V = (size_t)d->c.vocab_size;
+    for (int i = 0; i < nr;) {
+        int e = i + 1;
+        if (w[i].all) {
+            while (e < nr && w[e].all == w[i].all + (size_t)(e - i) * V) e++;
+            be->copy(be, w[i].all, d->z + (size_t)i * V, (size_t)(e - i) * V * sizeof(float));
+        }
+        i = e;
+    }
+    for (int j = 0; j < nr; j++) {
+        if (w[j].last) be->download(be, w[j].last, d->z + (size_t)j * V, V * sizeof(float));
+    }
+}
+
 // logits of the wanted rows, LM-head block by block: each slot's last row into d->logits,
-// every row into all_logits (at the row's place in the feed's output) when asked
-static void head_step(Decoder* d, const Segment* seg, int ns, float* all_logits, const size_t* out_row) {
+// every row into all_logits (at the row's place in the feed's output) when asked; all_dev: that
+// is a backend buffer
+static void head_step(Decoder* d, const Segment* seg, int ns, float* all_logits, int all_dev,
+                      const size_t* out_row) {
     Backend* be = d->be;
     const ModelConfig* c = &d->c;
     const int D = c->dim, V = c->vocab_size;
@@ -316,6 +336,10 @@ static void head_step(Decoder* d, const Segment* seg, int ns, float* all_logits,
         }
         be->rmsnorm_fwd(be, d->seln, d->rstd, d->sel, W(PARAM_FINAL_NORM, 0), nr, D, c->norm_eps);
         be->matmul(be, 0, 1, nr, V, D, 1.0f, d->seln, D, head, D, 0.0f, d->z, V);
+        if (all_dev) {
+            head_rows_device(d, w + b0, nr);
+            continue;
+        }
         // one download per run of rows whose destinations follow each other (a decode step's
         // slots 0..B-1): a GPU backend pays a synchronisation per download
         for (int i = 0; i < nr;) {
@@ -333,7 +357,7 @@ static void head_step(Decoder* d, const Segment* seg, int ns, float* all_logits,
 }
 
 static void chunk_step(Decoder* d, const Segment* seg, int ns, int N, const int* const* tokens, float* all_logits,
-                       const size_t* out_row) {
+                       int all_dev, const size_t* out_row) {
     Backend* be = d->be;
     int* tok = d->host;
     int* pos = tok + d->rows;
@@ -354,7 +378,7 @@ static void chunk_step(Decoder* d, const Segment* seg, int ns, int N, const int*
 
     be->embedding_fwd(be, d->x, d->tok_dev, W(PARAM_EMBED, 0), N, d->c.dim);
     for (int l = 0; l < d->c.n_layers; l++) layer_step(d, l, seg, ns, N);
-    head_step(d, seg, ns, all_logits, out_row);
+    head_step(d, seg, ns, all_logits, all_dev, out_row);
     be->synchronize(be);
 
     // the chunk's tokens are now in the caches
@@ -369,7 +393,8 @@ static void chunk_step(Decoder* d, const Segment* seg, int ns, int N, const int*
 // ----------------------------------------------------------------------------
 // feeding
 
-void decoder_feed(Decoder* d, int nb, const int* slots, const int* const* tokens, const int* n, float* all_logits) {
+static void feed(Decoder* d, int nb, const int* slots, const int* const* tokens, const int* n, float* all_logits,
+                 int all_dev) {
     if (nb < 0 || nb > d->max_batch) fatal("decoder_feed: %d slots outside 0..%d", nb, d->max_batch);
     const int V = d->c.vocab_size;
     size_t* out_row = mallocCheck(((size_t)nb + 1) * sizeof(size_t));
@@ -411,10 +436,19 @@ void decoder_feed(Decoder* d, int nb, const int* slots, const int* const* tokens
                 t = 0;
             }
         }
-        if (ns > 0) chunk_step(d, seg, ns, N, tokens, all_logits, out_row);
+        if (ns > 0) chunk_step(d, seg, ns, N, tokens, all_logits, all_dev, out_row);
     }
     free(seg);
     free(out_row);
+}
+
+void decoder_feed(Decoder* d, int nb, const int* slots, const int* const* tokens, const int* n, float* all_logits) {
+    feed(d, nb, slots, tokens, n, all_logits, 0);
+}
+
+void decoder_feed_device(Decoder* d, int nb, const int* slots, const int* const* tokens, const int* n,
+                         float* all_logits) {
+    feed(d, nb, slots, tokens, n, all_logits, 1);
 }
 
 int decoder_assign(Decoder* d, int nb, const int* slots, const int* const* tokens, const int* n) {

@@ -67,6 +67,10 @@ void decoder_copy(Decoder* d, int dst_slot, int src_slot);  // dst's cache = src
 // Fatal if a slot would exceed max_len (callers check decoder_length first) or an id is outside
 // the vocabulary.
 void decoder_feed(Decoder* d, int nb, const int* slots, const int* const* tokens, const int* n, float* all_logits);
+// decoder_feed with all_logits a buffer of the model's backend: the rows stay on the device
+// (the distillation teacher's log-softmax rows run there too)
+void decoder_feed_device(Decoder* d, int nb, const int* slots, const int* const* tokens, const int* n,
+                         float* all_logits);
 // the slot's last-position logits, or NULL when there are none: the slot is empty, or was
 // truncated since its last feed (decoder_generate then feeds its last token again)
 const float* decoder_logits(const Decoder* d, int slot);

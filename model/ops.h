@@ -89,6 +89,7 @@ struct Backend {
     // vocabulary-wide blocks (the math is documented in loss.h; rows with weight 0 are skipped,
     // their losses entry is 0 and their dz untouched). losses (N) = per-token loss or NULL;
     // dz (N, V) += w * dloss/dz or NULL. Each returns sum_n w[n] * loss[n] and synchronises.
+    // softmax, log-softmax: y (N, V) of the rows of z; y may be z (in place)
     void (*softmax)(Backend* be, float* y, const float* z, int N, int V);
     void (*log_softmax)(Backend* be, float* y, const float* z, int N, int V);
     double (*cross_entropy)(Backend* be, const float* z, const int* targets, const float* w, int N, int V,
