@@ -236,6 +236,32 @@ static void feed1(Decoder* d, int slot, const int* tokens, int n, float* all) {
     decoder_feed(d, 1, &slot, &tokens, &n, all);
 }
 
+// decoder_feed_device: the same rows, written into a backend buffer (in one feed of two slots,
+// after a first feed), and the same decoder_logits, bit for bit
+static void test_feed_device(void** state) {
+    (void)state;
+    Fixture h = fixture(VAR_QWEN3, 2, 64), g = fixture(VAR_QWEN3, 2, 64);
+    const int V = h.V, slots[2] = {0, 1}, n[2] = {9, 5};
+    int a[9], b[5];
+    random_tokens(a, 9, V, 4);
+    random_tokens(b, 5, V, 5);
+    const int* tok[2] = {a, b};
+    const size_t bytes = (size_t)(n[0] + n[1]) * V * sizeof(float);
+    float* host = malloc(bytes);
+    float* dev = g.be->alloc(g.be, bytes);
+    float* got = malloc(bytes);
+    for (int round = 0; round < 2; round++) { // the second feed appends to the cached first
+        decoder_feed(h.d, 2, slots, tok, n, host);
+        decoder_feed_device(g.d, 2, slots, tok, n, dev);
+        g.be->download(g.be, got, dev, bytes);
+        assert_memory_equal(got, host, bytes);
+        for (int s = 0; s < 2; s++) assert_memory_equal(decoder_logits(g.d, s), decoder_logits(h.d, s), (size_t)V * 4);
+    }
+    g.be->free(g.be, dev);
+    free(host), free(got);
+    fixture_free(&h), fixture_free(&g);
+}
+
 // truncating and feeding the same tokens again gives the same logits: bit for bit in the same
 // layout (here slot 0's rows 12..19 sit at rows 12..19 of a 20-row feed both times), within
 // 1e-5 relative fed token by token
@@ -603,6 +629,7 @@ int main(void) {
         cmocka_unit_test(test_incremental_tiny),       cmocka_unit_test(test_incremental_qk_norm),
         cmocka_unit_test(test_incremental_qkv_bias),   cmocka_unit_test(test_incremental_untied_rope_scaled),
         cmocka_unit_test(test_truncate_refeed),        cmocka_unit_test(test_copy),
+        cmocka_unit_test(test_feed_device),
         cmocka_unit_test(test_prefix_reuse),           cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_greedy_matches_forward), cmocka_unit_test(test_score_hf),
     };
