@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "common/check.h"
 #include "common/log.h"
@@ -30,7 +31,7 @@
 static const char* usage =
     "usage: [mpirun -np N] ingrain bench distill [--config NAME]... [--seqs S] [--len T] [--steps K]\n"
     "                                            [--micro M] [--topk K] [--threads N] [--recompute E]\n"
-    "                                            [--device cpu|cuda] [--bf16] [--profile]\n"
+    "                                            [--device cpu|cuda] [--bf16] [--profile] [--no-nccl]\n"
     "\n"
     "Distillation trainer tokens/s and the share of step time in gradient reduce-scatter +\n"
     "parameter all-gather, fixed-point (reproducible on any trainer count) beside float reduction,\n"
@@ -46,12 +47,14 @@ static const char* usage =
     "                 teacher context (default 0: no such run)\n"
     "  --device NAME  cpu (default) or cuda: each rank on GPU local_rank % GPUs\n"
     "  --bf16         with --device cuda: bf16 matmuls\n"
+    "  --no-nccl      with --device cuda: stage the collectives through host memory with MPI (default:\n"
+    "                 NCCL among the GPUs when every rank has its own, as distill.nccl: true)\n"
     "  --profile      one more fixed-point run with every op synchronised and timed: ms per step by op,\n"
     "                 and the rest of the step (the host's work: objective rows, staging)\n";
 
 typedef struct {
     const char* configs[8];
-    int n_configs, seqs, len, steps, micro, topk, threads, recompute, bf16, profile;
+    int n_configs, seqs, len, steps, micro, topk, threads, recompute, bf16, profile, no_nccl;
     DeviceKind device;
 } BenchArgs;
 
@@ -97,6 +100,10 @@ static int parse_args(int argc, char** argv, BenchArgs* a) {
         }
         if (strcmp(argv[i], "--profile") == 0) {
             a->profile = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--no-nccl") == 0) {
+            a->no_nccl = 1;
             continue;
         }
         if (strcmp(argv[i], "--seqs") == 0)
@@ -201,6 +208,7 @@ static void run(const BenchArgs* a, const ModelConfig* c, Backend* be, const Sha
                         .seed = 7,
                         .reduce = mode,
                         .bucket_bytes = (size_t)16 << 20,
+                        .nccl = !a->no_nccl,
                         .teacher_recompute = recompute,
                         .teacher_max_len = a->len + a->recompute};
     o.adamw.lr = 1e-4f;
@@ -343,10 +351,14 @@ int bench_distill(int argc, char** argv) {
             printf("%-7s baseline: float MPI_Allreduce of the %zu-float gradient in 16 MiB buckets: %.2f ms per step; "
                    "fixed vs float weights: max |diff| %.3g (max |w| %.3g)\n",
                    a.configs[ci], n, 1e3 * base, diff, scale);
+            // the fixed-point weights' hash: the same for any trainer count (at equal threads per rank)
+            // and either collective path
             printf("bench_distill config=%s np=%d threads=%d fixed_tok_s=%.1f float_tok_s=%.1f fixed_comm_share=%.4f "
-                   "float_comm_share=%.4f fixed_comm_ms=%.3f float_comm_ms=%.3f allreduce_ms=%.3f\n",
+                   "float_comm_share=%.4f fixed_comm_ms=%.3f float_comm_ms=%.3f allreduce_ms=%.3f "
+                   "fixed_weights_xxh64=%016llx\n",
                    a.configs[ci], world, threads, res[0].tokens_per_s, res[1].tokens_per_s, res[0].share, res[1].share,
-                   1e3 * res[0].comm_s, 1e3 * res[1].comm_s, 1e3 * base);
+                   1e3 * res[0].comm_s, 1e3 * res[1].comm_s, 1e3 * base,
+                   (unsigned long long)XXH64(res[0].params, sizeof(float) * n, 0));
             if (a.recompute)
                 printf("bench_distill config=%s np=%d recompute_exp=%d recompute_tok_s=%.1f recorded_tok_s=%.1f "
                        "recompute_cost=%.2fx\n",

@@ -85,6 +85,7 @@ void distill_options_from_config(DistillOptions* o, const Config* c) {
     o->seed = (uint64_t)c->run.seed;
     o->reduce = DISTILL_REDUCE_FIXED;
     o->bucket_bytes = (size_t)16 << 20;
+    o->nccl = c->distill.nccl;
     o->check_sync = c->run.log_level == LOG_DEBUG;
     o->teacher_recompute = c->distill.teacher == TEACHER_RECOMPUTE;
     o->teacher_max_len = c->rollout.max_context > o->max_seq ? c->rollout.max_context : o->max_seq;
@@ -92,6 +93,48 @@ void distill_options_from_config(DistillOptions* o, const Config* c) {
 
 // ----------------------------------------------------------------------------
 // lifetime
+
+// NCCL among the trainers when every one runs on a GPU of its own, decided alike on every trainer
+// before any NCCL call (an initialisation that one rank skipped would hang the others); NULL:
+// the collectives stage through host memory with MPI
+static DevComm* nccl_open(DistillTrainer* t) {
+    char key[DEVCOMM_KEY_BYTES] = "", err[256] = "";
+    const int mine = devcomm_key(t->be, key, err, sizeof err) == 0;
+    int all;
+    mpiCheck(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, t->comm));
+    char* keys = mallocCheck((size_t)t->size * DEVCOMM_KEY_BYTES);
+    mpiCheck(MPI_Allgather(key, DEVCOMM_KEY_BYTES, MPI_CHAR, keys, DEVCOMM_KEY_BYTES, MPI_CHAR, t->comm));
+    int shared = -1; // a trainer on the GPU of an earlier one
+    for (int r = 1; all && r < t->size && shared < 0; r++) {
+        const char* kr = keys + (size_t)r * DEVCOMM_KEY_BYTES;
+        for (int q = 0; q < r && shared < 0; q++) shared = strcmp(kr, keys + (size_t)q * DEVCOMM_KEY_BYTES) ? -1 : r;
+    }
+    if (!all || shared >= 0) {
+        if (t->rank == 0 && shared >= 0)
+            log_warn("distill: trainer %d shares GPU %s with another: NCCL needs one trainer per GPU, so the "
+                     "gradients stage through host memory", shared, keys + (size_t)shared * DEVCOMM_KEY_BYTES);
+        else if (t->rank == 0 && mine)
+            log_info("distill: another trainer has no NCCL-capable GPU, so the gradients stage through host memory");
+        else if (t->rank == 0 && strcmp(t->be->name, "cuda") == 0)
+            log_info("distill: the gradients stage through host memory: %s", err);
+        else if (t->rank == 0)
+            log_debug("distill: NCCL off: %s", err);
+        free(keys);
+        return NULL;
+    }
+    free(keys);
+    unsigned char id[DEVCOMM_ID_BYTES] = {0};
+    int ok = t->rank != 0 || devcomm_unique_id(id, err, sizeof err) == 0;
+    mpiCheck(MPI_Bcast(&ok, 1, MPI_INT, 0, t->comm));
+    if (!ok) fatal("distill: NCCL: %s", t->rank == 0 ? err : "rank 0 could not make the communicator's id");
+    mpiCheck(MPI_Bcast(id, DEVCOMM_ID_BYTES, MPI_BYTE, 0, t->comm));
+    DevComm* c = devcomm_create(t->be, id, t->size, t->rank, err, sizeof err);
+    if (!c) fatal("distill: trainer %d: NCCL: %s", t->rank, err);
+    if (t->rank == 0)
+        log_info("distill: gradients and parameters move by NCCL among %d GPU trainer%s", t->size,
+                 t->size > 1 ? "s" : "");
+    return c;
+}
 
 DistillTrainer* distill_trainer_create(Model* m, const DistillOptions* o, MPI_Comm comm) {
     if (o->epochs < 1 || o->micro_batch_tokens < 1 || o->batch_tokens < 1 || o->max_batch < 1 || o->max_seq < 1 ||
@@ -115,9 +158,11 @@ DistillTrainer* distill_trainer_create(Model* m, const DistillOptions* o, MPI_Co
     t->m = t->be->alloc(t->be, sizeof(float) * slice);
     t->v = t->be->alloc(t->be, sizeof(float) * slice);
     t->params = mallocCheck(sizeof(float) * (size_t)t->n);
-    if (o->reduce == DISTILL_REDUCE_FIXED && t->size == 1) {
-        t->acc = t->be->alloc(t->be, sizeof(int64_t) * (size_t)t->n);
-    } else {
+    t->nccl = o->nccl ? nccl_open(t) : NULL;
+    if (t->nccl || t->size == 1) { // the sums stay on the backend
+        if (o->reduce == DISTILL_REDUCE_FIXED) t->acc = t->be->alloc(t->be, sizeof(int64_t) * (size_t)t->n);
+    }
+    if (!t->nccl && (t->size > 1 || o->reduce == DISTILL_REDUCE_FLOAT)) {
         t->grad = mallocCheck(sizeof(float) * (size_t)t->n);
         t->grad_slice = mallocCheck(sizeof(float) * slice);
         if (o->reduce == DISTILL_REDUCE_FIXED) {
@@ -139,6 +184,7 @@ void distill_trainer_free(DistillTrainer* t) {
     t->be->free(t->be, t->m);
     t->be->free(t->be, t->v);
     if (t->acc) t->be->free(t->be, t->acc);
+    devcomm_free(t->nccl);
     free(t->acc_host);
     free(t->acc_slice);
     free(t->grad);
@@ -407,7 +453,7 @@ static void epoch_free(EpochData* d) {
 // one optimizer step
 
 // forward, objective and backward of this trainer's micro-batches of step s; fixed mode adds each
-// micro-batch gradient at exponent k to t->acc on the backend (one trainer) or, downloaded, to
+// micro-batch gradient at exponent k to t->acc on the backend (one trainer, or NCCL) or, downloaded, to
 // t->acc_host (several). Returns 1 if a gradient left the range of k.
 static int step_gradients(DistillTrainer* t, const DistillPlan* p, int s, const EpochData* d, int k, double* stats,
                           double* max_abs) {
@@ -493,13 +539,17 @@ static void run_step(DistillTrainer* t, const DistillPlan* p, int s, const Epoch
     }
 
     // reduce-scatter the gradient to the slice owners, into place in the model's gradient buffer
-    // (one trainer in fixed mode: the sums are all on the backend, and no byte leaves it)
+    // (one trainer, or NCCL, in fixed mode: the sums are all on the backends, and no byte reaches
+    // a host; NCCL sums the int64 slices exactly, so the bits stay those of any trainer count)
     Backend* be = t->be;
     const uint64_t off = t->part.off[t->rank], cnt = t->part.cnt[t->rank];
     float* grads = model_grads(m);
     double tc = MPI_Wtime();
     if (fixed && t->acc) {
-        be->fp_to_float(be, grads, t->acc, (size_t)t->n, k);
+        if (t->nccl) devcomm_reduce_slices(t->nccl, t->acc, DEVCOMM_I64, t->part.off, t->part.cnt);
+        be->fp_to_float(be, grads + off, t->acc + off, (size_t)cnt, k);
+    } else if (t->nccl) {
+        devcomm_reduce_slices(t->nccl, grads, DEVCOMM_F32, t->part.off, t->part.cnt);
     } else if (fixed) {
         part_reduce_scatter(&t->part, t->acc_host, t->acc_slice, MPI_INT64_T, sizeof(int64_t), t->opt.bucket_bytes,
                             t->comm);
@@ -520,7 +570,12 @@ static void run_step(DistillTrainer* t, const DistillPlan* p, int s, const Epoch
     cfg.total_steps = p->n_steps;
     const float lr = adamw_lr(&cfg, s), scale = adamw_clip_scale(&cfg, norm);
     zero_step(t, lr, scale);
-    if (t->size > 1) {
+    if (t->size > 1 && t->nccl) {
+        tc = MPI_Wtime();
+        devcomm_gather_slices(t->nccl, model_params(m), DEVCOMM_F32, t->part.off, t->part.cnt);
+        be->synchronize(be); // for comm_seconds
+        comm_s += MPI_Wtime() - tc;
+    } else if (t->size > 1) {
         be->download(be, t->params + off, model_params(m) + off, sizeof(float) * (size_t)cnt);
         tc = MPI_Wtime();
         part_allgather(&t->part, t->params, MPI_FLOAT, sizeof(float), t->opt.bucket_bytes, t->comm);

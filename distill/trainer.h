@@ -66,6 +66,7 @@ typedef struct {
     DistillReduce reduce;   // fixed point (reproducible on any trainer count) or float
     int fp_max_exp;         // fixed point: first assume |g| < 2^fp_max_exp (0: DISTILL_FP_ASSUMED_EXP)
     size_t bucket_bytes;    // collectives move at most this many bytes per call
+    int nccl;               // GPU trainers, one per GPU: gradients and parameters move by NCCL (distill.nccl)
     int check_sync;         // hash the weights of every trainer after every step (debug)
     DistillStepFn on_step;  // optional, called on every trainer after every optimizer step
     void* on_step_ctx;
@@ -78,7 +79,7 @@ typedef struct {
 int distill_check_config(const Config* c, char* err, size_t errlen);
 // options from the config: loss, beta, epochs, budgets, AdamW, seed = run.seed, max_seq =
 // model.max_seq_len, max_batch = max(1, micro_batch_tokens / max_seq); fixed-point reduction,
-// 16 MiB buckets, check_sync when run.log_level is debug; teacher_recompute, teacher_max_len =
+// 16 MiB buckets, nccl = distill.nccl, check_sync when run.log_level is debug; teacher_recompute, teacher_max_len =
 // max(rollout.max_context, max_seq)
 void distill_options_from_config(DistillOptions* o, const Config* c);
 

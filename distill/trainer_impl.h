@@ -7,6 +7,7 @@
 #include "distill/objective.h"
 #include "distill/teacher.h"
 #include "distill/trainer.h"
+#include "model/devcomm.h"
 
 // ----------------------------------------------------------------------------
 // the partition (reduce.c): ckpt_shard slices of n elements over the ranks, and collectives that
@@ -56,7 +57,9 @@ struct DistillTrainer {
     float* v; // backend (slice)
     long steps_done;
 
-    // fixed mode, one trainer: the step's fixed-point gradient sums, beside the gradients
+    // NCCL among GPU trainers (model/devcomm.h), else NULL: the collectives stage through host memory
+    DevComm* nccl;
+    // fixed mode, one trainer or NCCL: the step's fixed-point gradient sums, beside the gradients
     int64_t* acc; // backend (n), else NULL
 
     // host staging of the collectives (several trainers, or float mode)

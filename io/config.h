@@ -110,6 +110,7 @@ typedef struct {
         int batch_tokens;
         double reward_threshold;
         double jsd_beta;
+        int nccl;
     } distill;
     struct {
         int tasks;

@@ -78,10 +78,6 @@ void cuda_sum_doubles(Backend* be, double* out, const double* x, size_t n, doubl
 // ----------------------------------------------------------------------------
 // the bf16 operand copies (CudaOperand)
 
-static void operands_forget(CudaImpl* c) {
-    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) c->operands[i].src = NULL;
-}
-
 // the bytes a row-major fp32 block (rows, cols) with row stride ld spans
 static size_t block_bytes(int rows, int cols, int ld) { return ((size_t)(rows - 1) * ld + cols) * sizeof(float); }
 

@@ -48,6 +48,10 @@ typedef struct {
 
 static inline CudaImpl* cuda_impl(Backend* be) { return (CudaImpl*)be->impl; }
 static inline cudaStream_t cuda_stream(Backend* be) { return cuda_impl(be)->stream; }
+// forget every kept operand copy (whatever may have written device memory)
+static inline void operands_forget(CudaImpl* c) {
+    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) c->operands[i].src = NULL;
+}
 
 // A scratch region of at least `bytes` (256-byte aligned). Valid until the next call: ops take
 // it once and carve their temporaries out of it. Growing waits for the stream first, since
