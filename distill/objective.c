@@ -229,11 +229,10 @@ static void row_metrics(DistillObjective* o, const float* logits, const DistillB
             st->kl_forward += o->kl_fwd[p];
             st->kl_reverse += o->kl_rev[p];
             st->agree += o->argmax[p] == top ? 1.0 : 0.0;
-        } else {
-            st->kl_forward = st->kl_reverse = st->agree = NAN;
         }
         st->entropy += o->entropy[p];
     }
+    if (!kl && b->n_rows > 0) st->kl_forward = st->kl_reverse = st->agree = NAN; // no teacher rows to compare
 }
 
 void distill_objective_run(DistillObjective* o, const float* logits, const DistillBatch* b, float* teacher, float* dz,

@@ -189,13 +189,14 @@ static void setup_roles(Driver* d) {
             failed = !(d->judge_tmpl = prompt_load(prompt_default_dir(), "judge.txt", d->err, sizeof(d->err)));
         }
     }
-    if (!failed && (d->l->roles & ROLE_TRAINER)) {
+    if (!failed && (d->l->roles & ROLE_TRAINER)) failed = distill_check_config(c, d->err, sizeof(d->err)) != 0;
+    driver_agree_or_abort(d, failed, "setting up the rank's roles");
+    // after the agreement: creating the trainer is collective over the trainers (the NCCL decision)
+    if (d->l->roles & ROLE_TRAINER) {
         DistillOptions o;
         distill_options_from_config(&o, c);
-        failed = distill_check_config(c, d->err, sizeof(d->err)) != 0;
-        if (!failed) d->trainer = distill_trainer_create(d->model, &o, d->l->trainer);
+        d->trainer = distill_trainer_create(d->model, &o, d->l->trainer);
     }
-    driver_agree_or_abort(d, failed, "setting up the rank's roles");
 }
 
 // ----------------------------------------------------------------------------

@@ -141,7 +141,9 @@ static void test_determinism(Backend* be, const ModelConfig* c, Trajectory** dat
     shards_build(data, N_SEQS, REGIME_OFF_POLICY, 1.0, world, &set);
     Run dp;
     const DistillOptions fixed = options(DISTILL_REDUCE_FIXED);
-    train(&dp, be, c, &set.shards[rank], &fixed, 2, MPI_COMM_WORLD);
+    DistillOptions asks_nccl = fixed; // on CPU backends every trainer declines NCCL alike: host staging
+    asks_nccl.nccl = 1;
+    train(&dp, be, c, &set.shards[rank], &asks_nccl, 2, MPI_COMM_WORLD);
     const size_t n = model_num_params(dp.m);
     float* w = malloc(sizeof(float) * n);
     model_params_download(dp.m, w);
