@@ -15,6 +15,7 @@
 #include "model/bench.h"
 #include "model/bench_decode.h"
 #include "model/cli_model.h"
+#include "model/devcomm.h"
 #include "model/device.h"
 #include "mpi/bench.h"
 #include "mpi/driver.h"
@@ -254,6 +255,9 @@ static int cmd_version(int argc, char** argv) {
     printf("  libyaml: %s\n", yaml_get_version_string());
     printf("  CUDA:    %s; %d GPU%s: %s\n", device_cuda_built() ? "backend built" : "backend not built", n_gpu,
            n_gpu == 1 ? "" : "s", gpus);
+    char nccl[320];
+    devcomm_describe(nccl, sizeof nccl);
+    printf("  NCCL:    %s\n", nccl);
     return 0;
 }
 

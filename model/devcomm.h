@@ -18,6 +18,8 @@ typedef struct DevComm DevComm;
 
 // 1 if this binary was built with NCCL
 int devcomm_built(void);
+// one line for `ingrain version`: the NCCL version loaded, or why there is none
+void devcomm_describe(char* out, size_t n);
 // the identity of the backend's device on this cluster (host name and PCI bus id); 0, or -1
 // with the reason in err (not a CUDA backend, or built without NCCL)
 int devcomm_key(Backend* be, char key[DEVCOMM_KEY_BYTES], char* err, size_t errlen);

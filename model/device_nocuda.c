@@ -50,6 +50,8 @@ int cuda_gemm_replay(int device, const MatmulCall* calls, int n, int passes, dou
 
 int devcomm_built(void) { return 0; }
 
+void devcomm_describe(char* out, size_t n) { snprintf(out, n, "not built (no CUDA backend)"); }
+
 int devcomm_key(Backend* be, char key[DEVCOMM_KEY_BYTES], char* err, size_t errlen) {
     (void)be;
     key[0] = '\0';

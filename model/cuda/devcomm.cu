@@ -21,7 +21,7 @@ static_assert(sizeof(ncclUniqueId) == DEVCOMM_ID_BYTES, "DEVCOMM_ID_BYTES is not
 // through host memory) on a node without libnccl
 #define NCCL_FUNCS(X)                                                                                              \
     X(ncclGetUniqueId) X(ncclCommInitRank) X(ncclCommDestroy) X(ncclGroupStart) X(ncclGroupEnd) X(ncclReduce)      \
-        X(ncclBroadcast) X(ncclGetErrorString)
+        X(ncclBroadcast) X(ncclGetErrorString) X(ncclGetVersion)
 #define NCCL_POINTER(f) static decltype(&f) p_##f;
 NCCL_FUNCS(NCCL_POINTER)
 
@@ -60,6 +60,18 @@ struct DevComm {
 static int is_cuda(Backend* be) { return be && be->name && strcmp(be->name, "cuda") == 0; }
 
 extern "C" int devcomm_built(void) { return 1; }
+
+extern "C" void devcomm_describe(char* out, size_t n) {
+    char err[256];
+    int v = 0;
+    if (nccl_load(err, sizeof err) != 0) {
+        snprintf(out, n, "built in; %s", err);
+    } else if (p_ncclGetVersion(&v) != ncclSuccess) {
+        snprintf(out, n, "built in; libnccl.so.2 loaded, its version unknown");
+    } else { // NCCL_VERSION(X, Y, Z) = X * 10000 + Y * 100 + Z since 2.9
+        snprintf(out, n, "built in; libnccl.so.2 %d.%d.%d loaded", v / 10000, v / 100 % 100, v % 100);
+    }
+}
 
 extern "C" int devcomm_key(Backend* be, char key[DEVCOMM_KEY_BYTES], char* err, size_t errlen) {
     if (!is_cuda(be)) {
@@ -145,6 +157,8 @@ extern "C" void devcomm_gather_slices(DevComm* c, void* x, DevCommType type, con
 #define NO_NCCL "this binary was built without NCCL (nccl.h was not found beside the CUDA toolkit)"
 
 extern "C" int devcomm_built(void) { return 0; }
+
+extern "C" void devcomm_describe(char* out, size_t n) { snprintf(out, n, NO_NCCL); }
 
 extern "C" int devcomm_key(Backend* be, char key[DEVCOMM_KEY_BYTES], char* err, size_t errlen) {
     (void)be;
