@@ -143,7 +143,47 @@ uint64_t distill_weights_hash(Model* m) {
     return h;
 }
 
-void distill_broadcast_weights(Model* m, int root, MPI_Comm comm, size_t bucket_bytes) {
+DevComm* distill_nccl_open(Backend* be, MPI_Comm comm, const char* what) {
+    int rank, size;
+    mpiCheck(MPI_Comm_rank(comm, &rank));
+    mpiCheck(MPI_Comm_size(comm, &size));
+    char key[DEVCOMM_KEY_BYTES] = "", err[256] = "";
+    const int mine = devcomm_key(be, key, err, sizeof err) == 0;
+    int all;
+    mpiCheck(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm));
+    char* keys = mallocCheck((size_t)size * DEVCOMM_KEY_BYTES);
+    mpiCheck(MPI_Allgather(key, DEVCOMM_KEY_BYTES, MPI_CHAR, keys, DEVCOMM_KEY_BYTES, MPI_CHAR, comm));
+    int shared = -1; // a rank on the GPU of an earlier one
+    for (int r = 1; all && r < size && shared < 0; r++) {
+        const char* kr = keys + (size_t)r * DEVCOMM_KEY_BYTES;
+        for (int q = 0; q < r && shared < 0; q++) shared = strcmp(kr, keys + (size_t)q * DEVCOMM_KEY_BYTES) ? -1 : r;
+    }
+    if (!all || shared >= 0) {
+        if (rank == 0 && shared >= 0)
+            log_warn("NCCL: rank %d shares GPU %s with another: NCCL needs one rank per GPU, so %s stage "
+                     "through host memory", shared, keys + (size_t)shared * DEVCOMM_KEY_BYTES, what);
+        else if (rank == 0 && mine)
+            log_info("NCCL: another rank has no NCCL-capable GPU, so %s stage through host memory", what);
+        else if (rank == 0 && strcmp(be->name, "cuda") == 0)
+            log_info("NCCL: %s stage through host memory: %s", what, err);
+        else if (rank == 0)
+            log_debug("NCCL off for %s: %s", what, err);
+        free(keys);
+        return NULL;
+    }
+    free(keys);
+    unsigned char id[DEVCOMM_ID_BYTES] = {0};
+    int ok = rank != 0 || devcomm_unique_id(id, err, sizeof err) == 0;
+    mpiCheck(MPI_Bcast(&ok, 1, MPI_INT, 0, comm));
+    if (!ok) fatal("NCCL: %s", rank == 0 ? err : "rank 0 could not make the communicator's id");
+    mpiCheck(MPI_Bcast(id, DEVCOMM_ID_BYTES, MPI_BYTE, 0, comm));
+    DevComm* c = devcomm_create(be, id, size, rank, err, sizeof err);
+    if (!c) fatal("NCCL: rank %d: %s", rank, err);
+    if (rank == 0) log_info("NCCL: %s move GPU to GPU among %d rank%s", what, size, size > 1 ? "s" : "");
+    return c;
+}
+
+void distill_broadcast_weights(Model* m, int root, MPI_Comm comm, size_t bucket_bytes, DevComm* nccl) {
     int rank;
     mpiCheck(MPI_Comm_rank(comm, &rank));
     unsigned long long n = model_num_params(m), lo_n = n, hi_n = n;
@@ -152,6 +192,10 @@ void distill_broadcast_weights(Model* m, int root, MPI_Comm comm, size_t bucket_
     if (lo_n != hi_n) {
         fatal("weight broadcast: ranks hold models of different sizes (%llu to %llu parameters; this rank %llu)", lo_n,
               hi_n, n);
+    }
+    if (nccl) { // GPU to GPU, in place: the kernels after it on each rank's stream see all of it
+        devcomm_broadcast(nccl, model_params(m), DEVCOMM_F32, (size_t)n, root);
+        return;
     }
     float* host = mallocCheck(sizeof(float) * (n ? n : 1));
     if (rank == root) model_params_download(m, host);

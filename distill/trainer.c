@@ -94,48 +94,6 @@ void distill_options_from_config(DistillOptions* o, const Config* c) {
 // ----------------------------------------------------------------------------
 // lifetime
 
-// NCCL among the trainers when every one runs on a GPU of its own, decided alike on every trainer
-// before any NCCL call (an initialisation that one rank skipped would hang the others); NULL:
-// the collectives stage through host memory with MPI
-static DevComm* nccl_open(DistillTrainer* t) {
-    char key[DEVCOMM_KEY_BYTES] = "", err[256] = "";
-    const int mine = devcomm_key(t->be, key, err, sizeof err) == 0;
-    int all;
-    mpiCheck(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, t->comm));
-    char* keys = mallocCheck((size_t)t->size * DEVCOMM_KEY_BYTES);
-    mpiCheck(MPI_Allgather(key, DEVCOMM_KEY_BYTES, MPI_CHAR, keys, DEVCOMM_KEY_BYTES, MPI_CHAR, t->comm));
-    int shared = -1; // a trainer on the GPU of an earlier one
-    for (int r = 1; all && r < t->size && shared < 0; r++) {
-        const char* kr = keys + (size_t)r * DEVCOMM_KEY_BYTES;
-        for (int q = 0; q < r && shared < 0; q++) shared = strcmp(kr, keys + (size_t)q * DEVCOMM_KEY_BYTES) ? -1 : r;
-    }
-    if (!all || shared >= 0) {
-        if (t->rank == 0 && shared >= 0)
-            log_warn("distill: trainer %d shares GPU %s with another: NCCL needs one trainer per GPU, so the "
-                     "gradients stage through host memory", shared, keys + (size_t)shared * DEVCOMM_KEY_BYTES);
-        else if (t->rank == 0 && mine)
-            log_info("distill: another trainer has no NCCL-capable GPU, so the gradients stage through host memory");
-        else if (t->rank == 0 && strcmp(t->be->name, "cuda") == 0)
-            log_info("distill: the gradients stage through host memory: %s", err);
-        else if (t->rank == 0)
-            log_debug("distill: NCCL off: %s", err);
-        free(keys);
-        return NULL;
-    }
-    free(keys);
-    unsigned char id[DEVCOMM_ID_BYTES] = {0};
-    int ok = t->rank != 0 || devcomm_unique_id(id, err, sizeof err) == 0;
-    mpiCheck(MPI_Bcast(&ok, 1, MPI_INT, 0, t->comm));
-    if (!ok) fatal("distill: NCCL: %s", t->rank == 0 ? err : "rank 0 could not make the communicator's id");
-    mpiCheck(MPI_Bcast(id, DEVCOMM_ID_BYTES, MPI_BYTE, 0, t->comm));
-    DevComm* c = devcomm_create(t->be, id, t->size, t->rank, err, sizeof err);
-    if (!c) fatal("distill: trainer %d: NCCL: %s", t->rank, err);
-    if (t->rank == 0)
-        log_info("distill: gradients and parameters move by NCCL among %d GPU trainer%s", t->size,
-                 t->size > 1 ? "s" : "");
-    return c;
-}
-
 DistillTrainer* distill_trainer_create(Model* m, const DistillOptions* o, MPI_Comm comm) {
     if (o->epochs < 1 || o->micro_batch_tokens < 1 || o->batch_tokens < 1 || o->max_batch < 1 || o->max_seq < 1 ||
         o->bucket_bytes < sizeof(int64_t) || o->jsd_beta < 0.0 || o->jsd_beta > 1.0 || o->teacher_max_len < 0) {
@@ -158,7 +116,7 @@ DistillTrainer* distill_trainer_create(Model* m, const DistillOptions* o, MPI_Co
     t->m = t->be->alloc(t->be, sizeof(float) * slice);
     t->v = t->be->alloc(t->be, sizeof(float) * slice);
     t->params = mallocCheck(sizeof(float) * (size_t)t->n);
-    t->nccl = o->nccl ? nccl_open(t) : NULL;
+    t->nccl = o->nccl ? distill_nccl_open(t->be, comm, "the trainers' gradients and parameters") : NULL;
     if (t->nccl || t->size == 1) { // the sums stay on the backend
         if (o->reduce == DISTILL_REDUCE_FIXED) t->acc = t->be->alloc(t->be, sizeof(int64_t) * (size_t)t->n);
     }

@@ -31,6 +31,7 @@
 #include "distill/shards.h"
 #include "io/ckpt.h"
 #include "io/config.h"
+#include "model/devcomm.h"
 #include "model/model.h"
 
 // ----------------------------------------------------------------------------
@@ -162,10 +163,16 @@ int distill_state_read(DistillTrainer* t, CkptFile* f, const char* m_path, const
 // ----------------------------------------------------------------------------
 // weight sync
 
-// Broadcast the weights of `root` (a rank of comm) to every rank of comm, bucket by bucket into a
-// host staging copy, uploaded into each model only once complete: collective, and no rank's
-// model is ever half-updated. Every rank's model must have the same parameter count (checked).
-void distill_broadcast_weights(Model* m, int root, MPI_Comm comm, size_t bucket_bytes);
+// NCCL over comm (collective) when every rank of it runs on a GPU of its own, decided alike on
+// every rank before any NCCL call (an initialisation that one rank skipped would hang the
+// others); else NULL, the reason logged (a warning when two ranks share a GPU). `what` names
+// the traffic for the messages.
+DevComm* distill_nccl_open(Backend* be, MPI_Comm comm, const char* what);
+// Broadcast the weights of `root` (a rank of comm) to every rank of comm. With nccl (over the
+// same ranks) GPU to GPU in place; else bucket by bucket into a host staging copy, uploaded into
+// each model only once complete, so no rank's model is ever half-updated. Collective. Every
+// rank's model must have the same parameter count (checked).
+void distill_broadcast_weights(Model* m, int root, MPI_Comm comm, size_t bucket_bytes, DevComm* nccl);
 // XXH3 of the whole parameter vector (identical weights <=> identical hashes, up to collisions)
 uint64_t distill_weights_hash(Model* m);
 

@@ -7,7 +7,6 @@
 #include "distill/objective.h"
 #include "distill/teacher.h"
 #include "distill/trainer.h"
-#include "model/devcomm.h"
 
 // ----------------------------------------------------------------------------
 // the partition (reduce.c): ckpt_shard slices of n elements over the ranks, and collectives that

@@ -34,3 +34,5 @@ void devcomm_free(DevComm* c);
 // in any order; float sums follow NCCL's order). gather: every rank's slice r becomes rank r's.
 void devcomm_reduce_slices(DevComm* c, void* x, DevCommType type, const uint64_t* off, const uint64_t* cnt);
 void devcomm_gather_slices(DevComm* c, void* x, DevCommType type, const uint64_t* off, const uint64_t* cnt);
+// x (n elements, a backend buffer) of rank root to every rank, in place
+void devcomm_broadcast(DevComm* c, void* x, DevCommType type, size_t n, int root);

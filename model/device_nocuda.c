@@ -83,3 +83,8 @@ void devcomm_gather_slices(DevComm* c, void* x, DevCommType type, const uint64_t
     (void)c, (void)x, (void)type, (void)off, (void)cnt;
     fatal("devcomm_gather_slices: this binary was built without the CUDA backend");
 }
+
+void devcomm_broadcast(DevComm* c, void* x, DevCommType type, size_t n, int root) {
+    (void)c, (void)x, (void)type, (void)n, (void)root;
+    fatal("devcomm_broadcast: this binary was built without the CUDA backend");
+}

@@ -197,6 +197,7 @@ static void setup_roles(Driver* d) {
         distill_options_from_config(&o, c);
         d->trainer = distill_trainer_create(d->model, &o, d->l->trainer);
     }
+    if (c->distill.nccl) d->nccl = distill_nccl_open(model_backend(d->model), d->l->world, "the weight broadcasts");
 }
 
 // ----------------------------------------------------------------------------
@@ -616,7 +617,7 @@ int driver_run(const Config* c, const RankLayout* l) {
         if (d->trainer && !no_teacher) failed = distill_train(d->trainer, &shard, k, &rep, d->err, sizeof(d->err)) != 0;
         driver_agree_or_abort(d, failed, "distillation");
         shard_free(&shard);
-        distill_broadcast_weights(d->model, 0, l->world, 16u << 20);
+        distill_broadcast_weights(d->model, 0, l->world, 16u << 20, d->nccl);
         share_pool(d);
 
         Eval ev = {0};
@@ -688,6 +689,7 @@ int driver_run(const Config* c, const RankLayout* l) {
     writer_free(&d->writer);
     free(d->judge_tmpl);
     distill_trainer_free(d->trainer);
+    devcomm_free(d->nccl);
     agent_free(d->agent);
     agent_free(d->eval_agent);
     for (int i = 0; d->envs && i < c->rollout.group_size; i++) env_destroy(d->envs[i]);

@@ -39,6 +39,7 @@ typedef struct {
     Writer writer;     // aggregator root, when the model writes principles or judges (experience.*: llm)
     char* judge_tmpl;  // the LLM judge's prompt template
     DistillTrainer* trainer;
+    DevComm* nccl;       // the weight broadcast's NCCL over every rank, NULL: through host memory
     MetricsLog* metrics; // world rank 0
     ExpList exp;         // the pool as injected (every rank)
     char* pool_json;     // the pool as last broadcast, which a checkpoint stores (aggregator root)

@@ -152,6 +152,11 @@ extern "C" void devcomm_gather_slices(DevComm* c, void* x, DevCommType type, con
     operands_forget(cuda_impl(c->be));
 }
 
+extern "C" void devcomm_broadcast(DevComm* c, void* x, DevCommType type, size_t n, int root) {
+    ncclCheck(p_ncclBroadcast(x, x, n, nccl_type(type), root, c->comm, cuda_stream(c->be)));
+    operands_forget(cuda_impl(c->be));
+}
+
 #else // built without NCCL
 
 #define NO_NCCL "this binary was built without NCCL (nccl.h was not found beside the CUDA toolkit)"
@@ -188,5 +193,9 @@ extern "C" void devcomm_reduce_slices(DevComm* c, void* x, DevCommType type, con
 extern "C" void devcomm_gather_slices(DevComm* c, void* x, DevCommType type, const uint64_t* off, const uint64_t* cnt) {
     (void)c, (void)x, (void)type, (void)off, (void)cnt;
     fatal("devcomm_gather_slices: " NO_NCCL);
+}
+extern "C" void devcomm_broadcast(DevComm* c, void* x, DevCommType type, size_t n, int root) {
+    (void)c, (void)x, (void)type, (void)n, (void)root;
+    fatal("devcomm_broadcast: " NO_NCCL);
 }
 #endif

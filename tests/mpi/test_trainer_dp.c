@@ -411,7 +411,7 @@ static void test_broadcast_and_sync_check(Backend* be, const ModelConfig* c) {
     const int root = world - 1;
     uint64_t h = distill_weights_hash(m), root_h = h;
     MPI_Bcast(&root_h, 1, MPI_UINT64_T, root, MPI_COMM_WORLD);
-    distill_broadcast_weights(m, root, MPI_COMM_WORLD, 1 << 20);
+    distill_broadcast_weights(m, root, MPI_COMM_WORLD, 1 << 20, NULL);
     h = distill_weights_hash(m);
     CHECK(h == root_h, "weights after the broadcast differ from root %d's", root);
 
