@@ -109,7 +109,7 @@ const ConfigKey config_keys[] = {
     INT_("distill.micro_batch_tokens", distill.micro_batch_tokens, "4096", 16, 1e9, "Tokens per micro-batch on one trainer (memory bound)."),
     INT_("distill.batch_tokens", distill.batch_tokens, "16384", 16, 1e12, "Tokens per optimizer step over all trainers (gradient accumulation fills it)."),
     FLT_("distill.reward_threshold", distill.reward_threshold, "1.0", -BIG, BIG, "Off-policy rejection sampling: keep teacher trajectories with final reward >= this."),
-    BOOL_("distill.nccl", distill.nccl, "true", "Trainers on GPUs, one per GPU: gradients and parameters move between GPUs by NCCL (exact int64 sums in fixed point), device to device; false, or a build without NCCL, stages them through host memory with MPI. In fixed point both give the same weights."),
+    BOOL_("distill.nccl", distill.nccl, "true", "Trainers on GPUs, one per GPU: gradients and parameters move between GPUs by NCCL (exact int64 sums in fixed point), device to device; false, or a build without NCCL, stages them through host memory with MPI. In fixed point both give the same weights. The weight broadcast to every rank after each iteration follows the same rule."),
     FLT_("distill.jsd_beta", distill.jsd_beta, "0.5", 0, 1, "Generalised JSD mixing weight (distill.loss: jsd); 0 = forward KL, 1 = reverse KL."),
     // eval
     INT_("eval.tasks", eval.tasks, "32", 0, 1e7, "Held-out tasks evaluated per iteration (student and teacher); 0 = no evaluation."),
