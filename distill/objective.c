@@ -37,10 +37,9 @@ void distill_row_stats(const float* z, int V, const int* ids, const float* lp, f
 }
 
 void distill_row_stats_full(const float* z, const float* lp, int V, DistillRowStats* out) {
-    int arg, targ = 0;
+    int arg;
     out->entropy = loss_row_entropy(z, V, &arg);
-    for (int v = 1; v < V; v++) targ = lp[v] > lp[targ] ? v : targ;
-    out->agree = arg == targ ? 1.0 : 0.0;
+    out->agree = arg == loss_row_argmax(lp, V) ? 1.0 : 0.0;
     out->kl_forward = loss_row_kl_full(z, lp, V, 0, 0.0f, NULL);
     out->kl_reverse = loss_row_kl_full(z, lp, V, 1, 0.0f, NULL);
 }
@@ -145,7 +144,6 @@ struct DistillObjective {
     float* d_aux;
     float* d_old;
     double* d_entropy;
-    double* d_t_entropy; // the full teacher's, unused (the op's other output)
     int* d_argmax;
     int* d_t_argmax;
     float* d_kl_fwd;
@@ -166,9 +164,8 @@ static void free_buffers(DistillObjective* o) {
     free(o->w), free(o->mask), free(o->tgt), free(o->ids), free(o->lp), free(o->tail), free(o->aux), free(o->old);
     free(o->entropy), free(o->argmax), free(o->t_argmax), free(o->kl_fwd), free(o->kl_rev);
     if (o->d_w) {
-        void* dev[] = {o->d_w,       o->d_mask,        o->d_tgt,    o->d_ids,       o->d_lp,     o->d_tail,
-                       o->d_aux,     o->d_old,         o->d_entropy, o->d_t_entropy, o->d_argmax, o->d_t_argmax,
-                       o->d_kl_fwd, o->d_kl_rev};
+        void* dev[] = {o->d_w,   o->d_mask, o->d_tgt,     o->d_ids,      o->d_lp,      o->d_tail,  o->d_aux,
+                       o->d_old, o->d_entropy, o->d_argmax, o->d_t_argmax, o->d_kl_fwd, o->d_kl_rev};
         for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) be->free(be, dev[i]);
     }
 }
@@ -196,7 +193,7 @@ static void reserve(DistillObjective* o, size_t N, size_t K) {
     o->d_w = be->alloc(be, f), o->d_mask = be->alloc(be, f), o->d_tgt = be->alloc(be, i);
     o->d_tail = be->alloc(be, f), o->d_aux = be->alloc(be, f), o->d_old = be->alloc(be, f);
     o->d_ids = be->alloc(be, sizeof(int) * nk), o->d_lp = be->alloc(be, sizeof(float) * nk);
-    o->d_entropy = be->alloc(be, d), o->d_t_entropy = be->alloc(be, d);
+    o->d_entropy = be->alloc(be, d);
     o->d_argmax = be->alloc(be, i), o->d_t_argmax = be->alloc(be, i);
     o->d_kl_fwd = be->alloc(be, f), o->d_kl_rev = be->alloc(be, f);
 }
@@ -211,7 +208,7 @@ static void row_metrics(DistillObjective* o, const float* logits, const DistillB
     const size_t f = sizeof(float) * (size_t)N, i = sizeof(int) * (size_t)N;
     loss_entropy(be, logits, o->d_mask, N, V, o->d_entropy, o->d_argmax);
     if (teacher) {
-        loss_entropy(be, teacher, o->d_mask, N, V, o->d_t_entropy, o->d_t_argmax);
+        loss_entropy(be, teacher, o->d_mask, N, V, NULL, o->d_t_argmax); // the teacher's argmax
         loss_kl_full(be, logits, teacher, o->d_mask, N, V, 0, o->d_kl_fwd, NULL);
         loss_kl_full(be, logits, teacher, o->d_mask, N, V, 1, o->d_kl_rev, NULL);
         be->download(be, o->t_argmax, o->d_t_argmax, i);

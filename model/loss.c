@@ -220,6 +220,12 @@ float loss_row_kl_sampled(const float* z, int V, int id, float lp_t, const float
     return (float)c;
 }
 
+int loss_row_argmax(const float* z, int V) {
+    int arg = 0;
+    for (int v = 1; v < V; v++) arg = z[v] > z[arg] ? v : arg;
+    return arg;
+}
+
 double loss_row_entropy(const float* z, int V, int* argmax) {
     const double lse = loss_row_logsumexp(z, V);
     double h = 0.0;

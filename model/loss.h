@@ -64,7 +64,8 @@ double loss_kl_topk(Backend* be, const float* z, const int* ids, const float* te
 double loss_kl_sampled(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
                        const float* w, int N, int V, float* losses, float* dz);
 
-// entropy (N, double) and argmax (N) of each row of z with w != 0 (skipped rows: 0 and -1)
+// entropy (N, double; or NULL: the argmax alone) and argmax (N) of each row of z with w != 0
+// (skipped rows: 0 and -1)
 void loss_entropy(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax);
 // JSD(beta), 0 < beta < 1; returns sum_n (double)w[n] * jsd[n] (summed in row order); the
 // surrogate goes to lp_s (N, K) and tail_s (N) (full: lp_s (N, V)), which may alias lp and tail
@@ -88,6 +89,7 @@ float loss_row_kl_topk(const float* z, int V, const int* ids, const float* lp, f
                        float* dz);
 float loss_row_kl_sampled(const float* z, int V, int id, float lp_t, const float* old_lp, float w, float* dz);
 double loss_row_entropy(const float* z, int V, int* argmax);
+int loss_row_argmax(const float* z, int V); // the first index of the max
 // the JSD rows return jsd in double and write the surrogate (lp_s may alias lp)
 double loss_row_jsd_topk(const float* z, int V, const int* ids, const float* lp, float tail, int K, double beta,
                          float* lp_s, float* tail_s);

@@ -101,7 +101,7 @@ struct Backend {
     double (*kl_sampled)(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
                          const float* w, int N, int V, float* losses, float* dz);
     // the distillation objective's per-row pieces (loss.h; rows with w == 0 skipped). entropy (N
-    // doubles), argmax (N); jsd_* return sum_n w[n] jsd[n] summed in row order and synchronise;
+    // doubles, or NULL for the argmax alone), argmax (N); jsd_* return sum_n w[n] jsd[n] summed in row order and synchronise;
     // their surrogate outputs may alias lp and tail.
     void (*entropy)(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax);
     double (*jsd_topk)(Backend* be, const float* z, const int* ids, const float* lp, const float* tail, const float* w,

@@ -558,11 +558,15 @@ static double cpu_kl_sampled(Backend* be, const float* z, const int* ids, const 
 static void cpu_entropy(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax) {
 #pragma omp parallel for num_threads(be->threads) schedule(dynamic) if((size_t)N * V >= CPU_PAR_MIN)
     for (int n = 0; n < N; n++) {
+        const float* zn = z + (size_t)n * V;
         if (w[n] == 0.0f) {
-            entropy[n] = 0.0, argmax[n] = -1;
-            continue;
+            argmax[n] = -1;
+            if (entropy) entropy[n] = 0.0;
+        } else if (entropy) {
+            entropy[n] = loss_row_entropy(zn, V, &argmax[n]);
+        } else {
+            argmax[n] = loss_row_argmax(zn, V);
         }
-        entropy[n] = loss_row_entropy(z + (size_t)n * V, V, &argmax[n]);
     }
 }
 

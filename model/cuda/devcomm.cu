@@ -1,5 +1,5 @@
-// NCCL collectives among the trainers' GPUs (see model/devcomm.h), on the CUDA backend's stream.
-// Without NCCL at build time (INGRAIN_HAVE_NCCL unset) every entry fails with the reason.
+// NCCL collectives among the ranks' GPUs (see model/devcomm.h), on the CUDA backend's stream.
+// Built when nccl.h is found beside the CUDA toolkit; else model/devcomm_none.c stands in.
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,7 +11,6 @@ extern "C" {
 #include "model/devcomm.h"
 }
 
-#ifdef INGRAIN_HAVE_NCCL
 #include <dlfcn.h>
 #include <nccl.h>
 
@@ -127,29 +126,32 @@ extern "C" void devcomm_free(DevComm* c) {
 static ncclDataType_t nccl_type(DevCommType t) { return t == DEVCOMM_I64 ? ncclInt64 : ncclFloat32; }
 static size_t type_bytes(DevCommType t) { return t == DEVCOMM_I64 ? sizeof(int64_t) : sizeof(float); }
 
-// Both run one in-place root collective per slice in one group (the slices may differ in length,
-// which ncclReduceScatter and ncclAllGather do not allow). NCCL writes device memory outside the
-// backend's ops, so the bf16 operand copies are forgotten.
-extern "C" void devcomm_reduce_slices(DevComm* c, void* x, DevCommType type, const uint64_t* off, const uint64_t* cnt) {
+// One in-place root collective per slice, all in one group (the slices may differ in length,
+// which ncclReduceScatter and ncclAllGather do not allow): ncclReduce onto each slice's owner, or
+// ncclBroadcast from it. NCCL writes device memory outside the backend's ops, so the bf16 operand
+// copies are forgotten.
+static void slice_collectives(DevComm* c, void* x, DevCommType type, const uint64_t* off, const uint64_t* cnt,
+                              int reduce) {
     char* base = (char*)x;
+    cudaStream_t stream = cuda_stream(c->be);
     ncclCheck(p_ncclGroupStart());
     for (int r = 0; r < c->nranks; r++) {
         void* at = base + off[r] * type_bytes(type);
-        ncclCheck(p_ncclReduce(at, at, (size_t)cnt[r], nccl_type(type), ncclSum, r, c->comm, cuda_stream(c->be)));
+        if (reduce)
+            ncclCheck(p_ncclReduce(at, at, (size_t)cnt[r], nccl_type(type), ncclSum, r, c->comm, stream));
+        else
+            ncclCheck(p_ncclBroadcast(at, at, (size_t)cnt[r], nccl_type(type), r, c->comm, stream));
     }
     ncclCheck(p_ncclGroupEnd());
     operands_forget(cuda_impl(c->be));
 }
 
+extern "C" void devcomm_reduce_slices(DevComm* c, void* x, DevCommType type, const uint64_t* off, const uint64_t* cnt) {
+    slice_collectives(c, x, type, off, cnt, 1);
+}
+
 extern "C" void devcomm_gather_slices(DevComm* c, void* x, DevCommType type, const uint64_t* off, const uint64_t* cnt) {
-    char* base = (char*)x;
-    ncclCheck(p_ncclGroupStart());
-    for (int r = 0; r < c->nranks; r++) {
-        void* at = base + off[r] * type_bytes(type);
-        ncclCheck(p_ncclBroadcast(at, at, (size_t)cnt[r], nccl_type(type), r, c->comm, cuda_stream(c->be)));
-    }
-    ncclCheck(p_ncclGroupEnd());
-    operands_forget(cuda_impl(c->be));
+    slice_collectives(c, x, type, off, cnt, 0);
 }
 
 extern "C" void devcomm_broadcast(DevComm* c, void* x, DevCommType type, size_t n, int root) {
@@ -157,45 +159,4 @@ extern "C" void devcomm_broadcast(DevComm* c, void* x, DevCommType type, size_t 
     operands_forget(cuda_impl(c->be));
 }
 
-#else // built without NCCL
 
-#define NO_NCCL "this binary was built without NCCL (nccl.h was not found beside the CUDA toolkit)"
-
-extern "C" int devcomm_built(void) { return 0; }
-
-extern "C" void devcomm_describe(char* out, size_t n) { snprintf(out, n, NO_NCCL); }
-
-extern "C" int devcomm_key(Backend* be, char key[DEVCOMM_KEY_BYTES], char* err, size_t errlen) {
-    (void)be;
-    key[0] = '\0';
-    snprintf(err, errlen, NO_NCCL);
-    return -1;
-}
-
-extern "C" int devcomm_unique_id(unsigned char id[DEVCOMM_ID_BYTES], char* err, size_t errlen) {
-    (void)id;
-    snprintf(err, errlen, NO_NCCL);
-    return -1;
-}
-
-extern "C" DevComm* devcomm_create(Backend* be, const unsigned char id[DEVCOMM_ID_BYTES], int nranks, int rank,
-                                   char* err, size_t errlen) {
-    (void)be, (void)id, (void)nranks, (void)rank;
-    snprintf(err, errlen, NO_NCCL);
-    return NULL;
-}
-
-extern "C" void devcomm_free(DevComm* c) { (void)c; }
-extern "C" void devcomm_reduce_slices(DevComm* c, void* x, DevCommType type, const uint64_t* off, const uint64_t* cnt) {
-    (void)c, (void)x, (void)type, (void)off, (void)cnt;
-    fatal("devcomm_reduce_slices: " NO_NCCL);
-}
-extern "C" void devcomm_gather_slices(DevComm* c, void* x, DevCommType type, const uint64_t* off, const uint64_t* cnt) {
-    (void)c, (void)x, (void)type, (void)off, (void)cnt;
-    fatal("devcomm_gather_slices: " NO_NCCL);
-}
-extern "C" void devcomm_broadcast(DevComm* c, void* x, DevCommType type, size_t n, int root) {
-    (void)c, (void)x, (void)type, (void)n, (void)root;
-    fatal("devcomm_broadcast: " NO_NCCL);
-}
-#endif

@@ -203,6 +203,44 @@ double cuda_kl_full(Backend* be, const float* z, const float* teacher_lp, const 
 // top-k KL with a tail bucket. An id outside [0, V) or a tail mass < 0 or NaN (the CPU backend
 // stops the job there) gives a NaN loss and leaves dz alone; repeated ids are not detected.
 
+// The parts of a top-k row's K + 1 buckets that need the whole row (loss.c's buckets), shared by
+// the top-k KL, the JSD and the sampled log-prob: the student's max m, Z, log Z and tail, the
+// teacher's log S and tail, all relative to max z. Every thread gets them; bad = 1 for an id
+// outside [0, V) or a tail mass < 0 or NaN.
+struct RowBuckets {
+    float m;
+    double Z, Zt, logZ, lse, Qt, lQt, logS, Pt, lPt;
+    int bad;
+};
+
+__device__ RowBuckets row_buckets(const float* zn, const int* idn, const float* lpn, float tail, int V, int K,
+                                  float* shf, double* shd) {
+    RowBuckets r;
+    const double log_floor = log(LOSS_PROB_FLOOR);
+    float bad = tail >= 0.0f ? 0.0f : 1.0f;
+    for (int i = threadIdx.x; i < K; i += blockDim.x) bad = idn[i] >= 0 && idn[i] < V ? bad : 1.0f;
+    r.bad = block_max(bad, shf) != 0.0f;
+    if (r.bad) return r;
+    row_max_sum(zn, V, shf, shd, &r.m, &r.Z);
+    const double Z = r.Z;
+    double zs = 0.0, es = 0.0;
+    for (int i = threadIdx.x; i < K; i += blockDim.x) {
+        zs += (double)expf(zn[idn[i]] - r.m);
+        es += exp((double)lpn[i]);
+    }
+    const double Zs = block_sum_d(zs, shd), Es = block_sum_d(es, shd);
+    const double Zt = r.Zt = K < V && Z - Zs > 0.0 ? Z - Zs : 0.0; // K == V: no tail, exactly
+    r.logZ = log(Z);
+    r.lse = r.m + r.logZ;
+    r.Qt = Zt / Z;
+    r.lQt = Zt > 0.0 ? fmax(log(Zt) - r.logZ, log_floor) : log_floor;
+    const double S = (double)tail + Es;
+    r.logS = log(S);
+    r.Pt = tail / S;
+    r.lPt = tail > 0.0f ? fmax(log((double)tail) - r.logS, log_floor) : log_floor;
+    return r;
+}
+
 __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, const int* ids, const float* lp,
                                                                const float* tail_mass, const float* w, int V, int K,
                                                                int reverse, float* losses, float* dz,
@@ -219,29 +257,14 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
     const int* idn = ids + (size_t)n * K;
     const float* lpn = lp + (size_t)n * K;
     const float* zn = z + (size_t)n * V;
-    float bad = tail >= 0.0f ? 0.0f : 1.0f;
-    for (int i = threadIdx.x; i < K; i += blockDim.x) bad = idn[i] >= 0 && idn[i] < V ? bad : 1.0f;
-    if (block_max(bad, shf) != 0.0f) {
+    const RowBuckets r = row_buckets(zn, idn, lpn, tail, V, K, shf, shd);
+    if (r.bad) {
         row_result(n, wn, NAN, losses, rowval);
         return;
     }
     const double log_floor = log(LOSS_PROB_FLOOR);
-    // student: Z over the vocabulary, Zt over the ids outside the top-k, both relative to max z
-    float m;
-    double Z;
-    row_max_sum(zn, V, shf, shd, &m, &Z);
-    double zs = 0.0, es = 0.0;
-    for (int i = threadIdx.x; i < K; i += blockDim.x) {
-        zs += (double)expf(zn[idn[i]] - m);
-        es += exp((double)lpn[i]);
-    }
-    const double Zs = block_sum_d(zs, shd), Es = block_sum_d(es, shd);
-    const double Zt = K < V && Z - Zs > 0.0 ? Z - Zs : 0.0; // K == V: no tail, exactly
-    const double logZ = log(Z);
-    const double Qt = Zt / Z, lQt = Zt > 0.0 ? fmax(log(Zt) - logZ, log_floor) : log_floor;
-    // teacher: renormalised K + 1 buckets
-    const double S = (double)tail + Es, logS = log(S);
-    const double Pt = tail / S, lPt = tail > 0.0f ? fmax(log((double)tail) - logS, log_floor) : log_floor;
+    const float m = r.m;
+    const double Z = r.Z, Zt = r.Zt, logZ = r.logZ, Qt = r.Qt, lQt = r.lQt, logS = r.logS, Pt = r.Pt, lPt = r.lPt;
 
     double klt = 0.0;
     if (!reverse) {
@@ -380,65 +403,36 @@ __global__ void __launch_bounds__(LOSS_THREADS) entropy_kernel(const float* z, c
     __shared__ int shi[32];
     const int n = blockIdx.x;
     if (w[n] == 0.0f) {
-        if (threadIdx.x == 0) entropy[n] = 0.0, argmax[n] = -1;
+        if (threadIdx.x == 0 && entropy) entropy[n] = 0.0;
+        if (threadIdx.x == 0) argmax[n] = -1;
         return;
     }
     const float* zn = z + (size_t)n * V;
-    const double lse = row_logsumexp(zn, V, shf, shd);
-    double h = 0.0;
     float best = threadIdx.x < V ? zn[threadIdx.x] : -INFINITY;
     int arg = threadIdx.x < V ? (int)threadIdx.x : INT_MAX;
-    for (int v = threadIdx.x; v < V; v += blockDim.x) {
-        const double lq = (double)zn[v] - lse;
-        h -= exp(lq) * lq;
-        if (zn[v] > best) best = zn[v], arg = v;
+    if (entropy) {
+        const double lse = row_logsumexp(zn, V, shf, shd);
+        double h = 0.0;
+        for (int v = threadIdx.x; v < V; v += blockDim.x) {
+            const double lq = (double)zn[v] - lse;
+            h -= exp(lq) * lq;
+            if (zn[v] > best) best = zn[v], arg = v;
+        }
+        h = block_sum_d(h, shd);
+        if (threadIdx.x == 0) entropy[n] = h;
+    } else {
+        for (int v = threadIdx.x; v < V; v += blockDim.x) {
+            if (zn[v] > best) best = zn[v], arg = v;
+        }
     }
-    h = block_sum_d(h, shd);
     arg = block_argmax(best, arg, shf, shi);
-    if (threadIdx.x == 0) entropy[n] = h, argmax[n] = arg;
+    if (threadIdx.x == 0) argmax[n] = arg;
 }
 
 void cuda_entropy(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax) {
     if (N <= 0) return;
     entropy_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, w, V, entropy, argmax);
     cudaCheckLaunch();
-}
-
-// The parts of a top-k row's K + 1 buckets that need the whole row (loss.c's buckets): the
-// student's max m, log Z and tail, the teacher's log S and tail, all relative to max z. Every
-// thread gets them; bad = 1 for an id outside [0, V) or a tail mass < 0 or NaN.
-struct RowBuckets {
-    float m;
-    double Z, logZ, lse, Qt, lQt, logS, Pt, lPt;
-    int bad;
-};
-
-__device__ RowBuckets row_buckets(const float* zn, const int* idn, const float* lpn, float tail, int V, int K,
-                                  float* shf, double* shd) {
-    RowBuckets r;
-    const double log_floor = log(LOSS_PROB_FLOOR);
-    float bad = tail >= 0.0f ? 0.0f : 1.0f;
-    for (int i = threadIdx.x; i < K; i += blockDim.x) bad = idn[i] >= 0 && idn[i] < V ? bad : 1.0f;
-    r.bad = block_max(bad, shf) != 0.0f;
-    if (r.bad) return r;
-    row_max_sum(zn, V, shf, shd, &r.m, &r.Z);
-    const double Z = r.Z;
-    double zs = 0.0, es = 0.0;
-    for (int i = threadIdx.x; i < K; i += blockDim.x) {
-        zs += (double)expf(zn[idn[i]] - r.m);
-        es += exp((double)lpn[i]);
-    }
-    const double Zs = block_sum_d(zs, shd), Es = block_sum_d(es, shd);
-    const double Zt = K < V && Z - Zs > 0.0 ? Z - Zs : 0.0;
-    r.logZ = log(Z);
-    r.lse = r.m + r.logZ;
-    r.Qt = Zt / Z;
-    r.lQt = Zt > 0.0 ? fmax(log(Zt) - r.logZ, log_floor) : log_floor;
-    const double S = (double)tail + Es;
-    r.logS = log(S);
-    r.Pt = tail / S;
-    r.lPt = tail > 0.0f ? fmax(log((double)tail) - r.logS, log_floor) : log_floor;
-    return r;
 }
 
 // one bucket's JSD terms; *ls = the log of its surrogate bucket
