@@ -155,7 +155,8 @@ void bootstrap_train(Model* m, const DemoSet* set, const TrainParams* p, TrainRe
 // the copy warm-up
 
 #define COPY_BATCH 32
-#define COPY_SEQ 128
+#define COPY_SEQ 128        // tokens per row at most (the byte tokenizer's rows; a BPE's are shorter)
+#define COPY_SAMPLE 512     // examples drawn to size the rows
 #define COPY_WINDOW 25      // steps the stopping rule averages the loss over
 #define COPY_DONE_LOSS 0.08 // mean loss per copied token at which the warm-up stops
 
@@ -200,13 +201,30 @@ static int copy_example(const Tokenizer* tok, Rng* r, int* ids, int* targets, in
     return n;
 }
 
+// tokens per row: the longest of a sample of examples, rounded up to 16, at most COPY_SEQ. With the
+// byte tokenizer some examples are longer, so the rows stay COPY_SEQ (and the warm-up's bits as
+// they were); a BPE's examples are 3x shorter, and rows of padding would cost the same compute.
+static int copy_seq_len(const Tokenizer* tok, uint64_t seed) {
+    Rng rng;
+    rng_seed_stream(&rng, seed, 0xC0B2); // its own stream: the warm-up's examples do not change
+    int ids[COPY_SEQ], targets[COPY_SEQ], longest = 1;
+    for (int i = 0; i < COPY_SAMPLE; i++) {
+        const int n = copy_example(tok, &rng, ids, targets, COPY_SEQ);
+        if (n > longest) longest = n;
+    }
+    const int T = (longest + 15) / 16 * 16;
+    return T < COPY_SEQ ? T : COPY_SEQ;
+}
+
 void bootstrap_copy_warmup(Model* m, const Tokenizer* tok, int steps, double lr, uint64_t seed, TrainReport* r) {
     memset(r, 0, sizeof(*r));
     if (steps <= 0) return;
     const ModelConfig* cfg = model_config(m);
     Backend* be = model_backend(m);
+    const int T = copy_seq_len(tok, seed);
+    log_info("bootstrap: copy warm-up on %d rows of %d tokens per step", COPY_BATCH, T);
     // a model sized for the short sequences, sharing nothing but the weights
-    Model* w = model_create(cfg, be, COPY_BATCH, COPY_SEQ);
+    Model* w = model_create(cfg, be, COPY_BATCH, T);
     const size_t n_params = model_num_params(m);
     float* host = mallocCheck(sizeof(float) * n_params);
     model_params_download(m, host);
@@ -222,7 +240,7 @@ void bootstrap_copy_warmup(Model* m, const Tokenizer* tok, int steps, double lr,
     AdamW* opt = adamw_create(be, &ac, table, n_params);
     Rng rng;
     rng_seed_stream(&rng, seed, 0xC0B1);
-    const int N = COPY_BATCH * COPY_SEQ;
+    const int N = COPY_BATCH * T;
     int* ids = mallocCheck(sizeof(int) * (size_t)N);
     int* targets = mallocCheck(sizeof(int) * (size_t)N);
     float* weights = mallocCheck(sizeof(float) * (size_t)N);
@@ -232,12 +250,12 @@ void bootstrap_copy_warmup(Model* m, const Tokenizer* tok, int steps, double lr,
     for (int s = 0; s < steps; s++) {
         long n_tgt = 0;
         for (int b = 0; b < COPY_BATCH; b++) {
-            lengths[b] = copy_example(tok, &rng, ids + b * COPY_SEQ, targets + b * COPY_SEQ, COPY_SEQ);
-            for (int t = 0; t < COPY_SEQ; t++) n_tgt += targets[b * COPY_SEQ + t] >= 0;
+            lengths[b] = copy_example(tok, &rng, ids + b * T, targets + b * T, T);
+            for (int t = 0; t < T; t++) n_tgt += targets[b * T + t] >= 0;
         }
         for (int i = 0; i < N; i++) weights[i] = targets[i] >= 0 ? 1.0f / (float)n_tgt : 0.0f;
         float gnorm;
-        const float loss = model_train_step_ce(w, opt, ids, targets, weights, lengths, COPY_BATCH, COPY_SEQ, &gnorm);
+        const float loss = model_train_step_ce(w, opt, ids, targets, weights, lengths, COPY_BATCH, T, &gnorm);
         r->steps++;
         r->tokens += N;
         r->target_tokens += n_tgt;

@@ -10,6 +10,7 @@ ExtractParams extract_default_params(void) {
     return (ExtractParams){.min_support = 3,
                            .min_tasks = 2,
                            .min_lift = 0.2,
+                           .max_share = 1.0,
                            .z = 1.64,
                            .max_rules = 5,
                            .max_ngram = 3,
@@ -29,6 +30,7 @@ ExtractParams extract_params_from_config(const Config* c) {
     p.min_support = c->experience.mine_min_support;
     p.min_tasks = c->experience.mine_min_tasks;
     p.min_lift = c->experience.mine_min_lift;
+    p.max_share = c->experience.mine_max_share;
     p.z = c->experience.mine_z;
     p.max_rules = c->experience.mine_max_rules;
     p.max_ngram = c->experience.mine_max_ngram;

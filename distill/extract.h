@@ -19,6 +19,7 @@ typedef struct {
     int min_support;       // steps with the condition and the action (default 3)
     int min_tasks;         // distinct tasks among its successful steps (default 2)
     double min_lift;       // smoothed P(success | cond, action) - P(success | cond, other action) (0.2)
+    double max_share;      // largest share of the condition's steps that take the action already (1: any)
     double z;              // score = lift - z * its standard error must be > 0 (1.64: one-sided 95%)
     int max_rules;         // rules added or updated per iteration (5)
     int max_ngram;         // longest condition phrase, in words (3, at most 3)

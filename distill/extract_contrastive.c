@@ -11,7 +11,8 @@
 //
 // ranked by score (a lift discounted by z standard errors, so support counts), with minimum
 // support in both arms (a contrast with one other step is its prior's), task diversity and lift,
-// and score > 0. The effective sizes e count tasks, not steps:
+// and score > 0, and (experience.mine_max_share) an action the agent does not already take at most
+// of the condition's steps: a rule restating its habit tells it nothing. The effective sizes e count tasks, not steps:
 // the G samples of a task, and the steps of one episode, are near copies of each other, so
 // evidence from two tasks repeated ten times is evidence from two tasks (a cluster design effect
 // taken at its worst, every copy identical). Many pairs are tested at once, so on pure noise
@@ -377,7 +378,8 @@ static int passes(const Miner* mn, const PairStat* p, const ExtractParams* prm) 
     score_pair(mn, p, prm->z, &lift, &score);
     int n_other = mn->cs[p->cond].n - p->n;
     return is_tool_action(mn->acts.keys[p->act]) && p->n >= prm->min_support && p->s > 0 &&
-           n_other >= prm->min_support && p->n_tasks >= prm->min_tasks && lift >= prm->min_lift && score > 0.0;
+           n_other >= prm->min_support && p->n_tasks >= prm->min_tasks && lift >= prm->min_lift && score > 0.0 &&
+           p->n <= prm->max_share * mn->cs[p->cond].n;
 }
 
 // pass 1: conditions of every step and their counts

@@ -88,6 +88,7 @@ typedef struct {
         int mine_min_support;
         int mine_min_tasks;
         double mine_min_lift;
+        double mine_max_share;
         double mine_z;
         int mine_max_rules;
         int mine_max_ngram;

@@ -89,6 +89,7 @@ const ConfigKey config_keys[] = {
     INT_("experience.mine_min_support", experience.mine_min_support, "3", 1, 1e6, "Contrastive miner: fewest steps with the condition and the action for a rule, and with the condition and another action."),
     INT_("experience.mine_min_tasks", experience.mine_min_tasks, "2", 1, 1e6, "Contrastive miner: fewest distinct tasks among a rule's successful steps (more keeps rules about one entity's name out)."),
     FLT_("experience.mine_min_lift", experience.mine_min_lift, "0.2", 0, 1, "Contrastive miner: smallest success lift of the action over the other actions under the condition."),
+    FLT_("experience.mine_max_share", experience.mine_max_share, "1", 0, 1, "Contrastive miner: largest share of the steps with a rule's condition that may already take its action; 0.5 keeps only rules that tell the agent what it mostly does not do there (a rule restating its habit, such as visiting after search results, adds nothing and, shown to a tiny model, misleads it); 1: no limit."),
     FLT_("experience.mine_z", experience.mine_z, "1.64", 0, 10, "Contrastive miner: a rule's lift minus z standard errors must be > 0 (1.64: one-sided 95%)."),
     INT_("experience.mine_max_rules", experience.mine_max_rules, "5", 1, 1000, "Contrastive miner: rules added or updated per iteration at most."),
     INT_("experience.mine_max_ngram", experience.mine_max_ngram, "3", 1, 3, "Contrastive miner: longest condition phrase, in words."),

@@ -2,7 +2,7 @@
 // trajectories and ranks it first, renders it within the word limit, is deterministic, merges
 // with existing items instead of duplicating them, stays quiet when nothing separates success
 // from failure, weighs evidence by tasks rather than copies, and keeps the broader of two rules
-// on the same steps.
+// on the same steps, and (with a limit on the action's share) drops a rule that restates the agent's habit.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +25,7 @@ static char err[512];
 
 static const char* const products[] = {"kettle", "lamp", "chair", "blender", "toaster", "mirror", "rug", "clock"};
 static const char* const others[] = {"buy", "view", "answer"};
+static double alt_rate = 0.5; // how often the agent already takes search_alternative when out of stock
 
 static EpisodeText* shop(int tasks, int group, uint64_t seed, int plant, int* n) {
     Rng r;
@@ -44,7 +45,7 @@ static EpisodeText* shop(int tasks, int group, uint64_t seed, int plant, int* n)
             int success;
             if (oos && plant) {
                 snprintf(obs, sizeof(obs), "The %s is out of stock today.", prod);
-                int alt = rng_uniform(&r) < 0.5;
+                int alt = rng_uniform(&r) < alt_rate;
                 const char* tool = alt ? "search_alternative" : others[rng_below(&r, 3)];
                 episode_add_step(e, obs, 0, "", tool, prod);
                 success = alt && rng_uniform(&r) < 0.9;
@@ -238,6 +239,31 @@ static void test_contrast_needs_support(void** state) {
     printf("krouvoubur -> answer: score %.3f with 1 other step, %.3f with 3\n", one, three);
     assert_true(one == -1.0);
     assert_true(three > 0.0);
+}
+
+// the planted rule as the agent's habit (it already searches for an alternative at 80% of the
+// out-of-stock steps): found with no limit on the action's share, dropped with mine_max_share 0.5
+static int mines_planted(double max_share) {
+    int n;
+    alt_rate = 0.8;
+    EpisodeText* e = shop(16, 5, 7, 1, &n);
+    alt_rate = 0.5;
+    ExtractParams prm = extract_default_params();
+    prm.max_share = max_share;
+    Rule* rules;
+    const int m = contrastive_mine(e, n, &prm, &rules);
+    int found = 0;
+    for (int i = 0; i < m; i++) found |= strcmp(rules[i].tool, "search_alternative") == 0;
+    contrastive_rules_free(rules, m);
+    free(rules);
+    free_eps(e, n);
+    return found;
+}
+
+static void test_habit_is_no_rule(void** state) {
+    (void)state;
+    assert_true(mines_planted(1.0));
+    assert_false(mines_planted(0.5));
 }
 
 static char* extract_json(const EpisodeText* e, int n) {
@@ -479,6 +505,7 @@ int main(void) {
         cmocka_unit_test(test_deterministic_and_merge), cmocka_unit_test(test_no_signal),
         cmocka_unit_test(test_short_form),      cmocka_unit_test(test_tasks_are_the_evidence),
         cmocka_unit_test(test_broader_restatement_wins), cmocka_unit_test(test_contrast_needs_support),
+        cmocka_unit_test(test_habit_is_no_rule),
         cmocka_unit_test(test_choice_of_line),  cmocka_unit_test(test_choice_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
