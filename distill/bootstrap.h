@@ -155,6 +155,8 @@ typedef struct {
 // copying ("filler <span> filler\nspan"), so the model's attention learns to copy from its
 // context before it meets the demonstrations (see bootstrap_train.c).
 void bootstrap_copy_warmup(Model* m, const Tokenizer* tok, int steps, double lr, uint64_t seed, TrainReport* r);
+// Tokens per row of the warm-up: 128 with the byte tokenizer, fewer with a BPE's shorter examples.
+int bootstrap_copy_rows(const Tokenizer* tok, uint64_t seed);
 // Trains m on the demonstrations (cross-entropy on target tokens only), from its current weights.
 void bootstrap_train(Model* m, const DemoSet* set, const TrainParams* p, TrainReport* r);
 

@@ -204,7 +204,7 @@ static int copy_example(const Tokenizer* tok, Rng* r, int* ids, int* targets, in
 // tokens per row: the longest of a sample of examples, rounded up to 16, at most COPY_SEQ. With the
 // byte tokenizer some examples are longer, so the rows stay COPY_SEQ (and the warm-up's bits as
 // they were); a BPE's examples are 3x shorter, and rows of padding would cost the same compute.
-static int copy_seq_len(const Tokenizer* tok, uint64_t seed) {
+int bootstrap_copy_rows(const Tokenizer* tok, uint64_t seed) {
     Rng rng;
     rng_seed_stream(&rng, seed, 0xC0B2); // its own stream: the warm-up's examples do not change
     int ids[COPY_SEQ], targets[COPY_SEQ], longest = 1;
@@ -221,7 +221,7 @@ void bootstrap_copy_warmup(Model* m, const Tokenizer* tok, int steps, double lr,
     if (steps <= 0) return;
     const ModelConfig* cfg = model_config(m);
     Backend* be = model_backend(m);
-    const int T = copy_seq_len(tok, seed);
+    const int T = bootstrap_copy_rows(tok, seed);
     log_info("bootstrap: copy warm-up on %d rows of %d tokens per step", COPY_BATCH, T);
     // a model sized for the short sequences, sharing nothing but the weights
     Model* w = model_create(cfg, be, COPY_BATCH, T);
