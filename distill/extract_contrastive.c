@@ -12,15 +12,15 @@
 // ranked by score (a lift discounted by z standard errors, so support counts), with minimum
 // support in both arms (a contrast with one other step is its prior's), task diversity and lift,
 // and score > 0, and (experience.mine_max_share) an action the agent does not already take at most
-// of the condition's steps: a rule restating its habit tells it nothing. The effective sizes e count tasks, not steps:
-// the G samples of a task, and the steps of one episode, are near copies of each other, so
-// evidence from two tasks repeated ten times is evidence from two tasks (a cluster design effect
-// taken at its worst, every copy identical). Many pairs are tested at once, so on pure noise
-// a few rules can still pass; the pool's utility tracking prunes them once they are shown. Rules
-// that restate a better one are dropped: the same condition, or the same action on steps that
-// mostly (80%) lie inside the better rule's steps or contain them ("stock" or "lamp is out" next
-// to "out of stock"). The rules become "Phrase: When the last tool result mentions "phrase", call
-// tool." items, merged with the pool.
+// of the condition's steps: a rule restating its habit tells it nothing. The effective sizes e
+// count tasks, not steps: the G samples of a task, and the steps of one episode, are near copies of
+// each other, so evidence from two tasks repeated ten times is evidence from two tasks (a cluster
+// design effect taken at its worst, every copy identical). Many pairs are tested at once, so on
+// pure noise a few rules can still pass; the pool's utility tracking prunes them once they are
+// shown. Rules that restate a better one are dropped: the same condition, or the same action on
+// steps that mostly (80%) lie inside the better rule's steps or contain them ("stock" or "lamp is
+// out" next to "out of stock"). The rules become "Phrase: When the last tool result mentions
+// "phrase", call tool." items, merged with the pool.
 // With choices (experience.mine_choices) a call whose argument starts a line of the last tool result
 // is also the action "tool on the line marked <word>", the first content word after the argument
 // there ("1. Thusheil Foods (2) - company, brewer", visit "Thusheil Foods (2)": visit on the result
@@ -376,10 +376,10 @@ static void score_pair(const Miner* mn, const PairStat* p, double z, double* lif
 static int passes(const Miner* mn, const PairStat* p, const ExtractParams* prm) {
     double lift, score;
     score_pair(mn, p, prm->z, &lift, &score);
-    int n_other = mn->cs[p->cond].n - p->n;
+    const int n_cond = mn->cs[p->cond].n, n_other = n_cond - p->n;
     return is_tool_action(mn->acts.keys[p->act]) && p->n >= prm->min_support && p->s > 0 &&
            n_other >= prm->min_support && p->n_tasks >= prm->min_tasks && lift >= prm->min_lift && score > 0.0 &&
-           p->n <= prm->max_share * mn->cs[p->cond].n;
+           p->n <= prm->max_share * n_cond;
 }
 
 // pass 1: conditions of every step and their counts

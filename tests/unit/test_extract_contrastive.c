@@ -21,13 +21,13 @@ static char err[512];
 // synthetic shop episodes. The planted rule: a step whose last tool result says "<product> is out of
 // stock today" leads to success only when the next action is search_alternative (90%); any other
 // action there fails. Elsewhere success is a coin flip (60%), and a distractor ("ships soon" then
-// buy) has no effect.
+// buy) has no effect. `plant` is the share of out-of-stock steps where the agent already takes
+// search_alternative; 0: no rule planted (no step is out of stock).
 
 static const char* const products[] = {"kettle", "lamp", "chair", "blender", "toaster", "mirror", "rug", "clock"};
 static const char* const others[] = {"buy", "view", "answer"};
-static double alt_rate = 0.5; // how often the agent already takes search_alternative when out of stock
 
-static EpisodeText* shop(int tasks, int group, uint64_t seed, int plant, int* n) {
+static EpisodeText* shop(int tasks, int group, uint64_t seed, double plant, int* n) {
     Rng r;
     rng_seed(&r, seed);
     EpisodeText* eps = calloc((size_t)(tasks * group), sizeof(EpisodeText));
@@ -43,9 +43,9 @@ static EpisodeText* shop(int tasks, int group, uint64_t seed, int plant, int* n)
             episode_add_step(e, obs, 0, "", "view", prod);
             int oos = rng_uniform(&r) < 0.5;
             int success;
-            if (oos && plant) {
+            if (oos && plant > 0.0) {
                 snprintf(obs, sizeof(obs), "The %s is out of stock today.", prod);
-                int alt = rng_uniform(&r) < alt_rate;
+                int alt = rng_uniform(&r) < plant;
                 const char* tool = alt ? "search_alternative" : others[rng_below(&r, 3)];
                 episode_add_step(e, obs, 0, "", tool, prod);
                 success = alt && rng_uniform(&r) < 0.9;
@@ -73,7 +73,7 @@ static void free_eps(EpisodeText* e, int n) {
 static void test_planted_rule_first(void** state) {
     (void)state;
     int n;
-    EpisodeText* e = shop(16, 5, 7, 1, &n);
+    EpisodeText* e = shop(16, 5, 7, 0.5, &n);
     ExtractParams prm = extract_default_params();
     Rule* rules;
     int m = contrastive_mine(e, n, &prm, &rules);
@@ -112,7 +112,7 @@ static void test_planted_rule_seeds(void** state) {
     (void)state;
     for (uint64_t seed = 1; seed <= 10; seed++) {
         int n;
-        EpisodeText* e = shop(12, 5, seed, 1, &n);
+        EpisodeText* e = shop(12, 5, seed, 0.5, &n);
         ExtractParams prm = extract_default_params();
         Rule* rules;
         int m = contrastive_mine(e, n, &prm, &rules);
@@ -145,8 +145,8 @@ static double mined_score(const EpisodeText* e, int n, const char* phrase, const
 static void test_tasks_are_the_evidence(void** state) {
     (void)state;
     int n_few, n_many;
-    EpisodeText* few = shop(2, 40, 5, 1, &n_few);
-    EpisodeText* many = shop(40, 2, 5, 1, &n_many);
+    EpisodeText* few = shop(2, 40, 5, 0.5, &n_few);
+    EpisodeText* many = shop(40, 2, 5, 0.5, &n_many);
     const double s_few = mined_score(few, n_few, "out of stock", "search_alternative");
     const double s_many = mined_score(many, n_many, "out of stock", "search_alternative");
     printf("score from 2 tasks x 40: %.3f, from 40 tasks x 2: %.3f\n", s_few, s_many);
@@ -245,9 +245,7 @@ static void test_contrast_needs_support(void** state) {
 // out-of-stock steps): found with no limit on the action's share, dropped with mine_max_share 0.5
 static int mines_planted(double max_share) {
     int n;
-    alt_rate = 0.8;
-    EpisodeText* e = shop(16, 5, 7, 1, &n);
-    alt_rate = 0.5;
+    EpisodeText* e = shop(16, 5, 7, 0.8, &n);
     ExtractParams prm = extract_default_params();
     prm.max_share = max_share;
     Rule* rules;
@@ -278,7 +276,7 @@ static char* extract_json(const EpisodeText* e, int n) {
 static void test_deterministic_and_merge(void** state) {
     (void)state;
     int n;
-    EpisodeText* e = shop(16, 5, 7, 1, &n);
+    EpisodeText* e = shop(16, 5, 7, 0.5, &n);
     char* a = extract_json(e, n);
     char* b = extract_json(e, n);
     assert_string_equal(a, b);
@@ -334,7 +332,7 @@ static void test_deterministic_and_merge(void** state) {
 static void test_no_signal(void** state) {
     (void)state;
     int n;
-    EpisodeText* e = shop(12, 5, 3, 0, &n);
+    EpisodeText* e = shop(12, 5, 3, 0.0, &n);
     for (int i = 0; i < n; i++) e[i].success = 1; // every attempt succeeds: nothing to contrast
     Pool* p = pool_create(pool_default_params());
     ExtractParams prm = extract_default_params();
@@ -347,7 +345,7 @@ static void test_no_signal(void** state) {
     pool_free(p);
     // a rule seen in one task only is not general enough (min_tasks 2)
     free_eps(e, n);
-    e = shop(1, 40, 5, 1, &n);
+    e = shop(1, 40, 5, 0.5, &n);
     Rule* rules;
     int m = contrastive_mine(e, n, &prm, &rules);
     for (int i = 0; i < m; i++) assert_true(rules[i].n_tasks >= 2);
@@ -360,7 +358,7 @@ static void test_no_signal(void** state) {
 static void test_short_form(void** state) {
     (void)state;
     int n;
-    EpisodeText* e = shop(16, 5, 7, 1, &n);
+    EpisodeText* e = shop(16, 5, 7, 0.5, &n);
     PoolParams pp = pool_default_params();
     pp.max_item_words = 14; // the full form has 20 words, the one without detail 15
     Pool* p = pool_create(pp);
