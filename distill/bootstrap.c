@@ -134,7 +134,10 @@ static void hash_of(const Config* c, const ModelConfig* mc, const char* system, 
     hash_add(&h, "seed %lld context %d select %d %d %d", c->run.seed, c->rollout.max_context, c->experience.select_min,
              c->experience.select_max, c->experience.select_triggers);
     hash_add(&h, "copy %d vocab %d", c->bootstrap.copy_steps, c->bootstrap.vocab_size);
-    if (c->bootstrap.vocab_size > 0) hash_add(&h, "copy rows sized to the examples"); // the byte caches stay valid
+    if (c->bootstrap.vocab_size > 0) { // the byte caches stay valid
+        hash_add(&h, "copy rows sized to the examples");
+        hash_add(&h, "bpe: the merges with a space ranked last");
+    }
     hash_add(&h, "bootstrap %d %d %d %d %.17g %d %.17g %.17g %.17g %d %d", c->bootstrap.episodes,
              c->bootstrap.worlds, c->bootstrap.window_epochs, c->bootstrap.epochs, c->bootstrap.lr, c->bootstrap.batch_tokens, c->bootstrap.expert_rate,
              c->bootstrap.share_global, c->bootstrap.share_stepwise, c->bootstrap.max_pool, c->bootstrap.mine_batches);

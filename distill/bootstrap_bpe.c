@@ -10,9 +10,23 @@
 //
 // The vocabulary keeps the byte tokenizer's ids: 0..255 are the bytes, 256..287 its specials
 // (model/tokenizer_byte_vocab.h, added tokens marked special), merges from 288 on. The
-// pre-tokenizer splits letters, digits and other characters into runs that keep one following
-// space ("Kelda ", "Moor", "\": \""), so a name's words are the same tokens in a question, a page
-// and a tool call's JSON.
+// pre-tokenizer splits letters, digits and other characters into runs, a single space joining
+// the run it precedes (" Kelda", " Moor", "\":", " \""), as GPT-2's does.
+//
+// Merges come in three ranks. First those within runs, never with the space nor with a word's
+// first letter; then, ranked after all of them, the space with the piece after it (" Z", " \"",
+// " ("); last, frequent words that are then two tokens become one (" company", "query"). So a
+// word segments the same whatever precedes it, and a name is the same tokens in a question, a page,
+// a results line and a tool call's JSON, except its first letter, which carries the space where
+// one precedes it (" Z" ul f ar in "Mayor: Zulfar.", Z ul f ar after the JSON's quote): a mapping
+// over 52 letters, the same in every call.
+//
+// Tried first: merges learned in one pass, with the space after a run (the quickstart's BPE of
+// 2026-11-27). The space fused into a name's last piece ("Zulfar " is Z ul f "ar ", "Zulfar" Z ul
+// far), so copying a name into a call meant re-segmenting it, which the model mostly failed at
+// ("Thulbrik" -> "Thulbrik Works"). The two ranks with whole first pieces (" Zul" far) left a
+// space on its own before every first piece without a merge of its own, so copying keyed on a
+// token that precedes most words; the copy warm-up did not converge (loss 1.7 after 1500 steps).
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,9 +37,11 @@
 #include "model/tokenizer_byte_vocab.h"
 
 // the pre-tokenizer's pattern; bpe_split below is the same split for the training corpus
-#define BPE_PATTERN "\\p{L}+ ?|\\p{N}+ ?|[^\\s\\p{L}\\p{N}]+ ?|\\s+"
+#define BPE_PATTERN " ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+"
 #define BPE_MAX_TOKEN 64 // bytes in a merged token at most
 #define BPE_MAX_MERGES(V) (2 * (V)) // merges that make no new token count too
+#define BPE_SECOND_SLACK 16 // ids of the second rank beyond one per letter: a space before punctuation runs
+#define BPE_WHOLE_WORDS(V) (((V) - BYTE_VOCAB_SIZE) / 4) // ids of the third rank: words made one token (" company")
 
 static const char* const byte_specials[BYTE_TOKEN_FIRST_RESERVED - BYTE_TOKEN_PAD] = {
     "<|pad|>",     "<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>",    "<|im_end|>",  "<tool_call>",
@@ -111,13 +127,15 @@ static int byte_class(unsigned char c) {
     return 2;
 }
 
-// splits a text run as BPE_PATTERN does and counts its pieces
+// splits a text run as BPE_PATTERN does and counts its pieces: a space right before a
+// non-space joins that run; other whitespace forms runs of its own
 static void bpe_split(Words* w, const unsigned char* s, int n) {
     for (int i = 0; i < n;) {
-        const int k = byte_class(s[i]);
-        int j = i + 1;
+        int j = i;
+        if (s[j] == ' ' && j + 1 < n && byte_class(s[j + 1]) != 3) j++;
+        const int k = byte_class(s[j]);
+        j++;
         while (j < n && byte_class(s[j]) == k) j++;
-        if (k != 3 && j < n && s[j] == ' ') j++; // one following space joins the run
         for (int a = i; a < j; a += BPE_MAX_TOKEN) words_add(w, s + a, j - a < BPE_MAX_TOKEN ? j - a : BPE_MAX_TOKEN);
         i = j;
     }
@@ -220,13 +238,26 @@ int bpe_train(const DemoSet* set, int vocab_size, const char* path, char* err, s
     int* touched = mallocCheck(sizeof(int) * (size_t)(w.nsym + 1));
     // merges as (left, right, result): a pair whose bytes some token has already spells that token
     int* mabr = mallocCheck(sizeof(int) * 3 * (size_t)BPE_MAX_MERGES(V));
-    int id = BYTE_VOCAB_SIZE, n_merges = 0;
+    // the ranks' last ids: the words' pieces up to words_end; a space and the piece after it, one
+    // for each first byte seen twice (and slack for runs of punctuation); whole words last
+    long first_bytes[256] = {0};
+    for (int i = 0; i < w.n; i++)
+        if (w.len[i] >= 2 && w.sym[w.start[i]] == ' ') first_bytes[w.sym[w.start[i] + 1]] += w.count[i];
+    int second = BPE_SECOND_SLACK;
+    for (int b = 0; b < 256; b++) second += first_bytes[b] >= 2;
+    const int spaces_end = V - BPE_WHOLE_WORDS(V);
+    const int words_end = spaces_end - second > BYTE_VOCAB_SIZE ? spaces_end - second : BYTE_VOCAB_SIZE;
+    int id = BYTE_VOCAB_SIZE, n_merges = 0, rank = 0;
     while (id < V && n_merges < BPE_MAX_MERGES(V)) {
         int nt = 0;
         for (int i = 0; i < w.n; i++) {
             const int* s = w.sym + w.start[i];
-            for (int k = 0; k + 1 < w.len[i]; k++) {
+            if (rank == 1 && s[0] != ' ') continue; // the space and the piece after it
+            if (rank == 2 && w.len[i] != 2) continue; // a word that is two tokens, its first letter and the rest
+            for (int k = 0; k + 1 < w.len[i] && (rank == 0 || k == 0); k++) {
                 const size_t c = (size_t)s[k] * (size_t)V + (size_t)s[k + 1];
+                if (rank == 0 && (s[k] == ' ' || s[k + 1] == ' ')) continue;
+                if (rank == 0 && k == (s[0] == ' ') && s[k] < 256 && byte_class((unsigned char)s[k]) == 0) continue;
                 if (tok[s[k]].len + tok[s[k + 1]].len > BPE_MAX_TOKEN) continue;
                 if (!cnt[c]) touched[nt++] = (int)c;
                 cnt[c] += w.count[i];
@@ -239,6 +270,10 @@ int bpe_train(const DemoSet* set, int vocab_size, const char* path, char* err, s
             if (cnt[c] > best || (cnt[c] == best && c < bc)) best = cnt[c], bc = c;
         }
         for (int k = 0; k < nt; k++) cnt[touched[k]] = 0;
+        if (rank < 2 && (bc < 0 || best < 2 || id == (rank == 0 ? words_end : spaces_end))) {
+            rank++; // on to the next rank
+            continue;
+        }
         if (bc < 0 || best < 2) break; // nothing left worth a token
         const int a = bc / V, b = bc % V, len = tok[a].len + tok[b].len;
         unsigned char bytes[BPE_MAX_TOKEN];

@@ -408,20 +408,38 @@ static void test_bpe(void** state) {
         tokenbuf_free(&b);
     }
     assert_true(2 * tokens < bytes);
-    // a name is the same tokens in a question, a page, a result list and a tool call's JSON (up to
-    // its last character, which may join what follows: ") " in a list, ")\"}" in JSON)
-    static const char* const contexts[][2] = {{"Brill Works", "Who founded Brill Works?"},
-                                              {"Brill Works", "Brill Works: a company, bank."},
-                                              {"Brill Works", "{\"query\": \"Brill Works\"}"},
-                                              {"Brill Works (2", "1. Brill Works (2) - ship"},
-                                              {"Brill Works (2", "{\"title\": \"Brill Works (2)\"}"}};
-    for (int i = 0; i < 5; i++) {
+    // a name is the same tokens in a question, a page, a results line and a tool call's JSON, also
+    // where a space follows it, except that its first piece carries the space where one precedes it
+    static const char* const contexts[][2] = {
+        {" Brill Works", "Who founded Brill Works?"},
+        {" Brill Works", "founded by Brill Works based?"},
+        {" Brill Works", "1. Brill Works - company, bank"},
+        {" Brill Works (2", "1. Brill Works (2) - ship"},
+        {"Brill Works", "Brill Works: a company, bank."},
+        {"Brill Works", "{\"query\": \"Brill Works\"}"},
+        {"Brill Works (2", "{\"title\": \"Brill Works (2)\"}"},
+        {" Zulvek Tharnim", "Mayor: Zulvek Tharnim."},
+        {" Zulvek Tharnim", "1. Zulvek Tharnim - person, poet"},
+        {"Zulvek Tharnim", "{\"query\": \"Zulvek Tharnim\"}"}};
+    for (int i = 0; i < 10; i++) {
         TokenBuf name = {0}, b = {0};
         tokenizer_encode(tok, contexts[i][0], strlen(contexts[i][0]), 0, &name);
         tokenizer_encode(tok, contexts[i][1], strlen(contexts[i][1]), 0, &b);
         if (!has_run(&b, &name)) fail_msg("the tokens of '%s' are not in those of %s", contexts[i][0], contexts[i][1]);
         tokenbuf_free(&name);
         tokenbuf_free(&b);
+    }
+    static const char* const names[] = {"Brill Works", "Zulvek Tharnim", "Nemgas Zulfar (3)"};
+    for (int i = 0; i < 3; i++) {
+        char spaced[64];
+        snprintf(spaced, sizeof(spaced), " %s", names[i]);
+        TokenBuf bare = {0}, sp = {0};
+        tokenizer_encode(tok, names[i], strlen(names[i]), 0, &bare);
+        tokenizer_encode(tok, spaced, strlen(spaced), 0, &sp);
+        assert_true(sp.n == bare.n || sp.n == bare.n + 1); // " Zul" is one token or " " and "Zul"
+        assert_memory_equal(sp.ids + sp.n - (bare.n - 1), bare.ids + 1, sizeof(int) * (size_t)(bare.n - 1));
+        tokenbuf_free(&bare);
+        tokenbuf_free(&sp);
     }
     tokenizer_free(tok);
     demos_free(&set);
