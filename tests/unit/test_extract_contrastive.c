@@ -126,14 +126,16 @@ static void test_planted_rule_seeds(void** state) {
     }
 }
 
-// the score of the rule phrase -> tool among the mined rules, or -1 when it was not mined
-static double mined_score(const EpisodeText* e, int n, const char* phrase, const char* tool) {
-    ExtractParams prm = extract_default_params();
+// the score of the rule phrase -> tool (any phrase when NULL) among the rules mined with prm, or -1
+// when it was not mined
+static double mined_score(const EpisodeText* e, int n, const ExtractParams* prm, const char* phrase,
+                          const char* tool) {
     Rule* rules;
-    int m = contrastive_mine(e, n, &prm, &rules);
+    int m = contrastive_mine(e, n, prm, &rules);
     double score = -1.0;
     for (int i = 0; i < m; i++) {
-        if (strcmp(rules[i].phrase, phrase) == 0 && strcmp(rules[i].tool, tool) == 0) score = rules[i].score;
+        if ((!phrase || strcmp(rules[i].phrase, phrase) == 0) && strcmp(rules[i].tool, tool) == 0)
+            score = rules[i].score;
     }
     contrastive_rules_free(rules, m);
     free(rules);
@@ -147,8 +149,9 @@ static void test_tasks_are_the_evidence(void** state) {
     int n_few, n_many;
     EpisodeText* few = shop(2, 40, 5, 0.5, &n_few);
     EpisodeText* many = shop(40, 2, 5, 0.5, &n_many);
-    const double s_few = mined_score(few, n_few, "out of stock", "search_alternative");
-    const double s_many = mined_score(many, n_many, "out of stock", "search_alternative");
+    const ExtractParams prm = extract_default_params();
+    const double s_few = mined_score(few, n_few, &prm, "out of stock", "search_alternative");
+    const double s_many = mined_score(many, n_many, &prm, "out of stock", "search_alternative");
     printf("score from 2 tasks x 40: %.3f, from 40 tasks x 2: %.3f\n", s_few, s_many);
     assert_true(s_many > 0.0);
     assert_true(s_few < s_many);
@@ -248,12 +251,7 @@ static int mines_planted(double max_share) {
     EpisodeText* e = shop(16, 5, 7, 0.8, &n);
     ExtractParams prm = extract_default_params();
     prm.max_share = max_share;
-    Rule* rules;
-    const int m = contrastive_mine(e, n, &prm, &rules);
-    int found = 0;
-    for (int i = 0; i < m; i++) found |= strcmp(rules[i].tool, "search_alternative") == 0;
-    contrastive_rules_free(rules, m);
-    free(rules);
+    const int found = mined_score(e, n, &prm, NULL, "search_alternative") != -1.0;
     free_eps(e, n);
     return found;
 }
