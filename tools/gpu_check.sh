@@ -3,9 +3,9 @@
 # the source tree that holds .gpukit/kit.tar.xz (made here by tools/gpu_pack.sh): unpacks the kit,
 # prints the GPUs, runs the GPU tests (test_ops_gpu, test_model_gpu with the reference data of
 # tests/data), the training benchmark (small and gpt2-124m, f32 and bf16 matmuls, MFU beside
-# cuBLAS's bf16 peak, the bf16 step's per-op profile), the decoding benchmark (batch 1 and 64), a
-# CPU-versus-GPU `ingrain score`, the quickstart's bootstrap on the GPU and the whole job
-# (`ingrain run`) on the CPU and the GPU. Every step has its own time limit and a failing step
+# cuBLAS's bf16 peak, the bf16 step's per-op profile), the decoding benchmark (batch 1 and 64), the
+# distillation trainer's benchmark, a CPU-versus-GPU `ingrain score`, the quickstart's bootstrap on
+# the GPU and the whole job (`ingrain run`) on the CPU and the GPU. Every step has its own time limit and a failing step
 # does not stop the next; the whole log goes to $OUT/gpu_check.log (OUT defaults to
 # /tmp/gpu_check). Exits 1 if any step failed.
 #   usage: bash tools/gpu_check.sh      (needs: CUDA runtime and cuBLAS 13 under /usr/local/cuda, python3)
@@ -75,6 +75,10 @@ for cfg in small gpt2-124m; do
 done
 step "bench decode small bf16" 40 "$bin/ingrain_bench_decode" --device cuda --bf16 --config small --batch 1,64 \
   --prompt 64 --new 128 --rounds 2
+
+# the distillation trainer's step on the GPU (fixed point and float, NCCL among the one trainer)
+step "bench distill" 90 "$bin/ingrain" bench distill --device cuda --bf16 --config small --config gpt2-124m \
+  --seqs 64 --len 256 --micro 2048 --steps 4
 
 # the whole decoding path, CPU against GPU: log-probs of the same tokens under the same weights
 score_both() {
