@@ -76,10 +76,6 @@ done
 step "bench decode small bf16" 40 "$bin/ingrain_bench_decode" --device cuda --bf16 --config small --batch 1,64 \
   --prompt 64 --new 128 --rounds 2
 
-# the distillation trainer's step on the GPU (fixed point and float, NCCL among the one trainer)
-step "bench distill" 90 "$bin/ingrain" bench distill --device cuda --bf16 --config small --config gpt2-124m \
-  --seqs 64 --len 256 --micro 2048 --steps 4
-
 # the whole decoding path, CPU against GPU: log-probs of the same tokens under the same weights
 score_both() {
   local toks=72,101,108,108,111,44,32,119,111,114,108,100,33,32,84,104,105,115,32,105,115,32,97,32,116,101,115,116
@@ -103,6 +99,11 @@ step "score cpu vs cuda" 60 bash -c score_both
 export OMPI_MCA_mca_base_component_path=$kit/mpi/ompi PMIX_MCA_mca_base_component_path=$kit/mpi/pmix \
   OMPI_MCA_ess_singleton_isolated=1 OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 OMPI_ALLOW_RUN_AS_ROOT=1 \
   OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# the distillation trainer's step on the GPU (fixed point and float; NCCL among the one trainer);
+# an MPI program, so after the singleton's settings above
+step "bench distill" 90 "$bin/ingrain" bench distill --device cuda --bf16 --config small --config gpt2-124m \
+  --seqs 64 --len 256 --micro 2048 --steps 4
+
 # the bootstrap of the quickstart's base model on the GPU, with its evaluation (docs/BOOTSTRAP.md)
 step "bootstrap quickstart (cuda)" 200 "$bin/ingrain" bootstrap "$src/configs/quickstart.yaml" --eval 32 \
   --set model.device=cuda --set bootstrap.cache_dir="$out/bootstrap"
