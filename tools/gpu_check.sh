@@ -5,9 +5,9 @@
 # tests/data), the training benchmark (small and gpt2-124m, f32 and bf16 matmuls, MFU beside
 # cuBLAS's bf16 peak, the bf16 step's per-op profile), the decoding benchmark (batch 1 and 64), the
 # distillation trainer's benchmark, a CPU-versus-GPU `ingrain score`, the quickstart's bootstrap on
-# the GPU and the whole job (`ingrain run`) on the CPU and the GPU. Every step has its own time limit and a failing step
-# does not stop the next; the whole log goes to $OUT/gpu_check.log (OUT defaults to
-# /tmp/gpu_check). Exits 1 if any step failed.
+# the GPU and the whole job (`ingrain run`) on the CPU and the GPU. Every step has its own time
+# limit and a failing step does not stop the next; the whole log goes to $OUT/gpu_check.log (OUT
+# defaults to /tmp/gpu_check). Exits 1 if any step failed.
 #   usage: bash tools/gpu_check.sh      (needs: CUDA runtime and cuBLAS 13 under /usr/local/cuda, python3)
 #   GPU_CHECK_ONLY=REGEX runs only the steps whose names match (grep -E), e.g. 'bootstrap|run'.
 set -uo pipefail
