@@ -98,7 +98,7 @@ static int session_open(Session* s, const Config* c, int max_batch, const char* 
     }
     EnvError e = {{0}};
     EnvOptions eo = {.name = config_enum_name("env.name", c->env.name), .seed = (uint64_t)c->run.seed,
-                     .train_tasks = 1, .heldout_tasks = 1};
+                     .train_tasks = 1, .heldout_tasks = 1, .trap_rate = c->env.trap_rate};
     Env* env = env_create(&eo, &e);
     if (!env) {
         session_free(s);
@@ -142,6 +142,7 @@ static void hash_of(const Config* c, const ModelConfig* mc, const char* system, 
              c->bootstrap.worlds, c->bootstrap.window_epochs, c->bootstrap.epochs, c->bootstrap.lr, c->bootstrap.batch_tokens, c->bootstrap.expert_rate,
              c->bootstrap.share_global, c->bootstrap.share_stepwise, c->bootstrap.max_pool, c->bootstrap.mine_batches);
     if (c->bootstrap.contrast) hash_add(&h, "contrast"); // only when set: the caches of the default stay valid
+    if (c->env.trap_rate != ENV_TRAP_RATE_DEFAULT) hash_add(&h, "trap rate %.17g", c->env.trap_rate); // likewise
     if (c->experience.mine_choices) hash_add(&h, "choices, shown where followed"); // the bank's items, the demos
     hash_add(&h, "device %s dtype %s", config_enum_name("model.device", c->model.device),
              config_enum_name("model.dtype", c->model.dtype));

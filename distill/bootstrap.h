@@ -56,11 +56,13 @@ typedef struct {
 // in `batches` batches of scripted episodes (16 tasks x 5 samples each, as an iteration's rollouts,
 // the policy knowing each rule with a probability drawn per batch), each mapped to the environment
 // rules whose knowledge makes the policy take the mined action where the mined condition holds,
-// and the other built-in environments' rule texts as foreign distractors. Deterministic in seed.
+// and the other built-in environments' rule texts as foreign distractors. Deterministic in seed;
+// trap_rate is env.trap_rate (0: its default).
 // -1 with err when the environment has no rules (external) or cannot be created. choices: the
 // miner also tells which result a call took (experience.mine_choices).
-int bank_build(Bank* b, const char* env_name, uint64_t seed, int batches, int choices, char* err, size_t errlen);
-// the bank of a config: env.name, run.seed, bootstrap.mine_batches, experience.mine_choices
+int bank_build(Bank* b, const char* env_name, uint64_t seed, double trap_rate, int batches, int choices, char* err,
+               size_t errlen);
+// the bank of a config: env.name, run.seed, env.trap_rate, bootstrap.mine_batches, experience.mine_choices
 int bank_build_config(Bank* b, const Config* c, char* err, size_t errlen);
 void bank_free(Bank* b);
 // 1 when the item's condition holds for an observation (obs_is_task: the observation is the task):
@@ -110,6 +112,7 @@ typedef struct {
     int max_turns;       // env.max_turns
     int max_context;     // rollout.max_context: longer sequences are cut
     int train_tasks;     // env.train_tasks: tasks per world
+    double trap_rate;    // env.trap_rate
     uint64_t seed;       // run.seed
 } DemoParams;
 

@@ -255,9 +255,10 @@ static void add_rule_forms(Bank* bank, const Rule* r, uint32_t rules) {
 // ----------------------------------------------------------------------------
 // building
 
-int bank_build(Bank* bank, const char* env_name, uint64_t seed, int batches, int choices, char* err, size_t errlen) {
+int bank_build(Bank* bank, const char* env_name, uint64_t seed, double trap_rate, int batches, int choices, char* err,
+               size_t errlen) {
     memset(bank, 0, sizeof(*bank));
-    EnvOptions o = {.name = env_name, .train_tasks = BANK_WORLD_TASKS, .heldout_tasks = 1};
+    EnvOptions o = {.name = env_name, .train_tasks = BANK_WORLD_TASKS, .heldout_tasks = 1, .trap_rate = trap_rate};
     EnvError eerr = {{0}};
     // the environment's own rule texts
     o.seed = seed;
@@ -332,6 +333,6 @@ int bank_build(Bank* bank, const char* env_name, uint64_t seed, int batches, int
 }
 
 int bank_build_config(Bank* b, const Config* c, char* err, size_t errlen) {
-    return bank_build(b, config_enum_name("env.name", c->env.name), (uint64_t)c->run.seed, c->bootstrap.mine_batches,
-                      c->experience.mine_choices, err, errlen);
+    return bank_build(b, config_enum_name("env.name", c->env.name), (uint64_t)c->run.seed, c->env.trap_rate,
+                      c->bootstrap.mine_batches, c->experience.mine_choices, err, errlen);
 }

@@ -54,6 +54,7 @@ DemoParams demo_params_from_config(const Config* c) {
     p.max_turns = c->env.max_turns;
     p.max_context = c->rollout.max_context;
     p.train_tasks = c->env.train_tasks;
+    p.trap_rate = c->env.trap_rate;
     p.seed = (uint64_t)c->run.seed;
     return p;
 }
@@ -436,7 +437,7 @@ int demos_build(DemoSet* set, DemoSet* windows, const char* env_name, const Bank
     int rc = 0;
     for (int w = 0; w < worlds && rc == 0; w++) {
         EnvOptions o = {.name = env_name, .seed = demo_world_seed(p->seed, w), .train_tasks = p->train_tasks,
-                        .heldout_tasks = 1};
+                        .heldout_tasks = 1, .trap_rate = p->trap_rate};
         EnvError e = {{0}};
         envs[w] = env_create(&o, &e);
         if (!envs[w]) rc = -1, snprintf(err, errlen, "bootstrap: %s", e.msg);

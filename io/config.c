@@ -382,6 +382,12 @@ int config_validate(const Config* c, ConfigError* err) {
                          "env.name: external", config_origin(c, "env.command", a, sizeof(a)),
                          config_enum_name("env.name", c->env.name), config_origin(c, "env.name", b, sizeof(b)));
     }
+    if (c->env.name != ENV_WIKISEARCH && c->env.trap_rate != ENV_TRAP_RATE_DEFAULT) {
+        return set_error(err, "%s: env.trap_rate is %g but env.name is '%s' (%s); the trap rate applies to wikisearch "
+                         "only (leave it at %g)", config_origin(c, "env.trap_rate", a, sizeof(a)), c->env.trap_rate,
+                         config_enum_name("env.name", c->env.name), config_origin(c, "env.name", b, sizeof(b)),
+                         ENV_TRAP_RATE_DEFAULT);
+    }
     if (c->experience.extractor == EXTRACTOR_CONTRASTIVE && c->experience.granularity == GRANULARITY_PRINCIPLE &&
         c->rollout.group_size < 2) {
         return set_error(err, "%s: rollout.group_size is %d, but the contrastive principle extractor compares "

@@ -13,6 +13,8 @@ typedef enum { RESUME_NEVER = 0, RESUME_AUTO } ResumeMode;
 typedef enum { DEVICE_CPU = 0, DEVICE_CUDA } DeviceKind;
 typedef enum { DTYPE_F32 = 0, DTYPE_BF16 } DType;
 typedef enum { ENV_WIKISEARCH = 0, ENV_TEXTCRAFT, ENV_RETAIL, ENV_EXTERNAL } EnvKind;
+// env.trap_rate's default: wikisearch's place_page rule bites in a third of the tasks with a trap page
+#define ENV_TRAP_RATE_DEFAULT 0.35
 typedef enum { GRANULARITY_PRINCIPLE = 0, GRANULARITY_INSTANCE } Granularity;
 typedef enum { INJECTION_STEPWISE = 0, INJECTION_GLOBAL } Injection;
 typedef enum { EXTRACTOR_CONTRASTIVE = 0, EXTRACTOR_LLM } Extractor;
@@ -59,6 +61,7 @@ typedef struct {
         int train_tasks;
         int heldout_tasks;
         int max_turns;
+        double trap_rate;
     } env;
     struct {
         int tasks_per_iter;

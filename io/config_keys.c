@@ -29,6 +29,8 @@ static const char* const teachers[] = {"recorded", "recompute", NULL};
 #define OFF(field) offsetof(Config, field)
 #define SZ(field) sizeof(((Config*)0)->field)
 #define BIG 1e18
+#define TEXT_OF_(x) #x
+#define TEXT_OF(x) TEXT_OF_(x)
 #define INT_(k, f, d, lo, hi, doc) {k, CFG_INT, OFF(f), 0, d, lo, hi, NULL, doc}
 #define I64_(k, f, d, lo, hi, doc) {k, CFG_INT64, OFF(f), 0, d, lo, hi, NULL, doc}
 #define FLT_(k, f, d, lo, hi, doc) {k, CFG_FLOAT, OFF(f), 0, d, lo, hi, NULL, doc}
@@ -63,6 +65,7 @@ const ConfigKey config_keys[] = {
     INT_("env.train_tasks", env.train_tasks, "64", 1, 1e7, "Tasks in the training split."),
     INT_("env.heldout_tasks", env.heldout_tasks, "32", 1, 1e7, "Tasks in the held-out split (evaluation)."),
     INT_("env.max_turns", env.max_turns, "16", 1, 1000, "Assistant turns per episode before it is cut off (counted as a failure)."),
+    FLT_("env.trap_rate", env.trap_rate, TEXT_OF(ENV_TRAP_RATE_DEFAULT), 0.001, 1, "wikisearch only: share of the tasks with a trap page (a citizenship, a first city) where its country is not the answer, so that the place_page rule bites."),
     // rollout
     INT_("rollout.tasks_per_iter", rollout.tasks_per_iter, "16", 1, 1e7, "Training tasks sampled per iteration (the paper's batch)."),
     INT_("rollout.group_size", rollout.group_size, "5", 1, 1024, "Trajectories sampled per task, G (paper: 5)."),

@@ -30,8 +30,14 @@ Env* env_create(const EnvOptions* opt, EnvError* err) {
                 opt->train_tasks, opt->heldout_tasks);
         return NULL;
     }
+    const double trap_rate = opt->trap_rate > 0 ? opt->trap_rate : ENV_TRAP_RATE_DEFAULT;
     if (strcmp(opt->name, "wikisearch") == 0)
-        return env_wikisearch_create(opt->seed, opt->train_tasks, opt->heldout_tasks, err);
+        return env_wikisearch_create(opt->seed, opt->train_tasks, opt->heldout_tasks, trap_rate, err);
+    if (trap_rate != ENV_TRAP_RATE_DEFAULT) {
+        set_err(err, "env.trap_rate is %g, but it applies to wikisearch only, not '%s' (leave it at %g)", trap_rate,
+                opt->name, ENV_TRAP_RATE_DEFAULT);
+        return NULL;
+    }
     if (strcmp(opt->name, "textcraft") == 0)
         return env_textcraft_create(opt->seed, opt->train_tasks, opt->heldout_tasks, err);
     if (strcmp(opt->name, "retail") == 0)
@@ -56,6 +62,7 @@ Env* env_create_from_config(const Config* c, EnvError* err) {
         .heldout_tasks = c->env.heldout_tasks,
         .command = c->env.command,
         .timeout_s = c->env.timeout_s,
+        .trap_rate = c->env.trap_rate,
     };
     if (!opt.name) {
         set_err(err, "env.name has the unknown value %d", c->env.name);

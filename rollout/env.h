@@ -107,11 +107,13 @@ typedef struct {
     int heldout_tasks;
     const char* command; // external: the command line, run with /bin/sh -c
     double timeout_s;    // external: seconds per message
+    double trap_rate;    // wikisearch: share of the trap tasks where the trap misleads; 0: ENV_TRAP_RATE_DEFAULT
 } EnvOptions;
 
 // NULL on error, with err naming what is wrong
 Env* env_create(const EnvOptions* opt, EnvError* err);
-// from the config: env.name, env.command, env.timeout_s, env.train_tasks, env.heldout_tasks, run.seed
+// from the config: env.name, env.command, env.timeout_s, env.train_tasks, env.heldout_tasks,
+// env.trap_rate, run.seed
 Env* env_create_from_config(const Config* c, EnvError* err);
 void env_destroy(Env* env);
 

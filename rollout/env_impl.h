@@ -80,7 +80,7 @@ const char* env_json_str(const char* s, char* buf, size_t n);
 // ----------------------------------------------------------------------------
 // constructors (env.c's registry calls them)
 
-Env* env_wikisearch_create(uint64_t seed, int ntrain, int nheldout, EnvError* err);
+Env* env_wikisearch_create(uint64_t seed, int ntrain, int nheldout, double trap_rate, EnvError* err);
 Env* env_textcraft_create(uint64_t seed, int ntrain, int nheldout, EnvError* err);
 Env* env_retail_create(uint64_t seed, int ntrain, int nheldout, EnvError* err);
 Env* env_external_create(const char* command, double timeout_s, uint64_t seed, int ntrain, int nheldout,

@@ -296,13 +296,13 @@ static void add_decoys(WikiEnv* w, int target, int above, int below, int answer,
     }
 }
 
-static void make_task(WikiEnv* w, WsTask* t, uint64_t rng) {
+static void make_task(WikiEnv* w, WsTask* t, uint64_t rng, double trap_rate) {
     double u = env_rand_unit(&rng);
     t->tmpl = u < 0.25 ? T_FOUNDER_BORN : u < 0.40 ? T_COMPANY_BASED : u < 0.65 ? T_MAYOR_BORN
             : u < 0.85 ? T_FOUNDED_BASED : T_BASED_MAYOR_BORN;
     t->hops = tmpl_hops[t->tmpl];
     int trap_hop = tmpl_trap_hop[t->tmpl];
-    int trap_differs = trap_hop >= 0 && env_rand_unit(&rng) < 0.35;
+    int trap_differs = trap_hop >= 0 && env_rand_unit(&rng) < trap_rate;
     make_chain(w, t, &rng, trap_differs);
     // decoys: none that matter (50%), some ranked first (pick_kind, 25%), three ranked first so
     // that the true page drops out of the top 3 (refine_query, 25%). A reader who stops at the
@@ -633,7 +633,7 @@ static uint32_t ws_task_rules(const Env* env, EnvSplit split, int task) {
 
 static const EnvVtbl WS_VTBL = {ws_reset, ws_step, ws_policy, ws_task_rules, ws_destroy};
 
-Env* env_wikisearch_create(uint64_t seed, int ntrain, int nheldout, EnvError* err) {
+Env* env_wikisearch_create(uint64_t seed, int ntrain, int nheldout, double trap_rate, EnvError* err) {
     (void)err;
     WikiEnv* w = callocCheck(1, sizeof(WikiEnv));
     env_base_init(&w->base, &WS_VTBL, "wikisearch", WS_TOOLS, 3, WS_RULES, R_COUNT);
@@ -646,7 +646,7 @@ Env* env_wikisearch_create(uint64_t seed, int ntrain, int nheldout, EnvError* er
     const int counts[2] = {ntrain, nheldout};
     for (int s = 1; s >= 0; s--) {
         w->tasks[s] = callocCheck((size_t)(counts[s] ? counts[s] : 1), sizeof(WsTask));
-        for (int i = 0; i < counts[s]; i++) make_task(w, &w->tasks[s][i], env_mix(env_mix(seed, (uint64_t)s + 1), (uint64_t)i));
+        for (int i = 0; i < counts[s]; i++) make_task(w, &w->tasks[s][i], env_mix(env_mix(seed, (uint64_t)s + 1), (uint64_t)i), trap_rate);
     }
     return &w->base;
 }

@@ -85,8 +85,8 @@ static void test_bank(void** state) {
     (void)state;
     char err[512];
     Bank a, b;
-    assert_int_equal(bank_build(&a, "wikisearch", SEED, 3, 0, err, sizeof(err)), 0);
-    assert_int_equal(bank_build(&b, "wikisearch", SEED, 3, 0, err, sizeof(err)), 0);
+    assert_int_equal(bank_build(&a, "wikisearch", SEED, 0, 3, 0, err, sizeof(err)), 0);
+    assert_int_equal(bank_build(&b, "wikisearch", SEED, 0, 3, 0, err, sizeof(err)), 0);
     assert_int_equal(a.n, b.n); // deterministic
     int rules = 0, mined = 0, foreign = 0;
     for (int i = 0; i < a.n; i++) {
@@ -114,7 +114,7 @@ static void test_bank(void** state) {
     assert_true(foreign >= 7); // textcraft's 3 and retail's 4 rules at least
     bank_free(&a);
     bank_free(&b);
-    assert_int_equal(bank_build(&a, "external", SEED, 1, 0, err, sizeof(err)), -1);
+    assert_int_equal(bank_build(&a, "external", SEED, 0, 1, 0, err, sizeof(err)), -1);
 }
 
 // with choices the bank also holds rules that say which result to visit, and those that convey
@@ -123,7 +123,7 @@ static void test_bank_choices(void** state) {
     (void)state;
     char err[512];
     Bank a;
-    assert_int_equal(bank_build(&a, "wikisearch", SEED, 3, 1, err, sizeof(err)), 0);
+    assert_int_equal(bank_build(&a, "wikisearch", SEED, 0, 3, 1, err, sizeof(err)), 0);
     int choice_items = 0, pick_kind = 0;
     for (int i = 0; i < a.n; i++) {
         const BankItem* it = &a.items[i];
@@ -263,7 +263,7 @@ static void test_demos(void** state) {
     fixture_open(&f);
     char err[512];
     Bank bank;
-    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 2, 0, err, sizeof(err)), 0);
+    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 0, 2, 0, err, sizeof(err)), 0);
     DemoParams p = demo_params_from_config(&f.c);
     p.max_context = 4096;
     DemoSet set, win;
@@ -379,7 +379,7 @@ static void test_bpe(void** state) {
     assert_non_null(mkdtemp(tmpl));
     snprintf(path, sizeof(path), "%s/tokenizer.json", tmpl);
     Bank bank;
-    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 1, 0, err, sizeof(err)), 0);
+    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 0, 1, 0, err, sizeof(err)), 0);
     DemoParams p = demo_params_from_config(&f.c);
     p.max_context = 4096;
     DemoSet set;
@@ -498,7 +498,7 @@ static void test_train_reduces_loss(void** state) {
     fixture_open(&f);
     char err[512];
     Bank bank;
-    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 1, 0, err, sizeof(err)), 0);
+    assert_int_equal(bank_build(&bank, "wikisearch", SEED, 0, 1, 0, err, sizeof(err)), 0);
     DemoParams p = demo_params_from_config(&f.c);
     p.episodes = 6;
     p.worlds = 1; // names that recur, so that a dozen passes can memorise the calls

@@ -1,6 +1,6 @@
 // Tests of wikisearch's world and hidden rules: same-name decoys told apart by the snippet,
 // true pages that only a query with the kind finds, trap countries on the way, exact-match
-// reward after normalisation, and the messages for unknown titles and empty searches.
+// reward after normalisation, the trap rate, and the messages for unknown titles and empty searches.
 #include "test_env_util.h"
 
 enum { PICK_KIND = 1u << 0, REFINE = 1u << 1, PLACE_PAGE = 1u << 2 };
@@ -123,6 +123,30 @@ static void test_trap_country(void** state) {
     assert_true(steps >= 7); // three hops: search + visit each, then the answer
 }
 
+// env.trap_rate sets how many of the tasks with a trap page place_page bites
+static void test_trap_rate(void** state) {
+    (void)state;
+    enum { N = 400 };
+    const double rates[] = {0.001, ENV_TRAP_RATE_DEFAULT, 1.0};
+    int bites[3] = {0};
+    for (int i = 0; i < 3; i++) {
+        EnvOptions opt = {.name = "wikisearch", .seed = 5, .train_tasks = N, .heldout_tasks = 1, .trap_rate = rates[i]};
+        EnvError err;
+        Env* e = env_create(&opt, &err);
+        if (!e) fail_msg("env_create: %s", err.msg);
+        for (int t = 0; t < N; t++) bites[i] += (env_task_rules(e, ENV_SPLIT_TRAIN, t) & PLACE_PAGE) != 0;
+        env_destroy(e);
+    }
+    // 4 of the 5 templates (85% of the tasks) have a trap page
+    assert_true(bites[0] <= 2);
+    assert_in_range(bites[1], (int)(0.25 * N), (int)(0.35 * N));
+    assert_in_range(bites[2], (int)(0.75 * N), (int)(0.95 * N));
+    EnvOptions textcraft = {.name = "textcraft", .seed = 5, .train_tasks = 1, .heldout_tasks = 1, .trap_rate = 0.8};
+    EnvError err;
+    assert_null(env_create(&textcraft, &err));
+    assert_contains(err.msg, "env.trap_rate");
+}
+
 static void test_answer_normalised(void** state) {
     (void)state;
     free(reset_task(env, ENV_SPLIT_TRAIN, 0));
@@ -168,6 +192,7 @@ int main(void) {
         cmocka_unit_test(test_decoy_told_by_snippet),
         cmocka_unit_test(test_refine_query_finds_true_page),
         cmocka_unit_test(test_trap_country),
+        cmocka_unit_test(test_trap_rate),
         cmocka_unit_test(test_answer_normalised),
         cmocka_unit_test(test_search_and_visit_messages),
     };
