@@ -19,7 +19,8 @@ cfg="$src/configs/quickstart.yaml"
 # of 2026-11-26, so the keys the quickstart has changed since are set back
 common=(--set bootstrap.cache_dir="$work/cache" --set run.iterations=2 --set eval.tasks=8 --set distill.epochs=1
         --set experience.validate_tasks=16 --set run.seed=3 --set experience.mine_z=0 --set experience.mine_max_rules=8
-        --set bootstrap.vocab_size=0 --set rollout.tasks_per_iter=16 --set experience.mine_max_share=1)
+        --set bootstrap.vocab_size=0 --set rollout.tasks_per_iter=16 --set experience.mine_max_share=1
+        --set env.trap_rate=0.35 --set bootstrap.expert_rate=0.35)
 source "$src/tests/e2e/lib.sh"
 
 # the fixture goes where the run looks for the quickstart's cached base model
