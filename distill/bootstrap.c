@@ -97,8 +97,9 @@ static int session_open(Session* s, const Config* c, int max_batch, const char* 
         return fail(err, errlen, "bootstrap: %s", msg);
     }
     EnvError e = {{0}};
-    EnvOptions eo = {.name = config_enum_name("env.name", c->env.name), .seed = (uint64_t)c->run.seed,
-                     .train_tasks = 1, .heldout_tasks = 1, .trap_rate = c->env.trap_rate};
+    EnvOptions eo = env_options_from_config(c);
+    eo.train_tasks = eo.heldout_tasks = 1;
+    eo.command = NULL; // the bootstrap learns from built-in environments only: an external one is not started
     Env* env = env_create(&eo, &e);
     if (!env) {
         session_free(s);

@@ -205,9 +205,9 @@ int bootstrap_evaluate(Model* m, const Tokenizer* tok, const Config* c, int task
     const int nb = c->rollout.tasks_per_iter, G = c->rollout.group_size;
     const int n_envs = tasks > nb * G ? tasks : nb * G;
     const double thr = c->distill.reward_threshold;
-    EnvOptions eo = {.name = config_enum_name("env.name", c->env.name), .seed = (uint64_t)c->run.seed,
-                     .train_tasks = c->env.train_tasks, .heldout_tasks = c->env.heldout_tasks > tasks ? c->env.heldout_tasks : tasks,
-                     .trap_rate = c->env.trap_rate};
+    EnvOptions eo = env_options_from_config(c);
+    if (eo.heldout_tasks < tasks) eo.heldout_tasks = tasks;
+    eo.command = NULL; // built-in environments only, as the bootstrap
     Env** envs = callocCheck((size_t)n_envs, sizeof(Env*));
     int rc = 0;
     for (int i = 0; i < n_envs && rc == 0; i++) {

@@ -54,8 +54,8 @@ Env* env_create(const EnvOptions* opt, EnvError* err) {
     return NULL;
 }
 
-Env* env_create_from_config(const Config* c, EnvError* err) {
-    EnvOptions opt = {
+EnvOptions env_options_from_config(const Config* c) {
+    return (EnvOptions){
         .name = config_enum_name("env.name", c->env.name),
         .seed = (uint64_t)c->run.seed,
         .train_tasks = c->env.train_tasks,
@@ -64,6 +64,10 @@ Env* env_create_from_config(const Config* c, EnvError* err) {
         .timeout_s = c->env.timeout_s,
         .trap_rate = c->env.trap_rate,
     };
+}
+
+Env* env_create_from_config(const Config* c, EnvError* err) {
+    const EnvOptions opt = env_options_from_config(c);
     if (!opt.name) {
         set_err(err, "env.name has the unknown value %d", c->env.name);
         return NULL;

@@ -112,8 +112,10 @@ typedef struct {
 
 // NULL on error, with err naming what is wrong
 Env* env_create(const EnvOptions* opt, EnvError* err);
-// from the config: env.name, env.command, env.timeout_s, env.train_tasks, env.heldout_tasks,
-// env.trap_rate, run.seed
+// the options of the config: env.name (NULL if unknown), env.command, env.timeout_s,
+// env.train_tasks, env.heldout_tasks, env.trap_rate, run.seed
+EnvOptions env_options_from_config(const Config* c);
+// env_create of env_options_from_config(c)
 Env* env_create_from_config(const Config* c, EnvError* err);
 void env_destroy(Env* env);
 
