@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "model/cuda/attention_args.h"
 #include "model/cuda/check.cuh"
 
 extern "C" {
@@ -181,13 +182,6 @@ void cuda_fp_to_float(Backend* be, float* g, const int64_t* acc, size_t n, int k
 void cuda_sum_squares_blocks(Backend* be, double* sums, const float* x, size_t n, size_t block);
 
 // attention.cu
-// the arguments every attention kernel shares (layouts as in ops.h; scale = 1 / sqrt(hd))
-struct AttnArgs {
-    const float *q, *k, *v;
-    const int *q_lens, *kv_lens;
-    int ldq, ldkv, Tq, Tk, H, KV, hd;
-    float scale;
-};
 void cuda_attention_fwd(Backend* be, float* out, float* lse, const float* q, int ldq, const float* k, const float* v,
                         int ldkv, const int* q_lens, const int* kv_lens, int B, int Tq, int Tk, int H, int KV, int hd,
                         void* work);

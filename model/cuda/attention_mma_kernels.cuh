@@ -1,0 +1,500 @@
+// The kernels of CUDA causal grouped-query attention on bf16 tensor cores, flash-attention style:
+// the bf16 mode's kernels for the training (tiled) shapes of attention.cu, head sizes 32, 64 and
+// 128. Device code only; attention_mma.cu launches them. The includer provides bf16, the PTX
+// wrappers (mma_ptx.cuh on the GPU; tests/emu/cuda_emu.h runs the same kernels on the host in
+// emulation) and AttnArgs (attention_args.h).
+//
+// Interchangeable with the fp32 kernels of attention.cu: the same layouts, causal masking, GQA,
+// lse, zeroed padded rows. The caller rounds q, k, v (and dout) once to packed bf16 copies; the
+// kernels stream their tiles into shared memory with cp.async, two stages deep, and run every
+// product as mma.sync m16n8k16 (bf16 operands, fp32 accumulators) on fragments read by ldmatrix.
+// A warp owns 16 rows of its block's tile, and the scores stay in its registers: the layout of an
+// (16, 8) accumulator pair is the layout of a (16, 16) A operand, so the probabilities feed the
+// next product without a trip through shared memory, and softmax statistics need only shuffles
+// among the 4 lanes that share a row.
+// The forward walks the visible key tiles of a query tile with an online softmax (in log2 units)
+// and saves the log-sum-exp; the backward recomputes the probabilities from it in two kernels
+// without atomics: one per query tile accumulates dq over the key tiles, one per key tile of a
+// kv head accumulates dk and dv over the query tiles of every query head of its group, in a fixed
+// order. Every output element is the result of a fixed sequence of mma instructions in one warp:
+// results are bit-identical between runs.
+#pragma once
+
+#include "model/cuda/attention_args.h"
+
+#define MMA_WARPS 4
+#define MMA_THREADS (MMA_WARPS * 32)
+#define MMA_ROWS (MMA_WARPS * 16) // rows of a block's own tile: queries (forward, dq) or keys (dk, dv)
+// bf16 elements of padding per shared row: rows start 16 bytes apart in the banks, so the 8 row
+// addresses of an ldmatrix hit distinct banks
+#define MMA_PAD 8
+
+static constexpr float MMA_LOG2E = 1.4426950408889634f;
+static constexpr float MMA_LN2 = 0.6931471805599453f;
+
+// Tiles by head size 32 / 64 / 128: forward keys 64 / 64 / 64, dq keys 64 / 32 / 32, dk/dv
+// queries 64 / 32 / 32; shared memory per block (bytes): forward 20,480 / 36,864 / 69,632, dq
+// 20,480 / 18,432 / 34,816, dk/dv 31,744 / 37,376 / 70,144. At head size 64 the backward kernels
+// are held to 128 registers, four blocks per SM (a few bytes spill): on an H200 the gpt2-124m
+// backward took 10.5 ms per step so, against 11.3 ms at 162-164 registers (three blocks) and
+// 13.0 ms with 64-row tiles at 178-240 registers (two blocks). bwd_blocks: the backward kernels'
+// minimum blocks per SM for __launch_bounds__, which caps their registers (0: the compiler's choice).
+template <int HD> struct MmaTiles;
+template <> struct MmaTiles<32> {
+    static constexpr int fwd_keys = 64, dq_keys = 64, dkdv_queries = 64, bwd_blocks = 0;
+};
+template <> struct MmaTiles<64> {
+    static constexpr int fwd_keys = 64, dq_keys = 32, dkdv_queries = 32, bwd_blocks = 4;
+};
+template <> struct MmaTiles<128> {
+    static constexpr int fwd_keys = 64, dq_keys = 32, dkdv_queries = 32, bwd_blocks = 0;
+};
+
+// ----------------------------------------------------------------------------
+// tiles and fragments
+
+// rows [0, R) of a shared tile (row stride HD + MMA_PAD) from packed bf16 global rows (row i at
+// src + i * ld); rows at or past `valid` are zero-filled
+template <int R, int HD> __device__ __forceinline__ void tile_load(bf16* dst, const bf16* src, size_t ld, int valid) {
+    constexpr int CH = HD / 8; // 16-byte chunks per row
+    for (int c = threadIdx.x; c < R * CH; c += MMA_THREADS) {
+        const int i = c / CH, d = c % CH * 8;
+        const bool ok = i < valid;
+        cp_async16(dst + i * (HD + MMA_PAD) + d, ok ? src + (size_t)i * ld + d : src, ok);
+    }
+}
+
+// A fragments (16 rows, HD / 16 steps of 16 columns) of packed bf16 global rows (row i at src + i * ld),
+// rows at or past `valid` 0: operands that stay in registers for a whole block
+template <int HD>
+__device__ __forceinline__ void frag_a_global(uint32_t (&a)[HD / 16][4], const bf16* src, size_t ld, int valid) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint32_t* r0 = (const uint32_t*)(src + (size_t)g * ld + 2 * t);
+    const uint32_t* r1 = (const uint32_t*)(src + (size_t)(g + 8) * ld + 2 * t);
+    const bool v0 = g < valid, v1 = g + 8 < valid;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        a[kk][0] = v0 ? r0[8 * kk] : 0u;
+        a[kk][1] = v1 ? r1[8 * kk] : 0u;
+        a[kk][2] = v0 ? r0[8 * kk + 4] : 0u;
+        a[kk][3] = v1 ? r1[8 * kk + 4] : 0u;
+    }
+}
+
+// A fragment of rows 0..15, columns k0..k0+15 of a shared tile (row stride ld)
+__device__ __forceinline__ void frag_a_shared(uint32_t (&a)[4], const bf16* tile, int ld, int k0) {
+    const int lane = threadIdx.x & 31;
+    ldsm4(a, tile + (lane & 15) * ld + k0 + (lane >> 4) * 8);
+}
+
+// B fragments of two 8-column blocks n0..n0+15 for k0..k0+15 where the shared tile holds B^T
+// (row n, column k: keys or queries by head dims): {b0, b1} of block n0, then of block n0 + 8
+__device__ __forceinline__ void frag_bt_shared(uint32_t (&b)[4], const bf16* tile, int ld, int n0, int k0) {
+    const int lane = threadIdx.x & 31;
+    ldsm4(b, tile + (n0 + (lane & 7) + (lane >> 4) * 8) * ld + k0 + ((lane >> 3) & 1) * 8);
+}
+
+// the same where the tile holds B itself (row k, column n: keys or queries by head dims)
+__device__ __forceinline__ void frag_b_shared(uint32_t (&b)[4], const bf16* tile, int ld, int n0, int k0) {
+    const int lane = threadIdx.x & 31;
+    ldsm4_trans(b, tile + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + n0 + (lane >> 4) * 8);
+}
+
+// c[n] += A B over K = 16 KK: a[KK] register fragments; the shared tile holds B^T (8 N, 16 KK)
+// where BT, else B (16 KK, 8 N)
+template <bool BT, int N, int KK>
+__device__ __forceinline__ void warp_mma(float (&c)[N][4], const uint32_t (&a)[KK][4], const bf16* tile, int ld) {
+#pragma unroll
+    for (int kk = 0; kk < KK; kk++) {
+#pragma unroll
+        for (int n = 0; n < N; n += 2) {
+            uint32_t b[4];
+            if (BT) frag_bt_shared(b, tile, ld, 8 * n, 16 * kk);
+            else frag_b_shared(b, tile, ld, 8 * n, 16 * kk);
+            mma_bf16(c[n], a[kk], b[0], b[1]);
+            mma_bf16(c[n + 1], a[kk], b[2], b[3]);
+        }
+    }
+}
+
+// c[n] += A Bt^T and c[n] += A B
+template <int N, int KK>
+__device__ __forceinline__ void warp_abt(float (&c)[N][4], const uint32_t (&a)[KK][4], const bf16* Bt, int ld) {
+    warp_mma<true, N, KK>(c, a, Bt, ld);
+}
+
+template <int N, int KK>
+__device__ __forceinline__ void warp_ab(float (&c)[N][4], const uint32_t (&a)[KK][4], const bf16* B, int ld) {
+    warp_mma<false, N, KK>(c, a, B, ld);
+}
+
+// the accumulators of N 8-column blocks as A fragments of N / 2 steps of 16 columns
+template <int N> __device__ __forceinline__ void acc_to_a(uint32_t (&a)[N / 2][4], const float (&c)[N][4]) {
+#pragma unroll
+    for (int n = 0; n < N; n++) {
+        a[n / 2][2 * (n & 1)] = pack_bf16(c[n][0], c[n][1]);
+        a[n / 2][2 * (n & 1) + 1] = pack_bf16(c[n][2], c[n][3]);
+    }
+}
+
+template <int N> __device__ __forceinline__ void acc_zero(float (&c)[N][4]) {
+#pragma unroll
+    for (int n = 0; n < N; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
+}
+
+// the lane's two rows (g, g + 8) of a warp's (16, 8 N) accumulators, times mul, to global rows
+// (row i at dst + i * ld); rows at or past `valid` get 0, rows at or past `rows` are not written
+template <int N>
+__device__ __forceinline__ void acc_store(float* dst, size_t ld, const float (&c)[N][4], float mul, int valid,
+                                          int rows) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int row = g + 8 * i;
+        if (row >= rows) continue;
+        float* d = dst + (size_t)row * ld + 2 * t;
+#pragma unroll
+        for (int n = 0; n < N; n++) {
+            d[8 * n] = row < valid ? c[n][2 * i] * mul : 0.0f; // an explicit 0: a negative value times 0 is -0
+            d[8 * n + 1] = row < valid ? c[n][2 * i + 1] * mul : 0.0f;
+        }
+    }
+}
+
+// the packed bf16 copies the kernels read: q and dout (B, Tq, H hd), k and v (B, Tk, KV hd)
+struct AttnBf16 {
+    const bf16 *q, *k, *v, *dout;
+};
+
+// ----------------------------------------------------------------------------
+// forward: block (query tile of MMA_ROWS, head, sequence), key tiles of BK, two stages
+
+template <int HD, int BK> struct MmaKvTiles {
+    static constexpr int LDH = HD + MMA_PAD;
+    static constexpr int tile = BK * LDH;                             // elements of one K or V tile
+    static constexpr size_t bytes = sizeof(bf16) * 4 * (size_t)tile; // K and V, two stages each
+};
+
+// the stage of key tile j: K at smem + 2 (j & 1) tile, V after it
+template <int HD, int BK>
+__device__ __forceinline__ void kv_tile_load(bf16* smem, int j, const bf16* kb, const bf16* vb, size_t ld, int kend) {
+    typedef MmaKvTiles<HD, BK> L;
+    bf16* Ks = smem + 2 * (j & 1) * L::tile;
+    tile_load<BK, HD>(Ks, kb + (size_t)j * BK * ld, ld, kend - j * BK);
+    tile_load<BK, HD>(Ks + L::tile, vb + (size_t)j * BK * ld, ld, kend - j * BK);
+}
+
+// The key and value tiles a query tile streams past: keys 0..kend-1 of kv head kvh in sequence b,
+// in ntiles tiles. kv_stream_start issues tile 0; kv_stream_next(j), before tile j's products,
+// issues tile j + 1 into the other stage and waits until tile j has landed.
+struct KvStream {
+    const bf16 *kb, *vb;
+    int kend, ntiles;
+};
+
+template <int HD, int BK>
+__device__ __forceinline__ KvStream kv_stream_start(bf16* smem, const AttnArgs& a, const AttnBf16& p, int b, int kvh,
+                                                    int kend) {
+    const size_t ld = (size_t)a.KV * HD, at = (size_t)b * a.Tk * ld + (size_t)kvh * HD;
+    const KvStream s = {p.k + at, p.v + at, kend, (kend + BK - 1) / BK};
+    kv_tile_load<HD, BK>(smem, 0, s.kb, s.vb, ld, kend);
+    cp_async_commit();
+    return s;
+}
+
+template <int HD, int BK>
+__device__ __forceinline__ void kv_stream_next(bf16* smem, const KvStream& s, int j, const AttnArgs& a) {
+    if (j + 1 < s.ntiles) kv_tile_load<HD, BK>(smem, j + 1, s.kb, s.vb, (size_t)a.KV * HD, s.kend);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+}
+
+template <int HD, int BK, int MB>
+__global__ void __launch_bounds__(MMA_THREADS, MB) attn_mma_fwd_kernel(float* out, float* lse, AttnArgs a, AttnBf16 p) {
+    typedef MmaKvTiles<HD, BK> L;
+    constexpr int KT = HD / 16, NS = BK / 8, NO = HD / 8;
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    bf16* smem = (bf16*)smem_raw;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = 16 * warp;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * MMA_ROWS; // the longest query tiles start first
+    const int h = blockIdx.y, b = blockIdx.z, kvh = h / (a.H / a.KV);
+    const int ql = a.q_lens[b], kl = a.kv_lens[b], off = kl - ql, ldq = a.H * HD;
+    const int nq = min(MMA_ROWS, ql - q0); // rows of the tile that hold queries
+    // the last visible key of the lane's rows; rows past the queries see every key (finite values, dropped)
+    int last[2];
+    for (int i = 0; i < 2; i++) last[i] = min(off + q0 + w0 + g + 8 * i, kl - 1);
+    // the last key any query row of this warp sees (later tiles are skipped) and the first row's
+    const int wlast = min(off + q0 + min(w0 + 15, nq - 1), kl - 1), wfirst = min(off + q0 + w0, kl - 1);
+    const float sl = a.scale * MMA_LOG2E;
+
+    float o[NO][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    acc_zero(o);
+    if (nq > 0) {
+        uint32_t qa[KT][4];
+        frag_a_global<HD>(qa, p.q + ((size_t)b * a.Tq + q0 + w0) * ldq + (size_t)h * HD, ldq, nq - w0);
+        // keys 0..kend-1 are visible to some row
+        const KvStream kv = kv_stream_start<HD, BK>(smem, a, p, b, kvh, min(off + q0 + nq, kl));
+        for (int j = 0; j < kv.ntiles; j++) {
+            const int k0 = j * BK;
+            kv_stream_next<HD, BK>(smem, kv, j, a);
+            // skipping changes nothing: the tile's probabilities would all be 0 (tile 0 is never skipped)
+            if (w0 < nq && k0 <= wlast) {
+                const bf16* Ks = smem + 2 * (j & 1) * L::tile;
+                float s[NS][4];
+                acc_zero(s);
+                warp_abt<NS, KT>(s, qa, Ks, L::LDH);
+                // online softmax in log2 units; key 0 is visible to every row, so m is finite from tile 0 on
+                const bool edge = k0 + BK - 1 > wfirst; // some key of the tile is masked for some row
+                float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+                for (int n = 0; n < NS; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float x = s[n][e] * sl;
+                        if (edge && k0 + 8 * n + 2 * t + (e & 1) > last[e >> 1]) x = -INFINITY;
+                        s[n][e] = x;
+                        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+                    }
+                }
+                float alpha[2];
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+                    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+                    const float m_new = fmaxf(m[i], mx[i]);
+                    alpha[i] = exp2f(m[i] - m_new);
+                    m[i] = m_new;
+                    l[i] *= alpha[i];
+                }
+#pragma unroll
+                for (int n = 0; n < NS; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        s[n][e] = exp2f(s[n][e] - m[e >> 1]);
+                        l[e >> 1] += s[n][e]; // this lane's columns; the row's 4 lanes are summed at the end
+                    }
+                }
+#pragma unroll
+                for (int n = 0; n < NO; n++) {
+                    o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+                    o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+                }
+                uint32_t pa[BK / 16][4];
+                acc_to_a<NS>(pa, s);
+                warp_ab<NO, BK / 16>(o, pa, Ks + L::tile, L::LDH);
+            }
+            __syncthreads(); // the stage is free for tile j + 2
+        }
+    }
+    const int t0 = q0 + w0, ldo = a.H * HD;
+    float inv[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+        const int row = w0 + g + 8 * i;
+        inv[i] = row < nq ? 1.0f / l[i] : 0.0f;
+        if (t == 0 && q0 + row < a.Tq) {
+            lse[((size_t)b * a.H + h) * a.Tq + q0 + row] = row < nq ? m[i] * MMA_LN2 + logf(l[i]) : 0.0f;
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < NO; n++) o[n][0] *= inv[0], o[n][1] *= inv[0], o[n][2] *= inv[1], o[n][3] *= inv[1];
+    if (t0 < a.Tq) {
+        acc_store<NO>(out + ((size_t)b * a.Tq + t0) * ldo + (size_t)h * HD, (size_t)ldo, o, 1.0f, nq - w0,
+                      a.Tq - t0);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// backward, dq: block (query tile of MMA_ROWS, head, sequence), key tiles of BK, two stages
+
+template <int HD, int BK, int MB>
+__global__ void __launch_bounds__(MMA_THREADS, MB)
+    attn_mma_dq_kernel(float* dq, const float* lse, const float* Dv, AttnArgs a, AttnBf16 p) {
+    typedef MmaKvTiles<HD, BK> L;
+    constexpr int KT = HD / 16, NS = BK / 8, NO = HD / 8;
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    bf16* smem = (bf16*)smem_raw;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = 16 * warp;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * MMA_ROWS;
+    const int h = blockIdx.y, b = blockIdx.z, kvh = h / (a.H / a.KV);
+    const int ql = a.q_lens[b], kl = a.kv_lens[b], off = kl - ql, ldq = a.H * HD;
+    const int nq = min(MMA_ROWS, ql - q0);
+    int last[2];
+    float lse2[2], drow[2]; // the rows' lse in log2 units and dO . O
+    bool valid[2];
+    for (int i = 0; i < 2; i++) {
+        const int row = w0 + g + 8 * i;
+        valid[i] = row < nq;
+        last[i] = min(off + q0 + row, kl - 1);
+        const size_t at = ((size_t)b * a.H + h) * a.Tq + q0 + row;
+        lse2[i] = valid[i] ? lse[at] * MMA_LOG2E : 0.0f;
+        drow[i] = valid[i] ? Dv[at] : 0.0f;
+    }
+    const int wlast = min(off + q0 + min(w0 + 15, nq - 1), kl - 1), wfirst = min(off + q0 + w0, kl - 1);
+    const float sl = a.scale * MMA_LOG2E;
+
+    float acc[NO][4]; // this warp's (16, HD) sum of dS K
+    acc_zero(acc);
+    if (nq > 0) {
+        uint32_t qa[KT][4], da[KT][4];
+        const size_t at = ((size_t)b * a.Tq + q0 + w0) * ldq + (size_t)h * HD;
+        frag_a_global<HD>(qa, p.q + at, ldq, nq - w0);
+        frag_a_global<HD>(da, p.dout + at, ldq, nq - w0);
+        const KvStream kv = kv_stream_start<HD, BK>(smem, a, p, b, kvh, min(off + q0 + nq, kl));
+        for (int j = 0; j < kv.ntiles; j++) {
+            const int k0 = j * BK;
+            kv_stream_next<HD, BK>(smem, kv, j, a);
+            if (w0 < nq && k0 <= wlast) { // dS would be 0 over the whole tile
+                const bf16* Ks = smem + 2 * (j & 1) * L::tile;
+                float s[NS][4], dp[NS][4];
+                acc_zero(s);
+                acc_zero(dp);
+                warp_abt<NS, KT>(s, qa, Ks, L::LDH);
+                warp_abt<NS, KT>(dp, da, Ks + L::tile, L::LDH);
+                const bool edge = k0 + BK - 1 > wfirst;
+#pragma unroll
+                for (int n = 0; n < NS; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int i = e >> 1;
+                        const bool vis = valid[i] && (!edge || k0 + 8 * n + 2 * t + (e & 1) <= last[i]);
+                        const float pr = vis ? exp2f(s[n][e] * sl - lse2[i]) : 0.0f;
+                        s[n][e] = pr * (dp[n][e] - drow[i]);
+                    }
+                }
+                uint32_t dsa[BK / 16][4];
+                acc_to_a<NS>(dsa, s);
+                warp_ab<NO, BK / 16>(acc, dsa, Ks, L::LDH);
+            }
+            __syncthreads();
+        }
+    }
+    const int t0 = q0 + w0;
+    if (t0 < a.Tq) {
+        const int ldo = a.H * HD;
+        acc_store<NO>(dq + ((size_t)b * a.Tq + t0) * ldo + (size_t)h * HD, (size_t)ldo, acc, a.scale, nq - w0,
+                      a.Tq - t0);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// backward, dk and dv: block (key tile of MMA_ROWS, kv head, sequence); the key and value tiles
+// stay in shared memory while the query tiles (BQ, two stages) of each query head of the group
+// stream past, in order
+
+template <int HD, int BQ> struct MmaDkvLayout {
+    static constexpr int LDH = HD + MMA_PAD;
+    static constexpr int kv_tile = MMA_ROWS * LDH, q_tile = BQ * LDH;
+    static constexpr size_t k = 0;                                          // bf16 (MMA_ROWS, LDH) keys
+    static constexpr size_t v = k + sizeof(bf16) * kv_tile;                 // bf16 (MMA_ROWS, LDH) values
+    static constexpr size_t q = v + sizeof(bf16) * kv_tile;                 // bf16 (2, BQ, LDH) queries
+    static constexpr size_t dout = q + sizeof(bf16) * 2 * q_tile;          // bf16 (2, BQ, LDH) output gradients
+    static constexpr size_t lse = dout + sizeof(bf16) * 2 * q_tile;        // fp32 (2, BQ) the queries' lse
+    static constexpr size_t D = lse + sizeof(float) * 2 * BQ;               // fp32 (2, BQ) the queries' dO . O
+    static constexpr size_t bytes = D + sizeof(float) * 2 * BQ;
+    static_assert(v % 16 == 0 && q % 16 == 0 && dout % 16 == 0, "cp.async needs 16-byte aligned shared rows");
+};
+
+// query tile `it` of the block's sequence into stage it & 1: head g G + it / nqt, queries
+// first + (it % nqt) BQ ..
+template <int HD, int BQ>
+__device__ __forceinline__ void q_tile_load(unsigned char* smem, int it, int nqt, int first, int kvh, int b,
+                                            const float* lse, const float* Dv, const AttnArgs& a, const AttnBf16& p) {
+    typedef MmaDkvLayout<HD, BQ> L;
+    const int G = a.H / a.KV, h = kvh * G + it / nqt, q0 = first + it % nqt * BQ, st = it & 1;
+    const int nq = min(BQ, a.q_lens[b] - q0), ldq = a.H * HD;
+    const size_t at = ((size_t)b * a.Tq + q0) * ldq + (size_t)h * HD;
+    tile_load<BQ, HD>((bf16*)(smem + L::q) + st * L::q_tile, p.q + at, ldq, nq);
+    tile_load<BQ, HD>((bf16*)(smem + L::dout) + st * L::q_tile, p.dout + at, ldq, nq);
+    const size_t row = ((size_t)b * a.H + h) * a.Tq + q0;
+    for (int i = threadIdx.x; i < BQ; i += MMA_THREADS) {
+        cp_async4((float*)(smem + L::lse) + st * BQ + i, lse + row + min(i, nq - 1), i < nq);
+        cp_async4((float*)(smem + L::D) + st * BQ + i, Dv + row + min(i, nq - 1), i < nq);
+    }
+}
+
+template <int HD, int BQ, int MB>
+__global__ void __launch_bounds__(MMA_THREADS, MB)
+    attn_mma_dkdv_kernel(float* dk, float* dv, const float* lse, const float* Dv, AttnArgs a, AttnBf16 p) {
+    typedef MmaDkvLayout<HD, BQ> L;
+    constexpr int KT = HD / 16, NS = BQ / 8, NO = HD / 8;
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    unsigned char* smem = smem_raw;
+    const bf16* Ks = (const bf16*)(smem + L::k);
+    const bf16* Vs = (const bf16*)(smem + L::v);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = 16 * warp;
+    const int k0 = blockIdx.x * MMA_ROWS, kvh = blockIdx.y, b = blockIdx.z, G = a.H / a.KV;
+    const int ql = a.q_lens[b], kl = a.kv_lens[b], off = kl - ql, ldkv = a.KV * HD;
+    const int nkeys = min(MMA_ROWS, kl - k0);
+    const float sl = a.scale * MMA_LOG2E;
+    int key[2]; // the keys of the lane's rows
+    for (int i = 0; i < 2; i++) key[i] = k0 + w0 + g + 8 * i;
+
+    float dka[NO][4], dva[NO][4]; // this warp's (16, HD) sums of dS^T Q and P^T dO
+    acc_zero(dka);
+    acc_zero(dva);
+    if (nkeys > 0) {
+        const size_t kv_at = ((size_t)b * a.Tk + k0) * ldkv + (size_t)kvh * HD;
+        tile_load<MMA_ROWS, HD>((bf16*)(smem + L::k), p.k + kv_at, ldkv, nkeys);
+        tile_load<MMA_ROWS, HD>((bf16*)(smem + L::v), p.v + kv_at, ldkv, nkeys);
+        const int first = max(0, k0 - off) / BQ * BQ; // the first query tile that sees key k0
+        const int nqt = ql > first ? (ql - first + BQ - 1) / BQ : 0, total = G * nqt;
+        if (total > 0) q_tile_load<HD, BQ>(smem, 0, nqt, first, kvh, b, lse, Dv, a, p);
+        cp_async_commit();
+        for (int it = 0; it < total; it++) {
+            if (it + 1 < total) q_tile_load<HD, BQ>(smem, it + 1, nqt, first, kvh, b, lse, Dv, a, p);
+            cp_async_commit();
+            cp_async_wait<1>();
+            __syncthreads();
+            const int q0 = first + it % nqt * BQ, nq = min(BQ, ql - q0), st = it & 1;
+            // the tile's last query sees keys up to off + q0 + nq - 1: a warp whose keys all lie
+            // beyond (or past the sequence) would add zeros only
+            if (w0 < nkeys && k0 + w0 <= off + q0 + nq - 1) {
+                const bf16* Qs = (const bf16*)(smem + L::q) + st * L::q_tile;
+                const bf16* dOs = (const bf16*)(smem + L::dout) + st * L::q_tile;
+                const float* lse_s = (const float*)(smem + L::lse) + st * BQ;
+                const float* D_s = (const float*)(smem + L::D) + st * BQ;
+                float s[NS][4], dp[NS][4]; // keys by queries: K Q^T and V dO^T
+                acc_zero(s);
+                acc_zero(dp);
+#pragma unroll
+                for (int kk = 0; kk < KT; kk++) {
+                    uint32_t ka[1][4], va[1][4];
+                    frag_a_shared(ka[0], Ks + w0 * L::LDH, L::LDH, 16 * kk);
+                    frag_a_shared(va[0], Vs + w0 * L::LDH, L::LDH, 16 * kk);
+                    warp_abt<NS, 1>(s, ka, Qs + 16 * kk, L::LDH);
+                    warp_abt<NS, 1>(dp, va, dOs + 16 * kk, L::LDH);
+                }
+                const bool edge = k0 + w0 + 15 > off + q0; // some key of the warp is masked for some query
+#pragma unroll
+                for (int n = 0; n < NS; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int qi = 8 * n + 2 * t + (e & 1), i = e >> 1;
+                        const bool vis = qi < nq && key[i] < kl && (!edge || key[i] <= off + q0 + qi);
+                        const float pr = vis ? exp2f(s[n][e] * sl - lse_s[qi] * MMA_LOG2E) : 0.0f;
+                        s[n][e] = pr;
+                        dp[n][e] = pr * (dp[n][e] - D_s[qi]);
+                    }
+                }
+                uint32_t pa[BQ / 16][4], dsa[BQ / 16][4];
+                acc_to_a<NS>(pa, s);
+                acc_to_a<NS>(dsa, dp);
+                warp_ab<NO, BQ / 16>(dva, pa, dOs, L::LDH);
+                warp_ab<NO, BQ / 16>(dka, dsa, Qs, L::LDH);
+            }
+            __syncthreads();
+        }
+    }
+    cp_async_wait<0>(); // nothing is left in flight when the block ends
+    const int r0 = k0 + w0;
+    if (r0 < a.Tk) {
+        const size_t at = ((size_t)b * a.Tk + r0) * a.ldkv + (size_t)kvh * HD;
+        acc_store<NO>(dk + at, (size_t)a.ldkv, dka, a.scale, nkeys - w0, a.Tk - r0);
+        acc_store<NO>(dv + at, (size_t)a.ldkv, dva, 1.0f, nkeys - w0, a.Tk - r0);
+    }
+}
+

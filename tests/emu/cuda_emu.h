@@ -1,0 +1,302 @@
+// Host emulation of the CUDA features the tensor-core attention kernels use, so that those kernels
+// (model/cuda/attention_mma_kernels.cuh, unchanged) run on a CPU in tests: most sessions and all
+// of CI have no GPU. Each thread of a block is a fiber (ucontext) on one OS thread, run until it
+// reaches a barrier; blocks run one after another.
+// - __syncthreads is a barrier of the block's threads; the warp-wide instructions (__shfl_xor_sync,
+//   ldmatrix, mma.sync m16n8k16) exchange the 32 lanes' operands through a per-warp slot table
+//   between two barriers of the warp, then each lane computes its own result by the PTX ISA's
+//   fragment layouts. A barrier that not every thread (or lane) reaches, undefined on a GPU, stops
+//   the test with the block and thread.
+// - The threads between two barriers run in an order drawn afresh for every block (seeded, so a
+//   failure reproduces): a kernel that lets a warp overwrite shared data that others still read
+//   without a barrier between them tends to fail. cp.async copies at once (commit and wait do
+//   nothing), so a read before its wait is not caught.
+// - mma sums its 16 products in double and adds them to the fp32 accumulator: not the tensor
+//   core's rounding, which the tests' tolerances cover.
+// Checked on the way, as the hardware would fault or misbehave: ldmatrix and cp.async addresses
+// inside shared memory and aligned, cp.async sources aligned, shared memory within the launch's
+// request and the H100's 227 KiB. Shared memory starts each block as 0xFF bytes (bf16 NaN).
+// The emulation's own check: the kernels that passed on H100/H200 pass here (test_attention_emu).
+#pragma once
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+
+#include <functional>
+#include <utility>
+#include <type_traits>
+#include <vector>
+
+// ----------------------------------------------------------------------------
+// CUDA keywords and built-in variables
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__
+#define __align__(n) __attribute__((aligned(n)))
+
+struct EmuDim3 {
+    unsigned x, y, z;
+};
+inline EmuDim3 threadIdx, blockIdx, gridDim, blockDim;
+
+template <class A, class B> inline typename std::common_type<A, B>::type min(A a, B b) { return a < b ? a : b; }
+template <class A, class B> inline typename std::common_type<A, B>::type max(A a, B b) { return a < b ? b : a; }
+
+// the kernels' `extern __shared__ unsigned char smem_raw[]`
+#define EMU_SMEM_BYTES (227 * 1024)
+alignas(128) inline unsigned char smem_raw[EMU_SMEM_BYTES];
+inline size_t emu_smem_bytes; // what the current launch asked for
+
+[[noreturn]] inline void emu_fail(const char* what, const char* detail) {
+    fprintf(stderr, "cuda_emu: %s: %s (block %u,%u,%u thread %u)\n", what, detail, blockIdx.x, blockIdx.y, blockIdx.z,
+            threadIdx.x);
+    abort();
+}
+
+// ----------------------------------------------------------------------------
+// bf16: round to nearest even, as __floats2bfloat162_rn
+
+struct bf16 {
+    uint16_t bits;
+};
+
+inline uint16_t emu_bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); // NaN stays a (quiet) NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+inline float emu_bf16_float(uint16_t b) {
+    const uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+inline uint32_t pack_bf16(float lo, float hi) { return emu_bf16_bits(lo) | (uint32_t)emu_bf16_bits(hi) << 16; }
+
+// ----------------------------------------------------------------------------
+// fibers: the block's threads, and their barriers
+
+enum EmuState { EMU_READY, EMU_AT_WARP, EMU_AT_BLOCK, EMU_DONE };
+struct EmuFiber {
+    ucontext_t ctx;
+    unsigned tid;
+    EmuState state;
+};
+struct EmuBlock {
+    std::vector<EmuFiber> fibers;
+    std::vector<char> stacks;
+    ucontext_t scheduler;
+    EmuFiber* current;
+    alignas(16) unsigned char slot[32][32][64]; // [warp][lane]: a lane's operands for a collective
+};
+inline EmuBlock* emu_block;
+
+// back to the scheduler, to resume when `state`'s barrier is complete
+inline void emu_yield(EmuState state) {
+    EmuFiber* f = emu_block->current;
+    f->state = state;
+    swapcontext(&f->ctx, &emu_block->scheduler);
+}
+
+inline void __syncthreads() { emu_yield(EMU_AT_BLOCK); }
+
+// Every lane of the calling warp puts `bytes` of `in` into its slot; once all have, each runs
+// compute(slots of the warp, lane); a second barrier keeps the slots until all have read.
+template <class F> inline void emu_warp_collective(const void* in, size_t bytes, F compute) {
+    const unsigned lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    memcpy(emu_block->slot[w][lane], in, bytes);
+    emu_yield(EMU_AT_WARP);
+    compute(emu_block->slot[w], lane);
+    emu_yield(EMU_AT_WARP);
+}
+
+template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
+    if (mask != 0xffffffffu) emu_fail("__shfl_xor_sync", "only full-warp masks are emulated");
+    T r;
+    emu_warp_collective(&v, sizeof v,
+                        [&](unsigned char (*s)[64], unsigned lane) { memcpy(&r, s[lane ^ lane_mask], sizeof r); });
+    return r;
+}
+
+// ----------------------------------------------------------------------------
+// the PTX wrappers of model/cuda/mma_ptx.cuh
+
+inline void emu_check_shared(const char* what, const void* p, size_t bytes, size_t align) {
+    const unsigned char* c = (const unsigned char*)p;
+    if (c < smem_raw || c + bytes > smem_raw + emu_smem_bytes) {
+        emu_fail(what, "address outside the launch's shared memory");
+    }
+    if ((uintptr_t)p % align) emu_fail(what, "misaligned shared-memory address");
+}
+
+inline uint16_t emu_ld16(const bf16* p) { return p->bits; }
+
+// four 8x8 matrices; lanes 8i..8i+7 give the row addresses of matrix i. Lane l gets row l/4,
+// columns 2(l%4), +1 of each (trans: column l/4, rows 2(l%4), +1).
+inline void emu_ldsm4(uint32_t (&r)[4], const bf16* p, bool trans) {
+    emu_check_shared("ldmatrix", p, 16, 16);
+    emu_warp_collective(&p, sizeof p, [&](unsigned char (*s)[64], unsigned lane) {
+        for (int i = 0; i < 4; i++) {
+            const bf16* rows[8];
+            for (int j = 0; j < 8; j++) memcpy(&rows[j], s[8 * i + j], sizeof(const bf16*));
+            const int a = lane / 4, c = 2 * (lane % 4);
+            const uint16_t lo = trans ? emu_ld16(rows[c] + a) : emu_ld16(rows[a] + c);
+            const uint16_t hi = trans ? emu_ld16(rows[c + 1] + a) : emu_ld16(rows[a] + c + 1);
+            r[i] = lo | (uint32_t)hi << 16;
+        }
+    });
+}
+inline void ldsm4(uint32_t (&r)[4], const bf16* p) { emu_ldsm4(r, p, false); }
+inline void ldsm4_trans(uint32_t (&r)[4], const bf16* p) { emu_ldsm4(r, p, true); }
+
+// c += a b, m16n8k16, bf16 operands, fp32 accumulators. Lane l = 4g + t holds A (g | g+8,
+// 2t | 2t+8 ..+1), B (2t | 2t+8 ..+1, g) and C (g | g+8, 2t..2t+1).
+inline void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    uint32_t in[6] = {a[0], a[1], a[2], a[3], b0, b1};
+    emu_warp_collective(in, sizeof in, [&](unsigned char (*s)[64], unsigned lane) {
+        float A[16][16], B[16][8];
+        for (int l = 0; l < 32; l++) {
+            uint32_t r[6];
+            memcpy(r, s[l], sizeof r);
+            const int g = l / 4, t = l % 4;
+            const int ar[4] = {g, g + 8, g, g + 8}, ac[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
+            for (int i = 0; i < 4; i++) {
+                A[ar[i]][ac[i]] = emu_bf16_float((uint16_t)r[i]);
+                A[ar[i]][ac[i] + 1] = emu_bf16_float((uint16_t)(r[i] >> 16));
+            }
+            for (int i = 0; i < 2; i++) {
+                B[2 * t + 8 * i][g] = emu_bf16_float((uint16_t)r[4 + i]);
+                B[2 * t + 8 * i + 1][g] = emu_bf16_float((uint16_t)(r[4 + i] >> 16));
+            }
+        }
+        const int g = lane / 4, t = lane % 4;
+        for (int e = 0; e < 4; e++) {
+            const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+            double sum = 0.0;
+            for (int k = 0; k < 16; k++) sum += (double)A[row][k] * B[k][col];
+            c[e] = (float)((double)c[e] + sum);
+        }
+    });
+}
+
+inline void emu_cp_async(void* dst, const void* src, bool valid, size_t bytes) {
+    emu_check_shared("cp.async", dst, bytes, bytes);
+    if (!valid) {
+        memset(dst, 0, bytes);
+        return;
+    }
+    if ((uintptr_t)src % bytes) emu_fail("cp.async", "misaligned global source");
+    memcpy(dst, src, bytes);
+}
+inline void cp_async16(void* dst, const void* src, bool valid) { emu_cp_async(dst, src, valid, 16); }
+inline void cp_async4(void* dst, const void* src, bool valid) { emu_cp_async(dst, src, valid, 4); }
+inline void cp_async_commit() {}
+template <int N> inline void cp_async_wait() {}
+
+// ----------------------------------------------------------------------------
+// launch: grid (x, y, z) of blocks of `threads` (a multiple of 32), `smem` bytes of dynamic shared
+// memory; kernel() is the kernel's call with its arguments bound
+
+inline std::function<void()> emu_kernel;
+inline void emu_fiber_main() {
+    emu_kernel();
+    emu_yield(EMU_DONE);
+}
+
+#define EMU_STACK_BYTES (256 * 1024)
+
+// runs fiber f until it waits at a barrier or ends
+inline void emu_resume(EmuBlock* blk, EmuFiber* f) {
+    blk->current = f;
+    threadIdx = {f->tid, 0, 0};
+    f->state = EMU_READY;
+    swapcontext(&blk->scheduler, &f->ctx);
+}
+
+// one block: fibers run in a shuffled order until all wait; then a complete warp barrier or block
+// barrier releases its waiters, and so on until all are done
+inline void emu_run_block(EmuBlock* blk, unsigned threads, uint64_t& rng) {
+    for (unsigned i = 0; i < threads; i++) {
+        EmuFiber* f = &blk->fibers[i];
+        getcontext(&f->ctx);
+        f->ctx.uc_stack.ss_sp = blk->stacks.data() + (size_t)i * EMU_STACK_BYTES;
+        f->ctx.uc_stack.ss_size = EMU_STACK_BYTES;
+        f->ctx.uc_link = NULL;
+        makecontext(&f->ctx, emu_fiber_main, 0);
+        f->tid = i;
+        f->state = EMU_READY;
+    }
+    std::vector<unsigned> order(threads);
+    for (unsigned i = 0; i < threads; i++) order[i] = i;
+    for (;;) {
+        for (unsigned i = threads - 1; i > 0; i--) { // Fisher-Yates with xorshift
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            std::swap(order[i], order[rng % (i + 1)]);
+        }
+        bool ran = false;
+        for (unsigned i : order) {
+            if (blk->fibers[i].state == EMU_READY) {
+                emu_resume(blk, &blk->fibers[i]);
+                ran = true;
+            }
+        }
+        if (ran) continue;
+        unsigned at_block = 0, done = 0;
+        for (unsigned w = 0; w < threads / 32; w++) {
+            unsigned at_warp = 0;
+            for (unsigned l = 0; l < 32; l++) at_warp += blk->fibers[32 * w + l].state == EMU_AT_WARP;
+            if (at_warp == 32) {
+                for (unsigned l = 0; l < 32; l++) blk->fibers[32 * w + l].state = EMU_READY;
+            } else if (at_warp) {
+                threadIdx = {32 * w, 0, 0};
+                emu_fail("warp collective", "not every lane of the warp reached it");
+            }
+        }
+        for (unsigned i = 0; i < threads; i++) {
+            at_block += blk->fibers[i].state == EMU_AT_BLOCK;
+            done += blk->fibers[i].state == EMU_DONE;
+        }
+        if (done == threads) return;
+        if (at_block == threads) {
+            for (unsigned i = 0; i < threads; i++) blk->fibers[i].state = EMU_READY;
+        } else if (at_block && at_block + done == threads) {
+            emu_fail("__syncthreads", "some threads of the block ended without reaching it");
+        }
+    }
+}
+
+template <class F> void emu_launch(EmuDim3 grid, unsigned threads, size_t smem, F kernel) {
+    if (threads == 0 || threads % 32 || threads > 1024) emu_fail("launch", "threads must be a multiple of 32, <= 1024");
+    if (smem > EMU_SMEM_BYTES) emu_fail("launch", "more dynamic shared memory than an H100 block may have");
+    gridDim = grid;
+    blockDim = {threads, 1, 1};
+    emu_smem_bytes = smem;
+    emu_kernel = kernel;
+    EmuBlock* blk = new EmuBlock;
+    blk->fibers.resize(threads);
+    blk->stacks.resize((size_t)threads * EMU_STACK_BYTES);
+    emu_block = blk;
+    uint64_t rng = 0x2545F4914F6CDD1Dull;
+    for (unsigned z = 0; z < grid.z; z++) {
+        for (unsigned y = 0; y < grid.y; y++) {
+            for (unsigned x = 0; x < grid.x; x++) {
+                blockIdx = {x, y, z};
+                memset(smem_raw, 0xff, emu_smem_bytes);
+                emu_run_block(blk, threads, rng);
+            }
+        }
+    }
+    delete blk;
+    emu_block = NULL;
+}

@@ -1,0 +1,215 @@
+// The bf16 tensor-core attention kernels (model/cuda/attention_mma_kernels.cuh, the same source the
+// GPU runs) executed on the host by tests/emu/cuda_emu.h and compared with the CPU backend, which
+// tests/unit/test_ops_attention.c checks against PyTorch. Label unit: it needs no GPU, so every
+// CI run checks the kernels' tiling, masking, fragment layouts and shared-memory use; the GPU
+// test (tests/gpu/test_ops_gpu.c) checks them on hardware, with timing and determinism.
+// Tolerances are the GPU test's for the bf16 mode: normalised error max |x - cpu| / max |cpu|
+// at most 1e-2 for the forward, 2e-2 for the backward (inputs rounded to bf16, fp32 sums).
+// Padded rows must be exactly 0, and every output element is written (outputs start as NaN).
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <vector>
+
+#include "tests/emu/cuda_emu.h"
+
+#include "model/cuda/attention_mma_kernels.cuh"
+
+extern "C" {
+#include "model/ops.h"
+}
+
+#define TOL_FWD 1e-2
+#define TOL_BWD 2e-2
+
+struct Shape {
+    int B, Tq, Tk, H, KV, hd;
+    int pad_q, pad_kv; // ldq = H hd + pad_q, ldkv = KV hd + pad_kv
+    std::vector<int> q_lens, kv_lens;
+};
+
+static int failures = 0;
+
+// ----------------------------------------------------------------------------
+// data
+
+static std::vector<float> randn(size_t n, uint64_t seed) {
+    std::vector<float> x(n);
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    auto next = [&] {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        return ((s >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    };
+    for (size_t i = 0; i < n; i++) x[i] = (float)(sqrt(-2.0 * log(next())) * cos(6.283185307179586 * next()));
+    return x;
+}
+
+// packed bf16 rows (rows, cols) of fp32 rows of stride ld, as cuda_to_bf16
+static std::vector<bf16> packed_bf16(const std::vector<float>& x, int rows, int cols, int ld) {
+    std::vector<bf16> p((size_t)rows * cols);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) p[(size_t)r * cols + c].bits = emu_bf16_bits(x[(size_t)r * ld + c]);
+    return p;
+}
+
+// ----------------------------------------------------------------------------
+// comparison
+
+// max |x - ref| / max |ref| over rows (rows, width) of stride ld; rows where real(row) is false
+// must be exactly 0 in x
+template <class Real>
+static void compare(const char* what, const char* name, const float* x, const float* ref, size_t rows, int width,
+                    int ld, double tol, Real real) {
+    double err = 0.0, scale = 1e-30;
+    size_t bad_pad = 0;
+    for (size_t r = 0; r < rows; r++) {
+        for (int c = 0; c < width; c++) {
+            const float xv = x[r * ld + c], rv = ref[r * ld + c];
+            if (!real(r)) {
+                bad_pad += !(xv == 0.0f && !signbit(xv));
+                continue;
+            }
+            scale = fmax(scale, fabs(rv));
+            err = isfinite(xv) ? fmax(err, fabs((double)xv - rv)) : INFINITY;
+        }
+    }
+    err /= scale;
+    const bool ok = err <= tol && bad_pad == 0;
+    printf("%s %-4s %s: error %.2e (tolerance %.0e)%s\n", ok ? "ok  " : "FAIL", name, what, err, tol,
+           bad_pad ? ", padded entries not +0" : "");
+    failures += !ok;
+}
+
+// ----------------------------------------------------------------------------
+// the kernels as attention_mma.cu launches them
+
+static unsigned cdiv(int a, int b) { return (unsigned)((a + b - 1) / b); }
+
+template <int HD> static void emu_fwd(float* out, float* lse, const AttnArgs& a, int B, const AttnBf16& p) {
+    constexpr int BK = MmaTiles<HD>::fwd_keys;
+    emu_launch({cdiv(a.Tq, MMA_ROWS), (unsigned)a.H, (unsigned)B}, MMA_THREADS, MmaKvTiles<HD, BK>::bytes,
+               [&] { attn_mma_fwd_kernel<HD, BK, 0>(out, lse, a, p); });
+}
+
+template <int HD>
+static void emu_bwd(float* dq, float* dk, float* dv, const float* lse, const float* Dv, const AttnArgs& a, int B,
+                    const AttnBf16& p) {
+    typedef MmaTiles<HD> T;
+    constexpr int BK = T::dq_keys, BQ = T::dkdv_queries, MB = T::bwd_blocks;
+    emu_launch({cdiv(a.Tq, MMA_ROWS), (unsigned)a.H, (unsigned)B}, MMA_THREADS, MmaKvTiles<HD, BK>::bytes,
+               [&] { attn_mma_dq_kernel<HD, BK, MB>(dq, lse, Dv, a, p); });
+    emu_launch({cdiv(a.Tk, MMA_ROWS), (unsigned)a.KV, (unsigned)B}, MMA_THREADS, MmaDkvLayout<HD, BQ>::bytes,
+               [&] { attn_mma_dkdv_kernel<HD, BQ, MB>(dk, dv, lse, Dv, a, p); });
+}
+
+// ----------------------------------------------------------------------------
+// one shape: forward and backward against the CPU backend
+
+static float* dev_upload(Backend* be, const void* x, size_t bytes) {
+    float* d = (float*)be->alloc(be, bytes);
+    be->upload(be, d, x, bytes);
+    return d;
+}
+
+static void check_shape(Backend* cpu, const Shape& s, uint64_t seed) {
+    char what[128];
+    snprintf(what, sizeof what, "B=%d Tq=%d Tk=%d H=%d KV=%d hd=%d%s", s.B, s.Tq, s.Tk, s.H, s.KV, s.hd,
+             s.pad_q || s.pad_kv ? " strided" : "");
+    const int ldq = s.H * s.hd + s.pad_q, ldkv = s.KV * s.hd + s.pad_kv, width = s.H * s.hd;
+    const size_t nq = (size_t)s.B * s.Tq * ldq, nkv = (size_t)s.B * s.Tk * ldkv, nout = (size_t)s.B * s.Tq * width;
+    const size_t nlse = (size_t)s.B * s.H * s.Tq;
+    std::vector<float> q = randn(nq, seed), k = randn(nkv, seed + 1), v = randn(nkv, seed + 2);
+    std::vector<float> dout = randn(nout, seed + 3);
+
+    // the CPU backend: forward, then backward from its own out and lse
+    std::vector<float> out(nout), lse(nlse), dq(nout), dk(nkv), dv(nkv);
+    float *cq = dev_upload(cpu, q.data(), nq * 4), *ck = dev_upload(cpu, k.data(), nkv * 4);
+    float *cv = dev_upload(cpu, v.data(), nkv * 4), *cd = dev_upload(cpu, dout.data(), nout * 4);
+    int* cql = (int*)dev_upload(cpu, s.q_lens.data(), s.B * sizeof(int));
+    int* ckl = (int*)dev_upload(cpu, s.kv_lens.data(), s.B * sizeof(int));
+    float *co = (float*)cpu->alloc(cpu, nout * 4), *cl = (float*)cpu->alloc(cpu, nlse * 4);
+    float *cdq = (float*)cpu->alloc(cpu, nout * 4), *cdk = (float*)cpu->alloc(cpu, nkv * 4);
+    float* cdv = (float*)cpu->alloc(cpu, nkv * 4);
+    void* work = cpu->alloc(cpu, cpu->attention_work_bytes(cpu, s.Tk));
+    cpu->attention_fwd(cpu, co, cl, cq, ldq, ck, cv, ldkv, cql, ckl, s.B, s.Tq, s.Tk, s.H, s.KV, s.hd, work);
+    cpu->attention_bwd(cpu, cdq, cdk, cdv, cd, co, cl, cq, ldq, ck, cv, ldkv, cql, ckl, s.B, s.Tq, s.Tk, s.H, s.KV,
+                       s.hd, work);
+    cpu->download(cpu, out.data(), co, nout * 4);
+    cpu->download(cpu, lse.data(), cl, nlse * 4);
+    cpu->download(cpu, dq.data(), cdq, nout * 4);
+    cpu->download(cpu, dk.data(), cdk, nkv * 4);
+    cpu->download(cpu, dv.data(), cdv, nkv * 4);
+    void* bufs[] = {cq, ck, cv, cd, cql, ckl, co, cl, cdq, cdk, cdv, work};
+    for (void* b : bufs) cpu->free(cpu, b);
+
+    // the emulated kernels on packed bf16 copies, as cuda_attention_mma_fwd/bwd give them
+    std::vector<bf16> q16 = packed_bf16(q, s.B * s.Tq, width, ldq);
+    std::vector<bf16> k16 = packed_bf16(k, s.B * s.Tk, s.KV * s.hd, ldkv);
+    std::vector<bf16> v16 = packed_bf16(v, s.B * s.Tk, s.KV * s.hd, ldkv);
+    std::vector<bf16> d16 = packed_bf16(dout, s.B * s.Tq, width, width);
+    const AttnBf16 p = {q16.data(), k16.data(), v16.data(), d16.data()};
+    AttnArgs a;
+    a.q = q.data(), a.k = k.data(), a.v = v.data(), a.q_lens = s.q_lens.data(), a.kv_lens = s.kv_lens.data();
+    a.ldq = ldq, a.ldkv = ldkv, a.Tq = s.Tq, a.Tk = s.Tk, a.H = s.H, a.KV = s.KV, a.hd = s.hd;
+    a.scale = 1.0f / sqrtf((float)s.hd);
+    std::vector<float> e_out(nout, NAN), e_lse(nlse, NAN), e_dq(nout, NAN), e_dk(nkv, NAN), e_dv(nkv, NAN);
+    // Dv (B, H, Tq) = rowsum(dO * O) of the CPU's out, 0 on padded rows (attn_bwd_dot_kernel)
+    std::vector<float> Dv(nlse, 0.0f);
+    for (int b = 0; b < s.B; b++)
+        for (int t = 0; t < s.q_lens[b]; t++)
+            for (int h = 0; h < s.H; h++) {
+                const size_t at = ((size_t)b * s.Tq + t) * width + (size_t)h * s.hd;
+                float sum = 0.0f;
+                for (int d = 0; d < s.hd; d++) sum += dout[at + d] * out[at + d];
+                Dv[((size_t)b * s.H + h) * s.Tq + t] = sum;
+            }
+    switch (s.hd) {
+    case 32: emu_fwd<32>(e_out.data(), e_lse.data(), a, s.B, p); break;
+    case 64: emu_fwd<64>(e_out.data(), e_lse.data(), a, s.B, p); break;
+    case 128: emu_fwd<128>(e_out.data(), e_lse.data(), a, s.B, p); break;
+    default: fprintf(stderr, "no kernel for head size %d\n", s.hd), exit(1);
+    }
+    switch (s.hd) {
+    case 32: emu_bwd<32>(e_dq.data(), e_dk.data(), e_dv.data(), lse.data(), Dv.data(), a, s.B, p); break;
+    case 64: emu_bwd<64>(e_dq.data(), e_dk.data(), e_dv.data(), lse.data(), Dv.data(), a, s.B, p); break;
+    case 128: emu_bwd<128>(e_dq.data(), e_dk.data(), e_dv.data(), lse.data(), Dv.data(), a, s.B, p); break;
+    }
+
+    auto q_real = [&](size_t row) { return (int)(row % s.Tq) < s.q_lens[row / s.Tq]; };
+    auto kv_real = [&](size_t row) { return (int)(row % s.Tk) < s.kv_lens[row / s.Tk]; };
+    // lse of padded rows is unspecified: compare real rows only
+    auto lse_real = [&](size_t i) { return q_real(i / ((size_t)s.H * s.Tq) * s.Tq + i % s.Tq); };
+    for (size_t i = 0; i < nlse; i++)
+        if (!lse_real(i)) e_lse[i] = lse[i] = 0.0f;
+    compare(what, "out", e_out.data(), out.data(), (size_t)s.B * s.Tq, width, width, TOL_FWD, q_real);
+    compare(what, "lse", e_lse.data(), lse.data(), nlse, 1, 1, TOL_FWD, [](size_t) { return true; });
+    compare(what, "dq", e_dq.data(), dq.data(), (size_t)s.B * s.Tq, width, width, TOL_BWD, q_real);
+    compare(what, "dk", e_dk.data(), dk.data(), (size_t)s.B * s.Tk, s.KV * s.hd, ldkv, TOL_BWD, kv_real);
+    compare(what, "dv", e_dv.data(), dv.data(), (size_t)s.B * s.Tk, s.KV * s.hd, ldkv, TOL_BWD, kv_real);
+}
+
+// ----------------------------------------------------------------------------
+// shapes: those of the GPU test, fewer heads where the emulation would be slow. Tiles are 64 rows
+// in warps of 16 by 32 or 64 columns, so T = 77, 130 and 150 skip tiles and warps above the
+// diagonal; a prefix of 40 keys puts a warp's last key before the start of a key tile; a sequence
+// of 1 token and one without queries are the edge cases of the masking.
+
+int main(void) {
+    Backend* cpu = backend_cpu_create(1);
+    const Shape shapes[] = {
+        {3, 77, 77, 8, 2, 64, 0, 0, {77, 40, 1}, {77, 40, 1}},         // GQA, head size 64
+        {2, 130, 130, 4, 2, 128, 0, 0, {130, 97}, {130, 97}},          // head size 128
+        {3, 77, 77, 6, 2, 64, 256, 128, {77, 40, 1}, {77, 40, 1}},     // `small`, rows inside wider rows
+        {2, 130, 130, 4, 4, 64, 0, 0, {130, 97}, {130, 97}},           // no GQA, as gpt2-124m
+        {2, 150, 150, 6, 2, 32, 0, 0, {150, 71}, {150, 71}},           // head size 32, groups of 3
+        {2, 100, 140, 8, 2, 64, 3, 5, {100, 37}, {140, 45}},           // queries after a prefix of keys
+        {3, 5, 40, 8, 2, 64, 0, 0, {5, 2, 0}, {40, 9, 17}},            // few queries, one sequence without
+    };
+    uint64_t seed = 1;
+    for (const Shape& s : shapes) check_shape(cpu, s, seed += 10);
+    backend_destroy(cpu);
+    if (failures) printf("%d check(s) failed\n", failures);
+    return failures ? 1 : 0;
+}
