@@ -10,6 +10,7 @@
 
 #include "model/cuda/attention_args.h"
 #include "model/cuda/check.cuh"
+#include "model/cuda/reduce.cuh"
 
 extern "C" {
 #include "model/ops.h"
@@ -68,70 +69,11 @@ void cuda_results(Backend* be, double* out, int n);
 #define CUDA_SUM_PARTS 1024
 void cuda_sum_doubles(Backend* be, double* out, const double* x, size_t n, double* part);
 
-// ceil(a / b)
-__host__ __device__ static inline size_t cuda_cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
 // blocks for a grid-stride elementwise loop over n items
 static inline unsigned cuda_grid(size_t n, int threads) {
     size_t g = cuda_cdiv(n, (size_t)threads);
     if (g > 65535u * 32u) g = 65535u * 32u;
     return g ? (unsigned)g : 1u;
-}
-
-// ----------------------------------------------------------------------------
-// block reductions (fixed shuffle trees: results depend on the data only, never on timing)
-
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ double warp_sum_d(double v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-// every thread of the block gets the result; sh: 32 floats of shared memory; blockDim.x a
-// multiple of 32. Starts and ends with a barrier so sh can be reused right away.
-__device__ __forceinline__ float block_max(float v, float* sh) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : -INFINITY;
-    v = warp_max(v);
-    __syncthreads();
-    return v;
-}
-
-__device__ __forceinline__ float block_sum(float v, float* sh) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum(v);
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : 0.0f;
-    v = warp_sum(v);
-    __syncthreads();
-    return v;
-}
-
-// sh: 32 doubles
-__device__ __forceinline__ double block_sum_d(double v, double* sh) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum_d(v);
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : 0.0;
-    v = warp_sum_d(v);
-    __syncthreads();
-    return v;
 }
 
 // ----------------------------------------------------------------------------

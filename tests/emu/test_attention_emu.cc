@@ -1,10 +1,12 @@
-// The bf16 tensor-core attention kernels (model/cuda/attention_mma_kernels.cuh, the same source the
-// GPU runs) executed on the host by tests/emu/cuda_emu.h and compared with the CPU backend, which
+// The CUDA attention kernels (model/cuda/attention_mma_kernels.cuh: bf16 tensor cores;
+// attention_kernels.cuh: fp32 tiled and decoding; the same source the GPU runs) executed on the
+// host by tests/emu/cuda_emu.h and compared with the CPU backend, which
 // tests/unit/test_ops_attention.c checks against PyTorch. Label unit: it needs no GPU, so every
 // CI run checks the kernels' tiling, masking, fragment layouts and shared-memory use; the GPU
 // test (tests/gpu/test_ops_gpu.c) checks them on hardware, with timing and determinism.
-// Tolerances are the GPU test's for the bf16 mode: normalised error max |x - cpu| / max |cpu|
-// at most 1e-2 for the forward, 2e-2 for the backward (inputs rounded to bf16, fp32 sums).
+// Tolerances are the GPU test's: normalised error max |x - cpu| / max |cpu| at most 1e-2 for the
+// tensor cores' forward, 2e-2 for their backward (inputs rounded to bf16, fp32 sums), 1e-4 for
+// the fp32 kernels (float sums in another order).
 // Padded rows must be exactly 0, and every output element is written (outputs start as NaN).
 #include <math.h>
 #include <stdint.h>
@@ -15,14 +17,16 @@
 
 #include "tests/emu/cuda_emu.h"
 
+#include "model/cuda/attention_kernels.cuh"
 #include "model/cuda/attention_mma_kernels.cuh"
 
 extern "C" {
 #include "model/ops.h"
 }
 
-#define TOL_FWD 1e-2
-#define TOL_BWD 2e-2
+#define TOL_MMA_FWD 1e-2
+#define TOL_MMA_BWD 2e-2
+#define TOL_F32 1e-4
 
 struct Shape {
     int B, Tq, Tk, H, KV, hd;
@@ -83,19 +87,26 @@ static void compare(const char* what, const char* name, const float* x, const fl
 }
 
 // ----------------------------------------------------------------------------
-// the kernels as attention_mma.cu launches them
+// the kernels as attention.cu and attention_mma.cu launch them
 
 static unsigned cdiv(int a, int b) { return (unsigned)((a + b - 1) / b); }
 
-template <int HD> static void emu_fwd(float* out, float* lse, const AttnArgs& a, int B, const AttnBf16& p) {
+// Dv (B, H, Tq) = rowsum(dO * O), 0 on padded rows
+static void emu_bwd_dot(float* Dv, const float* dout, const float* out, const int* q_lens, int B, int Tq, int H,
+                        int hd) {
+    const int rows = B * Tq * H;
+    emu_launch({cdiv(rows, 8), 1, 1}, 256, 0, [&] { attn_bwd_dot_kernel(Dv, dout, out, q_lens, B, Tq, H, hd); });
+}
+
+template <int HD> static void emu_mma_fwd(float* out, float* lse, const AttnArgs& a, int B, const AttnBf16& p) {
     constexpr int BK = MmaTiles<HD>::fwd_keys;
     emu_launch({cdiv(a.Tq, MMA_ROWS), (unsigned)a.H, (unsigned)B}, MMA_THREADS, MmaKvTiles<HD, BK>::bytes,
                [&] { attn_mma_fwd_kernel<HD, BK, 0>(out, lse, a, p); });
 }
 
 template <int HD>
-static void emu_bwd(float* dq, float* dk, float* dv, const float* lse, const float* Dv, const AttnArgs& a, int B,
-                    const AttnBf16& p) {
+static void emu_mma_bwd(float* dq, float* dk, float* dv, const float* lse, const float* Dv, const AttnArgs& a, int B,
+                        const AttnBf16& p) {
     typedef MmaTiles<HD> T;
     constexpr int BK = T::dq_keys, BQ = T::dkdv_queries, MB = T::bwd_blocks;
     emu_launch({cdiv(a.Tq, MMA_ROWS), (unsigned)a.H, (unsigned)B}, MMA_THREADS, MmaKvTiles<HD, BK>::bytes,
@@ -104,8 +115,36 @@ static void emu_bwd(float* dq, float* dk, float* dv, const float* lse, const flo
                [&] { attn_mma_dkdv_kernel<HD, BQ, MB>(dk, dv, lse, Dv, a, p); });
 }
 
+template <int HD> static void emu_tiled_fwd(float* out, float* lse, const AttnArgs& a, int B) {
+    typedef AttnTiles<HD> T;
+    emu_launch({cdiv(a.Tq, T::fwd_q), (unsigned)a.H, (unsigned)B}, ATTN_THREADS, T::fwd_smem,
+               [&] { attn_fwd_kernel<HD, T::fwd_q, T::fwd_k>(out, lse, a); });
+}
+
+template <int HD>
+static void emu_tiled_bwd(float* dq, float* dk, float* dv, const float* dout, const float* lse, const float* Dv,
+                          const AttnArgs& a, int B) {
+    typedef AttnTiles<HD> T;
+    emu_launch({cdiv(a.Tq, T::dq_q), (unsigned)a.H, (unsigned)B}, ATTN_THREADS, T::dq_smem,
+               [&] { attn_bwd_dq_kernel<HD, T::dq_q, T::dq_k>(dq, dout, lse, Dv, a); });
+    emu_launch({cdiv(a.Tk, T::dkdv_k), (unsigned)a.KV, (unsigned)B}, ATTN_THREADS, T::dkdv_smem,
+               [&] { attn_bwd_dkdv_kernel<HD, T::dkdv_k, T::dkdv_q>(dk, dv, dout, lse, Dv, a); });
+}
+
+template <int HD> static void emu_decode_fwd(float* out, float* lse, const AttnArgs& a, int B) {
+    const unsigned nchunks = cdiv(a.Tk, DEC_KEYS), rows = (unsigned)(B * a.Tq);
+    std::vector<float> part((size_t)rows * a.H * nchunks * (HD + 2), NAN);
+    emu_launch({rows, (unsigned)a.H, nchunks}, DEC_WARPS * 32, sizeof(DecShared<HD>),
+               [&] { attn_dec_kernel<HD>(part.data(), a); });
+    emu_launch({rows, (unsigned)a.H, 1}, 128, 0,
+               [&] { attn_dec_combine_kernel<HD>(out, lse, part.data(), (int)nchunks, a); });
+}
+
 // ----------------------------------------------------------------------------
-// one shape: forward and backward against the CPU backend
+// one shape against the CPU backend
+
+enum Path { PATH_MMA, PATH_TILED, PATH_DECODE };
+static const char* path_name[] = {"bf16 mma", "fp32 tiled", "fp32 decode"};
 
 static float* dev_upload(Backend* be, const void* x, size_t bytes) {
     float* d = (float*)be->alloc(be, bytes);
@@ -113,10 +152,11 @@ static float* dev_upload(Backend* be, const void* x, size_t bytes) {
     return d;
 }
 
-static void check_shape(Backend* cpu, const Shape& s, uint64_t seed) {
-    char what[128];
-    snprintf(what, sizeof what, "B=%d Tq=%d Tk=%d H=%d KV=%d hd=%d%s", s.B, s.Tq, s.Tk, s.H, s.KV, s.hd,
-             s.pad_q || s.pad_kv ? " strided" : "");
+// The forward (and, but for decoding, the backward from the CPU's out and lse) of one path.
+static void check_shape(Backend* cpu, const Shape& s, Path path, uint64_t seed) {
+    char what[160];
+    snprintf(what, sizeof what, "%s B=%d Tq=%d Tk=%d H=%d KV=%d hd=%d%s", path_name[path], s.B, s.Tq, s.Tk, s.H, s.KV,
+             s.hd, s.pad_q || s.pad_kv ? " strided" : "");
     const int ldq = s.H * s.hd + s.pad_q, ldkv = s.KV * s.hd + s.pad_kv, width = s.H * s.hd;
     const size_t nq = (size_t)s.B * s.Tq * ldq, nkv = (size_t)s.B * s.Tk * ldkv, nout = (size_t)s.B * s.Tq * width;
     const size_t nlse = (size_t)s.B * s.H * s.Tq;
@@ -144,71 +184,95 @@ static void check_shape(Backend* cpu, const Shape& s, uint64_t seed) {
     void* bufs[] = {cq, ck, cv, cd, cql, ckl, co, cl, cdq, cdk, cdv, work};
     for (void* b : bufs) cpu->free(cpu, b);
 
-    // the emulated kernels on packed bf16 copies, as cuda_attention_mma_fwd/bwd give them
-    std::vector<bf16> q16 = packed_bf16(q, s.B * s.Tq, width, ldq);
-    std::vector<bf16> k16 = packed_bf16(k, s.B * s.Tk, s.KV * s.hd, ldkv);
-    std::vector<bf16> v16 = packed_bf16(v, s.B * s.Tk, s.KV * s.hd, ldkv);
-    std::vector<bf16> d16 = packed_bf16(dout, s.B * s.Tq, width, width);
-    const AttnBf16 p = {q16.data(), k16.data(), v16.data(), d16.data()};
     AttnArgs a;
     a.q = q.data(), a.k = k.data(), a.v = v.data(), a.q_lens = s.q_lens.data(), a.kv_lens = s.kv_lens.data();
     a.ldq = ldq, a.ldkv = ldkv, a.Tq = s.Tq, a.Tk = s.Tk, a.H = s.H, a.KV = s.KV, a.hd = s.hd;
     a.scale = 1.0f / sqrtf((float)s.hd);
     std::vector<float> e_out(nout, NAN), e_lse(nlse, NAN), e_dq(nout, NAN), e_dk(nkv, NAN), e_dv(nkv, NAN);
-    // Dv (B, H, Tq) = rowsum(dO * O) of the CPU's out, 0 on padded rows (attn_bwd_dot_kernel)
-    std::vector<float> Dv(nlse, 0.0f);
-    for (int b = 0; b < s.B; b++)
-        for (int t = 0; t < s.q_lens[b]; t++)
-            for (int h = 0; h < s.H; h++) {
-                const size_t at = ((size_t)b * s.Tq + t) * width + (size_t)h * s.hd;
-                float sum = 0.0f;
-                for (int d = 0; d < s.hd; d++) sum += dout[at + d] * out[at + d];
-                Dv[((size_t)b * s.H + h) * s.Tq + t] = sum;
-            }
-    switch (s.hd) {
-    case 32: emu_fwd<32>(e_out.data(), e_lse.data(), a, s.B, p); break;
-    case 64: emu_fwd<64>(e_out.data(), e_lse.data(), a, s.B, p); break;
-    case 128: emu_fwd<128>(e_out.data(), e_lse.data(), a, s.B, p); break;
-    default: fprintf(stderr, "no kernel for head size %d\n", s.hd), exit(1);
-    }
-    switch (s.hd) {
-    case 32: emu_bwd<32>(e_dq.data(), e_dk.data(), e_dv.data(), lse.data(), Dv.data(), a, s.B, p); break;
-    case 64: emu_bwd<64>(e_dq.data(), e_dk.data(), e_dv.data(), lse.data(), Dv.data(), a, s.B, p); break;
-    case 128: emu_bwd<128>(e_dq.data(), e_dk.data(), e_dv.data(), lse.data(), Dv.data(), a, s.B, p); break;
+    std::vector<float> Dv(nlse, NAN);
+    const bool bwd = path != PATH_DECODE;
+    if (bwd) emu_bwd_dot(Dv.data(), dout.data(), out.data(), s.q_lens.data(), s.B, s.Tq, s.H, s.hd);
+    const int bucket = s.hd <= 64 ? 64 : s.hd <= 128 ? 128 : 256;
+    if (path == PATH_MMA) {
+        // packed bf16 copies, as cuda_attention_mma_fwd/bwd give the kernels
+        std::vector<bf16> q16 = packed_bf16(q, s.B * s.Tq, width, ldq);
+        std::vector<bf16> k16 = packed_bf16(k, s.B * s.Tk, s.KV * s.hd, ldkv);
+        std::vector<bf16> v16 = packed_bf16(v, s.B * s.Tk, s.KV * s.hd, ldkv);
+        std::vector<bf16> d16 = packed_bf16(dout, s.B * s.Tq, width, width);
+        const AttnBf16 p = {q16.data(), k16.data(), v16.data(), d16.data()};
+        float *o = e_out.data(), *l = e_lse.data(), *gq = e_dq.data(), *gk = e_dk.data(), *gv = e_dv.data();
+        switch (s.hd) {
+        case 32: emu_mma_fwd<32>(o, l, a, s.B, p), emu_mma_bwd<32>(gq, gk, gv, lse.data(), Dv.data(), a, s.B, p); break;
+        case 64: emu_mma_fwd<64>(o, l, a, s.B, p), emu_mma_bwd<64>(gq, gk, gv, lse.data(), Dv.data(), a, s.B, p); break;
+        case 128:
+            emu_mma_fwd<128>(o, l, a, s.B, p), emu_mma_bwd<128>(gq, gk, gv, lse.data(), Dv.data(), a, s.B, p);
+            break;
+        default: fprintf(stderr, "no tensor-core kernel for head size %d\n", s.hd), exit(1);
+        }
+    } else if (path == PATH_TILED) {
+        float *o = e_out.data(), *l = e_lse.data(), *gq = e_dq.data(), *gk = e_dk.data(), *gv = e_dv.data();
+        const float *d = dout.data(), *ls = lse.data(), *D = Dv.data();
+        switch (bucket) {
+        case 64: emu_tiled_fwd<64>(o, l, a, s.B), emu_tiled_bwd<64>(gq, gk, gv, d, ls, D, a, s.B); break;
+        case 128: emu_tiled_fwd<128>(o, l, a, s.B), emu_tiled_bwd<128>(gq, gk, gv, d, ls, D, a, s.B); break;
+        default: emu_tiled_fwd<256>(o, l, a, s.B), emu_tiled_bwd<256>(gq, gk, gv, d, ls, D, a, s.B); break;
+        }
+    } else {
+        switch (bucket) {
+        case 64: emu_decode_fwd<64>(e_out.data(), e_lse.data(), a, s.B); break;
+        case 128: emu_decode_fwd<128>(e_out.data(), e_lse.data(), a, s.B); break;
+        default: emu_decode_fwd<256>(e_out.data(), e_lse.data(), a, s.B); break;
+        }
     }
 
+    const double tol_fwd = path == PATH_MMA ? TOL_MMA_FWD : TOL_F32;
+    const double tol_bwd = path == PATH_MMA ? TOL_MMA_BWD : TOL_F32;
     auto q_real = [&](size_t row) { return (int)(row % s.Tq) < s.q_lens[row / s.Tq]; };
     auto kv_real = [&](size_t row) { return (int)(row % s.Tk) < s.kv_lens[row / s.Tk]; };
     // lse of padded rows is unspecified: compare real rows only
     auto lse_real = [&](size_t i) { return q_real(i / ((size_t)s.H * s.Tq) * s.Tq + i % s.Tq); };
     for (size_t i = 0; i < nlse; i++)
         if (!lse_real(i)) e_lse[i] = lse[i] = 0.0f;
-    compare(what, "out", e_out.data(), out.data(), (size_t)s.B * s.Tq, width, width, TOL_FWD, q_real);
-    compare(what, "lse", e_lse.data(), lse.data(), nlse, 1, 1, TOL_FWD, [](size_t) { return true; });
-    compare(what, "dq", e_dq.data(), dq.data(), (size_t)s.B * s.Tq, width, width, TOL_BWD, q_real);
-    compare(what, "dk", e_dk.data(), dk.data(), (size_t)s.B * s.Tk, s.KV * s.hd, ldkv, TOL_BWD, kv_real);
-    compare(what, "dv", e_dv.data(), dv.data(), (size_t)s.B * s.Tk, s.KV * s.hd, ldkv, TOL_BWD, kv_real);
+    compare(what, "out", e_out.data(), out.data(), (size_t)s.B * s.Tq, width, width, tol_fwd, q_real);
+    compare(what, "lse", e_lse.data(), lse.data(), nlse, 1, 1, tol_fwd, [](size_t) { return true; });
+    if (!bwd) return;
+    compare(what, "dq", e_dq.data(), dq.data(), (size_t)s.B * s.Tq, width, width, tol_bwd, q_real);
+    compare(what, "dk", e_dk.data(), dk.data(), (size_t)s.B * s.Tk, s.KV * s.hd, ldkv, tol_bwd, kv_real);
+    compare(what, "dv", e_dv.data(), dv.data(), (size_t)s.B * s.Tk, s.KV * s.hd, ldkv, tol_bwd, kv_real);
 }
 
 // ----------------------------------------------------------------------------
-// shapes: those of the GPU test, fewer heads where the emulation would be slow. Tiles are 64 rows
-// in warps of 16 by 32 or 64 columns, so T = 77, 130 and 150 skip tiles and warps above the
-// diagonal; a prefix of 40 keys puts a warp's last key before the start of a key tile; a sequence
-// of 1 token and one without queries are the edge cases of the masking.
+// shapes: those of the GPU test, fewer heads where the emulation would be slow. The tensor-core
+// tiles are 64 rows in warps of 16 by 32 or 64 columns, the fp32 tiles 32 or 64 rows, so T = 77,
+// 130 and 150 skip tiles and warps above the diagonal; a prefix of 40 keys puts a warp's last key
+// before the start of a key tile; a sequence of 1 token and one without queries are the edge
+// cases of the masking; head size 96 runs the fp32 kernels built for 128 on part of their columns.
 
 int main(void) {
     Backend* cpu = backend_cpu_create(1);
-    const Shape shapes[] = {
-        {3, 77, 77, 8, 2, 64, 0, 0, {77, 40, 1}, {77, 40, 1}},         // GQA, head size 64
-        {2, 130, 130, 4, 2, 128, 0, 0, {130, 97}, {130, 97}},          // head size 128
-        {3, 77, 77, 6, 2, 64, 256, 128, {77, 40, 1}, {77, 40, 1}},     // `small`, rows inside wider rows
-        {2, 130, 130, 4, 4, 64, 0, 0, {130, 97}, {130, 97}},           // no GQA, as gpt2-124m
-        {2, 150, 150, 6, 2, 32, 0, 0, {150, 71}, {150, 71}},           // head size 32, groups of 3
-        {2, 100, 140, 8, 2, 64, 3, 5, {100, 37}, {140, 45}},           // queries after a prefix of keys
-        {3, 5, 40, 8, 2, 64, 0, 0, {5, 2, 0}, {40, 9, 17}},            // few queries, one sequence without
+    const Shape train[] = {
+        {3, 77, 77, 8, 2, 64, 0, 0, {77, 40, 1}, {77, 40, 1}},     // GQA, head size 64
+        {2, 130, 130, 4, 2, 128, 0, 0, {130, 97}, {130, 97}},      // head size 128
+        {3, 77, 77, 6, 2, 64, 256, 128, {77, 40, 1}, {77, 40, 1}}, // `small`, rows inside wider rows
+        {2, 130, 130, 4, 4, 64, 0, 0, {130, 97}, {130, 97}},       // no GQA, as gpt2-124m
+        {2, 150, 150, 6, 2, 32, 0, 0, {150, 71}, {150, 71}},       // head size 32, groups of 3
+        {2, 100, 140, 8, 2, 64, 3, 5, {100, 37}, {140, 45}},       // queries after a prefix of keys
+        {3, 5, 40, 8, 2, 64, 0, 0, {5, 2, 0}, {40, 9, 17}},        // few queries, one sequence without
+    };
+    const Shape train_f32[] = {
+        {2, 90, 90, 4, 2, 96, 0, 0, {90, 33}, {90, 33}}, // head size 96 on the kernels for 128
+    };
+    const Shape decode[] = {
+        {4, 1, 1500, 8, 2, 64, 0, 0, {1, 1, 1, 0}, {1500, 777, 1, 64}},     // one query, many key chunks
+        {4, 3, 300, 8, 2, 128, 0, 0, {3, 2, 3, 1}, {300, 2, 3, 129}},       // a few queries per sequence
+        {4, 1, 1500, 8, 2, 64, 128, 64, {1, 1, 1, 0}, {1500, 777, 1, 64}}, // cache rows inside wider rows
+        {3, 2, 200, 4, 4, 96, 0, 0, {2, 1, 2}, {200, 129, 2}},              // head size 96
     };
     uint64_t seed = 1;
-    for (const Shape& s : shapes) check_shape(cpu, s, seed += 10);
+    for (const Shape& s : train) check_shape(cpu, s, PATH_MMA, seed += 10);
+    for (const Shape& s : train) check_shape(cpu, s, PATH_TILED, seed += 10);
+    for (const Shape& s : train_f32) check_shape(cpu, s, PATH_TILED, seed += 10);
+    for (const Shape& s : decode) check_shape(cpu, s, PATH_DECODE, seed += 10);
     backend_destroy(cpu);
     if (failures) printf("%d check(s) failed\n", failures);
     return failures ? 1 : 0;
