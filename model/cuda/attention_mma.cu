@@ -32,11 +32,11 @@ static AttnBf16 mma_copies(Backend* be, const AttnArgs& a, int B, const float* d
 // the forward's kernel for head size HD
 template <int HD>
 static void mma_fwd(Backend* be, float* out, float* lse, const AttnArgs& a, int B, const AttnBf16& p) {
-    constexpr int BK = MmaTiles<HD>::fwd_keys;
+    constexpr int BK = MmaTiles<HD>::fwd_keys, MT = MmaTiles<HD>::fwd_rows;
     const size_t smem = MmaKvTiles<HD, BK>::bytes;
-    mma_opt_in(attn_mma_fwd_kernel<HD, BK, 0>, smem);
-    const dim3 grid((unsigned)cuda_cdiv((size_t)a.Tq, MMA_ROWS), (unsigned)a.H, (unsigned)B);
-    attn_mma_fwd_kernel<HD, BK, 0><<<grid, MMA_THREADS, smem, cuda_stream(be)>>>(out, lse, a, p);
+    mma_opt_in(attn_mma_fwd_kernel<HD, BK, MT, 0>, smem);
+    const dim3 grid((unsigned)cuda_cdiv((size_t)a.Tq, MMA_ROWS * MT), (unsigned)a.H, (unsigned)B);
+    attn_mma_fwd_kernel<HD, BK, MT, 0><<<grid, MMA_THREADS, smem, cuda_stream(be)>>>(out, lse, a, p);
     cudaCheckLaunch();
 }
 

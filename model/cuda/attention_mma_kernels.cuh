@@ -8,7 +8,8 @@
 // lse, zeroed padded rows. The caller rounds q, k, v (and dout) once to packed bf16 copies; the
 // kernels stream their tiles into shared memory with cp.async, two stages deep, and run every
 // product as mma.sync m16n8k16 (bf16 operands, fp32 accumulators) on fragments read by ldmatrix.
-// A warp owns 16 rows of its block's tile, and the scores stay in its registers: the layout of an
+// A warp owns 16 rows of its block's tile (the forward at head size 64: two blocks of 16, which
+// share every B fragment read), and the scores stay in its registers: the layout of an
 // (16, 8) accumulator pair is the layout of a (16, 16) A operand, so the probabilities feed the
 // next product without a trip through shared memory, and softmax statistics need only shuffles
 // among the 4 lanes that share a row.
@@ -32,22 +33,28 @@
 static constexpr float MMA_LOG2E = 1.4426950408889634f;
 static constexpr float MMA_LN2 = 0.6931471805599453f;
 
-// Tiles by head size 32 / 64 / 128: forward keys 64 / 64 / 64, dq keys 64 / 32 / 32, dk/dv
-// queries 64 / 32 / 32; shared memory per block (bytes): forward 20,480 / 36,864 / 69,632, dq
-// 20,480 / 18,432 / 34,816, dk/dv 31,744 / 37,376 / 70,144. At head size 64 the backward kernels
-// are held to 128 registers, four blocks per SM (a few bytes spill): on an H200 the gpt2-124m
-// backward took 10.5 ms per step so, against 11.3 ms at 162-164 registers (three blocks) and
-// 13.0 ms with 64-row tiles at 178-240 registers (two blocks). bwd_blocks: the backward kernels'
-// minimum blocks per SM for __launch_bounds__, which caps their registers (0: the compiler's choice).
+// Tiles by head size 32 / 64 / 128: forward keys 64 / 64 / 64 and row blocks of 16 queries per
+// warp 1 / 2 / 1 (query tiles of 64 / 128 / 64), dq keys 64 / 32 / 32, dk/dv queries 64 / 32 / 32.
+// fwd_rows: a forward warp's row blocks (MT). Two halve the shared-memory reads per product, as
+// FlashAttention-2's forward does with 32 rows per warp. At head size 64 they take 254 registers
+// without spilling (ptxas, sm_80 and sm_90): two blocks per SM against three at 140 registers with
+// one. At head size 128 they spill (376 bytes of stack at 64 keys per tile, 88 at 32), so it keeps
+// one. The head-size-64 choice is not yet timed on a GPU; with one row block the gpt2-124m forward
+// took 3.2-3.4 ms per step on an H200, and setting fwd_rows back to 1 restores that kernel.
+// At head size 64 the backward kernels are held to 128 registers, four blocks per SM (a few bytes
+// spill): on an H200 the gpt2-124m backward took 10.5 ms per step so, against 11.3 ms at 162-164
+// registers (three blocks) and 13.0 ms with 64-row tiles at 178-240 registers (two blocks).
+// bwd_blocks: the backward kernels' minimum blocks per SM for __launch_bounds__, which caps their
+// registers (0: the compiler's choice).
 template <int HD> struct MmaTiles;
 template <> struct MmaTiles<32> {
-    static constexpr int fwd_keys = 64, dq_keys = 64, dkdv_queries = 64, bwd_blocks = 0;
+    static constexpr int fwd_keys = 64, fwd_rows = 1, dq_keys = 64, dkdv_queries = 64, bwd_blocks = 0;
 };
 template <> struct MmaTiles<64> {
-    static constexpr int fwd_keys = 64, dq_keys = 32, dkdv_queries = 32, bwd_blocks = 4;
+    static constexpr int fwd_keys = 64, fwd_rows = 2, dq_keys = 32, dkdv_queries = 32, bwd_blocks = 4;
 };
 template <> struct MmaTiles<128> {
-    static constexpr int fwd_keys = 64, dq_keys = 32, dkdv_queries = 32, bwd_blocks = 0;
+    static constexpr int fwd_keys = 64, fwd_rows = 1, dq_keys = 32, dkdv_queries = 32, bwd_blocks = 0;
 };
 
 // ----------------------------------------------------------------------------
@@ -100,10 +107,13 @@ __device__ __forceinline__ void frag_b_shared(uint32_t (&b)[4], const bf16* tile
     ldsm4_trans(b, tile + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + n0 + (lane >> 4) * 8);
 }
 
-// c[n] += A B over K = 16 KK: a[KK] register fragments; the shared tile holds B^T (8 N, 16 KK)
-// where BT, else B (16 KK, 8 N)
-template <bool BT, int N, int KK>
-__device__ __forceinline__ void warp_mma(float (&c)[N][4], const uint32_t (&a)[KK][4], const bf16* tile, int ld) {
+// c[m][n] += A[m] B over K = 16 KK for MT row blocks of 16 (A[m]: a[m], KK register fragments);
+// the shared tile holds B^T (8 N, 16 KK) where BT, else B (16 KK, 8 N). Each B fragment is read
+// from shared memory once and used by all MT row blocks: shared-memory traffic per product falls
+// as 1 / MT.
+template <bool BT, int MT, int N, int KK>
+__device__ __forceinline__ void warp_mma_rows(float (&c)[MT][N][4], const uint32_t (&a)[MT][KK][4], const bf16* tile,
+                                              int ld) {
 #pragma unroll
     for (int kk = 0; kk < KK; kk++) {
 #pragma unroll
@@ -111,10 +121,20 @@ __device__ __forceinline__ void warp_mma(float (&c)[N][4], const uint32_t (&a)[K
             uint32_t b[4];
             if (BT) frag_bt_shared(b, tile, ld, 8 * n, 16 * kk);
             else frag_b_shared(b, tile, ld, 8 * n, 16 * kk);
-            mma_bf16(c[n], a[kk], b[0], b[1]);
-            mma_bf16(c[n + 1], a[kk], b[2], b[3]);
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                mma_bf16(c[m][n], a[m][kk], b[0], b[1]);
+                mma_bf16(c[m][n + 1], a[m][kk], b[2], b[3]);
+            }
         }
     }
+}
+
+// the same for one row block
+template <bool BT, int N, int KK>
+__device__ __forceinline__ void warp_mma(float (&c)[N][4], const uint32_t (&a)[KK][4], const bf16* tile, int ld) {
+    warp_mma_rows<BT, 1, N, KK>(reinterpret_cast<float(&)[1][N][4]>(c),
+                                reinterpret_cast<const uint32_t(&)[1][KK][4]>(a), tile, ld);
 }
 
 // c[n] += A Bt^T and c[n] += A B
@@ -167,7 +187,8 @@ struct AttnBf16 {
 };
 
 // ----------------------------------------------------------------------------
-// forward: block (query tile of MMA_ROWS, head, sequence), key tiles of BK, two stages
+// forward: block (query tile of MMA_WARPS 16 MT rows, head, sequence), key tiles of BK, two stages;
+// each warp owns MT row blocks of 16 queries
 
 template <int HD, int BK> struct MmaKvTiles {
     static constexpr int LDH = HD + MMA_PAD;
@@ -210,29 +231,42 @@ __device__ __forceinline__ void kv_stream_next(bf16* smem, const KvStream& s, in
     __syncthreads();
 }
 
-template <int HD, int BK, int MB>
+template <int HD, int BK, int MT, int MB>
 __global__ void __launch_bounds__(MMA_THREADS, MB) attn_mma_fwd_kernel(float* out, float* lse, AttnArgs a, AttnBf16 p) {
     typedef MmaKvTiles<HD, BK> L;
-    constexpr int KT = HD / 16, NS = BK / 8, NO = HD / 8;
+    constexpr int KT = HD / 16, NS = BK / 8, NO = HD / 8, WR = 16 * MT, ROWS = MMA_WARPS * WR;
     extern __shared__ __align__(128) unsigned char smem_raw[];
     bf16* smem = (bf16*)smem_raw;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = 16 * warp;
-    const int q0 = (gridDim.x - 1 - blockIdx.x) * MMA_ROWS; // the longest query tiles start first
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = WR * warp;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * ROWS; // the longest query tiles start first
     const int h = blockIdx.y, b = blockIdx.z, kvh = h / (a.H / a.KV);
     const int ql = a.q_lens[b], kl = a.kv_lens[b], off = kl - ql, ldq = a.H * HD;
-    const int nq = min(MMA_ROWS, ql - q0); // rows of the tile that hold queries
+    const int nq = min(ROWS, ql - q0); // rows of the tile that hold queries
     // the last visible key of the lane's rows; rows past the queries see every key (finite values, dropped)
-    int last[2];
-    for (int i = 0; i < 2; i++) last[i] = min(off + q0 + w0 + g + 8 * i, kl - 1);
-    // the last key any query row of this warp sees (later tiles are skipped) and the first row's
-    const int wlast = min(off + q0 + min(w0 + 15, nq - 1), kl - 1), wfirst = min(off + q0 + w0, kl - 1);
+    int last[MT][2], wfirst[MT];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        for (int i = 0; i < 2; i++) last[m][i] = min(off + q0 + w0 + 16 * m + g + 8 * i, kl - 1);
+        wfirst[m] = min(off + q0 + w0 + 16 * m, kl - 1); // the first row of row block m sees keys up to this
+    }
+    // the last key any query row of this warp sees (later tiles are skipped)
+    const int wlast = min(off + q0 + min(w0 + WR - 1, nq - 1), kl - 1);
     const float sl = a.scale * MMA_LOG2E;
 
-    float o[NO][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    acc_zero(o);
+    float o[MT][NO][4], mrow[MT][2], l[MT][2];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        acc_zero(o[m]);
+        mrow[m][0] = mrow[m][1] = -INFINITY;
+        l[m][0] = l[m][1] = 0.0f;
+    }
     if (nq > 0) {
-        uint32_t qa[KT][4];
-        frag_a_global<HD>(qa, p.q + ((size_t)b * a.Tq + q0 + w0) * ldq + (size_t)h * HD, ldq, nq - w0);
+        uint32_t qa[MT][KT][4];
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            const int r0 = w0 + 16 * m;
+            frag_a_global<HD>(qa[m], p.q + ((size_t)b * a.Tq + q0 + r0) * ldq + (size_t)h * HD, ldq, nq - r0);
+        }
         // keys 0..kend-1 are visible to some row
         const KvStream kv = kv_stream_start<HD, BK>(smem, a, p, b, kvh, min(off + q0 + nq, kl));
         for (int j = 0; j < kv.ntiles; j++) {
@@ -241,69 +275,80 @@ __global__ void __launch_bounds__(MMA_THREADS, MB) attn_mma_fwd_kernel(float* ou
             // skipping changes nothing: the tile's probabilities would all be 0 (tile 0 is never skipped)
             if (w0 < nq && k0 <= wlast) {
                 const bf16* Ks = smem + 2 * (j & 1) * L::tile;
-                float s[NS][4];
-                acc_zero(s);
-                warp_abt<NS, KT>(s, qa, Ks, L::LDH);
-                // online softmax in log2 units; key 0 is visible to every row, so m is finite from tile 0 on
-                const bool edge = k0 + BK - 1 > wfirst; // some key of the tile is masked for some row
-                float mx[2] = {-INFINITY, -INFINITY};
+                float s[MT][NS][4];
 #pragma unroll
-                for (int n = 0; n < NS; n++) {
+                for (int m = 0; m < MT; m++) acc_zero(s[m]);
+                warp_mma_rows<true, MT, NS, KT>(s, qa, Ks, L::LDH);
+                uint32_t pa[MT][BK / 16][4];
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        float x = s[n][e] * sl;
-                        if (edge && k0 + 8 * n + 2 * t + (e & 1) > last[e >> 1]) x = -INFINITY;
-                        s[n][e] = x;
-                        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+                for (int m = 0; m < MT; m++) {
+                    // online softmax in log2 units; key 0 is visible to every row, so the max is
+                    // finite from tile 0 on
+                    const bool edge = k0 + BK - 1 > wfirst[m]; // some key of the tile is masked for some row
+                    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+                    for (int n = 0; n < NS; n++) {
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            float x = s[m][n][e] * sl;
+                            if (edge && k0 + 8 * n + 2 * t + (e & 1) > last[m][e >> 1]) x = -INFINITY;
+                            s[m][n][e] = x;
+                            mx[e >> 1] = fmaxf(mx[e >> 1], x);
+                        }
                     }
-                }
-                float alpha[2];
+                    float alpha[2];
 #pragma unroll
-                for (int i = 0; i < 2; i++) {
-                    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-                    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-                    const float m_new = fmaxf(m[i], mx[i]);
-                    alpha[i] = exp2f(m[i] - m_new);
-                    m[i] = m_new;
-                    l[i] *= alpha[i];
-                }
-#pragma unroll
-                for (int n = 0; n < NS; n++) {
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        s[n][e] = exp2f(s[n][e] - m[e >> 1]);
-                        l[e >> 1] += s[n][e]; // this lane's columns; the row's 4 lanes are summed at the end
+                    for (int i = 0; i < 2; i++) {
+                        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+                        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+                        const float m_new = fmaxf(mrow[m][i], mx[i]);
+                        alpha[i] = exp2f(mrow[m][i] - m_new);
+                        mrow[m][i] = m_new;
+                        l[m][i] *= alpha[i];
                     }
-                }
 #pragma unroll
-                for (int n = 0; n < NO; n++) {
-                    o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-                    o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+                    for (int n = 0; n < NS; n++) {
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            s[m][n][e] = exp2f(s[m][n][e] - mrow[m][e >> 1]);
+                            l[m][e >> 1] += s[m][n][e]; // this lane's columns; the row's 4 lanes are summed at the end
+                        }
+                    }
+#pragma unroll
+                    for (int n = 0; n < NO; n++) {
+                        o[m][n][0] *= alpha[0], o[m][n][1] *= alpha[0];
+                        o[m][n][2] *= alpha[1], o[m][n][3] *= alpha[1];
+                    }
+                    acc_to_a<NS>(pa[m], s[m]);
                 }
-                uint32_t pa[BK / 16][4];
-                acc_to_a<NS>(pa, s);
-                warp_ab<NO, BK / 16>(o, pa, Ks + L::tile, L::LDH);
+                warp_mma_rows<false, MT, NO, BK / 16>(o, pa, Ks + L::tile, L::LDH);
             }
             __syncthreads(); // the stage is free for tile j + 2
         }
     }
-    const int t0 = q0 + w0, ldo = a.H * HD;
-    float inv[2];
+    const int ldo = a.H * HD;
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-        const int row = w0 + g + 8 * i;
-        inv[i] = row < nq ? 1.0f / l[i] : 0.0f;
-        if (t == 0 && q0 + row < a.Tq) {
-            lse[((size_t)b * a.H + h) * a.Tq + q0 + row] = row < nq ? m[i] * MMA_LN2 + logf(l[i]) : 0.0f;
+    for (int m = 0; m < MT; m++) {
+        const int r0 = w0 + 16 * m, t0 = q0 + r0;
+        float inv[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            l[m][i] += __shfl_xor_sync(0xffffffffu, l[m][i], 1);
+            l[m][i] += __shfl_xor_sync(0xffffffffu, l[m][i], 2);
+            const int row = r0 + g + 8 * i;
+            inv[i] = row < nq ? 1.0f / l[m][i] : 0.0f;
+            if (t == 0 && q0 + row < a.Tq) {
+                lse[((size_t)b * a.H + h) * a.Tq + q0 + row] = row < nq ? mrow[m][i] * MMA_LN2 + logf(l[m][i]) : 0.0f;
+            }
         }
-    }
 #pragma unroll
-    for (int n = 0; n < NO; n++) o[n][0] *= inv[0], o[n][1] *= inv[0], o[n][2] *= inv[1], o[n][3] *= inv[1];
-    if (t0 < a.Tq) {
-        acc_store<NO>(out + ((size_t)b * a.Tq + t0) * ldo + (size_t)h * HD, (size_t)ldo, o, 1.0f, nq - w0,
-                      a.Tq - t0);
+        for (int n = 0; n < NO; n++) {
+            o[m][n][0] *= inv[0], o[m][n][1] *= inv[0], o[m][n][2] *= inv[1], o[m][n][3] *= inv[1];
+        }
+        if (t0 < a.Tq) {
+            acc_store<NO>(out + ((size_t)b * a.Tq + t0) * ldo + (size_t)h * HD, (size_t)ldo, o[m], 1.0f, nq - r0,
+                          a.Tq - t0);
+        }
     }
 }
 

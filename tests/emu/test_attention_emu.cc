@@ -98,10 +98,12 @@ static void emu_bwd_dot(float* Dv, const float* dout, const float* out, const in
     emu_launch({cdiv(rows, 8), 1, 1}, 256, 0, [&] { attn_bwd_dot_kernel(Dv, dout, out, q_lens, B, Tq, H, hd); });
 }
 
-template <int HD> static void emu_mma_fwd(float* out, float* lse, const AttnArgs& a, int B, const AttnBf16& p) {
+// MT: the forward's row blocks per warp (MmaTiles<HD>::fwd_rows as launched; the other count too)
+template <int HD, int MT>
+static void emu_mma_fwd(float* out, float* lse, const AttnArgs& a, int B, const AttnBf16& p) {
     constexpr int BK = MmaTiles<HD>::fwd_keys;
-    emu_launch({cdiv(a.Tq, MMA_ROWS), (unsigned)a.H, (unsigned)B}, MMA_THREADS, MmaKvTiles<HD, BK>::bytes,
-               [&] { attn_mma_fwd_kernel<HD, BK, 0>(out, lse, a, p); });
+    emu_launch({cdiv(a.Tq, MMA_ROWS * MT), (unsigned)a.H, (unsigned)B}, MMA_THREADS, MmaKvTiles<HD, BK>::bytes,
+               [&] { attn_mma_fwd_kernel<HD, BK, MT, 0>(out, lse, a, p); });
 }
 
 template <int HD>
@@ -113,6 +115,16 @@ static void emu_mma_bwd(float* dq, float* dk, float* dv, const float* lse, const
                [&] { attn_mma_dq_kernel<HD, BK, MB>(dq, lse, Dv, a, p); });
     emu_launch({cdiv(a.Tk, MMA_ROWS), (unsigned)a.KV, (unsigned)B}, MMA_THREADS, MmaDkvLayout<HD, BQ>::bytes,
                [&] { attn_mma_dkdv_kernel<HD, BQ, MB>(dk, dv, lse, Dv, a, p); });
+}
+
+// the forward as launched and with the other row-block count (o2, l2), and the backward
+template <int HD>
+static void emu_mma_all(float* o, float* l, float* o2, float* l2, float* dq, float* dk, float* dv, const float* lse,
+                        const float* Dv, const AttnArgs& a, int B, const AttnBf16& p) {
+    constexpr int MT = MmaTiles<HD>::fwd_rows;
+    emu_mma_fwd<HD, MT>(o, l, a, B, p);
+    emu_mma_fwd<HD, 3 - MT>(o2, l2, a, B, p);
+    emu_mma_bwd<HD>(dq, dk, dv, lse, Dv, a, B, p);
 }
 
 template <int HD> static void emu_tiled_fwd(float* out, float* lse, const AttnArgs& a, int B) {
@@ -189,7 +201,7 @@ static void check_shape(Backend* cpu, const Shape& s, Path path, uint64_t seed) 
     a.ldq = ldq, a.ldkv = ldkv, a.Tq = s.Tq, a.Tk = s.Tk, a.H = s.H, a.KV = s.KV, a.hd = s.hd;
     a.scale = 1.0f / sqrtf((float)s.hd);
     std::vector<float> e_out(nout, NAN), e_lse(nlse, NAN), e_dq(nout, NAN), e_dk(nkv, NAN), e_dv(nkv, NAN);
-    std::vector<float> Dv(nlse, NAN);
+    std::vector<float> Dv(nlse, NAN), e_out2(nout, NAN), e_lse2(nlse, NAN);
     const bool bwd = path != PATH_DECODE;
     if (bwd) emu_bwd_dot(Dv.data(), dout.data(), out.data(), s.q_lens.data(), s.B, s.Tq, s.H, s.hd);
     const int bucket = s.hd <= 64 ? 64 : s.hd <= 128 ? 128 : 256;
@@ -201,12 +213,11 @@ static void check_shape(Backend* cpu, const Shape& s, Path path, uint64_t seed) 
         std::vector<bf16> d16 = packed_bf16(dout, s.B * s.Tq, width, width);
         const AttnBf16 p = {q16.data(), k16.data(), v16.data(), d16.data()};
         float *o = e_out.data(), *l = e_lse.data(), *gq = e_dq.data(), *gk = e_dk.data(), *gv = e_dv.data();
+        float *o2 = e_out2.data(), *l2 = e_lse2.data();
         switch (s.hd) {
-        case 32: emu_mma_fwd<32>(o, l, a, s.B, p), emu_mma_bwd<32>(gq, gk, gv, lse.data(), Dv.data(), a, s.B, p); break;
-        case 64: emu_mma_fwd<64>(o, l, a, s.B, p), emu_mma_bwd<64>(gq, gk, gv, lse.data(), Dv.data(), a, s.B, p); break;
-        case 128:
-            emu_mma_fwd<128>(o, l, a, s.B, p), emu_mma_bwd<128>(gq, gk, gv, lse.data(), Dv.data(), a, s.B, p);
-            break;
+        case 32: emu_mma_all<32>(o, l, o2, l2, gq, gk, gv, lse.data(), Dv.data(), a, s.B, p); break;
+        case 64: emu_mma_all<64>(o, l, o2, l2, gq, gk, gv, lse.data(), Dv.data(), a, s.B, p); break;
+        case 128: emu_mma_all<128>(o, l, o2, l2, gq, gk, gv, lse.data(), Dv.data(), a, s.B, p); break;
         default: fprintf(stderr, "no tensor-core kernel for head size %d\n", s.hd), exit(1);
         }
     } else if (path == PATH_TILED) {
@@ -235,6 +246,14 @@ static void check_shape(Backend* cpu, const Shape& s, Path path, uint64_t seed) 
         if (!lse_real(i)) e_lse[i] = lse[i] = 0.0f;
     compare(what, "out", e_out.data(), out.data(), (size_t)s.B * s.Tq, width, width, tol_fwd, q_real);
     compare(what, "lse", e_lse.data(), lse.data(), nlse, 1, 1, tol_fwd, [](size_t) { return true; });
+    if (path == PATH_MMA) {
+        for (size_t i = 0; i < nlse; i++)
+            if (!lse_real(i)) e_lse2[i] = 0.0f;
+        compare(what, "out, the other row blocks per warp", e_out2.data(), out.data(), (size_t)s.B * s.Tq, width,
+                width, tol_fwd, q_real);
+        compare(what, "lse, the other row blocks per warp", e_lse2.data(), lse.data(), nlse, 1, 1, tol_fwd,
+                [](size_t) { return true; });
+    }
     if (!bwd) return;
     compare(what, "dq", e_dq.data(), dq.data(), (size_t)s.B * s.Tq, width, width, tol_bwd, q_real);
     compare(what, "dk", e_dk.data(), dk.data(), (size_t)s.B * s.Tk, s.KV * s.hd, ldkv, tol_bwd, kv_real);

@@ -488,8 +488,9 @@ static void attn_label(char* buf, size_t n, const char* what, const AttnArgs* a)
 // tiled shapes (the bf16 mode's tensor-core path): training shapes, q_lens = kv_lens = lengths,
 // Tq = Tk = T, padded sequences (one of 1 token); and queries after a prefix of keys. The GPU's
 // tiles are 64 queries by 32 or 64 keys (64 keys by 32 or 64 queries for dk, dv) in warps of 16
-// rows, so T = 130 and 300 skip tiles and warps above the diagonal, and a prefix of 40 keys puts
-// a warp's last key before the start of a key tile.
+// rows, 128 queries in warps of 32 rows for the forward at head size 64, so T = 77, 130 and 300
+// skip tiles and warps above the diagonal and leave warps without queries, and a prefix of 40
+// keys puts a warp's last key before the start of a key tile.
 static const int train_lens3[] = {77, 40, 1}, train_lens2[] = {130, 97}, train_lens4[] = {300, 171, 64, 1};
 static const int prefix_q[] = {100, 37}, prefix_kv[] = {140, 45};
 
