@@ -408,8 +408,9 @@ __global__ void __launch_bounds__(LOSS_THREADS) entropy_kernel(const float* z, c
         return;
     }
     const float* zn = z + (size_t)n * V;
-    float best = threadIdx.x < V ? zn[threadIdx.x] : -INFINITY;
-    int arg = threadIdx.x < V ? (int)threadIdx.x : INT_MAX;
+    const int tid = threadIdx.x;
+    float best = tid < V ? zn[tid] : -INFINITY;
+    int arg = tid < V ? tid : INT_MAX;
     if (entropy) {
         const double lse = row_logsumexp(zn, V, shf, shd);
         double h = 0.0;

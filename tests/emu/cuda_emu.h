@@ -1,12 +1,16 @@
-// Host emulation of the CUDA features the tensor-core attention kernels use, so that those kernels
-// (model/cuda/attention_mma_kernels.cuh, unchanged) run on a CPU in tests: most sessions and all
-// of CI have no GPU. Each thread of a block is a fiber (ucontext) on one OS thread, run until it
-// reaches a barrier; blocks run one after another.
+// Host emulation of the CUDA features ingrain's kernels use, so that the kernels' own source runs
+// on a CPU in tests: most sessions and all of CI have no GPU. Two users: test_attention_emu.cc
+// launches the attention kernels directly; tests/emu/include/ (cuda_runtime.h, cublas_v2.h, ...)
+// builds the whole CUDA backend on it, so the GPU tests run against it (tests/emu/CMakeLists.txt).
+// Each thread of a block is a fiber on one OS thread, run until it reaches a barrier; blocks run
+// one after another. Fibers switch by a few instructions on x86-64 (ucontext elsewhere).
 // - __syncthreads is a barrier of the block's threads; the warp-wide instructions (__shfl_xor_sync,
 //   ldmatrix, mma.sync m16n8k16) exchange the 32 lanes' operands through a per-warp slot table
 //   between two barriers of the warp, then each lane computes its own result by the PTX ISA's
 //   fragment layouts. A barrier that not every thread (or lane) reaches, undefined on a GPU, stops
 //   the test with the block and thread.
+// - __shared__ variables are thread_local: one instance shared by all the fibers of the OS thread,
+//   i.e. by the block's threads, as on a GPU.
 // - The threads between two barriers run in an order drawn afresh for every block (seeded, so a
 //   failure reproduces): a kernel that lets a warp overwrite shared data that others still read
 //   without a barrier between them tends to fail. cp.async copies at once (commit and wait do
@@ -14,8 +18,9 @@
 // - mma sums its 16 products in double and adds them to the fp32 accumulator: not the tensor
 //   core's rounding, which the tests' tolerances cover.
 // Checked on the way, as the hardware would fault or misbehave: ldmatrix and cp.async addresses
-// inside shared memory and aligned, cp.async sources aligned, shared memory within the launch's
-// request and the H100's 227 KiB. Shared memory starts each block as 0xFF bytes (bf16 NaN).
+// inside the launch's dynamic shared memory and aligned, cp.async sources aligned, dynamic shared
+// memory within the launch's request and the H100's 227 KiB. Shared memory starts each block as
+// 0xFF bytes (bf16 NaN).
 // The emulation's own check: the kernels that passed on H100/H200 pass here (test_attention_emu).
 #pragma once
 #include <math.h>
@@ -23,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <ucontext.h>
 
 #include <functional>
 #include <utility>
@@ -38,34 +42,53 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__
+#define __shared__ thread_local
 #define __align__(n) __attribute__((aligned(n)))
 
-struct EmuDim3 {
+struct uint3 {
     unsigned x, y, z;
 };
-inline EmuDim3 threadIdx, blockIdx, gridDim, blockDim;
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+inline uint3 threadIdx, blockIdx;
+inline dim3 gridDim, blockDim;
 
 template <class A, class B> inline typename std::common_type<A, B>::type min(A a, B b) { return a < b ? a : b; }
 template <class A, class B> inline typename std::common_type<A, B>::type max(A a, B b) { return a < b ? b : a; }
 
-// the kernels' `extern __shared__ unsigned char smem_raw[]`
+struct float4 {
+    float x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+
+// conversions with an explicit rounding mode (round to nearest even, the host's default)
+inline double __ll2double_rn(long long x) { return (double)x; }
+inline long long __double2ll_rn(double x) { return llrint(x); }
+inline float __double2float_rn(double x) { return (float)x; }
+
+// the kernels' `extern __shared__ unsigned char smem_raw[]` (dynamic shared memory)
 #define EMU_SMEM_BYTES (227 * 1024)
-alignas(128) inline unsigned char smem_raw[EMU_SMEM_BYTES];
+alignas(128) inline thread_local unsigned char smem_raw[EMU_SMEM_BYTES];
 inline size_t emu_smem_bytes; // what the current launch asked for
 
 [[noreturn]] inline void emu_fail(const char* what, const char* detail) {
-    fprintf(stderr, "cuda_emu: %s: %s (block %u,%u,%u thread %u)\n", what, detail, blockIdx.x, blockIdx.y, blockIdx.z,
-            threadIdx.x);
+    fprintf(stderr, "cuda_emu: %s: %s (block %u,%u,%u thread %u,%u,%u)\n", what, detail, blockIdx.x, blockIdx.y,
+            blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z);
     abort();
 }
 
 // ----------------------------------------------------------------------------
 // bf16: round to nearest even, as __floats2bfloat162_rn
 
-struct bf16 {
+struct __nv_bfloat16 {
     uint16_t bits;
 };
+struct __nv_bfloat162 {
+    __nv_bfloat16 x, y;
+};
+typedef __nv_bfloat16 bf16;
 
 inline uint16_t emu_bf16_bits(float f) {
     uint32_t u;
@@ -82,21 +105,73 @@ inline float emu_bf16_float(uint16_t b) {
     return f;
 }
 
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {emu_bf16_bits(f)}; }
+inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) { return {{emu_bf16_bits(lo)}, {emu_bf16_bits(hi)}}; }
+inline float __bfloat162float(__nv_bfloat16 b) { return emu_bf16_float(b.bits); }
+
 inline uint32_t pack_bf16(float lo, float hi) { return emu_bf16_bits(lo) | (uint32_t)emu_bf16_bits(hi) << 16; }
 
 // ----------------------------------------------------------------------------
 // fibers: the block's threads, and their barriers
 
+#define EMU_STACK_BYTES (128 * 1024)
+
+#if defined(__x86_64__)
+// emu_switch(&from_sp, to_sp): save the callee-saved registers and the SSE/x87 control words on
+// the current stack, store its pointer in *from_sp, continue on the stack to_sp where another
+// emu_switch (or emu_fiber_init) left the same frame. Weak: every file that includes this header
+// defines it, and the linker keeps one.
+extern "C" void emu_switch(void** from_sp, void* to_sp);
+asm(R"(
+    .text
+    .weak emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+#else
+#include <ucontext.h>
+#endif
+
 enum EmuState { EMU_READY, EMU_AT_WARP, EMU_AT_BLOCK, EMU_DONE };
 struct EmuFiber {
+#if defined(__x86_64__)
+    void* sp;
+#else
     ucontext_t ctx;
-    unsigned tid;
+#endif
+    uint3 tid;
     EmuState state;
 };
 struct EmuBlock {
     std::vector<EmuFiber> fibers;
     std::vector<char> stacks;
+#if defined(__x86_64__)
+    void* scheduler_sp;
+#else
     ucontext_t scheduler;
+#endif
     EmuFiber* current;
     alignas(16) unsigned char slot[32][32][64]; // [warp][lane]: a lane's operands for a collective
 };
@@ -106,15 +181,22 @@ inline EmuBlock* emu_block;
 inline void emu_yield(EmuState state) {
     EmuFiber* f = emu_block->current;
     f->state = state;
+#if defined(__x86_64__)
+    emu_switch(&f->sp, emu_block->scheduler_sp);
+#else
     swapcontext(&f->ctx, &emu_block->scheduler);
+#endif
 }
 
 inline void __syncthreads() { emu_yield(EMU_AT_BLOCK); }
 
+// the linear thread index within the block, whose low 5 bits are the lane (as on a GPU)
+inline unsigned emu_linear_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
+
 // Every lane of the calling warp puts `bytes` of `in` into its slot; once all have, each runs
 // compute(slots of the warp, lane); a second barrier keeps the slots until all have read.
 template <class F> inline void emu_warp_collective(const void* in, size_t bytes, F compute) {
-    const unsigned lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const unsigned t = emu_linear_tid(), lane = t & 31, w = t >> 5;
     memcpy(emu_block->slot[w][lane], in, bytes);
     emu_yield(EMU_AT_WARP);
     compute(emu_block->slot[w], lane);
@@ -205,38 +287,59 @@ inline void cp_async_commit() {}
 template <int N> inline void cp_async_wait() {}
 
 // ----------------------------------------------------------------------------
-// launch: grid (x, y, z) of blocks of `threads` (a multiple of 32), `smem` bytes of dynamic shared
-// memory; kernel() is the kernel's call with its arguments bound
+// launch: grid of blocks of `block` threads (a multiple of 32 in all), `smem` bytes of dynamic
+// shared memory; kernel() is the kernel's call with its arguments bound
 
 inline std::function<void()> emu_kernel;
-inline void emu_fiber_main() {
+[[noreturn]] inline void emu_fiber_main() {
     emu_kernel();
     emu_yield(EMU_DONE);
+    abort(); // a finished fiber is never resumed
 }
-
-#define EMU_STACK_BYTES (256 * 1024)
 
 // runs fiber f until it waits at a barrier or ends
 inline void emu_resume(EmuBlock* blk, EmuFiber* f) {
     blk->current = f;
-    threadIdx = {f->tid, 0, 0};
+    threadIdx = f->tid;
     f->state = EMU_READY;
+#if defined(__x86_64__)
+    emu_switch(&blk->scheduler_sp, f->sp);
+#else
     swapcontext(&blk->scheduler, &f->ctx);
+#endif
+}
+
+// a fresh fiber i that starts in emu_fiber_main
+inline void emu_fiber_init(EmuBlock* blk, unsigned i) {
+    EmuFiber* f = &blk->fibers[i];
+    char* stack = blk->stacks.data() + (size_t)i * EMU_STACK_BYTES;
+#if defined(__x86_64__)
+    // the frame emu_switch pops: control words, r15..rbx, rbp, then the return address; at a
+    // function's entry rsp + 8 is 16-byte aligned
+    uint64_t* top = (uint64_t*)(((uintptr_t)(stack + EMU_STACK_BYTES) & ~(uintptr_t)15) - 16);
+    top[0] = (uint64_t)(uintptr_t)&emu_fiber_main;
+    uint64_t* frame = top - 7;
+    for (int r = 1; r < 7; r++) frame[r] = 0;
+    uint32_t mxcsr;
+    uint16_t fpucw;
+    asm volatile("stmxcsr %0" : "=m"(mxcsr));
+    asm volatile("fnstcw %0" : "=m"(fpucw));
+    frame[0] = mxcsr | (uint64_t)fpucw << 32;
+    f->sp = frame;
+#else
+    getcontext(&f->ctx);
+    f->ctx.uc_stack.ss_sp = stack;
+    f->ctx.uc_stack.ss_size = EMU_STACK_BYTES;
+    f->ctx.uc_link = NULL;
+    makecontext(&f->ctx, (void (*)())emu_fiber_main, 0);
+#endif
+    f->state = EMU_READY;
 }
 
 // one block: fibers run in a shuffled order until all wait; then a complete warp barrier or block
 // barrier releases its waiters, and so on until all are done
 inline void emu_run_block(EmuBlock* blk, unsigned threads, uint64_t& rng) {
-    for (unsigned i = 0; i < threads; i++) {
-        EmuFiber* f = &blk->fibers[i];
-        getcontext(&f->ctx);
-        f->ctx.uc_stack.ss_sp = blk->stacks.data() + (size_t)i * EMU_STACK_BYTES;
-        f->ctx.uc_stack.ss_size = EMU_STACK_BYTES;
-        f->ctx.uc_link = NULL;
-        makecontext(&f->ctx, emu_fiber_main, 0);
-        f->tid = i;
-        f->state = EMU_READY;
-    }
+    for (unsigned i = 0; i < threads; i++) emu_fiber_init(blk, i);
     std::vector<unsigned> order(threads);
     for (unsigned i = 0; i < threads; i++) order[i] = i;
     for (;;) {
@@ -259,7 +362,7 @@ inline void emu_run_block(EmuBlock* blk, unsigned threads, uint64_t& rng) {
             if (at_warp == 32) {
                 for (unsigned l = 0; l < 32; l++) blk->fibers[32 * w + l].state = EMU_READY;
             } else if (at_warp) {
-                threadIdx = {32 * w, 0, 0};
+                threadIdx = blk->fibers[32 * w].tid;
                 emu_fail("warp collective", "not every lane of the warp reached it");
             }
         }
@@ -276,16 +379,22 @@ inline void emu_run_block(EmuBlock* blk, unsigned threads, uint64_t& rng) {
     }
 }
 
-template <class F> void emu_launch(EmuDim3 grid, unsigned threads, size_t smem, F kernel) {
+template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem, F kernel) {
+    const unsigned threads = block.x * block.y * block.z;
     if (threads == 0 || threads % 32 || threads > 1024) emu_fail("launch", "threads must be a multiple of 32, <= 1024");
     if (smem > EMU_SMEM_BYTES) emu_fail("launch", "more dynamic shared memory than an H100 block may have");
     gridDim = grid;
-    blockDim = {threads, 1, 1};
+    blockDim = block;
     emu_smem_bytes = smem;
     emu_kernel = kernel;
-    EmuBlock* blk = new EmuBlock;
-    blk->fibers.resize(threads);
-    blk->stacks.resize((size_t)threads * EMU_STACK_BYTES);
+    static EmuBlock* blk = new EmuBlock; // kept: launches are many, and stacks need no zeroing
+    if (blk->fibers.size() < threads) {
+        blk->fibers.resize(threads);
+        blk->stacks.resize((size_t)threads * EMU_STACK_BYTES);
+    }
+    for (unsigned i = 0; i < threads; i++) {
+        blk->fibers[i].tid = {i % block.x, i / block.x % block.y, i / (block.x * block.y)};
+    }
     emu_block = blk;
     uint64_t rng = 0x2545F4914F6CDD1Dull;
     for (unsigned z = 0; z < grid.z; z++) {
@@ -297,6 +406,6 @@ template <class F> void emu_launch(EmuDim3 grid, unsigned threads, size_t smem, 
             }
         }
     }
-    delete blk;
     emu_block = NULL;
+    emu_kernel = nullptr;
 }

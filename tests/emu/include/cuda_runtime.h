@@ -1,0 +1,116 @@
+// A host stand-in for the part of the CUDA runtime API the CUDA backend uses (model/cuda/*.cu),
+// for its emulated build (tests/emu/CMakeLists.txt): one "device" whose memory is host memory and
+// whose kernels run through tests/emu/cuda_emu.h as they are launched; every stream is in order
+// and already synchronous. Calls that fail on a GPU for a bad argument fail here too.
+#pragma once
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/emu/cuda_emu.h"
+
+typedef enum cudaError {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidDevice = 101,
+} cudaError_t;
+
+typedef struct EmuStream* cudaStream_t;
+
+enum cudaMemcpyKind {
+    cudaMemcpyHostToHost = 0,
+    cudaMemcpyHostToDevice = 1,
+    cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3,
+    cudaMemcpyDefault = 4,
+};
+
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+
+struct cudaDeviceProp {
+    char name[256];
+    int major, minor, multiProcessorCount;
+    size_t totalGlobalMem;
+};
+
+#define EMU_DEVICE_BYTES ((size_t)16 << 30) // what the emulated device reports as its memory
+
+inline const char* cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    }
+    return "cudaErrorUnknown";
+}
+inline const char* cudaGetErrorString(cudaError_t e) { return cudaGetErrorName(e); }
+inline cudaError_t cudaGetLastError() { return cudaSuccess; } // a bad launch stops in cuda_emu.h
+
+inline cudaError_t cudaGetDeviceCount(int* n) {
+    *n = 1;
+    return cudaSuccess;
+}
+inline cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
+    if (d != 0) return cudaErrorInvalidDevice;
+    memset(p, 0, sizeof *p);
+    strcpy(p->name, "cuda_emu (host emulation)");
+    p->major = 9;
+    p->minor = 0;
+    p->multiProcessorCount = 8;
+    p->totalGlobalMem = EMU_DEVICE_BYTES;
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
+    *free_b = *total_b = EMU_DEVICE_BYTES;
+    return cudaSuccess;
+}
+
+// ----------------------------------------------------------------------------
+// memory: 256-byte aligned host blocks, as cudaMalloc's alignment
+
+inline cudaError_t cudaMalloc(void** p, size_t n) {
+    *p = aligned_alloc(256, (n + 255) / 256 * 256 + 256);
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+template <class T> inline cudaError_t cudaMalloc(T** p, size_t n) { return cudaMalloc((void**)p, n); }
+inline cudaError_t cudaFree(void* p) {
+    free(p);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMallocHost(void** p, size_t n) { return cudaMalloc(p, n); }
+template <class T> inline cudaError_t cudaMallocHost(T** p, size_t n) { return cudaMalloc((void**)p, n); }
+inline cudaError_t cudaFreeHost(void* p) { return cudaFree(p); }
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t = 0) {
+    memset(p, v, n);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind, cudaStream_t = 0) {
+    if (n && dst != src) memcpy(dst, src, n); // cudaMemcpy's ranges may not overlap either
+    return cudaSuccess;
+}
+
+// ----------------------------------------------------------------------------
+// streams and kernels
+
+inline cudaError_t cudaStreamCreate(cudaStream_t* s) {
+    static int one;
+    *s = (cudaStream_t)(void*)&one;
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+template <class K> inline cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int value) {
+    return value >= 0 && value <= EMU_SMEM_BYTES ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+// kernel<<<grid, block[, smem[, stream]]>>>(args), as tests/emu/unlaunch.py rewrites it
+template <class F> inline void emu_launch_cfg(dim3 grid, dim3 block, F kernel) { emu_launch(grid, block, 0, kernel); }
+template <class F> inline void emu_launch_cfg(dim3 grid, dim3 block, size_t smem, F kernel) {
+    emu_launch(grid, block, smem, kernel);
+}
+template <class F> inline void emu_launch_cfg(dim3 grid, dim3 block, size_t smem, cudaStream_t, F kernel) {
+    emu_launch(grid, block, smem, kernel);
+}
