@@ -18,6 +18,11 @@
 
 #define DECODE_CHUNK_ROWS 256 // rows per batched forward (at least max_batch)
 #define DECODE_HEAD_ROWS 32   // rows per LM-head block (at least max_batch)
+// Draws run on the device (the backend's sample_rows) where they need no sorting (top_k and top_p
+// off), the backend is not the CPU's and at most this many top-k log-probs are recorded: only ids
+// and records come back, not V logits per slot and step. The CPU keeps the host path, whose
+// results sample_rows reproduces but not necessarily bit for bit (sums in another order).
+#define DECODE_DEVICE_TOPK_MAX 64
 
 // ----------------------------------------------------------------------------
 // state
@@ -76,6 +81,17 @@ struct Decoder {
     int* host;         // (4 * rows) staging
     HeadRow* want;     // (rows) rows of one chunk whose logits are wanted
     void* attn_work;
+    // decoding's draws on the device (generate_device): per slot of a step
+    int last_on_device; // a feed leaves the slots' last logits in z (rows in feed order), none on the host
+    double* u_dev;      // (max_batch) the draws' uniforms
+    int* id_dev;        // (max_batch) the ids drawn
+    float* lp_dev;      // (max_batch) their log-probs
+    int* tk_id_dev;     // (max_batch, DECODE_DEVICE_TOPK_MAX) the recorded top-k
+    float* tk_lp_dev;   // (max_batch, DECODE_DEVICE_TOPK_MAX)
+    float* tail_dev;    // (max_batch)
+    double* u_host;     // (max_batch) staging of the same
+    int* id_host;       // (max_batch * (DECODE_DEVICE_TOPK_MAX + 1)) ids, then the top-k ids
+    float* lp_host;     // (max_batch * (DECODE_DEVICE_TOPK_MAX + 2)) log-probs, tails, then the top-k log-probs
 };
 
 static float* falloc(Backend* be, size_t n) { return be->alloc(be, n * sizeof(float)); }
@@ -149,6 +165,16 @@ Decoder* decoder_create(Model* m, int max_batch, int max_len) {
     d->host = mallocCheck(4 * R * sizeof(int));
     d->want = mallocCheck(R * sizeof(HeadRow));
     d->attn_work = be->alloc(be, be->attention_work_bytes(be, max_len));
+    const size_t B = (size_t)max_batch, TK = DECODE_DEVICE_TOPK_MAX;
+    d->u_dev = be->alloc(be, B * sizeof(double));
+    d->id_dev = be->alloc(be, B * sizeof(int));
+    d->lp_dev = falloc(be, B);
+    d->tk_id_dev = be->alloc(be, B * TK * sizeof(int));
+    d->tk_lp_dev = falloc(be, B * TK);
+    d->tail_dev = falloc(be, B);
+    d->u_host = mallocCheck(B * sizeof(double));
+    d->id_host = mallocCheck(B * (TK + 1) * sizeof(int));
+    d->lp_host = mallocCheck(B * (TK + 2) * sizeof(float));
     return d;
 }
 
@@ -158,7 +184,8 @@ void decoder_free(Decoder* d) {
     void* bufs[] = {d->kc,   d->vc,   d->rope_cos, d->rope_sin, d->x,       d->ln,      d->rstd,
                     d->qraw, d->kraw, d->q,        d->k,        d->v,       d->att,     d->lse,
                     d->gate, d->up,   d->h,        d->sel,      d->seln,    d->z,       d->tok_dev,
-                    d->pos_dev, d->qlen_dev, d->kvlen_dev, d->attn_work};
+                    d->pos_dev, d->qlen_dev, d->kvlen_dev, d->attn_work, d->u_dev, d->id_dev, d->lp_dev,
+                    d->tk_id_dev, d->tk_lp_dev, d->tail_dev};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (bufs[i]) be->free(be, bufs[i]);
     }
@@ -168,6 +195,9 @@ void decoder_free(Decoder* d) {
     free(d->logits);
     free(d->host);
     free(d->want);
+    free(d->u_host);
+    free(d->id_host);
+    free(d->lp_host);
     free(d);
 }
 
@@ -340,6 +370,7 @@ static void head_step(Decoder* d, const Segment* seg, int ns, float* all_logits,
             head_rows_device(d, w + b0, nr);
             continue;
         }
+        if (d->last_on_device) continue; // generate_device draws from the rows in z
         // one download per run of rows whose destinations follow each other (a decode step's
         // slots 0..B-1): a GPU backend pays a synchronisation per download
         for (int i = 0; i < nr;) {
@@ -386,7 +417,8 @@ static void chunk_step(Decoder* d, const Segment* seg, int ns, int N, const int*
         memcpy(d->ids + (size_t)seg[s].slot * d->max_len + seg[s].p, tokens[seg[s].src] + seg[s].t0,
                (size_t)seg[s].c * sizeof(int));
         d->len[seg[s].slot] += seg[s].c;
-        d->logits_ok[seg[s].slot] = seg[s].last; // mid-feed, the last position's logits are not computed yet
+        // mid-feed, the last position's logits are not computed yet; generate_device keeps them on the device
+        d->logits_ok[seg[s].slot] = seg[s].last && !d->last_on_device;
     }
 }
 
@@ -495,6 +527,111 @@ static int is_stop_id(int id, const int* stop_ids, int n_stop) {
     return 0;
 }
 
+// The step's drawn tokens (out[i].tokens[out[i].n] of the active slots) are counted, the
+// callbacks run in slot order, and the slots that go on stay in `active`; fs, ftok get every
+// active slot and its token for the feed, kept[k] the old place of the k-th slot kept. Returns
+// how many are kept.
+static int step_done(const int* slots, int* active, int na, const int* cap, const int* stop_ids, int n_stop,
+                     StopFn stop, void* stop_ctx, GenResult* out, int* fs, int* ftok, int* kept) {
+    int keep = 0;
+    for (int a = 0; a < na; a++) {
+        const int i = active[a], s = slots[i];
+        const SampledToken* st = &out[i].tokens[out[i].n];
+        out[i].n++;
+        fs[a] = s;
+        ftok[a] = st->id;
+        // the callback sees every token (it may stream them), stop ids and the last included
+        const int stopped = stop ? stop(stop_ctx, s, out[i].tokens, out[i].n) : 0;
+        const int done = stopped || is_stop_id(st->id, stop_ids, n_stop) || out[i].n == cap[i];
+        if (!done) {
+            kept[keep] = a;
+            active[keep++] = i;
+        }
+    }
+    return keep;
+}
+
+// a token's top-k arrays: one block, ids then log-probs (gen_result_free frees topk_ids)
+static void token_topk_alloc(SampledToken* st, size_t k) {
+    if (k == 0) return;
+    st->topk_ids = mallocCheck(k * (sizeof(int) + sizeof(float)));
+    st->topk_lp = (float*)(void*)(st->topk_ids + k);
+}
+
+static int device_sampling(const Decoder* d, const SamplingParams* p) {
+    return strcmp(d->be->name, "cpu") != 0 && (p->top_k == 0 || p->top_k >= d->c.vocab_size) && p->top_p >= 1.0f &&
+           p->record_topk <= DECODE_DEVICE_TOPK_MAX;
+}
+
+// Draws on the device, from the slots' last logits in z (active order): each step uploads the
+// uniforms, runs sample_rows and downloads the ids and records; the feed of the drawn tokens
+// leaves the next logits in z, and the kept slots' rows move to the front.
+static void generate_device(Decoder* d, const int* slots, const SamplingParams* p, Rng* const* rngs, int* active,
+                            int na, const int* cap, const int* stop_ids, int n_stop, StopFn stop, void* stop_ctx,
+                            GenResult* out, int* fs, int* ftok, const int* const* fptr, const int* ones, int* kept) {
+    Backend* be = d->be;
+    const size_t V = (size_t)d->c.vocab_size, K = (size_t)p->record_topk;
+    for (int a = 0; a < na; a++) be->upload(be, d->z + a * V, d->logits + (size_t)slots[active[a]] * V, V * 4);
+    while (na > 0) {
+        // exactly one uniform per draw, none when greedy, from each slot's own stream (as sample_token)
+        for (int a = 0; a < na; a++) d->u_host[a] = p->temperature == 0.0f ? 0.0 : rng_uniform(rngs[active[a]]);
+        be->upload(be, d->u_dev, d->u_host, (size_t)na * sizeof(double));
+        be->sample_rows(be, d->z, na, (int)V, p->temperature, d->u_dev, (int)K, d->id_dev, d->lp_dev,
+                        K ? d->tk_id_dev : NULL, K ? d->tk_lp_dev : NULL, K ? d->tail_dev : NULL);
+        int* ids = d->id_host;
+        float *lp = d->lp_host, *tail = lp + na, *tk_lp = tail + na;
+        int* tk_ids = ids + na;
+        be->download(be, ids, d->id_dev, (size_t)na * sizeof(int));
+        be->download(be, lp, d->lp_dev, (size_t)na * sizeof(float));
+        if (K) {
+            be->download(be, tail, d->tail_dev, (size_t)na * sizeof(float));
+            be->download(be, tk_ids, d->tk_id_dev, (size_t)na * K * sizeof(int));
+            be->download(be, tk_lp, d->tk_lp_dev, (size_t)na * K * sizeof(float));
+        }
+        for (int a = 0; a < na; a++) {
+            const int i = active[a];
+            SampledToken* st = &out[i].tokens[out[i].n];
+            st->id = ids[a];
+            st->logprob = lp[a];
+            st->tail_mass = K ? tail[a] : 0.0f;
+            token_topk_alloc(st, K);
+            if (K) memcpy(st->topk_ids, tk_ids + a * K, K * sizeof(int));
+            if (K) memcpy(st->topk_lp, tk_lp + a * K, K * sizeof(float));
+        }
+        const int keep = step_done(slots, active, na, cap, stop_ids, n_stop, stop, stop_ctx, out, fs, ftok, kept);
+        d->last_on_device = 1;
+        decoder_feed(d, na, fs, fptr, ones, NULL);
+        d->last_on_device = 0;
+        for (int k = 0; k < keep; k++) {
+            if (kept[k] != k) be->copy(be, d->z + (size_t)k * V, d->z + (size_t)kept[k] * V, V * sizeof(float));
+        }
+        na = keep;
+    }
+}
+
+// Draws on the host, from the slots' last logits downloaded by each feed.
+static void generate_host(Decoder* d, const int* slots, const SamplingParams* p, Rng* const* rngs, int* active, int na,
+                          const int* cap, const int* stop_ids, int n_stop, StopFn stop, void* stop_ctx, GenResult* out,
+                          int* fs, int* ftok, const int* const* fptr, const int* ones, int* kept) {
+    const int V = d->c.vocab_size;
+    const size_t k = (size_t)p->record_topk;
+    while (na > 0) {
+        // the draws are independent (each slot has its own Rng and logits row), so they run in
+        // parallel: over a 50k-152k vocabulary they cost more than a GPU's decoding step; the
+        // callbacks, which may stream text, then run in slot order
+#pragma omp parallel for schedule(static) if (na > 1)
+        for (int a = 0; a < na; a++) {
+            const int i = active[a];
+            SampledToken* st = &out[i].tokens[out[i].n];
+            token_topk_alloc(st, k);
+            sample_token(d->logits + (size_t)slots[i] * V, V, p, rngs[i], st);
+        }
+        const int keep = step_done(slots, active, na, cap, stop_ids, n_stop, stop, stop_ctx, out, fs, ftok, kept);
+        decoder_feed(d, na, fs, fptr, ones, NULL);
+        na = keep;
+    }
+}
+
 void decoder_generate(Decoder* d, int nb, const int* slots, const SamplingParams* p, Rng* const* rngs, int max_new,
                       const int* stop_ids, int n_stop, StopFn stop, void* stop_ctx, GenResult* out) {
     char msg[256];
@@ -507,6 +644,7 @@ void decoder_generate(Decoder* d, int nb, const int* slots, const SamplingParams
     const int** fptr = mallocCheck(((size_t)nb + 1) * sizeof(int*));
     int* active = mallocCheck(((size_t)nb + 1) * sizeof(int));
     int* cap = mallocCheck(((size_t)nb + 1) * sizeof(int));
+    int* kept = mallocCheck(((size_t)nb + 1) * sizeof(int));
     for (int i = 0; i < nb; i++) {
         ones[i] = 1;
         fptr[i] = ftok + i;
@@ -535,37 +673,12 @@ void decoder_generate(Decoder* d, int nb, const int* slots, const SamplingParams
         out[i].tokens = callocCheck((size_t)cap[i] + 1, sizeof(SampledToken));
         if (cap[i] > 0) active[na++] = i;
     }
-    const size_t k = (size_t)p->record_topk;
-    while (na > 0) {
-        int keep = 0;
-        nf = 0;
-        // the draws are independent (each slot has its own Rng and logits row), so they run in
-        // parallel: over a 50k-152k vocabulary they cost more than a GPU's decoding step; the
-        // callbacks, which may stream text, then run in slot order
-#pragma omp parallel for schedule(static) if (na > 1)
-        for (int a = 0; a < na; a++) {
-            const int i = active[a];
-            SampledToken* st = &out[i].tokens[out[i].n];
-            if (k > 0) {
-                // one block per token: ids, then log-probs (gen_result_free frees topk_ids)
-                st->topk_ids = mallocCheck(k * (sizeof(int) + sizeof(float)));
-                st->topk_lp = (float*)(void*)(st->topk_ids + k);
-            }
-            sample_token(d->logits + (size_t)slots[i] * V, V, p, rngs[i], st);
-        }
-        for (int a = 0; a < na; a++) {
-            const int i = active[a], s = slots[i];
-            const SampledToken* st = &out[i].tokens[out[i].n];
-            out[i].n++;
-            fs[nf] = s;
-            ftok[nf++] = st->id;
-            // the callback sees every token (it may stream them), stop ids and the last included
-            const int stopped = stop ? stop(stop_ctx, s, out[i].tokens, out[i].n) : 0;
-            const int done = stopped || is_stop_id(st->id, stop_ids, n_stop) || out[i].n == cap[i];
-            if (!done) active[keep++] = i;
-        }
-        decoder_feed(d, nf, fs, fptr, ones, NULL);
-        na = keep;
+    if (device_sampling(d, p)) {
+        generate_device(d, slots, p, rngs, active, na, cap, stop_ids, n_stop, stop, stop_ctx, out, fs, ftok, fptr,
+                        ones, kept);
+    } else {
+        generate_host(d, slots, p, rngs, active, na, cap, stop_ids, n_stop, stop, stop_ctx, out, fs, ftok, fptr, ones,
+                      kept);
     }
     free(fs);
     free(ftok);
@@ -573,6 +686,7 @@ void decoder_generate(Decoder* d, int nb, const int* slots, const SamplingParams
     free(fptr);
     free(active);
     free(cap);
+    free(kept);
 }
 
 void gen_result_free(GenResult* r) {

@@ -71,8 +71,9 @@ void decoder_feed(Decoder* d, int nb, const int* slots, const int* const* tokens
 // (the distillation teacher's log-softmax rows run there too)
 void decoder_feed_device(Decoder* d, int nb, const int* slots, const int* const* tokens, const int* n,
                          float* all_logits);
-// the slot's last-position logits, or NULL when there are none: the slot is empty, or was
-// truncated since its last feed (decoder_generate then feeds its last token again)
+// the slot's last-position logits, or NULL when there are none: the slot is empty, was truncated
+// since its last feed, or decoder_generate drew its last tokens on the device (decoder_generate and
+// decoder_assign then feed its last token again)
 const float* decoder_logits(const Decoder* d, int slot);
 // Prefix reuse: makes each slot hold exactly tokens[i][0..n[i]) (1 <= n[i] <= max_len) with the
 // logits of its last position, keeping the longest prefix its cache already shares with them and
@@ -106,6 +107,9 @@ void score_token(const float* logits, int V, int id, int record_topk, SampledTok
 // and out[i]'s tokens so far. A slot's tokens depend only on its cache, p and its rng, not on
 // the other slots of the batch, up to the last bits of the logits: OpenBLAS picks its kernels by
 // the batch's row count (test_decode.c: same ids, log-probs within 1e-5, measured ~5e-7).
+// On a GPU backend the draws without top_k and top_p, recording at most 64 top-k log-probs, run
+// on the device (the backend's sample_rows): the same draws from the same uniforms, but only the
+// ids and records leave the GPU; the host draws the rest, as on the CPU.
 typedef struct {
     int n;
     SampledToken* tokens; // (n)

@@ -112,6 +112,15 @@ struct Backend {
                        const float* tail, const float* w, int N, int V, int K);
     // out[n] = x[n * V + idx[n]] of the (N, V) x for each idx[n] in [0, V); other entries are kept
     void (*pick)(Backend* be, float* out, const float* x, const int* idx, int N, int V);
+    // Decoding's draw on the device (model/sample.h has the math; sample_token is its host
+    // equivalent): for each row of z (N, V) ids[n] = the first index of the max (temperature 0), else
+    // a draw proportional to exp(z / temperature) over the vocabulary in id order, at u[n] in [0, 1)
+    // (N doubles) of the running sum; lp[n] = its log-prob at temperature 1; with K > 0 (<=
+    // LOSS_TOPK_MAX) topk_ids, topk_lp (N, K) the K best at temperature 1 (ties to the lower id),
+    // best first, and tail (N) = 1 - their mass, clamped to [0, 1]. Sums may round in another
+    // order than the host's, so a draw within rounding of a boundary may differ from it.
+    void (*sample_rows)(Backend* be, const float* z, int N, int V, float temperature, const double* u, int K,
+                        int* ids, float* lp, int* topk_ids, float* topk_lp, float* tail);
 
     // ------------------------------------------------------------------------
     // optimizer: one AdamW step over n elements (see adamw.h); g is multiplied by grad_scale

@@ -17,6 +17,7 @@
 #include "model/ops.h"
 #include "model/ops_cpu_attention.h"
 #include "model/ops_cpu_internal.h"
+#include "model/sample.h"
 
 #define CPU_MAX_THREADS 256
 
@@ -618,6 +619,18 @@ static void cpu_pick(Backend* be, float* out, const float* x, const int* idx, in
     }
 }
 
+// the draws of decoding (sample.h), rows in parallel: each row's result depends on its own data
+static void cpu_sample_rows(Backend* be, const float* z, int N, int V, float temperature, const double* u, int K,
+                            int* ids, float* lp, int* topk_ids, float* topk_lp, float* tail) {
+#pragma omp parallel for num_threads(be->threads) if(N > 1) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float* zn = z + (size_t)n * V;
+        ids[n] = sample_row_id(zn, V, temperature, 1.0f, 0, u[n]);
+        sample_row_record(zn, V, loss_row_logsumexp(zn, V), ids[n], K, lp + n, K ? topk_ids + (size_t)n * K : NULL,
+                          K ? topk_lp + (size_t)n * K : NULL, K ? tail + n : NULL);
+    }
+}
+
 // ----------------------------------------------------------------------------
 // AdamW
 
@@ -741,6 +754,7 @@ Backend* backend_cpu_create(int threads) {
         .jsd_full = cpu_jsd_full,
         .sampled_lp = cpu_sampled_lp,
         .pick = cpu_pick,
+        .sample_rows = cpu_sample_rows,
         .adamw = cpu_adamw,
         .fp_accumulate = cpu_fp_accumulate,
         .fp_to_float = cpu_fp_to_float,

@@ -61,7 +61,11 @@
       (Backend * be, float* lp_y, const float* z, const int* y, const int* ids, const float* lp, const float* tail, \
        const float* w, int N, int V, int K),                                                                       \
       (be, lp_y, z, y, ids, lp, tail, w, N, V, K))                                                                 \
-    X(pick, (Backend * be, float* out, const float* x, const int* idx, int N, int V), (be, out, x, idx, N, V))
+    X(pick, (Backend * be, float* out, const float* x, const int* idx, int N, int V), (be, out, x, idx, N, V))     \
+    X(sample_rows,                                                                                                 \
+      (Backend * be, const float* z, int N, int V, float temp, const double* u, int K, int* ids, float* lp,        \
+       int* tk_ids, float* tk_lp, float* tail),                                                                    \
+      (be, z, N, V, temp, u, K, ids, lp, tk_ids, tk_lp, tail))
 
 #define BACKEND_DOUBLE_OPS(R)                                                                                      \
     R(sum_squares, (Backend * be, const float* x, size_t n), (be, x, n))                                           \

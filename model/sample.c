@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "model/decode.h"
 #include "model/loss.h"
+#include "model/sample.h"
 
 typedef struct {
     float z;
@@ -84,22 +85,27 @@ static void top_k(const float* z, int V, int k, Cand* out) {
 // ----------------------------------------------------------------------------
 // statistics at temperature 1
 
-static void record(const float* z, int V, double lse, int id, int k, SampledToken* out) {
-    out->id = id;
-    out->logprob = (float)(z[id] - lse);
-    out->tail_mass = 0.0f;
-    if (k <= 0) return;
-    Cand* c = mallocCheck((size_t)k * sizeof(Cand));
-    top_k(z, V, k, c);
+void sample_row_record(const float* z, int V, double lse, int id, int K, float* lp, int* topk_ids, float* topk_lp,
+                       float* tail) {
+    *lp = (float)(z[id] - lse);
+    if (K <= 0) return;
+    Cand* c = mallocCheck((size_t)K * sizeof(Cand));
+    top_k(z, V, K, c);
     double mass = 0.0;
-    for (int i = 0; i < k; i++) {
-        out->topk_ids[i] = c[i].id;
-        out->topk_lp[i] = (float)(c[i].z - lse);
+    for (int i = 0; i < K; i++) {
+        topk_ids[i] = c[i].id;
+        topk_lp[i] = (float)(c[i].z - lse);
         mass += exp(c[i].z - lse);
     }
-    const double tail = 1.0 - mass;
-    out->tail_mass = (float)(tail < 0.0 ? 0.0 : tail > 1.0 ? 1.0 : tail);
+    const double rest = 1.0 - mass;
+    *tail = (float)(rest < 0.0 ? 0.0 : rest > 1.0 ? 1.0 : rest);
     free(c);
+}
+
+static void record(const float* z, int V, double lse, int id, int k, SampledToken* out) {
+    out->id = id;
+    out->tail_mass = 0.0f;
+    sample_row_record(z, V, lse, id, k, &out->logprob, out->topk_ids, out->topk_lp, &out->tail_mass);
 }
 
 void score_token(const float* logits, int V, int id, int record_topk, SampledToken* out) {
@@ -118,13 +124,13 @@ static int argmax(const float* z, int V) {
     return best;
 }
 
-// one draw from candidates c[0..n) with weights w (sum total), walked in order
-static int draw(const Cand* c, const double* w, int n, double total, Rng* rng) {
-    const double u = rng_uniform(rng) * total;
+// one draw at u from candidates c[0..n) with weights w (sum total), walked in order
+static int draw(const Cand* c, const double* w, int n, double total, double u) {
+    const double target = u * total;
     double cum = 0.0;
     for (int i = 0; i < n; i++) {
         cum += w[i];
-        if (u < cum) return c[i].id;
+        if (target < cum) return c[i].id;
     }
     // u within rounding of the total: the last candidate with weight
     for (int i = n - 1; i > 0; i--) {
@@ -133,11 +139,11 @@ static int draw(const Cand* c, const double* w, int n, double total, Rng* rng) {
     return c[0].id;
 }
 
-static int sample_id(const float* z, int V, const SamplingParams* p, Rng* rng) {
-    if (p->temperature == 0.0f) return argmax(z, V);
-    const double inv_t = 1.0 / p->temperature;
+int sample_row_id(const float* z, int V, float temperature, float top_p, int top_k_limit, double u) {
+    if (temperature == 0.0f) return argmax(z, V);
+    const double inv_t = 1.0 / temperature;
     const float zmax = z[argmax(z, V)];
-    const int k = p->top_k > 0 && p->top_k < V ? p->top_k : V;
+    const int k = top_k_limit > 0 && top_k_limit < V ? top_k_limit : V;
     Cand* c = mallocCheck((size_t)V * sizeof(Cand));
     double* w = mallocCheck((size_t)V * sizeof(double));
     int n;
@@ -145,11 +151,11 @@ static int sample_id(const float* z, int V, const SamplingParams* p, Rng* rng) {
     if (k < V) {
         top_k(z, V, k, c);
         n = k;
-    } else if (p->top_p < 1.0f) {
+    } else if (top_p < 1.0f) {
         // the nucleus lies among the tokens of weight >= eps (the mass outside them is below
         // V eps = (1 - top_p) / 2 of the total), so only those are sorted
         for (int v = 0; v < V; v++) base += (w[v] = exp((z[v] - zmax) * inv_t));
-        const double eps = base * (1.0 - p->top_p) / (2.0 * V);
+        const double eps = base * (1.0 - top_p) / (2.0 * V);
         n = 0;
         for (int v = 0; v < V; v++) {
             if (w[v] >= eps) c[n++] = (Cand){z[v], v};
@@ -162,16 +168,16 @@ static int sample_id(const float* z, int V, const SamplingParams* p, Rng* rng) {
     }
     double total = 0.0;
     for (int i = 0; i < n; i++) total += (w[i] = exp((c[i].z - zmax) * inv_t));
-    if (p->top_p < 1.0f) {
+    if (top_p < 1.0f) {
         // nucleus: the shortest prefix (best first) holding top_p of the set's mass
-        const double want = p->top_p * (k < V ? total : base);
+        const double want = top_p * (k < V ? total : base);
         double cum = 0.0;
         int m = 0;
         while (m < n && cum < want) cum += w[m++];
         n = m;
         total = cum;
     }
-    const int id = draw(c, w, n, total, rng);
+    const int id = draw(c, w, n, total, u);
     free(c);
     free(w);
     return id;
@@ -180,6 +186,8 @@ static int sample_id(const float* z, int V, const SamplingParams* p, Rng* rng) {
 void sample_token(const float* logits, int V, const SamplingParams* p, Rng* rng, SampledToken* out) {
     char msg[256];
     if (sampling_params_check(p, V, msg, sizeof msg) != 0) fatal("sample_token: %s", msg);
-    const int id = sample_id(logits, V, p, rng);
+    // exactly one uniform per draw, none when greedy
+    const double u = p->temperature == 0.0f ? 0.0 : rng_uniform(rng);
+    const int id = sample_row_id(logits, V, p->temperature, p->top_p, p->top_k, u);
     record(logits, V, loss_row_logsumexp(logits, V), id, p->record_topk, out);
 }

@@ -118,6 +118,10 @@ void cuda_sampled_lp(Backend* be, float* lp_y, const float* z, const int* y, con
                      const float* tail, const float* w, int N, int V, int K);
 void cuda_pick(Backend* be, float* out, const float* x, const int* idx, int N, int V);
 
+// sample.cu
+void cuda_sample_rows(Backend* be, const float* z, int N, int V, float temperature, const double* u, int K, int* ids,
+                      float* lp, int* topk_ids, float* topk_lp, float* tail);
+
 // fixed_point.cu
 int cuda_fp_accumulate(Backend* be, int64_t* acc, const float* g, size_t n, int k, double limit, double* max_abs);
 void cuda_fp_to_float(Backend* be, float* g, const int64_t* acc, size_t n, int k);

@@ -19,28 +19,6 @@ extern "C" {
 // ----------------------------------------------------------------------------
 // row helpers
 
-// x into the running (max m, sum s of exp(. - m)) of one thread
-__device__ __forceinline__ void online_add(float& m, double& s, float x) {
-    if (x > m) {
-        s = (m == -INFINITY ? 0.0 : s * (double)expf(m - x)) + 1.0;
-        m = x;
-    } else if (m != -INFINITY) {
-        s += (double)expf(x - m);
-    }
-}
-
-// The row's max (float) and sum of exp(z - max) in double, as loss_row_logsumexp defines them;
-// every thread gets both. shf: 32 floats, shd: 32 doubles of shared memory.
-__device__ void row_max_sum(const float* z, int V, float* shf, double* shd, float* m_out, double* s_out) {
-    float m = -INFINITY;
-    double s = 0.0;
-    for (int v = threadIdx.x; v < V; v += blockDim.x) online_add(m, s, z[v]);
-    const float M = block_max(m, shf);
-    const double part = m == -INFINITY ? 0.0 : s * exp((double)m - (double)M);
-    *s_out = block_sum_d(part, shd);
-    *m_out = M;
-}
-
 // the row's log-sum-exp, (double)max + log(sum), as loss_row_logsumexp; every thread gets it
 __device__ double row_logsumexp(const float* z, int V, float* shf, double* shd) {
     float m;

@@ -1,6 +1,6 @@
-// Device helpers shared by the CUDA backend's kernels: ceil division and the warp and block
-// reductions (fixed shuffle trees). Plain CUDA without library headers, so that tests/emu can
-// build the kernels that use them on the host.
+// Device helpers shared by the CUDA backend's kernels: ceil division, the warp and block
+// reductions (fixed shuffle trees), and a row's max and sum of exponentials in one read. Plain
+// CUDA without library headers, so that tests/emu can build the kernels that use them on the host.
 #pragma once
 #include <math.h>
 #include <stddef.h>
@@ -62,4 +62,30 @@ __device__ __forceinline__ double block_sum_d(double v, double* sh) {
     v = warp_sum_d(v);
     __syncthreads();
     return v;
+}
+
+// ----------------------------------------------------------------------------
+// a row's max and sum of exponentials in one read
+
+// x into the running (max m, sum s of exp(. - m)) of one thread
+__device__ __forceinline__ void online_add(float& m, double& s, float x) {
+    if (x > m) {
+        s = (m == -INFINITY ? 0.0 : s * (double)expf(m - x)) + 1.0;
+        m = x;
+    } else if (m != -INFINITY) {
+        s += (double)expf(x - m);
+    }
+}
+
+// The row's max (float) and sum of exp(z - max) in double, as loss_row_logsumexp defines them;
+// every thread gets both. shf: 32 floats, shd: 32 doubles of shared memory.
+__device__ __forceinline__ void row_max_sum(const float* z, int V, float* shf, double* shd, float* m_out,
+                                            double* s_out) {
+    float m = -INFINITY;
+    double s = 0.0;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) online_add(m, s, z[v]);
+    const float M = block_max(m, shf);
+    const double part = m == -INFINITY ? 0.0 : s * exp((double)m - (double)M);
+    *s_out = block_sum_d(part, shd);
+    *m_out = M;
 }

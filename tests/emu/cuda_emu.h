@@ -106,6 +106,7 @@ inline float emu_bf16_float(uint16_t b) {
 }
 
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {emu_bf16_bits(f)}; }
+inline __nv_bfloat16 __float2bfloat16(float f) { return {emu_bf16_bits(f)}; }
 inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) { return {{emu_bf16_bits(lo)}, {emu_bf16_bits(hi)}}; }
 inline float __bfloat162float(__nv_bfloat16 b) { return emu_bf16_float(b.bits); }
 

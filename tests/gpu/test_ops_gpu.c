@@ -4,7 +4,9 @@
 // normalised error max |gpu - cpu| / max(max |cpu|, 1e-30) of every output against
 //   f32 mode   1e-5  memory ops, elementwise ops, reductions, norms, RoPE, embeddings, softmax,
 //                    the losses (outputs and returned sums), the distillation objective's row
-//                    ops (test_ops_gpu_vocab.c) and AdamW
+//                    ops and decoding's draws' log-probs (test_ops_gpu_vocab.c) and AdamW
+//              0     decoding's drawn and top-k ids (sample_rows; a draw flips only if its
+//                    uniform falls within rounding of a cumulative boundary)
 //              0     the trainer's fixed-point sums and block norms (both modes: bit for bit)
 //              1e-4  matmul and attention forward and backward (float sums in another order)
 //   bf16 mode  1e-2  matmul and attention forward, 2e-2 attention backward; 1e-5 the rest
@@ -41,6 +43,7 @@
 // test_ops_gpu_vocab.c: the vocabulary-wide blocks
 void test_softmax(void** state);
 void test_losses(void** state);
+void test_sample_rows(void** state);
 void test_objective_rows(void** state);
 
 // ----------------------------------------------------------------------------
@@ -700,6 +703,7 @@ int main(void) {
         cmocka_unit_test(test_attention_decode), cmocka_unit_test(test_attention_bwd),
         cmocka_unit_test(test_embedding),       cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_losses),          cmocka_unit_test(test_objective_rows),
+        cmocka_unit_test(test_sample_rows),
         cmocka_unit_test(test_adamw), cmocka_unit_test(test_fixed_point),
     };
     const int failed = cmocka_run_group_tests(tests, NULL, NULL);

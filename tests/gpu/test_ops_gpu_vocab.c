@@ -19,6 +19,7 @@
 void test_softmax(void** state);
 void test_losses(void** state);
 void test_objective_rows(void** state);
+void test_sample_rows(void** state);
 
 // ----------------------------------------------------------------------------
 // vocabulary-wide blocks: softmax, log-softmax and the losses
@@ -295,3 +296,68 @@ void test_objective_rows(void** state) {
     }
     gpu_done();
 }
+
+// ----------------------------------------------------------------------------
+// decoding's draws (sample_rows): ids exact, log-probs and tails as the other row ops
+
+// K well below V: the tail is 1 - their mass, so near K = V it is rounding residue on either side
+typedef struct {
+    int N, V, K, ties; // ties: logits of few distinct values (ties broken to the lower id)
+    float temperature;
+    int values;        // 0: the ids (exact); 1: lp, topk_lp, tail
+} SampleArgs;
+
+static void case_sample_rows(GpuCtx* c, const void* arg) {
+    const SampleArgs* a = arg;
+    Backend* be = c->be;
+    const int N = a->N, V = a->V, K = a->K;
+    const VocabArgs va = {.N = N, .V = V};
+    float* z = vocab_logits(c, &va);
+    if (a->ties) {
+        float* h = malloc(sizeof(float) * N * V);
+        be->download(be, h, z, sizeof(float) * N * V);
+        for (size_t i = 0; i < (size_t)N * V; i++) h[i] = floorf(h[i] / 2.0f);
+        be->upload(be, z, h, sizeof(float) * N * V);
+        free(h);
+    }
+    // uniforms: random, and 0 and just below 1 at the edges of the running sum
+    double* hu = malloc(sizeof(double) * N);
+    for (int n = 0; n < N; n++) hu[n] = n == 1 ? 0.0 : n == 2 ? 1.0 - 1e-12 : rng_uniform(&c->rng);
+    double* u = gpu_upload(c, hu, sizeof(double) * N);
+    free(hu);
+    int* ids = (int*)gpu_junk(c, (size_t)N);
+    float* lp = gpu_junk(c, (size_t)N);
+    int* tk_ids = (int*)gpu_junk(c, (size_t)N * (K ? K : 1));
+    float* tk_lp = gpu_junk(c, (size_t)N * (K ? K : 1));
+    float* tail = gpu_junk(c, (size_t)N);
+    be->sample_rows(be, z, N, V, a->temperature, u, K, ids, lp, K ? tk_ids : NULL, K ? tk_lp : NULL, K ? tail : NULL);
+    if (!a->values) {
+        gpu_out_int(c, "ids", ids, (size_t)N);
+        if (K) gpu_out_int(c, "topk_ids", tk_ids, (size_t)N * K);
+    } else {
+        gpu_out(c, "lp", lp, (size_t)N, 0);
+        if (K) gpu_out(c, "topk_lp", tk_lp, (size_t)N * K, 0);
+        if (K) gpu_out(c, "tail", tail, (size_t)N, 0);
+    }
+}
+
+void test_sample_rows(void** state) {
+    (void)state;
+    const SampleArgs cases[] = {
+        {8, 50304, 8, 0, 1.0f, 0},   {5, 151936, 20, 0, 0.7f, 0}, {9, 300, 64, 1, 0.0f, 0},
+        {7, 7, 0, 0, 2.0f, 0},       {6, 300, 16, 1, 1.0f, 0},
+    };
+    char label[96];
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        for (int values = 0; values < 2; values++) {
+            SampleArgs a = cases[i];
+            a.values = values;
+            snprintf(label, sizeof label, "sample_rows N=%d V=%d K=%d t=%g%s %s", a.N, a.V, a.K, a.temperature,
+                     a.ties ? " ties" : "", values ? "values" : "ids");
+            // the same seed for both halves: the same logits and uniforms
+            gpu_check(label, case_sample_rows, &a, 150 + i, values ? TOL_ELEMENTWISE : TOL_EXACT);
+        }
+    }
+    gpu_done();
+}
+

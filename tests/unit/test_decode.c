@@ -10,6 +10,9 @@
 // sum in another order), so the same row alone (M = 1) and in a batch differ in the last bits.
 // Batch invariance therefore checks identical token ids and log-probs within 1e-5 (measured
 // ~5e-7); a draw could flip only if its uniform fell within ~1e-7 of a cumulative boundary.
+// Built a second time with TEST_DECODE_CUDA, the same checks run on the CUDA backend (f32 mode):
+// test_decode_gpu on a GPU (tests/gpu), test_decode_emu on its host emulation (tests/emu). cuBLAS
+// and the GPU's attention paths share the layout caveat, so the tolerances stay.
 #include <jansson.h>
 #include <math.h>
 #include <setjmp.h>
@@ -32,6 +35,19 @@
 #include "model/tokenizer.h"
 
 #define REL_TOL 1e-4f
+
+// the backend under test: the CPU's with `threads` threads, or GPU 0 in f32 mode
+static Backend* test_backend(int threads) {
+#ifdef TEST_DECODE_CUDA
+    (void)threads;
+    char err[256];
+    Backend* be = backend_cuda_create(0, 0, err, sizeof err);
+    if (!be) fail_msg("%s", err);
+    return be;
+#else
+    return backend_cpu_create(threads);
+#endif
+}
 
 // ----------------------------------------------------------------------------
 // helpers
@@ -118,7 +134,7 @@ static void check_incremental(Variant var, int threads) {
     const ModelConfig c = variant_config(var);
     const int V = c.vocab_size;
     const int len[NSEQ] = {MAXT, 23, 9, 41};
-    Backend* be = backend_cpu_create(threads);
+    Backend* be = test_backend(threads);
     Model* m = model_create(&c, be, 1, MAXT);
     perturb_params(m, 7 + var);
     int* seq[NSEQ];
@@ -218,7 +234,7 @@ typedef struct {
 static Fixture fixture(Variant var, int max_batch, int max_len) {
     Fixture f;
     const ModelConfig c = variant_config(var);
-    f.be = backend_cpu_create(1); // one thread: quick on a busy 2-core machine
+    f.be = test_backend(1); // one thread: quick on a busy 2-core machine
     f.m = model_create(&c, f.be, 1, max_len);
     perturb_params(f.m, 3);
     f.d = decoder_create(f.m, max_batch, max_len);
@@ -527,6 +543,72 @@ static void write_file(const char* path, const char* src) {
     fclose(out);
 }
 
+// Generation on the backend under test against the CPU backend's host draws, from the same
+// weights, prompts and seeds: on a GPU the draws run on the device (decode.c's generate_device,
+// the backend's sample_rows), on the CPU on the host. Same ids and top-k ids, log-probs and tails
+// within 1e-4 (the two backends' logits differ in the last bits, and the device sums in another
+// order, so a draw could flip only if its uniform fell that close to a cumulative boundary). The
+// CPU build has nothing to compare (both sides would draw on the host): skipped there.
+static void test_device_draws_match_host(void** state) {
+    (void)state;
+#ifndef TEST_DECODE_CUDA
+    skip();
+#else
+    const ModelConfig c = variant_config(VAR_QWEN3);
+    const int V = c.vocab_size, NB = 3, LEN = 64;
+    Backend* be[2] = {test_backend(1), backend_cpu_create(1)};
+    Model* m[2];
+    Decoder* d[2];
+    for (int b = 0; b < 2; b++) m[b] = model_create(&c, be[b], 1, LEN);
+    perturb_params(m[0], 5);
+    const size_t np = model_num_params(m[0]);
+    float* params = malloc(np * sizeof(float));
+    model_params_download(m[0], params);
+    model_params_upload(m[1], params);
+    free(params);
+    const int slots[3] = {0, 1, 2}, n[3] = {5, 9, 2};
+    int prompt[3][9];
+    const int* pp[3] = {prompt[0], prompt[1], prompt[2]};
+    for (int i = 0; i < NB; i++) random_tokens(prompt[i], n[i], V, 60 + i);
+    for (int b = 0; b < 2; b++) {
+        d[b] = decoder_create(m[b], NB, LEN);
+        decoder_feed(d[b], NB, slots, pp, n, NULL);
+    }
+    const SamplingParams ps[] = {{.temperature = 1.0f, .top_p = 1.0f, .record_topk = 8},
+                                 {.temperature = 0.0f, .top_p = 1.0f, .record_topk = 3},
+                                 {.temperature = 0.8f, .top_p = 1.0f, .record_topk = 0}};
+    for (size_t k = 0; k < sizeof ps / sizeof ps[0]; k++) {
+        GenResult out[2][3];
+        for (int b = 0; b < 2; b++) {
+            Rng r[3];
+            Rng* rp[3] = {&r[0], &r[1], &r[2]};
+            for (int i = 0; i < NB; i++) rng_seed(&r[i], 40 + 10 * k + i);
+            decoder_generate(d[b], NB, slots, &ps[k], rp, 12, NULL, 0, NULL, NULL, out[b]);
+        }
+        for (int i = 0; i < NB; i++) {
+            assert_int_equal(out[0][i].n, out[1][i].n);
+            for (int j = 0; j < out[0][i].n; j++) {
+                const SampledToken *g = &out[0][i].tokens[j], *h = &out[1][i].tokens[j];
+                assert_int_equal(g->id, h->id);
+                assert_true(fabsf(g->logprob - h->logprob) <= 1e-4f);
+                assert_true(fabsf(g->tail_mass - h->tail_mass) <= 1e-4f);
+                for (int t = 0; t < ps[k].record_topk; t++) {
+                    assert_int_equal(g->topk_ids[t], h->topk_ids[t]);
+                    assert_true(fabsf(g->topk_lp[t] - h->topk_lp[t]) <= 1e-4f);
+                }
+            }
+            gen_result_free(&out[0][i]);
+            gen_result_free(&out[1][i]);
+        }
+    }
+    for (int b = 0; b < 2; b++) {
+        decoder_free(d[b]);
+        model_free(m[b]);
+        backend_destroy(be[b]);
+    }
+#endif
+}
+
 static void test_score_hf(void** state) {
     (void)state;
     char tmp[] = "/tmp/test_decode_XXXXXX";
@@ -536,11 +618,16 @@ static void test_score_hf(void** state) {
     snprintf(dir, sizeof dir, "%s/model", tmp);
     assert_int_equal(mkdir(src, 0755), 0);
     snprintf(path, sizeof path, "%s/tokenizer.json", src);
-    write_file(path, INGRAIN_TEST_DATA "/data/tokenizer/tiny.tokenizer.json");
+    // INGRAIN_TEST_DATA in the environment overrides the compiled tests/ path (a GPU machine's copy)
+    const char* data = getenv("INGRAIN_TEST_DATA") && *getenv("INGRAIN_TEST_DATA") ? getenv("INGRAIN_TEST_DATA")
+                                                                                    : INGRAIN_TEST_DATA;
+    char tok[700];
+    snprintf(tok, sizeof tok, "%s/data/tokenizer/tiny.tokenizer.json", data);
+    write_file(path, tok);
 
     // a Qwen3-shaped model (QK-norm, GQA) saved as HF, with the tiny BPE tokenizer
     const ModelConfig c = variant_config(VAR_QWEN3);
-    Backend* be = backend_cpu_create(1);
+    Backend* be = test_backend(1);
     Model* m = model_create(&c, be, 1, 64);
     perturb_params(m, 11);
     const size_t np = model_num_params(m);
@@ -625,13 +712,23 @@ static void test_score_hf(void** state) {
 }
 
 int main(void) {
+#ifdef TEST_DECODE_CUDA
+    char err[256];
+    Backend* probe = backend_cuda_create(0, 0, err, sizeof err);
+    if (!probe) {
+        printf("no CUDA GPU: %s\n", err);
+        return 77;
+    }
+    backend_destroy(probe);
+#endif
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_incremental_tiny),       cmocka_unit_test(test_incremental_qk_norm),
         cmocka_unit_test(test_incremental_qkv_bias),   cmocka_unit_test(test_incremental_untied_rope_scaled),
         cmocka_unit_test(test_truncate_refeed),        cmocka_unit_test(test_copy),
         cmocka_unit_test(test_feed_device),
         cmocka_unit_test(test_prefix_reuse),           cmocka_unit_test(test_batch_invariance),
-        cmocka_unit_test(test_greedy_matches_forward), cmocka_unit_test(test_score_hf),
+        cmocka_unit_test(test_greedy_matches_forward), cmocka_unit_test(test_device_draws_match_host),
+        cmocka_unit_test(test_score_hf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #pragma once
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tests/emu/cuda_emu.h"
 
@@ -52,6 +53,10 @@ inline cudaError_t cudaGetDeviceCount(int* n) {
     return cudaSuccess;
 }
 inline cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+inline cudaError_t cudaGetDevice(int* d) {
+    *d = 0;
+    return cudaSuccess;
+}
 inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
     if (d != 0) return cudaErrorInvalidDevice;
     memset(p, 0, sizeof *p);
@@ -86,6 +91,7 @@ inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t = 0) {
     memset(p, v, n);
     return cudaSuccess;
 }
+inline cudaError_t cudaMemset(void* p, int v, size_t n) { return cudaMemsetAsync(p, v, n); }
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind, cudaStream_t = 0) {
     if (n && dst != src) memcpy(dst, src, n); // cudaMemcpy's ranges may not overlap either
     return cudaSuccess;
@@ -101,6 +107,28 @@ inline cudaError_t cudaStreamCreate(cudaStream_t* s) {
 }
 inline cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+// events: the host's clock when recorded (every stream is synchronous)
+typedef struct EmuEvent* cudaEvent_t;
+inline cudaError_t cudaEventCreate(cudaEvent_t* e) {
+    *e = (cudaEvent_t)calloc(1, sizeof(double));
+    return *e ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    free(e);
+    return cudaSuccess;
+}
+inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t = 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    *(double*)(void*)e = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+    return cudaSuccess;
+}
+inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+    *ms = (float)(*(double*)(void*)b - *(double*)(void*)a);
+    return cudaSuccess;
+}
 
 template <class K> inline cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int value) {
     return value >= 0 && value <= EMU_SMEM_BYTES ? cudaSuccess : cudaErrorInvalidValue;
