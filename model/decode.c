@@ -15,6 +15,7 @@
 
 #include "common/check.h"
 #include "common/log.h"
+#include "model/loss.h"
 
 #define DECODE_CHUNK_ROWS 256 // rows per batched forward (at least max_batch)
 #define DECODE_HEAD_ROWS 32   // rows per LM-head block (at least max_batch)
@@ -83,15 +84,17 @@ struct Decoder {
     void* attn_work;
     // decoding's draws on the device (generate_device): per slot of a step
     int last_on_device; // a feed leaves the slots' last logits in z (rows in feed order), none on the host
-    double* u_dev;      // (max_batch) the draws' uniforms
-    int* id_dev;        // (max_batch) the ids drawn
-    float* lp_dev;      // (max_batch) their log-probs
-    int* tk_id_dev;     // (max_batch, DECODE_DEVICE_TOPK_MAX) the recorded top-k
-    float* tk_lp_dev;   // (max_batch, DECODE_DEVICE_TOPK_MAX)
-    float* tail_dev;    // (max_batch)
-    double* u_host;     // (max_batch) staging of the same
-    int* id_host;       // (max_batch * (DECODE_DEVICE_TOPK_MAX + 1)) ids, then the top-k ids
-    float* lp_host;     // (max_batch * (DECODE_DEVICE_TOPK_MAX + 2)) log-probs, tails, then the top-k log-probs
+    double* u_dev;      // (head_rows) the draws' uniforms
+    int* id_dev;        // (head_rows) the ids drawn
+    float* lp_dev;      // (head_rows) their log-probs
+    int* tk_id_dev;     // (head_rows, DECODE_DEVICE_TOPK_MAX) the recorded top-k
+    float* tk_lp_dev;   // (head_rows, DECODE_DEVICE_TOPK_MAX)
+    float* tail_dev;    // (head_rows)
+    float* score_z;     // (head_rows, V) decoder_score's rows on the device (allocated at first use)
+    int* score_ids;     // (head_rows) their tokens
+    double* u_host;     // (head_rows) staging of the same
+    int* id_host;       // (head_rows * (DECODE_DEVICE_TOPK_MAX + 1)) ids, then the top-k ids
+    float* lp_host;     // (head_rows * (DECODE_DEVICE_TOPK_MAX + 2)) log-probs, tails, then the top-k log-probs
 };
 
 static float* falloc(Backend* be, size_t n) { return be->alloc(be, n * sizeof(float)); }
@@ -165,7 +168,7 @@ Decoder* decoder_create(Model* m, int max_batch, int max_len) {
     d->host = mallocCheck(4 * R * sizeof(int));
     d->want = mallocCheck(R * sizeof(HeadRow));
     d->attn_work = be->alloc(be, be->attention_work_bytes(be, max_len));
-    const size_t B = (size_t)max_batch, TK = DECODE_DEVICE_TOPK_MAX;
+    const size_t B = (size_t)d->head_rows, TK = DECODE_DEVICE_TOPK_MAX; // a step's slots, or a score block
     d->u_dev = be->alloc(be, B * sizeof(double));
     d->id_dev = be->alloc(be, B * sizeof(int));
     d->lp_dev = falloc(be, B);
@@ -185,7 +188,7 @@ void decoder_free(Decoder* d) {
                     d->qraw, d->kraw, d->q,        d->k,        d->v,       d->att,     d->lse,
                     d->gate, d->up,   d->h,        d->sel,      d->seln,    d->z,       d->tok_dev,
                     d->pos_dev, d->qlen_dev, d->kvlen_dev, d->attn_work, d->u_dev, d->id_dev, d->lp_dev,
-                    d->tk_id_dev, d->tk_lp_dev, d->tail_dev};
+                    d->tk_id_dev, d->tk_lp_dev, d->tail_dev, d->score_z, d->score_ids};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (bufs[i]) be->free(be, bufs[i]);
     }
@@ -687,6 +690,70 @@ void decoder_generate(Decoder* d, int nb, const int* slots, const SamplingParams
     free(active);
     free(cap);
     free(kept);
+}
+
+// ----------------------------------------------------------------------------
+// scoring
+
+// decoder_score on the device: rows in blocks of head_rows, each fed into score_z and scored there
+static void score_device(Decoder* d, int slot, const int* tokens, int n, int K, SampledToken* out) {
+    Backend* be = d->be;
+    const int V = d->c.vocab_size, R = d->head_rows;
+    if (!d->score_z) {
+        d->score_z = falloc(be, (size_t)R * V);
+        d->score_ids = be->alloc(be, (size_t)R * sizeof(int));
+    }
+    float *lp = d->lp_host, *tail = lp + R, *tk_lp = tail + R;
+    int* tk_ids = d->id_host;
+    for (int j0 = 0; j0 < n; j0 += R) {
+        const int j1 = n - j0 < R ? n : j0 + R, rows = j1 - j0;
+        // row j predicts tokens[j]: row 0 holds the slot's logits, row j > 0 comes from feeding tokens[j - 1]
+        int r0 = 0;
+        if (j0 == 0) {
+            be->upload(be, d->score_z, d->logits + (size_t)slot * V, (size_t)V * sizeof(float));
+            r0 = 1;
+        }
+        const int m = rows - r0;
+        const int* fed = tokens + j0 + r0 - 1;
+        if (m > 0) decoder_feed_device(d, 1, &slot, &fed, &m, d->score_z + (size_t)r0 * V);
+        be->upload(be, d->score_ids, tokens + j0, (size_t)rows * sizeof(int));
+        be->sample_rows(be, d->score_z, rows, V, 1.0f, NULL, K, d->score_ids, d->lp_dev, K ? d->tk_id_dev : NULL,
+                        K ? d->tk_lp_dev : NULL, K ? d->tail_dev : NULL);
+        be->download(be, lp, d->lp_dev, (size_t)rows * sizeof(float));
+        if (K) {
+            be->download(be, tail, d->tail_dev, (size_t)rows * sizeof(float));
+            be->download(be, tk_ids, d->tk_id_dev, (size_t)rows * K * sizeof(int));
+            be->download(be, tk_lp, d->tk_lp_dev, (size_t)rows * K * sizeof(float));
+        }
+        for (int r = 0; r < rows; r++) {
+            SampledToken* st = &out[j0 + r];
+            st->id = tokens[j0 + r];
+            st->logprob = lp[r];
+            st->tail_mass = K ? tail[r] : 0.0f;
+            if (K) memcpy(st->topk_ids, tk_ids + (size_t)r * K, (size_t)K * sizeof(int));
+            if (K) memcpy(st->topk_lp, tk_lp + (size_t)r * K, (size_t)K * sizeof(float));
+        }
+    }
+}
+
+void decoder_score(Decoder* d, int slot, const int* tokens, int n, int K, SampledToken* out) {
+    check_slot(d, slot, "decoder_score");
+    const int V = d->c.vocab_size;
+    if (!d->logits_ok[slot]) fatal("decoder_score: slot %d holds no last logits (decoder_assign it first)", slot);
+    if (n <= 0) return;
+    if (K < 0 || K > (V < LOSS_TOPK_MAX ? V : LOSS_TOPK_MAX)) fatal("decoder_score: top-%d outside 0..%d", K, V);
+    if (strcmp(d->be->name, "cpu") != 0 && K <= DECODE_DEVICE_TOPK_MAX) {
+        score_device(d, slot, tokens, n, K, out);
+        return;
+    }
+    float* logits = mallocCheck(sizeof(float) * (size_t)V * (size_t)n); // (n, V): row j predicts tokens[j]
+    memcpy(logits, d->logits + (size_t)slot * V, sizeof(float) * (size_t)V);
+    if (n > 1) {
+        const int m = n - 1;
+        decoder_feed(d, 1, &slot, &tokens, &m, logits + V);
+    }
+    for (int j = 0; j < n; j++) score_token(logits + (size_t)j * V, V, tokens[j], K, &out[j]);
+    free(logits);
 }
 
 void gen_result_free(GenResult* r) {

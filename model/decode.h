@@ -95,6 +95,12 @@ int sampling_params_check(const SamplingParams* p, int V, char* err, size_t errl
 void sample_token(const float* logits, int V, const SamplingParams* p, Rng* rng, SampledToken* out);
 // log-softmax statistics of a given token without drawing (scoring): its log-prob and the top-k
 void score_token(const float* logits, int V, int id, int record_topk, SampledToken* out);
+// Scores tokens[0..n) as the continuation of the slot, which must hold its last logits
+// (decoder_assign): out[j] gets score_token's statistics of tokens[j] under the distribution after
+// the slot and tokens[0..j) (out[j].topk_ids, topk_lp: the caller's arrays of K entries). Feeds
+// tokens[0..n-1) into the slot. On a GPU backend with K <= 64 the rows are scored on the device
+// (sample_rows without drawing) and only the statistics come back.
+void decoder_score(Decoder* d, int slot, const int* tokens, int n, int K, SampledToken* out);
 
 // Generate up to max_new tokens for each of the nb slots, one batched step at a time, each slot
 // drawing from its own rng (rngs[i]). A slot stops after emitting any id in stop_ids (the stop id

@@ -117,7 +117,8 @@ struct Backend {
     // a draw proportional to exp(z / temperature) over the vocabulary in id order, at u[n] in [0, 1)
     // (N doubles) of the running sum; lp[n] = its log-prob at temperature 1; with K > 0 (<=
     // LOSS_TOPK_MAX) topk_ids, topk_lp (N, K) the K best at temperature 1 (ties to the lower id),
-    // best first, and tail (N) = 1 - their mass, clamped to [0, 1]. Sums may round in another
+    // best first, and tail (N) = 1 - their mass, clamped to [0, 1]. With u NULL nothing is drawn:
+    // ids are given (scoring) and only lp and the top-k are written. Sums may round in another
     // order than the host's, so a draw within rounding of a boundary may differ from it.
     void (*sample_rows)(Backend* be, const float* z, int N, int V, float temperature, const double* u, int K,
                         int* ids, float* lp, int* topk_ids, float* topk_lp, float* tail);

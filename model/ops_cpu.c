@@ -619,13 +619,15 @@ static void cpu_pick(Backend* be, float* out, const float* x, const int* idx, in
     }
 }
 
-// the draws of decoding (sample.h), rows in parallel: each row's result depends on its own data
+// the draws of decoding or, with u NULL, the scoring of given ids (sample.h), rows in parallel: each
+// row's result depends on its own data
 static void cpu_sample_rows(Backend* be, const float* z, int N, int V, float temperature, const double* u, int K,
                             int* ids, float* lp, int* topk_ids, float* topk_lp, float* tail) {
 #pragma omp parallel for num_threads(be->threads) if(N > 1) schedule(static)
     for (int n = 0; n < N; n++) {
         const float* zn = z + (size_t)n * V;
-        ids[n] = sample_row_id(zn, V, temperature, 1.0f, 0, u[n]);
+        if (u) ids[n] = sample_row_id(zn, V, temperature, 1.0f, 0, u[n]);
+        else if (ids[n] < 0 || ids[n] >= V) fatal("sample_rows: id %d outside the vocabulary [0, %d)", ids[n], V);
         sample_row_record(zn, V, loss_row_logsumexp(zn, V), ids[n], K, lp + n, K ? topk_ids + (size_t)n * K : NULL,
                           K ? topk_lp + (size_t)n * K : NULL, K ? tail + n : NULL);
     }

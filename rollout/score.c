@@ -271,32 +271,22 @@ static int check_fits(const Agent* a, int n, int row, char* err, size_t errlen) 
 
 static int score_turn(Agent* a, Trajectory* t, const int* ctx, int n, const int* agent, int na, int row,
                       float* teacher_lp) {
-    const int slot = 0, K = t->topk, V = a->V;
+    const int slot = 0, K = t->topk;
     Decoder* dec = score_decoder(a);
     decoder_assign(dec, 1, &slot, &ctx, &n);
-    float* logits = mallocCheck(sizeof(float) * (size_t)V * (size_t)na); // (na, V): row j predicts agent[j]
-    const float* first = decoder_logits(dec, slot);
-    memcpy(logits, first, sizeof(float) * (size_t)V);
-    if (na > 1) {
-        const int m = na - 1;
-        decoder_feed(dec, 1, &slot, &agent, &m, logits + V);
+    // the statistics land in the record's rows: row + j predicts agent[j]
+    SampledToken* st = callocCheck((size_t)na, sizeof(SampledToken));
+    for (int j = 0; j < na && K; j++) {
+        st[j].topk_ids = (int*)t->topk_ids + (size_t)(row + j) * K;
+        st[j].topk_lp = t->topk_lp + (size_t)(row + j) * K;
     }
-    int* ids = mallocCheck(sizeof(int) * (size_t)(K + 1));
-    float* lp = mallocCheck(sizeof(float) * (size_t)(K + 1));
+    decoder_score(dec, slot, agent, na, K, st);
     for (int j = 0; j < na; j++) {
-        SampledToken st = {.topk_ids = ids, .topk_lp = lp};
-        score_token(logits + (size_t)j * V, V, agent[j], K, &st);
         const size_t r = (size_t)(row + j);
-        if (K > 0) {
-            memcpy(t->topk_ids + r * K, ids, sizeof(int32_t) * (size_t)K);
-            memcpy(t->topk_lp + r * K, lp, sizeof(float) * (size_t)K);
-        }
-        t->tail_mass[r] = st.tail_mass;
-        if (teacher_lp) teacher_lp[r] = st.logprob;
+        t->tail_mass[r] = st[j].tail_mass;
+        if (teacher_lp) teacher_lp[r] = st[j].logprob;
     }
-    free(ids);
-    free(lp);
-    free(logits);
+    free(st);
     return 0;
 }
 

@@ -1,8 +1,9 @@
-// CUDA backend: decoding's draws on the device (the sample_rows op of ops.h; model/sample.h has the
-// math, sample.c its host definition). One block per row: the row's log-sum-exp at temperature 1
-// and its first maximum, then the draw in id order, then the recorded top-k one best candidate at a
-// time. The draw's running sum is chunked: each thread sums a contiguous run of ids, one thread
-// lays the runs' sums end to end in id order, and the thread whose run holds u * total walks it.
+// CUDA backend: decoding's draws on the device, and the scoring of given ids (the sample_rows op of
+// ops.h; model/sample.h has the math, sample.c its host definition). One block per row: the row's
+// log-sum-exp at temperature 1 and its first maximum, then the draw in id order, then the recorded
+// top-k one best candidate at a time. The draw's running sum is chunked: each thread sums a
+// contiguous run of ids, one thread lays the runs' sums end to end in id order, and the thread whose
+// run holds u * total walks it.
 // Every sum has a fixed order, so results are bit-identical between runs; they round in another
 // order than the host's, so a draw within rounding of a boundary may differ from sample_token's.
 #include <limits.h>
@@ -58,8 +59,8 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
         if (cand_before(zn[v], v, bz, bi)) bz = zn[v], bi = v;
     }
     block_best(bz, bi, shf, shi);
-    int id = bi;
-    if (temperature != 0.0f) {
+    int id = u ? bi : ids[n]; // without uniforms the ids are given (scoring)
+    if (u && temperature != 0.0f) {
         // weights exp((z - zmax) / temperature) in double, as sample_row_id; thread t sums ids [c0, c1)
         const double inv_t = 1.0 / temperature;
         const int per = (V + nt - 1) / nt, c0 = min(V, tid * per), c1 = min(V, c0 + per);
@@ -107,7 +108,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
         }
     }
     if (tid == 0) {
-        ids[n] = id;
+        if (u) ids[n] = id;
         lp[n] = (float)(zn[id] - lse);
     }
     // the recorded top-k: K rounds, each the best candidate after the previous one in the order

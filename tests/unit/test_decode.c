@@ -543,6 +543,42 @@ static void write_file(const char* path, const char* src) {
     fclose(out);
 }
 
+// decoder_score (on a GPU: the device path, sample_rows without drawing) against score_token over
+// model_forward's logits of the whole sequence: same top-k ids, log-probs and tails within 1e-4.
+// 70 tokens after a 30-token context span three blocks of the one-slot decoder's 32 head rows.
+static void test_score_tokens(void** state) {
+    (void)state;
+    Fixture f = fixture(VAR_QWEN3, 1, 128);
+    const int n0 = 30, n = 70, K = 5, slot = 0;
+    int seq[100];
+    random_tokens(seq, n0 + n, f.V, 70);
+    float* ref = full_logits(f.m, seq, n0 + n);
+    const int* ctx = seq;
+    int nc = n0;
+    decoder_assign(f.d, 1, &slot, &ctx, &nc);
+    SampledToken* st = calloc(n, sizeof(SampledToken));
+    int* ids = malloc(sizeof(int) * n * K);
+    float* lp = malloc(sizeof(float) * n * K);
+    for (int j = 0; j < n; j++) st[j].topk_ids = ids + j * K, st[j].topk_lp = lp + j * K;
+    decoder_score(f.d, slot, seq + n0, n, K, st);
+    assert_int_equal(decoder_length(f.d, slot), n0 + n - 1);
+    int rid[5];
+    float rlp[5];
+    for (int j = 0; j < n; j++) {
+        SampledToken r = {.topk_ids = rid, .topk_lp = rlp};
+        score_token(ref + (size_t)(n0 - 1 + j) * f.V, f.V, seq[n0 + j], K, &r);
+        assert_int_equal(st[j].id, seq[n0 + j]);
+        assert_true(fabsf(st[j].logprob - r.logprob) <= 1e-4f);
+        assert_true(fabsf(st[j].tail_mass - r.tail_mass) <= 1e-4f);
+        for (int k = 0; k < K; k++) {
+            assert_int_equal(st[j].topk_ids[k], rid[k]);
+            assert_true(fabsf(st[j].topk_lp[k] - rlp[k]) <= 1e-4f);
+        }
+    }
+    free(st), free(ids), free(lp), free(ref);
+    fixture_free(&f);
+}
+
 // Generation on the backend under test against the CPU backend's host draws, from the same
 // weights, prompts and seeds: on a GPU the draws run on the device (decode.c's generate_device,
 // the backend's sample_rows), on the CPU on the host. Same ids and top-k ids, log-probs and tails
@@ -727,7 +763,8 @@ int main(void) {
         cmocka_unit_test(test_truncate_refeed),        cmocka_unit_test(test_copy),
         cmocka_unit_test(test_feed_device),
         cmocka_unit_test(test_prefix_reuse),           cmocka_unit_test(test_batch_invariance),
-        cmocka_unit_test(test_greedy_matches_forward), cmocka_unit_test(test_device_draws_match_host),
+        cmocka_unit_test(test_greedy_matches_forward), cmocka_unit_test(test_score_tokens),
+        cmocka_unit_test(test_device_draws_match_host),
         cmocka_unit_test(test_score_hf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
