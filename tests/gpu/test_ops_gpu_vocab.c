@@ -305,6 +305,7 @@ typedef struct {
     int N, V, K, ties; // ties: logits of few distinct values (ties broken to the lower id)
     float temperature;
     int values;        // 0: the ids (exact); 1: lp, topk_lp, tail
+    int score;         // ids given, no draw (u NULL)
 } SampleArgs;
 
 static void case_sample_rows(GpuCtx* c, const void* arg) {
@@ -323,9 +324,15 @@ static void case_sample_rows(GpuCtx* c, const void* arg) {
     // uniforms: random, and 0 and just below 1 at the edges of the running sum
     double* hu = malloc(sizeof(double) * N);
     for (int n = 0; n < N; n++) hu[n] = n == 1 ? 0.0 : n == 2 ? 1.0 - 1e-12 : rng_uniform(&c->rng);
-    double* u = gpu_upload(c, hu, sizeof(double) * N);
+    double* u = a->score ? NULL : gpu_upload(c, hu, sizeof(double) * N);
     free(hu);
     int* ids = (int*)gpu_junk(c, (size_t)N);
+    if (a->score) {
+        int* hid = malloc(sizeof(int) * N);
+        for (int n = 0; n < N; n++) hid[n] = (int)rng_below(&c->rng, (uint64_t)V);
+        be->upload(be, ids, hid, sizeof(int) * N);
+        free(hid);
+    }
     float* lp = gpu_junk(c, (size_t)N);
     int* tk_ids = (int*)gpu_junk(c, (size_t)N * (K ? K : 1));
     float* tk_lp = gpu_junk(c, (size_t)N * (K ? K : 1));
@@ -344,16 +351,16 @@ static void case_sample_rows(GpuCtx* c, const void* arg) {
 void test_sample_rows(void** state) {
     (void)state;
     const SampleArgs cases[] = {
-        {8, 50304, 8, 0, 1.0f, 0},   {5, 151936, 20, 0, 0.7f, 0}, {9, 300, 64, 1, 0.0f, 0},
-        {7, 7, 0, 0, 2.0f, 0},       {6, 300, 16, 1, 1.0f, 0},
+        {8, 50304, 8, 0, 1.0f, 0, 0}, {5, 151936, 20, 0, 0.7f, 0, 0}, {9, 300, 64, 1, 0.0f, 0, 0},
+        {7, 7, 0, 0, 2.0f, 0, 0},     {6, 300, 16, 1, 1.0f, 0, 0},    {8, 50304, 8, 0, 1.0f, 0, 1},
     };
     char label[96];
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         for (int values = 0; values < 2; values++) {
             SampleArgs a = cases[i];
             a.values = values;
-            snprintf(label, sizeof label, "sample_rows N=%d V=%d K=%d t=%g%s %s", a.N, a.V, a.K, a.temperature,
-                     a.ties ? " ties" : "", values ? "values" : "ids");
+            snprintf(label, sizeof label, "sample_rows N=%d V=%d K=%d t=%g%s%s %s", a.N, a.V, a.K, a.temperature,
+                     a.ties ? " ties" : "", a.score ? " scoring" : "", values ? "values" : "ids");
             // the same seed for both halves: the same logits and uniforms
             gpu_check(label, case_sample_rows, &a, 150 + i, values ? TOL_ELEMENTWISE : TOL_EXACT);
         }
