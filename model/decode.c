@@ -574,7 +574,9 @@ static void generate_device(Decoder* d, const int* slots, const SamplingParams* 
                             GenResult* out, int* fs, int* ftok, const int* const* fptr, const int* ones, int* kept) {
     Backend* be = d->be;
     const size_t V = (size_t)d->c.vocab_size, K = (size_t)p->record_topk;
-    for (int a = 0; a < na; a++) be->upload(be, d->z + a * V, d->logits + (size_t)slots[active[a]] * V, V * 4);
+    for (int a = 0; a < na; a++) {
+        be->upload(be, d->z + a * V, d->logits + (size_t)slots[active[a]] * V, V * sizeof(float));
+    }
     while (na > 0) {
         // exactly one uniform per draw, none when greedy, from each slot's own stream (as sample_token)
         for (int a = 0; a < na; a++) d->u_host[a] = p->temperature == 0.0f ? 0.0 : rng_uniform(rngs[active[a]]);
