@@ -82,22 +82,35 @@ struct Decoder {
     int* host;         // (4 * rows) staging
     HeadRow* want;     // (rows) rows of one chunk whose logits are wanted
     void* attn_work;
-    // decoding's draws on the device (generate_device): per slot of a step
+    // decoding's draws and scoring on the device (generate_device, score_device)
+    int device;         // the backend is not the CPU's
     int last_on_device; // a feed leaves the slots' last logits in z (rows in feed order), none on the host
     double* u_dev;      // (head_rows) the draws' uniforms
-    int* id_dev;        // (head_rows) the ids drawn
-    float* lp_dev;      // (head_rows) their log-probs
-    int* tk_id_dev;     // (head_rows, DECODE_DEVICE_TOPK_MAX) the recorded top-k
-    float* tk_lp_dev;   // (head_rows, DECODE_DEVICE_TOPK_MAX)
-    float* tail_dev;    // (head_rows)
+    void* rows_dev;     // (head_rows rows) sample_rows' outputs, laid out as RowsOut
+    void* rows_host;    // its host copy
     float* score_z;     // (head_rows, V) decoder_score's rows on the device (allocated at first use)
-    int* score_ids;     // (head_rows) their tokens
-    double* u_host;     // (head_rows) staging of the same
-    int* id_host;       // (head_rows * (DECODE_DEVICE_TOPK_MAX + 1)) ids, then the top-k ids
-    float* lp_host;     // (head_rows * (DECODE_DEVICE_TOPK_MAX + 2)) log-probs, tails, then the top-k log-probs
 };
 
 static float* falloc(Backend* be, size_t n) { return be->alloc(be, n * sizeof(float)); }
+
+// sample_rows' outputs for up to head_rows rows in one buffer, so that a step brings them back in one
+// download: ids, log-probs, tails, then the top-k ids and log-probs (rows of K, up to
+// DECODE_DEVICE_TOPK_MAX each)
+typedef struct {
+    int* ids;
+    float *lp, *tail;
+    int* tk_ids;
+    float* tk_lp;
+} RowsOut;
+
+#define ROWS_OUT_WORDS(R) ((size_t)(R) * (3 + 2 * DECODE_DEVICE_TOPK_MAX)) // 4-byte words
+
+static RowsOut rows_out(void* base, int R) {
+    int32_t* w = base;
+    const size_t r = (size_t)R, tk = r * DECODE_DEVICE_TOPK_MAX;
+    return (RowsOut){.ids = (int*)w, .lp = (float*)(w + r), .tail = (float*)(w + 2 * r), .tk_ids = (int*)(w + 3 * r),
+                     .tk_lp = (float*)(w + 3 * r + tk)};
+}
 
 // ----------------------------------------------------------------------------
 // lifetime
@@ -168,16 +181,12 @@ Decoder* decoder_create(Model* m, int max_batch, int max_len) {
     d->host = mallocCheck(4 * R * sizeof(int));
     d->want = mallocCheck(R * sizeof(HeadRow));
     d->attn_work = be->alloc(be, be->attention_work_bytes(be, max_len));
-    const size_t B = (size_t)d->head_rows, TK = DECODE_DEVICE_TOPK_MAX; // a step's slots, or a score block
-    d->u_dev = be->alloc(be, B * sizeof(double));
-    d->id_dev = be->alloc(be, B * sizeof(int));
-    d->lp_dev = falloc(be, B);
-    d->tk_id_dev = be->alloc(be, B * TK * sizeof(int));
-    d->tk_lp_dev = falloc(be, B * TK);
-    d->tail_dev = falloc(be, B);
-    d->u_host = mallocCheck(B * sizeof(double));
-    d->id_host = mallocCheck(B * (TK + 1) * sizeof(int));
-    d->lp_host = mallocCheck(B * (TK + 2) * sizeof(float));
+    d->device = strcmp(be->name, "cpu") != 0;
+    if (d->device) { // a step's slots, or a block of scored rows
+        d->u_dev = be->alloc(be, (size_t)d->head_rows * sizeof(double));
+        d->rows_dev = be->alloc(be, ROWS_OUT_WORDS(d->head_rows) * 4);
+        d->rows_host = mallocCheck(ROWS_OUT_WORDS(d->head_rows) * 4);
+    }
     return d;
 }
 
@@ -187,8 +196,7 @@ void decoder_free(Decoder* d) {
     void* bufs[] = {d->kc,   d->vc,   d->rope_cos, d->rope_sin, d->x,       d->ln,      d->rstd,
                     d->qraw, d->kraw, d->q,        d->k,        d->v,       d->att,     d->lse,
                     d->gate, d->up,   d->h,        d->sel,      d->seln,    d->z,       d->tok_dev,
-                    d->pos_dev, d->qlen_dev, d->kvlen_dev, d->attn_work, d->u_dev, d->id_dev, d->lp_dev,
-                    d->tk_id_dev, d->tk_lp_dev, d->tail_dev, d->score_z, d->score_ids};
+                    d->pos_dev, d->qlen_dev, d->kvlen_dev, d->attn_work, d->u_dev, d->rows_dev, d->score_z};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (bufs[i]) be->free(be, bufs[i]);
     }
@@ -198,9 +206,7 @@ void decoder_free(Decoder* d) {
     free(d->logits);
     free(d->host);
     free(d->want);
-    free(d->u_host);
-    free(d->id_host);
-    free(d->lp_host);
+    free(d->rows_host);
     free(d);
 }
 
@@ -561,9 +567,29 @@ static void token_topk_alloc(SampledToken* st, size_t k) {
     st->topk_lp = (float*)(void*)(st->topk_ids + k);
 }
 
-static int device_sampling(const Decoder* d, const SamplingParams* p) {
-    return strcmp(d->be->name, "cpu") != 0 && (p->top_k == 0 || p->top_k >= d->c.vocab_size) && p->top_p >= 1.0f &&
-           p->record_topk <= DECODE_DEVICE_TOPK_MAX;
+// the device paths take rows recording at most DECODE_DEVICE_TOPK_MAX top-k log-probs
+static int device_rows(const Decoder* d, int K) { return d->device && K <= DECODE_DEVICE_TOPK_MAX; }
+
+// sample_rows on `rows` rows of z (u NULL: scoring the ids already in rows_dev), its outputs back
+// in one download
+static RowsOut rows_sample(Decoder* d, const float* z, int rows, float temperature, const double* u, int K) {
+    Backend* be = d->be;
+    const RowsOut dev = rows_out(d->rows_dev, d->head_rows);
+    be->sample_rows(be, z, rows, d->c.vocab_size, temperature, u, K, dev.ids, dev.lp, K ? dev.tk_ids : NULL,
+                    K ? dev.tk_lp : NULL, K ? dev.tail : NULL);
+    const size_t words = K ? (size_t)(dev.tk_lp - (float*)d->rows_dev) + (size_t)rows * K
+                           : (size_t)(dev.lp - (float*)d->rows_dev) + (size_t)rows;
+    be->download(be, d->rows_host, d->rows_dev, words * 4);
+    return rows_out(d->rows_host, d->head_rows);
+}
+
+// st gets row r of h (its top-k arrays hold K entries)
+static void row_token(const RowsOut* h, int r, int K, SampledToken* st) {
+    st->id = h->ids[r];
+    st->logprob = h->lp[r];
+    st->tail_mass = K ? h->tail[r] : 0.0f;
+    if (K) memcpy(st->topk_ids, h->tk_ids + (size_t)r * K, (size_t)K * sizeof(int));
+    if (K) memcpy(st->topk_lp, h->tk_lp + (size_t)r * K, (size_t)K * sizeof(float));
 }
 
 // Draws on the device, from the slots' last logits in z (active order): each step uploads the
@@ -573,35 +599,22 @@ static void generate_device(Decoder* d, const int* slots, const SamplingParams* 
                             int na, const int* cap, const int* stop_ids, int n_stop, StopFn stop, void* stop_ctx,
                             GenResult* out, int* fs, int* ftok, const int* const* fptr, const int* ones, int* kept) {
     Backend* be = d->be;
-    const size_t V = (size_t)d->c.vocab_size, K = (size_t)p->record_topk;
+    const size_t V = (size_t)d->c.vocab_size;
+    const int K = p->record_topk;
+    double* u = mallocCheck((size_t)d->head_rows * sizeof(double));
     for (int a = 0; a < na; a++) {
         be->upload(be, d->z + a * V, d->logits + (size_t)slots[active[a]] * V, V * sizeof(float));
     }
     while (na > 0) {
         // exactly one uniform per draw, none when greedy, from each slot's own stream (as sample_token)
-        for (int a = 0; a < na; a++) d->u_host[a] = p->temperature == 0.0f ? 0.0 : rng_uniform(rngs[active[a]]);
-        be->upload(be, d->u_dev, d->u_host, (size_t)na * sizeof(double));
-        be->sample_rows(be, d->z, na, (int)V, p->temperature, d->u_dev, (int)K, d->id_dev, d->lp_dev,
-                        K ? d->tk_id_dev : NULL, K ? d->tk_lp_dev : NULL, K ? d->tail_dev : NULL);
-        int* ids = d->id_host;
-        float *lp = d->lp_host, *tail = lp + na, *tk_lp = tail + na;
-        int* tk_ids = ids + na;
-        be->download(be, ids, d->id_dev, (size_t)na * sizeof(int));
-        be->download(be, lp, d->lp_dev, (size_t)na * sizeof(float));
-        if (K) {
-            be->download(be, tail, d->tail_dev, (size_t)na * sizeof(float));
-            be->download(be, tk_ids, d->tk_id_dev, (size_t)na * K * sizeof(int));
-            be->download(be, tk_lp, d->tk_lp_dev, (size_t)na * K * sizeof(float));
-        }
+        for (int a = 0; a < na; a++) u[a] = p->temperature == 0.0f ? 0.0 : rng_uniform(rngs[active[a]]);
+        be->upload(be, d->u_dev, u, (size_t)na * sizeof(double));
+        const RowsOut h = rows_sample(d, d->z, na, p->temperature, d->u_dev, K);
         for (int a = 0; a < na; a++) {
             const int i = active[a];
             SampledToken* st = &out[i].tokens[out[i].n];
-            st->id = ids[a];
-            st->logprob = lp[a];
-            st->tail_mass = K ? tail[a] : 0.0f;
-            token_topk_alloc(st, K);
-            if (K) memcpy(st->topk_ids, tk_ids + a * K, K * sizeof(int));
-            if (K) memcpy(st->topk_lp, tk_lp + a * K, K * sizeof(float));
+            token_topk_alloc(st, (size_t)K);
+            row_token(&h, a, K, st);
         }
         const int keep = step_done(slots, active, na, cap, stop_ids, n_stop, stop, stop_ctx, out, fs, ftok, kept);
         d->last_on_device = 1;
@@ -612,6 +625,7 @@ static void generate_device(Decoder* d, const int* slots, const SamplingParams* 
         }
         na = keep;
     }
+    free(u);
 }
 
 // Draws on the host, from the slots' last logits downloaded by each feed.
@@ -678,7 +692,8 @@ void decoder_generate(Decoder* d, int nb, const int* slots, const SamplingParams
         out[i].tokens = callocCheck((size_t)cap[i] + 1, sizeof(SampledToken));
         if (cap[i] > 0) active[na++] = i;
     }
-    if (device_sampling(d, p)) {
+    // draws that need no sorting (top_k and top_p off) can run on the device
+    if (device_rows(d, p->record_topk) && (p->top_k == 0 || p->top_k >= V) && p->top_p >= 1.0f) {
         generate_device(d, slots, p, rngs, active, na, cap, stop_ids, n_stop, stop, stop_ctx, out, fs, ftok, fptr,
                         ones, kept);
     } else {
@@ -701,14 +716,9 @@ void decoder_generate(Decoder* d, int nb, const int* slots, const SamplingParams
 static void score_device(Decoder* d, int slot, const int* tokens, int n, int K, SampledToken* out) {
     Backend* be = d->be;
     const int V = d->c.vocab_size, R = d->head_rows;
-    if (!d->score_z) {
-        d->score_z = falloc(be, (size_t)R * V);
-        d->score_ids = be->alloc(be, (size_t)R * sizeof(int));
-    }
-    float *lp = d->lp_host, *tail = lp + R, *tk_lp = tail + R;
-    int* tk_ids = d->id_host;
+    if (!d->score_z) d->score_z = falloc(be, (size_t)R * V);
     for (int j0 = 0; j0 < n; j0 += R) {
-        const int j1 = n - j0 < R ? n : j0 + R, rows = j1 - j0;
+        const int rows = n - j0 < R ? n - j0 : R;
         // row j predicts tokens[j]: row 0 holds the slot's logits, row j > 0 comes from feeding tokens[j - 1]
         int r0 = 0;
         if (j0 == 0) {
@@ -718,23 +728,9 @@ static void score_device(Decoder* d, int slot, const int* tokens, int n, int K, 
         const int m = rows - r0;
         const int* fed = tokens + j0 + r0 - 1;
         if (m > 0) decoder_feed_device(d, 1, &slot, &fed, &m, d->score_z + (size_t)r0 * V);
-        be->upload(be, d->score_ids, tokens + j0, (size_t)rows * sizeof(int));
-        be->sample_rows(be, d->score_z, rows, V, 1.0f, NULL, K, d->score_ids, d->lp_dev, K ? d->tk_id_dev : NULL,
-                        K ? d->tk_lp_dev : NULL, K ? d->tail_dev : NULL);
-        be->download(be, lp, d->lp_dev, (size_t)rows * sizeof(float));
-        if (K) {
-            be->download(be, tail, d->tail_dev, (size_t)rows * sizeof(float));
-            be->download(be, tk_ids, d->tk_id_dev, (size_t)rows * K * sizeof(int));
-            be->download(be, tk_lp, d->tk_lp_dev, (size_t)rows * K * sizeof(float));
-        }
-        for (int r = 0; r < rows; r++) {
-            SampledToken* st = &out[j0 + r];
-            st->id = tokens[j0 + r];
-            st->logprob = lp[r];
-            st->tail_mass = K ? tail[r] : 0.0f;
-            if (K) memcpy(st->topk_ids, tk_ids + (size_t)r * K, (size_t)K * sizeof(int));
-            if (K) memcpy(st->topk_lp, tk_lp + (size_t)r * K, (size_t)K * sizeof(float));
-        }
+        be->upload(be, rows_out(d->rows_dev, R).ids, tokens + j0, (size_t)rows * sizeof(int));
+        const RowsOut h = rows_sample(d, d->score_z, rows, 1.0f, NULL, K);
+        for (int r = 0; r < rows; r++) row_token(&h, r, K, &out[j0 + r]);
     }
 }
 
@@ -744,7 +740,7 @@ void decoder_score(Decoder* d, int slot, const int* tokens, int n, int K, Sample
     if (!d->logits_ok[slot]) fatal("decoder_score: slot %d holds no last logits (decoder_assign it first)", slot);
     if (n <= 0) return;
     if (K < 0 || K > (V < LOSS_TOPK_MAX ? V : LOSS_TOPK_MAX)) fatal("decoder_score: top-%d outside 0..%d", K, V);
-    if (strcmp(d->be->name, "cpu") != 0 && K <= DECODE_DEVICE_TOPK_MAX) {
+    if (device_rows(d, K)) {
         score_device(d, slot, tokens, n, K, out);
         return;
     }

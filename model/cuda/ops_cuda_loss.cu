@@ -352,28 +352,6 @@ double cuda_kl_sampled(Backend* be, const float* z, const int* ids, const float*
 // the distillation objective's rows (loss.h): entropy and argmax, the JSD and its surrogate
 // teacher, the sampled id's log-prob from a top-k row, and picking one entry per row
 
-// (v, i) becomes the larger of itself and (ov, oi); ties go to the lower index, as the CPU's
-// first-max scan does
-__device__ __forceinline__ void argmax_merge(float& v, int& i, float ov, int oi) {
-    if (ov > v || (ov == v && oi < i)) v = ov, i = oi;
-}
-
-// the block's first index of the max; every thread gets it. shf: 32 floats, shi: 32 ints.
-__device__ int block_argmax(float v, int i, float* shf, int* shi) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    for (int o = 16; o > 0; o >>= 1)
-        argmax_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
-    __syncthreads();
-    if (lane == 0) shf[warp] = v, shi[warp] = i;
-    __syncthreads();
-    v = lane < nw ? shf[lane] : -INFINITY;
-    i = lane < nw ? shi[lane] : INT_MAX;
-    for (int o = 16; o > 0; o >>= 1)
-        argmax_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
-    __syncthreads();
-    return i;
-}
-
 __global__ void __launch_bounds__(LOSS_THREADS) entropy_kernel(const float* z, const float* w, int V, double* entropy,
                                                                int* argmax) {
     __shared__ float shf[32];
@@ -404,7 +382,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) entropy_kernel(const float* z, c
             if (zn[v] > best) best = zn[v], arg = v;
         }
     }
-    arg = block_argmax(best, arg, shf, shi);
+    block_argmax(best, arg, shf, shi);
     if (threadIdx.x == 0) argmax[n] = arg;
 }
 

@@ -1,7 +1,9 @@
 // Device helpers shared by the CUDA backend's kernels: ceil division, the warp and block
-// reductions (fixed shuffle trees), and a row's max and sum of exponentials in one read. Plain
-// CUDA without library headers, so that tests/emu can build the kernels that use them on the host.
+// reductions (fixed shuffle trees), a row's max and sum of exponentials in one read, and the
+// first index of a block's max. Plain CUDA without library headers, so that tests/emu can build
+// the kernels that use them on the host.
 #pragma once
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 
@@ -89,3 +91,32 @@ __device__ __forceinline__ void row_max_sum(const float* z, int V, float* shf, d
     *s_out = block_sum_d(part, shd);
     *m_out = M;
 }
+
+// ----------------------------------------------------------------------------
+// first index of the max
+
+// (va, ia) before (vb, ib): the larger value, ties to the lower index, as the CPU's first-max scans
+__device__ __forceinline__ bool argmax_before(float va, int ia, float vb, int ib) {
+    return va > vb || (va == vb && ia < ib);
+}
+
+// (v, i) becomes the first of itself and (ov, oi)
+__device__ __forceinline__ void argmax_merge(float& v, int& i, float ov, int oi) {
+    if (argmax_before(ov, oi, v, i)) v = ov, i = oi;
+}
+
+// the block's first (v, i) in that order; every thread gets both. shf: 32 floats, shi: 32 ints.
+__device__ __forceinline__ void block_argmax(float& v, int& i, float* shf, int* shi) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int o = 16; o > 0; o >>= 1)
+        argmax_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    __syncthreads();
+    if (lane == 0) shf[warp] = v, shi[warp] = i;
+    __syncthreads();
+    v = lane < nw ? shf[lane] : -INFINITY;
+    i = lane < nw ? shi[lane] : INT_MAX;
+    for (int o = 16; o > 0; o >>= 1)
+        argmax_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    __syncthreads();
+}
+

@@ -12,32 +12,6 @@
 
 #define SAMPLE_THREADS 512
 
-// a before b: the larger logit, ties to the lower id (sample.c's order of candidates)
-__device__ __forceinline__ bool cand_before(float za, int ia, float zb, int ib) {
-    return za > zb || (za == zb && ia < ib);
-}
-
-// the block's best (z, id) candidate; every thread gets it. shz, shi: 32 entries of shared memory
-__device__ void block_best(float& z, int& id, float* shz, int* shi) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) {
-        const float oz = __shfl_xor_sync(0xffffffffu, z, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, id, o);
-        if (cand_before(oz, oi, z, id)) z = oz, id = oi;
-    }
-    __syncthreads();
-    if (lane == 0) shz[warp] = z, shi[warp] = id;
-    __syncthreads();
-    z = lane < nw ? shz[lane] : -INFINITY;
-    id = lane < nw ? shi[lane] : INT_MAX;
-    for (int o = 16; o > 0; o >>= 1) {
-        const float oz = __shfl_xor_sync(0xffffffffu, z, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, id, o);
-        if (cand_before(oz, oi, z, id)) z = oz, id = oi;
-    }
-    __syncthreads();
-}
-
 __global__ void __launch_bounds__(SAMPLE_THREADS)
     sample_rows_kernel(const float* z, int V, float temperature, const double* u, int K, int* ids, float* lp,
                        int* topk_ids, float* topk_lp, float* tail) {
@@ -56,9 +30,9 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
     float bz = -INFINITY;
     int bi = INT_MAX;
     for (int v = tid; v < V; v += nt) {
-        if (cand_before(zn[v], v, bz, bi)) bz = zn[v], bi = v;
+        if (argmax_before(zn[v], v, bz, bi)) bz = zn[v], bi = v;
     }
-    block_best(bz, bi, shf, shi);
+    block_argmax(bz, bi, shf, shi);
     int id = u ? bi : ids[n]; // without uniforms the ids are given (scoring)
     if (u && temperature != 0.0f) {
         // weights exp((z - zmax) / temperature) in double, as sample_row_id; thread t sums ids [c0, c1)
@@ -99,9 +73,9 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
             for (int v = tid; v < V; v += nt) {
                 if (v > last && exp((double)(zn[v] - bz) * inv_t) > 0.0) last = v;
             }
-            float lz = (float)last; // ids below 2^24 are exact floats; block_best keeps the largest
+            float lz = (float)last; // ids below 2^24 are exact floats; block_argmax keeps the largest
             int li = 0;
-            block_best(lz, li, shf, shi);
+            block_argmax(lz, li, shf, shi);
             id = (int)lz;
         } else {
             id = drawn;
@@ -120,9 +94,9 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
         int ci = INT_MAX;
         for (int v = tid; v < V; v += nt) {
             const float x = zn[v];
-            if (cand_before(pz, pi, x, v) && cand_before(x, v, cz, ci)) cz = x, ci = v;
+            if (argmax_before(pz, pi, x, v) && argmax_before(x, v, cz, ci)) cz = x, ci = v;
         }
-        block_best(cz, ci, shf, shi);
+        block_argmax(cz, ci, shf, shi);
         if (tid == 0) {
             topk_ids[(size_t)n * K + k] = ci;
             topk_lp[(size_t)n * K + k] = (float)(cz - lse);

@@ -108,7 +108,6 @@ inline float emu_bf16_float(uint16_t b) {
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {emu_bf16_bits(f)}; }
 inline __nv_bfloat16 __float2bfloat16(float f) { return {emu_bf16_bits(f)}; }
 inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) { return {{emu_bf16_bits(lo)}, {emu_bf16_bits(hi)}}; }
-inline float __bfloat162float(__nv_bfloat16 b) { return emu_bf16_float(b.bits); }
 
 inline uint32_t pack_bf16(float lo, float hi) { return emu_bf16_bits(lo) | (uint32_t)emu_bf16_bits(hi) << 16; }
 
@@ -151,28 +150,25 @@ emu_switch:
     ret
     .size emu_switch, .-emu_switch
 )");
+typedef void* EmuContext; // the stack pointer at the switch
+// save the running context in *from, continue in *to
+inline void emu_context_switch(EmuContext* from, EmuContext* to) { emu_switch(from, *to); }
 #else
 #include <ucontext.h>
+typedef ucontext_t EmuContext;
+inline void emu_context_switch(EmuContext* from, EmuContext* to) { swapcontext(from, to); }
 #endif
 
 enum EmuState { EMU_READY, EMU_AT_WARP, EMU_AT_BLOCK, EMU_DONE };
 struct EmuFiber {
-#if defined(__x86_64__)
-    void* sp;
-#else
-    ucontext_t ctx;
-#endif
+    EmuContext ctx;
     uint3 tid;
     EmuState state;
 };
 struct EmuBlock {
     std::vector<EmuFiber> fibers;
     std::vector<char> stacks;
-#if defined(__x86_64__)
-    void* scheduler_sp;
-#else
-    ucontext_t scheduler;
-#endif
+    EmuContext scheduler;
     EmuFiber* current;
     alignas(16) unsigned char slot[32][32][64]; // [warp][lane]: a lane's operands for a collective
 };
@@ -182,11 +178,7 @@ inline EmuBlock* emu_block;
 inline void emu_yield(EmuState state) {
     EmuFiber* f = emu_block->current;
     f->state = state;
-#if defined(__x86_64__)
-    emu_switch(&f->sp, emu_block->scheduler_sp);
-#else
-    swapcontext(&f->ctx, &emu_block->scheduler);
-#endif
+    emu_context_switch(&f->ctx, &emu_block->scheduler);
 }
 
 inline void __syncthreads() { emu_yield(EMU_AT_BLOCK); }
@@ -303,11 +295,7 @@ inline void emu_resume(EmuBlock* blk, EmuFiber* f) {
     blk->current = f;
     threadIdx = f->tid;
     f->state = EMU_READY;
-#if defined(__x86_64__)
-    emu_switch(&blk->scheduler_sp, f->sp);
-#else
-    swapcontext(&blk->scheduler, &f->ctx);
-#endif
+    emu_context_switch(&blk->scheduler, &f->ctx);
 }
 
 // a fresh fiber i that starts in emu_fiber_main
@@ -326,7 +314,7 @@ inline void emu_fiber_init(EmuBlock* blk, unsigned i) {
     asm volatile("stmxcsr %0" : "=m"(mxcsr));
     asm volatile("fnstcw %0" : "=m"(fpucw));
     frame[0] = mxcsr | (uint64_t)fpucw << 32;
-    f->sp = frame;
+    f->ctx = frame;
 #else
     getcontext(&f->ctx);
     f->ctx.uc_stack.ss_sp = stack;
