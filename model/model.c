@@ -14,6 +14,9 @@
 // ----------------------------------------------------------------------------
 // state
 
+// The matmuls' and attention's inputs and outputs are activation buffers (alloc_act: bf16 in the
+// CUDA backend's bf16 mode); the residual stream, its gradient, the norm statistics, the logits
+// and what the loss blocks write stay fp32.
 typedef struct {
     // per-layer tensors are stacked over L; N = B * T rows of the current batch
     float* resid;  // (L + 1, N, D) residual stream entering each layer (the last enters the final norm)
@@ -119,6 +122,8 @@ static void rope_tables(Model* m) {
 // lifetime
 
 static float* falloc(Backend* be, size_t n) { return be->alloc(be, n * sizeof(float)); }
+// activation storage (ops.h): bf16 on the CUDA backend's bf16 mode, fp32 elsewhere
+static float* act(Backend* be, size_t n) { return be->alloc_act(be, n); }
 
 Model* model_create(const ModelConfig* c, Backend* be, int max_batch, int max_seq) {
     char msg[256];
@@ -146,42 +151,42 @@ Model* model_create(const ModelConfig* c, Backend* be, int max_batch, int max_se
     Activations* a = &m->a;
     a->resid = falloc(be, (L + 1) * N * D);
     a->resid2 = falloc(be, L * N * D);
-    a->ln1 = falloc(be, L * N * D);
+    a->ln1 = act(be, L * N * D);
     a->rstd1 = falloc(be, L * N);
     if (c->qk_norm) {
-        a->qraw = falloc(be, L * N * Q);
-        a->kraw = falloc(be, L * N * K);
+        a->qraw = act(be, L * N * Q);
+        a->kraw = act(be, L * N * K);
         a->rstdq = falloc(be, L * N * H);
         a->rstdk = falloc(be, L * N * KV);
     }
-    a->q = falloc(be, L * N * Q);
-    a->k = falloc(be, L * N * K);
-    a->v = falloc(be, L * N * K);
-    a->att = falloc(be, L * N * Q);
+    a->q = act(be, L * N * Q);
+    a->k = act(be, L * N * K);
+    a->v = act(be, L * N * K);
+    a->att = act(be, L * N * Q);
     a->lse = falloc(be, L * N * H);
-    a->ln2 = falloc(be, L * N * D);
+    a->ln2 = act(be, L * N * D);
     a->rstd2 = falloc(be, L * N);
-    a->gate = falloc(be, L * N * F);
-    a->up = falloc(be, L * N * F);
-    a->h = falloc(be, L * N * F);
-    a->lnf = falloc(be, N * D);
+    a->gate = act(be, L * N * F);
+    a->up = act(be, L * N * F);
+    a->h = act(be, L * N * F);
+    a->lnf = act(be, N * D);
     a->rstdf = falloc(be, N);
     a->logits = falloc(be, N * V);
 
     Scratch* s = &m->s;
     s->dresid = falloc(be, N * D);
     s->dln = falloc(be, N * D);
-    s->datt = falloc(be, N * Q);
-    s->dq = falloc(be, N * Q);
-    s->dk = falloc(be, N * K);
-    s->dv = falloc(be, N * K);
+    s->datt = act(be, N * Q);
+    s->dq = act(be, N * Q);
+    s->dk = act(be, N * K);
+    s->dv = act(be, N * K);
     if (c->qk_norm) {
-        s->dqraw = falloc(be, N * Q);
-        s->dkraw = falloc(be, N * K);
+        s->dqraw = act(be, N * Q);
+        s->dkraw = act(be, N * K);
     }
-    s->dh = falloc(be, N * F);
-    s->dgate = falloc(be, N * F);
-    s->dup = falloc(be, N * F);
+    s->dh = act(be, N * F);
+    s->dgate = act(be, N * F);
+    s->dup = act(be, N * F);
     s->dlogits = falloc(be, N * V);
 
     rope_tables(m);

@@ -7,6 +7,11 @@
 //   caller never dereferences it on the host; host data moves only through upload/download.
 //   Element offsets into a buffer (p + i) are fine: buffers are arrays of fp32 (or int32, or the
 //   int64 fixed-point sums of the fp_* ops).
+// - Activation buffers (`alloc_act`) are addressed as fp32 arrays too, but a backend may store
+//   them at lower precision: the CUDA backend's bf16 mode keeps them in bf16 (the pointer is then
+//   a handle the backend resolves, and what an op writes there is rounded to bf16). The ops that
+//   take them: matmul (any operand), rmsnorm_fwd/bwd, rope, attention, swiglu, add_bias, bias_bwd,
+//   upload, download, memset0 and copy (which convert); the others fail on them.
 // - Parameters, gradients and optimizer moments are fp32 in every backend (master weights). A
 //   backend that computes in bf16 keeps its reduced-precision copies and casts internally.
 // - Ops are issued in order and may run asynchronously; `download` and the ops that return a
@@ -28,6 +33,7 @@ struct Backend {
     // lifetime and memory
     void (*destroy)(Backend* be);
     void* (*alloc)(Backend* be, size_t bytes); // zero-filled; fatal when out of memory
+    float* (*alloc_act)(Backend* be, size_t n); // n activation elements (see above), zero-filled
     void (*free)(Backend* be, void* p);
     void (*upload)(Backend* be, void* dst, const void* host_src, size_t bytes);
     void (*download)(Backend* be, void* host_dst, const void* src, size_t bytes);
@@ -101,8 +107,8 @@ struct Backend {
     double (*kl_sampled)(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
                          const float* w, int N, int V, float* losses, float* dz);
     // the distillation objective's per-row pieces (loss.h; rows with w == 0 skipped). entropy (N
-    // doubles, or NULL for the argmax alone), argmax (N); jsd_* return sum_n w[n] jsd[n] summed in row order and synchronise;
-    // their surrogate outputs may alias lp and tail.
+    // doubles, or NULL for the argmax alone), argmax (N); jsd_* return sum_n w[n] jsd[n] summed in
+    // row order and synchronise; their surrogate outputs may alias lp and tail.
     void (*entropy)(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax);
     double (*jsd_topk)(Backend* be, const float* z, const int* ids, const float* lp, const float* tail, const float* w,
                        int N, int V, int K, double beta, float* lp_s, float* tail_s);

@@ -37,6 +37,9 @@ static void* cpu_alloc(Backend* be, size_t bytes) {
     return p;
 }
 
+// activations stay fp32 on the CPU
+static float* cpu_alloc_act(Backend* be, size_t n) { return cpu_alloc(be, n * sizeof(float)); }
+
 static void cpu_free(Backend* be, void* p) {
     (void)be;
     free(p);
@@ -721,6 +724,7 @@ Backend* backend_cpu_create(int threads) {
         .threads = threads,
         .destroy = cpu_destroy,
         .alloc = cpu_alloc,
+        .alloc_act = cpu_alloc_act,
         .free = cpu_free,
         .upload = cpu_memcpy,
         .download = cpu_memcpy,

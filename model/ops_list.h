@@ -1,8 +1,8 @@
 // The backend's ops as X-macro lists, for code that interposes on every op of a Backend (the
 // benchmark's per-op profiler, the CUDA backend's operand-copy cache): X(name, parameter list,
 // argument list) for every op but matmul that returns nothing, R(...) for those returning a
-// double, I(...) for those returning an int. matmul and the lifetime entries (destroy, alloc, free, synchronize,
-// attention_work_bytes) are not listed: their users treat them apart. The check at the end fails
+// double, I(...) for those returning an int. matmul and the lifetime entries (destroy, alloc, alloc_act, free,
+// synchronize, attention_work_bytes) are not listed: their users treat them apart. The check at the end fails
 // the build when an op is added to struct Backend but not here.
 #pragma once
 #include <stddef.h>
@@ -99,7 +99,7 @@
       (be, acc, g, n, k, limit, max_abs))
 
 // ----------------------------------------------------------------------------
-// completeness: Backend's function pointers are the listed ops, matmul and the five lifetime entries
+// completeness: Backend's function pointers are the listed ops, matmul and the six lifetime entries
 
 #define BACKEND_OP_COUNT_ONE(name, params, args) +1
 enum {
@@ -111,5 +111,5 @@ static_assert
 #else
 _Static_assert
 #endif
-    (sizeof(Backend) == offsetof(Backend, destroy) + (BACKEND_LISTED_OPS + 6) * sizeof(void (*)(void)),
+    (sizeof(Backend) == offsetof(Backend, destroy) + (BACKEND_LISTED_OPS + 7) * sizeof(void (*)(void)),
      "an op of struct Backend is missing from model/ops_list.h");

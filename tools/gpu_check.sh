@@ -2,7 +2,7 @@
 # The GPU checks of the CUDA backend, run on a machine with an NVIDIA GPU in the root of a copy of
 # the source tree that holds .gpukit/kit.tar.xz (made here by tools/gpu_pack.sh): unpacks the kit,
 # prints the GPUs, runs the GPU tests (test_ops_gpu, test_model_gpu with the reference data of
-# tests/data, test_decode_gpu), the training benchmark (small and gpt2-124m, f32 and bf16 matmuls,
+# tests/data, test_model_bf16, test_decode_gpu), the training benchmark (small and gpt2-124m, f32 and bf16 matmuls,
 # MFU beside cuBLAS's bf16 peak, the bf16 step's per-op profile), the decoding benchmark (batch 1
 # and 64), the distillation trainer's benchmark, a CPU-versus-GPU `ingrain score`, the quickstart's bootstrap on
 # the GPU and the whole job (`ingrain run`) on the CPU and the GPU. Every step has its own time
@@ -62,6 +62,7 @@ step "ingrain version" 20 "$bin/ingrain" version
 
 step "test_ops_gpu" 180 "$bin/test_ops_gpu"
 step "test_model_gpu" 90 "$bin/test_model_gpu"
+step "test_model_bf16" 60 "$bin/test_model_bf16"
 step "test_decode_gpu" 90 "$bin/test_decode_gpu"
 
 for cfg in small gpt2-124m; do

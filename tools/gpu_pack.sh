@@ -12,8 +12,8 @@ set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$src/build-gputest}" && pwd)
 kit=$src/.gpukit
-bins=(tests/gpu/test_ops_gpu tests/gpu/test_model_gpu tests/gpu/test_decode_gpu ingrain_bench_model ingrain_bench_decode
-      ingrain)
+bins=(tests/gpu/test_ops_gpu tests/gpu/test_model_gpu tests/gpu/test_model_bf16 tests/gpu/test_decode_gpu
+      ingrain_bench_model ingrain_bench_decode ingrain)
 skip='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|libpthread\.|librt\.|libresolv\.|libutil\.|libgcc_s\.|libstdc\+\+\.|libcuda\.|libcudart\.|libcublas|libnvidia|libnccl)'
 
 grep -q 'INGRAIN_CUDA:STRING=ON' "$build/CMakeCache.txt" ||

@@ -77,18 +77,41 @@ static AttnArgs attn_args(const float* q, int ldq, const float* k, const float* 
     return a;
 }
 
+// ----------------------------------------------------------------------------
+// the ops. Activation buffers (bf16) go straight into the tensor-core kernels; the fp32 kernels
+// (decoding shapes, other head sizes) run on fp32 copies of them in the backend's stage region.
+
+static int any_bf16(const CudaView* v, int n) {
+    for (int i = 0; i < n; i++) {
+        if (v[i].bf16) return 1;
+    }
+    return 0;
+}
+
 void cuda_attention_fwd(Backend* be, float* out, float* lse, const float* q, int ldq, const float* k, const float* v,
                         int ldkv, const int* q_lens, const int* kv_lens, int B, int Tq, int Tk, int H, int KV, int hd,
                         void* work) {
-    (void)work;
     if (B <= 0 || Tq <= 0) return;
     const AttnArgs a = attn_args(q, ldq, k, v, ldkv, q_lens, kv_lens, Tq, Tk, H, KV, hd);
-    if (Tq * (H / KV) <= ATTN_DIRECT_ROWS) {
+    const CudaView vw[4] = {cuda_view(be, out), cuda_view(be, q), cuda_view(be, k), cuda_view(be, v)};
+    if (attn_use_mma(be, a)) {
+        const AttnIn in = {vw[1], vw[2], vw[3], {NULL, 0}};
+        cuda_attention_mma_fwd(be, vw[0], lse, a, B, in, cuda_scratch(be, cuda_attention_mma_work_bytes(a, B)));
+    } else if (any_bf16(vw, 4)) {
+        const int rq = B * Tq, rk = B * Tk, cq = H * hd, ck = KV * hd;
+        float* sq = (float*)cuda_stage(be, sizeof(float) * (2 * (size_t)rq * cq + 2 * (size_t)rk * ck));
+        float* sk = sq + (size_t)rq * cq;
+        float* sv = sk + (size_t)rk * ck;
+        float* so = sv + (size_t)rk * ck;
+        cuda_widen(be, sq, vw[1], rq, cq, ldq);
+        cuda_widen(be, sk, vw[2], rk, ck, ldkv);
+        cuda_widen(be, sv, vw[3], rk, ck, ldkv);
+        cuda_attention_fwd(be, so, lse, sq, cq, sk, sv, ck, q_lens, kv_lens, B, Tq, Tk, H, KV, hd, work);
+        cuda_narrow(be, vw[0], so, rq, cq, cq);
+    } else if (Tq * (H / KV) <= ATTN_DIRECT_ROWS) {
         if (hd <= 64) fwd_decode<64>(be, out, lse, a, B);
         else if (hd <= 128) fwd_decode<128>(be, out, lse, a, B);
         else fwd_decode<256>(be, out, lse, a, B);
-    } else if (attn_use_mma(be, a)) {
-        cuda_attention_mma_fwd(be, out, lse, a, B, cuda_scratch(be, cuda_attention_mma_work_bytes(a, B)));
     } else {
         if (hd <= 64) fwd_tiled<64>(be, out, lse, a, B);
         else if (hd <= 128) fwd_tiled<128>(be, out, lse, a, B);
@@ -96,23 +119,51 @@ void cuda_attention_fwd(Backend* be, float* out, float* lse, const float* q, int
     }
 }
 
+// the fp32 kernels on fp32 copies of views some of which hold bf16: vw = dq, dk, dv, dout, out, q, k, v
+static void bwd_staged(Backend* be, const CudaView* vw, const float* lse, int ldq, int ldkv, const int* q_lens,
+                       const int* kv_lens, int B, int Tq, int Tk, int H, int KV, int hd, void* work) {
+    const size_t rq = (size_t)B * Tq, rk = (size_t)B * Tk, cq = (size_t)H * hd, ck = (size_t)KV * hd;
+    float* st = (float*)cuda_stage(be, sizeof(float) * (4 * rq * cq + 4 * rk * ck));
+    float *dq = st, *dout = dq + rq * cq, *out = dout + rq * cq, *q = out + rq * cq;
+    float *dk = q + rq * cq, *dv = dk + rk * ck, *k = dv + rk * ck, *v = k + rk * ck;
+    cuda_widen(be, dout, vw[3], (int)rq, (int)cq, (int)cq);
+    cuda_widen(be, out, vw[4], (int)rq, (int)cq, (int)cq);
+    cuda_widen(be, q, vw[5], (int)rq, (int)cq, ldq);
+    cuda_widen(be, k, vw[6], (int)rk, (int)ck, ldkv);
+    cuda_widen(be, v, vw[7], (int)rk, (int)ck, ldkv);
+    cuda_attention_bwd(be, dq, dk, dv, dout, out, lse, q, (int)cq, k, v, (int)ck, q_lens, kv_lens, B, Tq, Tk, H, KV,
+                       hd, work);
+    cuda_narrow(be, vw[0], dq, (int)rq, (int)cq, (int)cq);
+    cuda_narrow(be, vw[1], dk, (int)rk, (int)ck, ldkv);
+    cuda_narrow(be, vw[2], dv, (int)rk, (int)ck, ldkv);
+}
+
 void cuda_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const float* dout, const float* out,
                         const float* lse, const float* q, int ldq, const float* k, const float* v, int ldkv,
                         const int* q_lens, const int* kv_lens, int B, int Tq, int Tk, int H, int KV, int hd,
                         void* work) {
-    (void)work;
     if (B <= 0 || Tq <= 0) return;
     const AttnArgs a = attn_args(q, ldq, k, v, ldkv, q_lens, kv_lens, Tq, Tk, H, KV, hd);
-    const size_t rows = (size_t)B * Tq * H, dv_bytes = cuda_cdiv(rows * sizeof(float), 256) * 256;
+    const CudaView vw[8] = {cuda_view(be, dq),  cuda_view(be, dk),   cuda_view(be, dv), cuda_view(be, dout),
+                            cuda_view(be, out), cuda_view(be, q),    cuda_view(be, k),  cuda_view(be, v)};
     const int mma = attn_use_mma(be, a);
+    if (!mma && any_bf16(vw, 8)) {
+        bwd_staged(be, vw, lse, ldq, ldkv, q_lens, kv_lens, B, Tq, Tk, H, KV, hd, work);
+        return;
+    }
+    const size_t rows = (size_t)B * Tq * H, dv_bytes = cuda_cdiv(rows * sizeof(float), 256) * 256;
     // Dv, then the tensor-core kernels' bf16 copies of q, k, v, dout
     char* scratch = (char*)cuda_scratch(be, dv_bytes + (mma ? cuda_attention_mma_work_bytes(a, B) : 0));
     float* Dv = (float*)scratch;
-    attn_bwd_dot_kernel<<<(unsigned)cuda_cdiv(rows, 8), 256, 0, cuda_stream(be)>>>(Dv, dout, out, q_lens, B, Tq, H,
-                                                                                    hd);
+    cuda_dispatch2(vw[3].bf16, vw[4].bf16, [&](auto td, auto to) {
+        attn_bwd_dot_kernel<<<(unsigned)cuda_cdiv(rows, 8), 256, 0, cuda_stream(be)>>>(
+            Dv, (const CUDA_TAG_T(td)*)vw[3].p, (const CUDA_TAG_T(to)*)vw[4].p, q_lens, B, Tq, H, hd);
+    });
     cudaCheckLaunch();
-    if (mma) cuda_attention_mma_bwd(be, dq, dk, dv, dout, lse, Dv, a, B, scratch + dv_bytes);
-    else if (hd <= 64) bwd_tiled<64>(be, dq, dk, dv, dout, lse, Dv, a, B);
+    if (mma) {
+        const AttnIn in = {vw[5], vw[6], vw[7], vw[3]};
+        cuda_attention_mma_bwd(be, vw[0], vw[1], vw[2], lse, Dv, a, B, in, scratch + dv_bytes);
+    } else if (hd <= 64) bwd_tiled<64>(be, dq, dk, dv, dout, lse, Dv, a, B);
     else if (hd <= 128) bwd_tiled<128>(be, dq, dk, dv, dout, lse, Dv, a, B);
     else bwd_tiled<256>(be, dq, dk, dv, dout, lse, Dv, a, B);
 }

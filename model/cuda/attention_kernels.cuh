@@ -19,6 +19,7 @@
 
 #include "model/cuda/attention_args.h"
 #include "model/cuda/reduce.cuh"
+#include "model/cuda/storage.cuh"
 
 #define ATTN_THREADS 128
 #define DEC_KEYS 128        // keys per chunk of the decoding path
@@ -292,9 +293,11 @@ __global__ void attn_dec_combine_kernel(float* out, float* lse, const float* par
 // ----------------------------------------------------------------------------
 // backward: D = rowsum(dO * O), then dq (per query tile) and dk, dv (per key tile)
 
-// one warp per (sequence, query, head); rows t >= q_lens[b] get 0
-__global__ void attn_bwd_dot_kernel(float* Dv, const float* dout, const float* out, const int* q_lens, int B, int Tq,
-                                    int H, int hd) {
+// one warp per (sequence, query, head); rows t >= q_lens[b] get 0. dout and out are fp32 or, in
+// the bf16 mode's activation buffers, bf16.
+template <typename TD, typename TO>
+__global__ void attn_bwd_dot_kernel(float* Dv, const TD* dout, const TO* out, const int* q_lens, int B, int Tq, int H,
+                                    int hd) {
     const size_t row = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= (size_t)B * Tq * H) return;
@@ -302,7 +305,7 @@ __global__ void attn_bwd_dot_kernel(float* Dv, const float* dout, const float* o
     const size_t at = ((size_t)b * Tq + t) * H * hd + (size_t)h * hd;
     float s = 0.0f;
     if (t < q_lens[b]) {
-        for (int d = lane; d < hd; d += 32) s += dout[at + d] * out[at + d];
+        for (int d = lane; d < hd; d += 32) s += load_f(dout + at + d) * load_f(out + at + d);
     }
     s = warp_sum(s);
     if (lane == 0) Dv[((size_t)b * H + h) * Tq + t] = s;

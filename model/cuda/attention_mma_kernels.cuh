@@ -162,21 +162,25 @@ template <int N> __device__ __forceinline__ void acc_zero(float (&c)[N][4]) {
     for (int n = 0; n < N; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
 }
 
+// two adjacent output elements, fp32 or rounded to bf16 (the bf16 mode's activation buffers)
+__device__ __forceinline__ void store_pair(float* d, float lo, float hi) { d[0] = lo, d[1] = hi; }
+__device__ __forceinline__ void store_pair(bf16* d, float lo, float hi) { *(uint32_t*)d = pack_bf16(lo, hi); }
+
 // the lane's two rows (g, g + 8) of a warp's (16, 8 N) accumulators, times mul, to global rows
-// (row i at dst + i * ld); rows at or past `valid` get 0, rows at or past `rows` are not written
-template <int N>
-__device__ __forceinline__ void acc_store(float* dst, size_t ld, const float (&c)[N][4], float mul, int valid,
+// (row i at dst + i * ld) of fp32 or bf16; rows at or past `valid` get 0, rows at or past `rows`
+// are not written
+template <int N, typename TO>
+__device__ __forceinline__ void acc_store(TO* dst, size_t ld, const float (&c)[N][4], float mul, int valid,
                                           int rows) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         const int row = g + 8 * i;
         if (row >= rows) continue;
-        float* d = dst + (size_t)row * ld + 2 * t;
+        TO* d = dst + (size_t)row * ld + 2 * t;
 #pragma unroll
-        for (int n = 0; n < N; n++) {
-            d[8 * n] = row < valid ? c[n][2 * i] * mul : 0.0f; // an explicit 0: a negative value times 0 is -0
-            d[8 * n + 1] = row < valid ? c[n][2 * i + 1] * mul : 0.0f;
+        for (int n = 0; n < N; n++) { // an explicit 0: a negative value times 0 is -0
+            store_pair(d + 8 * n, row < valid ? c[n][2 * i] * mul : 0.0f, row < valid ? c[n][2 * i + 1] * mul : 0.0f);
         }
     }
 }
@@ -231,8 +235,8 @@ __device__ __forceinline__ void kv_stream_next(bf16* smem, const KvStream& s, in
     __syncthreads();
 }
 
-template <int HD, int BK, int MT, int MB>
-__global__ void __launch_bounds__(MMA_THREADS, MB) attn_mma_fwd_kernel(float* out, float* lse, AttnArgs a, AttnBf16 p) {
+template <int HD, int BK, int MT, int MB, typename TO = float>
+__global__ void __launch_bounds__(MMA_THREADS, MB) attn_mma_fwd_kernel(TO* out, float* lse, AttnArgs a, AttnBf16 p) {
     typedef MmaKvTiles<HD, BK> L;
     constexpr int KT = HD / 16, NS = BK / 8, NO = HD / 8, WR = 16 * MT, ROWS = MMA_WARPS * WR;
     extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -355,9 +359,9 @@ __global__ void __launch_bounds__(MMA_THREADS, MB) attn_mma_fwd_kernel(float* ou
 // ----------------------------------------------------------------------------
 // backward, dq: block (query tile of MMA_ROWS, head, sequence), key tiles of BK, two stages
 
-template <int HD, int BK, int MB>
+template <int HD, int BK, int MB, typename TO = float>
 __global__ void __launch_bounds__(MMA_THREADS, MB)
-    attn_mma_dq_kernel(float* dq, const float* lse, const float* Dv, AttnArgs a, AttnBf16 p) {
+    attn_mma_dq_kernel(TO* dq, const float* lse, const float* Dv, AttnArgs a, AttnBf16 p) {
     typedef MmaKvTiles<HD, BK> L;
     constexpr int KT = HD / 16, NS = BK / 8, NO = HD / 8;
     extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -461,9 +465,9 @@ __device__ __forceinline__ void q_tile_load(unsigned char* smem, int it, int nqt
     }
 }
 
-template <int HD, int BQ, int MB>
+template <int HD, int BQ, int MB, typename TO = float>
 __global__ void __launch_bounds__(MMA_THREADS, MB)
-    attn_mma_dkdv_kernel(float* dk, float* dv, const float* lse, const float* Dv, AttnArgs a, AttnBf16 p) {
+    attn_mma_dkdv_kernel(TO* dk, TO* dv, const float* lse, const float* Dv, AttnArgs a, AttnBf16 p) {
     typedef MmaDkvLayout<HD, BQ> L;
     constexpr int KT = HD / 16, NS = BQ / 8, NO = HD / 8;
     extern __shared__ __align__(128) unsigned char smem_raw[];

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "model/cuda/ops_cuda.cuh"
+#include "model/cuda/storage.cuh"
 
 extern "C" {
 #include "model/ops_list.h"
@@ -37,6 +38,20 @@ void* cuda_scratch(Backend* be, size_t bytes) {
     }
     c->scratch_bytes = grown;
     return c->scratch;
+}
+
+void* cuda_stage(Backend* be, size_t bytes) {
+    CudaImpl* c = cuda_impl(be);
+    if (bytes <= c->stage_bytes) return c->stage;
+    const size_t grown = (bytes + 255) / 256 * 256;
+    if (c->stage) cudaCheck(cudaFree(c->stage)); // waits for the device: no op still reads it
+    if (cudaMalloc(&c->stage, grown) != cudaSuccess) {
+        fatal("cuda backend: %zu bytes (%.1f MiB) on GPU %d for the fp32 copies of activations failed\n"
+              "  hint: use a smaller batch or sequence length",
+              grown, (double)grown / (1024.0 * 1024.0), c->device);
+    }
+    c->stage_bytes = grown;
+    return c->stage;
 }
 
 void cuda_results(Backend* be, double* out, int n) {
@@ -167,29 +182,34 @@ static void* cuda_alloc(Backend* be, size_t bytes) {
 
 static void cuda_free(Backend* be, void* p) {
     operands_forget(cuda_impl(be));
-    if (p) cudaCheck(cudaFree(p)); // waits for the device: no op in flight still reads p
+    if (p && !cuda_free_act(be, p)) cudaCheck(cudaFree(p)); // waits for the device: no op in flight reads p
 }
 
 // Waits for the copy: the caller may reuse or free its host buffer on return.
 static void cuda_upload(Backend* be, void* dst, const void* host_src, size_t bytes) {
     if (!bytes) return;
+    if (cuda_view(be, dst).bf16) return cuda_act_upload(be, dst, host_src, bytes);
     cudaCheck(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cuda_stream(be)));
     cudaCheck(cudaStreamSynchronize(cuda_stream(be)));
 }
 
 static void cuda_download(Backend* be, void* host_dst, const void* src, size_t bytes) {
     if (!bytes) return;
+    if (cuda_view(be, src).bf16) return cuda_act_download(be, host_dst, src, bytes);
     cudaCheck(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cuda_stream(be)));
     cudaCheck(cudaStreamSynchronize(cuda_stream(be)));
 }
 
 static void cuda_memset0(Backend* be, void* dst, size_t bytes) {
-    if (bytes) cudaCheck(cudaMemsetAsync(dst, 0, bytes, cuda_stream(be)));
+    if (!bytes) return;
+    if (cuda_view(be, dst).bf16) return cuda_act_memset0(be, dst, bytes);
+    cudaCheck(cudaMemsetAsync(dst, 0, bytes, cuda_stream(be)));
 }
 
 // memmove semantics, as the CPU backend: overlapping ranges go through the scratch buffer
 static void cuda_copy(Backend* be, void* dst, const void* src, size_t bytes) {
     if (!bytes || dst == src) return;
+    if (cuda_view(be, dst).bf16 || cuda_view(be, src).bf16) return cuda_act_copy(be, dst, src, bytes);
     const char *d = (const char*)dst, *s = (const char*)src;
     if (d < s + bytes && s < d + bytes) {
         void* tmp = cuda_scratch(be, bytes);
@@ -208,58 +228,75 @@ static void cuda_synchronize(Backend* be) { cudaCheck(cudaStreamSynchronize(cuda
 // with each operand's transpose flag as the caller gave it.
 
 // C (M, N) *= beta, row stride ldc (the K = 0 product, which cuBLAS may reject)
-__global__ void scale_rows_kernel(float* C, int M, int N, int ldc, float beta) {
+template <typename T> __global__ void scale_rows_kernel(T* C, int M, int N, int ldc, float beta) {
     const size_t n = (size_t)M * N;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float* c = C + (i / N) * (size_t)ldc + i % N;
-        *c = beta == 0.0f ? 0.0f : *c * beta;
+        T* c = C + (i / N) * (size_t)ldc + i % N;
+        store_f(c, beta == 0.0f ? 0.0f : load_f(c) * beta);
     }
 }
 
-// dst (rows, cols) packed bf16 = the row-major fp32 block src (rows, cols), row stride ld; 4
-// values per thread where the rows allow (cols and ld multiples of 4, src 16-byte aligned)
-__global__ void to_bf16_kernel(__nv_bfloat16* dst, const float* src, int rows, int cols, int ld, int vec4) {
+// dst (rows, cols) packed bf16 = the row-major block src (rows, cols), row stride ld; 4 values
+// per thread where the rows allow (cols and ld multiples of 4, src aligned to 4 elements)
+template <typename TS>
+__global__ void to_bf16_kernel(__nv_bfloat16* dst, const TS* src, int rows, int cols, int ld, int vec4) {
     const size_t step = (size_t)gridDim.x * blockDim.x;
     if (vec4) {
         const int c4 = cols / 4;
         for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)rows * c4; i += step) {
             const size_t r = i / c4, c = (i % c4) * 4;
-            const float4 x = *(const float4*)(src + r * ld + c);
-            __nv_bfloat162* d = (__nv_bfloat162*)(dst + r * cols + c);
-            d[0] = __floats2bfloat162_rn(x.x, x.y);
-            d[1] = __floats2bfloat162_rn(x.z, x.w);
+            Chunk<TS, 4> x;
+            Chunk<__nv_bfloat16, 4> y;
+            x.load(src + r * ld + c, 0);
+            for (int e = 0; e < 4; e++) y.v[e] = x.v[e];
+            y.store(dst + r * cols + c, 0);
         }
         return;
     }
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)rows * cols; i += step) {
-        dst[i] = __float2bfloat16_rn(src[(i / cols) * ld + i % cols]);
+        store_f(dst + i, load_f(src + (i / cols) * ld + i % cols));
     }
 }
 
-void cuda_to_bf16(Backend* be, __nv_bfloat16* dst, const float* src, int rows, int cols, int ld) {
-    const int vec4 = cols % 4 == 0 && ld % 4 == 0 && (uintptr_t)src % 16 == 0;
+template <typename TS>
+static void to_bf16(Backend* be, __nv_bfloat16* dst, const TS* src, int rows, int cols, int ld) {
+    const int vec4 = rows_vec4(src, cols) && ld % 4 == 0;
     const size_t items = (size_t)rows * (vec4 ? cols / 4 : cols);
     to_bf16_kernel<<<cuda_grid(items, 256), 256, 0, cuda_stream(be)>>>(dst, src, rows, cols, ld, vec4);
     cudaCheckLaunch();
 }
 
-// The bf16 mode rounds both operands to packed bf16 copies (round to nearest even) and multiplies
-// those with fp32 accumulation and an fp32 C: on an H200 the GPT-2-124M step's GEMMs ran at
-// 215-593 TFLOP/s, against 117-377 with cuBLAS's own mixed mode on the fp32 operands
-// (CUBLAS_COMPUTE_32F_FAST_16BF). The copies cost a read and a half-size write of each operand,
-// which only products with few rows or columns (decoding's batch x weights) do not earn back;
-// those keep cuBLAS's mixed mode. Copies are kept for the next products (CudaOperand): the
-// model's products come in runs that share operands (x W_q, x W_k, x W_v; the backward's dY W
-// and X^T dY), and each run's sources stay unchanged until another op.
-#define CUDA_BF16_COPY_MIN 128 // rows and columns of C from which the operands are copied
+void cuda_to_bf16(Backend* be, __nv_bfloat16* dst, const float* src, int rows, int cols, int ld) {
+    to_bf16(be, dst, src, rows, cols, ld);
+}
+
+void cuda_to_bf16(Backend* be, __nv_bfloat16* dst, const __nv_bfloat16* src, int rows, int cols, int ld) {
+    to_bf16(be, dst, src, rows, cols, ld);
+}
+
+// The bf16 mode multiplies bf16 operands with fp32 accumulation: on an H200 the GPT-2-124M
+// step's GEMMs ran at 215-593 TFLOP/s, against 117-377 with cuBLAS's own mixed mode on fp32
+// operands (CUBLAS_COMPUTE_32F_FAST_16BF). Activation buffers hold bf16 already (act.cu) and go
+// in as they are, and C may be one (the product rounded to bf16 once, beta included). An fp32
+// operand is rounded to a packed bf16 copy (round to nearest even) first; a copy costs a read
+// and a half-size write of the operand, which only products with few rows or columns and no
+// activation buffer (decoding's batch x weights) do not earn back: those keep cuBLAS's mixed
+// mode. Copies are kept for the next products (CudaOperand): the model's products come in runs
+// that share operands (x W_q, x W_k, x W_v share x; the backward's dY W and X^T dY share dY), and
+// each run's sources stay unchanged until another op.
+#define CUDA_BF16_COPY_MIN 128 // rows and columns of C from which fp32 operands are copied
 static void cuda_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A,
                         int lda, const float* B, int ldb, float beta, float* C, int ldc) {
     CudaImpl* c = cuda_impl(be);
     if (M <= 0 || N <= 0) return;
+    const CudaView va = cuda_view(be, A), vb = cuda_view(be, B), vc = cuda_view(be, C);
     if (K <= 0) {
-        scale_rows_kernel<<<cuda_grid((size_t)M * N, 256), 256, 0, c->stream>>>(C, M, N, ldc, beta);
+        cuda_dispatch(vc.bf16, [&](auto tag) {
+            scale_rows_kernel<<<cuda_grid((size_t)M * N, 256), 256, 0, c->stream>>>((CUDA_TAG_T(tag)*)vc.p, M, N,
+                                                                                    ldc, beta);
+        });
         cudaCheckLaunch();
-    } else if (!c->bf16 || M < CUDA_BF16_COPY_MIN || N < CUDA_BF16_COPY_MIN) {
+    } else if (!va.bf16 && !vb.bf16 && !vc.bf16 && (!c->bf16 || M < CUDA_BF16_COPY_MIN || N < CUDA_BF16_COPY_MIN)) {
         const cublasComputeType_t compute = c->bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
         cublasCheck(cublasGemmEx(c->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                                  N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
@@ -268,14 +305,14 @@ static void cuda_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int
         // the operands as stored: A (M, K) or, transposed, (K, M); B (K, N) or (N, K)
         const int a_rows = trans_a ? K : M, a_cols = trans_a ? M : K;
         const int b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
-        const __nv_bfloat16* a16 = operand_bf16(be, A, a_rows, a_cols, lda);
-        const __nv_bfloat16* b16 = operand_bf16(be, B, b_rows, b_cols, ldb);
+        const __nv_bfloat16* a16 = va.bf16 ? (const __nv_bfloat16*)va.p : operand_bf16(be, A, a_rows, a_cols, lda);
+        const __nv_bfloat16* b16 = vb.bf16 ? (const __nv_bfloat16*)vb.p : operand_bf16(be, B, b_rows, b_cols, ldb);
         cublasCheck(cublasGemmEx(c->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                 trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, b16, CUDA_R_16BF, b_cols, a16,
-                                 CUDA_R_16BF, a_cols, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
-                                 CUBLAS_GEMM_DEFAULT));
+                                 trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, b16, CUDA_R_16BF,
+                                 vb.bf16 ? ldb : b_cols, a16, CUDA_R_16BF, va.bf16 ? lda : a_cols, &beta, vc.p,
+                                 vc.bf16 ? CUDA_R_16BF : CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
-    operands_forget_block(c, C, M, N, ldc);
+    if (!vc.bf16) operands_forget_block(c, C, M, N, ldc); // an activation buffer is never a copy's source
 }
 
 // ----------------------------------------------------------------------------
@@ -331,24 +368,54 @@ static void cuda_adamw(Backend* be, float* p, const float* g, float* m, float* v
 }
 
 // ----------------------------------------------------------------------------
-// the ops as installed: each forgets the kept operand copies, then runs (any op but matmul may
-// write where a copy's source lies; read-only ones are too rare in a step to single out)
+// the ops as installed: each forgets the kept operand copies (any op but matmul may write where a
+// copy's source lies; read-only ones are too rare in a step to single out), fails clearly on an
+// activation buffer if it takes none (ops.h), then runs
 
-#define CUDA_FORGETTING_VOID(name, params, args)                                                                   \
-    static void forgetting_##name params {                                                                         \
+static constexpr bool str_eq(const char* a, const char* b) { return *a == *b && (!*a || str_eq(a + 1, b + 1)); }
+static constexpr bool takes_act(const char* op) {
+    constexpr const char* ops[] = {"upload",    "download",  "memset0",       "copy",          "add_bias",
+                                   "bias_bwd",  "rope_fwd",  "rope_bwd",      "rmsnorm_fwd",   "rmsnorm_bwd",
+                                   "swiglu_fwd", "swiglu_bwd", "attention_fwd", "attention_bwd"};
+    for (const char* o : ops) {
+        if (str_eq(o, op)) return true;
+    }
+    return false;
+}
+
+template <typename T> static void reject_act_arg(Backend* be, const char* op, int i, T x) {
+    if constexpr (std::is_pointer<T>::value) {
+        if (cuda_view(be, (const void*)x).bf16) {
+            fatal("cuda backend: argument %d of %s is an activation buffer (bf16), which %s does not take", i, op,
+                  op);
+        }
+    }
+}
+
+template <typename... A> static void reject_act(const char* op, Backend* be, A... a) {
+    if (!cuda_impl(be)->n_acts) return;
+    int i = 1;
+    (reject_act_arg(be, op, ++i, a), ...);
+}
+
+#define CUDA_UNPAREN(...) __VA_ARGS__
+#define CUDA_INSTALLED_VOID(name, params, args)                                                                    \
+    static void installed_##name params {                                                                          \
         operands_forget(cuda_impl(be));                                                                            \
+        if constexpr (!takes_act(#name)) reject_act(#name, CUDA_UNPAREN args);                                     \
         cuda_##name args;                                                                                          \
     }
-#define CUDA_FORGETTING_VALUE(type, name, params, args)                                                            \
-    static type forgetting_##name params {                                                                         \
+#define CUDA_INSTALLED_VALUE(type, name, params, args)                                                             \
+    static type installed_##name params {                                                                          \
         operands_forget(cuda_impl(be));                                                                            \
+        if constexpr (!takes_act(#name)) reject_act(#name, CUDA_UNPAREN args);                                     \
         return cuda_##name args;                                                                                   \
     }
-#define CUDA_FORGETTING_DOUBLE(name, params, args) CUDA_FORGETTING_VALUE(double, name, params, args)
-#define CUDA_FORGETTING_INT(name, params, args) CUDA_FORGETTING_VALUE(int, name, params, args)
-BACKEND_VOID_OPS(CUDA_FORGETTING_VOID)
-BACKEND_DOUBLE_OPS(CUDA_FORGETTING_DOUBLE)
-BACKEND_INT_OPS(CUDA_FORGETTING_INT)
+#define CUDA_INSTALLED_DOUBLE(name, params, args) CUDA_INSTALLED_VALUE(double, name, params, args)
+#define CUDA_INSTALLED_INT(name, params, args) CUDA_INSTALLED_VALUE(int, name, params, args)
+BACKEND_VOID_OPS(CUDA_INSTALLED_VOID)
+BACKEND_DOUBLE_OPS(CUDA_INSTALLED_DOUBLE)
+BACKEND_INT_OPS(CUDA_INSTALLED_INT)
 
 // ----------------------------------------------------------------------------
 // construction
@@ -357,6 +424,9 @@ static void cuda_destroy(Backend* be) {
     CudaImpl* c = cuda_impl(be);
     cudaCheck(cudaStreamSynchronize(c->stream));
     if (c->scratch) cudaCheck(cudaFree(c->scratch));
+    if (c->stage) cudaCheck(cudaFree(c->stage));
+    while (c->n_acts) cuda_free_act(be, (void*)c->acts[0].handle);
+    free(c->acts);
     for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) cudaCheck(cudaFree(c->operands[i].buf));
     cudaCheck(cudaFree(c->cublas_ws));
     cudaCheck(cudaFree(c->result_dev));
@@ -417,11 +487,12 @@ extern "C" Backend* backend_cuda_create(int device, int bf16, char* err, size_t 
     be->threads = c->num_sms;
     be->destroy = cuda_destroy;
     be->alloc = cuda_alloc;
+    be->alloc_act = cuda_alloc_act;
     be->free = cuda_free;
     be->synchronize = cuda_synchronize;
     be->matmul = cuda_matmul;
     be->attention_work_bytes = cuda_attention_work_bytes;
-#define CUDA_INSTALL(name, params, args) be->name = forgetting_##name;
+#define CUDA_INSTALL(name, params, args) be->name = installed_##name;
     BACKEND_VOID_OPS(CUDA_INSTALL)
     BACKEND_DOUBLE_OPS(CUDA_INSTALL)
     BACKEND_INT_OPS(CUDA_INSTALL)

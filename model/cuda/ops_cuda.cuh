@@ -8,6 +8,8 @@
 #include <math.h>
 #include <stddef.h>
 
+#include <type_traits>
+
 #include "model/cuda/attention_args.h"
 #include "model/cuda/check.cuh"
 #include "model/cuda/reduce.cuh"
@@ -33,6 +35,17 @@ typedef struct {
     unsigned long used; // the cache's clock at the last use, for eviction
 } CudaOperand;
 
+// An activation buffer of the bf16 mode (ops.h, alloc_act): n bf16 values at `data`, which the
+// caller addresses as n fp32 elements from `handle`. The handle range is host address space
+// reserved without access (mmap PROT_NONE): no device allocation can overlap it under unified
+// addressing, and a kernel or host access that skipped cuda_view faults instead of reading
+// garbage.
+typedef struct {
+    const char* handle; // (4 n bytes of address space)
+    size_t n;
+    __nv_bfloat16* data; // (n) device
+} CudaAct;
+
 typedef struct {
     int device;
     int bf16;              // matmuls on bf16 tensor cores (fp32 accumulation)
@@ -46,6 +59,10 @@ typedef struct {
     double* result_host; // pinned
     CudaOperand operands[CUDA_OPERAND_SLOTS];
     unsigned long operand_clock;
+    CudaAct* acts; // sorted by handle
+    int n_acts, cap_acts;
+    void* stage; // fp32 copies of activations for ops without bf16 kernels (cuda_stage)
+    size_t stage_bytes;
 } CudaImpl;
 
 static inline CudaImpl* cuda_impl(Backend* be) { return (CudaImpl*)be->impl; }
@@ -59,6 +76,9 @@ static inline void operands_forget(CudaImpl* c) {
 // it once and carve their temporaries out of it. Growing waits for the stream first, since
 // earlier ops may still read the old region.
 void* cuda_scratch(Backend* be, size_t bytes);
+// A second region like cuda_scratch's, for the fp32 copies of bf16 activations that an op
+// without bf16 kernels works on (its kernels may use the scratch meanwhile).
+void* cuda_stage(Backend* be, size_t bytes);
 // copy the device double at result_dev to the host, waiting for the stream
 double cuda_result(Backend* be);
 // copy the first n (<= CUDA_RESULTS) doubles at result_dev to out, waiting for the stream
@@ -77,10 +97,47 @@ static inline unsigned cuda_grid(size_t n, int threads) {
 }
 
 // ----------------------------------------------------------------------------
+// activation storage (act.cu)
+
+// A buffer as an op sees it: its device address and whether it holds bf16 (an activation buffer
+// of the bf16 mode) or fp32 (anything else; int buffers pass through unchanged).
+typedef struct {
+    void* p;
+    int bf16;
+} CudaView;
+CudaView cuda_view(Backend* be, const void* p);
+// the common storage type of an op's activation arguments (1: bf16), fatal when they mix
+int cuda_views_bf16(const char* op, const CudaView* v, int n);
+
+// Runs f((float*)0) or f((bf16*)0): a generic lambda picks the kernel instantiation for a
+// buffer's storage type from the tag's pointee (see cuda_dispatch2 for two buffers).
+template <typename F> static inline void cuda_dispatch(int bf16, F f) {
+    if (bf16) f((__nv_bfloat16*)0);
+    else f((float*)0);
+}
+template <typename F> static inline void cuda_dispatch2(int bf16_a, int bf16_b, F f) {
+    cuda_dispatch(bf16_a, [&](auto ta) { cuda_dispatch(bf16_b, [&](auto tb) { f(ta, tb); }); });
+}
+#define CUDA_TAG_T(tag) typename std::remove_pointer<decltype(tag)>::type
+
+float* cuda_alloc_act(Backend* be, size_t n);
+int cuda_free_act(Backend* be, void* p); // 1 when p was an activation buffer (now freed)
+void cuda_act_upload(Backend* be, void* dst, const void* host_src, size_t bytes);
+void cuda_act_download(Backend* be, void* host_dst, const void* src, size_t bytes);
+void cuda_act_memset0(Backend* be, void* dst, size_t bytes);
+void cuda_act_copy(Backend* be, void* dst, const void* src, size_t bytes);
+// fp32 copies (packed, rows x cols) of what each view holds, and back: for ops with fp32
+// kernels only. widen: dst = src; narrow: the bf16 view dst = src rounded.
+void cuda_widen(Backend* be, float* dst, CudaView src, int rows, int cols, int ld);
+void cuda_narrow(Backend* be, CudaView dst, const float* src, int rows, int cols, int ld);
+
+// ----------------------------------------------------------------------------
 // ops by file (signatures as in struct Backend)
 
-// ops_cuda.cu: dst (rows, cols) packed bf16 = the fp32 block src (rows, cols), row stride ld
+// ops_cuda.cu: dst (rows, cols) packed bf16 = the block src (rows, cols), row stride ld, of fp32
+// (rounded) or bf16 (copied)
 void cuda_to_bf16(Backend* be, __nv_bfloat16* dst, const float* src, int rows, int cols, int ld);
+void cuda_to_bf16(Backend* be, __nv_bfloat16* dst, const __nv_bfloat16* src, int rows, int cols, int ld);
 
 // ops_cuda_kernels.cu
 void cuda_add_bias(Backend* be, float* y, const float* b, int N, int C);
@@ -138,10 +195,15 @@ void cuda_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const floa
 size_t cuda_attention_work_bytes(Backend* be, int Tk);
 
 // attention_mma.cu: the bf16 mode's tensor-core kernels (mma.sync, flash-attention style) for
-// attention.cu's tiled shapes. Dv (B, H, Tq): rowsum(dO * O), 0 on padded rows. `work`:
-// cuda_attention_mma_work_bytes for their bf16 copies of q, k, v and dout.
+// attention.cu's tiled shapes. Dv (B, H, Tq): rowsum(dO * O), 0 on padded rows. Inputs and
+// outputs as views (fp32, or bf16 activation buffers: the outputs share one type); `work`:
+// cuda_attention_mma_work_bytes for the packed bf16 copies of the inputs that need one.
+typedef struct {
+    CudaView q, k, v, dout; // dout.p NULL in the forward
+} AttnIn;
 int cuda_attention_mma_supported(int hd);
 size_t cuda_attention_mma_work_bytes(const AttnArgs& a, int B);
-void cuda_attention_mma_fwd(Backend* be, float* out, float* lse, const AttnArgs& a, int B, void* work);
-void cuda_attention_mma_bwd(Backend* be, float* dq, float* dk, float* dv, const float* dout, const float* lse,
-                            const float* Dv, const AttnArgs& a, int B, void* work);
+void cuda_attention_mma_fwd(Backend* be, CudaView out, float* lse, const AttnArgs& a, int B, const AttnIn& in,
+                            void* work);
+void cuda_attention_mma_bwd(Backend* be, CudaView dq, CudaView dk, CudaView dv, const float* lse, const float* Dv,
+                            const AttnArgs& a, int B, const AttnIn& in, void* work);

@@ -1,5 +1,6 @@
 // CUDA backend kernels for the transformer blocks: bias, row masking, the sum of squares,
-// RMSNorm, RoPE, SwiGLU and the embedding. Reductions are deterministic: sums over rows (bias
+// RMSNorm, RoPE, SwiGLU and the embedding. The ops that take activation buffers (ops.h) run
+// on fp32 or bf16 storage alike (storage.cuh), with fp32 arithmetic. Reductions are deterministic: sums over rows (bias
 // and norm-weight gradients) run in two fixed-order stages through the backend's scratch, the
 // embedding gradient sorts the tokens (a stable radix sort) so that each table row is summed by
 // one block in row order, and nothing uses atomics.
@@ -8,20 +9,24 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include "model/cuda/ops_cuda.cuh"
+#include "model/cuda/storage.cuh"
 
 // ----------------------------------------------------------------------------
 // bias and masking
 
-__global__ void add_bias_kernel(float* y, const float* b, size_t n, int C) {
+template <typename T> __global__ void add_bias_kernel(T* y, const float* b, size_t n, int C) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        y[i] += b[i % C];
+        store_f(y + i, load_f(y + i) + b[i % C]);
     }
 }
 
 void cuda_add_bias(Backend* be, float* y, const float* b, int N, int C) {
     const size_t n = (size_t)N * C;
     if (!n) return;
-    add_bias_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(y, b, n, C);
+    const CudaView vy = cuda_view(be, y);
+    cuda_dispatch(vy.bf16, [&](auto tag) {
+        add_bias_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>((CUDA_TAG_T(tag)*)vy.p, b, n, C);
+    });
     cudaCheckLaunch();
 }
 
@@ -58,8 +63,8 @@ static int colsum_chunk(int N) {
     return chunk;
 }
 
-template <bool RMS>
-__global__ void colsum_partial_kernel(float* part, const float* dy, const float* x, const float* rstd, int N, int C,
+template <bool RMS, typename TD, typename TX>
+__global__ void colsum_partial_kernel(float* part, const TD* dy, const TX* x, const float* rstd, int N, int C,
                                       int chunk) {
     __shared__ float sh[COLSUM_LANES][33];
     const int c = blockIdx.x * 32 + threadIdx.x;
@@ -68,7 +73,7 @@ __global__ void colsum_partial_kernel(float* part, const float* dy, const float*
     if (c < C) {
         for (int n = n0 + threadIdx.y; n < n1; n += COLSUM_LANES) {
             const size_t i = (size_t)n * C + c;
-            s += RMS ? dy[i] * x[i] * rstd[n] : dy[i];
+            s += RMS ? load_f(dy + i) * load_f(x + i) * rstd[n] : load_f(dy + i);
         }
     }
     sh[threadIdx.y][threadIdx.x] = s;
@@ -96,19 +101,31 @@ __global__ void colsum_final_kernel(float* out, const float* part, int R, int C)
     }
 }
 
-static void colsum(Backend* be, float* out, const float* dy, const float* x, const float* rstd, int N, int C) {
+// dy, x: views of one storage type (x.p NULL: the bias gradient)
+static void colsum(Backend* be, float* out, CudaView dy, CudaView x, const float* rstd, int N, int C) {
     if (N <= 0 || C <= 0) return;
     const int chunk = colsum_chunk(N), R = (int)cuda_cdiv((size_t)N, (size_t)chunk);
     float* part = (float*)cuda_scratch(be, (size_t)R * C * sizeof(float));
     const dim3 block(32, COLSUM_LANES), grid1((unsigned)cuda_cdiv((size_t)C, 32), (unsigned)R);
-    if (x) colsum_partial_kernel<true><<<grid1, block, 0, cuda_stream(be)>>>(part, dy, x, rstd, N, C, chunk);
-    else colsum_partial_kernel<false><<<grid1, block, 0, cuda_stream(be)>>>(part, dy, x, rstd, N, C, chunk);
+    cuda_dispatch(dy.bf16, [&](auto tag) {
+        typedef CUDA_TAG_T(tag) T;
+        if (x.p) {
+            colsum_partial_kernel<true><<<grid1, block, 0, cuda_stream(be)>>>(part, (const T*)dy.p, (const T*)x.p,
+                                                                               rstd, N, C, chunk);
+        } else {
+            colsum_partial_kernel<false><<<grid1, block, 0, cuda_stream(be)>>>(part, (const T*)dy.p, (const T*)NULL,
+                                                                                rstd, N, C, chunk);
+        }
+    });
     cudaCheckLaunch();
     colsum_final_kernel<<<(unsigned)cuda_cdiv((size_t)C, 32), block, 0, cuda_stream(be)>>>(out, part, R, C);
     cudaCheckLaunch();
 }
 
-void cuda_bias_bwd(Backend* be, float* db, const float* dy, int N, int C) { colsum(be, db, dy, NULL, NULL, N, C); }
+void cuda_bias_bwd(Backend* be, float* db, const float* dy, int N, int C) {
+    const CudaView none = {NULL, 0};
+    colsum(be, db, cuda_view(be, dy), none, NULL, N, C);
+}
 
 // ----------------------------------------------------------------------------
 // sum of squares: per-thread double sums in a fixed stride pattern, block partials, then one
@@ -142,79 +159,63 @@ double cuda_sum_squares(Backend* be, const float* x, size_t n) {
 // width is a multiple of 4 at 16-byte aligned addresses go 4 columns per load (lane l takes the
 // column quads l, l + 32, ...), which keeps more of each row's bytes in flight.
 
-// a row of C floats as VEC-wide chunks: chunk j holds columns VEC j .. VEC j + VEC - 1
-template <int VEC>
-struct Chunk;
-template <>
-struct Chunk<1> {
-    float v[1];
-    __device__ __forceinline__ void load(const float* p, size_t j) { v[0] = p[j]; }
-    __device__ __forceinline__ void store(float* p, size_t j) const { p[j] = v[0]; }
-};
-template <>
-struct Chunk<4> {
-    float v[4];
-    __device__ __forceinline__ void load(const float* p, size_t j) {
-        const float4 x = ((const float4*)p)[j];
-        v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
-    }
-    __device__ __forceinline__ void store(float* p, size_t j) const {
-        ((float4*)p)[j] = make_float4(v[0], v[1], v[2], v[3]);
-    }
-};
-
-template <int VEC>
-__global__ void rmsnorm_fwd_kernel(float* y, float* rstd, const float* x, const float* w, int N, int C, float eps) {
+template <int VEC, typename TY, typename TX>
+__global__ void rmsnorm_fwd_kernel(TY* y, float* rstd, const TX* x, const float* w, int N, int C, float eps) {
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return;
-    const float* xn = x + (size_t)row * C;
-    float* yn = y + (size_t)row * C;
+    const TX* xn = x + (size_t)row * C;
+    TY* yn = y + (size_t)row * C;
     float ss = 0.0f;
     for (int j = lane; j < C / VEC; j += 32) {
-        Chunk<VEC> a;
+        Chunk<TX, VEC> a;
         a.load(xn, j);
         for (int e = 0; e < VEC; e++) ss += a.v[e] * a.v[e];
     }
     ss = warp_sum(ss);
     const float r = 1.0f / sqrtf(ss / (float)C + eps);
     for (int j = lane; j < C / VEC; j += 32) {
-        Chunk<VEC> a, wj;
+        Chunk<TX, VEC> a;
+        Chunk<float, VEC> wj;
+        Chunk<TY, VEC> o;
         a.load(xn, j);
         wj.load(w, j);
-        for (int e = 0; e < VEC; e++) a.v[e] = a.v[e] * r * wj.v[e];
-        a.store(yn, j);
+        for (int e = 0; e < VEC; e++) o.v[e] = a.v[e] * r * wj.v[e];
+        o.store(yn, j);
     }
     if (lane == 0) rstd[row] = r;
 }
 
-static int aligned16(const void* p) { return (uintptr_t)p % 16 == 0; }
-
-// every row of (N, C) at p starts 16-byte aligned
-static int rows_vec4(const void* p, int C) { return C % 4 == 0 && aligned16(p); }
 
 void cuda_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, const float* w, int N, int C, float eps) {
     if (N <= 0 || C <= 0) return;
     const unsigned grid = (unsigned)cuda_cdiv((size_t)N, 8);
-    if (rows_vec4(x, C) && rows_vec4(y, C) && rows_vec4(w, C)) {
-        rmsnorm_fwd_kernel<4><<<grid, 256, 0, cuda_stream(be)>>>(y, rstd, x, w, N, C, eps);
-    } else {
-        rmsnorm_fwd_kernel<1><<<grid, 256, 0, cuda_stream(be)>>>(y, rstd, x, w, N, C, eps);
-    }
+    const CudaView vy = cuda_view(be, y), vx = cuda_view(be, x);
+    cuda_dispatch2(vy.bf16, vx.bf16, [&](auto ty, auto tx) {
+        typedef CUDA_TAG_T(ty) TY;
+        typedef CUDA_TAG_T(tx) TX;
+        TY* yp = (TY*)vy.p;
+        const TX* xp = (const TX*)vx.p;
+        if (rows_vec4(xp, C) && rows_vec4(yp, C) && rows_vec4(w, C)) {
+            rmsnorm_fwd_kernel<4><<<grid, 256, 0, cuda_stream(be)>>>(yp, rstd, xp, w, N, C, eps);
+        } else {
+            rmsnorm_fwd_kernel<1><<<grid, 256, 0, cuda_stream(be)>>>(yp, rstd, xp, w, N, C, eps);
+        }
+    });
     cudaCheckLaunch();
 }
 
-template <int VEC>
-__global__ void rmsnorm_bwd_dx_kernel(float* dx, const float* dy, const float* x, const float* w, const float* rstd,
-                                      int N, int C) {
+template <int VEC, typename T>
+__global__ void rmsnorm_bwd_dx_kernel(T* dx, const T* dy, const T* x, const float* w, const float* rstd, int N, int C) {
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return;
-    const float* xn = x + (size_t)row * C;
-    const float* dyn = dy + (size_t)row * C;
-    float* dxn = dx + (size_t)row * C;
+    const T* xn = x + (size_t)row * C;
+    const T* dyn = dy + (size_t)row * C;
+    T* dxn = dx + (size_t)row * C;
     const float r = rstd[row];
     float dot = 0.0f;
     for (int j = lane; j < C / VEC; j += 32) {
-        Chunk<VEC> a, d, wj;
+        Chunk<T, VEC> a, d;
+        Chunk<float, VEC> wj;
         a.load(xn, j);
         d.load(dyn, j);
         wj.load(w, j);
@@ -223,7 +224,8 @@ __global__ void rmsnorm_bwd_dx_kernel(float* dx, const float* dy, const float* x
     dot = warp_sum(dot);
     const float k = r * r * r * dot / (float)C;
     for (int j = lane; j < C / VEC; j += 32) {
-        Chunk<VEC> a, d, wj, o;
+        Chunk<T, VEC> a, d, o;
+        Chunk<float, VEC> wj;
         a.load(xn, j);
         d.load(dyn, j);
         wj.load(w, j);
@@ -237,31 +239,38 @@ void cuda_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const 
                       const float* rstd, int N, int C) {
     if (N <= 0 || C <= 0) return;
     const unsigned grid = (unsigned)cuda_cdiv((size_t)N, 8);
-    if (rows_vec4(dx, C) && rows_vec4(dy, C) && rows_vec4(x, C) && rows_vec4(w, C)) {
-        rmsnorm_bwd_dx_kernel<4><<<grid, 256, 0, cuda_stream(be)>>>(dx, dy, x, w, rstd, N, C);
-    } else {
-        rmsnorm_bwd_dx_kernel<1><<<grid, 256, 0, cuda_stream(be)>>>(dx, dy, x, w, rstd, N, C);
-    }
+    const CudaView v[3] = {cuda_view(be, dx), cuda_view(be, dy), cuda_view(be, x)};
+    cuda_dispatch(cuda_views_bf16("rmsnorm_bwd", v, 3), [&](auto tag) {
+        typedef CUDA_TAG_T(tag) T;
+        T* dxp = (T*)v[0].p;
+        const T *dyp = (const T*)v[1].p, *xp = (const T*)v[2].p;
+        if (rows_vec4(dxp, C) && rows_vec4(dyp, C) && rows_vec4(xp, C) && rows_vec4(w, C)) {
+            rmsnorm_bwd_dx_kernel<4><<<grid, 256, 0, cuda_stream(be)>>>(dxp, dyp, xp, w, rstd, N, C);
+        } else {
+            rmsnorm_bwd_dx_kernel<1><<<grid, 256, 0, cuda_stream(be)>>>(dxp, dyp, xp, w, rstd, N, C);
+        }
+    });
     cudaCheckLaunch();
-    colsum(be, dw, dy, x, rstd, N, C);
+    colsum(be, dw, v[1], v[2], rstd, N, C);
 }
 
 // ----------------------------------------------------------------------------
 // RoPE (HF rotate_half: element i pairs with i + hd/2); one thread per VEC consecutive pairs
 // (4 when hd/2 is a multiple of 4 and the buffers are 16-byte aligned)
 
-template <int VEC>
-__global__ void rope_kernel(float* x, const int* pos, const float* cos_t, const float* sin_t, int nh, int hd,
+template <int VEC, typename T>
+__global__ void rope_kernel(T* x, const int* pos, const float* cos_t, const float* sin_t, int nh, int hd,
                             size_t n, float sign) {
     const int half = hd / 2, chunks = half / VEC;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const size_t head = i / chunks; // (row, head) index
         const int j = (int)(i - head * chunks);
         const size_t row = head / nh;
-        float* xh = x + head * hd;
+        T* xh = x + head * hd;
         const float* ct = cos_t + (size_t)pos[row] * half;
         const float* st = sin_t + (size_t)pos[row] * half;
-        Chunk<VEC> x1, x2, c, sn;
+        Chunk<T, VEC> x1, x2;
+        Chunk<float, VEC> c, sn;
         x1.load(xh, j);
         x2.load(xh + half, j);
         c.load(ct, j);
@@ -279,12 +288,20 @@ __global__ void rope_kernel(float* x, const int* pos, const float* cos_t, const 
 static void rope(Backend* be, float* x, const int* pos, const float* cos_t, const float* sin_t, int N, int nh, int hd,
                  float sign) {
     const int half = hd / 2;
-    const int vec = half % 4 == 0 && aligned16(x) && aligned16(cos_t) && aligned16(sin_t) ? 4 : 1;
-    const size_t n = (size_t)N * nh * (half / vec);
-    if (!n) return;
-    if (vec == 4) rope_kernel<4><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(x, pos, cos_t, sin_t, nh, hd, n, sign);
-    else rope_kernel<1><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(x, pos, cos_t, sin_t, nh, hd, n, sign);
-    cudaCheckLaunch();
+    const CudaView vx = cuda_view(be, x);
+    cuda_dispatch(vx.bf16, [&](auto tag) {
+        typedef CUDA_TAG_T(tag) T;
+        T* xp = (T*)vx.p;
+        const int vec = rows_vec4(xp, half) && aligned4(cos_t) && aligned4(sin_t) ? 4 : 1;
+        const size_t n = (size_t)N * nh * (half / vec);
+        if (!n) return;
+        if (vec == 4) {
+            rope_kernel<4><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(xp, pos, cos_t, sin_t, nh, hd, n, sign);
+        } else {
+            rope_kernel<1><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(xp, pos, cos_t, sin_t, nh, hd, n, sign);
+        }
+        cudaCheckLaunch();
+    });
 }
 
 void cuda_rope_fwd(Backend* be, float* x, const int* pos, const float* cos_t, const float* sin_t, int N, int nh,
@@ -308,10 +325,10 @@ __device__ __forceinline__ float sigmoid_f(float x) {
 }
 
 // n / VEC chunks of VEC elements (4: n a multiple of 4, every buffer 16-byte aligned)
-template <int VEC>
-__global__ void swiglu_fwd_kernel(float* h, const float* gate, const float* up, size_t chunks) {
+template <int VEC, typename T>
+__global__ void swiglu_fwd_kernel(T* h, const T* gate, const T* up, size_t chunks) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < chunks; i += (size_t)gridDim.x * blockDim.x) {
-        Chunk<VEC> g, u;
+        Chunk<T, VEC> g, u;
         g.load(gate, i);
         u.load(up, i);
         for (int e = 0; e < VEC; e++) u.v[e] *= g.v[e] * sigmoid_f(g.v[e]);
@@ -319,11 +336,10 @@ __global__ void swiglu_fwd_kernel(float* h, const float* gate, const float* up, 
     }
 }
 
-template <int VEC>
-__global__ void swiglu_bwd_kernel(float* dgate, float* dup, const float* dh, const float* gate, const float* up,
-                                  size_t chunks) {
+template <int VEC, typename T>
+__global__ void swiglu_bwd_kernel(T* dgate, T* dup, const T* dh, const T* gate, const T* up, size_t chunks) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < chunks; i += (size_t)gridDim.x * blockDim.x) {
-        Chunk<VEC> g, u, d, dg, du;
+        Chunk<T, VEC> g, u, d, dg, du;
         g.load(gate, i);
         u.load(up, i);
         d.load(dh, i);
@@ -339,22 +355,35 @@ __global__ void swiglu_bwd_kernel(float* dgate, float* dup, const float* dh, con
 
 void cuda_swiglu_fwd(Backend* be, float* h, const float* gate, const float* up, size_t n) {
     if (!n) return;
-    if (n % 4 == 0 && aligned16(h) && aligned16(gate) && aligned16(up)) {
-        swiglu_fwd_kernel<4><<<cuda_grid(n / 4, 256), 256, 0, cuda_stream(be)>>>(h, gate, up, n / 4);
-    } else {
-        swiglu_fwd_kernel<1><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(h, gate, up, n);
-    }
+    const CudaView v[3] = {cuda_view(be, h), cuda_view(be, gate), cuda_view(be, up)};
+    cuda_dispatch(cuda_views_bf16("swiglu_fwd", v, 3), [&](auto tag) {
+        typedef CUDA_TAG_T(tag) T;
+        T* hp = (T*)v[0].p;
+        const T *gp = (const T*)v[1].p, *up_ = (const T*)v[2].p;
+        if (n % 4 == 0 && aligned4(hp) && aligned4(gp) && aligned4(up_)) {
+            swiglu_fwd_kernel<4><<<cuda_grid(n / 4, 256), 256, 0, cuda_stream(be)>>>(hp, gp, up_, n / 4);
+        } else {
+            swiglu_fwd_kernel<1><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(hp, gp, up_, n);
+        }
+    });
     cudaCheckLaunch();
 }
 
 void cuda_swiglu_bwd(Backend* be, float* dgate, float* dup, const float* dh, const float* gate, const float* up,
                      size_t n) {
     if (!n) return;
-    if (n % 4 == 0 && aligned16(dgate) && aligned16(dup) && aligned16(dh) && aligned16(gate) && aligned16(up)) {
-        swiglu_bwd_kernel<4><<<cuda_grid(n / 4, 256), 256, 0, cuda_stream(be)>>>(dgate, dup, dh, gate, up, n / 4);
-    } else {
-        swiglu_bwd_kernel<1><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(dgate, dup, dh, gate, up, n);
-    }
+    const CudaView v[5] = {cuda_view(be, dgate), cuda_view(be, dup), cuda_view(be, dh), cuda_view(be, gate),
+                           cuda_view(be, up)};
+    cuda_dispatch(cuda_views_bf16("swiglu_bwd", v, 5), [&](auto tag) {
+        typedef CUDA_TAG_T(tag) T;
+        T *dg = (T*)v[0].p, *du = (T*)v[1].p;
+        const T *dhp = (const T*)v[2].p, *gp = (const T*)v[3].p, *up_ = (const T*)v[4].p;
+        if (n % 4 == 0 && aligned4(dg) && aligned4(du) && aligned4(dhp) && aligned4(gp) && aligned4(up_)) {
+            swiglu_bwd_kernel<4><<<cuda_grid(n / 4, 256), 256, 0, cuda_stream(be)>>>(dg, du, dhp, gp, up_, n / 4);
+        } else {
+            swiglu_bwd_kernel<1><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(dg, du, dhp, gp, up_, n);
+        }
+    });
     cudaCheckLaunch();
 }
 

@@ -62,6 +62,14 @@ struct float4 {
     float x, y, z, w;
 };
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+struct uint2 {
+    unsigned x, y;
+};
+inline float __uint_as_float(unsigned u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 // conversions with an explicit rounding mode (round to nearest even, the host's default)
 inline double __ll2double_rn(long long x) { return (double)x; }
@@ -108,6 +116,7 @@ inline float emu_bf16_float(uint16_t b) {
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {emu_bf16_bits(f)}; }
 inline __nv_bfloat16 __float2bfloat16(float f) { return {emu_bf16_bits(f)}; }
 inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) { return {{emu_bf16_bits(lo)}, {emu_bf16_bits(hi)}}; }
+inline float __bfloat162float(__nv_bfloat16 b) { return emu_bf16_float(b.bits); }
 
 inline uint32_t pack_bf16(float lo, float hi) { return emu_bf16_bits(lo) | (uint32_t)emu_bf16_bits(hi) << 16; }
 

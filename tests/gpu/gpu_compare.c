@@ -25,6 +25,7 @@ static double tolerance(TolClass t, int bf16) {
     case TOL_MATMUL: return bf16 ? 1e-2 : 1e-4;
     case TOL_ATTN_BWD: return bf16 ? 2e-2 : 1e-4;
     case TOL_EXACT: return 0.0;
+    case TOL_ACT: return bf16 ? 1.5e-2 : 1e-5;
     }
     return 0.0;
 }
@@ -83,9 +84,40 @@ float* gpu_randn(GpuCtx* c, size_t n, double scale) {
     return d;
 }
 
+void gpu_rope_inputs(GpuCtx* c, int N, int maxpos, int hd, float** cos_t, float** sin_t, int** pos) {
+    const int half = hd / 2;
+    float* cs = malloc(sizeof(float) * maxpos * half);
+    float* sn = malloc(sizeof(float) * maxpos * half);
+    for (int p = 0; p < maxpos; p++) {
+        for (int i = 0; i < half; i++) {
+            const double f = p * pow(10000.0, -2.0 * i / hd);
+            cs[p * half + i] = (float)cos(f);
+            sn[p * half + i] = (float)sin(f);
+        }
+    }
+    int* ps = malloc(sizeof(int) * N);
+    for (int n = 0; n < N; n++) ps[n] = (int)rng_below(&c->rng, (uint64_t)maxpos);
+    *cos_t = gpu_upload(c, cs, sizeof(float) * maxpos * half);
+    *sin_t = gpu_upload(c, sn, sizeof(float) * maxpos * half);
+    *pos = gpu_upload(c, ps, sizeof(int) * N);
+    free(cs), free(sn), free(ps);
+}
+
 float* gpu_zeros(GpuCtx* c, size_t n) { return track(c, c->be->alloc(c->be, (n ? n : 1) * sizeof(float))); }
 
 float* gpu_junk(GpuCtx* c, size_t n) { return gpu_randn(c, n, 1e3); }
+
+float* gpu_act_randn(GpuCtx* c, size_t n, double scale) {
+    float* h = host_randn(c, n, scale);
+    float* d = track(c, c->be->alloc_act(c->be, n ? n : 1));
+    if (n) c->be->upload(c->be, d, h, n * sizeof(float));
+    free(h);
+    return d;
+}
+
+float* gpu_act_zeros(GpuCtx* c, size_t n) { return track(c, c->be->alloc_act(c->be, n ? n : 1)); }
+
+float* gpu_act_junk(GpuCtx* c, size_t n) { return gpu_act_randn(c, n, 1e3); }
 
 static void out_push(GpuCtx* c, const char* name, double* v, size_t n, int exact_zero) {
     GpuOutputs* o = c->out;

@@ -23,6 +23,7 @@ typedef enum {
     TOL_MATMUL,      // f32 1e-4, bf16 mode 1e-2: matmuls and the attention forward
     TOL_ATTN_BWD,    // f32 1e-4, bf16 mode 2e-2: the attention backward (two chained products)
     TOL_EXACT,       // 0 in both modes: the trainer's fixed-point sums and block norms
+    TOL_ACT,         // f32 1e-5, bf16 mode 1.5e-2: ops on activation buffers (bf16 storage there)
 } TolClass;
 
 typedef struct {
@@ -65,7 +66,13 @@ void* gpu_upload(GpuCtx* c, const void* host, size_t bytes);
 float* gpu_randn(GpuCtx* c, size_t n, double scale); // N(0, scale^2) entries
 float* gpu_zeros(GpuCtx* c, size_t n);
 float* gpu_junk(GpuCtx* c, size_t n); // large random values: an output every element of which must be written
+// the same as activation buffers (Backend.alloc_act: bf16 storage in the bf16 mode)
+float* gpu_act_randn(GpuCtx* c, size_t n, double scale);
+float* gpu_act_zeros(GpuCtx* c, size_t n);
+float* gpu_act_junk(GpuCtx* c, size_t n);
 float* host_randn(GpuCtx* c, size_t n, double scale); // malloc'ed; the caller frees
+// RoPE's tables (maxpos, hd / 2) for theta 10000, and N positions drawn below maxpos
+void gpu_rope_inputs(GpuCtx* c, int N, int maxpos, int hd, float** cos_t, float** sin_t, int** pos);
 // an output: n floats downloaded from dev, or copied from host
 void gpu_out(GpuCtx* c, const char* name, const float* dev, size_t n, int exact_zero);
 void gpu_out_host(GpuCtx* c, const char* name, const float* host, size_t n, int exact_zero);

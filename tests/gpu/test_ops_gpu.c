@@ -14,6 +14,8 @@
 //                    and 128: inputs rounded to bf16, relative 2^-9, fp32 sums; a host simulation
 //                    of the kernels on these shapes gave forward errors up to 5e-3 and backward
 //                    up to 1e-2, most at rows with few keys, where one rounding is not averaged)
+//   activation buffers (alloc_act; bf16 storage in bf16 mode, test_ops_gpu_act.c): 1.5e-2 in
+//                    bf16 mode for the elementwise ops, the matmul's and attention's classes else
 // that the two runs are bit-identical (ops.h: deterministic; the reductions of embedding_bwd,
 // attention_bwd, rmsnorm_bwd, bias_bwd, sum_squares and the losses must not depend on timing),
 // and that padded rows are exactly zero. Outputs that an op overwrites start as garbage, so every
@@ -45,6 +47,11 @@ void test_softmax(void** state);
 void test_losses(void** state);
 void test_sample_rows(void** state);
 void test_objective_rows(void** state);
+// test_ops_gpu_act.c: activation buffers
+void test_activation_memory(void** state);
+void test_activation_ops(void** state);
+void test_activation_matmul(void** state);
+void test_activation_attention(void** state);
 
 // ----------------------------------------------------------------------------
 // memory: zero-filled alloc, upload/download, copy and memset0 at element offsets
@@ -307,29 +314,15 @@ typedef struct {
 
 static void case_rope(GpuCtx* c, const void* arg) {
     const RopeArgs* a = arg;
-    enum { maxpos = 4096 };
-    const int half = a->hd / 2;
-    float* cs = malloc(sizeof(float) * maxpos * half);
-    float* sn = malloc(sizeof(float) * maxpos * half);
-    for (int p = 0; p < maxpos; p++) {
-        for (int i = 0; i < half; i++) {
-            const double f = p * pow(10000.0, -2.0 * i / a->hd);
-            cs[p * half + i] = (float)cos(f);
-            sn[p * half + i] = (float)sin(f);
-        }
-    }
-    int* pos = malloc(sizeof(int) * a->N);
-    for (int n = 0; n < a->N; n++) pos[n] = (int)rng_below(&c->rng, maxpos);
+    float *dcs, *dsn;
+    int* dpos;
+    gpu_rope_inputs(c, a->N, 4096, a->hd, &dcs, &dsn, &dpos);
     const size_t nx = (size_t)a->N * a->nh * a->hd;
     float* x = gpu_randn(c, nx, 1.0);
-    float* dcs = gpu_upload(c, cs, sizeof(float) * maxpos * half);
-    float* dsn = gpu_upload(c, sn, sizeof(float) * maxpos * half);
-    int* dpos = gpu_upload(c, pos, sizeof(int) * a->N);
     c->be->rope_fwd(c->be, x, dpos, dcs, dsn, a->N, a->nh, a->hd);
     gpu_out(c, "fwd", x, nx, 0);
     c->be->rope_bwd(c->be, x, dpos, dcs, dsn, a->N, a->nh, a->hd);
     gpu_out(c, "bwd", x, nx, 0);
-    free(cs), free(sn), free(pos);
 }
 
 static void test_rope(void** state) {
@@ -703,7 +696,9 @@ int main(void) {
         cmocka_unit_test(test_attention_decode), cmocka_unit_test(test_attention_bwd),
         cmocka_unit_test(test_embedding),       cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_losses),          cmocka_unit_test(test_objective_rows),
-        cmocka_unit_test(test_sample_rows),
+        cmocka_unit_test(test_sample_rows),     cmocka_unit_test(test_activation_memory),
+        cmocka_unit_test(test_activation_ops),  cmocka_unit_test(test_activation_matmul),
+        cmocka_unit_test(test_activation_attention),
         cmocka_unit_test(test_adamw), cmocka_unit_test(test_fixed_point),
     };
     const int failed = cmocka_run_group_tests(tests, NULL, NULL);

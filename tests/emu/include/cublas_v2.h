@@ -1,7 +1,8 @@
 // A host stand-in for the part of cuBLAS the CUDA backend uses, for its emulated build: GemmEx on
-// fp32 or bf16 operands with fp32 C, computed by OpenBLAS's sgemm on fp32 copies of the operands
-// (bf16 ones widened exactly; fp32 ones under CUBLAS_COMPUTE_32F_FAST_16BF rounded to bf16 first,
-// as that mode's tensor cores take them). Column-major, as cuBLAS.
+// fp32 or bf16 operands with an fp32 C (or a bf16 one with bf16 operands), computed by OpenBLAS's
+// sgemm on fp32 copies of the operands (bf16 ones widened exactly; fp32 ones under
+// CUBLAS_COMPUTE_32F_FAST_16BF rounded to bf16 first, as that mode's tensor cores take them).
+// Column-major, as cuBLAS.
 #pragma once
 #include <cblas.h>
 #include <stdlib.h>
@@ -54,27 +55,36 @@ inline cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasO
                                    const void* alpha, const void* A, cudaDataType a_type, int lda, const void* B,
                                    cudaDataType b_type, int ldb, const void* beta, void* C, cudaDataType c_type,
                                    int ldc, cublasComputeType_t compute, cublasGemmAlgo_t) {
-    if (c_type != CUDA_R_32F || m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (m < 0 || n < 0 || k < 0 || (c_type == CUDA_R_16BF && a_type != CUDA_R_16BF)) {
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
     if (lda < (ta ? k : m) || ldb < (tb ? n : k) || ldc < m || lda < 1 || ldb < 1 || ldc < 1) {
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     const float a = *(const float*)alpha, b = *(const float*)beta;
-    float* c = (float*)C;
+    // a bf16 C is computed in fp32 (beta included) and rounded once at the end
+    float* c = c_type == CUDA_R_16BF ? emu_gemm_operand(C, c_type, m, n, ldc, false) : (float*)C;
     if (b == 0.0f) { // C is not read (NaN there stays out), as cuBLAS
         for (int j = 0; j < n; j++) memset(c + (size_t)j * ldc, 0, (size_t)m * sizeof(float));
     }
     if (k == 0) {
         for (int j = 0; j < n; j++)
             for (int i = 0; i < m; i++) c[(size_t)j * ldc + i] *= b;
-        return CUBLAS_STATUS_SUCCESS;
+    } else {
+        const bool fast = compute == CUBLAS_COMPUTE_32F_FAST_16BF;
+        float* af = emu_gemm_operand(A, a_type, ta ? k : m, ta ? m : k, lda, fast);
+        float* bf = emu_gemm_operand(B, b_type, tb ? n : k, tb ? k : n, ldb, fast);
+        cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, a, af,
+                    lda, bf, ldb, b, c, ldc);
+        free(af);
+        free(bf);
     }
-    const bool fast = compute == CUBLAS_COMPUTE_32F_FAST_16BF;
-    float* af = emu_gemm_operand(A, a_type, ta ? k : m, ta ? m : k, lda, fast);
-    float* bf = emu_gemm_operand(B, b_type, tb ? n : k, tb ? k : n, ldb, fast);
-    cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, a, af, lda, bf,
-                ldb, b, c, ldc);
-    free(af);
-    free(bf);
+    if (c_type == CUDA_R_16BF) {
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++)
+                ((__nv_bfloat16*)C)[(size_t)j * ldc + i].bits = emu_bf16_bits(c[(size_t)j * ldc + i]);
+        free(c);
+    }
     return CUBLAS_STATUS_SUCCESS;
 }
