@@ -15,8 +15,9 @@
 // state
 
 // The matmuls' and attention's inputs and outputs are activation buffers (alloc_act: bf16 in the
-// CUDA backend's bf16 mode); the residual stream, its gradient, the norm statistics, the logits
-// and what the loss blocks write stay fp32.
+// CUDA backend's bf16 mode), dlogits too (the loss blocks add into it, the LM head's backward
+// products read it); the residual stream, its gradient, the norm statistics and the logits stay
+// fp32.
 typedef struct {
     // per-layer tensors are stacked over L; N = B * T rows of the current batch
     float* resid;  // (L + 1, N, D) residual stream entering each layer (the last enters the final norm)
@@ -54,7 +55,7 @@ typedef struct {
     float* dh;      // (N, F)
     float* dgate;   // (N, F)
     float* dup;     // (N, F)
-    float* dlogits; // (N, V) for the caller's loss blocks
+    float* dlogits; // (N, V) for the caller's loss blocks (an activation buffer)
 } Scratch;
 
 struct Model {
@@ -187,7 +188,7 @@ Model* model_create(const ModelConfig* c, Backend* be, int max_batch, int max_se
     s->dh = act(be, N * F);
     s->dgate = act(be, N * F);
     s->dup = act(be, N * F);
-    s->dlogits = falloc(be, N * V);
+    s->dlogits = act(be, N * V);
 
     rope_tables(m);
     m->attn_work = be->alloc(be, be->attention_work_bytes(be, max_seq));

@@ -11,7 +11,8 @@
 //   them at lower precision: the CUDA backend's bf16 mode keeps them in bf16 (the pointer is then
 //   a handle the backend resolves, and what an op writes there is rounded to bf16). The ops that
 //   take them: matmul (any operand), rmsnorm_fwd/bwd, rope, attention, swiglu, add_bias, bias_bwd,
-//   upload, download, memset0 and copy (which convert); the others fail on them.
+//   mask_rows, the dz of cross_entropy and the kl_* losses, upload, download, memset0 and copy
+//   (which convert); the others fail on them.
 // - Parameters, gradients and optimizer moments are fp32 in every backend (master weights). A
 //   backend that computes in bf16 keeps its reduced-precision copies and casts internally.
 // - Ops are issued in order and may run asynchronously; `download` and the ops that return a

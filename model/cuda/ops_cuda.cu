@@ -370,45 +370,52 @@ static void cuda_adamw(Backend* be, float* p, const float* g, float* m, float* v
 // ----------------------------------------------------------------------------
 // the ops as installed: each forgets the kept operand copies (any op but matmul may write where a
 // copy's source lies; read-only ones are too rare in a step to single out), fails clearly on an
-// activation buffer if it takes none (ops.h), then runs
+// activation buffer where it takes none (ops.h), then runs
 
 static constexpr bool str_eq(const char* a, const char* b) { return *a == *b && (!*a || str_eq(a + 1, b + 1)); }
-static constexpr bool takes_act(const char* op) {
-    constexpr const char* ops[] = {"upload",    "download",  "memset0",       "copy",          "add_bias",
-                                   "bias_bwd",  "rope_fwd",  "rope_bwd",      "rmsnorm_fwd",   "rmsnorm_bwd",
-                                   "swiglu_fwd", "swiglu_bwd", "attention_fwd", "attention_bwd"};
-    for (const char* o : ops) {
-        if (str_eq(o, op)) return true;
+// the arguments of an op that may be activation buffers, as a bit mask of their positions in the
+// op's parameter list (be is 1): every pointer of the memory ops and the transformer blocks that
+// take them, only dz of the losses (dlogits), none elsewhere
+static constexpr unsigned act_args(const char* op) {
+    constexpr const char* all[] = {"upload",     "download",   "memset0",       "copy",          "add_bias",
+                                   "bias_bwd",   "rope_fwd",   "rope_bwd",      "rmsnorm_fwd",   "rmsnorm_bwd",
+                                   "swiglu_fwd", "swiglu_bwd", "attention_fwd", "attention_bwd", "mask_rows"};
+    for (const char* o : all) {
+        if (str_eq(o, op)) return ~0u;
     }
-    return false;
+    if (str_eq(op, "cross_entropy")) return 1u << 8;
+    if (str_eq(op, "kl_full")) return 1u << 9;
+    if (str_eq(op, "kl_topk")) return 1u << 12;
+    if (str_eq(op, "kl_sampled")) return 1u << 10;
+    return 0;
 }
 
-template <typename T> static void reject_act_arg(Backend* be, const char* op, int i, T x) {
+template <typename T> static void reject_act_arg(Backend* be, const char* op, unsigned allowed, int i, T x) {
     if constexpr (std::is_pointer<T>::value) {
-        if (cuda_view(be, (const void*)x).bf16) {
-            fatal("cuda backend: argument %d of %s is an activation buffer (bf16), which %s does not take", i, op,
-                  op);
+        if (!(allowed >> i & 1) && cuda_view(be, (const void*)x).bf16) {
+            fatal("cuda backend: argument %d of %s is an activation buffer (bf16), which %s does not take there", i,
+                  op, op);
         }
     }
 }
 
-template <typename... A> static void reject_act(const char* op, Backend* be, A... a) {
+template <typename... A> static void reject_act(const char* op, unsigned allowed, Backend* be, A... a) {
     if (!cuda_impl(be)->n_acts) return;
     int i = 1;
-    (reject_act_arg(be, op, ++i, a), ...);
+    (reject_act_arg(be, op, allowed, ++i, a), ...);
 }
 
 #define CUDA_UNPAREN(...) __VA_ARGS__
 #define CUDA_INSTALLED_VOID(name, params, args)                                                                    \
     static void installed_##name params {                                                                          \
         operands_forget(cuda_impl(be));                                                                            \
-        if constexpr (!takes_act(#name)) reject_act(#name, CUDA_UNPAREN args);                                     \
+        if constexpr (act_args(#name) != ~0u) reject_act(#name, act_args(#name), CUDA_UNPAREN args);               \
         cuda_##name args;                                                                                          \
     }
 #define CUDA_INSTALLED_VALUE(type, name, params, args)                                                             \
     static type installed_##name params {                                                                          \
         operands_forget(cuda_impl(be));                                                                            \
-        if constexpr (!takes_act(#name)) reject_act(#name, CUDA_UNPAREN args);                                     \
+        if constexpr (act_args(#name) != ~0u) reject_act(#name, act_args(#name), CUDA_UNPAREN args);               \
         return cuda_##name args;                                                                                   \
     }
 #define CUDA_INSTALLED_DOUBLE(name, params, args) CUDA_INSTALLED_VALUE(double, name, params, args)

@@ -32,11 +32,11 @@ void cuda_add_bias(Backend* be, float* y, const float* b, int N, int C) {
 
 // a block per row (grid-stride over rows): a valid row costs one read of its length, not a pass
 // over its C elements (the LM head's dlogits rows are 50k wide)
-__global__ void mask_rows_kernel(float* x, const int* lengths, int T, int C, size_t rows) {
+template <typename T> __global__ void mask_rows_kernel(T* x, const int* lengths, int Tn, int C, size_t rows) {
     for (size_t row = blockIdx.x; row < rows; row += gridDim.x) {
-        if ((int)(row % T) < lengths[row / T]) continue;
-        float* xr = x + row * C;
-        for (int j = threadIdx.x; j < C; j += blockDim.x) xr[j] = 0.0f;
+        if ((int)(row % Tn) < lengths[row / Tn]) continue;
+        T* xr = x + row * C;
+        for (int j = threadIdx.x; j < C; j += blockDim.x) store_f(xr + j, 0.0f);
     }
 }
 
@@ -44,7 +44,10 @@ void cuda_mask_rows(Backend* be, float* x, const int* lengths, int B, int T, int
     const size_t rows = (size_t)B * T;
     if (!rows || C <= 0) return;
     const unsigned grid = rows < 65535u ? (unsigned)rows : 65535u;
-    mask_rows_kernel<<<grid, 256, 0, cuda_stream(be)>>>(x, lengths, T, C, rows);
+    const CudaView vx = cuda_view(be, x);
+    cuda_dispatch(vx.bf16, [&](auto tag) {
+        mask_rows_kernel<<<grid, 256, 0, cuda_stream(be)>>>((CUDA_TAG_T(tag)*)vx.p, lengths, T, C, rows);
+    });
     cudaCheckLaunch();
 }
 

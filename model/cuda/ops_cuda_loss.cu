@@ -5,10 +5,12 @@
 // combined in a fixed shuffle tree), the gradient from a second read. Each row's weighted loss
 // goes to a scratch array and the total is summed in a fixed order (cuda_sum_doubles): results
 // are bit-identical between runs. Expressions follow loss.c term by term, including where they
-// round to float and where they stay in double.
+// round to float and where they stay in double. The losses' dz may be an activation buffer
+// (bf16 storage: dlogits in the bf16 mode), which each update reads, adds to and rounds back.
 #include <limits.h>
 
 #include "model/cuda/ops_cuda.cuh"
+#include "model/cuda/storage.cuh"
 
 extern "C" {
 #include "model/loss.h"
@@ -77,8 +79,9 @@ void cuda_log_softmax(Backend* be, float* y, const float* z, int N, int V) {
 // cross-entropy: loss = lse - z[y]; dz += w (q - onehot(y)). A target outside [0, V) (the CPU
 // backend stops the job there) gives a NaN loss and leaves dz alone.
 
+template <typename TD>
 __global__ void __launch_bounds__(LOSS_THREADS) cross_entropy_kernel(const float* z, const int* targets,
-                                                                     const float* w, int V, float* losses, float* dz,
+                                                                     const float* w, int V, float* losses, TD* dz,
                                                                      double* rowval) {
     __shared__ float shf[32];
     __shared__ double shd[32];
@@ -95,12 +98,12 @@ __global__ void __launch_bounds__(LOSS_THREADS) cross_entropy_kernel(const float
     const float* zn = z + (size_t)n * V;
     const double lse = row_logsumexp(zn, V, shf, shd);
     if (dz) {
-        float* dzn = dz + (size_t)n * V;
+        TD* dzn = dz + (size_t)n * V;
         const float lsef = (float)lse;
         for (int v = threadIdx.x; v < V; v += blockDim.x) {
-            float d = dzn[v] + wn * expf(zn[v] - lsef);
+            float d = load_f(dzn + v) + wn * expf(zn[v] - lsef);
             if (v == y) d -= wn;
-            dzn[v] = d;
+            store_f(dzn + v, d);
         }
     }
     row_result(n, wn, (float)(lse - zn[y]), losses, rowval);
@@ -110,7 +113,11 @@ double cuda_cross_entropy(Backend* be, const float* z, const int* targets, const
                           float* losses, float* dz) {
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
-    cross_entropy_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, targets, w, V, losses, dz, rowval);
+    const CudaView d = cuda_view(be, dz);
+    cuda_dispatch(d.bf16, [&](auto tag) {
+        typedef CUDA_TAG_T(tag) TD;
+        cross_entropy_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, targets, w, V, losses, (TD*)d.p, rowval);
+    });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
 }
@@ -118,8 +125,9 @@ double cuda_cross_entropy(Backend* be, const float* z, const int* targets, const
 // ----------------------------------------------------------------------------
 // full-vocabulary KL, both directions
 
+template <typename TD>
 __global__ void __launch_bounds__(LOSS_THREADS) kl_full_kernel(const float* z, const float* lp, const float* w, int V,
-                                                               int reverse, float* losses, float* dz,
+                                                               int reverse, float* losses, TD* dz,
                                                                double* rowval) {
     __shared__ float shf[32];
     __shared__ double shd[32];
@@ -143,10 +151,10 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_full_kernel(const float* z, c
         kl = block_sum_d(klt, shd);
         psum = block_sum_d(psum, shd);
         if (dz) {
-            float* dzn = dz + (size_t)n * V;
+            TD* dzn = dz + (size_t)n * V;
             const float lsef = (float)lse, psumf = (float)psum;
             for (int v = threadIdx.x; v < V; v += blockDim.x) {
-                dzn[v] += wn * (expf(zn[v] - lsef) * psumf - expf(lpn[v]));
+                add_f(dzn + v, wn * (expf(zn[v] - lsef) * psumf - expf(lpn[v])));
             }
         }
     } else {
@@ -158,10 +166,10 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_full_kernel(const float* z, c
         }
         kl = block_sum_d(klt, shd);
         if (dz) {
-            float* dzn = dz + (size_t)n * V;
+            TD* dzn = dz + (size_t)n * V;
             for (int v = threadIdx.x; v < V; v += blockDim.x) {
                 const double lq = zn[v] - lse;
-                dzn[v] += wn * expf((float)lq) * (float)(lq - fmax((double)lpn[v], lp_floor) - kl);
+                add_f(dzn + v, wn * expf((float)lq) * (float)(lq - fmax((double)lpn[v], lp_floor) - kl));
             }
         }
     }
@@ -172,7 +180,11 @@ double cuda_kl_full(Backend* be, const float* z, const float* teacher_lp, const 
                     float* losses, float* dz) {
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
-    kl_full_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, teacher_lp, w, V, reverse, losses, dz, rowval);
+    const CudaView d = cuda_view(be, dz);
+    cuda_dispatch(d.bf16, [&](auto tag) {
+        typedef CUDA_TAG_T(tag) TD;
+        kl_full_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, teacher_lp, w, V, reverse, losses, (TD*)d.p, rowval);
+    });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
 }
@@ -219,9 +231,10 @@ __device__ RowBuckets row_buckets(const float* zn, const int* idn, const float* 
     return r;
 }
 
+template <typename TD>
 __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, const int* ids, const float* lp,
                                                                const float* tail_mass, const float* w, int V, int K,
-                                                               int reverse, float* losses, float* dz,
+                                                               int reverse, float* losses, TD* dz,
                                                                double* rowval) {
     __shared__ float shf[32];
     __shared__ double shd[32];
@@ -255,15 +268,17 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
         if (Pt > 0.0) kl += Pt * (lPt - lQt);
         if (dz) {
             // every id as if in the tail, then the top-k ids overwritten from their saved values
-            float* dzn = dz + (size_t)n * V;
-            for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = dzn[idn[i]];
+            TD* dzn = dz + (size_t)n * V;
+            for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = load_f(dzn + idn[i]);
             __syncthreads();
             const float inv_Z = (float)(1.0 / Z), tail_scale = Zt > 0.0 ? (float)(Pt / Zt) : 0.0f;
-            for (int v = threadIdx.x; v < V; v += blockDim.x) dzn[v] += wn * expf(zn[v] - m) * (inv_Z - tail_scale);
+            for (int v = threadIdx.x; v < V; v += blockDim.x) {
+                add_f(dzn + v, wn * expf(zn[v] - m) * (inv_Z - tail_scale));
+            }
             __syncthreads();
             for (int i = threadIdx.x; i < K; i += blockDim.x) {
                 const int id = idn[i];
-                dzn[id] = saved[i] + wn * (float)(exp((double)(zn[id] - m)) / Z - exp((double)lpn[i] - logS));
+                store_f(dzn + id, saved[i] + wn * (float)(exp((double)(zn[id] - m)) / Z - exp((double)lpn[i] - logS)));
             }
         }
         row_result(n, wn, (float)kl, losses, rowval);
@@ -275,17 +290,17 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
         }
         const double kl = block_sum_d(klt, shd) + Qt * gt;
         if (dz) {
-            float* dzn = dz + (size_t)n * V;
-            for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = dzn[idn[i]];
+            TD* dzn = dz + (size_t)n * V;
+            for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = load_f(dzn + idn[i]);
             __syncthreads();
             const float c = (float)(gt - kl), shift = (float)(m + logZ);
-            for (int v = threadIdx.x; v < V; v += blockDim.x) dzn[v] += wn * expf(zn[v] - shift) * c;
+            for (int v = threadIdx.x; v < V; v += blockDim.x) add_f(dzn + v, wn * expf(zn[v] - shift) * c);
             __syncthreads();
             for (int i = threadIdx.x; i < K; i += blockDim.x) {
                 const int id = idn[i];
                 const double lQ = (zn[id] - m) - logZ;
                 const double gi = fmax(lQ, log_floor) - fmax((double)lpn[i] - logS, log_floor);
-                dzn[id] = saved[i] + wn * (float)(exp(lQ) * (gi - kl));
+                store_f(dzn + id, saved[i] + wn * (float)(exp(lQ) * (gi - kl)));
             }
         }
         row_result(n, wn, (float)kl, losses, rowval);
@@ -297,8 +312,12 @@ double cuda_kl_topk(Backend* be, const float* z, const int* ids, const float* te
     if (K > LOSS_TOPK_MAX) fatal("kl_topk: K = %d exceeds LOSS_TOPK_MAX = %d", K, LOSS_TOPK_MAX);
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
-    kl_topk_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, ids, teacher_lp, teacher_tail, w, V, K, reverse,
-                                                             losses, dz, rowval);
+    const CudaView d = cuda_view(be, dz);
+    cuda_dispatch(d.bf16, [&](auto tag) {
+        typedef CUDA_TAG_T(tag) TD;
+        kl_topk_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, ids, teacher_lp, teacher_tail, w, V, K, reverse,
+                                                                 losses, (TD*)d.p, rowval);
+    });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
 }
@@ -307,9 +326,10 @@ double cuda_kl_topk(Backend* be, const float* z, const int* ids, const float* te
 // sampled-token estimator: c = rho (lq[y] - lp_t), dz += w c (onehot(y) - q). An id outside
 // [0, V) gives a NaN loss and leaves dz alone.
 
+template <typename TD>
 __global__ void __launch_bounds__(LOSS_THREADS) kl_sampled_kernel(const float* z, const int* ids, const float* lp,
                                                                   const float* old_lp, const float* w, int V,
-                                                                  float* losses, float* dz, double* rowval) {
+                                                                  float* losses, TD* dz, double* rowval) {
     __shared__ float shf[32];
     __shared__ double shd[32];
     const int n = blockIdx.x, y = ids[n];
@@ -328,12 +348,12 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_sampled_kernel(const float* z
     const double rho = old_lp ? exp(lq - (double)old_lp[n]) : 1.0;
     const double c = rho * (lq - (double)lp[n]);
     if (dz) {
-        float* dzn = dz + (size_t)n * V;
+        TD* dzn = dz + (size_t)n * V;
         const float wc = wn * (float)c, lsef = (float)lse;
         for (int v = threadIdx.x; v < V; v += blockDim.x) {
-            float d = dzn[v] - wc * expf(zn[v] - lsef);
+            float d = load_f(dzn + v) - wc * expf(zn[v] - lsef);
             if (v == y) d += wc;
-            dzn[v] = d;
+            store_f(dzn + v, d);
         }
     }
     row_result(n, wn, (float)c, losses, rowval);
@@ -343,7 +363,12 @@ double cuda_kl_sampled(Backend* be, const float* z, const int* ids, const float*
                        const float* w, int N, int V, float* losses, float* dz) {
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
-    kl_sampled_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, ids, teacher_lp, old_lp, w, V, losses, dz, rowval);
+    const CudaView d = cuda_view(be, dz);
+    cuda_dispatch(d.bf16, [&](auto tag) {
+        typedef CUDA_TAG_T(tag) TD;
+        kl_sampled_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, ids, teacher_lp, old_lp, w, V, losses, (TD*)d.p,
+                                                                    rowval);
+    });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
 }

@@ -12,6 +12,7 @@ __device__ __forceinline__ float load_f(const float* p) { return *p; }
 __device__ __forceinline__ float load_f(const __nv_bfloat16* p) { return __bfloat162float(*p); }
 __device__ __forceinline__ void store_f(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_f(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+template <typename T> __device__ __forceinline__ void add_f(T* p, float v) { store_f(p, load_f(p) + v); }
 
 // a row of floats or bf16 as VEC-wide chunks: chunk j holds elements VEC j .. VEC j + VEC - 1;
 // VEC = 4 needs the chunk's address aligned to 4 elements (16 bytes for fp32, 8 for bf16)

@@ -5,10 +5,12 @@
 // parameter's gradient 4e-2; the cross-entropy and six AdamW steps' losses 5e-3 relative. bf16
 // keeps 8 bits of mantissa (relative rounding 2^-9 = 2e-3); every layer rounds its activations
 // and the matmuls' operands once more, and the gradients go through twice as many roundings as
-// the logits. Measured in emulation: logits <= 5.5e-3, gradients <= 1.4e-2, losses <= 6e-4. Shapes cover the tensor-core attention (head sizes 32 and 64, GQA, QK-norm, q/k/v
+// the logits. Measured in emulation: logits <= 5.5e-3, gradients <= 1.4e-2, losses <= 6e-4.
+// Shapes cover the tensor-core attention (head sizes 32 and 64, GQA, QK-norm, q/k/v
 // biases, tied and untied heads, padded rows) and the fp32 attention kernels on fp32 copies of
 // the activations (head size 16, which has no tensor-core kernel; 4 tokens, the decoding path).
-// Then determinism: two bf16 runs give bit-identical gradients. Without a usable GPU it prints
+// Then determinism: two bf16 runs give bit-identical gradients; and ops that take no activation
+// buffer (or not in that argument) stop with a clear message on one. Without a usable GPU it prints
 // "no CUDA GPU: <reason>" and exits 77.
 #include <math.h>
 #include <setjmp.h>
@@ -18,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -210,7 +214,51 @@ static void test_determinism(void** state) {
     backend_destroy(gpu);
 }
 
-int main(void) {
+// An op that takes no activation buffer there stops the job with a message naming the op and
+// argument (ops.h), instead of reading a handle as device memory. The misuse runs in a fresh
+// process (this binary with --misuse WHAT): a forked child cannot use the parent's CUDA state.
+static int misuse(const char* what) {
+    Backend* be = gpu_bf16();
+    float* z = be->alloc_act(be, 4 * 16);
+    float* f = be->alloc(be, 4 * 16 * sizeof(float));
+    int* t = be->alloc(be, 4 * sizeof(int));
+    if (!strcmp(what, "softmax")) be->softmax(be, f, z, 4, 16);
+    else be->cross_entropy(be, z, t, f, 4, 16, NULL, f);
+    return 0; // not stopped: the parent's check fails
+}
+
+static void expect_rejected(const char* what, const char* needle) {
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(stdout);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], STDERR_FILENO);
+        execl("/proc/self/exe", "test_model_bf16", "--misuse", what, (char*)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    char msg[4096] = {0};
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof msg - 1 && (r = read(fds[0], msg + got, sizeof msg - 1 - got)) > 0) got += (size_t)r;
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    printf("%s rejected: %s", what, msg);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 127);
+    assert_non_null(strstr(msg, needle));
+}
+
+static void test_rejects_activation_args(void** state) {
+    (void)state;
+    expect_rejected("softmax", "argument 3 of softmax is an activation buffer");
+    expect_rejected("cross_entropy", "argument 2 of cross_entropy is an activation buffer");
+}
+
+int main(int argc, char** argv) {
+    if (argc == 3 && !strcmp(argv[1], "--misuse")) return misuse(argv[2]);
     char err[512];
     Backend* probe = backend_cuda_create(0, 1, err, sizeof err);
     if (!probe) {
@@ -221,6 +269,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gqa),      cmocka_unit_test(test_qwen),        cmocka_unit_test(test_staged_attention),
         cmocka_unit_test(test_training), cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_rejects_activation_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

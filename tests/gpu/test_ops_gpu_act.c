@@ -8,8 +8,9 @@
 // ops converting both ways and at element offsets, RMSNorm with an fp32 input and an activation
 // output (the model's norms) and all activations (QK-norm), matmuls with any operand or C an
 // activation buffer (beta 0 and 1, transposes, a product small enough for the f32 mode's mixed
-// path), attention on the tensor cores (packed and strided inputs) and on the fp32 kernels
-// (head size 16, decoding) through fp32 copies.
+// path), masking, attention on the tensor cores (packed and strided inputs) and on the fp32 kernels
+// (head size 16, decoding) through fp32 copies. The losses' dz as an activation buffer (the
+// model's dlogits) is in test_ops_gpu_vocab.c.
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -120,6 +121,13 @@ static void case_act_rope_swiglu_bias(GpuCtx* c, const void* arg) {
     float* db = gpu_randn(c, (size_t)a->C, 1.0);
     be->bias_bwd(be, db, gate, a->N, a->C);
     gpu_out(c, "bias_bwd", db, (size_t)a->C, 0);
+    int* lengths = malloc(sizeof(int) * a->N);
+    for (int n = 0; n < a->N; n++) lengths[n] = (n * 5) % 4; // a->N sequences of 3 rows (B = N, T = 3)
+    int* dl = gpu_upload(c, lengths, sizeof(int) * a->N);
+    float* m = gpu_act_randn(c, (size_t)a->N * 3 * a->C, 1.0);
+    be->mask_rows(be, m, dl, a->N, 3, a->C);
+    gpu_out(c, "mask_rows", m, (size_t)a->N * 3 * a->C, 1);
+    free(lengths);
 }
 
 void test_activation_ops(void** state) {

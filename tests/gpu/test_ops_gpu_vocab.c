@@ -29,6 +29,7 @@ typedef enum { LOSS_CE, LOSS_KL_FULL, LOSS_KL_TOPK, LOSS_KL_SAMPLED } LossKind;
 typedef struct {
     LossKind kind;
     int N, V, K, reverse, with_old; // K: top-k ids per row; with_old: kl_sampled's old_lp
+    int act_dz;                     // dz an activation buffer (bf16 storage in the bf16 mode)
 } VocabArgs;
 
 // logits with a spread of 3 and one row shifted far up (softmax must subtract its max)
@@ -99,7 +100,7 @@ static void case_loss(GpuCtx* c, const void* arg) {
     }
     float* w = gpu_upload(c, hw, sizeof(float) * N);
     float* losses = gpu_junk(c, (size_t)N);
-    float* dz = gpu_randn(c, (size_t)N * V, 1e-3);
+    float* dz = a->act_dz ? gpu_act_randn(c, (size_t)N * V, 1e-3) : gpu_randn(c, (size_t)N * V, 1e-3);
     double ret = 0.0, ret_bare = 0.0; // with losses and dz, and with both NULL
     switch (a->kind) {
     case LOSS_CE: {
@@ -167,11 +168,17 @@ void test_losses(void** state) {
     (void)state;
     static const char* const names[] = {"cross_entropy", "kl_full", "kl_topk", "kl_sampled"};
     const VocabArgs cases[] = {
-        {LOSS_CE, 12, 300, 0, 0, 0},         {LOSS_CE, 12, 50304, 0, 0, 0},       {LOSS_CE, 8, 151936, 0, 0, 0},
-        {LOSS_KL_FULL, 8, 50304, 0, 0, 0},   {LOSS_KL_FULL, 8, 50304, 0, 1, 0},   {LOSS_KL_FULL, 4, 151936, 0, 1, 0},
-        {LOSS_KL_TOPK, 8, 50304, 1, 0, 0},   {LOSS_KL_TOPK, 8, 50304, 20, 0, 0},  {LOSS_KL_TOPK, 8, 50304, 20, 1, 0},
-        {LOSS_KL_TOPK, 6, 151936, 64, 1, 0}, {LOSS_KL_TOPK, 6, 300, 300, 0, 0},   {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 0},
-        {LOSS_KL_SAMPLED, 12, 151936, 0, 0, 1},
+        {LOSS_CE, 12, 300, 0, 0, 0, 0},           {LOSS_CE, 12, 50304, 0, 0, 0, 0},
+        {LOSS_CE, 8, 151936, 0, 0, 0, 0},         {LOSS_KL_FULL, 8, 50304, 0, 0, 0, 0},
+        {LOSS_KL_FULL, 8, 50304, 0, 1, 0, 0},     {LOSS_KL_FULL, 4, 151936, 0, 1, 0, 0},
+        {LOSS_KL_TOPK, 8, 50304, 1, 0, 0, 0},     {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 0},
+        {LOSS_KL_TOPK, 8, 50304, 20, 1, 0, 0},    {LOSS_KL_TOPK, 6, 151936, 64, 1, 0, 0},
+        {LOSS_KL_TOPK, 6, 300, 300, 0, 0, 0},     {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 0, 0},
+        {LOSS_KL_SAMPLED, 12, 151936, 0, 0, 1, 0},
+        // dz as dlogits in the model: an activation buffer
+        {LOSS_CE, 12, 50304, 0, 0, 0, 1},        {LOSS_KL_FULL, 8, 50304, 0, 1, 0, 1},
+        {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 1},   {LOSS_KL_TOPK, 6, 300, 300, 1, 0, 1},
+        {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 1, 1},
     };
     char label[96];
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -179,7 +186,8 @@ void test_losses(void** state) {
         snprintf(label, sizeof label, "%s%s N=%d V=%d%s%s", names[a->kind], a->reverse ? " reverse" : "", a->N, a->V,
                  a->K ? " K=" : "", a->with_old ? " old_lp" : "");
         if (a->K) snprintf(label + strlen(label), sizeof label - strlen(label), "%d", a->K);
-        gpu_check(label, case_loss, a, 100 + i, TOL_ELEMENTWISE);
+        if (a->act_dz) snprintf(label + strlen(label), sizeof label - strlen(label), " dz act");
+        gpu_check(label, case_loss, a, 100 + i, a->act_dz ? TOL_ACT : TOL_ELEMENTWISE);
     }
     gpu_done();
 }
