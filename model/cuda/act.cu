@@ -78,7 +78,7 @@ int cuda_free_act(Backend* be, void* p) {
     CudaAct* a = c->n_acts ? act_find(c, p) : NULL;
     if (!a) return 0;
     if ((const char*)p != a->handle) fatal("cuda backend: free of %p, inside an activation buffer", p);
-    cudaCheck(cudaFree(a->data)); // waits for the device: no op in flight still reads it
+    be->free(be, a->data);
     munmap((void*)a->handle, 4 * a->n);
     const int i = (int)(a - c->acts);
     memmove(c->acts + i, c->acts + i + 1, (c->n_acts - i - 1) * sizeof(CudaAct));

@@ -107,22 +107,89 @@ static void operands_forget_block(CudaImpl* c, const float* p, int rows, int col
     }
 }
 
-// A slot for a new copy of `bytes`: the free slot that fits it most tightly, else the largest free
-// one (grown), else the least recently used.
-static CudaOperand* operand_slot(CudaImpl* c, size_t bytes) {
-    CudaOperand *fit = NULL, *largest = NULL, *lru = &c->operands[0];
+// the allocation that holds p, or NULL
+static const CudaAlloc* alloc_find(const CudaImpl* c, const void* p) {
+    const char* q = (const char*)p;
+    int lo = 0, hi = c->n_allocs - 1, found = -1;
+    while (lo <= hi) { // the last allocation at or before q
+        const int mid = (lo + hi) / 2;
+        if (c->allocs[mid].p <= q) found = mid, lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return found >= 0 && q < c->allocs[found].p + c->allocs[found].bytes ? &c->allocs[found] : NULL;
+}
+
+static void allocs_add(CudaImpl* c, const void* p, size_t bytes) {
+    if (c->n_allocs == c->cap_allocs) {
+        c->cap_allocs = c->cap_allocs ? 2 * c->cap_allocs : 256;
+        c->allocs = (CudaAlloc*)realloc(c->allocs, c->cap_allocs * sizeof(CudaAlloc));
+        if (!c->allocs) fatal("cuda backend: out of host memory");
+    }
+    int i = c->n_allocs++;
+    while (i > 0 && c->allocs[i - 1].p > (const char*)p) {
+        c->allocs[i] = c->allocs[i - 1];
+        i--;
+    }
+    c->allocs[i].p = (const char*)p;
+    c->allocs[i].bytes = bytes;
+}
+
+static void allocs_remove(CudaImpl* c, const void* p) {
+    const CudaAlloc* a = alloc_find(c, p);
+    if (!a) return;
+    const int i = (int)(a - c->allocs);
+    memmove(c->allocs + i, c->allocs + i + 1, (c->n_allocs - i - 1) * sizeof(CudaAlloc));
+    c->n_allocs--;
+}
+
+void operands_forget_alloc(CudaImpl* c, const void* p) {
+    const CudaAlloc* a = alloc_find(c, p);
+    if (!a) return;
     for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
         CudaOperand* o = &c->operands[i];
-        if (o->used < lru->used) lru = o;
+        if (o->src && (const char*)o->src >= a->p && (const char*)o->src < a->p + a->bytes) o->src = NULL;
+    }
+}
+
+static void operand_drop(CudaImpl* c, CudaOperand* o) {
+    if (o->buf) cudaCheck(cudaFree(o->buf)); // waits for the device: no product still reads it
+    c->operand_bytes -= o->cap;
+    o->buf = NULL;
+    o->cap = 0;
+    o->src = NULL;
+}
+
+// what to drop for room: a free slot's buffer (the largest), else the least recently used copy;
+// never `keep` nor a copy the current matmul uses
+static CudaOperand* operand_victim(CudaImpl* c, const CudaOperand* keep) {
+    CudaOperand *empty = NULL, *lru = NULL;
+    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
+        CudaOperand* o = &c->operands[i];
+        if (o == keep || !o->buf || o->used == c->operand_clock) continue;
+        if (!o->src && (!empty || o->cap > empty->cap)) empty = o;
+        if (o->src && (!lru || o->used < lru->used)) lru = o;
+    }
+    return empty ? empty : lru;
+}
+
+// A slot for a new copy of `bytes`: the free slot that fits it most tightly, else the largest free
+// one (grown), else the least recently used; buffers of other slots are dropped while the copies
+// would hold more than operand_limit.
+static CudaOperand* operand_slot(CudaImpl* c, size_t bytes) {
+    CudaOperand *fit = NULL, *largest = NULL, *lru = NULL;
+    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
+        CudaOperand* o = &c->operands[i];
+        if (o->used != c->operand_clock && (!lru || o->used < lru->used)) lru = o;
         if (o->src) continue;
         if (o->cap >= bytes && (!fit || o->cap < fit->cap)) fit = o;
         if (!largest || o->cap > largest->cap) largest = o;
     }
     CudaOperand* o = fit ? fit : largest ? largest : lru;
     if (o->cap < bytes) {
-        if (o->buf) cudaCheck(cudaFree(o->buf)); // waits for the device: no product still reads it
-        o->buf = NULL;
-        o->cap = 0;
+        operand_drop(c, o);
+        for (CudaOperand* v; c->operand_bytes + bytes > c->operand_limit && (v = operand_victim(c, o));) {
+            operand_drop(c, v);
+        }
         if (cudaMalloc(&o->buf, bytes) != cudaSuccess) {
             cudaGetLastError();
             fatal("cuda backend: the bf16 copy of a matmul operand (%zu bytes, %.1f MiB) does not fit on GPU %d\n"
@@ -130,18 +197,44 @@ static CudaOperand* operand_slot(CudaImpl* c, size_t bytes) {
                   bytes, (double)bytes / (1024.0 * 1024.0), c->device);
         }
         o->cap = bytes;
+        c->operand_bytes += bytes;
     }
+    o->src = NULL;
     return o;
+}
+
+// A kept copy about to be reused must equal its source rounded: the emulated build
+// (INGRAIN_CUDA_CHECK_OPERANDS, tests/emu) checks that every time, so every emulated test also
+// tests that no op writes a source without forgetting its copy.
+static void operand_check(Backend* be, const CudaOperand* o) {
+#ifdef INGRAIN_CUDA_CHECK_OPERANDS
+    const size_t n = (size_t)o->rows * o->cols;
+    __nv_bfloat16* fresh = (__nv_bfloat16*)cuda_scratch(be, n * sizeof(__nv_bfloat16));
+    cuda_to_bf16(be, fresh, o->src, o->rows, o->cols, o->ld);
+    void* want = malloc(2 * n * sizeof(__nv_bfloat16));
+    if (!want) fatal("cuda backend: out of host memory");
+    char* got = (char*)want + n * sizeof(__nv_bfloat16);
+    cudaCheck(cudaMemcpyAsync(want, fresh, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost, cuda_stream(be)));
+    cudaCheck(cudaMemcpyAsync(got, o->buf, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost, cuda_stream(be)));
+    cudaCheck(cudaStreamSynchronize(cuda_stream(be)));
+    if (memcmp(want, got, n * sizeof(__nv_bfloat16)) != 0) {
+        fatal("cuda backend: the kept bf16 copy of operand %p (%d x %d) is stale: an op wrote its source without "
+              "forgetting it", (const void*)o->src, o->rows, o->cols);
+    }
+    free(want);
+#else
+    (void)be, (void)o;
+#endif
 }
 
 // The packed bf16 copy of the fp32 block src (rows, cols), row stride ld: a kept copy, or a new one.
 static const __nv_bfloat16* operand_bf16(Backend* be, const float* src, int rows, int cols, int ld) {
     CudaImpl* c = cuda_impl(be);
-    c->operand_clock++;
     for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
         CudaOperand* o = &c->operands[i];
         if (o->src == src && o->rows == rows && o->cols == cols && o->ld == ld) {
             o->used = c->operand_clock;
+            operand_check(be, o);
             return o->buf;
         }
     }
@@ -177,12 +270,15 @@ static void* cuda_alloc(Backend* be, size_t bytes) {
     // waits for the zeros: a buffer may go to a library on another stream (NCCL) right away
     cudaCheck(cudaMemsetAsync(p, 0, rounded, c->stream));
     cudaCheck(cudaStreamSynchronize(c->stream));
+    allocs_add(c, p, rounded);
     return p;
 }
 
 static void cuda_free(Backend* be, void* p) {
     operands_forget(cuda_impl(be));
-    if (p && !cuda_free_act(be, p)) cudaCheck(cudaFree(p)); // waits for the device: no op in flight reads p
+    if (!p || cuda_free_act(be, p)) return;
+    allocs_remove(cuda_impl(be), p);
+    cudaCheck(cudaFree(p)); // waits for the device: no op in flight reads p
 }
 
 // Waits for the copy: the caller may reuse or free its host buffer on return.
@@ -290,6 +386,7 @@ static void cuda_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int
     CudaImpl* c = cuda_impl(be);
     if (M <= 0 || N <= 0) return;
     const CudaView va = cuda_view(be, A), vb = cuda_view(be, B), vc = cuda_view(be, C);
+    c->operand_clock++; // this product's copies are not evicted for each other
     if (K <= 0) {
         cuda_dispatch(vc.bf16, [&](auto tag) {
             scale_rows_kernel<<<cuda_grid((size_t)M * N, 256), 256, 0, c->stream>>>((CUDA_TAG_T(tag)*)vc.p, M, N,
@@ -368,9 +465,8 @@ static void cuda_adamw(Backend* be, float* p, const float* g, float* m, float* v
 }
 
 // ----------------------------------------------------------------------------
-// the ops as installed: each forgets the kept operand copies (any op but matmul may write where a
-// copy's source lies; read-only ones are too rare in a step to single out), fails clearly on an
-// activation buffer where it takes none (ops.h), then runs
+// the ops as installed: each forgets the kept operand copies in the allocations it writes, fails
+// clearly on an activation buffer where it takes none (ops.h), then runs
 
 static constexpr bool str_eq(const char* a, const char* b) { return *a == *b && (!*a || str_eq(a + 1, b + 1)); }
 // the arguments of an op that may be activation buffers, as a bit mask of their positions in the
@@ -405,16 +501,28 @@ template <typename... A> static void reject_act(const char* op, unsigned allowed
     (reject_act_arg(be, op, allowed, ++i, a), ...);
 }
 
+// forget the copies in the allocations an op writes: those of its non-const pointer arguments
+template <typename T> static void forget_written_arg(CudaImpl* c, T x) {
+    if constexpr (std::is_pointer<T>::value && !std::is_const<typename std::remove_pointer<T>::type>::value) {
+        if (x) operands_forget_alloc(c, (const void*)x);
+    }
+}
+
+template <typename... A> static void forget_written(Backend* be, A... a) {
+    CudaImpl* c = cuda_impl(be);
+    (forget_written_arg(c, a), ...);
+}
+
 #define CUDA_UNPAREN(...) __VA_ARGS__
 #define CUDA_INSTALLED_VOID(name, params, args)                                                                    \
     static void installed_##name params {                                                                          \
-        operands_forget(cuda_impl(be));                                                                            \
+        forget_written(be, CUDA_UNPAREN args);                                                                     \
         if constexpr (act_args(#name) != ~0u) reject_act(#name, act_args(#name), CUDA_UNPAREN args);               \
         cuda_##name args;                                                                                          \
     }
 #define CUDA_INSTALLED_VALUE(type, name, params, args)                                                             \
     static type installed_##name params {                                                                          \
-        operands_forget(cuda_impl(be));                                                                            \
+        forget_written(be, CUDA_UNPAREN args);                                                                     \
         if constexpr (act_args(#name) != ~0u) reject_act(#name, act_args(#name), CUDA_UNPAREN args);               \
         return cuda_##name args;                                                                                   \
     }
@@ -435,6 +543,7 @@ static void cuda_destroy(Backend* be) {
     while (c->n_acts) cuda_free_act(be, (void*)c->acts[0].handle);
     free(c->acts);
     for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) cudaCheck(cudaFree(c->operands[i].buf));
+    free(c->allocs);
     cudaCheck(cudaFree(c->cublas_ws));
     cudaCheck(cudaFree(c->result_dev));
     cudaCheck(cudaFreeHost(c->result_host));
@@ -476,6 +585,9 @@ extern "C" Backend* backend_cuda_create(int device, int bf16, char* err, size_t 
     if (!c || !be) fatal("cuda backend: out of host memory");
     c->device = device;
     c->bf16 = bf16 != 0;
+    size_t free_b = 0, total_b = 0;
+    cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+    c->operand_limit = total_b / 16; // 5 GB of an 80 GB GPU: the bf16 copies of 2.5 billion weights
     c->num_sms = prop.multiProcessorCount;
     cudaCheck(cudaStreamCreate(&c->stream));
     cublasCheck(cublasCreate(&c->cublas));

@@ -22,11 +22,14 @@ extern "C" {
 // backend state
 
 // The bf16 mode's copy of one fp32 matmul operand (see cuda_matmul): the block src (rows, cols),
-// row stride ld, as packed bf16 in buf. The copies of the operands of the latest products are kept
-// while nothing can have written their sources: every op but matmul forgets them all (the
-// backend installs its ops behind wrappers that do so, model/ops_list.h), as do alloc and free,
-// and a matmul forgets those its output overlaps.
-#define CUDA_OPERAND_SLOTS 8 // a run of matmuls without another op reads at most 7 distinct operands
+// row stride ld, as packed bf16 in buf. Copies are kept while nothing can have written their
+// sources: an op forgets the copies whose source lies in an allocation it writes (any argument it
+// takes as a non-const pointer; the backend installs its ops behind wrappers that do so,
+// model/ops_list.h), a matmul those its output overlaps, alloc, free and the NCCL collectives
+// all of them. So the weights' copies live from one optimizer step to the next, and the backward
+// products find the forward's. Their bytes are held under operand_limit (least recently used
+// evicted first).
+#define CUDA_OPERAND_SLOTS 192 // the weights of a step (7 per layer, Qwen3-4B has 36) and a few more
 typedef struct {
     const float* src; // NULL: the slot holds no copy
     int rows, cols, ld;
@@ -34,6 +37,12 @@ typedef struct {
     size_t cap;         // bytes of buf (kept when the slot is reused)
     unsigned long used; // the cache's clock at the last use, for eviction
 } CudaOperand;
+
+// one cudaMalloc of cuda_alloc, for finding the allocation an op writes
+typedef struct {
+    const char* p;
+    size_t bytes;
+} CudaAlloc;
 
 // An activation buffer of the bf16 mode (ops.h, alloc_act): n bf16 values at `data`, which the
 // caller addresses as n fp32 elements from `handle`. The handle range is host address space
@@ -58,7 +67,10 @@ typedef struct {
     double* result_dev;  // a reduction's final values (CUDA_RESULTS), copied to result_host
     double* result_host; // pinned
     CudaOperand operands[CUDA_OPERAND_SLOTS];
-    unsigned long operand_clock;
+    unsigned long operand_clock; // advanced once per matmul
+    size_t operand_bytes, operand_limit;
+    CudaAlloc* allocs; // sorted by address
+    int n_allocs, cap_allocs;
     CudaAct* acts; // sorted by handle
     int n_acts, cap_acts;
     void* stage; // fp32 copies of activations for ops without bf16 kernels (cuda_stage)
@@ -71,6 +83,8 @@ static inline cudaStream_t cuda_stream(Backend* be) { return cuda_impl(be)->stre
 static inline void operands_forget(CudaImpl* c) {
     for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) c->operands[i].src = NULL;
 }
+// forget the copies whose source lies in the allocation that holds p (nothing if p is in none)
+void operands_forget_alloc(CudaImpl* c, const void* p);
 
 // A scratch region of at least `bytes` (256-byte aligned). Valid until the next call: ops take
 // it once and carve their temporaries out of it. Growing waits for the stream first, since

@@ -159,6 +159,39 @@ static void case_matmul_reuse(GpuCtx* c, const void* arg) {
     }
 }
 
+// copies kept across other ops: one writing another allocation keeps A's, AdamW on A or an
+// upload into a few of its rows forgets it (the emulated build checks every reuse bit for bit)
+static void case_matmul_kept(GpuCtx* c, const void* arg) {
+    (void)arg;
+    Backend* be = c->be;
+    enum { M = 256, N = 192, K = 160 };
+    float* A = gpu_randn(c, (size_t)M * K, 1.0);
+    float* B = gpu_randn(c, (size_t)N * K, 1.0);
+    float* X = gpu_randn(c, (size_t)M * K, 1.0);
+    float* g = gpu_randn(c, (size_t)M * K, 1.0);
+    float* m = gpu_zeros(c, (size_t)M * K);
+    float* v = gpu_zeros(c, (size_t)M * K);
+    float* C[4];
+    for (int i = 0; i < 4; i++) C[i] = gpu_junk(c, (size_t)M * N);
+    be->matmul(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C[0], N);
+    float* Y = gpu_junk(c, (size_t)M * K);
+    float* rstd = gpu_junk(c, M);
+    be->scale(be, X, 0.5f, (size_t)M * K);
+    be->rmsnorm_fwd(be, Y, rstd, X, B, M, K, 1e-5f);
+    be->matmul(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C[1], N);
+    be->adamw(be, A, g, m, v, (size_t)M * K, 0.1f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 1);
+    be->matmul(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C[2], N);
+    float* rows = host_randn(c, (size_t)3 * K, 1.0);
+    be->upload(be, A + 10 * K, rows, (size_t)3 * K * sizeof(float));
+    free(rows);
+    be->matmul(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C[3], N);
+    for (int i = 0; i < 4; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "C%d", i);
+        gpu_out(c, name, C[i], (size_t)M * N, 0);
+    }
+}
+
 static void test_matmul(void** state) {
     (void)state;
     // odd sizes, a decoding row, the model's projection and LM-head shapes (V = 50304)
@@ -187,6 +220,7 @@ static void test_matmul(void** state) {
         gpu_check(label, case_matmul, &head[i], 200 + i, TOL_MATMUL);
     }
     gpu_check("matmul operand copies kept and renewed", case_matmul_reuse, NULL, 400, TOL_MATMUL);
+    gpu_check("matmul operand copies kept across other ops", case_matmul_kept, NULL, 401, TOL_MATMUL);
     gpu_done();
 }
 
