@@ -40,7 +40,7 @@ static const char* usage =
     "  --steps S      timed steps (default 10)\n"
     "  --warmup W     untimed steps first (default 2)\n"
     "  --device D     cpu (default) or cuda (GPU 0; CUDA_VISIBLE_DEVICES picks another)\n"
-    "  --bf16         cuda: matmuls on bf16 tensor cores (fp32 accumulation, fp32 master weights)\n"
+    "  --bf16         cuda: bf16 tensor cores and activations (fp32 accumulation, fp32 master weights)\n"
     "  --profile      after the timed steps, one more step with every op synchronised and timed:\n"
     "                 time per op and per matmul shape (with its TFLOP/s), largest first\n";
 

@@ -38,7 +38,7 @@ static const char* usage =
     "  --rounds R        timed rounds per batch size, the best is reported (default 3)\n"
     "  --record-topk K   also record the top-K log-probs of every token (default 0)\n"
     "  --device D        cpu (default) or cuda (GPU 0; CUDA_VISIBLE_DEVICES picks another)\n"
-    "  --bf16            cuda: matmuls on bf16 tensor cores (fp32 accumulation)\n";
+    "  --bf16            cuda: bf16 tensor cores (fp32 accumulation), bf16 activations and KV cache\n";
 
 // ----------------------------------------------------------------------------
 // the matmuls of one decode step

@@ -226,7 +226,7 @@ static const char* usage_generate =
     "  --seed S           sampling seed (default 0)\n"
     "  --threads N        CPU threads, 0 = all cores (default 0)\n"
     "  --device D         cpu (default) or cuda (GPU 0; CUDA_VISIBLE_DEVICES picks another)\n"
-    "  --bf16             with --device cuda: matmuls on bf16 tensor cores\n"
+    "  --bf16             with --device cuda: bf16 tensor cores, activations and KV cache\n"
     "Generation stops at the template's end-of-turn token, the tokenizer's end-of-text token, after\n"
     "--max-new tokens or at the model's context length. Statistics go to stderr.\n";
 
@@ -244,7 +244,7 @@ static const char* usage_score =
     "  --seed S           seed of a built-in config's random weights (default 0)\n"
     "  --threads N        CPU threads, 0 = all cores (default 0)\n"
     "  --device D         cpu (default) or cuda (GPU 0; CUDA_VISIBLE_DEVICES picks another)\n"
-    "  --bf16             with --device cuda: matmuls on bf16 tensor cores\n";
+    "  --bf16             with --device cuda: bf16 tensor cores, activations and KV cache\n";
 
 static int parse_long(const char* cmd, const char* opt, const char* s, long lo, long hi, long* out) {
     char* end;

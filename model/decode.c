@@ -54,6 +54,7 @@ struct Decoder {
     int* ids;          // (max_batch, max_len) the ids in each slot's cache
     int* logits_ok;    // (max_batch) logits[slot] belongs to the slot's last position
     float* logits;     // (max_batch, V) host logits of each slot's last position
+    // kc, vc and the per-row tensors but x, rstd, lse, sel and z are activation buffers (ops.h)
     float* kc;         // (L, max_batch, max_len, KV*hd) key cache, after QK-norm and RoPE
     float* vc;         // (L, max_batch, max_len, KV*hd)
     float* rope_cos;   // (max_len, hd/2)
@@ -92,6 +93,8 @@ struct Decoder {
 };
 
 static float* falloc(Backend* be, size_t n) { return be->alloc(be, n * sizeof(float)); }
+// activation storage (ops.h): bf16 on the CUDA backend's bf16 mode (the KV cache among them)
+static float* act(Backend* be, size_t n) { return be->alloc_act(be, n); }
 
 // sample_rows' outputs for up to head_rows rows in one buffer, so that a step brings them back in one
 // download: ids, log-probs, tails, then the top-k ids and log-probs (rows of K, up to
@@ -136,8 +139,8 @@ Decoder* decoder_create(Model* m, int max_batch, int max_len) {
     d->ids = mallocCheck((size_t)max_batch * max_len * sizeof(int));
     d->logits_ok = callocCheck((size_t)max_batch, sizeof(int));
     d->logits = mallocCheck((size_t)max_batch * V * sizeof(float));
-    d->kc = falloc(be, L * max_batch * max_len * K);
-    d->vc = falloc(be, L * max_batch * max_len * K);
+    d->kc = act(be, L * max_batch * max_len * K);
+    d->vc = act(be, L * max_batch * max_len * K);
 
     // RoPE tables as model.c builds them, for this decoder's positions
     const int half = c->head_dim / 2;
@@ -157,22 +160,22 @@ Decoder* decoder_create(Model* m, int max_batch, int max_len) {
     free(cs);
 
     d->x = falloc(be, R * D);
-    d->ln = falloc(be, R * D);
+    d->ln = act(be, R * D);
     d->rstd = falloc(be, R * H);
     if (c->qk_norm) {
-        d->qraw = falloc(be, R * Q);
-        d->kraw = falloc(be, R * K);
+        d->qraw = act(be, R * Q);
+        d->kraw = act(be, R * K);
     }
-    d->q = falloc(be, R * Q);
-    d->k = falloc(be, R * K);
-    d->v = falloc(be, R * K);
-    d->att = falloc(be, R * Q);
+    d->q = act(be, R * Q);
+    d->k = act(be, R * K);
+    d->v = act(be, R * K);
+    d->att = act(be, R * Q);
     d->lse = falloc(be, R * H);
-    d->gate = falloc(be, R * F);
-    d->up = falloc(be, R * F);
-    d->h = falloc(be, R * F);
+    d->gate = act(be, R * F);
+    d->up = act(be, R * F);
+    d->h = act(be, R * F);
     d->sel = falloc(be, (size_t)d->head_rows * D);
-    d->seln = falloc(be, (size_t)d->head_rows * D);
+    d->seln = act(be, (size_t)d->head_rows * D);
     d->z = falloc(be, (size_t)d->head_rows * V);
     d->tok_dev = be->alloc(be, R * sizeof(int));
     d->pos_dev = be->alloc(be, R * sizeof(int));

@@ -30,12 +30,16 @@ template <int HD> static void fwd_tiled(Backend* be, float* out, float* lse, con
     cudaCheckLaunch();
 }
 
-template <int HD> static void fwd_decode(Backend* be, float* out, float* lse, const AttnArgs& a, int B) {
+// the decoding kernels on q, k, v of one storage type T (fp32, or bf16 activations: the decoder's
+// KV cache), the output of type TO
+template <int HD, typename T, typename TO>
+static void fwd_decode(Backend* be, TO* out, float* lse, const AttnArgs& a, int B, const T* q, const T* k,
+                       const T* v) {
     const int nchunks = (int)cuda_cdiv((size_t)a.Tk, DEC_KEYS);
     const size_t rows = (size_t)B * a.Tq;
     float* part = (float*)cuda_scratch(be, rows * a.H * nchunks * (HD + 2) * sizeof(float));
     attn_dec_kernel<HD><<<dim3((unsigned)rows, (unsigned)a.H, (unsigned)nchunks), DEC_WARPS * 32,
-                          sizeof(DecShared<HD>), cuda_stream(be)>>>(part, a);
+                          sizeof(DecShared<HD>), cuda_stream(be)>>>(part, a, q, k, v);
     cudaCheckLaunch();
     attn_dec_combine_kernel<HD><<<dim3((unsigned)rows, (unsigned)a.H), 128, 0, cuda_stream(be)>>>(out, lse, part,
                                                                                                  nchunks, a);
@@ -78,8 +82,12 @@ static AttnArgs attn_args(const float* q, int ldq, const float* k, const float* 
 }
 
 // ----------------------------------------------------------------------------
-// the ops. Activation buffers (bf16) go straight into the tensor-core kernels; the fp32 kernels
-// (decoding shapes, other head sizes) run on fp32 copies of them in the backend's stage region.
+// the ops. Activation buffers (bf16) go straight into the tensor-core kernels and the decoding
+// kernels; the fp32 tiled kernels (other head sizes, unaligned outputs) run on fp32 copies of
+// them in the backend's stage region.
+
+// the tensor-core kernels store bf16 outputs two at a time: 4-byte aligned rows
+static int pairs_aligned(const CudaView& v, int ld) { return !v.bf16 || ((uintptr_t)v.p % 4 == 0 && ld % 2 == 0); }
 
 static int any_bf16(const CudaView* v, int n) {
     for (int i = 0; i < n; i++) {
@@ -94,9 +102,19 @@ void cuda_attention_fwd(Backend* be, float* out, float* lse, const float* q, int
     if (B <= 0 || Tq <= 0) return;
     const AttnArgs a = attn_args(q, ldq, k, v, ldkv, q_lens, kv_lens, Tq, Tk, H, KV, hd);
     const CudaView vw[4] = {cuda_view(be, out), cuda_view(be, q), cuda_view(be, k), cuda_view(be, v)};
-    if (attn_use_mma(be, a)) {
+    if (attn_use_mma(be, a) && pairs_aligned(vw[0], H * hd)) {
         const AttnIn in = {vw[1], vw[2], vw[3], {NULL, 0}};
         cuda_attention_mma_fwd(be, vw[0], lse, a, B, in, cuda_scratch(be, cuda_attention_mma_work_bytes(a, B)));
+    } else if (Tq * (H / KV) <= ATTN_DIRECT_ROWS && vw[1].bf16 == vw[2].bf16 && vw[2].bf16 == vw[3].bf16) {
+        cuda_dispatch2(vw[1].bf16, vw[0].bf16, [&](auto ti, auto to) {
+            typedef CUDA_TAG_T(ti) T;
+            typedef CUDA_TAG_T(to) TO;
+            TO* o = (TO*)vw[0].p;
+            const T *qp = (const T*)vw[1].p, *kp = (const T*)vw[2].p, *vp = (const T*)vw[3].p;
+            if (hd <= 64) fwd_decode<64>(be, o, lse, a, B, qp, kp, vp);
+            else if (hd <= 128) fwd_decode<128>(be, o, lse, a, B, qp, kp, vp);
+            else fwd_decode<256>(be, o, lse, a, B, qp, kp, vp);
+        });
     } else if (any_bf16(vw, 4)) {
         const int rq = B * Tq, rk = B * Tk, cq = H * hd, ck = KV * hd;
         float* sq = (float*)cuda_stage(be, sizeof(float) * (2 * (size_t)rq * cq + 2 * (size_t)rk * ck));
@@ -108,10 +126,6 @@ void cuda_attention_fwd(Backend* be, float* out, float* lse, const float* q, int
         cuda_widen(be, sv, vw[3], rk, ck, ldkv);
         cuda_attention_fwd(be, so, lse, sq, cq, sk, sv, ck, q_lens, kv_lens, B, Tq, Tk, H, KV, hd, work);
         cuda_narrow(be, vw[0], so, rq, cq, cq);
-    } else if (Tq * (H / KV) <= ATTN_DIRECT_ROWS) {
-        if (hd <= 64) fwd_decode<64>(be, out, lse, a, B);
-        else if (hd <= 128) fwd_decode<128>(be, out, lse, a, B);
-        else fwd_decode<256>(be, out, lse, a, B);
     } else {
         if (hd <= 64) fwd_tiled<64>(be, out, lse, a, B);
         else if (hd <= 128) fwd_tiled<128>(be, out, lse, a, B);
@@ -146,7 +160,8 @@ void cuda_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const floa
     const AttnArgs a = attn_args(q, ldq, k, v, ldkv, q_lens, kv_lens, Tq, Tk, H, KV, hd);
     const CudaView vw[8] = {cuda_view(be, dq),  cuda_view(be, dk),   cuda_view(be, dv), cuda_view(be, dout),
                             cuda_view(be, out), cuda_view(be, q),    cuda_view(be, k),  cuda_view(be, v)};
-    const int mma = attn_use_mma(be, a);
+    const int mma = attn_use_mma(be, a) && pairs_aligned(vw[0], H * hd) && pairs_aligned(vw[1], ldkv) &&
+                    pairs_aligned(vw[2], ldkv);
     if (!mma && any_bf16(vw, 8)) {
         bwd_staged(be, vw, lse, ldq, ldkv, q_lens, kv_lens, B, Tq, Tk, H, KV, hd, work);
         return;

@@ -199,8 +199,10 @@ template <int HD> struct DecShared {
     float m[DEC_WARPS], l[DEC_WARPS], o[DEC_WARPS][HD];
 };
 
-template <int HD>
-__global__ void __launch_bounds__(DEC_WARPS * 32) attn_dec_kernel(float* part, AttnArgs a) {
+// q, k, v: a.q, a.k, a.v as fp32, or as the bf16 mode's activation buffers (the decoder's KV cache)
+template <int HD, typename T>
+__global__ void __launch_bounds__(DEC_WARPS * 32)
+    attn_dec_kernel(float* part, AttnArgs a, const T* q, const T* k, const T* v) {
     constexpr int NU = HD / 32;
     extern __shared__ __align__(128) unsigned char smem_raw[];
     DecShared<HD>& sh = *(DecShared<HD>*)smem_raw;
@@ -211,24 +213,24 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_dec_kernel(float* part, A
     const int nk = min(kl - ql + t + 1, kl), j0 = chunk * DEC_KEYS, j1 = min(j0 + DEC_KEYS, nk);
     if (j0 >= j1) return; // the combine reads only the chunks that hold keys
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const float* qr = a.q + ((size_t)b * a.Tq + t) * a.ldq + (size_t)h * a.hd;
-    const float* kb = a.k + (size_t)b * a.Tk * a.ldkv + (size_t)g * a.hd;
-    const float* vb = a.v + (size_t)b * a.Tk * a.ldkv + (size_t)g * a.hd;
+    const T* qr = q + ((size_t)b * a.Tq + t) * a.ldq + (size_t)h * a.hd;
+    const T* kb = k + (size_t)b * a.Tk * a.ldkv + (size_t)g * a.hd;
+    const T* vb = v + (size_t)b * a.Tk * a.ldkv + (size_t)g * a.hd;
     float qv[NU], o[NU], m = -INFINITY, l = 0.0f;
 #pragma unroll
     for (int u = 0; u < NU; u++) {
         const int d = lane + 32 * u;
-        qv[u] = d < a.hd ? qr[d] : 0.0f;
+        qv[u] = d < a.hd ? load_f(qr + d) : 0.0f;
         o[u] = 0.0f;
     }
     for (int j = j0 + warp; j < j1; j += DEC_WARPS) {
-        const float* kj = kb + (size_t)j * a.ldkv;
-        const float* vj = vb + (size_t)j * a.ldkv;
+        const T* kj = kb + (size_t)j * a.ldkv;
+        const T* vj = vb + (size_t)j * a.ldkv;
         float dot = 0.0f;
 #pragma unroll
         for (int u = 0; u < NU; u++) {
             const int d = lane + 32 * u;
-            if (d < a.hd) dot += qv[u] * kj[d];
+            if (d < a.hd) dot += qv[u] * load_f(kj + d);
         }
         const float s = warp_sum(dot) * a.scale;
         const float m_new = fmaxf(m, s), alpha = expf(m - m_new), p = expf(s - m_new);
@@ -237,7 +239,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_dec_kernel(float* part, A
 #pragma unroll
         for (int u = 0; u < NU; u++) {
             const int d = lane + 32 * u;
-            o[u] = o[u] * alpha + (d < a.hd ? p * vj[d] : 0.0f);
+            o[u] = o[u] * alpha + (d < a.hd ? p * load_f(vj + d) : 0.0f);
         }
     }
     if (lane == 0) {
@@ -261,15 +263,15 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_dec_kernel(float* part, A
     if (threadIdx.x == 0) dst[0] = M;
 }
 
-// one block per (query row, head): the chunks in order
-template <int HD>
-__global__ void attn_dec_combine_kernel(float* out, float* lse, const float* part, int nchunks, AttnArgs a) {
+// one block per (query row, head): the chunks in order; out fp32 or bf16
+template <int HD, typename TO>
+__global__ void attn_dec_combine_kernel(TO* out, float* lse, const float* part, int nchunks, AttnArgs a) {
     const int bt = blockIdx.x, h = blockIdx.y, b = bt / a.Tq, t = bt % a.Tq;
     const int ql = a.q_lens[b], kl = a.kv_lens[b];
-    float* orow = out + (size_t)bt * a.H * a.hd + (size_t)h * a.hd;
+    TO* orow = out + (size_t)bt * a.H * a.hd + (size_t)h * a.hd;
     float* l_out = lse + ((size_t)b * a.H + h) * a.Tq + t;
     if (t >= ql) {
-        for (int d = threadIdx.x; d < a.hd; d += blockDim.x) orow[d] = 0.0f;
+        for (int d = threadIdx.x; d < a.hd; d += blockDim.x) store_f(orow + d, 0.0f);
         if (threadIdx.x == 0) *l_out = 0.0f;
         return;
     }
@@ -285,7 +287,7 @@ __global__ void attn_dec_combine_kernel(float* out, float* lse, const float* par
         for (int ch = 0; ch < nc; ch++) {
             s += src[(size_t)ch * (HD + 2) + 2 + d] * expf(src[(size_t)ch * (HD + 2)] - M);
         }
-        orow[d] = s * inv;
+        store_f(orow + d, s * inv);
     }
     if (threadIdx.x == 0) *l_out = M + logf(l);
 }

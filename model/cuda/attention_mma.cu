@@ -15,9 +15,10 @@ template <typename Kernel> static void mma_opt_in(Kernel kernel, size_t bytes) {
 }
 
 // A packed bf16 input (rows, cols): a bf16 activation buffer that is packed already (row stride
-// cols) as it is, anything else copied (and rounded) to `work`.
+// cols) and 16-byte aligned (the kernels' cp.async reads) as it is, anything else copied (and
+// rounded) to `work`.
 static const bf16* mma_input(Backend* be, CudaView v, int rows, int cols, int ld, bf16* work) {
-    if (v.bf16 && ld == cols) return (const bf16*)v.p;
+    if (v.bf16 && ld == cols && (uintptr_t)v.p % 16 == 0) return (const bf16*)v.p;
     if (v.bf16) cuda_to_bf16(be, work, (const bf16*)v.p, rows, cols, ld);
     else cuda_to_bf16(be, work, (const float*)v.p, rows, cols, ld);
     return work;

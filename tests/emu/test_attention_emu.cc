@@ -147,7 +147,7 @@ template <int HD> static void emu_decode_fwd(float* out, float* lse, const AttnA
     const unsigned nchunks = cdiv(a.Tk, DEC_KEYS), rows = (unsigned)(B * a.Tq);
     std::vector<float> part((size_t)rows * a.H * nchunks * (HD + 2), NAN);
     emu_launch({rows, (unsigned)a.H, nchunks}, DEC_WARPS * 32, sizeof(DecShared<HD>),
-               [&] { attn_dec_kernel<HD>(part.data(), a); });
+               [&] { attn_dec_kernel<HD>(part.data(), a, a.q, a.k, a.v); });
     emu_launch({rows, (unsigned)a.H, 1}, 128, 0,
                [&] { attn_dec_combine_kernel<HD>(out, lse, part.data(), (int)nchunks, a); });
 }

@@ -9,7 +9,8 @@
 // Shapes cover the tensor-core attention (head sizes 32 and 64, GQA, QK-norm, q/k/v
 // biases, tied and untied heads, padded rows) and the fp32 attention kernels on fp32 copies of
 // the activations (head size 16, which has no tensor-core kernel; 4 tokens, the decoding path).
-// Then determinism: two bf16 runs give bit-identical gradients; and ops that take no activation
+// Then determinism: two bf16 runs give bit-identical gradients; the decoder (bf16 KV cache) against
+// the CPU's, logits within the same tolerance; and ops that take no activation
 // buffer (or not in that argument) stop with a clear message on one. Without a usable GPU it prints
 // "no CUDA GPU: <reason>" and exits 77.
 #include <math.h>
@@ -26,6 +27,7 @@
 #include <cmocka.h>
 
 #include "model/adamw.h"
+#include "model/decode.h"
 #include "model/model.h"
 #include "model/ops.h"
 
@@ -214,6 +216,57 @@ static void test_determinism(void** state) {
     backend_destroy(gpu);
 }
 
+// Decoding in the bf16 mode (a bf16 KV cache read by the decoding kernels, bf16 activations)
+// against the CPU's decoder: three slots' prompts fed in one batch (the tensor-core attention),
+// then single tokens (the decoding kernels); every fed position's logits within TOL_LOGITS.
+static void decode_logits(Backend* be, const ModelConfig* c, float* out) {
+    enum { S = 3, STEPS = 5 };
+    static const int plen[S] = {33, 7, 20};
+    Model* m = model_create(c, be, 1, 1);
+    model_init_random(m, 9);
+    Decoder* d = decoder_create(m, S, 64);
+    int slots[S] = {0, 1, 2}, n[S], toks[S][40];
+    const int* tp[S];
+    uint32_t seed = 77;
+    for (int i = 0; i < S; i++) {
+        for (int t = 0; t < plen[i]; t++) {
+            seed = seed * 1664525u + 1013904223u;
+            toks[i][t] = (int)(seed >> 8) % c->vocab_size;
+        }
+        tp[i] = toks[i], n[i] = plen[i];
+    }
+    decoder_feed(d, S, slots, tp, n, out);
+    out += (size_t)(33 + 7 + 20) * c->vocab_size;
+    for (int s = 0; s < STEPS; s++) {
+        for (int i = 0; i < S; i++) toks[i][0] = (7 * s + 13 * i) % c->vocab_size, tp[i] = toks[i], n[i] = 1;
+        decoder_feed(d, S, slots, tp, n, out);
+        out += (size_t)S * c->vocab_size;
+    }
+    decoder_free(d);
+    model_free(m);
+}
+
+static void test_decoder(void** state) {
+    (void)state;
+    const ModelConfig configs[] = {shape(300, 128, 2, 4, 2, 32, 192, 1, 0, 0),
+                                   shape(260, 96, 2, 4, 2, 64, 160, 1, 1, 1)};
+    for (size_t k = 0; k < sizeof configs / sizeof configs[0]; k++) {
+        const size_t n = (size_t)(33 + 7 + 20 + 5 * 3) * configs[k].vocab_size;
+        float* want = malloc(sizeof(float) * n);
+        float* got = malloc(sizeof(float) * n);
+        Backend* cpu = backend_cpu_create(2);
+        Backend* gpu = gpu_bf16();
+        decode_logits(cpu, &configs[k], want);
+        decode_logits(gpu, &configs[k], got);
+        const double e = norm_err(got, want, n);
+        printf("decoder config %zu: logits of every fed position %.2e\n", k, e);
+        assert_true(e <= TOL_LOGITS);
+        backend_destroy(gpu);
+        backend_destroy(cpu);
+        free(want), free(got);
+    }
+}
+
 // An op that takes no activation buffer there stops the job with a message naming the op and
 // argument (ops.h), instead of reading a handle as device memory. The misuse runs in a fresh
 // process (this binary with --misuse WHAT): a forked child cannot use the parent's CUDA state.
@@ -269,7 +322,7 @@ int main(int argc, char** argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gqa),      cmocka_unit_test(test_qwen),        cmocka_unit_test(test_staged_attention),
         cmocka_unit_test(test_training), cmocka_unit_test(test_determinism),
-        cmocka_unit_test(test_rejects_activation_args),
+        cmocka_unit_test(test_decoder),  cmocka_unit_test(test_rejects_activation_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,8 +9,8 @@
 // output (the model's norms) and all activations (QK-norm), matmuls with any operand or C an
 // activation buffer (beta 0 and 1, transposes, a product small enough for the f32 mode's mixed
 // path), masking, attention on the tensor cores (packed and strided inputs) and on the fp32 kernels
-// (head size 16, decoding) through fp32 copies. The losses' dz as an activation buffer (the
-// model's dlogits) is in test_ops_gpu_vocab.c.
+// (head size 16, decoding, odd strides) through fp32 copies. The losses' dz as an activation
+// buffer (the model's dlogits) is in test_ops_gpu_vocab.c.
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -196,6 +196,16 @@ typedef struct {
     int bwd;
 } ActAttn;
 
+// an output of `rows` rows of `width` elements at row stride ld (the padding between them is not
+// the op's to write)
+static void out_rows(GpuCtx* c, const char* name, const float* dev, size_t rows, int ld, int width) {
+    float* all = malloc(sizeof(float) * rows * ld);
+    c->be->download(c->be, all, dev, sizeof(float) * rows * ld);
+    for (size_t r = 0; r < rows; r++) memmove(all + r * width, all + r * ld, sizeof(float) * width);
+    gpu_out_host(c, name, all, rows * width, 0);
+    free(all);
+}
+
 static void case_act_attention(GpuCtx* c, const void* arg) {
     const ActAttn* a = arg;
     Backend* be = c->be;
@@ -223,17 +233,18 @@ static void case_act_attention(GpuCtx* c, const void* arg) {
     be->attention_bwd(be, dq, dk, dv, dout, out, lse, q, ldq, k, v, ldkv, ql, kl, a->B, a->Tq, a->Tk, a->H, a->KV,
                       a->hd, work);
     gpu_out(c, "dq", dq, nout, 0); // dq is dense (ops.h): its first B Tq H hd elements
-    if (a->pad) return;            // dk, dv rows leave the padding unwritten
-    gpu_out(c, "dk", dk, nkv, 0);
-    gpu_out(c, "dv", dv, nkv, 0);
+    out_rows(c, "dk", dk, (size_t)a->B * a->Tk, ldkv, a->KV * a->hd);
+    out_rows(c, "dv", dv, (size_t)a->B * a->Tk, ldkv, a->KV * a->hd);
 }
 
 void test_activation_attention(void** state) {
     (void)state;
     static const int l3[] = {77, 40, 1}, l2[] = {40, 23}, q1[] = {1, 1, 0, 1}, k1[] = {300, 17, 40, 1};
+    static const int pq[] = {100, 37}, pk[] = {140, 45}; // queries after a prefix of keys
     const ActAttn shapes[] = {
         {3, 77, 77, 8, 2, 64, 0, l3, l3, 0},  {3, 77, 77, 8, 2, 64, 0, l3, l3, 1},   // tensor cores, packed
         {3, 77, 77, 8, 2, 32, 64, l3, l3, 1},                                        // strided: copied
+        {2, 100, 140, 8, 2, 64, 3, pq, pk, 1}, // odd strides (dk, dv rows not 4-byte aligned): fp32 kernels
         {2, 40, 40, 4, 4, 16, 0, l2, l2, 1},                                         // head size 16: fp32 kernels
         {4, 1, 300, 8, 2, 64, 0, q1, k1, 0},                                         // decoding: fp32 kernels
     };
