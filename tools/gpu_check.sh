@@ -5,7 +5,7 @@
 # tests/data, test_model_bf16, test_decode_gpu), the training benchmark (small and gpt2-124m, f32 and bf16 matmuls,
 # MFU beside cuBLAS's bf16 peak, the bf16 step's per-op profile), the decoding benchmark (batch 1
 # and 64), the distillation trainer's benchmark, a CPU-versus-GPU `ingrain score`, the quickstart's bootstrap on
-# the GPU and the whole job (`ingrain run`) on the CPU and the GPU. Every step has its own time
+# the GPU and the whole job (`ingrain run`) on the CPU and the GPU (f32 and bf16). Every step has its own time
 # limit and a failing step does not stop the next; the whole log goes to $OUT/gpu_check.log (OUT
 # defaults to /tmp/gpu_check). Exits 1 if any step failed.
 #   usage: bash tools/gpu_check.sh      (needs: CUDA runtime and cuBLAS 13 under /usr/local/cuda, python3)
@@ -95,7 +95,8 @@ export bin out
 export -f score_both
 step "score cpu vs cuda" 60 bash -c score_both
 
-# the whole job on the GPU: one rank playing every role, Open MPI as a singleton without mpirun
+# the whole job on the GPU (f32, and bf16: bf16 activations in training and a bf16 KV cache in the
+# rollouts): one rank playing every role, Open MPI as a singleton without mpirun
 # or an installation (the kit's plugins; an isolated singleton starts no daemon); the e2e config,
 # 2 iterations, beside the same job on the CPU
 export OMPI_MCA_mca_base_component_path=$kit/mpi/ompi PMIX_MCA_mca_base_component_path=$kit/mpi/pmix \
@@ -111,9 +112,10 @@ step "bootstrap quickstart (cuda)" 200 "$bin/ingrain" bootstrap "$src/configs/qu
   --set model.device=cuda --set bootstrap.cache_dir="$out/bootstrap"
 # a one-item seed pool, so that iteration 0 distils too (with an empty pool it has nothing to)
 printf 'items:\n  - "Search first: When a task names a page, search for it."\n' >"$out/seed_pool.yaml"
-for dev in cpu cuda; do
-  step "ingrain run ($dev)" 120 "$bin/ingrain" run "$src/tests/e2e/small.yaml" --set model.device=$dev \
-    --set run.iterations=2 --set run.dir="$out/run_$dev" --set bootstrap.cache_dir="$out/bootstrap" \
+for dev in cpu cuda cuda:bf16; do
+  step "ingrain run ($dev)" 120 "$bin/ingrain" run "$src/tests/e2e/small.yaml" --set model.device=${dev%%:*} \
+    --set model.dtype=$([ "$dev" = cuda:bf16 ] && echo bf16 || echo f32) --set run.iterations=2 \
+    --set run.dir="$out/run_${dev/:/_}" --set bootstrap.cache_dir="$out/bootstrap" \
     --set experience.seed_pool="$out/seed_pool.yaml"
 done
 
