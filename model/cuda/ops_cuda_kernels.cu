@@ -238,23 +238,99 @@ __global__ void rmsnorm_bwd_dx_kernel(T* dx, const T* dy, const T* x, const floa
     }
 }
 
+// The backward in one pass over dy and x for rows of up to RMS_FUSED_CMAX columns, 4 per load
+// (the model's norms): block b takes rows RMS_FUSED_ROWS b and on, warp w its rows w, w + 8, ...;
+// besides dx, each lane adds dy x rstd of its columns over its rows in registers, the warps' sums
+// meet in shared memory in warp order, and part[b] gets the block's share of dw, which
+// colsum_final_kernel sums over the blocks in order. The two-pass path reads dy and x again.
+#define RMS_FUSED_ROWS 64
+#define RMS_FUSED_CMAX 1024
+template <typename T>
+__global__ void __launch_bounds__(256) rmsnorm_bwd_fused_kernel(T* dx, float* part, const T* dy, const T* x,
+                                                                const float* w, const float* rstd, int N, int C) {
+    constexpr int NJ = RMS_FUSED_CMAX / 128; // column quads per lane
+    __shared__ float sh[8][RMS_FUSED_CMAX];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, C4 = C / 4;
+    float acc[NJ][4];
+    for (int jj = 0; jj < NJ; jj++) acc[jj][0] = acc[jj][1] = acc[jj][2] = acc[jj][3] = 0.0f;
+    for (int k = 0; k < RMS_FUSED_ROWS / 8; k++) {
+        const int row = blockIdx.x * RMS_FUSED_ROWS + 8 * k + warp;
+        if (row >= N) break;
+        const T* xn = x + (size_t)row * C;
+        const T* dyn = dy + (size_t)row * C;
+        T* dxn = dx + (size_t)row * C;
+        const float r = rstd[row];
+        float dot = 0.0f;
+        for (int j = lane; j < C4; j += 32) {
+            Chunk<T, 4> a, d;
+            Chunk<float, 4> wj;
+            a.load(xn, j);
+            d.load(dyn, j);
+            wj.load(w, j);
+            for (int e = 0; e < 4; e++) dot += d.v[e] * wj.v[e] * a.v[e];
+        }
+        dot = warp_sum(dot);
+        const float kr = r * r * r * dot / (float)C;
+#pragma unroll
+        for (int jj = 0; jj < NJ; jj++) {
+            const int j = lane + 32 * jj;
+            if (j >= C4) break;
+            Chunk<T, 4> a, d, o;
+            Chunk<float, 4> wj;
+            a.load(xn, j);
+            d.load(dyn, j);
+            wj.load(w, j);
+            o.load(dxn, j);
+            for (int e = 0; e < 4; e++) {
+                o.v[e] += r * wj.v[e] * d.v[e] - kr * a.v[e];
+                acc[jj][e] += d.v[e] * a.v[e] * r;
+            }
+            o.store(dxn, j);
+        }
+    }
+#pragma unroll
+    for (int jj = 0; jj < NJ; jj++) {
+        const int j = lane + 32 * jj;
+        if (j < C4) {
+            for (int e = 0; e < 4; e++) sh[warp][4 * j + e] = acc[jj][e];
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float t = 0.0f;
+        for (int v = 0; v < 8; v++) t += sh[v][c];
+        part[(size_t)blockIdx.x * C + c] = t;
+    }
+}
+
 void cuda_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const float* x, const float* w,
                       const float* rstd, int N, int C) {
     if (N <= 0 || C <= 0) return;
-    const unsigned grid = (unsigned)cuda_cdiv((size_t)N, 8);
     const CudaView v[3] = {cuda_view(be, dx), cuda_view(be, dy), cuda_view(be, x)};
+    int fused = 0;
     cuda_dispatch(cuda_views_bf16("rmsnorm_bwd", v, 3), [&](auto tag) {
         typedef CUDA_TAG_T(tag) T;
         T* dxp = (T*)v[0].p;
         const T *dyp = (const T*)v[1].p, *xp = (const T*)v[2].p;
-        if (rows_vec4(dxp, C) && rows_vec4(dyp, C) && rows_vec4(xp, C) && rows_vec4(w, C)) {
+        const int vec4 = rows_vec4(dxp, C) && rows_vec4(dyp, C) && rows_vec4(xp, C) && rows_vec4(w, C);
+        if (vec4 && C <= RMS_FUSED_CMAX) {
+            const int R = (int)cuda_cdiv((size_t)N, RMS_FUSED_ROWS);
+            float* part = (float*)cuda_scratch(be, (size_t)R * C * sizeof(float));
+            rmsnorm_bwd_fused_kernel<<<(unsigned)R, 256, 0, cuda_stream(be)>>>(dxp, part, dyp, xp, w, rstd, N, C);
+            cudaCheckLaunch();
+            const dim3 block(32, COLSUM_LANES);
+            colsum_final_kernel<<<(unsigned)cuda_cdiv((size_t)C, 32), block, 0, cuda_stream(be)>>>(dw, part, R, C);
+            fused = 1;
+        } else if (vec4) {
+            const unsigned grid = (unsigned)cuda_cdiv((size_t)N, 8);
             rmsnorm_bwd_dx_kernel<4><<<grid, 256, 0, cuda_stream(be)>>>(dxp, dyp, xp, w, rstd, N, C);
         } else {
+            const unsigned grid = (unsigned)cuda_cdiv((size_t)N, 8);
             rmsnorm_bwd_dx_kernel<1><<<grid, 256, 0, cuda_stream(be)>>>(dxp, dyp, xp, w, rstd, N, C);
         }
     });
     cudaCheckLaunch();
-    colsum(be, dw, v[1], v[2], rstd, N, C);
+    if (!fused) colsum(be, dw, v[1], v[2], rstd, N, C);
 }
 
 // ----------------------------------------------------------------------------
