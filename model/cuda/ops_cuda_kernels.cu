@@ -207,14 +207,9 @@ void cuda_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, const 
     cudaCheckLaunch();
 }
 
+// a row's sum of dy w x over its C columns, summed over the warp (every lane gets it)
 template <int VEC, typename T>
-__global__ void rmsnorm_bwd_dx_kernel(T* dx, const T* dy, const T* x, const float* w, const float* rstd, int N, int C) {
-    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (row >= N) return;
-    const T* xn = x + (size_t)row * C;
-    const T* dyn = dy + (size_t)row * C;
-    T* dxn = dx + (size_t)row * C;
-    const float r = rstd[row];
+__device__ __forceinline__ float rms_row_dot(const T* xn, const T* dyn, const float* w, int C, int lane) {
     float dot = 0.0f;
     for (int j = lane; j < C / VEC; j += 32) {
         Chunk<T, VEC> a, d;
@@ -224,8 +219,18 @@ __global__ void rmsnorm_bwd_dx_kernel(T* dx, const T* dy, const T* x, const floa
         wj.load(w, j);
         for (int e = 0; e < VEC; e++) dot += d.v[e] * wj.v[e] * a.v[e];
     }
-    dot = warp_sum(dot);
-    const float k = r * r * r * dot / (float)C;
+    return warp_sum(dot);
+}
+
+template <int VEC, typename T>
+__global__ void rmsnorm_bwd_dx_kernel(T* dx, const T* dy, const T* x, const float* w, const float* rstd, int N, int C) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= N) return;
+    const T* xn = x + (size_t)row * C;
+    const T* dyn = dy + (size_t)row * C;
+    T* dxn = dx + (size_t)row * C;
+    const float r = rstd[row];
+    const float k = r * r * r * rms_row_dot<VEC>(xn, dyn, w, C, lane) / (float)C;
     for (int j = lane; j < C / VEC; j += 32) {
         Chunk<T, VEC> a, d, o;
         Chunk<float, VEC> wj;
@@ -260,17 +265,7 @@ __global__ void __launch_bounds__(256) rmsnorm_bwd_fused_kernel(T* dx, float* pa
         const T* dyn = dy + (size_t)row * C;
         T* dxn = dx + (size_t)row * C;
         const float r = rstd[row];
-        float dot = 0.0f;
-        for (int j = lane; j < C4; j += 32) {
-            Chunk<T, 4> a, d;
-            Chunk<float, 4> wj;
-            a.load(xn, j);
-            d.load(dyn, j);
-            wj.load(w, j);
-            for (int e = 0; e < 4; e++) dot += d.v[e] * wj.v[e] * a.v[e];
-        }
-        dot = warp_sum(dot);
-        const float kr = r * r * r * dot / (float)C;
+        const float kr = r * r * r * rms_row_dot<4>(xn, dyn, w, C, lane) / (float)C;
 #pragma unroll
         for (int jj = 0; jj < NJ; jj++) {
             const int j = lane + 32 * jj;
