@@ -138,12 +138,18 @@ static void report_mfu(const ModelConfig* c, size_t n_params, int T, double tok_
     } else {
         printf("  datasheet dense bf16: no figure for '%s'\n", name);
     }
+    // the model's buffers (activations: bf16 in the bf16 mode), cuBLAS's and the backend's own
+    size_t used = 0, total = 0;
+    if (cuda_memory_in_use(0, &used, &total, err, sizeof err) == 0) {
+        printf("  GPU memory in use     %8.2f GiB of %.1f (every process; the model, its activations, caches)\n",
+               (double)used / (1 << 30), (double)total / (1 << 30));
+    }
     for (char* p = name; *p; p++) *p = *p == ' ' ? '_' : *p;
     printf("RESULT device=cuda gpu=%s config=%s batch=%d seq=%d bf16=%d tokens_per_s=%.1f step_ms=%.2f "
            "model_tflops=%.2f cublas_peak_tflops=%.2f datasheet_tflops=%.1f mfu_measured=%.4f mfu_datasheet=%.4f "
-           "matmul_fraction=%.4f\n",
+           "matmul_fraction=%.4f gpu_mem_gib=%.2f\n",
            name, config, B, T, bf16, tok_s, 1e3 * step, tflops, peak, sheet, peak > 0.0 ? tflops / peak : 0.0,
-           sheet > 0.0 ? tflops / sheet : 0.0, mm_fraction);
+           sheet > 0.0 ? tflops / sheet : 0.0, mm_fraction, (double)used / (1 << 30));
 }
 
 static int parse_int(const char* opt, const char* s, int lo, int* out) {

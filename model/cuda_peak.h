@@ -14,6 +14,10 @@ double cuda_gemm_peak_tflops(int device, int n, char* err, size_t errlen);
 // The name of GPU `device` ("NVIDIA H100 80GB HBM3"); 0, or -1 with the reason in err.
 int cuda_device_name(int device, char* name, size_t n, char* err, size_t errlen);
 
+// Bytes of GPU `device`'s memory in use (by every process: total - free, cudaMemGetInfo) and its
+// total; 0, or -1 with the reason in err.
+int cuda_memory_in_use(int device, size_t* used, size_t* total, char* err, size_t errlen);
+
 // cuBLAS alone on the products of a training step in the bf16 mode: each call as one
 // cublasGemmEx on operands already packed in bf16 (random data), fp32 accumulation and an fp32 C
 // with the call's ldc, alpha and beta; what the backend's bf16 matmuls would cost without their

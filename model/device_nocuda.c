@@ -34,6 +34,13 @@ int cuda_device_name(int device, char* name, size_t n, char* err, size_t errlen)
     return -1;
 }
 
+int cuda_memory_in_use(int device, size_t* used, size_t* total, char* err, size_t errlen) {
+    (void)device;
+    *used = *total = 0;
+    snprintf(err, errlen, "this binary was built without the CUDA backend (configure with -DINGRAIN_CUDA=ON)");
+    return -1;
+}
+
 int cuda_gemm_replay(int device, const MatmulCall* calls, int n, int passes, double* seconds, char* err,
                      size_t errlen) {
     (void)device;

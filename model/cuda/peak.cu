@@ -103,6 +103,20 @@ extern "C" int cuda_device_name(int device, char* name, size_t n, char* err, siz
     return 0;
 }
 
+extern "C" int cuda_memory_in_use(int device, size_t* used, size_t* total, char* err, size_t errlen) {
+    int prev = 0;
+    size_t free_b = 0;
+    if (peak_cuda(cudaGetDevice(&prev), "cudaGetDevice", err, errlen) ||
+        peak_cuda(cudaSetDevice(device), "cudaSetDevice", err, errlen)) {
+        return -1;
+    }
+    const int bad = peak_cuda(cudaMemGetInfo(&free_b, total), "cudaMemGetInfo", err, errlen);
+    cudaSetDevice(prev);
+    if (bad) return -1;
+    *used = *total - free_b;
+    return 0;
+}
+
 extern "C" double cuda_gemm_peak_tflops(int device, int n, char* err, size_t errlen) {
     const size_t nn = (size_t)n * n;
     const float alpha = 1.0f, beta = 0.0f;
