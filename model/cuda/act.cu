@@ -3,10 +3,10 @@
 // resolve handles with cuda_view. Storing the activations in bf16 halves the traffic of the
 // memory-bound ops and lets the matmuls and the tensor-core attention read them directly,
 // without the bf16 operand copies that fp32 activations need. The f32 mode allocates plain
-// fp32 buffers. Also here: the memory ops on activation buffers, which convert.
+// fp32 buffers. Also here: the conversions between the two storage types and the host transfers
+// of activation buffers.
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 
 #include "model/cuda/ops_cuda.cuh"
@@ -15,29 +15,15 @@
 // ----------------------------------------------------------------------------
 // the handles
 
-// the buffer whose handle range holds p (its end included, for empty ranges), or NULL
-static CudaAct* act_find(CudaImpl* c, const void* p) {
-    const char* q = (const char*)p;
-    int lo = 0, hi = c->n_acts - 1, found = -1;
-    while (lo <= hi) { // the last buffer whose handle is at or before q
-        const int mid = (lo + hi) / 2;
-        if (c->acts[mid].handle <= q) found = mid, lo = mid + 1;
-        else hi = mid - 1;
-    }
-    if (found < 0) return NULL;
-    CudaAct* a = &c->acts[found];
-    return q <= a->handle + 4 * a->n ? a : NULL;
-}
-
 CudaView cuda_view(Backend* be, const void* p) {
     CudaImpl* c = cuda_impl(be);
     CudaView v = {(void*)p, 0};
-    if (!c->n_acts || !p) return v;
-    const CudaAct* a = act_find(c, p);
+    if (!c->acts.n || !p) return v;
+    const CudaRange* a = ranges_find(&c->acts, p, 1);
     if (!a) return v;
-    const size_t off = (size_t)((const char*)p - a->handle);
+    const size_t off = (size_t)((const char*)p - a->p);
     if (off % 4) fatal("cuda backend: pointer %p is %zu bytes into an activation buffer, not on an element", p, off);
-    v.p = a->data + off / 4;
+    v.p = (__nv_bfloat16*)a->data + off / 4;
     v.bf16 = 1;
     return v;
 }
@@ -58,31 +44,18 @@ float* cuda_alloc_act(Backend* be, size_t n) {
     if (!n) n = 1;
     void* handle = mmap(NULL, 4 * n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (handle == MAP_FAILED) fatal("cuda backend: cannot reserve %zu bytes of address space for an activation", 4 * n);
-    CudaAct a = {(const char*)handle, n, (__nv_bfloat16*)be->alloc(be, n * sizeof(__nv_bfloat16))};
-    if (c->n_acts == c->cap_acts) {
-        c->cap_acts = c->cap_acts ? 2 * c->cap_acts : 64;
-        c->acts = (CudaAct*)realloc(c->acts, c->cap_acts * sizeof(CudaAct));
-        if (!c->acts) fatal("cuda backend: out of host memory");
-    }
-    int i = c->n_acts++;
-    while (i > 0 && c->acts[i - 1].handle > a.handle) {
-        c->acts[i] = c->acts[i - 1];
-        i--;
-    }
-    c->acts[i] = a;
+    ranges_add(&c->acts, handle, 4 * n, be->alloc(be, n * sizeof(__nv_bfloat16)));
     return (float*)handle;
 }
 
 int cuda_free_act(Backend* be, void* p) {
     CudaImpl* c = cuda_impl(be);
-    CudaAct* a = c->n_acts ? act_find(c, p) : NULL;
+    CudaRange* a = c->acts.n ? ranges_find(&c->acts, p, 0) : NULL;
     if (!a) return 0;
-    if ((const char*)p != a->handle) fatal("cuda backend: free of %p, inside an activation buffer", p);
+    if ((const char*)p != a->p) fatal("cuda backend: free of %p, inside an activation buffer", p);
     be->free(be, a->data);
-    munmap((void*)a->handle, 4 * a->n);
-    const int i = (int)(a - c->acts);
-    memmove(c->acts + i, c->acts + i + 1, (c->n_acts - i - 1) * sizeof(CudaAct));
-    c->n_acts--;
+    munmap((void*)a->p, a->bytes);
+    ranges_remove(&c->acts, a);
     return 1;
 }
 
@@ -105,68 +78,39 @@ static void convert(Backend* be, TD* dst, size_t ldd, const TS* src, size_t lds,
     cudaCheckLaunch();
 }
 
-void cuda_widen(Backend* be, float* dst, CudaView src, int rows, int cols, int ld) {
+void cuda_widen(Backend* be, float* dst, CudaView src, size_t rows, size_t cols, size_t ld) {
     if (src.bf16) convert(be, dst, cols, (const __nv_bfloat16*)src.p, ld, rows, cols);
     else convert(be, dst, cols, (const float*)src.p, ld, rows, cols);
 }
 
-void cuda_narrow(Backend* be, CudaView dst, const float* src, int rows, int cols, int ld) {
+void cuda_narrow(Backend* be, CudaView dst, const float* src, size_t rows, size_t cols, size_t ld) {
     if (dst.bf16) convert(be, (__nv_bfloat16*)dst.p, ld, src, cols, rows, cols);
     else convert(be, (float*)dst.p, ld, src, cols, rows, cols);
 }
 
 // ----------------------------------------------------------------------------
-// memory ops on activation buffers (the byte counts are of the fp32 view)
+// host transfers of activation buffers
 
-static size_t act_elems(const char* op, size_t bytes) {
+size_t cuda_act_elems(const char* op, size_t bytes) {
     if (bytes % 4) fatal("cuda backend: %s of %zu bytes on an activation buffer: not whole fp32 elements", op, bytes);
     return bytes / 4;
 }
 
-void cuda_act_upload(Backend* be, void* dst, const void* host_src, size_t bytes) {
-    const size_t n = act_elems("upload", bytes);
+// Both wait for the copy, as upload and download do.
+void cuda_act_upload(Backend* be, void* data, const float* host_src, size_t n) {
     __nv_bfloat16* h = (__nv_bfloat16*)malloc(n * sizeof(__nv_bfloat16) + 1);
     if (!h) fatal("cuda backend: out of host memory");
-    for (size_t i = 0; i < n; i++) h[i] = __float2bfloat16_rn(((const float*)host_src)[i]);
-    cudaCheck(cudaMemcpyAsync(cuda_view(be, dst).p, h, n * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice,
-                              cuda_stream(be)));
+    for (size_t i = 0; i < n; i++) h[i] = __float2bfloat16_rn(host_src[i]);
+    cudaCheck(cudaMemcpyAsync(data, h, n * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice, cuda_stream(be)));
     cudaCheck(cudaStreamSynchronize(cuda_stream(be)));
     free(h);
 }
 
-void cuda_act_download(Backend* be, void* host_dst, const void* src, size_t bytes) {
-    const size_t n = act_elems("download", bytes);
+void cuda_act_download(Backend* be, float* host_dst, const void* data, size_t n) {
     __nv_bfloat16* h = (__nv_bfloat16*)malloc(n * sizeof(__nv_bfloat16) + 1);
     if (!h) fatal("cuda backend: out of host memory");
-    cudaCheck(cudaMemcpyAsync(h, cuda_view(be, src).p, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost,
-                              cuda_stream(be)));
+    cudaCheck(cudaMemcpyAsync(h, data, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost, cuda_stream(be)));
     cudaCheck(cudaStreamSynchronize(cuda_stream(be)));
-    for (size_t i = 0; i < n; i++) ((float*)host_dst)[i] = __bfloat162float(h[i]);
+    for (size_t i = 0; i < n; i++) host_dst[i] = __bfloat162float(h[i]);
     free(h);
-}
-
-void cuda_act_memset0(Backend* be, void* dst, size_t bytes) {
-    const size_t n = act_elems("memset0", bytes);
-    cudaCheck(cudaMemsetAsync(cuda_view(be, dst).p, 0, n * sizeof(__nv_bfloat16), cuda_stream(be)));
-}
-
-// either side may be an activation buffer; overlap is possible only between two of them
-void cuda_act_copy(Backend* be, void* dst, const void* src, size_t bytes) {
-    const size_t n = act_elems("copy", bytes);
-    const CudaView d = cuda_view(be, dst), s = cuda_view(be, src);
-    if (d.bf16 && s.bf16) {
-        const size_t b = n * sizeof(__nv_bfloat16);
-        const char *dp = (const char*)d.p, *sp = (const char*)s.p;
-        const void* from = s.p;
-        if (dp < sp + b && sp < dp + b) {
-            void* tmp = cuda_scratch(be, b);
-            cudaCheck(cudaMemcpyAsync(tmp, s.p, b, cudaMemcpyDeviceToDevice, cuda_stream(be)));
-            from = tmp;
-        }
-        cudaCheck(cudaMemcpyAsync(d.p, from, b, cudaMemcpyDeviceToDevice, cuda_stream(be)));
-    } else if (d.bf16) {
-        convert(be, (__nv_bfloat16*)d.p, n, (const float*)s.p, n, 1, n);
-    } else {
-        convert(be, (float*)d.p, n, (const __nv_bfloat16*)s.p, n, 1, n);
-    }
 }

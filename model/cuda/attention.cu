@@ -140,16 +140,16 @@ static void bwd_staged(Backend* be, const CudaView* vw, const float* lse, int ld
     float* st = (float*)cuda_stage(be, sizeof(float) * (4 * rq * cq + 4 * rk * ck));
     float *dq = st, *dout = dq + rq * cq, *out = dout + rq * cq, *q = out + rq * cq;
     float *dk = q + rq * cq, *dv = dk + rk * ck, *k = dv + rk * ck, *v = k + rk * ck;
-    cuda_widen(be, dout, vw[3], (int)rq, (int)cq, (int)cq);
-    cuda_widen(be, out, vw[4], (int)rq, (int)cq, (int)cq);
-    cuda_widen(be, q, vw[5], (int)rq, (int)cq, ldq);
-    cuda_widen(be, k, vw[6], (int)rk, (int)ck, ldkv);
-    cuda_widen(be, v, vw[7], (int)rk, (int)ck, ldkv);
+    cuda_widen(be, dout, vw[3], rq, cq, cq);
+    cuda_widen(be, out, vw[4], rq, cq, cq);
+    cuda_widen(be, q, vw[5], rq, cq, ldq);
+    cuda_widen(be, k, vw[6], rk, ck, ldkv);
+    cuda_widen(be, v, vw[7], rk, ck, ldkv);
     cuda_attention_bwd(be, dq, dk, dv, dout, out, lse, q, (int)cq, k, v, (int)ck, q_lens, kv_lens, B, Tq, Tk, H, KV,
                        hd, work);
-    cuda_narrow(be, vw[0], dq, (int)rq, (int)cq, (int)cq);
-    cuda_narrow(be, vw[1], dk, (int)rk, (int)ck, ldkv);
-    cuda_narrow(be, vw[2], dv, (int)rk, (int)ck, ldkv);
+    cuda_narrow(be, vw[0], dq, rq, cq, cq);
+    cuda_narrow(be, vw[1], dk, rk, ck, ldkv);
+    cuda_narrow(be, vw[2], dv, rk, ck, ldkv);
 }
 
 void cuda_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const float* dout, const float* out,

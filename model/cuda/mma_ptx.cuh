@@ -1,4 +1,5 @@
-// PTX wrappers of the tensor-core attention kernels (attention_mma_kernels.cuh): the bf16 type,
+// PTX wrappers of the tensor-core attention kernels (attention_mma_kernels.cuh; storage.cuh packs
+// bf16 pairs with pack_bf16 too): the bf16 type,
 // mma.sync, ldmatrix, cp.async and bf16 packing, sm_80 and later. tests/emu/cuda_emu.h defines the
 // same functions for the host so that the kernels can run there in emulation.
 #pragma once

@@ -22,36 +22,34 @@ extern "C" {
 // ----------------------------------------------------------------------------
 // scratch and host results
 
+// the device region *buf of *have bytes grown to hold `bytes` (doubling, 256-byte multiples);
+// growing waits for the stream first, since earlier ops may still read the old region
+static void* region(CudaImpl* c, void** buf, size_t* have, size_t bytes, const char* what, const char* hint) {
+    if (bytes <= *have) return *buf;
+    size_t grown = *have * 2 > bytes ? *have * 2 : bytes;
+    grown = (grown + 255) / 256 * 256;
+    if (*buf) {
+        cudaCheck(cudaStreamSynchronize(c->stream));
+        cudaCheck(cudaFree(*buf));
+    }
+    if (cudaMalloc(buf, grown) != cudaSuccess) {
+        fatal("cuda backend: %s of %zu bytes (%.1f MiB) on GPU %d failed\n  hint: %s", what, grown,
+              (double)grown / (1024.0 * 1024.0), c->device, hint);
+    }
+    *have = grown;
+    return *buf;
+}
+
 void* cuda_scratch(Backend* be, size_t bytes) {
     CudaImpl* c = cuda_impl(be);
-    if (bytes <= c->scratch_bytes) return c->scratch;
-    size_t grown = c->scratch_bytes * 2 > bytes ? c->scratch_bytes * 2 : bytes;
-    grown = (grown + 255) / 256 * 256;
-    if (c->scratch) {
-        cudaCheck(cudaStreamSynchronize(c->stream));
-        cudaCheck(cudaFree(c->scratch));
-    }
-    if (cudaMalloc(&c->scratch, grown) != cudaSuccess) {
-        fatal("cuda backend: scratch allocation of %zu bytes (%.1f MiB) on GPU %d failed\n"
-              "  hint: use a smaller batch, sequence length or vocabulary chunk",
-              grown, (double)grown / (1024.0 * 1024.0), c->device);
-    }
-    c->scratch_bytes = grown;
-    return c->scratch;
+    return region(c, &c->scratch, &c->scratch_bytes, bytes, "scratch allocation",
+                  "use a smaller batch, sequence length or vocabulary chunk");
 }
 
 void* cuda_stage(Backend* be, size_t bytes) {
     CudaImpl* c = cuda_impl(be);
-    if (bytes <= c->stage_bytes) return c->stage;
-    const size_t grown = (bytes + 255) / 256 * 256;
-    if (c->stage) cudaCheck(cudaFree(c->stage)); // waits for the device: no op still reads it
-    if (cudaMalloc(&c->stage, grown) != cudaSuccess) {
-        fatal("cuda backend: %zu bytes (%.1f MiB) on GPU %d for the fp32 copies of activations failed\n"
-              "  hint: use a smaller batch or sequence length",
-              grown, (double)grown / (1024.0 * 1024.0), c->device);
-    }
-    c->stage_bytes = grown;
-    return c->stage;
+    return region(c, &c->stage, &c->stage_bytes, bytes, "the allocation for fp32 copies of activations",
+                  "use a smaller batch or sequence length");
 }
 
 void cuda_results(Backend* be, double* out, int n) {
@@ -91,6 +89,41 @@ void cuda_sum_doubles(Backend* be, double* out, const double* x, size_t n, doubl
 }
 
 // ----------------------------------------------------------------------------
+// address ranges (CudaRanges)
+
+CudaRange* ranges_find(const CudaRanges* s, const void* p, int end_too) {
+    const char* q = (const char*)p;
+    int lo = 0, hi = s->n - 1, found = -1;
+    while (lo <= hi) { // the last range starting at or before q
+        const int mid = (lo + hi) / 2;
+        if (s->r[mid].p <= q) found = mid, lo = mid + 1;
+        else hi = mid - 1;
+    }
+    if (found < 0) return NULL;
+    CudaRange* r = &s->r[found];
+    return q < r->p + r->bytes || (end_too && q == r->p + r->bytes) ? r : NULL;
+}
+
+void ranges_add(CudaRanges* s, const void* p, size_t bytes, void* data) {
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 64;
+        s->r = (CudaRange*)realloc(s->r, s->cap * sizeof(CudaRange));
+        if (!s->r) fatal("cuda backend: out of host memory");
+    }
+    int i = s->n++;
+    for (; i > 0 && s->r[i - 1].p > (const char*)p; i--) s->r[i] = s->r[i - 1];
+    s->r[i].p = (const char*)p;
+    s->r[i].bytes = bytes;
+    s->r[i].data = data;
+}
+
+void ranges_remove(CudaRanges* s, CudaRange* r) {
+    const int i = (int)(r - s->r);
+    memmove(s->r + i, s->r + i + 1, (s->n - i - 1) * sizeof(CudaRange));
+    s->n--;
+}
+
+// ----------------------------------------------------------------------------
 // the bf16 operand copies (CudaOperand)
 
 // the bytes a row-major fp32 block (rows, cols) with row stride ld spans
@@ -107,43 +140,9 @@ static void operands_forget_block(CudaImpl* c, const float* p, int rows, int col
     }
 }
 
-// the allocation that holds p, or NULL
-static const CudaAlloc* alloc_find(const CudaImpl* c, const void* p) {
-    const char* q = (const char*)p;
-    int lo = 0, hi = c->n_allocs - 1, found = -1;
-    while (lo <= hi) { // the last allocation at or before q
-        const int mid = (lo + hi) / 2;
-        if (c->allocs[mid].p <= q) found = mid, lo = mid + 1;
-        else hi = mid - 1;
-    }
-    return found >= 0 && q < c->allocs[found].p + c->allocs[found].bytes ? &c->allocs[found] : NULL;
-}
-
-static void allocs_add(CudaImpl* c, const void* p, size_t bytes) {
-    if (c->n_allocs == c->cap_allocs) {
-        c->cap_allocs = c->cap_allocs ? 2 * c->cap_allocs : 256;
-        c->allocs = (CudaAlloc*)realloc(c->allocs, c->cap_allocs * sizeof(CudaAlloc));
-        if (!c->allocs) fatal("cuda backend: out of host memory");
-    }
-    int i = c->n_allocs++;
-    while (i > 0 && c->allocs[i - 1].p > (const char*)p) {
-        c->allocs[i] = c->allocs[i - 1];
-        i--;
-    }
-    c->allocs[i].p = (const char*)p;
-    c->allocs[i].bytes = bytes;
-}
-
-static void allocs_remove(CudaImpl* c, const void* p) {
-    const CudaAlloc* a = alloc_find(c, p);
-    if (!a) return;
-    const int i = (int)(a - c->allocs);
-    memmove(c->allocs + i, c->allocs + i + 1, (c->n_allocs - i - 1) * sizeof(CudaAlloc));
-    c->n_allocs--;
-}
-
-void operands_forget_alloc(CudaImpl* c, const void* p) {
-    const CudaAlloc* a = alloc_find(c, p);
+// forget the copies whose source lies in the allocation that holds p (nothing if p is in none)
+static void operands_forget_alloc(CudaImpl* c, const void* p) {
+    const CudaRange* a = ranges_find(&c->allocs, p, 0);
     if (!a) return;
     for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
         CudaOperand* o = &c->operands[i];
@@ -270,42 +269,45 @@ static void* cuda_alloc(Backend* be, size_t bytes) {
     // waits for the zeros: a buffer may go to a library on another stream (NCCL) right away
     cudaCheck(cudaMemsetAsync(p, 0, rounded, c->stream));
     cudaCheck(cudaStreamSynchronize(c->stream));
-    allocs_add(c, p, rounded);
+    ranges_add(&c->allocs, p, rounded, NULL);
     return p;
 }
 
 static void cuda_free(Backend* be, void* p) {
     operands_forget(cuda_impl(be));
     if (!p || cuda_free_act(be, p)) return;
-    allocs_remove(cuda_impl(be), p);
+    CudaRange* r = ranges_find(&cuda_impl(be)->allocs, p, 0);
+    if (r) ranges_remove(&cuda_impl(be)->allocs, r);
     cudaCheck(cudaFree(p)); // waits for the device: no op in flight reads p
 }
 
 // Waits for the copy: the caller may reuse or free its host buffer on return.
 static void cuda_upload(Backend* be, void* dst, const void* host_src, size_t bytes) {
     if (!bytes) return;
-    if (cuda_view(be, dst).bf16) return cuda_act_upload(be, dst, host_src, bytes);
+    const CudaView d = cuda_view(be, dst);
+    if (d.bf16) return cuda_act_upload(be, d.p, (const float*)host_src, cuda_act_elems("upload", bytes));
     cudaCheck(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cuda_stream(be)));
     cudaCheck(cudaStreamSynchronize(cuda_stream(be)));
 }
 
 static void cuda_download(Backend* be, void* host_dst, const void* src, size_t bytes) {
     if (!bytes) return;
-    if (cuda_view(be, src).bf16) return cuda_act_download(be, host_dst, src, bytes);
+    const CudaView s = cuda_view(be, src);
+    if (s.bf16) return cuda_act_download(be, (float*)host_dst, s.p, cuda_act_elems("download", bytes));
     cudaCheck(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cuda_stream(be)));
     cudaCheck(cudaStreamSynchronize(cuda_stream(be)));
 }
 
 static void cuda_memset0(Backend* be, void* dst, size_t bytes) {
     if (!bytes) return;
-    if (cuda_view(be, dst).bf16) return cuda_act_memset0(be, dst, bytes);
-    cudaCheck(cudaMemsetAsync(dst, 0, bytes, cuda_stream(be)));
+    const CudaView d = cuda_view(be, dst);
+    if (d.bf16) bytes = cuda_act_elems("memset0", bytes) * sizeof(__nv_bfloat16);
+    cudaCheck(cudaMemsetAsync(d.p, 0, bytes, cuda_stream(be)));
 }
 
-// memmove semantics, as the CPU backend: overlapping ranges go through the scratch buffer
-static void cuda_copy(Backend* be, void* dst, const void* src, size_t bytes) {
-    if (!bytes || dst == src) return;
-    if (cuda_view(be, dst).bf16 || cuda_view(be, src).bf16) return cuda_act_copy(be, dst, src, bytes);
+// memmove semantics on device memory, as the CPU backend: overlapping ranges go through the
+// scratch buffer
+static void device_move(Backend* be, void* dst, const void* src, size_t bytes) {
     const char *d = (const char*)dst, *s = (const char*)src;
     if (d < s + bytes && s < d + bytes) {
         void* tmp = cuda_scratch(be, bytes);
@@ -313,6 +315,17 @@ static void cuda_copy(Backend* be, void* dst, const void* src, size_t bytes) {
         src = tmp;
     }
     cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_stream(be)));
+}
+
+// between storage types it converts (overlap is possible only within one type)
+static void cuda_copy(Backend* be, void* dst, const void* src, size_t bytes) {
+    if (!bytes || dst == src) return;
+    const CudaView d = cuda_view(be, dst), s = cuda_view(be, src);
+    if (!d.bf16 && !s.bf16) return device_move(be, dst, src, bytes);
+    const size_t n = cuda_act_elems("copy", bytes);
+    if (d.bf16 && s.bf16) device_move(be, d.p, s.p, n * sizeof(__nv_bfloat16));
+    else if (d.bf16) cuda_narrow(be, d, (const float*)s.p, 1, n, n);
+    else cuda_widen(be, (float*)d.p, s, 1, n, n);
 }
 
 static void cuda_synchronize(Backend* be) { cudaCheck(cudaStreamSynchronize(cuda_stream(be))); }
@@ -496,7 +509,7 @@ template <typename T> static void reject_act_arg(Backend* be, const char* op, un
 }
 
 template <typename... A> static void reject_act(const char* op, unsigned allowed, Backend* be, A... a) {
-    if (!cuda_impl(be)->n_acts) return;
+    if (!cuda_impl(be)->acts.n) return;
     int i = 1;
     (reject_act_arg(be, op, allowed, ++i, a), ...);
 }
@@ -510,6 +523,7 @@ template <typename T> static void forget_written_arg(CudaImpl* c, T x) {
 
 template <typename... A> static void forget_written(Backend* be, A... a) {
     CudaImpl* c = cuda_impl(be);
+    if (!c->operand_bytes) return; // no copies (the f32 mode)
     (forget_written_arg(c, a), ...);
 }
 
@@ -540,10 +554,10 @@ static void cuda_destroy(Backend* be) {
     cudaCheck(cudaStreamSynchronize(c->stream));
     if (c->scratch) cudaCheck(cudaFree(c->scratch));
     if (c->stage) cudaCheck(cudaFree(c->stage));
-    while (c->n_acts) cuda_free_act(be, (void*)c->acts[0].handle);
-    free(c->acts);
+    while (c->acts.n) cuda_free_act(be, (void*)c->acts.r[0].p);
+    free(c->acts.r);
     for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) cudaCheck(cudaFree(c->operands[i].buf));
-    free(c->allocs);
+    free(c->allocs.r);
     cudaCheck(cudaFree(c->cublas_ws));
     cudaCheck(cudaFree(c->result_dev));
     cudaCheck(cudaFreeHost(c->result_host));

@@ -38,22 +38,25 @@ typedef struct {
     unsigned long used; // the cache's clock at the last use, for eviction
 } CudaOperand;
 
-// one cudaMalloc of cuda_alloc, for finding the allocation an op writes
+// Disjoint address ranges sorted by start, with a pointer each: cuda_alloc's allocations (for
+// finding the one an op writes), and the bf16 mode's activation buffers (ops.h, alloc_act): for
+// those p is the handle the caller addresses as bytes / 4 fp32 elements and data the bf16 values
+// on the device. A handle range is host address space reserved without access (mmap PROT_NONE):
+// no device allocation can overlap it under unified addressing, and a kernel or host access that
+// skipped cuda_view faults instead of reading garbage.
 typedef struct {
     const char* p;
     size_t bytes;
-} CudaAlloc;
-
-// An activation buffer of the bf16 mode (ops.h, alloc_act): n bf16 values at `data`, which the
-// caller addresses as n fp32 elements from `handle`. The handle range is host address space
-// reserved without access (mmap PROT_NONE): no device allocation can overlap it under unified
-// addressing, and a kernel or host access that skipped cuda_view faults instead of reading
-// garbage.
+    void* data;
+} CudaRange;
 typedef struct {
-    const char* handle; // (4 n bytes of address space)
-    size_t n;
-    __nv_bfloat16* data; // (n) device
-} CudaAct;
+    CudaRange* r;
+    int n, cap;
+} CudaRanges;
+// the range holding p (with end_too, also p at its end: an empty block there), or NULL
+CudaRange* ranges_find(const CudaRanges* s, const void* p, int end_too);
+void ranges_add(CudaRanges* s, const void* p, size_t bytes, void* data);
+void ranges_remove(CudaRanges* s, CudaRange* r);
 
 typedef struct {
     int device;
@@ -69,10 +72,8 @@ typedef struct {
     CudaOperand operands[CUDA_OPERAND_SLOTS];
     unsigned long operand_clock; // advanced once per matmul
     size_t operand_bytes, operand_limit;
-    CudaAlloc* allocs; // sorted by address
-    int n_allocs, cap_allocs;
-    CudaAct* acts; // sorted by handle
-    int n_acts, cap_acts;
+    CudaRanges allocs; // cuda_alloc's
+    CudaRanges acts;   // the activation buffers' handles
     void* stage; // fp32 copies of activations for ops without bf16 kernels (cuda_stage)
     size_t stage_bytes;
 } CudaImpl;
@@ -83,8 +84,6 @@ static inline cudaStream_t cuda_stream(Backend* be) { return cuda_impl(be)->stre
 static inline void operands_forget(CudaImpl* c) {
     for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) c->operands[i].src = NULL;
 }
-// forget the copies whose source lies in the allocation that holds p (nothing if p is in none)
-void operands_forget_alloc(CudaImpl* c, const void* p);
 
 // A scratch region of at least `bytes` (256-byte aligned). Valid until the next call: ops take
 // it once and carve their temporaries out of it. Growing waits for the stream first, since
@@ -136,14 +135,15 @@ template <typename F> static inline void cuda_dispatch2(int bf16_a, int bf16_b, 
 
 float* cuda_alloc_act(Backend* be, size_t n);
 int cuda_free_act(Backend* be, void* p); // 1 when p was an activation buffer (now freed)
-void cuda_act_upload(Backend* be, void* dst, const void* host_src, size_t bytes);
-void cuda_act_download(Backend* be, void* host_dst, const void* src, size_t bytes);
-void cuda_act_memset0(Backend* be, void* dst, size_t bytes);
-void cuda_act_copy(Backend* be, void* dst, const void* src, size_t bytes);
-// fp32 copies (packed, rows x cols) of what each view holds, and back: for ops with fp32
-// kernels only. widen: dst = src; narrow: the bf16 view dst = src rounded.
-void cuda_widen(Backend* be, float* dst, CudaView src, int rows, int cols, int ld);
-void cuda_narrow(Backend* be, CudaView dst, const float* src, int rows, int cols, int ld);
+// the elements of a memory op's byte count on an activation buffer (fatal unless whole fp32 ones)
+size_t cuda_act_elems(const char* op, size_t bytes);
+// n elements between the host's fp32 and the device's bf16 (data: a bf16 view's p)
+void cuda_act_upload(Backend* be, void* data, const float* host_src, size_t n);
+void cuda_act_download(Backend* be, float* host_dst, const void* data, size_t n);
+// fp32 copies (packed, rows x cols) of what a view holds (row stride ld), and back: for ops with
+// fp32 kernels only, and copies between the two types. widen: dst = src; narrow: dst = src rounded.
+void cuda_widen(Backend* be, float* dst, CudaView src, size_t rows, size_t cols, size_t ld);
+void cuda_narrow(Backend* be, CudaView dst, const float* src, size_t rows, size_t cols, size_t ld);
 
 // ----------------------------------------------------------------------------
 // ops by file (signatures as in struct Backend)

@@ -6,7 +6,8 @@
 #include <cuda_bf16.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
+
+#include "model/cuda/mma_ptx.cuh" // pack_bf16
 
 __device__ __forceinline__ float load_f(const float* p) { return *p; }
 __device__ __forceinline__ float load_f(const __nv_bfloat16* p) { return __bfloat162float(*p); }
@@ -45,16 +46,9 @@ struct Chunk<__nv_bfloat16, 4> {
     }
     __device__ __forceinline__ void store(__nv_bfloat16* p, size_t j) const {
         uint2 x;
-        x.x = bf16_pair_bits(v[0], v[1]);
-        x.y = bf16_pair_bits(v[2], v[3]);
+        x.x = pack_bf16(v[0], v[1]);
+        x.y = pack_bf16(v[2], v[3]);
         ((uint2*)p)[j] = x;
-    }
-    // two values rounded to bf16, packed low then high (memory order)
-    static __device__ __forceinline__ uint32_t bf16_pair_bits(float lo, float hi) {
-        const __nv_bfloat162 b = __floats2bfloat162_rn(lo, hi);
-        uint32_t bits;
-        memcpy(&bits, &b, sizeof bits);
-        return bits;
     }
 };
 

@@ -77,11 +77,16 @@ float* host_randn(GpuCtx* c, size_t n, double scale) {
     return x;
 }
 
-float* gpu_randn(GpuCtx* c, size_t n, double scale) {
+// the backend buffer d (n floats) filled with N(0, scale^2) entries
+static float* fill_randn(GpuCtx* c, float* d, size_t n, double scale) {
     float* h = host_randn(c, n, scale);
-    float* d = gpu_upload(c, h, n * sizeof(float));
+    if (n) c->be->upload(c->be, d, h, n * sizeof(float));
     free(h);
     return d;
+}
+
+float* gpu_randn(GpuCtx* c, size_t n, double scale) {
+    return fill_randn(c, track(c, c->be->alloc(c->be, (n ? n : 1) * sizeof(float))), n, scale);
 }
 
 void gpu_rope_inputs(GpuCtx* c, int N, int maxpos, int hd, float** cos_t, float** sin_t, int** pos) {
@@ -108,11 +113,7 @@ float* gpu_zeros(GpuCtx* c, size_t n) { return track(c, c->be->alloc(c->be, (n ?
 float* gpu_junk(GpuCtx* c, size_t n) { return gpu_randn(c, n, 1e3); }
 
 float* gpu_act_randn(GpuCtx* c, size_t n, double scale) {
-    float* h = host_randn(c, n, scale);
-    float* d = track(c, c->be->alloc_act(c->be, n ? n : 1));
-    if (n) c->be->upload(c->be, d, h, n * sizeof(float));
-    free(h);
-    return d;
+    return fill_randn(c, track(c, c->be->alloc_act(c->be, n ? n : 1)), n, scale);
 }
 
 float* gpu_act_zeros(GpuCtx* c, size_t n) { return track(c, c->be->alloc_act(c->be, n ? n : 1)); }
