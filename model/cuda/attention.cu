@@ -104,7 +104,7 @@ void cuda_attention_fwd(Backend* be, float* out, float* lse, const float* q, int
     const CudaView vw[4] = {cuda_view(be, out), cuda_view(be, q), cuda_view(be, k), cuda_view(be, v)};
     if (attn_use_mma(be, a) && pairs_aligned(vw[0], H * hd)) {
         const AttnIn in = {vw[1], vw[2], vw[3], {NULL, 0}};
-        cuda_attention_mma_fwd(be, vw[0], lse, a, B, in, cuda_scratch(be, cuda_attention_mma_work_bytes(a, B)));
+        cuda_attention_mma_fwd(be, vw[0], lse, a, B, in, cuda_scratch(be, cuda_attention_mma_work_bytes(a, B, 0)));
     } else if (Tq * (H / KV) <= ATTN_DIRECT_ROWS && vw[1].bf16 == vw[2].bf16 && vw[2].bf16 == vw[3].bf16) {
         cuda_dispatch2(vw[1].bf16, vw[0].bf16, [&](auto ti, auto to) {
             typedef CUDA_TAG_T(ti) T;
@@ -167,8 +167,8 @@ void cuda_attention_bwd(Backend* be, float* dq, float* dk, float* dv, const floa
         return;
     }
     const size_t rows = (size_t)B * Tq * H, dv_bytes = cuda_cdiv(rows * sizeof(float), 256) * 256;
-    // Dv, then the tensor-core kernels' bf16 copies of q, k, v, dout
-    char* scratch = (char*)cuda_scratch(be, dv_bytes + (mma ? cuda_attention_mma_work_bytes(a, B) : 0));
+    // Dv, then the tensor-core kernel's bf16 copies of q, k, v, dout and its dq accumulator
+    char* scratch = (char*)cuda_scratch(be, dv_bytes + (mma ? cuda_attention_mma_work_bytes(a, B, 1) : 0));
     float* Dv = (float*)scratch;
     cuda_dispatch2(vw[3].bf16, vw[4].bf16, [&](auto td, auto to) {
         attn_bwd_dot_kernel<<<(unsigned)cuda_cdiv(rows, 8), 256, 0, cuda_stream(be)>>>(

@@ -49,28 +49,39 @@ static void mma_fwd(Backend* be, TO* out, float* lse, const AttnArgs& a, int B, 
     cudaCheckLaunch();
 }
 
-// the backward's two kernels for head size HD, outputs of storage type TO
+// the backward's kernel for head size HD, outputs of storage type TO; dq's accumulator at `acc`
 template <int HD, typename TO>
 static void mma_bwd(Backend* be, TO* dq, TO* dk, TO* dv, const float* lse, const float* Dv, const AttnArgs& a, int B,
-                    const AttnBf16& p) {
+                    const AttnBf16& p, float* acc) {
     typedef MmaTiles<HD> T;
-    constexpr int BK = T::dq_keys, BQ = T::dkdv_queries, MB = T::bwd_blocks;
-    const size_t smem_q = MmaKvTiles<HD, BK>::bytes;
-    mma_opt_in(attn_mma_dq_kernel<HD, BK, MB, TO>, smem_q);
-    const dim3 grid_q((unsigned)cuda_cdiv((size_t)a.Tq, MMA_ROWS), (unsigned)a.H, (unsigned)B);
-    attn_mma_dq_kernel<HD, BK, MB, TO><<<grid_q, MMA_THREADS, smem_q, cuda_stream(be)>>>(dq, lse, Dv, a, p);
-    cudaCheckLaunch();
-    const size_t smem_kv = MmaDkvLayout<HD, BQ>::bytes;
-    mma_opt_in(attn_mma_dkdv_kernel<HD, BQ, MB, TO>, smem_kv);
-    const dim3 grid_k((unsigned)cuda_cdiv((size_t)a.Tk, MMA_ROWS), (unsigned)a.KV, (unsigned)B);
-    attn_mma_dkdv_kernel<HD, BQ, MB, TO><<<grid_k, MMA_THREADS, smem_kv, cuda_stream(be)>>>(dk, dv, lse, Dv, a, p);
+    constexpr int BQ = T::bwd_queries, MB = T::bwd_blocks;
+    const int tiles = mma_dq_tiles(a, B, BQ);
+    int* turn = (int*)cuda_zeroed(be, sizeof(int) * ((size_t)tiles + 1));
+    const MmaDqSync sync = {acc, turn, turn + tiles};
+    const size_t smem = MmaDkvLayout<HD, BQ>::bytes;
+    mma_opt_in(attn_mma_bwd_kernel<HD, BQ, MB, TO>, smem);
+    const unsigned blocks = (unsigned)(cuda_cdiv((size_t)a.Tk, MMA_ROWS) * a.KV * B);
+    attn_mma_bwd_kernel<HD, BQ, MB, TO><<<blocks, MMA_THREADS, smem, cuda_stream(be)>>>(dq, dk, dv, lse, Dv, a, p,
+                                                                                        sync);
     cudaCheckLaunch();
 }
 
 int cuda_attention_mma_supported(int hd) { return hd == 32 || hd == 64 || hd == 128; }
 
-size_t cuda_attention_mma_work_bytes(const AttnArgs& a, int B) {
-    return sizeof(bf16) * 2 * ((size_t)B * a.Tq * a.H * a.hd + (size_t)B * a.Tk * a.KV * a.hd);
+// the packed bf16 copies, then (backward) dq's fp32 accumulator
+static size_t mma_copies_bytes(const AttnArgs& a, int B) {
+    const size_t n = sizeof(bf16) * 2 * ((size_t)B * a.Tq * a.H * a.hd + (size_t)B * a.Tk * a.KV * a.hd);
+    return cuda_cdiv(n, 256) * 256;
+}
+
+// the backward's query tile for head size hd
+static int mma_bwd_queries(int hd) {
+    return hd == 32 ? MmaTiles<32>::bwd_queries : hd == 64 ? MmaTiles<64>::bwd_queries : MmaTiles<128>::bwd_queries;
+}
+
+size_t cuda_attention_mma_work_bytes(const AttnArgs& a, int B, int bwd) {
+    const int BQ = mma_bwd_queries(a.hd);
+    return mma_copies_bytes(a, B) + (bwd ? sizeof(float) * mma_dq_tiles(a, B, BQ) * BQ * a.hd : 0);
 }
 
 [[noreturn]] static void mma_no_kernel(int hd) {
@@ -95,14 +106,15 @@ void cuda_attention_mma_fwd(Backend* be, CudaView out, float* lse, const AttnArg
 void cuda_attention_mma_bwd(Backend* be, CudaView dq, CudaView dk, CudaView dv, const float* lse, const float* Dv,
                             const AttnArgs& a, int B, const AttnIn& in, void* work) {
     const AttnBf16 p = mma_inputs(be, a, B, in, work);
+    float* acc = (float*)((char*)work + mma_copies_bytes(a, B));
     const CudaView outs[3] = {dq, dk, dv};
     cuda_dispatch(cuda_views_bf16("attention_bwd (dq, dk, dv)", outs, 3), [&](auto tag) {
         typedef CUDA_TAG_T(tag) TO;
         TO *q = (TO*)dq.p, *k = (TO*)dk.p, *v = (TO*)dv.p;
         switch (a.hd) {
-        case 32: mma_bwd<32>(be, q, k, v, lse, Dv, a, B, p); break;
-        case 64: mma_bwd<64>(be, q, k, v, lse, Dv, a, B, p); break;
-        case 128: mma_bwd<128>(be, q, k, v, lse, Dv, a, B, p); break;
+        case 32: mma_bwd<32>(be, q, k, v, lse, Dv, a, B, p, acc); break;
+        case 64: mma_bwd<64>(be, q, k, v, lse, Dv, a, B, p, acc); break;
+        case 128: mma_bwd<128>(be, q, k, v, lse, Dv, a, B, p, acc); break;
         default: mma_no_kernel(a.hd);
         }
     });

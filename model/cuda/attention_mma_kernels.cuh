@@ -14,18 +14,18 @@
 // next product without a trip through shared memory, and softmax statistics need only shuffles
 // among the 4 lanes that share a row.
 // The forward walks the visible key tiles of a query tile with an online softmax (in log2 units)
-// and saves the log-sum-exp; the backward recomputes the probabilities from it in two kernels
-// without atomics: one per query tile accumulates dq over the key tiles, one per key tile of a
-// kv head accumulates dk and dv over the query tiles of every query head of its group, in a fixed
-// order. Every output element is the result of a fixed sequence of mma instructions in one warp:
-// results are bit-identical between runs.
+// and saves the log-sum-exp; the backward recomputes the probabilities from it in one kernel
+// per key tile of a kv head, which accumulates dk and dv over the query tiles of every query head
+// of its group in a fixed order and adds its part of each query tile's dq in a fixed order of
+// turns among the key tiles (no atomic sums). Every output element is the result of a fixed
+// sequence of mma instructions and fp32 additions: results are bit-identical between runs.
 #pragma once
 
 #include "model/cuda/attention_args.h"
 
 #define MMA_WARPS 4
 #define MMA_THREADS (MMA_WARPS * 32)
-#define MMA_ROWS (MMA_WARPS * 16) // rows of a block's own tile: queries (forward, dq) or keys (dk, dv)
+#define MMA_ROWS (MMA_WARPS * 16) // rows of a block's own tile: queries (forward) or keys (backward)
 // bf16 elements of padding per shared row: rows start 16 bytes apart in the banks, so the 8 row
 // addresses of an ldmatrix hit distinct banks
 #define MMA_PAD 8
@@ -34,27 +34,28 @@ static constexpr float MMA_LOG2E = 1.4426950408889634f;
 static constexpr float MMA_LN2 = 0.6931471805599453f;
 
 // Tiles by head size 32 / 64 / 128: forward keys 64 / 64 / 64 and row blocks of 16 queries per
-// warp 1 / 2 / 1 (query tiles of 64 / 128 / 64), dq keys 64 / 32 / 32, dk/dv queries 64 / 32 / 32.
+// warp 1 / 2 / 1 (query tiles of 64 / 128 / 64), backward queries 64 / 32 / 32.
 // fwd_rows: a forward warp's row blocks (MT). Two halve the shared-memory reads per product, as
 // FlashAttention-2's forward does with 32 rows per warp. At head size 64 they take 254 registers
 // without spilling (ptxas, sm_80 and sm_90): two blocks per SM against three at 140 registers with
 // one. At head size 128 they spill (376 bytes of stack at 64 keys per tile, 88 at 32), so it keeps
 // one. The head-size-64 choice is not yet timed on a GPU; with one row block the gpt2-124m forward
 // took 3.2-3.4 ms per step on an H200, and setting fwd_rows back to 1 restores that kernel.
-// At head size 64 the backward kernels are held to 128 registers, four blocks per SM (a few bytes
-// spill): on an H200 the gpt2-124m backward took 10.5 ms per step so, against 11.3 ms at 162-164
-// registers (three blocks) and 13.0 ms with 64-row tiles at 178-240 registers (two blocks).
-// bwd_blocks: the backward kernels' minimum blocks per SM for __launch_bounds__, which caps their
-// registers (0: the compiler's choice).
+// At head size 64 the backward is held to 128 registers, four blocks per SM (24 bytes spill; ptxas
+// sm_90; 191 registers at head size 32, 255 at 128 with 12 bytes spilled). Its two earlier
+// kernels (dq, then dk and dv) took 10.5 ms per gpt2-124m step on an H200 so, against 11.3 ms at
+// 162-164 registers (three blocks) and 13.0 ms with 64-row tiles at 178-240 registers (two
+// blocks); the one-kernel backward is not yet timed. bwd_blocks: the backward's minimum blocks
+// per SM for __launch_bounds__, which caps its registers (0: the compiler's choice).
 template <int HD> struct MmaTiles;
 template <> struct MmaTiles<32> {
-    static constexpr int fwd_keys = 64, fwd_rows = 1, dq_keys = 64, dkdv_queries = 64, bwd_blocks = 0;
+    static constexpr int fwd_keys = 64, fwd_rows = 1, bwd_queries = 64, bwd_blocks = 0;
 };
 template <> struct MmaTiles<64> {
-    static constexpr int fwd_keys = 64, fwd_rows = 2, dq_keys = 32, dkdv_queries = 32, bwd_blocks = 4;
+    static constexpr int fwd_keys = 64, fwd_rows = 2, bwd_queries = 32, bwd_blocks = 4;
 };
 template <> struct MmaTiles<128> {
-    static constexpr int fwd_keys = 64, fwd_rows = 1, dq_keys = 32, dkdv_queries = 32, bwd_blocks = 0;
+    static constexpr int fwd_keys = 64, fwd_rows = 1, bwd_queries = 32, bwd_blocks = 0;
 };
 
 // ----------------------------------------------------------------------------
@@ -357,95 +358,54 @@ __global__ void __launch_bounds__(MMA_THREADS, MB) attn_mma_fwd_kernel(TO* out, 
 }
 
 // ----------------------------------------------------------------------------
-// backward, dq: block (query tile of MMA_ROWS, head, sequence), key tiles of BK, two stages
-
-template <int HD, int BK, int MB, typename TO = float>
-__global__ void __launch_bounds__(MMA_THREADS, MB)
-    attn_mma_dq_kernel(TO* dq, const float* lse, const float* Dv, AttnArgs a, AttnBf16 p) {
-    typedef MmaKvTiles<HD, BK> L;
-    constexpr int KT = HD / 16, NS = BK / 8, NO = HD / 8;
-    extern __shared__ __align__(128) unsigned char smem_raw[];
-    bf16* smem = (bf16*)smem_raw;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = 16 * warp;
-    const int q0 = (gridDim.x - 1 - blockIdx.x) * MMA_ROWS;
-    const int h = blockIdx.y, b = blockIdx.z, kvh = h / (a.H / a.KV);
-    const int ql = a.q_lens[b], kl = a.kv_lens[b], off = kl - ql, ldq = a.H * HD;
-    const int nq = min(MMA_ROWS, ql - q0);
-    int last[2];
-    float lse2[2], drow[2]; // the rows' lse in log2 units and dO . O
-    bool valid[2];
-    for (int i = 0; i < 2; i++) {
-        const int row = w0 + g + 8 * i;
-        valid[i] = row < nq;
-        last[i] = min(off + q0 + row, kl - 1);
-        const size_t at = ((size_t)b * a.H + h) * a.Tq + q0 + row;
-        lse2[i] = valid[i] ? lse[at] * MMA_LOG2E : 0.0f;
-        drow[i] = valid[i] ? Dv[at] : 0.0f;
-    }
-    const int wlast = min(off + q0 + min(w0 + 15, nq - 1), kl - 1), wfirst = min(off + q0 + w0, kl - 1);
-    const float sl = a.scale * MMA_LOG2E;
-
-    float acc[NO][4]; // this warp's (16, HD) sum of dS K
-    acc_zero(acc);
-    if (nq > 0) {
-        uint32_t qa[KT][4], da[KT][4];
-        const size_t at = ((size_t)b * a.Tq + q0 + w0) * ldq + (size_t)h * HD;
-        frag_a_global<HD>(qa, p.q + at, ldq, nq - w0);
-        frag_a_global<HD>(da, p.dout + at, ldq, nq - w0);
-        const KvStream kv = kv_stream_start<HD, BK>(smem, a, p, b, kvh, min(off + q0 + nq, kl));
-        for (int j = 0; j < kv.ntiles; j++) {
-            const int k0 = j * BK;
-            kv_stream_next<HD, BK>(smem, kv, j, a);
-            if (w0 < nq && k0 <= wlast) { // dS would be 0 over the whole tile
-                const bf16* Ks = smem + 2 * (j & 1) * L::tile;
-                float s[NS][4], dp[NS][4];
-                acc_zero(s);
-                acc_zero(dp);
-                warp_abt<NS, KT>(s, qa, Ks, L::LDH);
-                warp_abt<NS, KT>(dp, da, Ks + L::tile, L::LDH);
-                const bool edge = k0 + BK - 1 > wfirst;
-#pragma unroll
-                for (int n = 0; n < NS; n++) {
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int i = e >> 1;
-                        const bool vis = valid[i] && (!edge || k0 + 8 * n + 2 * t + (e & 1) <= last[i]);
-                        const float pr = vis ? exp2f(s[n][e] * sl - lse2[i]) : 0.0f;
-                        s[n][e] = pr * (dp[n][e] - drow[i]);
-                    }
-                }
-                uint32_t dsa[BK / 16][4];
-                acc_to_a<NS>(dsa, s);
-                warp_ab<NO, BK / 16>(acc, dsa, Ks, L::LDH);
-            }
-            __syncthreads();
-        }
-    }
-    const int t0 = q0 + w0;
-    if (t0 < a.Tq) {
-        const int ldo = a.H * HD;
-        acc_store<NO>(dq + ((size_t)b * a.Tq + t0) * ldo + (size_t)h * HD, (size_t)ldo, acc, a.scale, nq - w0,
-                      a.Tq - t0);
-    }
-}
-
-// ----------------------------------------------------------------------------
-// backward, dk and dv: block (key tile of MMA_ROWS, kv head, sequence); the key and value tiles
-// stay in shared memory while the query tiles (BQ, two stages) of each query head of the group
-// stream past, in order
+// backward: block (key tile of MMA_ROWS, kv head, sequence); the key and value tiles stay in
+// shared memory while the query tiles (BQ, two stages) of each query head of the group stream
+// past, in order. Per query tile the block adds P^T dO to dv and dS^T Q to dk in registers, and
+// dS K to the query tile's dq, which every key tile that the queries see contributes to.
+//
+// dq without atomics: the contributions to a query tile are summed in one fixed order, the key
+// tiles from the last visible one (the diagonal) down to key tile 0, in an fp32 accumulator in
+// global memory (MmaDqSync). The diagonal's block stores its part, each later block waits until
+// the tile's counter says its turn has come, adds its part and passes the turn on; key tile 0
+// writes dq itself and resets the counter for the next launch. The blocks take their work in
+// ticket order (an atomic counter, so a block only ever waits for one that is already running or
+// done) with key tiles in descending order within a kv head: a block reaches a query tile after
+// the block of the next key tile did, which had two query tiles' less work before it, so the
+// turns are normally there when asked for. The sums, and so the results, are the same in every
+// run: this is FlashAttention-2's one-pass backward without its dq atomics, 5 products per tile
+// pair against 7 for separate dq and dk/dv kernels that both recompute S and dP.
 
 template <int HD, int BQ> struct MmaDkvLayout {
-    static constexpr int LDH = HD + MMA_PAD;
+    static constexpr int LDH = HD + MMA_PAD, LDS = BQ + MMA_PAD;
     static constexpr int kv_tile = MMA_ROWS * LDH, q_tile = BQ * LDH;
     static constexpr size_t k = 0;                                          // bf16 (MMA_ROWS, LDH) keys
     static constexpr size_t v = k + sizeof(bf16) * kv_tile;                 // bf16 (MMA_ROWS, LDH) values
     static constexpr size_t q = v + sizeof(bf16) * kv_tile;                 // bf16 (2, BQ, LDH) queries
     static constexpr size_t dout = q + sizeof(bf16) * 2 * q_tile;          // bf16 (2, BQ, LDH) output gradients
-    static constexpr size_t lse = dout + sizeof(bf16) * 2 * q_tile;        // fp32 (2, BQ) the queries' lse
+    static constexpr size_t ds = dout + sizeof(bf16) * 2 * q_tile;         // bf16 (MMA_ROWS, LDS) dS, keys by queries
+    static constexpr size_t lse = ds + sizeof(bf16) * MMA_ROWS * LDS;       // fp32 (2, BQ) the queries' lse
     static constexpr size_t D = lse + sizeof(float) * 2 * BQ;               // fp32 (2, BQ) the queries' dO . O
     static constexpr size_t bytes = D + sizeof(float) * 2 * BQ;
-    static_assert(v % 16 == 0 && q % 16 == 0 && dout % 16 == 0, "cp.async needs 16-byte aligned shared rows");
+    static_assert(v % 16 == 0 && q % 16 == 0 && dout % 16 == 0 && ds % 16 == 0,
+                  "cp.async and ldmatrix need 16-byte aligned shared rows");
 };
+
+// The dq product of a (BQ, MMA_ROWS) x (MMA_ROWS, HD) tile pair split among the warps: row block
+// w % RB of 16 queries, NO 8-column blocks from column w / RB NO 8.
+template <int HD, int BQ> struct MmaDqSplit {
+    static constexpr int RB = BQ / 16, NO = HD / 8 / (MMA_WARPS / RB);
+    static_assert(MMA_WARPS % RB == 0 && HD / 8 % (MMA_WARPS / RB) == 0, "the warps split the dq tile evenly");
+};
+
+// The order of the dq sums (see above): acc (tiles, BQ HD) fp32, in the warps' fragment order;
+// turn (tiles) the contributions added so far to each query tile, 0 between launches; ticket 0
+// between launches. Tiles: (B, H, ceil(Tq / BQ)).
+struct MmaDqSync {
+    float* acc;
+    int *turn, *ticket;
+};
+
+__host__ __device__ inline int mma_dq_tiles(const AttnArgs& a, int B, int BQ) { return B * a.H * ((a.Tq + BQ - 1) / BQ); }
 
 // query tile `it` of the block's sequence into stage it & 1: head g G + it / nqt, queries
 // first + (it % nqt) BQ ..
@@ -465,19 +425,91 @@ __device__ __forceinline__ void q_tile_load(unsigned char* smem, int it, int nqt
     }
 }
 
+// A fragment of rows m0..m0+15, columns k0..k0+15 of A where the shared tile holds A^T (row k,
+// column m; row stride ld)
+__device__ __forceinline__ void frag_at_shared(uint32_t (&a)[4], const bf16* tile, int ld, int m0, int k0) {
+    const int lane = threadIdx.x & 31;
+    ldsm4_trans(a, tile + (k0 + (lane & 7) + (lane >> 4) * 8) * ld + m0 + ((lane >> 3) & 1) * 8);
+}
+
+// A warp's 16 rows of dS (keys by the BQ queries: its accumulators as A fragments) into the
+// block's shared dS
+template <int BQ>
+__device__ __forceinline__ void ds_store(bf16* ds, int ld, const uint32_t (&dsa)[BQ / 16][4]) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int n = 0; n < BQ / 8; n++) {
+        *(uint32_t*)(ds + g * ld + 8 * n + 2 * t) = dsa[n / 2][2 * (n & 1)];
+        *(uint32_t*)(ds + (g + 8) * ld + 8 * n + 2 * t) = dsa[n / 2][2 * (n & 1) + 1];
+    }
+}
+
+// This block's turn at query tile `tile`: the tile's pos-th contribution (pos 0: the first; last:
+// the final one, from key tile 0), the warp's part `c` of the block's dS K. The final turn writes
+// dq (rows `dst`, row stride ldo, scaled; rows at or past nq 0, rows at or past `rows` not
+// written) and resets the tile's counter.
+template <int HD, int BQ, typename TO>
+__device__ __forceinline__ void dq_turn(float (&c)[MmaDqSplit<HD, BQ>::NO][4], const MmaDqSync& s, int tile, int pos,
+                                        bool last, TO* dst, size_t ldo, float scale, int nq, int rows) {
+    typedef MmaDqSplit<HD, BQ> D;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float4* acc = (float4*)(s.acc + (size_t)tile * BQ * HD) + warp * D::NO * 32 + lane;
+    if (pos > 0) {
+        if (threadIdx.x == 0) {
+            while (ld_acquire(s.turn + tile) != pos) spin_pause();
+        }
+        __syncthreads();
+#pragma unroll
+        for (int n = 0; n < D::NO; n++) {
+            const float4 v = __ldcg(acc + 32 * n);
+            c[n][0] += v.x, c[n][1] += v.y, c[n][2] += v.z, c[n][3] += v.w;
+        }
+    }
+    if (last) {
+        const int r0 = 16 * (warp % D::RB);
+        acc_store<D::NO>(dst + (size_t)r0 * ldo + warp / D::RB * D::NO * 8, ldo, c, scale, nq - r0, rows - r0);
+    } else {
+#pragma unroll
+        for (int n = 0; n < D::NO; n++) __stcg(acc + 32 * n, make_float4(c[n][0], c[n][1], c[n][2], c[n][3]));
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) st_release(s.turn + tile, last ? 0 : pos + 1);
+}
+
+// dq rows [r0, Tq) of the heads of kv head kvh in sequence b: 0 (rows past the queries)
+template <int HD, typename TO> __device__ void dq_zero_rows(TO* dq, const AttnArgs& a, int b, int kvh, int r0) {
+    const int G = a.H / a.KV, ldo = a.H * HD, per_row = G * HD / 2;
+    for (int i = threadIdx.x; i < (a.Tq - r0) * per_row; i += MMA_THREADS) {
+        const int r = r0 + i / per_row, c = 2 * (i % per_row);
+        store_pair(dq + ((size_t)b * a.Tq + r) * ldo + (size_t)kvh * G * HD + c, 0.0f, 0.0f);
+    }
+}
+
 template <int HD, int BQ, int MB, typename TO = float>
 __global__ void __launch_bounds__(MMA_THREADS, MB)
-    attn_mma_dkdv_kernel(TO* dk, TO* dv, const float* lse, const float* Dv, AttnArgs a, AttnBf16 p) {
+    attn_mma_bwd_kernel(TO* dq, TO* dk, TO* dv, const float* lse, const float* Dv, AttnArgs a, AttnBf16 p,
+                        MmaDqSync sync) {
     typedef MmaDkvLayout<HD, BQ> L;
+    typedef MmaDqSplit<HD, BQ> DS;
     constexpr int KT = HD / 16, NS = BQ / 8, NO = HD / 8;
     extern __shared__ __align__(128) unsigned char smem_raw[];
+    __shared__ int ticket;
     unsigned char* smem = smem_raw;
     const bf16* Ks = (const bf16*)(smem + L::k);
     const bf16* Vs = (const bf16*)(smem + L::v);
+    bf16* dS = (bf16*)(smem + L::ds);
+    if (threadIdx.x == 0) {
+        ticket = atomicAdd(sync.ticket, 1);
+        if (ticket == (int)gridDim.x - 1) *sync.ticket = 0; // every block has its ticket: ready for the next launch
+    }
+    __syncthreads();
+    // tickets in order: sequences, kv heads, then key tiles from the last
+    const int nkt = (a.Tk + MMA_ROWS - 1) / MMA_ROWS, kt = nkt - 1 - ticket % nkt;
+    const int kvh = ticket / nkt % a.KV, b = ticket / nkt / a.KV;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = 16 * warp;
-    const int k0 = blockIdx.x * MMA_ROWS, kvh = blockIdx.y, b = blockIdx.z, G = a.H / a.KV;
-    const int ql = a.q_lens[b], kl = a.kv_lens[b], off = kl - ql, ldkv = a.KV * HD;
-    const int nkeys = min(MMA_ROWS, kl - k0);
+    const int k0 = kt * MMA_ROWS, G = a.H / a.KV;
+    const int ql = a.q_lens[b], kl = a.kv_lens[b], off = kl - ql, ldkv = a.KV * HD, ldo = a.H * HD;
+    const int nkeys = min(MMA_ROWS, kl - k0), key_tiles = (kl + MMA_ROWS - 1) / MMA_ROWS;
     const float sl = a.scale * MMA_LOG2E;
     int key[2]; // the keys of the lane's rows
     for (int i = 0; i < 2; i++) key[i] = k0 + w0 + g + 8 * i;
@@ -485,12 +517,14 @@ __global__ void __launch_bounds__(MMA_THREADS, MB)
     float dka[NO][4], dva[NO][4]; // this warp's (16, HD) sums of dS^T Q and P^T dO
     acc_zero(dka);
     acc_zero(dva);
+    int nqt = 0; // query tiles of a head that see this key tile
     if (nkeys > 0) {
         const size_t kv_at = ((size_t)b * a.Tk + k0) * ldkv + (size_t)kvh * HD;
         tile_load<MMA_ROWS, HD>((bf16*)(smem + L::k), p.k + kv_at, ldkv, nkeys);
         tile_load<MMA_ROWS, HD>((bf16*)(smem + L::v), p.v + kv_at, ldkv, nkeys);
         const int first = max(0, k0 - off) / BQ * BQ; // the first query tile that sees key k0
-        const int nqt = ql > first ? (ql - first + BQ - 1) / BQ : 0, total = G * nqt;
+        nqt = ql > first ? (ql - first + BQ - 1) / BQ : 0;
+        const int total = G * nqt;
         if (total > 0) q_tile_load<HD, BQ>(smem, 0, nqt, first, kvh, b, lse, Dv, a, p);
         cp_async_commit();
         for (int it = 0; it < total; it++) {
@@ -498,11 +532,12 @@ __global__ void __launch_bounds__(MMA_THREADS, MB)
             cp_async_commit();
             cp_async_wait<1>();
             __syncthreads();
-            const int q0 = first + it % nqt * BQ, nq = min(BQ, ql - q0), st = it & 1;
+            const int h = kvh * G + it / nqt, q0 = first + it % nqt * BQ, nq = min(BQ, ql - q0), st = it & 1;
+            const bf16* Qs = (const bf16*)(smem + L::q) + st * L::q_tile;
+            uint32_t dsa[BQ / 16][4] = {}; // dS, 0 where the warp's keys are all masked
             // the tile's last query sees keys up to off + q0 + nq - 1: a warp whose keys all lie
             // beyond (or past the sequence) would add zeros only
             if (w0 < nkeys && k0 + w0 <= off + q0 + nq - 1) {
-                const bf16* Qs = (const bf16*)(smem + L::q) + st * L::q_tile;
                 const bf16* dOs = (const bf16*)(smem + L::dout) + st * L::q_tile;
                 const float* lse_s = (const float*)(smem + L::lse) + st * BQ;
                 const float* D_s = (const float*)(smem + L::D) + st * BQ;
@@ -529,16 +564,29 @@ __global__ void __launch_bounds__(MMA_THREADS, MB)
                         dp[n][e] = pr * (dp[n][e] - D_s[qi]);
                     }
                 }
-                uint32_t pa[BQ / 16][4], dsa[BQ / 16][4];
+                uint32_t pa[BQ / 16][4];
                 acc_to_a<NS>(pa, s);
                 acc_to_a<NS>(dsa, dp);
                 warp_ab<NO, BQ / 16>(dva, pa, dOs, L::LDH);
                 warp_ab<NO, BQ / 16>(dka, dsa, Qs, L::LDH);
             }
-            __syncthreads();
+            ds_store<BQ>(dS + w0 * L::LDS, L::LDS, dsa);
+            __syncthreads(); // the block's dS is complete
+            float dqa[DS::NO][4];
+            acc_zero(dqa);
+            uint32_t da[MMA_ROWS / 16][4];
+#pragma unroll
+            for (int kk = 0; kk < MMA_ROWS / 16; kk++) frag_at_shared(da[kk], dS, L::LDS, 16 * (warp % DS::RB), 16 * kk);
+            warp_ab<DS::NO, MMA_ROWS / 16>(dqa, da, Ks + warp / DS::RB * DS::NO * 8, L::LDH);
+            // the key tiles that q0's tile sees (key tile 0 up to the diagonal) take turns from the last
+            const int turns = min(key_tiles, (off + q0 + BQ - 1) / MMA_ROWS + 1);
+            dq_turn<HD, BQ>(dqa, sync, (b * a.H + h) * ((a.Tq + BQ - 1) / BQ) + q0 / BQ, turns - 1 - kt, kt == 0,
+                            dq + ((size_t)b * a.Tq + q0) * ldo + (size_t)h * HD, (size_t)ldo, a.scale, nq, a.Tq - q0);
+            // dq_turn ends with a barrier: the stage and dS are free again
         }
     }
     cp_async_wait<0>(); // nothing is left in flight when the block ends
+    if (kt == 0) dq_zero_rows<HD>(dq, a, b, kvh, min(a.Tq, nqt * BQ)); // key tile 0 sees every query tile
     const int r0 = k0 + w0;
     if (r0 < a.Tk) {
         const size_t at = ((size_t)b * a.Tk + r0) * a.ldkv + (size_t)kvh * HD;
@@ -546,4 +594,3 @@ __global__ void __launch_bounds__(MMA_THREADS, MB)
         acc_store<NO>(dv + at, (size_t)a.ldkv, dva, 1.0f, nkeys - w0, a.Tk - r0);
     }
 }
-

@@ -1,6 +1,6 @@
 // PTX wrappers of the tensor-core attention kernels (attention_mma_kernels.cuh; storage.cuh packs
-// bf16 pairs with pack_bf16 too): the bf16 type,
-// mma.sync, ldmatrix, cp.async and bf16 packing, sm_80 and later. tests/emu/cuda_emu.h defines the
+// bf16 pairs with pack_bf16 too): the bf16 type, mma.sync, ldmatrix, cp.async, bf16 packing and
+// the acquire/release pair that orders blocks, sm_80 and later. tests/emu/cuda_emu.h defines the
 // same functions for the host so that the kernels can run there in emulation.
 #pragma once
 #include <cuda_bf16.h>
@@ -59,3 +59,18 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return *(const uint32_t*)&v;
 }
 
+
+// A flag between blocks at GPU scope: loads after ld_acquire see what the block that st_release'd
+// the value wrote before it (and, after a __syncthreads, what its other threads wrote before their
+// barrier); spin_pause backs off between two polls.
+__device__ __forceinline__ int ld_acquire(const int* p) {
+    int v;
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void st_release(int* p, int v) {
+    asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ void spin_pause() { __nanosleep(64); }

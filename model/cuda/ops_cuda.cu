@@ -52,6 +52,15 @@ void* cuda_stage(Backend* be, size_t bytes) {
                   "use a smaller batch or sequence length");
 }
 
+void* cuda_zeroed(Backend* be, size_t bytes) {
+    CudaImpl* c = cuda_impl(be);
+    const size_t had = c->zeroed_bytes;
+    void* z = region(c, &c->zeroed, &c->zeroed_bytes, bytes, "the allocation for the kernels' counters",
+                     "use a smaller batch or sequence length");
+    if (c->zeroed_bytes != had) cudaCheck(cudaMemsetAsync(z, 0, c->zeroed_bytes, c->stream));
+    return z;
+}
+
 void cuda_results(Backend* be, double* out, int n) {
     CudaImpl* c = cuda_impl(be);
     cudaCheck(cudaMemcpyAsync(c->result_host, c->result_dev, n * sizeof(double), cudaMemcpyDeviceToHost, c->stream));
@@ -554,6 +563,7 @@ static void cuda_destroy(Backend* be) {
     cudaCheck(cudaStreamSynchronize(c->stream));
     if (c->scratch) cudaCheck(cudaFree(c->scratch));
     if (c->stage) cudaCheck(cudaFree(c->stage));
+    if (c->zeroed) cudaCheck(cudaFree(c->zeroed));
     while (c->acts.n) cuda_free_act(be, (void*)c->acts.r[0].p);
     free(c->acts.r);
     for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) cudaCheck(cudaFree(c->operands[i].buf));

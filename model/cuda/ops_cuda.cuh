@@ -76,6 +76,8 @@ typedef struct {
     CudaRanges acts;   // the activation buffers' handles
     void* stage; // fp32 copies of activations for ops without bf16 kernels (cuda_stage)
     size_t stage_bytes;
+    void* zeroed; // counters at 0 between launches (cuda_zeroed)
+    size_t zeroed_bytes;
 } CudaImpl;
 
 static inline CudaImpl* cuda_impl(Backend* be) { return (CudaImpl*)be->impl; }
@@ -92,6 +94,9 @@ void* cuda_scratch(Backend* be, size_t bytes);
 // A second region like cuda_scratch's, for the fp32 copies of bf16 activations that an op
 // without bf16 kernels works on (its kernels may use the scratch meanwhile).
 void* cuda_stage(Backend* be, size_t bytes);
+// A third region, zeroed whenever it grows, for counters that kernels return to 0 before they end
+// (the attention backward's turns and ticket): the next launch finds zeros without a memset.
+void* cuda_zeroed(Backend* be, size_t bytes);
 // copy the device double at result_dev to the host, waiting for the stream
 double cuda_result(Backend* be);
 // copy the first n (<= CUDA_RESULTS) doubles at result_dev to out, waiting for the stream
@@ -211,12 +216,13 @@ size_t cuda_attention_work_bytes(Backend* be, int Tk);
 // attention_mma.cu: the bf16 mode's tensor-core kernels (mma.sync, flash-attention style) for
 // attention.cu's tiled shapes. Dv (B, H, Tq): rowsum(dO * O), 0 on padded rows. Inputs and
 // outputs as views (fp32, or bf16 activation buffers: the outputs share one type); `work`:
-// cuda_attention_mma_work_bytes for the packed bf16 copies of the inputs that need one.
+// cuda_attention_mma_work_bytes (bwd 0 or 1) for the packed bf16 copies of the inputs that need
+// one and the backward's dq accumulator.
 typedef struct {
     CudaView q, k, v, dout; // dout.p NULL in the forward
 } AttnIn;
 int cuda_attention_mma_supported(int hd);
-size_t cuda_attention_mma_work_bytes(const AttnArgs& a, int B);
+size_t cuda_attention_mma_work_bytes(const AttnArgs& a, int B, int bwd);
 void cuda_attention_mma_fwd(Backend* be, CudaView out, float* lse, const AttnArgs& a, int B, const AttnIn& in,
                             void* work);
 void cuda_attention_mma_bwd(Backend* be, CudaView dq, CudaView dk, CudaView dv, const float* lse, const float* Dv,

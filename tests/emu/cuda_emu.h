@@ -17,6 +17,9 @@
 //   nothing), so a read before its wait is not caught.
 // - mma sums its 16 products in double and adds them to the fp32 accumulator: not the tensor
 //   core's rounding, which the tests' tolerances cover.
+// - A block that waits for another block's flag (ld_acquire) fails the test unless the flag is
+//   already set: blocks run in grid order, one after another, so kernels that wait must hand out
+//   their work in the order blocks start (an atomicAdd ticket), as they must on a GPU anyway.
 // Checked on the way, as the hardware would fault or misbehave: ldmatrix and cp.async addresses
 // inside the launch's dynamic shared memory and aligned, cp.async sources aligned, dynamic shared
 // memory within the launch's request and the H100's 227 KiB. Shared memory starts each block as
@@ -287,6 +290,19 @@ inline void cp_async16(void* dst, const void* src, bool valid) { emu_cp_async(ds
 inline void cp_async4(void* dst, const void* src, bool valid) { emu_cp_async(dst, src, valid, 4); }
 inline void cp_async_commit() {}
 template <int N> inline void cp_async_wait() {}
+
+// ordering between blocks: blocks run one after another, so a block that has to wait for another
+// would wait forever (the kernels take tickets so that they only wait for earlier blocks)
+inline int ld_acquire(const int* p) { return *(const volatile int*)p; }
+inline void st_release(int* p, int v) { *(volatile int*)p = v; }
+inline void spin_pause() { emu_fail("spin wait", "a block waits for a block that runs after it"); }
+inline int atomicAdd(int* p, int v) {
+    const int old = *p;
+    *p = old + v;
+    return old;
+}
+inline float4 __ldcg(const float4* p) { return *p; }
+inline void __stcg(float4* p, float4 v) { *p = v; }
 
 // ----------------------------------------------------------------------------
 // launch: grid of blocks of `block` threads (a multiple of 32 in all), `smem` bytes of dynamic

@@ -106,15 +106,27 @@ static void emu_mma_fwd(float* out, float* lse, const AttnArgs& a, int B, const 
                [&] { attn_mma_fwd_kernel<HD, BK, MT, 0>(out, lse, a, p); });
 }
 
+// the backward; its dq accumulator starts as NaN (the first turn of each tile must store, not
+// add) and its counters must be back at 0 after the launch
 template <int HD>
 static void emu_mma_bwd(float* dq, float* dk, float* dv, const float* lse, const float* Dv, const AttnArgs& a, int B,
                         const AttnBf16& p) {
     typedef MmaTiles<HD> T;
-    constexpr int BK = T::dq_keys, BQ = T::dkdv_queries, MB = T::bwd_blocks;
-    emu_launch({cdiv(a.Tq, MMA_ROWS), (unsigned)a.H, (unsigned)B}, MMA_THREADS, MmaKvTiles<HD, BK>::bytes,
-               [&] { attn_mma_dq_kernel<HD, BK, MB>(dq, lse, Dv, a, p); });
-    emu_launch({cdiv(a.Tk, MMA_ROWS), (unsigned)a.KV, (unsigned)B}, MMA_THREADS, MmaDkvLayout<HD, BQ>::bytes,
-               [&] { attn_mma_dkdv_kernel<HD, BQ, MB>(dk, dv, lse, Dv, a, p); });
+    constexpr int BQ = T::bwd_queries, MB = T::bwd_blocks;
+    const int tiles = mma_dq_tiles(a, B, BQ);
+    std::vector<float> acc((size_t)tiles * BQ * HD, NAN);
+    std::vector<int> turn((size_t)tiles + 1, 0);
+    const MmaDqSync sync = {acc.data(), turn.data(), turn.data() + tiles};
+    emu_launch({cdiv(a.Tk, MMA_ROWS) * a.KV * B, 1, 1}, MMA_THREADS, MmaDkvLayout<HD, BQ>::bytes,
+               [&] { attn_mma_bwd_kernel<HD, BQ, MB>(dq, dk, dv, lse, Dv, a, p, sync); });
+    for (int i = 0; i <= tiles; i++) {
+        if (turn[i] != 0) {
+            printf("FAIL the backward left %s %d at %d, not 0\n", i < tiles ? "the turn of dq tile" : "the ticket",
+                   i < tiles ? i : 0, turn[i]);
+            failures++;
+            return;
+        }
+    }
 }
 
 // the forward as launched and with the other row-block count (o2, l2), and the backward
