@@ -2,7 +2,8 @@
 // distillation losses; the math is in loss.h, the reference row kernels in loss.c). One block
 // per row. The row's max and sum of exponentials come from one read of the logits (each thread
 // keeps a running max and a double sum rescaled when the max grows; the threads' pairs are
-// combined in a fixed shuffle tree), the gradient from a second read. Each row's weighted loss
+// combined in a fixed shuffle tree), the gradient from a second read; both go 4 elements at a
+// time where the rows allow (the cross-entropy's gradient too). Each row's weighted loss
 // goes to a scratch array and the total is summed in a fixed order (cuda_sum_doubles): results
 // are bit-identical between runs. Expressions follow loss.c term by term, including where they
 // round to float and where they stay in double. The losses' dz may be an activation buffer
@@ -100,10 +101,25 @@ __global__ void __launch_bounds__(LOSS_THREADS) cross_entropy_kernel(const float
     if (dz) {
         TD* dzn = dz + (size_t)n * V;
         const float lsef = (float)lse;
-        for (int v = threadIdx.x; v < V; v += blockDim.x) {
-            float d = load_f(dzn + v) + wn * expf(zn[v] - lsef);
-            if (v == y) d -= wn;
-            store_f(dzn + v, d);
+        if (row_vec4(zn, V, sizeof(float)) && row_vec4(dzn, V, sizeof(TD))) {
+            for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
+                Chunk<float, 4> zc;
+                Chunk<TD, 4> d;
+                zc.load(zn, j);
+                d.load(dzn, j);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    d.v[e] += wn * expf(zc.v[e] - lsef);
+                    if (4 * j + e == y) d.v[e] -= wn;
+                }
+                d.store(dzn, j);
+            }
+        } else {
+            for (int v = threadIdx.x; v < V; v += blockDim.x) {
+                float d = load_f(dzn + v) + wn * expf(zn[v] - lsef);
+                if (v == y) d -= wn;
+                store_f(dzn + v, d);
+            }
         }
     }
     row_result(n, wn, (float)(lse - zn[y]), losses, rowval);
