@@ -580,6 +580,21 @@ static void test_attention_bwd(void** state) {
     const AttnArgs chunk = {3, 5, 40, 8, 2, 64, 0, 0, ql, kl};
     attn_label(label, sizeof label, "attention_bwd", &chunk);
     gpu_check(label, case_attention_bwd, &chunk, 79, TOL_ATTN_BWD);
+#ifndef INGRAIN_GPU_EMU
+    // Training shapes with more blocks than a GPU holds at once: the tensor-core backward's blocks
+    // take turns at each query tile's dq (attention_mma_kernels.cuh), so these check the turns'
+    // order under real concurrency, waves of blocks included, bit for bit between the two runs.
+    // The emulator runs blocks one after another, where this proves nothing and takes minutes.
+    static const int big_lens[] = {1024, 1000, 513, 1024}, gqa_lens[] = {2048, 1500};
+    const AttnArgs big[] = {
+        {4, 1024, 1024, 12, 12, 64, 0, 0, big_lens, big_lens}, // gpt2-124m at batch 4
+        {2, 2048, 2048, 16, 4, 128, 0, 0, gqa_lens, gqa_lens}, // GQA groups of 4, head_dim 128
+    };
+    for (size_t i = 0; i < ARRAY_LEN(big); i++) {
+        attn_label(label, sizeof label, "attention_bwd", &big[i]);
+        gpu_check(label, case_attention_bwd, &big[i], 80 + i, TOL_ATTN_BWD);
+    }
+#endif
     gpu_done();
 }
 
