@@ -71,6 +71,21 @@ for cfg in small gpt2-124m; do
   step "bench model $cfg bf16" 60 "$bin/ingrain_bench_model" --device cuda --bf16 --config "$cfg" --batch 16 \
     --seq 1024 --steps 8 --warmup 2 --profile
 done
+# the kit's base binary (gpu_pack.sh's GPU_PACK_BASE) beside this build's, alternating, on the
+# step the MFU goal is about; the base's result lines are marked BASE_RESULT
+if [ -x "$bin/base_bench_model" ]; then
+  bench_ab() {
+    local args=(--device cuda --bf16 --config gpt2-124m --batch 16 --seq 1024 --steps 8 --warmup 2)
+    for round in 1 2; do
+      echo "--- round $round: base (kit of $(cat "$kit/BASE_COMMIT")), then this build"
+      "$bin/base_bench_model" "${args[@]}" | sed 's/^RESULT/BASE_RESULT/' || return 1
+      "$bin/ingrain_bench_model" "${args[@]}" || return 1
+    done
+  }
+  export bin kit
+  export -f bench_ab
+  step "bench model gpt2-124m bf16, base vs this build" 150 bash -c bench_ab
+fi
 for cfg in small gpt2-124m; do
   step "bench decode $cfg" 60 "$bin/ingrain_bench_decode" --device cuda --config "$cfg" --batch 1,64 \
     --prompt 64 --new 128 --rounds 2
@@ -121,7 +136,7 @@ done
 
 echo
 echo "=== summary ($((SECONDS - start))s)"
-grep -h '^RESULT' "$log" | sort -u
+grep -h '^RESULT\|^BASE_RESULT' "$log" | sort -u
 if [ ${#failed[@]} -eq 0 ]; then
   echo "gpu_check: all steps passed"
   exit 0

@@ -8,6 +8,9 @@
 # source tree (ignored by git via .git/info/exclude), for tools/gpu_check.sh to unpack there.
 #   usage: tools/gpu_pack.sh [BUILD_DIR]   (default: build-gputest, configured with
 #          cmake -S . -B build-gputest -G Ninja -DINGRAIN_CUDA=ON -DCMAKE_BUILD_TYPE=Release)
+#   GPU_PACK_BASE=DIR adds DIR's ingrain_bench_model (a CUDA build of another commit, e.g. a
+#   `git worktree` of the last measured one) as bin/base_bench_model, which gpu_check.sh then
+#   times beside this build's, alternating, in the same lease.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$src/build-gputest}" && pwd)
@@ -47,9 +50,17 @@ cp -rL "$ompi" "$stage/mpi/ompi"
 cp -rL "$pmix" "$stage/mpi/pmix"
 for so in "$stage"/mpi/*/*.so; do copy_deps "$so"; done
 git -C "$src" describe --always --dirty > "$stage/COMMIT" 2>/dev/null || echo unknown > "$stage/COMMIT"
+if [ -n "${GPU_PACK_BASE:-}" ]; then
+  base=$(cd "$GPU_PACK_BASE" && pwd)
+  [ -x "$base/ingrain_bench_model" ] || { echo "gpu_pack: $base/ingrain_bench_model is missing" >&2; exit 1; }
+  cp "$base/ingrain_bench_model" "$stage/bin/base_bench_model"
+  copy_deps "$base/ingrain_bench_model"
+  base_src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$base/CMakeCache.txt")
+  git -C "$base_src" describe --always --dirty > "$stage/BASE_COMMIT" 2>/dev/null || echo unknown > "$stage/BASE_COMMIT"
+fi
 rm -rf "$kit"
 mkdir -p "$kit"
-tar -C "$stage" -cf - bin lib mpi COMMIT | xz -T0 -6 > "$kit/kit.tar.xz"
+tar -C "$stage" -cf - bin lib mpi $(cd "$stage" && ls *COMMIT) | xz -T0 -6 > "$kit/kit.tar.xz"
 size=$(du -m "$kit/kit.tar.xz" | cut -f1)
 echo "gpu_pack: ${#bins[@]} executables and $(ls "$stage/lib" | wc -l) libraries in $kit/kit.tar.xz (${size} MiB)"
 [ "$size" -lt 50 ] || { echo "gpu_pack: the kit is over 50 MiB" >&2; exit 1; }
