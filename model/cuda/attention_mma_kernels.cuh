@@ -41,8 +41,8 @@ static constexpr float MMA_LN2 = 0.6931471805599453f;
 // one. At head size 128 they spill (376 bytes of stack at 64 keys per tile, 88 at 32), so it keeps
 // one. The head-size-64 choice is not yet timed on a GPU; with one row block the gpt2-124m forward
 // took 3.2-3.4 ms per step on an H200, and setting fwd_rows back to 1 restores that kernel.
-// At head size 64 the backward is held to 128 registers, four blocks per SM (24 bytes spill; ptxas
-// sm_90; 191 registers at head size 32, 255 at 128 with 12 bytes spilled). Its two earlier
+// At head size 64 the backward is held to 128 registers, four blocks per SM (20 bytes of spill
+// stores; ptxas sm_90; 189 registers at head size 32, 255 at 128 with 24 bytes spilled). Its two earlier
 // kernels (dq, then dk and dv) took 10.5 ms per gpt2-124m step on an H200 so, against 11.3 ms at
 // 162-164 registers (three blocks) and 13.0 ms with 64-row tiles at 178-240 registers (two
 // blocks); the one-kernel backward is not yet timed. bwd_blocks: the backward's minimum blocks
@@ -455,9 +455,7 @@ __device__ __forceinline__ void dq_turn(float (&c)[MmaDqSplit<HD, BQ>::NO][4], c
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float4* acc = (float4*)(s.acc + (size_t)tile * BQ * HD) + warp * D::NO * 32 + lane;
     if (pos > 0) {
-        if (threadIdx.x == 0) {
-            while (ld_acquire(s.turn + tile) != pos) spin_pause();
-        }
+        if (threadIdx.x == 0) spin_wait(s.turn + tile, pos, "attention backward, dq turn");
         __syncthreads();
 #pragma unroll
         for (int n = 0; n < D::NO; n++) {

@@ -5,6 +5,7 @@
 #pragma once
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef __nv_bfloat16 bf16;
 
@@ -60,9 +61,11 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 }
 
 
-// A flag between blocks at GPU scope: loads after ld_acquire see what the block that st_release'd
-// the value wrote before it (and, after a __syncthreads, what its other threads wrote before their
-// barrier); spin_pause backs off between two polls.
+// A flag between blocks at GPU scope: after spin_wait(flag, want) returns, loads see what the
+// block that st_release'd `want` wrote before it (and, after a __syncthreads, what its other
+// threads wrote before their barrier). A wait that has not ended after 10 s of GPU time (a
+// correct one takes microseconds) prints what it waited for and traps, so that the launch fails
+// with an error instead of hanging the job.
 __device__ __forceinline__ int ld_acquire(const int* p) {
     int v;
     asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
@@ -73,4 +76,22 @@ __device__ __forceinline__ void st_release(int* p, int v) {
     asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
 }
 
-__device__ __forceinline__ void spin_pause() { __nanosleep(64); }
+__device__ __forceinline__ uint64_t global_ns() {
+    uint64_t t;
+    asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+    return t;
+}
+
+static __device__ __noinline__ void spin_timeout(const int* flag, int want, const char* what) {
+    printf("ingrain: %s: block %u waited 10 s for flag %d at %p (it holds %d): a bug, stopping\n", what, blockIdx.x,
+           want, (const void*)flag, ld_acquire(flag));
+    __trap();
+}
+
+__device__ __forceinline__ void spin_wait(const int* flag, int want, const char* what) {
+    const uint64_t t0 = global_ns();
+    while (ld_acquire(flag) != want) {
+        __nanosleep(64);
+        if (global_ns() - t0 > 10000000000ull) spin_timeout(flag, want, what);
+    }
+}

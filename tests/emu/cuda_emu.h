@@ -17,7 +17,7 @@
 //   nothing), so a read before its wait is not caught.
 // - mma sums its 16 products in double and adds them to the fp32 accumulator: not the tensor
 //   core's rounding, which the tests' tolerances cover.
-// - A block that waits for another block's flag (ld_acquire) fails the test unless the flag is
+// - A block that waits for another block's flag (spin_wait) fails the test unless the flag is
 //   already set: blocks run in grid order, one after another, so kernels that wait must hand out
 //   their work in the order blocks start (an atomicAdd ticket), as they must on a GPU anyway.
 // Checked on the way, as the hardware would fault or misbehave: ldmatrix and cp.async addresses
@@ -293,9 +293,10 @@ template <int N> inline void cp_async_wait() {}
 
 // ordering between blocks: blocks run one after another, so a block that has to wait for another
 // would wait forever (the kernels take tickets so that they only wait for earlier blocks)
-inline int ld_acquire(const int* p) { return *(const volatile int*)p; }
 inline void st_release(int* p, int v) { *(volatile int*)p = v; }
-inline void spin_pause() { emu_fail("spin wait", "a block waits for a block that runs after it"); }
+inline void spin_wait(const int* flag, int want, const char* what) {
+    if (*(const volatile int*)flag != want) emu_fail(what, "a block waits for a block that runs after it");
+}
 inline int atomicAdd(int* p, int v) {
     const int old = *p;
     *p = old + v;
