@@ -42,7 +42,7 @@ static constexpr float MMA_LN2 = 0.6931471805599453f;
 // one. The head-size-64 choice is not yet timed on a GPU; with one row block the gpt2-124m forward
 // took 3.2-3.4 ms per step on an H200, and setting fwd_rows back to 1 restores that kernel.
 // At head size 64 the backward is held to 128 registers, four blocks per SM (20 bytes of spill
-// stores; ptxas sm_90; 189 registers at head size 32, 255 at 128 with 24 bytes spilled). Its two earlier
+// stores; ptxas sm_90; 184 registers at head size 32 and 254 at 128, neither spilling). Its two earlier
 // kernels (dq, then dk and dv) took 10.5 ms per gpt2-124m step on an H200 so, against 11.3 ms at
 // 162-164 registers (three blocks) and 13.0 ms with 64-row tiles at 178-240 registers (two
 // blocks); the one-kernel backward is not yet timed. bwd_blocks: the backward's minimum blocks
@@ -445,28 +445,38 @@ __device__ __forceinline__ void ds_store(bf16* ds, int ld, const uint32_t (&dsa)
 }
 
 // This block's turn at query tile `tile`: the tile's pos-th contribution (pos 0: the first; last:
-// the final one, from key tile 0), the warp's part `c` of the block's dS K. The final turn writes
-// dq (rows `dst`, row stride ldo, scaled; rows at or past nq 0, rows at or past `rows` not
-// written) and resets the tile's counter.
-template <int HD, int BQ, typename TO>
-__device__ __forceinline__ void dq_turn(float (&c)[MmaDqSplit<HD, BQ>::NO][4], const MmaDqSync& s, int tile, int pos,
-                                        bool last, TO* dst, size_t ldo, float scale, int nq, int rows) {
-    typedef MmaDqSplit<HD, BQ> D;
+// the final one, from key tile 0). The caller waits for the turn (spin_wait by thread 0 before a
+// barrier), starts its accumulators `c` from dq_turn_load (the warp's part of the sum so far, 0
+// at the first turn), adds its part of dS K, and hands `c` to dq_turn_pass, which stores the sum
+// or, at the final turn, writes dq (rows `dst`, row stride ldo, scaled; rows at or past nq 0,
+// rows at or past `rows` not written) and resets the tile's counter, then passes the turn on.
+template <int HD, int BQ> __device__ __forceinline__ float4* dq_turn_acc(const MmaDqSync& s, int tile) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float4* acc = (float4*)(s.acc + (size_t)tile * BQ * HD) + warp * D::NO * 32 + lane;
-    if (pos > 0) {
-        if (threadIdx.x == 0) spin_wait(s.turn + tile, pos, "attention backward, dq turn");
-        __syncthreads();
+    return (float4*)(s.acc + (size_t)tile * BQ * HD) + warp * MmaDqSplit<HD, BQ>::NO * 32 + lane;
+}
+
+template <int HD, int BQ>
+__device__ __forceinline__ void dq_turn_load(float (&c)[MmaDqSplit<HD, BQ>::NO][4], const MmaDqSync& s, int tile,
+                                             int pos) {
+    const float4* acc = dq_turn_acc<HD, BQ>(s, tile);
 #pragma unroll
-        for (int n = 0; n < D::NO; n++) {
-            const float4 v = __ldcg(acc + 32 * n);
-            c[n][0] += v.x, c[n][1] += v.y, c[n][2] += v.z, c[n][3] += v.w;
-        }
+    for (int n = 0; n < MmaDqSplit<HD, BQ>::NO; n++) {
+        const float4 v = pos > 0 ? __ldcg(acc + 32 * n) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        c[n][0] = v.x, c[n][1] = v.y, c[n][2] = v.z, c[n][3] = v.w;
     }
+}
+
+template <int HD, int BQ, typename TO>
+__device__ __forceinline__ void dq_turn_pass(const float (&c)[MmaDqSplit<HD, BQ>::NO][4], const MmaDqSync& s,
+                                             int tile, int pos, bool last, TO* dst, size_t ldo, float scale, int nq,
+                                             int rows) {
+    typedef MmaDqSplit<HD, BQ> D;
+    const int warp = threadIdx.x >> 5;
     if (last) {
         const int r0 = 16 * (warp % D::RB);
         acc_store<D::NO>(dst + (size_t)r0 * ldo + warp / D::RB * D::NO * 8, ldo, c, scale, nq - r0, rows - r0);
     } else {
+        float4* acc = dq_turn_acc<HD, BQ>(s, tile);
 #pragma unroll
         for (int n = 0; n < D::NO; n++) __stcg(acc + 32 * n, make_float4(c[n][0], c[n][1], c[n][2], c[n][3]));
     }
@@ -569,18 +579,21 @@ __global__ void __launch_bounds__(MMA_THREADS, MB)
                 warp_ab<NO, BQ / 16>(dka, dsa, Qs, L::LDH);
             }
             ds_store<BQ>(dS + w0 * L::LDS, L::LDS, dsa);
-            __syncthreads(); // the block's dS is complete
+            // the key tiles that q0's tile sees (key tile 0 up to the diagonal) take turns from the last
+            const int turns = min(key_tiles, (off + q0 + BQ - 1) / MMA_ROWS + 1), pos = turns - 1 - kt;
+            const int tile = (b * a.H + h) * ((a.Tq + BQ - 1) / BQ) + q0 / BQ;
+            if (pos > 0 && threadIdx.x == 0) spin_wait(sync.turn + tile, pos, "attention backward, dq turn");
+            __syncthreads(); // the block's dS is complete, and the turn is this block's
+            // the sum so far loads while the product runs, which then adds to it
             float dqa[DS::NO][4];
-            acc_zero(dqa);
+            dq_turn_load<HD, BQ>(dqa, sync, tile, pos);
             uint32_t da[MMA_ROWS / 16][4];
 #pragma unroll
             for (int kk = 0; kk < MMA_ROWS / 16; kk++) frag_at_shared(da[kk], dS, L::LDS, 16 * (warp % DS::RB), 16 * kk);
             warp_ab<DS::NO, MMA_ROWS / 16>(dqa, da, Ks + warp / DS::RB * DS::NO * 8, L::LDH);
-            // the key tiles that q0's tile sees (key tile 0 up to the diagonal) take turns from the last
-            const int turns = min(key_tiles, (off + q0 + BQ - 1) / MMA_ROWS + 1);
-            dq_turn<HD, BQ>(dqa, sync, (b * a.H + h) * ((a.Tq + BQ - 1) / BQ) + q0 / BQ, turns - 1 - kt, kt == 0,
-                            dq + ((size_t)b * a.Tq + q0) * ldo + (size_t)h * HD, (size_t)ldo, a.scale, nq, a.Tq - q0);
-            // dq_turn ends with a barrier: the stage and dS are free again
+            dq_turn_pass<HD, BQ>(dqa, sync, tile, pos, kt == 0, dq + ((size_t)b * a.Tq + q0) * ldo + (size_t)h * HD,
+                                 (size_t)ldo, a.scale, nq, a.Tq - q0);
+            // dq_turn_pass ends with a barrier: the stage and dS are free again
         }
     }
     cp_async_wait<0>(); // nothing is left in flight when the block ends
