@@ -3,7 +3,7 @@
 // per row. The row's max and sum of exponentials come from one read of the logits (each thread
 // keeps a running max and a double sum rescaled when the max grows; the threads' pairs are
 // combined in a fixed shuffle tree), the gradient from a second read; both go 4 elements at a
-// time where the rows allow (the cross-entropy's gradient too). Each row's weighted loss
+// time where the rows allow (the gradients of the cross-entropy and the top-k KL too). Each row's weighted loss
 // goes to a scratch array and the total is summed in a fixed order (cuda_sum_doubles): results
 // are bit-identical between runs. Expressions follow loss.c term by term, including where they
 // round to float and where they stay in double. The losses' dz may be an activation buffer
@@ -35,6 +35,32 @@ __device__ __forceinline__ void row_result(int n, float w, float l, float* losse
     if (threadIdx.x == 0) {
         if (losses) losses[n] = l;
         rowval[n] = (double)w * l;
+    }
+}
+
+// dz[v] += w expf(z[v] - shift) c over a row, plus `extra` at v = hot in the same rounding (the
+// cross-entropy's -w at its target; hot -1: none), 4 elements at a time where the rows allow
+template <typename TD>
+__device__ void row_add_exp(TD* dzn, const float* zn, int V, float shift, float w, float c, int hot, float extra) {
+    if (row_vec4(zn, V, sizeof(float)) && row_vec4(dzn, V, sizeof(TD))) {
+        for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
+            Chunk<float, 4> zc;
+            Chunk<TD, 4> d;
+            zc.load(zn, j);
+            d.load(dzn, j);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                d.v[e] += w * expf(zc.v[e] - shift) * c;
+                if (4 * j + e == hot) d.v[e] += extra;
+            }
+            d.store(dzn, j);
+        }
+    } else {
+        for (int v = threadIdx.x; v < V; v += blockDim.x) {
+            float d = load_f(dzn + v) + w * expf(zn[v] - shift) * c;
+            if (v == hot) d += extra;
+            store_f(dzn + v, d);
+        }
     }
 }
 
@@ -98,30 +124,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) cross_entropy_kernel(const float
     }
     const float* zn = z + (size_t)n * V;
     const double lse = row_logsumexp(zn, V, shf, shd);
-    if (dz) {
-        TD* dzn = dz + (size_t)n * V;
-        const float lsef = (float)lse;
-        if (row_vec4(zn, V, sizeof(float)) && row_vec4(dzn, V, sizeof(TD))) {
-            for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
-                Chunk<float, 4> zc;
-                Chunk<TD, 4> d;
-                zc.load(zn, j);
-                d.load(dzn, j);
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    d.v[e] += wn * expf(zc.v[e] - lsef);
-                    if (4 * j + e == y) d.v[e] -= wn;
-                }
-                d.store(dzn, j);
-            }
-        } else {
-            for (int v = threadIdx.x; v < V; v += blockDim.x) {
-                float d = load_f(dzn + v) + wn * expf(zn[v] - lsef);
-                if (v == y) d -= wn;
-                store_f(dzn + v, d);
-            }
-        }
-    }
+    if (dz) row_add_exp(dz + (size_t)n * V, zn, V, (float)lse, wn, 1.0f, y, -wn);
     row_result(n, wn, (float)(lse - zn[y]), losses, rowval);
 }
 
@@ -288,9 +291,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
             for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = load_f(dzn + idn[i]);
             __syncthreads();
             const float inv_Z = (float)(1.0 / Z), tail_scale = Zt > 0.0 ? (float)(Pt / Zt) : 0.0f;
-            for (int v = threadIdx.x; v < V; v += blockDim.x) {
-                add_f(dzn + v, wn * expf(zn[v] - m) * (inv_Z - tail_scale));
-            }
+            row_add_exp(dzn, zn, V, m, wn, inv_Z - tail_scale, -1, 0.0f);
             __syncthreads();
             for (int i = threadIdx.x; i < K; i += blockDim.x) {
                 const int id = idn[i];
@@ -310,7 +311,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
             for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = load_f(dzn + idn[i]);
             __syncthreads();
             const float c = (float)(gt - kl), shift = (float)(m + logZ);
-            for (int v = threadIdx.x; v < V; v += blockDim.x) add_f(dzn + v, wn * expf(zn[v] - shift) * c);
+            row_add_exp(dzn, zn, V, shift, wn, c, -1, 0.0f);
             __syncthreads();
             for (int i = threadIdx.x; i < K; i += blockDim.x) {
                 const int id = idn[i];
