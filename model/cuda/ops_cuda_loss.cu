@@ -2,8 +2,8 @@
 // distillation losses; the math is in loss.h, the reference row kernels in loss.c). One block
 // per row. The row's max and sum of exponentials come from one read of the logits (each thread
 // keeps a running max and a double sum rescaled when the max grows; the threads' pairs are
-// combined in a fixed shuffle tree), the gradient from a second read; both go 4 elements at a
-// time where the rows allow (the gradients of the cross-entropy and the top-k KL too). Each row's weighted loss
+// combined in a fixed shuffle tree), the gradient from a second read; the losses' passes go 4
+// elements per load where the rows allow (row_each2, row_update). Each row's weighted loss
 // goes to a scratch array and the total is summed in a fixed order (cuda_sum_doubles): results
 // are bit-identical between runs. Expressions follow loss.c term by term, including where they
 // round to float and where they stay in double. The losses' dz may be an activation buffer
@@ -38,29 +38,55 @@ __device__ __forceinline__ void row_result(int n, float w, float l, float* losse
     }
 }
 
-// dz[v] += w expf(z[v] - shift) c over a row, plus `extra` at v = hot in the same rounding (the
-// cross-entropy's -w at its target; hot -1: none), 4 elements at a time where the rows allow
-template <typename TD>
-__device__ void row_add_exp(TD* dzn, const float* zn, int V, float shift, float w, float c, int hot, float extra) {
-    if (row_vec4(zn, V, sizeof(float)) && row_vec4(dzn, V, sizeof(TD))) {
+// Passes over a row of logits z (and a second row x of V floats) that visit every element once
+// in the thread's own order, 4 elements per load where the rows allow (row_vec4), else one:
+// row_each2 calls f(z[v], x[v]); row_update sets dz[v] = f(v, dz[v], z[v]), row_update2
+// dz[v] = f(dz[v], z[v], x[v]), dz fp32 or bf16 (a bf16 store rounds the result once).
+template <typename F> __device__ __forceinline__ void row_each2(const float* z, const float* x, int V, F f) {
+    if (row_vec4(z, V, sizeof(float)) && row_vec4(x, V, sizeof(float))) {
+        for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
+            Chunk<float, 4> zc, xc;
+            zc.load(z, j);
+            xc.load(x, j);
+#pragma unroll
+            for (int e = 0; e < 4; e++) f(zc.v[e], xc.v[e]);
+        }
+    } else {
+        for (int v = threadIdx.x; v < V; v += blockDim.x) f(z[v], x[v]);
+    }
+}
+
+template <typename TD, typename F> __device__ __forceinline__ void row_update(TD* dz, const float* z, int V, F f) {
+    if (row_vec4(z, V, sizeof(float)) && row_vec4(dz, V, sizeof(TD))) {
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
             Chunk<float, 4> zc;
             Chunk<TD, 4> d;
-            zc.load(zn, j);
-            d.load(dzn, j);
+            zc.load(z, j);
+            d.load(dz, j);
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                d.v[e] += w * expf(zc.v[e] - shift) * c;
-                if (4 * j + e == hot) d.v[e] += extra;
-            }
-            d.store(dzn, j);
+            for (int e = 0; e < 4; e++) d.v[e] = f(4 * j + e, d.v[e], zc.v[e]);
+            d.store(dz, j);
         }
     } else {
-        for (int v = threadIdx.x; v < V; v += blockDim.x) {
-            float d = load_f(dzn + v) + w * expf(zn[v] - shift) * c;
-            if (v == hot) d += extra;
-            store_f(dzn + v, d);
+        for (int v = threadIdx.x; v < V; v += blockDim.x) store_f(dz + v, f(v, load_f(dz + v), z[v]));
+    }
+}
+
+template <typename TD, typename F>
+__device__ __forceinline__ void row_update2(TD* dz, const float* z, const float* x, int V, F f) {
+    if (row_vec4(z, V, sizeof(float)) && row_vec4(x, V, sizeof(float)) && row_vec4(dz, V, sizeof(TD))) {
+        for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
+            Chunk<float, 4> zc, xc;
+            Chunk<TD, 4> d;
+            zc.load(z, j);
+            xc.load(x, j);
+            d.load(dz, j);
+#pragma unroll
+            for (int e = 0; e < 4; e++) d.v[e] = f(d.v[e], zc.v[e], xc.v[e]);
+            d.store(dz, j);
         }
+    } else {
+        for (int v = threadIdx.x; v < V; v += blockDim.x) store_f(dz + v, f(load_f(dz + v), z[v], x[v]));
     }
 }
 
@@ -124,7 +150,13 @@ __global__ void __launch_bounds__(LOSS_THREADS) cross_entropy_kernel(const float
     }
     const float* zn = z + (size_t)n * V;
     const double lse = row_logsumexp(zn, V, shf, shd);
-    if (dz) row_add_exp(dz + (size_t)n * V, zn, V, (float)lse, wn, 1.0f, y, -wn);
+    if (dz) {
+        const float lsef = (float)lse;
+        row_update(dz + (size_t)n * V, zn, V, [&](int v, float d, float zv) {
+            d += wn * expf(zv - lsef);
+            return v == y ? d - wn : d;
+        });
+    }
     row_result(n, wn, (float)(lse - zn[y]), losses, rowval);
 }
 
@@ -162,34 +194,31 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_full_kernel(const float* z, c
     double kl = 0.0;
     if (!reverse) {
         double klt = 0.0, psum = 0.0;
-        for (int v = threadIdx.x; v < V; v += blockDim.x) {
-            const double p = expf(lpn[v]);
-            if (p > 0.0) klt += p * ((double)lpn[v] - (zn[v] - lse));
+        row_each2(zn, lpn, V, [&](float zv, float lv) {
+            const double p = expf(lv);
+            if (p > 0.0) klt += p * ((double)lv - (zv - lse));
             psum += p;
-        }
+        });
         kl = block_sum_d(klt, shd);
         psum = block_sum_d(psum, shd);
         if (dz) {
-            TD* dzn = dz + (size_t)n * V;
             const float lsef = (float)lse, psumf = (float)psum;
-            for (int v = threadIdx.x; v < V; v += blockDim.x) {
-                add_f(dzn + v, wn * (expf(zn[v] - lsef) * psumf - expf(lpn[v])));
-            }
+            row_update2(dz + (size_t)n * V, zn, lpn, V,
+                        [&](float d, float zv, float lv) { return d + wn * (expf(zv - lsef) * psumf - expf(lv)); });
         }
     } else {
         const double lp_floor = log(LOSS_PROB_FLOOR);
         double klt = 0.0;
-        for (int v = threadIdx.x; v < V; v += blockDim.x) {
-            const double lq = zn[v] - lse;
-            klt += expf((float)lq) * (lq - fmax((double)lpn[v], lp_floor));
-        }
+        row_each2(zn, lpn, V, [&](float zv, float lv) {
+            const double lq = zv - lse;
+            klt += expf((float)lq) * (lq - fmax((double)lv, lp_floor));
+        });
         kl = block_sum_d(klt, shd);
         if (dz) {
-            TD* dzn = dz + (size_t)n * V;
-            for (int v = threadIdx.x; v < V; v += blockDim.x) {
-                const double lq = zn[v] - lse;
-                add_f(dzn + v, wn * expf((float)lq) * (float)(lq - fmax((double)lpn[v], lp_floor) - kl));
-            }
+            row_update2(dz + (size_t)n * V, zn, lpn, V, [&](float d, float zv, float lv) {
+                const double lq = zv - lse;
+                return d + wn * expf((float)lq) * (float)(lq - fmax((double)lv, lp_floor) - kl);
+            });
         }
     }
     row_result(n, wn, (float)kl, losses, rowval);
@@ -291,7 +320,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
             for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = load_f(dzn + idn[i]);
             __syncthreads();
             const float inv_Z = (float)(1.0 / Z), tail_scale = Zt > 0.0 ? (float)(Pt / Zt) : 0.0f;
-            row_add_exp(dzn, zn, V, m, wn, inv_Z - tail_scale, -1, 0.0f);
+            row_update(dzn, zn, V, [&](int, float d, float zv) { return d + wn * expf(zv - m) * (inv_Z - tail_scale); });
             __syncthreads();
             for (int i = threadIdx.x; i < K; i += blockDim.x) {
                 const int id = idn[i];
@@ -311,7 +340,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
             for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = load_f(dzn + idn[i]);
             __syncthreads();
             const float c = (float)(gt - kl), shift = (float)(m + logZ);
-            row_add_exp(dzn, zn, V, shift, wn, c, -1, 0.0f);
+            row_update(dzn, zn, V, [&](int, float d, float zv) { return d + wn * expf(zv - shift) * c; });
             __syncthreads();
             for (int i = threadIdx.x; i < K; i += blockDim.x) {
                 const int id = idn[i];
@@ -365,13 +394,11 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_sampled_kernel(const float* z
     const double rho = old_lp ? exp(lq - (double)old_lp[n]) : 1.0;
     const double c = rho * (lq - (double)lp[n]);
     if (dz) {
-        TD* dzn = dz + (size_t)n * V;
         const float wc = wn * (float)c, lsef = (float)lse;
-        for (int v = threadIdx.x; v < V; v += blockDim.x) {
-            float d = load_f(dzn + v) - wc * expf(zn[v] - lsef);
-            if (v == y) d += wc;
-            store_f(dzn + v, d);
-        }
+        row_update(dz + (size_t)n * V, zn, V, [&](int v, float d, float zv) {
+            d -= wc * expf(zv - lsef);
+            return v == y ? d + wc : d;
+        });
     }
     row_result(n, wn, (float)c, losses, rowval);
 }
