@@ -370,8 +370,8 @@ __global__ void __launch_bounds__(MMA_THREADS, MB) attn_mma_fwd_kernel(TO* out, 
 // writes dq itself and resets the counter for the next launch. The blocks take their work in
 // ticket order (an atomic counter, so a block only ever waits for one that is already running or
 // done) with key tiles in descending order within a kv head: a block reaches a query tile after
-// the block of the next key tile did, which had two query tiles' less work before it, so the
-// turns are normally there when asked for. The sums, and so the results, are the same in every
+// the block of the next key tile did, which had MMA_ROWS / BQ query tiles less work before it, so
+// the turns are normally there when asked for. The sums, and so the results, are the same in every
 // run: this is FlashAttention-2's one-pass backward without its dq atomics, 5 products per tile
 // pair against 7 for separate dq and dk/dv kernels that both recompute S and dP.
 
