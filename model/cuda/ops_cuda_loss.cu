@@ -38,10 +38,24 @@ __device__ __forceinline__ void row_result(int n, float w, float l, float* losse
     }
 }
 
-// Passes over a row of logits z (and a second row x of V floats) that visit every element once
-// in the thread's own order, 4 elements per load where the rows allow (row_vec4), else one:
-// row_each2 calls f(z[v], x[v]); row_update sets dz[v] = f(v, dz[v], z[v]), row_update2
-// dz[v] = f(dz[v], z[v], x[v]), dz fp32 or bf16 (a bf16 store rounds the result once).
+// Passes over a row of logits z (and a second row x of V floats) that visit every element once,
+// each thread its own elements in increasing order, 4 elements per load where the rows allow
+// (row_vec4), else one: row_each calls f(v, z[v]), row_each2 f(z[v], x[v]); row_update sets
+// dz[v] = f(v, dz[v], z[v]), row_update2 dz[v] = f(dz[v], z[v], x[v]), dz fp32 or bf16 (a bf16
+// store rounds the result once). dz may alias x: each thread writes only what it has read.
+template <typename F> __device__ __forceinline__ void row_each(const float* z, int V, F f) {
+    if (row_vec4(z, V, sizeof(float))) {
+        for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
+            Chunk<float, 4> zc;
+            zc.load(z, j);
+#pragma unroll
+            for (int e = 0; e < 4; e++) f(4 * j + e, zc.v[e]);
+        }
+    } else {
+        for (int v = threadIdx.x; v < V; v += blockDim.x) f(v, z[v]);
+    }
+}
+
 template <typename F> __device__ __forceinline__ void row_each2(const float* z, const float* x, int V, F f) {
     if (row_vec4(z, V, sizeof(float)) && row_vec4(x, V, sizeof(float))) {
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
@@ -433,23 +447,25 @@ __global__ void __launch_bounds__(LOSS_THREADS) entropy_kernel(const float* z, c
         return;
     }
     const float* zn = z + (size_t)n * V;
+    // the thread's first max: element tid (0 wins a row of -inf), then its own elements, which
+    // come in increasing order from index tid on
     const int tid = threadIdx.x;
     float best = tid < V ? zn[tid] : -INFINITY;
     int arg = tid < V ? tid : INT_MAX;
     if (entropy) {
         const double lse = row_logsumexp(zn, V, shf, shd);
         double h = 0.0;
-        for (int v = threadIdx.x; v < V; v += blockDim.x) {
-            const double lq = (double)zn[v] - lse;
+        row_each(zn, V, [&](int v, float zv) {
+            const double lq = (double)zv - lse;
             h -= exp(lq) * lq;
-            if (zn[v] > best) best = zn[v], arg = v;
-        }
+            if (zv > best) best = zv, arg = v;
+        });
         h = block_sum_d(h, shd);
         if (threadIdx.x == 0) entropy[n] = h;
     } else {
-        for (int v = threadIdx.x; v < V; v += blockDim.x) {
-            if (zn[v] > best) best = zn[v], arg = v;
-        }
+        row_each(zn, V, [&](int v, float zv) {
+            if (zv > best) best = zv, arg = v;
+        });
     }
     block_argmax(best, arg, shf, shi);
     if (threadIdx.x == 0) argmax[n] = arg;
@@ -532,12 +548,13 @@ __global__ void __launch_bounds__(LOSS_THREADS) jsd_full_kernel(const float* z, 
     const float* lpn = lp + (size_t)n * V;
     float* lsn = lp_s + (size_t)n * V;
     const double lse = row_logsumexp(zn, V, shf, shd), log_floor = log(LOSS_PROB_FLOOR);
-    double part = 0.0, ls;
-    for (int v = threadIdx.x; v < V; v += blockDim.x) {
-        const double lq = (double)zn[v] - lse, lpv = lpn[v];
+    double part = 0.0;
+    row_update2(lsn, zn, lpn, V, [&](float, float zv, float lv) { // lp_s may be lp
+        const double lq = (double)zv - lse, lpv = lv;
+        double ls;
         part += jsd_bucket(exp(lpv), fmax(lpv, log_floor), exp(lq), fmax(lq, log_floor), beta, &ls);
-        lsn[v] = (float)ls; // each thread writes only the entries it has read
-    }
+        return (float)ls;
+    });
     const double jsd = block_sum_d(part, shd);
     if (threadIdx.x == 0) rowval[n] = (double)wn * jsd;
 }
