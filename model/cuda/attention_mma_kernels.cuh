@@ -405,7 +405,11 @@ struct MmaDqSync {
     int *turn, *ticket;
 };
 
-__host__ __device__ inline int mma_dq_tiles(const AttnArgs& a, int B, int BQ) { return B * a.H * ((a.Tq + BQ - 1) / BQ); }
+// query tile q0 / BQ of head h in sequence b, in that order; mma_dq_tiles: how many there are
+__host__ __device__ inline int mma_dq_tile(const AttnArgs& a, int b, int h, int q0, int BQ) {
+    return (b * a.H + h) * ((a.Tq + BQ - 1) / BQ) + q0 / BQ;
+}
+__host__ __device__ inline int mma_dq_tiles(const AttnArgs& a, int B, int BQ) { return mma_dq_tile(a, B, 0, 0, BQ); }
 
 // query tile `it` of the block's sequence into stage it & 1: head g G + it / nqt, queries
 // first + (it % nqt) BQ ..
@@ -581,7 +585,7 @@ __global__ void __launch_bounds__(MMA_THREADS, MB)
             ds_store<BQ>(dS + w0 * L::LDS, L::LDS, dsa);
             // the key tiles that q0's tile sees (key tile 0 up to the diagonal) take turns from the last
             const int turns = min(key_tiles, (off + q0 + BQ - 1) / MMA_ROWS + 1), pos = turns - 1 - kt;
-            const int tile = (b * a.H + h) * ((a.Tq + BQ - 1) / BQ) + q0 / BQ;
+            const int tile = mma_dq_tile(a, b, h, q0, BQ);
             if (pos > 0 && threadIdx.x == 0) spin_wait(sync.turn + tile, pos, "attention backward, dq turn");
             __syncthreads(); // the block's dS is complete, and the turn is this block's
             // the sum so far loads while the product runs, which then adds to it
@@ -589,7 +593,9 @@ __global__ void __launch_bounds__(MMA_THREADS, MB)
             dq_turn_load<HD, BQ>(dqa, sync, tile, pos);
             uint32_t da[MMA_ROWS / 16][4];
 #pragma unroll
-            for (int kk = 0; kk < MMA_ROWS / 16; kk++) frag_at_shared(da[kk], dS, L::LDS, 16 * (warp % DS::RB), 16 * kk);
+            for (int kk = 0; kk < MMA_ROWS / 16; kk++) {
+                frag_at_shared(da[kk], dS, L::LDS, 16 * (warp % DS::RB), 16 * kk);
+            }
             warp_ab<DS::NO, MMA_ROWS / 16>(dqa, da, Ks + warp / DS::RB * DS::NO * 8, L::LDH);
             dq_turn_pass<HD, BQ>(dqa, sync, tile, pos, kt == 0, dq + ((size_t)b * a.Tq + q0) * ldo + (size_t)h * HD,
                                  (size_t)ldo, a.scale, nq, a.Tq - q0);

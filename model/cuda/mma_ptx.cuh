@@ -60,7 +60,6 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return *(const uint32_t*)&v;
 }
 
-
 // A flag between blocks at GPU scope: after spin_wait(flag, want) returns, loads see what the
 // block that st_release'd `want` wrote before it (and, after a __syncthreads, what its other
 // threads wrote before their barrier). A wait that has not ended after 10 s of GPU time (a

@@ -302,6 +302,7 @@ void cuda_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const 
                       const float* rstd, int N, int C) {
     if (N <= 0 || C <= 0) return;
     const CudaView v[3] = {cuda_view(be, dx), cuda_view(be, dy), cuda_view(be, x)};
+    const unsigned grid = (unsigned)cuda_cdiv((size_t)N, 8); // the two-pass path: 8 rows per block
     int fused = 0;
     cuda_dispatch(cuda_views_bf16("rmsnorm_bwd", v, 3), [&](auto tag) {
         typedef CUDA_TAG_T(tag) T;
@@ -317,10 +318,8 @@ void cuda_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const 
             colsum_final_kernel<<<(unsigned)cuda_cdiv((size_t)C, 32), block, 0, cuda_stream(be)>>>(dw, part, R, C);
             fused = 1;
         } else if (vec4) {
-            const unsigned grid = (unsigned)cuda_cdiv((size_t)N, 8);
             rmsnorm_bwd_dx_kernel<4><<<grid, 256, 0, cuda_stream(be)>>>(dxp, dyp, xp, w, rstd, N, C);
         } else {
-            const unsigned grid = (unsigned)cuda_cdiv((size_t)N, 8);
             rmsnorm_bwd_dx_kernel<1><<<grid, 256, 0, cuda_stream(be)>>>(dxp, dyp, xp, w, rstd, N, C);
         }
     });

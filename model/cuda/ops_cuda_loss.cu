@@ -38,26 +38,13 @@ __device__ __forceinline__ void row_result(int n, float w, float l, float* losse
     }
 }
 
-// Passes over a row of logits z (and a second row x of V floats) that visit every element once,
-// each thread its own elements in increasing order, 4 elements per load where the rows allow
-// (row_vec4), else one: row_each calls f(v, z[v]), row_each2 f(z[v], x[v]); row_update sets
-// dz[v] = f(v, dz[v], z[v]), row_update2 dz[v] = f(dz[v], z[v], x[v]), dz fp32 or bf16 (a bf16
-// store rounds the result once). dz may alias x: each thread writes only what it has read.
-template <typename F> __device__ __forceinline__ void row_each(const float* z, int V, F f) {
-    if (row_vec4(z, V, sizeof(float))) {
-        for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
-            Chunk<float, 4> zc;
-            zc.load(z, j);
-#pragma unroll
-            for (int e = 0; e < 4; e++) f(4 * j + e, zc.v[e]);
-        }
-    } else {
-        for (int v = threadIdx.x; v < V; v += blockDim.x) f(v, z[v]);
-    }
-}
-
+// Passes over a row of logits z and a second row x of V floats or a row dz (fp32 or bf16; a bf16
+// store rounds the result once), besides reduce.cuh's row_each: each thread its own elements in
+// increasing order, 4 elements per load where the rows allow (rows_vec4), else one. row_each2
+// calls f(z[v], x[v]); row_update sets dz[v] = f(v, dz[v], z[v]), row_update2
+// dz[v] = f(dz[v], z[v], x[v]).
 template <typename F> __device__ __forceinline__ void row_each2(const float* z, const float* x, int V, F f) {
-    if (row_vec4(z, V, sizeof(float)) && row_vec4(x, V, sizeof(float))) {
+    if (rows_vec4(z, V) && rows_vec4(x, V)) {
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
             Chunk<float, 4> zc, xc;
             zc.load(z, j);
@@ -71,7 +58,7 @@ template <typename F> __device__ __forceinline__ void row_each2(const float* z, 
 }
 
 template <typename TD, typename F> __device__ __forceinline__ void row_update(TD* dz, const float* z, int V, F f) {
-    if (row_vec4(z, V, sizeof(float)) && row_vec4(dz, V, sizeof(TD))) {
+    if (rows_vec4(z, V) && rows_vec4(dz, V)) {
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
             Chunk<float, 4> zc;
             Chunk<TD, 4> d;
@@ -88,7 +75,7 @@ template <typename TD, typename F> __device__ __forceinline__ void row_update(TD
 
 template <typename TD, typename F>
 __device__ __forceinline__ void row_update2(TD* dz, const float* z, const float* x, int V, F f) {
-    if (row_vec4(z, V, sizeof(float)) && row_vec4(x, V, sizeof(float)) && row_vec4(dz, V, sizeof(TD))) {
+    if (rows_vec4(z, V) && rows_vec4(x, V) && rows_vec4(dz, V)) {
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
             Chunk<float, 4> zc, xc;
             Chunk<TD, 4> d;
@@ -334,7 +321,8 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
             for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = load_f(dzn + idn[i]);
             __syncthreads();
             const float inv_Z = (float)(1.0 / Z), tail_scale = Zt > 0.0 ? (float)(Pt / Zt) : 0.0f;
-            row_update(dzn, zn, V, [&](int, float d, float zv) { return d + wn * expf(zv - m) * (inv_Z - tail_scale); });
+            row_update(dzn, zn, V,
+                       [&](int, float d, float zv) { return d + wn * expf(zv - m) * (inv_Z - tail_scale); });
             __syncthreads();
             for (int i = threadIdx.x; i < K; i += blockDim.x) {
                 const int id = idn[i];
@@ -548,13 +536,13 @@ __global__ void __launch_bounds__(LOSS_THREADS) jsd_full_kernel(const float* z, 
     const float* lpn = lp + (size_t)n * V;
     float* lsn = lp_s + (size_t)n * V;
     const double lse = row_logsumexp(zn, V, shf, shd), log_floor = log(LOSS_PROB_FLOOR);
-    double part = 0.0;
-    row_update2(lsn, zn, lpn, V, [&](float, float zv, float lv) { // lp_s may be lp
-        const double lq = (double)zv - lse, lpv = lv;
-        double ls;
+    // one element at a time: four of its double-precision buckets at once (row_update2) spill
+    double part = 0.0, ls;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) {
+        const double lq = (double)zn[v] - lse, lpv = lpn[v];
         part += jsd_bucket(exp(lpv), fmax(lpv, log_floor), exp(lq), fmax(lq, log_floor), beta, &ls);
-        return (float)ls;
-    });
+        lsn[v] = (float)ls; // each thread writes only the entries it has read
+    }
     const double jsd = block_sum_d(part, shd);
     if (threadIdx.x == 0) rowval[n] = (double)wn * jsd;
 }

@@ -1,6 +1,6 @@
-// Device helpers shared by the CUDA backend's kernels: ceil division, the warp and block
-// reductions (fixed shuffle trees), a row's max and sum of exponentials in one read, and the
-// first index of a block's max. Plain CUDA without library headers, so that tests/emu can build
+// Device helpers shared by the CUDA backend's kernels: ceil division, 4-element alignment, the
+// warp and block reductions (fixed shuffle trees), a pass over a row 4 elements per load, a row's
+// max and sum of exponentials in one read, and the first index of a block's max. Plain CUDA without library headers, so that tests/emu can build
 // the kernels that use them on the host.
 #pragma once
 #include <limits.h>
@@ -80,38 +80,39 @@ __device__ __forceinline__ void online_add(float& m, double& s, float x) {
     }
 }
 
-__device__ __forceinline__ void online_add4(float& m, double& s, float4 x) {
-    online_add(m, s, x.x);
-    online_add(m, s, x.y);
-    online_add(m, s, x.z);
-    online_add(m, s, x.w);
+// whether p is aligned to 4 elements, and whether every row of (rows, C) elements of type T at p
+// can go 4 at a time (host and device)
+template <typename T> __host__ __device__ inline int aligned4(const T* p) {
+    return (uintptr_t)p % (4 * sizeof(T)) == 0;
 }
+template <typename T> __host__ __device__ inline int rows_vec4(const T* p, int C) { return C % 4 == 0 && aligned4(p); }
 
-// whether a row of V floats at z can be read 4 at a time (16-byte chunks)
-__device__ __forceinline__ bool row_vec4(const void* z, int V, size_t elem) {
-    return V % 4 == 0 && (uintptr_t)z % (4 * elem) == 0;
+// f(v, z[v]) over a row of V floats, each thread its own elements in increasing order: 16-byte
+// chunks, two loads in flight, where the row allows, else one element at a time
+template <typename F> __device__ __forceinline__ void row_each(const float* z, int V, F f) {
+    if (rows_vec4(z, V)) {
+        const float4* z4 = (const float4*)z;
+        const int n4 = V / 4, step = blockDim.x;
+        auto each4 = [&](int j, float4 x) { f(4 * j, x.x), f(4 * j + 1, x.y), f(4 * j + 2, x.z), f(4 * j + 3, x.w); };
+        int j = threadIdx.x;
+        for (; j + step < n4; j += 2 * step) {
+            const float4 a = z4[j], b = z4[j + step];
+            each4(j, a);
+            each4(j + step, b);
+        }
+        if (j < n4) each4(j, z4[j]);
+    } else {
+        for (int v = threadIdx.x; v < V; v += blockDim.x) f(v, z[v]);
+    }
 }
 
 // The row's max (float) and sum of exp(z - max) in double, as loss_row_logsumexp defines them;
-// every thread gets both. shf: 32 floats, shd: 32 doubles of shared memory. Where the row allows,
-// each thread reads 16-byte chunks, two loads in flight.
+// every thread gets both. shf: 32 floats, shd: 32 doubles of shared memory.
 __device__ __forceinline__ void row_max_sum(const float* z, int V, float* shf, double* shd, float* m_out,
                                             double* s_out) {
     float m = -INFINITY;
     double s = 0.0;
-    if (row_vec4(z, V, sizeof(float))) {
-        const float4* z4 = (const float4*)z;
-        const int n4 = V / 4, step = blockDim.x;
-        int j = threadIdx.x;
-        for (; j + step < n4; j += 2 * step) {
-            const float4 a = z4[j], b = z4[j + step];
-            online_add4(m, s, a);
-            online_add4(m, s, b);
-        }
-        if (j < n4) online_add4(m, s, z4[j]);
-    } else {
-        for (int v = threadIdx.x; v < V; v += blockDim.x) online_add(m, s, z[v]);
-    }
+    row_each(z, V, [&](int, float x) { online_add(m, s, x); });
     const float M = block_max(m, shf);
     const double part = m == -INFINITY ? 0.0 : s * exp((double)m - (double)M);
     *s_out = block_sum_d(part, shd);

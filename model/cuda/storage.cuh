@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "model/cuda/mma_ptx.cuh" // pack_bf16
+#include "model/cuda/reduce.cuh"  // aligned4, rows_vec4
 
 __device__ __forceinline__ float load_f(const float* p) { return *p; }
 __device__ __forceinline__ float load_f(const __nv_bfloat16* p) { return __bfloat162float(*p); }
@@ -51,8 +52,3 @@ struct Chunk<__nv_bfloat16, 4> {
         ((uint2*)p)[j] = x;
     }
 };
-
-// host side: whether p is aligned to 4 elements, and whether every row of (rows, C) elements of
-// type T at p can go VEC = 4 at a time
-template <typename T> static inline int aligned4(const T* p) { return (uintptr_t)p % (4 * sizeof(T)) == 0; }
-template <typename T> static inline int rows_vec4(const T* p, int C) { return C % 4 == 0 && aligned4(p); }

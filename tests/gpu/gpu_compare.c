@@ -130,6 +130,15 @@ static void out_push(GpuCtx* c, const char* name, double* v, size_t n, int exact
     o->n++;
 }
 
+float* gpu_packed_rows(GpuCtx* c, const float* dev, size_t rows, int ld, int width) {
+    float* all = malloc(rows * ld * sizeof(float));
+    float* packed = malloc(rows * width * sizeof(float));
+    c->be->download(c->be, all, dev, rows * ld * sizeof(float));
+    for (size_t r = 0; r < rows; r++) memcpy(packed + r * width, all + r * ld, width * sizeof(float));
+    free(all);
+    return packed;
+}
+
 void gpu_out_host(GpuCtx* c, const char* name, const float* host, size_t n, int exact_zero) {
     double* v = malloc((n ? n : 1) * sizeof(double));
     for (size_t i = 0; i < n; i++) v[i] = host[i];

@@ -76,6 +76,9 @@ void gpu_rope_inputs(GpuCtx* c, int N, int maxpos, int hd, float** cos_t, float*
 // an output: n floats downloaded from dev, or copied from host
 void gpu_out(GpuCtx* c, const char* name, const float* dev, size_t n, int exact_zero);
 void gpu_out_host(GpuCtx* c, const char* name, const float* host, size_t n, int exact_zero);
+// rows of a backend buffer (rows, ld), width columns each, packed into a malloc'ed host array (the
+// gaps between rows are not an op's to write); the caller frees
+float* gpu_packed_rows(GpuCtx* c, const float* dev, size_t rows, int ld, int width);
 void gpu_out_scalar(GpuCtx* c, const char* name, double v);
 void gpu_out_f64(GpuCtx* c, const char* name, const double* dev, size_t n); // n doubles from dev
 void gpu_out_int(GpuCtx* c, const char* name, const int* dev, size_t n);    // n ints from dev

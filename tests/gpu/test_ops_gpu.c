@@ -445,17 +445,6 @@ static void case_attention_fwd(GpuCtx* c, const void* arg) {
     attn_inputs_free(&in);
 }
 
-// rows of a (rows, ld) buffer, width columns each, packed into a host array (the gaps between
-// rows are not the op's to write)
-static float* packed_rows(Backend* be, const float* dev, size_t rows, int ld, int width) {
-    float* all = malloc(rows * ld * sizeof(float));
-    float* packed = malloc(rows * width * sizeof(float));
-    be->download(be, all, dev, rows * ld * sizeof(float));
-    for (size_t r = 0; r < rows; r++) memcpy(packed + r * width, all + r * ld, width * sizeof(float));
-    free(all);
-    return packed;
-}
-
 // the backward from the CPU's forward (same out and lse on every backend)
 static void case_attention_bwd(GpuCtx* c, const void* arg) {
     const AttnArgs* a = arg;
@@ -493,8 +482,8 @@ static void case_attention_bwd(GpuCtx* c, const void* arg) {
     gpu_out_host(c, "dq padded rows", padded, np, 1);
     free(hq), free(padded);
     const size_t kv_rows = (size_t)a->B * a->Tk, kv_width = (size_t)a->KV * a->hd;
-    float* pk = packed_rows(be, dk, kv_rows, in.ldkv, (int)kv_width);
-    float* pv = packed_rows(be, dv, kv_rows, in.ldkv, (int)kv_width);
+    float* pk = gpu_packed_rows(c, dk, kv_rows, in.ldkv, (int)kv_width);
+    float* pv = gpu_packed_rows(c, dv, kv_rows, in.ldkv, (int)kv_width);
     gpu_out_host(c, "dk", pk, kv_rows * kv_width, 0);
     gpu_out_host(c, "dv", pv, kv_rows * kv_width, 0);
     float* kv_padded = malloc(2 * kv_rows * kv_width * sizeof(float));

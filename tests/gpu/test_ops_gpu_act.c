@@ -196,14 +196,11 @@ typedef struct {
     int bwd;
 } ActAttn;
 
-// an output of `rows` rows of `width` elements at row stride ld (the padding between them is not
-// the op's to write)
+// an output of `rows` rows of `width` elements at row stride ld
 static void out_rows(GpuCtx* c, const char* name, const float* dev, size_t rows, int ld, int width) {
-    float* all = malloc(sizeof(float) * rows * ld);
-    c->be->download(c->be, all, dev, sizeof(float) * rows * ld);
-    for (size_t r = 0; r < rows; r++) memmove(all + r * width, all + r * ld, sizeof(float) * width);
-    gpu_out_host(c, name, all, rows * width, 0);
-    free(all);
+    float* packed = gpu_packed_rows(c, dev, rows, ld, width);
+    gpu_out_host(c, name, packed, rows * width, 0);
+    free(packed);
 }
 
 static void case_act_attention(GpuCtx* c, const void* arg) {
