@@ -1,14 +1,17 @@
-// The model benchmarks' matmul recorder (bench.c, bench_decode.c): interposed on Backend.matmul,
-// it logs every call (shape, leading dimensions, scalars, operands) while recording is on, so a
-// benchmark can replay exactly the matmuls of one step alone and compare the step with the
-// matmul library it is built on. One recorder per process (Backend.matmul carries no context).
+// The model benchmarks' matmul recorder (bench.c, bench_decode.c): interposed on Backend.matmul
+// and Backend.linear_bwd, it logs every product (shape, leading dimensions, scalars, operands)
+// while recording is on, so a benchmark can replay exactly the matmuls of one step alone and
+// compare the step with the matmul library it is built on. A linear_bwd is logged as its two
+// products over the stacked blocks (dx of depth sum(rows), the stacked weight gradient: the same
+// FLOPs as its 2n block products) with NULL operands, so it replays on scratch operands only.
+// One recorder per process (Backend.matmul carries no context).
 #pragma once
 #include "model/ops.h"
 
 typedef struct {
     int ta, tb, M, N, K, lda, ldb, ldc;
     float alpha, beta;
-    const float *A, *B; // backend operands as recorded
+    const float *A, *B; // backend operands as recorded (NULL: a linear_bwd's stacked product)
     float* C;
 } MatmulCall;
 
@@ -26,10 +29,6 @@ typedef struct {
     float *A, *B, *C;
 } MatmulScratch;
 MatmulScratch bench_matmul_scratch(Backend* be);
-
-// A matmul with Backend.matmul's arguments
-typedef void (*MatmulFn)(Backend*, int, int, int, int, int, float, const float*, int, const float*, int, float,
-                         float*, int);
 
 // The logged calls once, back to back, through fn (NULL: the backend's own matmul): on the
 // recorded operands (s NULL), or on the scratch operands with alpha 1. Returns seconds,

@@ -452,12 +452,13 @@ static void layer_backward(Model* m, int l, int B, int T) {
         be->bias_bwd(be, G(PARAM_BK, l), dkp, N, K);
         be->bias_bwd(be, G(PARAM_BV, l), s->dv, N, K);
     }
-    be->matmul(be, 0, 0, N, D, Q, 1.0f, dqp, Q, W(PARAM_WQ, l), D, 0.0f, s->dln, D);
-    be->matmul(be, 0, 0, N, D, K, 1.0f, dkp, K, W(PARAM_WK, l), D, 1.0f, s->dln, D);
-    be->matmul(be, 0, 0, N, D, K, 1.0f, s->dv, K, W(PARAM_WV, l), D, 1.0f, s->dln, D);
-    be->matmul(be, 1, 0, Q, D, N, 1.0f, dqp, Q, ln1, D, 1.0f, G(PARAM_WQ, l), D);
-    be->matmul(be, 1, 0, K, D, N, 1.0f, dkp, K, ln1, D, 1.0f, G(PARAM_WK, l), D);
-    be->matmul(be, 1, 0, K, D, N, 1.0f, s->dv, K, ln1, D, 1.0f, G(PARAM_WV, l), D);
+    // the q, k, v projections' backward as one stacked layer (ops.h, linear_bwd)
+    const LinearBlocks qkv = {.n = 3,
+                              .rows = {Q, K, K},
+                              .w = {W(PARAM_WQ, l), W(PARAM_WK, l), W(PARAM_WV, l)},
+                              .dw = {G(PARAM_WQ, l), G(PARAM_WK, l), G(PARAM_WV, l)},
+                              .dy = {dqp, dkp, s->dv}};
+    be->linear_bwd(be, &qkv, ln1, s->dln, 0.0f, N, D);
     be->rmsnorm_bwd(be, s->dresid, G(PARAM_ATTN_NORM, l), s->dln, x, W(PARAM_ATTN_NORM, l),
                     a->rstd1 + (size_t)l * N, N, D);
 }

@@ -10,9 +10,9 @@
 // - Activation buffers (`alloc_act`) are addressed as fp32 arrays too, but a backend may store
 //   them at lower precision: the CUDA backend's bf16 mode keeps them in bf16 (the pointer is then
 //   a handle the backend resolves, and what an op writes there is rounded to bf16). The ops that
-//   take them: matmul (any operand), rmsnorm_fwd/bwd, rope, attention, swiglu, add_bias, bias_bwd,
-//   mask_rows, the dz of cross_entropy and the kl_* losses, upload, download, memset0 and copy
-//   (which convert); the others fail on them.
+//   take them: matmul (any operand), linear_bwd (x, dx, dy), rmsnorm_fwd/bwd, rope, attention,
+//   swiglu, add_bias, bias_bwd, mask_rows, the dz of cross_entropy and the kl_* losses, upload,
+//   download, memset0 and copy (which convert); the others fail on them.
 // - Parameters, gradients and optimizer moments are fp32 in every backend (master weights). A
 //   backend that computes in bf16 keeps its reduced-precision copies and casts internally.
 // - Ops are issued in order and may run asynchronously; `download` and the ops that return a
@@ -24,6 +24,22 @@
 #include <stdint.h>
 
 typedef struct Backend Backend;
+
+// A linear layer y = x W^T whose output features come in blocks held in separate buffers (the
+// model's q, k and v projections): block i has rows[i] features, weight w[i] (rows[i], K), its
+// gradient dw[i] and the output gradient dy[i] (M, rows[i]), each dense. Stacked, the blocks are
+// one layer of sum(rows) features: W = [w[0]; w[1]; ...], dy = [dy[0] | dy[1] | ...].
+#define LINEAR_MAX_BLOCKS 3
+typedef struct {
+    int n; // 1..LINEAR_MAX_BLOCKS
+    int rows[LINEAR_MAX_BLOCKS];
+    const float* w[LINEAR_MAX_BLOCKS];
+    float* dw[LINEAR_MAX_BLOCKS];
+    const float* dy[LINEAR_MAX_BLOCKS];
+} LinearBlocks;
+
+typedef void (*MatmulFn)(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A,
+                         int lda, const float* B, int ldb, float beta, float* C, int ldc);
 
 struct Backend {
     const char* name; // "cpu", "cuda"
@@ -48,6 +64,13 @@ struct Backend {
     // trans_a: A is stored (K, M); trans_b: B is stored (N, K). Leading dimensions in elements.
     void (*matmul)(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                    const float* B, int ldb, float beta, float* C, int ldc);
+    // The backward of a LinearBlocks layer at input x (M, K):
+    //   dx (M, K) = dy W + beta dx = sum_i dy[i] w[i] + beta dx,   dw[i] += dy[i]^T x
+    // as two products over the stacked blocks where the backend can (the CUDA backend's bf16 mode
+    // when every dy[i] is an activation buffer: one product of depth sum(rows) for dx, one of
+    // sum(rows) rows for the dw), else as the 2n matmuls of linear_bwd_by_matmuls (the CPU).
+    // x, dx and the dy[i] may be activation buffers; dx must not overlap the other buffers.
+    void (*linear_bwd)(Backend* be, const LinearBlocks* blocks, const float* x, float* dx, float beta, int M, int K);
     void (*add)(Backend* be, float* y, const float* x, size_t n);       // y += x
     void (*scale)(Backend* be, float* y, float a, size_t n);            // y *= a
     void (*add_bias)(Backend* be, float* y, const float* b, int N, int C); // y (N, C) += b (C) per row
@@ -149,6 +172,12 @@ struct Backend {
     // increasing i. Synchronises.
     void (*sum_squares_blocks)(Backend* be, double* sums, const float* x, size_t n, size_t block);
 };
+
+// linear_bwd as 2n products through `matmul` (a backend's own): dx = dy[0] w[0] + beta dx, then
+// dx += dy[i] w[i] for i = 1..n-1, then dw[i] += dy[i]^T x in block order. Fatal on a block count
+// outside 1..LINEAR_MAX_BLOCKS or a block without rows.
+void linear_bwd_by_matmuls(Backend* be, MatmulFn matmul, const LinearBlocks* blocks, const float* x, float* dx,
+                           float beta, int M, int K);
 
 // ----------------------------------------------------------------------------
 // the backends

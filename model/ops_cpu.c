@@ -241,6 +241,10 @@ static void cpu_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int 
     else cpu_matmul_sgemm(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+static void cpu_linear_bwd(Backend* be, const LinearBlocks* b, const float* x, float* dx, float beta, int M, int K) {
+    linear_bwd_by_matmuls(be, cpu_matmul, b, x, dx, beta, M, K);
+}
+
 static void cpu_add(Backend* be, float* y, const float* x, size_t n) {
 #pragma omp parallel for simd num_threads(be->threads) if(n >= CPU_PAR_MIN) schedule(static)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
@@ -732,6 +736,7 @@ Backend* backend_cpu_create(int threads) {
         .copy = cpu_memcpy,
         .synchronize = cpu_synchronize,
         .matmul = cpu_matmul,
+        .linear_bwd = cpu_linear_bwd,
         .add = cpu_add,
         .scale = cpu_scale,
         .add_bias = cpu_add_bias,

@@ -15,6 +15,8 @@
     X(download, (Backend * be, void* dst, const void* src, size_t bytes), (be, dst, src, bytes))                   \
     X(memset0, (Backend * be, void* dst, size_t bytes), (be, dst, bytes))                                          \
     X(copy, (Backend * be, void* dst, const void* src, size_t bytes), (be, dst, src, bytes))                       \
+    X(linear_bwd, (Backend * be, const LinearBlocks* blk, const float* x, float* dx, float beta, int M, int K),     \
+      (be, blk, x, dx, beta, M, K))                                                                                \
     X(add, (Backend * be, float* y, const float* x, size_t n), (be, y, x, n))                                      \
     X(scale, (Backend * be, float* y, float a, size_t n), (be, y, a, n))                                           \
     X(add_bias, (Backend * be, float* y, const float* b, int N, int C), (be, y, b, N, C))                          \

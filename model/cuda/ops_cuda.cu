@@ -345,6 +345,12 @@ static void cuda_synchronize(Backend* be) { cudaCheck(cudaStreamSynchronize(cuda
 // row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T: cuBLAS gets B first,
 // with each operand's transpose flag as the caller gave it.
 
+__global__ void add_kernel(float* y, const float* x, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        y[i] += x[i];
+    }
+}
+
 // C (M, N) *= beta, row stride ldc (the K = 0 product, which cuBLAS may reject)
 template <typename T> __global__ void scale_rows_kernel(T* C, int M, int N, int ldc, float beta) {
     const size_t n = (size_t)M * N;
@@ -403,6 +409,17 @@ void cuda_to_bf16(Backend* be, __nv_bfloat16* dst, const __nv_bfloat16* src, int
 // that share operands (x W_q, x W_k, x W_v share x; the backward's dY W and X^T dY share dY), and
 // each run's sources stay unchanged until another op.
 #define CUDA_BF16_COPY_MIN 128 // rows and columns of C from which fp32 operands are copied
+
+// the row-major C (M, N) = alpha op(A) op(B) + beta C on packed bf16 operands (leading dimensions
+// in elements), C fp32 or bf16
+static void gemm_bf16(CudaImpl* c, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                      const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta, void* C,
+                      int c_bf16, int ldc) {
+    cublasCheck(cublasGemmEx(c->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N,
+                             M, K, &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C,
+                             c_bf16 ? CUDA_R_16BF : CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 static void cuda_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A,
                         int lda, const float* B, int ldb, float beta, float* C, int ldc) {
     CudaImpl* c = cuda_impl(be);
@@ -426,22 +443,91 @@ static void cuda_matmul(Backend* be, int trans_a, int trans_b, int M, int N, int
         const int b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
         const __nv_bfloat16* a16 = va.bf16 ? (const __nv_bfloat16*)va.p : operand_bf16(be, A, a_rows, a_cols, lda);
         const __nv_bfloat16* b16 = vb.bf16 ? (const __nv_bfloat16*)vb.p : operand_bf16(be, B, b_rows, b_cols, ldb);
-        cublasCheck(cublasGemmEx(c->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                 trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, b16, CUDA_R_16BF,
-                                 vb.bf16 ? ldb : b_cols, a16, CUDA_R_16BF, va.bf16 ? lda : a_cols, &beta, vc.p,
-                                 vc.bf16 ? CUDA_R_16BF : CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        gemm_bf16(c, trans_a, trans_b, M, N, K, alpha, a16, va.bf16 ? lda : a_cols, b16, vb.bf16 ? ldb : b_cols, beta,
+                  vc.p, vc.bf16, ldc);
     }
     if (!vc.bf16) operands_forget_block(c, C, M, N, ldc); // an activation buffer is never a copy's source
 }
 
 // ----------------------------------------------------------------------------
-// elementwise
+// linear_bwd (ops.h): in the bf16 mode, with every dy[i] an activation buffer, two products over
+// the stacked blocks instead of 2n. The model's q, k, v projections are the case: their backward
+// was 3 products of depth 768 into dx (gpt2-124m) and 3 weight gradients of 768 x 768 over 16,384
+// rows, whose 36 output tiles (128 x 128) leave most of an H200's 132 SMs idle; stacked, dx is one
+// product of depth 2,304 and the weight gradient one of 2,304 x 768. The price is a copy of the
+// dy blocks side by side (2 bytes per element, written and read once) and of the weights' kept
+// bf16 copies (the forward's) one after another.
 
-__global__ void add_kernel(float* y, const float* x, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        y[i] += x[i];
+typedef struct {
+    const __nv_bfloat16* p[LINEAR_MAX_BLOCKS]; // (M, cols[i]) packed
+    int cols[LINEAR_MAX_BLOCKS];
+} StackCols;
+
+// dst (M, P) = [src 0 | src 1 | ...], VEC elements per step (4: 8-byte moves, when every block's
+// columns are a multiple of 4 and every row 8-byte aligned)
+template <int VEC> __global__ void stack_cols_kernel(__nv_bfloat16* dst, StackCols s, int M, int P) {
+    const size_t per = (size_t)P / VEC, step = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)M * per; i += step) {
+        const size_t r = i / per, col = i % per * VEC;
+        int b = 0, c = (int)col;
+        while (c >= s.cols[b]) c -= s.cols[b++];
+        const __nv_bfloat16* src = s.p[b] + r * s.cols[b] + c;
+        __nv_bfloat16* d = dst + r * P + col;
+        if constexpr (VEC == 4) *(uint2*)d = *(const uint2*)src;
+        else *d = *src;
     }
 }
+
+static void cuda_linear_bwd(Backend* be, const LinearBlocks* b, const float* x, float* dx, float beta, int M, int K) {
+    CudaImpl* c = cuda_impl(be);
+    CudaView vdy[LINEAR_MAX_BLOCKS];
+    int stacked = c->bf16 && b->n > 1 && M > 0 && K > 0 && b->n <= LINEAR_MAX_BLOCKS;
+    for (int i = 0; stacked && i < b->n; i++) {
+        vdy[i] = cuda_view(be, b->dy[i]);
+        stacked = vdy[i].bf16 && b->rows[i] > 0;
+    }
+    if (!stacked) return linear_bwd_by_matmuls(be, cuda_matmul, b, x, dx, beta, M, K);
+    c->operand_clock++;
+    int P = 0, vec4 = 1;
+    StackCols s;
+    const __nv_bfloat16* w16[LINEAR_MAX_BLOCKS];
+    for (int i = 0; i < b->n; i++) {
+        s.p[i] = (const __nv_bfloat16*)vdy[i].p;
+        s.cols[i] = b->rows[i];
+        vec4 = vec4 && b->rows[i] % 4 == 0 && (uintptr_t)s.p[i] % 8 == 0;
+        P += b->rows[i];
+        w16[i] = operand_bf16(be, b->w[i], b->rows[i], K, K); // the forward's kept copies
+    }
+    const CudaView vx = cuda_view(be, x), vdx = cuda_view(be, dx);
+    const __nv_bfloat16* x16 = vx.bf16 ? (const __nv_bfloat16*)vx.p : operand_bf16(be, x, M, K, K);
+    // scratch after the operand copies: a check of a kept copy (the emulated build) uses it too
+    const size_t dy_bytes = cuda_cdiv((size_t)M * P * sizeof(__nv_bfloat16), 256) * 256;
+    const size_t w_bytes = cuda_cdiv((size_t)P * K * sizeof(__nv_bfloat16), 256) * 256;
+    char* scratch = (char*)cuda_scratch(be, dy_bytes + w_bytes + (size_t)P * K * sizeof(float));
+    __nv_bfloat16* dy16 = (__nv_bfloat16*)scratch;
+    __nv_bfloat16* wst = (__nv_bfloat16*)(scratch + dy_bytes);
+    float* dw = (float*)(scratch + dy_bytes + w_bytes);
+    const size_t items = (size_t)M * (vec4 ? P / 4 : P);
+    if (vec4) stack_cols_kernel<4><<<cuda_grid(items, 256), 256, 0, c->stream>>>(dy16, s, M, P);
+    else stack_cols_kernel<1><<<cuda_grid(items, 256), 256, 0, c->stream>>>(dy16, s, M, P);
+    cudaCheckLaunch();
+    for (int i = 0, r = 0; i < b->n; r += b->rows[i++]) {
+        cudaCheck(cudaMemcpyAsync(wst + (size_t)r * K, w16[i], (size_t)b->rows[i] * K * sizeof(__nv_bfloat16),
+                                  cudaMemcpyDeviceToDevice, c->stream));
+    }
+    gemm_bf16(c, 0, 0, M, K, P, 1.0f, dy16, P, wst, K, beta, vdx.p, vdx.bf16, K);
+    gemm_bf16(c, 1, 0, P, K, M, 1.0f, dy16, P, x16, K, 0.0f, dw, 0, K);
+    for (int i = 0, r = 0; i < b->n; r += b->rows[i++]) {
+        operands_forget_alloc(c, b->dw[i]);
+        add_kernel<<<cuda_grid((size_t)b->rows[i] * K, 256), 256, 0, c->stream>>>(b->dw[i], dw + (size_t)r * K,
+                                                                                  (size_t)b->rows[i] * K);
+        cudaCheckLaunch();
+    }
+    if (!vdx.bf16) operands_forget_block(c, dx, M, K, K);
+}
+
+// ----------------------------------------------------------------------------
+// elementwise
 
 __global__ void scale_kernel(float* y, float a, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -493,7 +579,7 @@ static void cuda_adamw(Backend* be, float* p, const float* g, float* m, float* v
 static constexpr bool str_eq(const char* a, const char* b) { return *a == *b && (!*a || str_eq(a + 1, b + 1)); }
 // the arguments of an op that may be activation buffers, as a bit mask of their positions in the
 // op's parameter list (be is 1): every pointer of the memory ops and the transformer blocks that
-// take them, only dz of the losses (dlogits), none elsewhere
+// take them, x and dx of linear_bwd, only dz of the losses (dlogits), none elsewhere
 static constexpr unsigned act_args(const char* op) {
     constexpr const char* all[] = {"upload",     "download",   "memset0",       "copy",          "add_bias",
                                    "bias_bwd",   "rope_fwd",   "rope_bwd",      "rmsnorm_fwd",   "rmsnorm_bwd",
@@ -501,6 +587,7 @@ static constexpr unsigned act_args(const char* op) {
     for (const char* o : all) {
         if (str_eq(o, op)) return ~0u;
     }
+    if (str_eq(op, "linear_bwd")) return 1u << 3 | 1u << 4; // x, dx (the dy blocks are checked by the op)
     if (str_eq(op, "cross_entropy")) return 1u << 8;
     if (str_eq(op, "kl_full")) return 1u << 9;
     if (str_eq(op, "kl_topk")) return 1u << 12;

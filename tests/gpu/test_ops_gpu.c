@@ -51,6 +51,7 @@ void test_objective_rows(void** state);
 void test_activation_memory(void** state);
 void test_activation_ops(void** state);
 void test_activation_matmul(void** state);
+void test_activation_linear_bwd(void** state);
 void test_activation_attention(void** state);
 
 // ----------------------------------------------------------------------------
@@ -736,6 +737,7 @@ int main(void) {
         cmocka_unit_test(test_losses),          cmocka_unit_test(test_objective_rows),
         cmocka_unit_test(test_sample_rows),     cmocka_unit_test(test_activation_memory),
         cmocka_unit_test(test_activation_ops),  cmocka_unit_test(test_activation_matmul),
+        cmocka_unit_test(test_activation_linear_bwd),
         cmocka_unit_test(test_activation_attention),
         cmocka_unit_test(test_adamw), cmocka_unit_test(test_fixed_point),
     };

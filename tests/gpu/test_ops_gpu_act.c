@@ -8,8 +8,9 @@
 // ops converting both ways and at element offsets, RMSNorm with an fp32 input and an activation
 // output (the model's norms) and all activations (QK-norm), matmuls with any operand or C an
 // activation buffer (beta 0 and 1, transposes, a product small enough for the f32 mode's mixed
-// path), masking, attention on the tensor cores (packed and strided inputs) and on the fp32 kernels
-// (head size 16, decoding, odd strides) through fp32 copies. The losses' dz as an activation
+// path), linear_bwd stacked and by blocks, masking, attention on the tensor cores (packed and
+// strided inputs) and on the fp32 kernels (head size 16, decoding, odd strides) through fp32
+// copies. The losses' dz as an activation
 // buffer (the model's dlogits) is in test_ops_gpu_vocab.c.
 #include <math.h>
 #include <setjmp.h>
@@ -30,6 +31,7 @@ void test_activation_memory(void** state);
 void test_activation_ops(void** state);
 void test_activation_matmul(void** state);
 void test_activation_attention(void** state);
+void test_activation_linear_bwd(void** state);
 
 // ----------------------------------------------------------------------------
 // memory ops
@@ -183,6 +185,61 @@ void test_activation_matmul(void** state) {
     for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
         snprintf(label, sizeof label, "act matmul M=%d N=%d K=%d", shapes[i].M, shapes[i].N, shapes[i].K);
         gpu_check(label, case_act_matmul, &shapes[i], 230 + i, TOL_MATMUL);
+    }
+    gpu_done();
+}
+
+// ----------------------------------------------------------------------------
+// linear_bwd: the q, k, v projections' backward, stacked in the bf16 mode when the dy blocks are
+// activation buffers (rows a multiple of 4: 8-byte moves; odd rows: one element at a time), by
+// blocks when one is fp32. dw accumulates onto random values, dx with beta 0 (over junk) and 1.
+// A product reading dw[0] before and after checks that the op forgets dw's kept copies (the
+// emulated build fails on a stale one).
+
+typedef struct {
+    int n, rows[LINEAR_MAX_BLOCKS], M, K;
+    int f32_dy; // block 1's dy in fp32: the by-blocks path
+} ActLinear;
+
+static void case_act_linear_bwd(GpuCtx* c, const void* arg) {
+    const ActLinear* a = arg;
+    Backend* be = c->be;
+    const int M = a->M, K = a->K;
+    LinearBlocks b = {.n = a->n};
+    for (int i = 0; i < a->n; i++) {
+        const size_t nw = (size_t)a->rows[i] * K, ny = (size_t)M * a->rows[i];
+        b.rows[i] = a->rows[i];
+        b.w[i] = gpu_randn(c, nw, 0.1);
+        b.dw[i] = gpu_randn(c, nw, 1.0);
+        b.dy[i] = a->f32_dy && i == 1 ? gpu_randn(c, ny, 1.0) : gpu_act_randn(c, ny, 1.0);
+    }
+    float* x = gpu_act_randn(c, (size_t)M * K, 1.0);
+    float* dx = gpu_junk(c, (size_t)M * K);
+    float* probe = gpu_junk(c, (size_t)M * a->rows[0]);
+    be->matmul(be, 0, 1, M, a->rows[0], K, 1.0f, x, K, b.dw[0], K, 0.0f, probe, a->rows[0]); // keeps dw[0]'s copy
+    be->linear_bwd(be, &b, x, dx, 0.0f, M, K);
+    gpu_out(c, "dx = dy W", dx, (size_t)M * K, 0);
+    for (int i = 0; i < a->n; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "dw[%d] += dy[%d]^T x", i, i);
+        gpu_out(c, name, b.dw[i], (size_t)a->rows[i] * K, 0);
+    }
+    be->matmul(be, 0, 1, M, a->rows[0], K, 1.0f, x, K, b.dw[0], K, 0.0f, probe, a->rows[0]);
+    gpu_out(c, "x dw[0]^T after", probe, (size_t)M * a->rows[0], 0);
+    be->linear_bwd(be, &b, x, dx, 1.0f, M, K);
+    gpu_out(c, "dx += dy W", dx, (size_t)M * K, 0);
+}
+
+void test_activation_linear_bwd(void** state) {
+    (void)state;
+    const ActLinear cases[] = {{3, {128, 64, 64}, 256, 128, 0}, // GQA's q, k, v
+                               {3, {5, 7, 3}, 37, 24, 0},
+                               {2, {64, 32, 0}, 96, 64, 1}};
+    char label[96];
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        snprintf(label, sizeof label, "act linear_bwd %d blocks M=%d K=%d%s", cases[i].n, cases[i].M, cases[i].K,
+                 cases[i].f32_dy ? " (an fp32 dy)" : "");
+        gpu_check(label, case_act_linear_bwd, &cases[i], 260 + i, TOL_MATMUL);
     }
     gpu_done();
 }

@@ -1,6 +1,7 @@
 // CPU backend ops and small pieces the model builds on: the RNG (known xoshiro256** values),
 // matmul in every transpose with the thread split and each small-product path (sgemv, the
-// AVX-512 or AVX2 dot kernel, the AVX-512 or AVX2 register tiles) against a double loop,
+// AVX-512 or AVX2 dot kernel, the AVX-512 or AVX2 register tiles) against a double loop, the
+// backward of a layer stacked from blocks (linear_bwd) against a double loop,
 // attention with separate query and key lengths (the decoding hook, blocked and direct loops) and
 // its log-sum-exp, RoPE, embedding backward with repeated tokens, the sum of squares, and the
 // learning-rate schedule.
@@ -164,6 +165,75 @@ static void test_matmul(void** state) {
             check_matmul(be, ta, tb, 32, 130, 64);
         }
     }
+    backend_destroy(be);
+}
+
+// ----------------------------------------------------------------------------
+// linear_bwd: dx = sum_i dy[i] w[i] + beta dx and dw[i] += dy[i]^T x against a double loop, with
+// the tolerance of check_matmul_path (error / sqrt(depth) < 1e-5), blocks of uneven rows
+
+static void check_linear_bwd(Backend* be, int n, const int* rows, int M, int K, float beta) {
+    Rng r;
+    rng_seed(&r, (uint64_t)(n * 100 + M * 10 + K));
+    LinearBlocks b = {.n = n};
+    float *w[LINEAR_MAX_BLOCKS], *dw[LINEAR_MAX_BLOCKS], *dy[LINEAR_MAX_BLOCKS];
+    int P = 0;
+    for (int i = 0; i < n; i++) {
+        b.rows[i] = rows[i];
+        P += rows[i];
+        w[i] = randn(&r, (size_t)rows[i] * K, 1.0);
+        dw[i] = randn(&r, (size_t)rows[i] * K, 1.0);
+        dy[i] = randn(&r, (size_t)M * rows[i], 1.0);
+        b.w[i] = to_backend(be, w[i], (size_t)rows[i] * K * sizeof(float));
+        b.dw[i] = to_backend(be, dw[i], (size_t)rows[i] * K * sizeof(float));
+        b.dy[i] = to_backend(be, dy[i], (size_t)M * rows[i] * sizeof(float));
+    }
+    float* x = randn(&r, (size_t)M * K, 1.0);
+    float* dx = randn(&r, (size_t)M * K, 1.0);
+    float* bx = to_backend(be, x, (size_t)M * K * sizeof(float));
+    float* bdx = to_backend(be, dx, (size_t)M * K * sizeof(float));
+    be->linear_bwd(be, &b, bx, bdx, beta, M, K);
+
+    float* got = malloc((size_t)M * K * sizeof(float));
+    be->download(be, got, bdx, (size_t)M * K * sizeof(float));
+    double err = 0.0;
+    for (int m = 0; m < M; m++) {
+        for (int k = 0; k < K; k++) {
+            double s = beta * dx[(size_t)m * K + k];
+            for (int i = 0; i < n; i++) {
+                for (int j = 0; j < rows[i]; j++) s += (double)dy[i][(size_t)m * rows[i] + j] * w[i][(size_t)j * K + k];
+            }
+            err = fmax(err, fabs(got[(size_t)m * K + k] - s) / sqrt((double)P));
+        }
+    }
+    assert_true(err < 1e-5);
+    for (int i = 0; i < n; i++) {
+        float* g = malloc((size_t)rows[i] * K * sizeof(float));
+        be->download(be, g, b.dw[i], (size_t)rows[i] * K * sizeof(float));
+        double e = 0.0;
+        for (int j = 0; j < rows[i]; j++) {
+            for (int k = 0; k < K; k++) {
+                double s = dw[i][(size_t)j * K + k];
+                for (int m = 0; m < M; m++) s += (double)dy[i][(size_t)m * rows[i] + j] * x[(size_t)m * K + k];
+                e = fmax(e, fabs(g[(size_t)j * K + k] - s) / sqrt((double)M));
+            }
+        }
+        assert_true(e < 1e-5);
+        free(g), free(w[i]), free(dw[i]), free(dy[i]);
+        be->free(be, (void*)b.w[i]), be->free(be, b.dw[i]), be->free(be, (void*)b.dy[i]);
+    }
+    free(got), free(x), free(dx);
+    be->free(be, bx), be->free(be, bdx);
+}
+
+static void test_linear_bwd(void** state) {
+    (void)state;
+    Backend* be = backend_cpu_create(2);
+    const int qkv[3] = {48, 16, 16}, odd[3] = {5, 7, 3};
+    check_linear_bwd(be, 3, qkv, 67, 32, 0.0f); // the model's q, k, v (GQA), beta 0
+    check_linear_bwd(be, 3, odd, 37, 29, 0.7f);
+    check_linear_bwd(be, 2, odd, 4, 11, 1.0f);
+    check_linear_bwd(be, 1, odd, 9, 6, 0.0f);
     backend_destroy(be);
 }
 
@@ -577,6 +647,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rng),           cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_matmul_paths),   cmocka_unit_test(test_matmul_tiles),
+        cmocka_unit_test(test_linear_bwd),
         cmocka_unit_test(test_attention_lengths), cmocka_unit_test(test_attention_decode),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_embedding_bwd), cmocka_unit_test(test_sum_squares),
