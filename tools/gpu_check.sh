@@ -4,7 +4,8 @@
 # prints the GPUs, runs the GPU tests (test_ops_gpu, test_model_gpu with the reference data of
 # tests/data, test_model_bf16, test_decode_gpu), the training benchmark (small and gpt2-124m, f32 and bf16 matmuls,
 # MFU beside cuBLAS's bf16 peak, the bf16 step's per-op profile), the decoding benchmark (batch 1
-# and 64), the distillation trainer's benchmark, a CPU-versus-GPU `ingrain score`, the quickstart's bootstrap on
+# and 64), Nsight Compute on the attention, loss and stacking kernels (where ncu exists), the
+# distillation trainer's benchmark, a CPU-versus-GPU `ingrain score`, the quickstart's bootstrap on
 # the GPU and the whole job (`ingrain run`) on the CPU and the GPU (f32 and bf16). Every step has its own time
 # limit and a failing step does not stop the next; the whole log goes to $OUT/gpu_check.log (OUT
 # defaults to /tmp/gpu_check). Exits 1 if any step failed.
@@ -85,6 +86,28 @@ if [ -x "$bin/base_bench_model" ]; then
   export bin kit
   export -f bench_ab
   step "bench model gpt2-124m bf16, base vs this build" 150 bash -c bench_ab
+fi
+# Nsight Compute on the kernels the remaining tuning is about (attention forward and backward,
+# the cross-entropy row, the q/k/v stacking), where that machine has ncu: the speed-of-light,
+# occupancy, launch, warp-state, scheduler and memory sections of 2 launches of each at gpt2-124m
+# batch 4 x 1024, as CSV in $out/ncu_<kernel>.csv, and the headline metrics in the log
+ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+if [ -n "$ncu_bin" ]; then
+  ncu_kernels() {
+    local k
+    for k in attn_mma_fwd_kernel attn_mma_bwd_kernel cross_entropy_kernel stack_cols_kernel; do
+      "$ncu_bin" --kernel-name "regex:$k" --launch-skip 2 --launch-count 2 --section SpeedOfLight \
+        --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
+        --section MemoryWorkloadAnalysis --csv --page details "$bin/ingrain_bench_model" --device cuda --bf16 \
+        --config gpt2-124m --batch 4 --seq 1024 --steps 1 --warmup 1 > "$out/ncu_$k.csv" || return 1
+      python3 "$src/tools/ncu_summary.py" "$out/ncu_$k.csv" || return 1
+    done
+  }
+  export ncu_bin bin out src
+  export -f ncu_kernels
+  step "ncu kernels (attention, loss, stacking)" 150 bash -c ncu_kernels
+else
+  echo "gpu_check: no ncu on this machine; the kernel profile step is left out"
 fi
 for cfg in small gpt2-124m; do
   step "bench decode $cfg" 60 "$bin/ingrain_bench_decode" --device cuda --config "$cfg" --batch 1,64 \
