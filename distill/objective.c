@@ -209,12 +209,12 @@ static void row_metrics(DistillObjective* o, const float* logits, const DistillB
     loss_entropy(be, logits, o->d_mask, N, V, o->d_entropy, o->d_argmax);
     if (teacher) {
         loss_entropy(be, teacher, o->d_mask, N, V, NULL, o->d_t_argmax); // the teacher's argmax
-        loss_kl_full(be, logits, teacher, o->d_mask, N, V, 0, o->d_kl_fwd, NULL);
-        loss_kl_full(be, logits, teacher, o->d_mask, N, V, 1, o->d_kl_rev, NULL);
+        loss_kl_full(be, logits, teacher, o->d_mask, N, V, 0, o->d_kl_fwd, NULL, LOSS_DZ_SET);
+        loss_kl_full(be, logits, teacher, o->d_mask, N, V, 1, o->d_kl_rev, NULL, LOSS_DZ_SET);
         be->download(be, o->t_argmax, o->d_t_argmax, i);
     } else if (K) {
-        loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_mask, N, V, K, 0, o->d_kl_fwd, NULL);
-        loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_mask, N, V, K, 1, o->d_kl_rev, NULL);
+        loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_mask, N, V, K, 0, o->d_kl_fwd, NULL, LOSS_DZ_SET);
+        loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_mask, N, V, K, 1, o->d_kl_rev, NULL, LOSS_DZ_SET);
     }
     be->download(be, o->entropy, o->d_entropy, sizeof(double) * (size_t)N);
     be->download(be, o->argmax, o->d_argmax, i);
@@ -271,15 +271,17 @@ void distill_objective_run(DistillObjective* o, const float* logits, const Disti
 
     switch (loss) {
     case DISTILL_LOSS_FORWARD_KL:
-        st->loss += teacher ? loss_kl_full(be, logits, teacher, o->d_w, N, V, 0, NULL, dz)
-                            : loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 0, NULL, dz);
+        st->loss += teacher ? loss_kl_full(be, logits, teacher, o->d_w, N, V, 0, NULL, dz, LOSS_DZ_SET)
+                            : loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 0, NULL, dz,
+                                           LOSS_DZ_SET);
         break;
     case DISTILL_LOSS_SFT:
-        st->loss += loss_cross_entropy(be, logits, o->d_tgt, o->d_w, N, V, NULL, dz);
+        st->loss += loss_cross_entropy(be, logits, o->d_tgt, o->d_w, N, V, NULL, dz, LOSS_DZ_SET);
         break;
     case DISTILL_LOSS_REVERSE_KL:
-        st->loss += teacher ? loss_kl_full(be, logits, teacher, o->d_w, N, V, 1, NULL, dz)
-                            : loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 1, NULL, dz);
+        st->loss += teacher ? loss_kl_full(be, logits, teacher, o->d_w, N, V, 1, NULL, dz, LOSS_DZ_SET)
+                            : loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 1, NULL, dz,
+                                           LOSS_DZ_SET);
         break;
     case DISTILL_LOSS_REVERSE_KL_SAMPLED:
         // the teacher's log-prob of the target: from its full row, else the record's exact one,
@@ -288,18 +290,18 @@ void distill_objective_run(DistillObjective* o, const float* logits, const Disti
             be->pick(be, o->d_aux, teacher, o->d_tgt, N, V);
         else
             loss_sampled_lp(be, o->d_aux, logits, o->d_tgt, o->d_ids, o->d_lp, o->d_tail, o->d_mask, N, V, K);
-        st->loss += loss_kl_sampled(be, logits, o->d_tgt, o->d_aux, o->d_old, o->d_w, N, V, NULL, dz);
+        st->loss += loss_kl_sampled(be, logits, o->d_tgt, o->d_aux, o->d_old, o->d_w, N, V, NULL, dz, LOSS_DZ_SET);
         break;
     case DISTILL_LOSS_JSD:
         // the surrogate replaces the teacher's rows in place; the reverse block's value is the KL to
         // the surrogate, not the JSD: report the JSD
         if (teacher) {
             st->loss += loss_jsd_full(be, logits, teacher, o->d_w, N, V, o->beta, teacher);
-            loss_kl_full(be, logits, teacher, o->d_w, N, V, 1, NULL, dz);
+            loss_kl_full(be, logits, teacher, o->d_w, N, V, 1, NULL, dz, LOSS_DZ_SET);
         } else {
             st->loss += loss_jsd_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, o->beta, o->d_lp,
                                       o->d_tail);
-            loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 1, NULL, dz);
+            loss_kl_topk(be, logits, o->d_ids, o->d_lp, o->d_tail, o->d_w, N, V, K, 1, NULL, dz, LOSS_DZ_SET);
         }
         break;
     }

@@ -417,7 +417,7 @@ static int step_gradients(DistillTrainer* t, const DistillPlan* p, int s, const 
                           double* max_abs) {
     Model* m = t->model;
     Backend* be = t->be;
-    const int first = p->step_micro[s], M = p->step_micro[s + 1] - first, V = model_config(m)->vocab_size;
+    const int first = p->step_micro[s], M = p->step_micro[s + 1] - first;
     const int fixed = t->opt.reduce == DISTILL_REDUCE_FIXED;
     const float weight = 1.0f / (float)p->step_loss_tokens[s];
     int bad = 0;
@@ -438,7 +438,6 @@ static int step_gradients(DistillTrainer* t, const DistillPlan* p, int s, const 
         if (fixed) model_zero_grad(m);
         model_forward(m, t->batch.tokens, t->batch.lengths, B, T, NULL);
         float* dz = model_dlogits(m);
-        be->memset0(be, dz, sizeof(float) * (size_t)B * T * V);
         DistillStats st = {0};
         distill_objective_run(t->obj, model_logits(m), &t->batch, t->teacher ? t->d_teacher : NULL, dz, &st);
         model_backward(m, dz);

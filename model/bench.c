@@ -100,8 +100,7 @@ static void train_step(Model* m, AdamW* opt, const int* tokens, const int* targe
     const int N = B * T, V = model_config(m)->vocab_size;
     double t0 = timer_now();
     model_forward(m, tokens, NULL, B, T, NULL);
-    be->memset0(be, model_dlogits(m), (size_t)N * V * sizeof(float));
-    loss_cross_entropy(be, model_logits(m), targets, w, N, V, NULL, model_dlogits(m));
+    loss_cross_entropy(be, model_logits(m), targets, w, N, V, NULL, model_dlogits(m), LOSS_DZ_SET);
     double t1 = timer_now();
     model_zero_grad(m);
     model_backward(m, model_dlogits(m));

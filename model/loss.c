@@ -24,28 +24,28 @@ void loss_log_softmax(Backend* be, float* y, const float* z, int N, int V) {
 }
 
 double loss_cross_entropy(Backend* be, const float* z, const int* targets, const float* w, int N, int V,
-                          float* losses, float* dz) {
+                          float* losses, float* dz, LossDzMode mode) {
     check_shape("loss_cross_entropy", N, V);
-    return be->cross_entropy(be, z, targets, w, N, V, losses, dz);
+    return be->cross_entropy(be, z, targets, w, N, V, losses, dz, mode);
 }
 
 double loss_kl_full(Backend* be, const float* z, const float* teacher_lp, const float* w, int N, int V, int reverse,
-                    float* losses, float* dz) {
+                    float* losses, float* dz, LossDzMode mode) {
     check_shape("loss_kl_full", N, V);
-    return be->kl_full(be, z, teacher_lp, w, N, V, reverse != 0, losses, dz);
+    return be->kl_full(be, z, teacher_lp, w, N, V, reverse != 0, losses, dz, mode);
 }
 
 double loss_kl_topk(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* teacher_tail,
-                    const float* w, int N, int V, int K, int reverse, float* losses, float* dz) {
+                    const float* w, int N, int V, int K, int reverse, float* losses, float* dz, LossDzMode mode) {
     check_shape("loss_kl_topk", N, V);
     if (K <= 0 || K > V) fatal("loss_kl_topk: K=%d must be in [1, V=%d]", K, V);
-    return be->kl_topk(be, z, ids, teacher_lp, teacher_tail, w, N, V, K, reverse != 0, losses, dz);
+    return be->kl_topk(be, z, ids, teacher_lp, teacher_tail, w, N, V, K, reverse != 0, losses, dz, mode);
 }
 
 double loss_kl_sampled(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
-                       const float* w, int N, int V, float* losses, float* dz) {
+                       const float* w, int N, int V, float* losses, float* dz, LossDzMode mode) {
     check_shape("loss_kl_sampled", N, V);
-    return be->kl_sampled(be, z, ids, teacher_lp, old_lp, w, N, V, losses, dz);
+    return be->kl_sampled(be, z, ids, teacher_lp, old_lp, w, N, V, losses, dz, mode);
 }
 
 void loss_entropy(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax) {

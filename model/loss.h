@@ -1,8 +1,9 @@
 // Loss building blocks over the vocabulary: log-softmax, cross-entropy, and the three
 // distillation losses of the method (full-vocabulary KL in both directions, top-k KL with a
 // tail bucket, the sampled-token estimator). The trainer composes them: each block takes
-// per-token weights w (N), adds w * dloss/dz into dz (N, V) and returns sum_n w[n] * loss[n],
-// so a mixed loss is two calls on the same dz. Rows with w == 0 are skipped (loss 0, dz untouched).
+// per-token weights w (N), writes (LOSS_DZ_SET) or adds (LOSS_DZ_ADD) w * dloss/dz into dz (N, V)
+// and returns sum_n w[n] * loss[n], so a mixed loss is a SET call and ADD calls on the same dz.
+// Rows with w == 0 are skipped (loss 0; dz 0 with SET, untouched with ADD).
 //
 // Notation per token (row) n: z = student logits (V), q = softmax(z), lq = log q.
 // Teacher inputs are log-probabilities lp (normalised by the caller).
@@ -53,16 +54,16 @@
 void loss_softmax(Backend* be, float* y, const float* z, int N, int V);
 void loss_log_softmax(Backend* be, float* y, const float* z, int N, int V);
 double loss_cross_entropy(Backend* be, const float* z, const int* targets, const float* w, int N, int V,
-                          float* losses, float* dz);
+                          float* losses, float* dz, LossDzMode mode);
 // reverse = 0: KL(p_teacher || q_student) (off-policy); reverse = 1: KL(q_student || p_teacher)
 double loss_kl_full(Backend* be, const float* z, const float* teacher_lp, const float* w, int N, int V, int reverse,
-                    float* losses, float* dz);
+                    float* losses, float* dz, LossDzMode mode);
 // ids, teacher_lp (N, K); teacher_tail (N) probability mass outside the ids
 double loss_kl_topk(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* teacher_tail,
-                    const float* w, int N, int V, int K, int reverse, float* losses, float* dz);
+                    const float* w, int N, int V, int K, int reverse, float* losses, float* dz, LossDzMode mode);
 // ids, teacher_lp (N); old_lp (N) or NULL
 double loss_kl_sampled(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
-                       const float* w, int N, int V, float* losses, float* dz);
+                       const float* w, int N, int V, float* losses, float* dz, LossDzMode mode);
 
 // entropy (N, double; or NULL: the argmax alone) and argmax (N) of each row of z with w != 0
 // (skipped rows: 0 and -1)

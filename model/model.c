@@ -15,7 +15,7 @@
 // state
 
 // The matmuls' and attention's inputs and outputs are activation buffers (alloc_act: bf16 in the
-// CUDA backend's bf16 mode), dlogits too (the loss blocks add into it, the LM head's backward
+// CUDA backend's bf16 mode), dlogits too (the loss blocks write it, the LM head's backward
 // products read it); the residual stream, its gradient, the norm statistics and the logits stay
 // fp32.
 typedef struct {
@@ -501,8 +501,7 @@ float model_train_step_ce(Model* m, AdamW* opt, const int* tokens, const int* ta
     }
     be->upload(be, m->targets, tgt, (size_t)N * sizeof(int));
     be->upload(be, m->weights, m->host_w, (size_t)N * sizeof(float));
-    be->memset0(be, m->s.dlogits, (size_t)N * V * sizeof(float));
-    double loss = loss_cross_entropy(be, m->a.logits, m->targets, m->weights, N, V, NULL, m->s.dlogits);
+    double loss = loss_cross_entropy(be, m->a.logits, m->targets, m->weights, N, V, NULL, m->s.dlogits, LOSS_DZ_SET);
     model_zero_grad(m);
     model_backward(m, m->s.dlogits);
     float norm = adamw_step(opt, m->params, m->grads);

@@ -38,6 +38,12 @@ typedef struct {
     const float* dy[LINEAR_MAX_BLOCKS];
 } LinearBlocks;
 
+// How a loss block writes dz: LOSS_DZ_ADD adds w * dloss/dz to it (a mixed loss is two calls on
+// the same dz); LOSS_DZ_SET writes w * dloss/dz over every row, 0 on the rows it skips, so the
+// caller zeroes nothing first and the block reads no old values (the single loss of a training
+// step: one pass less over an (N, V) buffer and half the traffic of the block's own).
+typedef enum { LOSS_DZ_SET = 0, LOSS_DZ_ADD = 1 } LossDzMode;
+
 typedef void (*MatmulFn)(Backend* be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A,
                          int lda, const float* B, int ldb, float beta, float* C, int ldc);
 
@@ -117,19 +123,20 @@ struct Backend {
 
     // ------------------------------------------------------------------------
     // vocabulary-wide blocks (the math is documented in loss.h; rows with weight 0 are skipped,
-    // their losses entry is 0 and their dz untouched). losses (N) = per-token loss or NULL;
-    // dz (N, V) += w * dloss/dz or NULL. Each returns sum_n w[n] * loss[n] and synchronises.
+    // their losses entry is 0, their dz untouched with LOSS_DZ_ADD and 0 with LOSS_DZ_SET).
+    // losses (N) = per-token loss or NULL; dz (N, V) += (ADD) or = (SET) w * dloss/dz, or NULL.
+    // Each returns sum_n w[n] * loss[n] and synchronises.
     // softmax, log-softmax: y (N, V) of the rows of z; y may be z (in place)
     void (*softmax)(Backend* be, float* y, const float* z, int N, int V);
     void (*log_softmax)(Backend* be, float* y, const float* z, int N, int V);
     double (*cross_entropy)(Backend* be, const float* z, const int* targets, const float* w, int N, int V,
-                            float* losses, float* dz);
+                            float* losses, float* dz, LossDzMode mode);
     double (*kl_full)(Backend* be, const float* z, const float* teacher_lp, const float* w, int N, int V,
-                      int reverse, float* losses, float* dz);
+                      int reverse, float* losses, float* dz, LossDzMode mode);
     double (*kl_topk)(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* teacher_tail,
-                      const float* w, int N, int V, int K, int reverse, float* losses, float* dz);
+                      const float* w, int N, int V, int K, int reverse, float* losses, float* dz, LossDzMode mode);
     double (*kl_sampled)(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
-                         const float* w, int N, int V, float* losses, float* dz);
+                         const float* w, int N, int V, float* losses, float* dz, LossDzMode mode);
     // the distillation objective's per-row pieces (loss.h; rows with w == 0 skipped). entropy (N
     // doubles, or NULL for the argmax alone), argmax (N); jsd_* return sum_n w[n] jsd[n] summed in
     // row order and synchronise; their surrogate outputs may alias lp and tail.

@@ -492,6 +492,7 @@ typedef struct {
     int V, K, reverse;
     float* losses;
     float* dz;
+    LossDzMode mode;
 } RowLossArgs;
 
 static double cpu_row_losses(Backend* be, const RowLossArgs* a, int N) {
@@ -506,6 +507,7 @@ static double cpu_row_losses(Backend* be, const RowLossArgs* a, int N) {
         for (size_t n = lo; n < hi; n++) {
             const float* zn = a->z + n * a->V;
             float* dzn = a->dz ? a->dz + n * a->V : NULL;
+            if (dzn && a->mode == LOSS_DZ_SET) memset(dzn, 0, sizeof(float) * (size_t)a->V);
             float w = a->w[n], l = 0.0f;
             int skip = w == 0.0f || (a->kind == ROW_CE && a->ids[n] < 0);
             if (!skip) {
@@ -533,30 +535,30 @@ static double cpu_row_losses(Backend* be, const RowLossArgs* a, int N) {
 }
 
 static double cpu_cross_entropy(Backend* be, const float* z, const int* targets, const float* w, int N, int V,
-                                float* losses, float* dz) {
-    RowLossArgs a = {.kind = ROW_CE, .z = z, .ids = targets, .w = w, .V = V, .losses = losses, .dz = dz};
+                                float* losses, float* dz, LossDzMode mode) {
+    RowLossArgs a = {.kind = ROW_CE, .z = z, .ids = targets, .w = w, .V = V, .losses = losses, .dz = dz, .mode = mode};
     return cpu_row_losses(be, &a, N);
 }
 
 static double cpu_kl_full(Backend* be, const float* z, const float* teacher_lp, const float* w, int N, int V,
-                          int reverse, float* losses, float* dz) {
+                          int reverse, float* losses, float* dz, LossDzMode mode) {
     RowLossArgs a = {.kind = ROW_KL_FULL, .z = z, .lp = teacher_lp, .w = w, .V = V, .reverse = reverse,
-                     .losses = losses, .dz = dz};
+                     .losses = losses, .dz = dz, .mode = mode};
     return cpu_row_losses(be, &a, N);
 }
 
 static double cpu_kl_topk(Backend* be, const float* z, const int* ids, const float* teacher_lp,
                           const float* teacher_tail, const float* w, int N, int V, int K, int reverse, float* losses,
-                          float* dz) {
+                          float* dz, LossDzMode mode) {
     RowLossArgs a = {.kind = ROW_KL_TOPK, .z = z, .ids = ids, .lp = teacher_lp, .aux = teacher_tail, .w = w,
-                     .V = V, .K = K, .reverse = reverse, .losses = losses, .dz = dz};
+                     .V = V, .K = K, .reverse = reverse, .losses = losses, .dz = dz, .mode = mode};
     return cpu_row_losses(be, &a, N);
 }
 
 static double cpu_kl_sampled(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
-                             const float* w, int N, int V, float* losses, float* dz) {
+                             const float* w, int N, int V, float* losses, float* dz, LossDzMode mode) {
     RowLossArgs a = {.kind = ROW_KL_SAMPLED, .z = z, .ids = ids, .lp = teacher_lp, .aux = old_lp, .w = w, .V = V,
-                     .losses = losses, .dz = dz};
+                     .losses = losses, .dz = dz, .mode = mode};
     return cpu_row_losses(be, &a, N);
 }
 

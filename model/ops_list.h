@@ -72,20 +72,21 @@
 #define BACKEND_DOUBLE_OPS(R)                                                                                      \
     R(sum_squares, (Backend * be, const float* x, size_t n), (be, x, n))                                           \
     R(cross_entropy,                                                                                               \
-      (Backend * be, const float* z, const int* t, const float* w, int N, int V, float* losses, float* dz),        \
-      (be, z, t, w, N, V, losses, dz))                                                                             \
+      (Backend * be, const float* z, const int* t, const float* w, int N, int V, float* losses, float* dz,         \
+       LossDzMode mode),                                                                                           \
+      (be, z, t, w, N, V, losses, dz, mode))                                                                       \
     R(kl_full,                                                                                                     \
       (Backend * be, const float* z, const float* tlp, const float* w, int N, int V, int rev, float* losses,       \
-       float* dz),                                                                                                 \
-      (be, z, tlp, w, N, V, rev, losses, dz))                                                                      \
+       float* dz, LossDzMode mode),                                                                                \
+      (be, z, tlp, w, N, V, rev, losses, dz, mode))                                                                \
     R(kl_topk,                                                                                                     \
       (Backend * be, const float* z, const int* ids, const float* tlp, const float* tail, const float* w, int N,   \
-       int V, int K, int rev, float* losses, float* dz),                                                           \
-      (be, z, ids, tlp, tail, w, N, V, K, rev, losses, dz))                                                        \
+       int V, int K, int rev, float* losses, float* dz, LossDzMode mode),                                          \
+      (be, z, ids, tlp, tail, w, N, V, K, rev, losses, dz, mode))                                                  \
     R(kl_sampled,                                                                                                  \
       (Backend * be, const float* z, const int* ids, const float* tlp, const float* olp, const float* w, int N,    \
-       int V, float* losses, float* dz),                                                                           \
-      (be, z, ids, tlp, olp, w, N, V, losses, dz))                                                                \
+       int V, float* losses, float* dz, LossDzMode mode),                                                          \
+      (be, z, ids, tlp, olp, w, N, V, losses, dz, mode))                                                           \
     R(jsd_topk,                                                                                                    \
       (Backend * be, const float* z, const int* ids, const float* lp, const float* tail, const float* w, int N,    \
        int V, int K, double beta, float* lp_s, float* tail_s),                                                     \

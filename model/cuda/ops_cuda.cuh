@@ -178,13 +178,13 @@ void cuda_embedding_bwd(Backend* be, float* dtable, const float* dy, const int* 
 void cuda_softmax(Backend* be, float* y, const float* z, int N, int V);
 void cuda_log_softmax(Backend* be, float* y, const float* z, int N, int V);
 double cuda_cross_entropy(Backend* be, const float* z, const int* targets, const float* w, int N, int V,
-                          float* losses, float* dz);
+                          float* losses, float* dz, LossDzMode mode);
 double cuda_kl_full(Backend* be, const float* z, const float* teacher_lp, const float* w, int N, int V, int reverse,
-                    float* losses, float* dz);
+                    float* losses, float* dz, LossDzMode mode);
 double cuda_kl_topk(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* teacher_tail,
-                    const float* w, int N, int V, int K, int reverse, float* losses, float* dz);
+                    const float* w, int N, int V, int K, int reverse, float* losses, float* dz, LossDzMode mode);
 double cuda_kl_sampled(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
-                       const float* w, int N, int V, float* losses, float* dz);
+                       const float* w, int N, int V, float* losses, float* dz, LossDzMode mode);
 void cuda_entropy(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax);
 double cuda_jsd_topk(Backend* be, const float* z, const int* ids, const float* lp, const float* tail, const float* w,
                      int N, int V, int K, double beta, float* lp_s, float* tail_s);

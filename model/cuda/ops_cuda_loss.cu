@@ -7,7 +7,9 @@
 // goes to a scratch array and the total is summed in a fixed order (cuda_sum_doubles): results
 // are bit-identical between runs. Expressions follow loss.c term by term, including where they
 // round to float and where they stay in double. The losses' dz may be an activation buffer
-// (bf16 storage: dlogits in the bf16 mode), which each update reads, adds to and rounds back.
+// (bf16 storage: dlogits in the bf16 mode), which each update reads, adds to and rounds back
+// (LOSS_DZ_ADD) or writes without reading (LOSS_DZ_SET: the old value counts as 0, and a row the
+// block skips is zeroed).
 #include <limits.h>
 
 #include "model/cuda/ops_cuda.cuh"
@@ -41,8 +43,8 @@ __device__ __forceinline__ void row_result(int n, float w, float l, float* losse
 // Passes over a row of logits z and a second row x of V floats or a row dz (fp32 or bf16; a bf16
 // store rounds the result once), besides reduce.cuh's row_each: each thread its own elements in
 // increasing order, 4 elements per load where the rows allow (rows_vec4), else one. row_each2
-// calls f(z[v], x[v]); row_update sets dz[v] = f(v, dz[v], z[v]), row_update2
-// dz[v] = f(dz[v], z[v], x[v]).
+// calls f(z[v], x[v]); row_update sets dz[v] = f(v, d, z[v]), row_update2 dz[v] = f(d, z[v], x[v]),
+// with d = dz[v] when `add`, else 0 (dz not read); row_zero sets dz[v] = 0.
 template <typename F> __device__ __forceinline__ void row_each2(const float* z, const float* x, int V, F f) {
     if (rows_vec4(z, V) && rows_vec4(x, V)) {
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
@@ -57,38 +59,64 @@ template <typename F> __device__ __forceinline__ void row_each2(const float* z, 
     }
 }
 
-template <typename TD, typename F> __device__ __forceinline__ void row_update(TD* dz, const float* z, int V, F f) {
+// dz's chunk j, or 0 without a read
+template <typename TD> __device__ __forceinline__ Chunk<TD, 4> dz_chunk(const TD* dz, int j, int add) {
+    Chunk<TD, 4> d;
+    if (add) d.load(dz, j);
+    else d.v[0] = d.v[1] = d.v[2] = d.v[3] = 0.0f;
+    return d;
+}
+
+template <typename TD, typename F>
+__device__ __forceinline__ void row_update(TD* dz, const float* z, int V, int add, F f) {
     if (rows_vec4(z, V) && rows_vec4(dz, V)) {
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
             Chunk<float, 4> zc;
-            Chunk<TD, 4> d;
             zc.load(z, j);
-            d.load(dz, j);
+            Chunk<TD, 4> d = dz_chunk(dz, j, add);
 #pragma unroll
             for (int e = 0; e < 4; e++) d.v[e] = f(4 * j + e, d.v[e], zc.v[e]);
             d.store(dz, j);
         }
     } else {
-        for (int v = threadIdx.x; v < V; v += blockDim.x) store_f(dz + v, f(v, load_f(dz + v), z[v]));
+        for (int v = threadIdx.x; v < V; v += blockDim.x) store_f(dz + v, f(v, add ? load_f(dz + v) : 0.0f, z[v]));
     }
 }
 
 template <typename TD, typename F>
-__device__ __forceinline__ void row_update2(TD* dz, const float* z, const float* x, int V, F f) {
+__device__ __forceinline__ void row_update2(TD* dz, const float* z, const float* x, int V, int add, F f) {
     if (rows_vec4(z, V) && rows_vec4(x, V) && rows_vec4(dz, V)) {
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
             Chunk<float, 4> zc, xc;
-            Chunk<TD, 4> d;
             zc.load(z, j);
             xc.load(x, j);
-            d.load(dz, j);
+            Chunk<TD, 4> d = dz_chunk(dz, j, add);
 #pragma unroll
             for (int e = 0; e < 4; e++) d.v[e] = f(d.v[e], zc.v[e], xc.v[e]);
             d.store(dz, j);
         }
     } else {
-        for (int v = threadIdx.x; v < V; v += blockDim.x) store_f(dz + v, f(load_f(dz + v), z[v], x[v]));
+        for (int v = threadIdx.x; v < V; v += blockDim.x) {
+            store_f(dz + v, f(add ? load_f(dz + v) : 0.0f, z[v], x[v]));
+        }
     }
+}
+
+template <typename TD> __device__ __forceinline__ void row_zero(TD* dz, int V) {
+    if (rows_vec4(dz, V)) {
+        for (int j = threadIdx.x; j < V / 4; j += blockDim.x) dz_chunk(dz, j, 0).store(dz, j);
+    } else {
+        for (int v = threadIdx.x; v < V; v += blockDim.x) store_f(dz + v, 0.0f);
+    }
+}
+
+// a row the block skips: its results, and 0 over its dz with LOSS_DZ_SET. Not inlined: inlined at
+// kl_topk's two exits it spilled 44 bytes (ptxas sm_90); called, no kernel spills.
+template <typename TD>
+__device__ __noinline__ void row_skip(int n, float w, float l, float* losses, double* rowval, TD* dz, int V,
+                                      int add) {
+    row_result(n, w, l, losses, rowval);
+    if (dz && !add) row_zero(dz + (size_t)n * V, V);
 }
 
 // scratch for N row values and the partial sums; returns the row values
@@ -131,29 +159,23 @@ void cuda_log_softmax(Backend* be, float* y, const float* z, int N, int V) {
 
 // ----------------------------------------------------------------------------
 // cross-entropy: loss = lse - z[y]; dz += w (q - onehot(y)). A target outside [0, V) (the CPU
-// backend stops the job there) gives a NaN loss and leaves dz alone.
+// backend stops the job there) gives a NaN loss and leaves dz alone (zeroes it: LOSS_DZ_SET).
 
 template <typename TD>
 __global__ void __launch_bounds__(LOSS_THREADS) cross_entropy_kernel(const float* z, const int* targets,
                                                                      const float* w, int V, float* losses, TD* dz,
-                                                                     double* rowval) {
+                                                                     int add, double* rowval) {
     __shared__ float shf[32];
     __shared__ double shd[32];
     const int n = blockIdx.x, y = targets[n];
     const float wn = w[n];
-    if (wn == 0.0f || y < 0) {
-        row_result(n, 0.0f, 0.0f, losses, rowval);
-        return;
-    }
-    if (y >= V) {
-        row_result(n, wn, NAN, losses, rowval);
-        return;
-    }
+    if (wn == 0.0f || y < 0) return row_skip(n, 0.0f, 0.0f, losses, rowval, dz, V, add);
+    if (y >= V) return row_skip(n, wn, NAN, losses, rowval, dz, V, add);
     const float* zn = z + (size_t)n * V;
     const double lse = row_logsumexp(zn, V, shf, shd);
     if (dz) {
         const float lsef = (float)lse;
-        row_update(dz + (size_t)n * V, zn, V, [&](int v, float d, float zv) {
+        row_update(dz + (size_t)n * V, zn, V, add, [&](int v, float d, float zv) {
             d += wn * expf(zv - lsef);
             return v == y ? d - wn : d;
         });
@@ -162,13 +184,14 @@ __global__ void __launch_bounds__(LOSS_THREADS) cross_entropy_kernel(const float
 }
 
 double cuda_cross_entropy(Backend* be, const float* z, const int* targets, const float* w, int N, int V,
-                          float* losses, float* dz) {
+                          float* losses, float* dz, LossDzMode mode) {
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
     const CudaView d = cuda_view(be, dz);
     cuda_dispatch(d.bf16, [&](auto tag) {
         typedef CUDA_TAG_T(tag) TD;
-        cross_entropy_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, targets, w, V, losses, (TD*)d.p, rowval);
+        cross_entropy_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, targets, w, V, losses, (TD*)d.p,
+                                                                      mode == LOSS_DZ_ADD, rowval);
     });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
@@ -179,16 +202,13 @@ double cuda_cross_entropy(Backend* be, const float* z, const int* targets, const
 
 template <typename TD>
 __global__ void __launch_bounds__(LOSS_THREADS) kl_full_kernel(const float* z, const float* lp, const float* w, int V,
-                                                               int reverse, float* losses, TD* dz,
+                                                               int reverse, float* losses, TD* dz, int add,
                                                                double* rowval) {
     __shared__ float shf[32];
     __shared__ double shd[32];
     const int n = blockIdx.x;
     const float wn = w[n];
-    if (wn == 0.0f) {
-        row_result(n, 0.0f, 0.0f, losses, rowval);
-        return;
-    }
+    if (wn == 0.0f) return row_skip(n, 0.0f, 0.0f, losses, rowval, dz, V, add);
     const float* zn = z + (size_t)n * V;
     const float* lpn = lp + (size_t)n * V;
     const double lse = row_logsumexp(zn, V, shf, shd);
@@ -204,7 +224,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_full_kernel(const float* z, c
         psum = block_sum_d(psum, shd);
         if (dz) {
             const float lsef = (float)lse, psumf = (float)psum;
-            row_update2(dz + (size_t)n * V, zn, lpn, V,
+            row_update2(dz + (size_t)n * V, zn, lpn, V, add,
                         [&](float d, float zv, float lv) { return d + wn * (expf(zv - lsef) * psumf - expf(lv)); });
         }
     } else {
@@ -216,7 +236,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_full_kernel(const float* z, c
         });
         kl = block_sum_d(klt, shd);
         if (dz) {
-            row_update2(dz + (size_t)n * V, zn, lpn, V, [&](float d, float zv, float lv) {
+            row_update2(dz + (size_t)n * V, zn, lpn, V, add, [&](float d, float zv, float lv) {
                 const double lq = zv - lse;
                 return d + wn * expf((float)lq) * (float)(lq - fmax((double)lv, lp_floor) - kl);
             });
@@ -226,13 +246,14 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_full_kernel(const float* z, c
 }
 
 double cuda_kl_full(Backend* be, const float* z, const float* teacher_lp, const float* w, int N, int V, int reverse,
-                    float* losses, float* dz) {
+                    float* losses, float* dz, LossDzMode mode) {
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
     const CudaView d = cuda_view(be, dz);
     cuda_dispatch(d.bf16, [&](auto tag) {
         typedef CUDA_TAG_T(tag) TD;
-        kl_full_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, teacher_lp, w, V, reverse, losses, (TD*)d.p, rowval);
+        kl_full_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, teacher_lp, w, V, reverse, losses, (TD*)d.p,
+                                                                 mode == LOSS_DZ_ADD, rowval);
     });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
@@ -240,7 +261,8 @@ double cuda_kl_full(Backend* be, const float* z, const float* teacher_lp, const 
 
 // ----------------------------------------------------------------------------
 // top-k KL with a tail bucket. An id outside [0, V) or a tail mass < 0 or NaN (the CPU backend
-// stops the job there) gives a NaN loss and leaves dz alone; repeated ids are not detected.
+// stops the job there) gives a NaN loss and leaves dz alone (zeroes it: LOSS_DZ_SET); repeated ids
+// are not detected.
 
 // The parts of a top-k row's K + 1 buckets that need the whole row (loss.c's buckets), shared by
 // the top-k KL, the JSD and the sampled log-prob: the student's max m, Z, log Z and tail, the
@@ -283,25 +305,19 @@ __device__ RowBuckets row_buckets(const float* zn, const int* idn, const float* 
 template <typename TD>
 __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, const int* ids, const float* lp,
                                                                const float* tail_mass, const float* w, int V, int K,
-                                                               int reverse, float* losses, TD* dz,
+                                                               int reverse, float* losses, TD* dz, int add,
                                                                double* rowval) {
     __shared__ float shf[32];
     __shared__ double shd[32];
     __shared__ float saved[LOSS_TOPK_MAX]; // dz of the top-k ids before this row's update
     const int n = blockIdx.x;
     const float wn = w[n], tail = tail_mass[n];
-    if (wn == 0.0f) {
-        row_result(n, 0.0f, 0.0f, losses, rowval);
-        return;
-    }
+    if (wn == 0.0f) return row_skip(n, 0.0f, 0.0f, losses, rowval, dz, V, add);
     const int* idn = ids + (size_t)n * K;
     const float* lpn = lp + (size_t)n * K;
     const float* zn = z + (size_t)n * V;
     const RowBuckets r = row_buckets(zn, idn, lpn, tail, V, K, shf, shd);
-    if (r.bad) {
-        row_result(n, wn, NAN, losses, rowval);
-        return;
-    }
+    if (r.bad) return row_skip(n, wn, NAN, losses, rowval, dz, V, add);
     const double log_floor = log(LOSS_PROB_FLOOR);
     const float m = r.m;
     const double Z = r.Z, Zt = r.Zt, logZ = r.logZ, Qt = r.Qt, lQt = r.lQt, logS = r.logS, Pt = r.Pt, lPt = r.lPt;
@@ -318,10 +334,10 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
         if (dz) {
             // every id as if in the tail, then the top-k ids overwritten from their saved values
             TD* dzn = dz + (size_t)n * V;
-            for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = load_f(dzn + idn[i]);
+            for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = add ? load_f(dzn + idn[i]) : 0.0f;
             __syncthreads();
             const float inv_Z = (float)(1.0 / Z), tail_scale = Zt > 0.0 ? (float)(Pt / Zt) : 0.0f;
-            row_update(dzn, zn, V,
+            row_update(dzn, zn, V, add,
                        [&](int, float d, float zv) { return d + wn * expf(zv - m) * (inv_Z - tail_scale); });
             __syncthreads();
             for (int i = threadIdx.x; i < K; i += blockDim.x) {
@@ -339,10 +355,10 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
         const double kl = block_sum_d(klt, shd) + Qt * gt;
         if (dz) {
             TD* dzn = dz + (size_t)n * V;
-            for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = load_f(dzn + idn[i]);
+            for (int i = threadIdx.x; i < K; i += blockDim.x) saved[i] = add ? load_f(dzn + idn[i]) : 0.0f;
             __syncthreads();
             const float c = (float)(gt - kl), shift = (float)(m + logZ);
-            row_update(dzn, zn, V, [&](int, float d, float zv) { return d + wn * expf(zv - shift) * c; });
+            row_update(dzn, zn, V, add, [&](int, float d, float zv) { return d + wn * expf(zv - shift) * c; });
             __syncthreads();
             for (int i = threadIdx.x; i < K; i += blockDim.x) {
                 const int id = idn[i];
@@ -356,7 +372,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
 }
 
 double cuda_kl_topk(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* teacher_tail,
-                    const float* w, int N, int V, int K, int reverse, float* losses, float* dz) {
+                    const float* w, int N, int V, int K, int reverse, float* losses, float* dz, LossDzMode mode) {
     if (K > LOSS_TOPK_MAX) fatal("kl_topk: K = %d exceeds LOSS_TOPK_MAX = %d", K, LOSS_TOPK_MAX);
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
@@ -364,7 +380,7 @@ double cuda_kl_topk(Backend* be, const float* z, const int* ids, const float* te
     cuda_dispatch(d.bf16, [&](auto tag) {
         typedef CUDA_TAG_T(tag) TD;
         kl_topk_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, ids, teacher_lp, teacher_tail, w, V, K, reverse,
-                                                                 losses, (TD*)d.p, rowval);
+                                                                 losses, (TD*)d.p, mode == LOSS_DZ_ADD, rowval);
     });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
@@ -372,24 +388,18 @@ double cuda_kl_topk(Backend* be, const float* z, const int* ids, const float* te
 
 // ----------------------------------------------------------------------------
 // sampled-token estimator: c = rho (lq[y] - lp_t), dz += w c (onehot(y) - q). An id outside
-// [0, V) gives a NaN loss and leaves dz alone.
+// [0, V) gives a NaN loss and leaves dz alone (zeroes it: LOSS_DZ_SET).
 
 template <typename TD>
 __global__ void __launch_bounds__(LOSS_THREADS) kl_sampled_kernel(const float* z, const int* ids, const float* lp,
                                                                   const float* old_lp, const float* w, int V,
-                                                                  float* losses, TD* dz, double* rowval) {
+                                                                  float* losses, TD* dz, int add, double* rowval) {
     __shared__ float shf[32];
     __shared__ double shd[32];
     const int n = blockIdx.x, y = ids[n];
     const float wn = w[n];
-    if (wn == 0.0f) {
-        row_result(n, 0.0f, 0.0f, losses, rowval);
-        return;
-    }
-    if (y < 0 || y >= V) {
-        row_result(n, wn, NAN, losses, rowval);
-        return;
-    }
+    if (wn == 0.0f) return row_skip(n, 0.0f, 0.0f, losses, rowval, dz, V, add);
+    if (y < 0 || y >= V) return row_skip(n, wn, NAN, losses, rowval, dz, V, add);
     const float* zn = z + (size_t)n * V;
     const double lse = row_logsumexp(zn, V, shf, shd);
     const double lq = zn[y] - lse;
@@ -397,7 +407,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_sampled_kernel(const float* z
     const double c = rho * (lq - (double)lp[n]);
     if (dz) {
         const float wc = wn * (float)c, lsef = (float)lse;
-        row_update(dz + (size_t)n * V, zn, V, [&](int v, float d, float zv) {
+        row_update(dz + (size_t)n * V, zn, V, add, [&](int v, float d, float zv) {
             d -= wc * expf(zv - lsef);
             return v == y ? d + wc : d;
         });
@@ -406,14 +416,14 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_sampled_kernel(const float* z
 }
 
 double cuda_kl_sampled(Backend* be, const float* z, const int* ids, const float* teacher_lp, const float* old_lp,
-                       const float* w, int N, int V, float* losses, float* dz) {
+                       const float* w, int N, int V, float* losses, float* dz, LossDzMode mode) {
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
     const CudaView d = cuda_view(be, dz);
     cuda_dispatch(d.bf16, [&](auto tag) {
         typedef CUDA_TAG_T(tag) TD;
         kl_sampled_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, ids, teacher_lp, old_lp, w, V, losses, (TD*)d.p,
-                                                                    rowval);
+                                                                    mode == LOSS_DZ_ADD, rowval);
     });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);

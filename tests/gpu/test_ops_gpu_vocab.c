@@ -101,20 +101,23 @@ static void case_loss(GpuCtx* c, const void* arg) {
     float* w = gpu_upload(c, hw, sizeof(float) * N);
     float* losses = gpu_junk(c, (size_t)N);
     float* dz = a->act_dz ? gpu_act_randn(c, (size_t)N * V, 1e-3) : gpu_randn(c, (size_t)N * V, 1e-3);
+    float* dzs = a->act_dz ? gpu_act_junk(c, (size_t)N * V) : gpu_junk(c, (size_t)N * V); // LOSS_DZ_SET's
     double ret = 0.0, ret_bare = 0.0; // with losses and dz, and with both NULL
     switch (a->kind) {
     case LOSS_CE: {
         int* t = gpu_upload(c, hid, sizeof(int) * N);
-        ret = be->cross_entropy(be, z, t, w, N, V, losses, dz);
-        ret_bare = be->cross_entropy(be, z, t, w, N, V, NULL, NULL);
+        ret = be->cross_entropy(be, z, t, w, N, V, losses, dz, LOSS_DZ_ADD);
+        ret_bare = be->cross_entropy(be, z, t, w, N, V, NULL, NULL, LOSS_DZ_ADD);
+        be->cross_entropy(be, z, t, w, N, V, NULL, dzs, LOSS_DZ_SET);
         break;
     }
     case LOSS_KL_FULL: {
         float* hlp = teacher_logprobs(c, N, V);
         float* lp = gpu_upload(c, hlp, sizeof(float) * N * V);
         free(hlp);
-        ret = be->kl_full(be, z, lp, w, N, V, a->reverse, losses, dz);
-        ret_bare = be->kl_full(be, z, lp, w, N, V, a->reverse, NULL, NULL);
+        ret = be->kl_full(be, z, lp, w, N, V, a->reverse, losses, dz, LOSS_DZ_ADD);
+        ret_bare = be->kl_full(be, z, lp, w, N, V, a->reverse, NULL, NULL, LOSS_DZ_ADD);
+        be->kl_full(be, z, lp, w, N, V, a->reverse, NULL, dzs, LOSS_DZ_SET);
         break;
     }
     case LOSS_KL_TOPK: {
@@ -125,8 +128,9 @@ static void case_loss(GpuCtx* c, const void* arg) {
         float* lp = gpu_upload(c, hlp, sizeof(float) * N * K);
         float* tail = gpu_upload(c, htail, sizeof(float) * N);
         free(hlp), free(htail);
-        ret = be->kl_topk(be, z, ids, lp, tail, w, N, V, K, a->reverse, losses, dz);
-        ret_bare = be->kl_topk(be, z, ids, lp, tail, w, N, V, K, a->reverse, NULL, NULL);
+        ret = be->kl_topk(be, z, ids, lp, tail, w, N, V, K, a->reverse, losses, dz, LOSS_DZ_ADD);
+        ret_bare = be->kl_topk(be, z, ids, lp, tail, w, N, V, K, a->reverse, NULL, NULL, LOSS_DZ_ADD);
+        be->kl_topk(be, z, ids, lp, tail, w, N, V, K, a->reverse, NULL, dzs, LOSS_DZ_SET);
         break;
     }
     case LOSS_KL_SAMPLED: {
@@ -140,13 +144,15 @@ static void case_loss(GpuCtx* c, const void* arg) {
         float* lp = gpu_upload(c, hlp, sizeof(float) * N);
         float* old = a->with_old ? gpu_upload(c, hold, sizeof(float) * N) : NULL;
         free(hlp), free(hold);
-        ret = be->kl_sampled(be, z, ids, lp, old, w, N, V, losses, dz);
-        ret_bare = be->kl_sampled(be, z, ids, lp, old, w, N, V, NULL, NULL);
+        ret = be->kl_sampled(be, z, ids, lp, old, w, N, V, losses, dz, LOSS_DZ_ADD);
+        ret_bare = be->kl_sampled(be, z, ids, lp, old, w, N, V, NULL, NULL, LOSS_DZ_ADD);
+        be->kl_sampled(be, z, ids, lp, old, w, N, V, NULL, dzs, LOSS_DZ_SET);
         break;
     }
     }
     gpu_out(c, "losses", losses, (size_t)N, 1);
     gpu_out(c, "dz", dz, (size_t)N * V, 0);
+    gpu_out(c, "dz (set)", dzs, (size_t)N * V, 1);
     gpu_out_scalar(c, "sum", ret);
     gpu_out_scalar(c, "sum_bare", ret_bare);
     free(hw), free(hid);

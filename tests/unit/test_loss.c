@@ -142,8 +142,10 @@ static void fx_free(Fx* f) {
 typedef double (*RowFn)(const Fx* f, int n, const double* z, const void* ctx);
 
 // Compare the block's value, per-token losses and dz with the double forward and its central
-// differences. dz starts at 1 everywhere, to check that blocks accumulate.
-static void check_block(Fx* f, double value, RowFn fn, const void* ctx, const char* what) {
+// differences. dz starts at 1 everywhere (reset_dz), to check that LOSS_DZ_ADD blocks accumulate
+// (skipped rows keep the 1) and LOSS_DZ_SET ones overwrite (skipped rows get 0).
+static void check_block(Fx* f, double value, RowFn fn, const void* ctx, const char* what, LossDzMode mode) {
+    const float base = mode == LOSS_DZ_ADD ? 1.0f : 0.0f;
     Backend* be = f->be;
     float dz[N * V], losses[N];
     be->download(be, dz, f->dz, sizeof dz);
@@ -155,7 +157,7 @@ static void check_block(Fx* f, double value, RowFn fn, const void* ctx, const ch
         double l = fn(f, n, z, ctx);
         if (f->w[n] == 0.0f) {
             assert_true(losses[n] == 0.0f);
-            for (int v = 0; v < V; v++) assert_true(dz[n * V + v] == 1.0f);
+            for (int v = 0; v < V; v++) assert_true(dz[n * V + v] == base);
             continue;
         }
         assert_true(fabs(losses[n] - l) <= 1e-5 * fmax(1.0, fabs(l)));
@@ -167,12 +169,12 @@ static void check_block(Fx* f, double value, RowFn fn, const void* ctx, const ch
             zp[v] += FD_STEP;
             zm[v] -= FD_STEP;
             double fd = f->w[n] * (fn(f, n, zp, ctx) - fn(f, n, zm, ctx)) / (2 * FD_STEP);
-            gerr = fmax(gerr, fabs((dz[n * V + v] - 1.0) - fd));
+            gerr = fmax(gerr, fabs((dz[n * V + v] - base) - fd));
             gscale = fmax(gscale, fabs(fd));
         }
     }
-    print_message("%-22s value %.7f (ref %.7f), grad max abs err %.2g (scale %.2g)\n", what, value, ref_value, gerr,
-                  gscale);
+    print_message("%-22s %s value %.7f (ref %.7f), grad max abs err %.2g (scale %.2g)\n", what,
+                  mode == LOSS_DZ_ADD ? "add" : "set", value, ref_value, gerr, gscale);
     assert_true(fabs(value - ref_value) <= 1e-5 * fmax(1.0, fabs(ref_value)));
     assert_true(gscale > 0.0);
     assert_true(gerr <= 2e-5 * gscale);
@@ -195,9 +197,11 @@ static double row_ce(const Fx* f, int n, const double* z, const void* ctx) {
 static void test_cross_entropy(void** state) {
     (void)state;
     Fx* f = fx_create(1);
-    reset_dz(f);
-    double v = loss_cross_entropy(f->be, f->bz, f->btgt, f->bw, N, V, f->losses, f->dz);
-    check_block(f, v, row_ce, NULL, "cross_entropy");
+    for (LossDzMode mode = LOSS_DZ_SET; mode <= LOSS_DZ_ADD; mode++) {
+        reset_dz(f);
+        double v = loss_cross_entropy(f->be, f->bz, f->btgt, f->bw, N, V, f->losses, f->dz, mode);
+        check_block(f, v, row_ce, NULL, "cross_entropy", mode);
+    }
     fx_free(f);
 }
 
@@ -211,9 +215,11 @@ static void test_kl_full(void** state) {
     (void)state;
     Fx* f = fx_create(2);
     for (int reverse = 0; reverse <= 1; reverse++) {
-        reset_dz(f);
-        double v = loss_kl_full(f->be, f->bz, f->blp, f->bw, N, V, reverse, f->losses, f->dz);
-        check_block(f, v, row_kl_full, &reverse, reverse ? "kl_full reverse" : "kl_full forward");
+        for (LossDzMode mode = LOSS_DZ_SET; mode <= LOSS_DZ_ADD; mode++) {
+            reset_dz(f);
+            double v = loss_kl_full(f->be, f->bz, f->blp, f->bw, N, V, reverse, f->losses, f->dz, mode);
+            check_block(f, v, row_kl_full, &reverse, reverse ? "kl_full reverse" : "kl_full forward", mode);
+        }
     }
     fx_free(f);
 }
@@ -228,9 +234,12 @@ static void test_kl_topk(void** state) {
     (void)state;
     Fx* f = fx_create(3);
     for (int reverse = 0; reverse <= 1; reverse++) {
-        reset_dz(f);
-        double v = loss_kl_topk(f->be, f->bz, f->bids, f->btlp, f->btail, f->bw, N, V, K, reverse, f->losses, f->dz);
-        check_block(f, v, row_kl_topk, &reverse, reverse ? "kl_topk reverse" : "kl_topk forward");
+        for (LossDzMode mode = LOSS_DZ_SET; mode <= LOSS_DZ_ADD; mode++) {
+            reset_dz(f);
+            double v = loss_kl_topk(f->be, f->bz, f->bids, f->btlp, f->btail, f->bw, N, V, K, reverse, f->losses,
+                                    f->dz, mode);
+            check_block(f, v, row_kl_topk, &reverse, reverse ? "kl_topk reverse" : "kl_topk forward", mode);
+        }
     }
     fx_free(f);
 }
@@ -255,11 +264,9 @@ static void test_kl_topk_all_ids_is_full(void** state) {
     be->upload(be, lp, hlp, sizeof hlp);
     for (int reverse = 0; reverse <= 1; reverse++) {
         float a[N * V], b[N * V];
-        be->memset0(be, f->dz, sizeof a);
-        double vt = loss_kl_topk(be, f->bz, ids, lp, tail, f->bw, N, V, V, reverse, NULL, f->dz);
+        double vt = loss_kl_topk(be, f->bz, ids, lp, tail, f->bw, N, V, V, reverse, NULL, f->dz, LOSS_DZ_SET);
         be->download(be, a, f->dz, sizeof a);
-        be->memset0(be, f->dz, sizeof b);
-        double vf = loss_kl_full(be, f->bz, f->blp, f->bw, N, V, reverse, NULL, f->dz);
+        double vf = loss_kl_full(be, f->bz, f->blp, f->bw, N, V, reverse, NULL, f->dz, LOSS_DZ_SET);
         be->download(be, b, f->dz, sizeof b);
         assert_true(fabs(vt - vf) <= 1e-5 * fmax(1.0, fabs(vf)));
         for (int i = 0; i < N * V; i++) assert_true(fabsf(a[i] - b[i]) <= 1e-6f);
@@ -306,12 +313,14 @@ static void test_kl_sampled(void** state) {
     be->upload(be, tlp, htlp, sizeof htlp);
     be->upload(be, f->bold, old, sizeof old);
     SampledCtx plain = {NULL}, ratio = {old};
-    reset_dz(f);
-    double v = loss_kl_sampled(be, f->bz, ids, tlp, NULL, f->bw, N, V, f->losses, f->dz);
-    check_block(f, v, row_kl_sampled, &plain, "kl_sampled");
-    reset_dz(f);
-    v = loss_kl_sampled(be, f->bz, ids, tlp, f->bold, f->bw, N, V, f->losses, f->dz);
-    check_block(f, v, row_kl_sampled, &ratio, "kl_sampled with ratio");
+    for (LossDzMode mode = LOSS_DZ_SET; mode <= LOSS_DZ_ADD; mode++) {
+        reset_dz(f);
+        double v = loss_kl_sampled(be, f->bz, ids, tlp, NULL, f->bw, N, V, f->losses, f->dz, mode);
+        check_block(f, v, row_kl_sampled, &plain, "kl_sampled", mode);
+        reset_dz(f);
+        v = loss_kl_sampled(be, f->bz, ids, tlp, f->bold, f->bw, N, V, f->losses, f->dz, mode);
+        check_block(f, v, row_kl_sampled, &ratio, "kl_sampled with ratio", mode);
+    }
     be->free(be, ids);
     be->free(be, tlp);
     fx_free(f);
@@ -341,14 +350,14 @@ static void test_kl_sampled_unbiased(void** state) {
     be->upload(be, blp, lpr, sizeof lpr);
     be->upload(be, bw, w, sizeof w);
     be->upload(be, bids, ids, sizeof ids);
-    double kl_est = loss_kl_sampled(be, bz, bids, blp, NULL, bw, V, V, NULL, dz);
+    double kl_est = loss_kl_sampled(be, bz, bids, blp, NULL, bw, V, V, NULL, dz, LOSS_DZ_SET);
     be->download(be, est, dz, sizeof est);
     // the full reverse KL of row 0 against the teacher's row 0
     float one = 1.0f;
     float* bone = be->alloc(be, sizeof one);
     float* dfull = be->alloc(be, sizeof full);
     be->upload(be, bone, &one, sizeof one);
-    double kl = loss_kl_full(be, f->bz, f->blp, bone, 1, V, 1, NULL, dfull);
+    double kl = loss_kl_full(be, f->bz, f->blp, bone, 1, V, 1, NULL, dfull, LOSS_DZ_SET);
     be->download(be, full, dfull, sizeof full);
     assert_true(fabs(kl_est - kl) <= 1e-5 * fmax(1.0, fabs(kl)));
     for (int v = 0; v < V; v++) {
