@@ -85,8 +85,9 @@ typedef struct DistillObjective DistillObjective;
 DistillObjective* distill_objective_create(Backend* be, DistillLoss loss, double jsd_beta, int V);
 void distill_objective_free(DistillObjective* o);
 // logits, dz: backend (B * T, V). Writes weight * dloss/dz over dz (every row: 0 where a token has
-// no weight; LOSS_DZ_SET, so the caller zeroes nothing) and adds the batch's sums into st. teacher: NULL (the records' top-k rows), or the teacher's full
-// log-probabilities, backend (B * T, V) at the rows' positions (distill_teacher_rows); jsd
-// overwrites those rows with its surrogate teacher.
+// no weight; LOSS_DZ_SET, so the caller zeroes nothing) and adds the batch's sums into st.
+// teacher: NULL (the records' top-k rows), or the teacher's full log-probabilities, backend
+// (B * T, V) at the rows' positions (distill_teacher_rows); jsd overwrites those rows with its
+// surrogate teacher.
 void distill_objective_run(DistillObjective* o, const float* logits, const DistillBatch* b, float* teacher, float* dz,
                            DistillStats* st);
