@@ -61,17 +61,13 @@ nvidia-smi -L
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 step "ingrain version" 20 "$bin/ingrain" version
 
+# most informative first, since a lease's time may run out: the op tests, the model in bf16 mode,
+# the step the MFU goal is about (with its profile, and beside the base kit's), its kernels under
+# Nsight Compute; then the rest
 step "test_ops_gpu" 180 "$bin/test_ops_gpu"
-step "test_model_gpu" 90 "$bin/test_model_gpu"
 step "test_model_bf16" 60 "$bin/test_model_bf16"
-step "test_decode_gpu" 90 "$bin/test_decode_gpu"
-
-for cfg in small gpt2-124m; do
-  step "bench model $cfg f32" 60 "$bin/ingrain_bench_model" --device cuda --config "$cfg" --batch 16 --seq 1024 \
-    --steps 8 --warmup 2
-  step "bench model $cfg bf16" 60 "$bin/ingrain_bench_model" --device cuda --bf16 --config "$cfg" --batch 16 \
-    --seq 1024 --steps 8 --warmup 2 --profile
-done
+step "bench model gpt2-124m bf16" 60 "$bin/ingrain_bench_model" --device cuda --bf16 --config gpt2-124m \
+  --batch 16 --seq 1024 --steps 8 --warmup 2 --profile
 # the kit's base binary (gpu_pack.sh's GPU_PACK_BASE) beside this build's, alternating, on the
 # step the MFU goal is about; the base's result lines are marked BASE_RESULT
 if [ -x "$bin/base_bench_model" ]; then
@@ -96,10 +92,10 @@ if [ -n "$ncu_bin" ]; then
   ncu_kernels() {
     local k
     for k in attn_mma_fwd_kernel attn_mma_bwd_kernel cross_entropy_kernel stack_cols_kernel; do
-      "$ncu_bin" --kernel-name "regex:$k" --launch-skip 2 --launch-count 2 --section SpeedOfLight \
+      "$ncu_bin" --kernel-name "regex:$k" --launch-skip 1 --launch-count 2 --section SpeedOfLight \
         --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
         --section MemoryWorkloadAnalysis --csv --page details "$bin/ingrain_bench_model" --device cuda --bf16 \
-        --config gpt2-124m --batch 4 --seq 1024 --steps 1 --warmup 1 > "$out/ncu_$k.csv" || return 1
+        --config gpt2-124m --batch 4 --seq 1024 --steps 2 --warmup 1 > "$out/ncu_$k.csv" || return 1
       python3 "$src/tools/ncu_summary.py" "$out/ncu_$k.csv" || return 1
     done
   }
@@ -109,6 +105,14 @@ if [ -n "$ncu_bin" ]; then
 else
   echo "gpu_check: no ncu on this machine; the kernel profile step is left out"
 fi
+step "test_model_gpu" 90 "$bin/test_model_gpu"
+step "test_decode_gpu" 90 "$bin/test_decode_gpu"
+step "bench model small bf16" 60 "$bin/ingrain_bench_model" --device cuda --bf16 --config small --batch 16 \
+  --seq 1024 --steps 8 --warmup 2 --profile
+for cfg in small gpt2-124m; do
+  step "bench model $cfg f32" 60 "$bin/ingrain_bench_model" --device cuda --config "$cfg" --batch 16 --seq 1024 \
+    --steps 8 --warmup 2
+done
 for cfg in small gpt2-124m; do
   step "bench decode $cfg" 60 "$bin/ingrain_bench_decode" --device cuda --config "$cfg" --batch 1,64 \
     --prompt 64 --new 128 --rounds 2
