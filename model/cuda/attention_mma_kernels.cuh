@@ -287,18 +287,17 @@ __global__ void __launch_bounds__(MMA_THREADS, MB) attn_mma_fwd_kernel(TO* out, 
                 uint32_t pa[MT][BK / 16][4];
 #pragma unroll
                 for (int m = 0; m < MT; m++) {
-                    // online softmax in log2 units; key 0 is visible to every row, so the max is
-                    // finite from tile 0 on
+                    // online softmax in log2 units (mrow is the scaled max): the max over the raw
+                    // scores, then 2^(s sl - mrow) in one FFMA and one MUFU.EX2 per score. Key 0 is
+                    // visible to every row, so the max is finite from tile 0 on
                     const bool edge = k0 + BK - 1 > wfirst[m]; // some key of the tile is masked for some row
                     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
                     for (int n = 0; n < NS; n++) {
 #pragma unroll
                         for (int e = 0; e < 4; e++) {
-                            float x = s[m][n][e] * sl;
-                            if (edge && k0 + 8 * n + 2 * t + (e & 1) > last[m][e >> 1]) x = -INFINITY;
-                            s[m][n][e] = x;
-                            mx[e >> 1] = fmaxf(mx[e >> 1], x);
+                            if (edge && k0 + 8 * n + 2 * t + (e & 1) > last[m][e >> 1]) s[m][n][e] = -INFINITY;
+                            mx[e >> 1] = fmaxf(mx[e >> 1], s[m][n][e]);
                         }
                     }
                     float alpha[2];
@@ -306,8 +305,8 @@ __global__ void __launch_bounds__(MMA_THREADS, MB) attn_mma_fwd_kernel(TO* out, 
                     for (int i = 0; i < 2; i++) {
                         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
                         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-                        const float m_new = fmaxf(mrow[m][i], mx[i]);
-                        alpha[i] = exp2f(mrow[m][i] - m_new);
+                        const float m_new = fmaxf(mrow[m][i], mx[i] * sl);
+                        alpha[i] = exp2_ftz(mrow[m][i] - m_new);
                         mrow[m][i] = m_new;
                         l[m][i] *= alpha[i];
                     }
@@ -315,7 +314,7 @@ __global__ void __launch_bounds__(MMA_THREADS, MB) attn_mma_fwd_kernel(TO* out, 
                     for (int n = 0; n < NS; n++) {
 #pragma unroll
                         for (int e = 0; e < 4; e++) {
-                            s[m][n][e] = exp2f(s[m][n][e] - mrow[m][e >> 1]);
+                            s[m][n][e] = exp2_ftz(fmaf(s[m][n][e], sl, -mrow[m][e >> 1]));
                             l[m][e >> 1] += s[m][n][e]; // this lane's columns; the row's 4 lanes are summed at the end
                         }
                     }
@@ -571,7 +570,7 @@ __global__ void __launch_bounds__(MMA_THREADS, MB)
                     for (int e = 0; e < 4; e++) {
                         const int qi = 8 * n + 2 * t + (e & 1), i = e >> 1;
                         const bool vis = qi < nq && key[i] < kl && (!edge || key[i] <= off + q0 + qi);
-                        const float pr = vis ? exp2f(s[n][e] * sl - lse_s[qi] * MMA_LOG2E) : 0.0f;
+                        const float pr = vis ? exp2_ftz(s[n][e] * sl - lse_s[qi] * MMA_LOG2E) : 0.0f;
                         s[n][e] = pr;
                         dp[n][e] = pr * (dp[n][e] - D_s[qi]);
                     }

@@ -55,6 +55,15 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// 2^x in one MUFU.EX2: ex2.approx with subnormal results flushed to 0. exp2f compiles to the
+// non-ftz ex2.approx, for which ptxas adds a range check and two scalings around MUFU.EX2. The
+// softmax's exponents are <= 0, and a probability below 2^-126 adds nothing to its fp32 sums.
+__device__ __forceinline__ float exp2_ftz(float x) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+}
+
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(const uint32_t*)&v;

@@ -26,6 +26,7 @@
 // 0xFF bytes (bf16 NaN).
 // The emulation's own check: the kernels that passed on H100/H200 pass here (test_attention_emu).
 #pragma once
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -123,6 +124,11 @@ inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) { return {{emu_b
 inline float __bfloat162float(__nv_bfloat16 b) { return emu_bf16_float(b.bits); }
 
 inline uint32_t pack_bf16(float lo, float hi) { return emu_bf16_bits(lo) | (uint32_t)emu_bf16_bits(hi) << 16; }
+// ex2.approx.ftz.f32: 2^x, a subnormal result flushed to 0 (the approximation's 2 ulp not modelled)
+inline float exp2_ftz(float x) {
+    const float r = exp2f(x);
+    return r < FLT_MIN ? 0.0f : r;
+}
 
 // ----------------------------------------------------------------------------
 // fibers: the block's threads, and their barriers
