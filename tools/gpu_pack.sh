@@ -5,7 +5,7 @@
 # libcublas, libnvidia-*, NCCL), which that machine has; and Open MPI's and PMIx's plugin
 # folders (with the libraries they load), so that `ingrain run` works there as a one-rank singleton
 # without an Open MPI installation (tools/gpu_check.sh). Writes .gpukit/kit.tar.xz in the
-# source tree (ignored by git via .git/info/exclude), for tools/gpu_check.sh to unpack there.
+# source tree (ignored by .gitignore; the device run carries it), for tools/gpu_check.sh to unpack there.
 #   usage: tools/gpu_pack.sh [BUILD_DIR]   (default: build-gputest, configured with
 #          cmake -S . -B build-gputest -G Ninja -DINGRAIN_CUDA=ON -DCMAKE_BUILD_TYPE=Release)
 #   GPU_PACK_BASE=DIR adds DIR's ingrain_bench_model (a CUDA build of another commit, e.g. a
