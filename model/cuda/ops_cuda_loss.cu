@@ -59,6 +59,19 @@ template <typename F> __device__ __forceinline__ void row_each2(const float* z, 
     }
 }
 
+// f(j) for the chunks j < n of a row, each thread its own (j = threadIdx.x mod blockDim.x), from
+// the row's end back to its start, a block-wide step at a time (coalesced as forward): the row's
+// first pass (row_max_sum) ended at the end, so its last chunks are the likeliest still in L2.
+// The rows in flight (4 blocks of 512 threads per SM, 201 KB per fp32 row at V = 50,304) hold
+// about twice an H100's or H200's 50 MB of L2, so a forward second pass finds little of its row
+// there. Each element's result is independent of the order.
+template <typename F> __device__ __forceinline__ void chunks_from_end(int n, F f) {
+    for (int j0 = (n - 1) / (int)blockDim.x * (int)blockDim.x; j0 >= 0; j0 -= (int)blockDim.x) {
+        const int j = j0 + (int)threadIdx.x;
+        if (j < n) f(j);
+    }
+}
+
 // dz's chunk j, or 0 without a read
 template <typename TD> __device__ __forceinline__ Chunk<TD, 4> dz_chunk(const TD* dz, int j, int add) {
     Chunk<TD, 4> d;
@@ -70,14 +83,14 @@ template <typename TD> __device__ __forceinline__ Chunk<TD, 4> dz_chunk(const TD
 template <typename TD, typename F>
 __device__ __forceinline__ void row_update(TD* dz, const float* z, int V, int add, F f) {
     if (rows_vec4(z, V) && rows_vec4(dz, V)) {
-        for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
+        chunks_from_end(V / 4, [&](int j) {
             Chunk<float, 4> zc;
             zc.load(z, j);
             Chunk<TD, 4> d = dz_chunk(dz, j, add);
 #pragma unroll
             for (int e = 0; e < 4; e++) d.v[e] = f(4 * j + e, d.v[e], zc.v[e]);
             d.store(dz, j);
-        }
+        });
     } else {
         for (int v = threadIdx.x; v < V; v += blockDim.x) store_f(dz + v, f(v, add ? load_f(dz + v) : 0.0f, z[v]));
     }
@@ -86,7 +99,7 @@ __device__ __forceinline__ void row_update(TD* dz, const float* z, int V, int ad
 template <typename TD, typename F>
 __device__ __forceinline__ void row_update2(TD* dz, const float* z, const float* x, int V, int add, F f) {
     if (rows_vec4(z, V) && rows_vec4(x, V) && rows_vec4(dz, V)) {
-        for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
+        chunks_from_end(V / 4, [&](int j) {
             Chunk<float, 4> zc, xc;
             zc.load(z, j);
             xc.load(x, j);
@@ -94,7 +107,7 @@ __device__ __forceinline__ void row_update2(TD* dz, const float* z, const float*
 #pragma unroll
             for (int e = 0; e < 4; e++) d.v[e] = f(d.v[e], zc.v[e], xc.v[e]);
             d.store(dz, j);
-        }
+        });
     } else {
         for (int v = threadIdx.x; v < V; v += blockDim.x) {
             store_f(dz + v, f(add ? load_f(dz + v) : 0.0f, z[v], x[v]));
