@@ -180,9 +180,10 @@ struct Backend {
     void (*sum_squares_blocks)(Backend* be, double* sums, const float* x, size_t n, size_t block);
 };
 
+// Fatal on a block count outside 1..LINEAR_MAX_BLOCKS, a block without rows or a bad input shape
+void linear_bwd_check(const LinearBlocks* blocks, int M, int K);
 // linear_bwd as 2n products through `matmul` (a backend's own): dx = dy[0] w[0] + beta dx, then
-// dx += dy[i] w[i] for i = 1..n-1, then dw[i] += dy[i]^T x in block order. Fatal on a block count
-// outside 1..LINEAR_MAX_BLOCKS or a block without rows.
+// dx += dy[i] w[i] for i = 1..n-1, then dw[i] += dy[i]^T x in block order (linear_bwd_check first).
 void linear_bwd_by_matmuls(Backend* be, MatmulFn matmul, const LinearBlocks* blocks, const float* x, float* dx,
                            float beta, int M, int K);
 

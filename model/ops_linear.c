@@ -1,6 +1,6 @@
-// linear_bwd_by_matmuls (ops.h): the backward of a layer stacked from blocks, one block at a time,
-// for backends without a fused path. The CPU backend's linear_bwd, and the CUDA backend's outside
-// its bf16 mode.
+// linear_bwd_check and linear_bwd_by_matmuls (ops.h): the backward of a layer stacked from
+// blocks, one block at a time, for backends without a fused path. The CPU backend's linear_bwd,
+// and the CUDA backend's outside its bf16 mode.
 #include "model/ops.h"
 
 #include "common/log.h"
@@ -8,7 +8,7 @@
 // ----------------------------------------------------------------------------
 // checks
 
-static void linear_check(const LinearBlocks* b, int M, int K) {
+void linear_bwd_check(const LinearBlocks* b, int M, int K) {
     if (b->n < 1 || b->n > LINEAR_MAX_BLOCKS) {
         fatal("linear_bwd: %d blocks, outside 1..%d", b->n, LINEAR_MAX_BLOCKS);
     }
@@ -23,7 +23,7 @@ static void linear_check(const LinearBlocks* b, int M, int K) {
 
 void linear_bwd_by_matmuls(Backend* be, MatmulFn matmul, const LinearBlocks* b, const float* x, float* dx,
                            float beta, int M, int K) {
-    linear_check(b, M, K);
+    linear_bwd_check(b, M, K);
     for (int i = 0; i < b->n; i++) {
         matmul(be, 0, 0, M, K, b->rows[i], 1.0f, b->dy[i], b->rows[i], b->w[i], K, i ? 1.0f : beta, dx, K);
     }

@@ -480,11 +480,12 @@ template <int VEC> __global__ void stack_cols_kernel(__nv_bfloat16* dst, StackCo
 
 static void cuda_linear_bwd(Backend* be, const LinearBlocks* b, const float* x, float* dx, float beta, int M, int K) {
     CudaImpl* c = cuda_impl(be);
+    linear_bwd_check(b, M, K);
     CudaView vdy[LINEAR_MAX_BLOCKS];
-    int stacked = c->bf16 && b->n > 1 && M > 0 && K > 0 && b->n <= LINEAR_MAX_BLOCKS;
+    int stacked = c->bf16 && b->n > 1 && M > 0;
     for (int i = 0; stacked && i < b->n; i++) {
         vdy[i] = cuda_view(be, b->dy[i]);
-        stacked = vdy[i].bf16 && b->rows[i] > 0;
+        stacked = vdy[i].bf16;
     }
     if (!stacked) return linear_bwd_by_matmuls(be, cuda_matmul, b, x, dx, beta, M, K);
     c->operand_clock++;

@@ -41,10 +41,11 @@ __device__ __forceinline__ void row_result(int n, float w, float l, float* losse
 }
 
 // Passes over a row of logits z and a second row x of V floats or a row dz (fp32 or bf16; a bf16
-// store rounds the result once), besides reduce.cuh's row_each: each thread its own elements in
-// increasing order, 4 elements per load where the rows allow (rows_vec4), else one. row_each2
-// calls f(z[v], x[v]); row_update sets dz[v] = f(v, d, z[v]), row_update2 dz[v] = f(d, z[v], x[v]),
-// with d = dz[v] when `add`, else 0 (dz not read); row_zero sets dz[v] = 0.
+// store rounds the result once), besides reduce.cuh's row_each: each thread its own elements, 4
+// per load where the rows allow (rows_vec4), else one. row_each2 calls f(z[v], x[v]) in
+// increasing order (its sums depend on it); row_update sets dz[v] = f(v, d, z[v]) and row_update2
+// dz[v] = f(d, z[v], x[v]) from the row's end back (chunks_from_end), with d = dz[v] when `add`,
+// else 0 (dz not read); row_zero sets dz[v] = 0.
 template <typename F> __device__ __forceinline__ void row_each2(const float* z, const float* x, int V, F f) {
     if (rows_vec4(z, V) && rows_vec4(x, V)) {
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {

@@ -1,7 +1,7 @@
 // Device helpers shared by the CUDA backend's kernels: ceil division, 4-element alignment, the
 // warp and block reductions (fixed shuffle trees), a pass over a row 4 elements per load, a row's
-// max and sum of exponentials in one read, and the first index of a block's max. Plain CUDA without library headers, so that tests/emu can build
-// the kernels that use them on the host.
+// max and sum of exponentials in one read, and the first index of a block's max. Plain CUDA
+// without library headers, so that tests/emu can build the kernels that use them on the host.
 #pragma once
 #include <limits.h>
 #include <math.h>
