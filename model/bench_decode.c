@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "model/backend_select.h"
 #include "model/bench_matmul.h"
+#include "model/bench_profile.h"
 #include "model/decode.h"
 #include "model/model.h"
 #include "model/rng.h"
@@ -25,7 +26,7 @@
 
 static const char* usage =
     "usage: ingrain bench decode [--config NAME] [--batch B[,B...]] [--prompt P] [--new N] [--threads T]\n"
-    "                            [--rounds R] [--record-topk K] [--device cpu|cuda] [--bf16]\n"
+    "                            [--rounds R] [--record-topk K] [--device cpu|cuda] [--bf16] [--profile]\n"
     "\n"
     "Decoding throughput of a built-in config (random weights) on a backend: prefill of B\n"
     "prompts of P tokens, then N sampled tokens per sequence through the KV cache, beside the\n"
@@ -38,7 +39,9 @@ static const char* usage =
     "  --rounds R        timed rounds per batch size, the best is reported (default 3)\n"
     "  --record-topk K   also record the top-K log-probs of every token (default 0)\n"
     "  --device D        cpu (default) or cuda (GPU 0; CUDA_VISIBLE_DEVICES picks another)\n"
-    "  --bf16            cuda: bf16 tensor cores (fp32 accumulation), bf16 activations and KV cache\n";
+    "  --bf16            cuda: bf16 tensor cores (fp32 accumulation), bf16 activations and KV cache\n"
+    "  --profile         per batch size, one more round's decode steps with every op synchronised and\n"
+    "                    timed: backend calls and time per op and step (launches per step on a GPU)\n";
 
 // ----------------------------------------------------------------------------
 // the matmuls of one decode step
@@ -86,9 +89,10 @@ typedef struct {
     double matmul;          // seconds of one decode step's matmuls alone (best)
     double step_flops;      // matmul FLOPs of one decode step
     int step_calls;
+    double ops_per_step;    // backend calls per decode step (--profile), else 0
 } BatchTimes;
 
-static BatchTimes run_batch(Model* m, int B, int P, int N, int rounds, int record_topk) {
+static BatchTimes run_batch(Model* m, int B, int P, int N, int rounds, int record_topk, int profile) {
     Backend* be = model_backend(m);
     const int V = model_config(m)->vocab_size;
     Decoder* d = decoder_create(m, B, P + N);
@@ -110,8 +114,9 @@ static BatchTimes run_batch(Model* m, int B, int P, int N, int rounds, int recor
     }
     const SamplingParams sp = {.temperature = 1.0f, .top_p = 1.0f, .top_k = 0, .record_topk = record_topk};
     BatchTimes bt = {.prefill = 1e30, .decode = 1e30, .matmul = 1e30};
-    // round 0 is the warmup, and records one decode step's matmuls
-    for (int r = 0; r <= rounds; r++) {
+    // round 0 is the warmup, and records one decode step's matmuls; the profiled round comes last
+    for (int r = 0; r <= rounds + profile; r++) {
+        const int profiled = r > rounds;
         for (int b = 0; b < B; b++) {
             decoder_reset(d, b);
             rng_seed_stream(&rngs[b], 7, (uint64_t)b);
@@ -121,9 +126,14 @@ static BatchTimes run_batch(Model* m, int B, int P, int N, int rounds, int recor
         const double t0 = timer_now();
         decoder_feed(d, B, slots, tok, n, NULL);
         const double t1 = timer_now();
+        if (profiled) bench_profile_install(be);
         decoder_generate(d, B, slots, &sp, rp, N, NULL, 0, r == 0 ? record_next_step : NULL, &last, out);
         const double t2 = timer_now();
-        if (r == 0) {
+        if (profiled) {
+            bench_profile_uninstall(be);
+            bt.ops_per_step = (double)bench_profile_calls() / N;
+            bench_profile_print(stdout, N);
+        } else if (r == 0) {
             bench_matmul_uninstall(be);
             bench_matmul_replay(be, NULL, NULL); // warm
         } else {
@@ -158,15 +168,15 @@ int bench_decode(int argc, char** argv) {
     const char* config = "small";
     const char* device = "cpu";
     int batches[BENCH_MAX_BATCHES] = {1, 32}, nbatch = 2;
-    int P = 64, N = 128, threads = 0, rounds = 3, record_topk = 0, bf16 = 0;
+    int P = 64, N = 128, threads = 0, rounds = 3, record_topk = 0, bf16 = 0, profile = 0;
     for (int i = 0; i < argc; i++) {
         const char* a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(usage, stdout);
             return INGRAIN_EXIT_OK;
         }
-        if (strcmp(a, "--bf16") == 0) {
-            bf16 = 1;
+        if (strcmp(a, "--bf16") == 0 || strcmp(a, "--profile") == 0) {
+            *(a[2] == 'b' ? &bf16 : &profile) = 1;
             continue;
         }
         if (i + 1 >= argc) {
@@ -226,7 +236,7 @@ int bench_decode(int argc, char** argv) {
            N, record_topk, desc, rounds);
     for (int i = 0; i < nbatch; i++) {
         const int B = batches[i];
-        const BatchTimes bt = run_batch(m, B, P, N, rounds, record_topk);
+        const BatchTimes bt = run_batch(m, B, P, N, rounds, record_topk, profile);
         // N steps, each sampling one token per sequence and feeding it back through the cache
         const double step = bt.decode / N;
         const double tok_s = (double)B * N / bt.decode, prefill_tok_s = (double)B * P / bt.prefill;
@@ -234,6 +244,7 @@ int bench_decode(int argc, char** argv) {
                "alone %.2f ms (%.1f GFLOP/s) = %.0f %% of the step\n",
                B, tok_s, 1e3 * step, prefill_tok_s, bt.step_calls, 1e3 * bt.matmul, bt.step_flops / bt.matmul / 1e9,
                100.0 * bt.matmul / step);
+        if (profile) printf("  batch %3d: %.1f backend calls per decode step\n", B, bt.ops_per_step);
         if (gpu) {
             printf("RESULT device=cuda bf16=%d config=%s batch=%d prompt=%d new=%d decode_tokens_per_s=%.1f "
                    "step_ms=%.3f prefill_tokens_per_s=%.1f matmul_ms=%.3f matmul_fraction=%.4f\n",

@@ -130,6 +130,12 @@ double bench_profile_seconds(void) {
     return total;
 }
 
+long bench_profile_calls(void) {
+    long total = 0;
+    for (int op = 0; op < OP_COUNT; op++) total += prof.calls[op];
+    return total;
+}
+
 void bench_profile_print(FILE* f, int steps) {
     if (steps < 1) steps = 1;
     const double total = bench_profile_seconds();

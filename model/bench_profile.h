@@ -14,3 +14,4 @@ void bench_profile_uninstall(Backend* be);
 // calls, ms per step, share of the profiled time, and TFLOP/s for matmul shapes.
 void bench_profile_print(FILE* f, int steps);
 double bench_profile_seconds(void); // the time of the calls made while installed, in total
+long bench_profile_calls(void);     // the number of those calls

@@ -4,9 +4,11 @@
 // A feed packs the new tokens of all slots densely, slot after slot, as the rows of one
 // forward: the projections and the MLP run as (rows, D) matmuls, the attention op runs once
 // per run of consecutive slot ids fed the same number of tokens (a decode step over slots
-// 0..B-1 is one call) with each slot's cache as its keys and values. Feeds longer than the
-// row budget are split into chunks; a slot's tokens go in order, so a later chunk sees the
-// cache rows an earlier one wrote.
+// 0..B-1 is one call) with each slot's cache as its keys and values; each layer's new keys and
+// values go into the caches by one scatter_rows call each, whatever the slots. Feeds longer than
+// the row budget are split into chunks; a slot's tokens go in order, so a later chunk sees the
+// cache rows an earlier one wrote. A chunk's ids, positions, cache rows and segment lengths go to
+// the device in one upload.
 #include "model/decode.h"
 
 #include <math.h>
@@ -76,11 +78,13 @@ struct Decoder {
     float* sel;        // (head_rows, D) rows whose logits are wanted
     float* seln;       // (head_rows, D) their final norm
     float* z;          // (head_rows, V) their logits
-    int* tok_dev;      // (rows)
-    int* pos_dev;      // (rows)
+    // a chunk's integers, one device buffer (META_INTS(rows)) uploaded at once from host
+    int* tok_dev;      // (rows) token ids
+    int* pos_dev;      // (rows) positions
+    int* row_dev;      // (rows) cache row of each row: slot * max_len + position
     int* qlen_dev;     // (rows) per segment
     int* kvlen_dev;    // (rows) per segment
-    int* host;         // (4 * rows) staging
+    int* host;         // staging, laid out as tok_dev .. kvlen_dev
     HeadRow* want;     // (rows) rows of one chunk whose logits are wanted
     void* attn_work;
     // decoding's draws and scoring on the device (generate_device, score_device)
@@ -105,6 +109,8 @@ typedef struct {
     int* tk_ids;
     float* tk_lp;
 } RowsOut;
+
+#define META_INTS(R) (5 * (size_t)(R)) // tok, pos, row, qlen and kvlen of a chunk of R rows
 
 #define ROWS_OUT_WORDS(R) ((size_t)(R) * (3 + 2 * DECODE_DEVICE_TOPK_MAX)) // 4-byte words
 
@@ -177,11 +183,12 @@ Decoder* decoder_create(Model* m, int max_batch, int max_len) {
     d->sel = falloc(be, (size_t)d->head_rows * D);
     d->seln = act(be, (size_t)d->head_rows * D);
     d->z = falloc(be, (size_t)d->head_rows * V);
-    d->tok_dev = be->alloc(be, R * sizeof(int));
-    d->pos_dev = be->alloc(be, R * sizeof(int));
-    d->qlen_dev = be->alloc(be, R * sizeof(int));
-    d->kvlen_dev = be->alloc(be, R * sizeof(int));
-    d->host = mallocCheck(4 * R * sizeof(int));
+    d->tok_dev = be->alloc(be, META_INTS(R) * sizeof(int));
+    d->pos_dev = d->tok_dev + R;
+    d->row_dev = d->pos_dev + R;
+    d->qlen_dev = d->row_dev + R;
+    d->kvlen_dev = d->qlen_dev + R;
+    d->host = mallocCheck(META_INTS(R) * sizeof(int));
     d->want = mallocCheck(R * sizeof(HeadRow));
     d->attn_work = be->alloc(be, be->attention_work_bytes(be, max_len));
     d->device = strcmp(be->name, "cpu") != 0;
@@ -199,7 +206,7 @@ void decoder_free(Decoder* d) {
     void* bufs[] = {d->kc,   d->vc,   d->rope_cos, d->rope_sin, d->x,       d->ln,      d->rstd,
                     d->qraw, d->kraw, d->q,        d->k,        d->v,       d->att,     d->lse,
                     d->gate, d->up,   d->h,        d->sel,      d->seln,    d->z,       d->tok_dev,
-                    d->pos_dev, d->qlen_dev, d->kvlen_dev, d->attn_work, d->u_dev, d->rows_dev, d->score_z};
+                    d->attn_work, d->u_dev, d->rows_dev, d->score_z};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (bufs[i]) be->free(be, bufs[i]);
     }
@@ -307,11 +314,8 @@ static void layer_step(Decoder* d, int l, const Segment* seg, int ns, int N) {
     be->rope_fwd(be, d->k, d->pos_dev, d->rope_cos, d->rope_sin, N, KV, hd);
 
     // append k, v to the caches, then attend: one call per run of consecutive slots fed alike
-    for (int s = 0; s < ns; s++) {
-        const size_t at = (size_t)seg[s].slot * slot_stride + (size_t)seg[s].p * K, bytes = (size_t)seg[s].c * K * 4;
-        be->copy(be, kc + at, d->k + (size_t)seg[s].r0 * K, bytes);
-        be->copy(be, vc + at, d->v + (size_t)seg[s].r0 * K, bytes);
-    }
+    be->scatter_rows(be, kc, d->k, d->row_dev, N, K);
+    be->scatter_rows(be, vc, d->v, d->row_dev, N, K);
     for (int s = 0; s < ns;) {
         int e = s + 1;
         while (e < ns && seg[e].slot == seg[e - 1].slot + 1 && seg[e].c == seg[s].c) e++;
@@ -402,22 +406,22 @@ static void head_step(Decoder* d, const Segment* seg, int ns, float* all_logits,
 static void chunk_step(Decoder* d, const Segment* seg, int ns, int N, const int* const* tokens, float* all_logits,
                        int all_dev, const size_t* out_row) {
     Backend* be = d->be;
+    const int R = d->rows;
     int* tok = d->host;
-    int* pos = tok + d->rows;
-    int* qlen = pos + d->rows;
-    int* kvlen = qlen + d->rows;
+    int* pos = tok + R;
+    int* row = pos + R;
+    int* qlen = row + R;
+    int* kvlen = qlen + R;
     for (int s = 0; s < ns; s++) {
         for (int j = 0; j < seg[s].c; j++) {
             tok[seg[s].r0 + j] = tokens[seg[s].src][seg[s].t0 + j];
             pos[seg[s].r0 + j] = seg[s].p + j;
+            row[seg[s].r0 + j] = seg[s].slot * d->max_len + seg[s].p + j;
         }
         qlen[s] = seg[s].c;
         kvlen[s] = seg[s].p + seg[s].c;
     }
-    be->upload(be, d->tok_dev, tok, (size_t)N * sizeof(int));
-    be->upload(be, d->pos_dev, pos, (size_t)N * sizeof(int));
-    be->upload(be, d->qlen_dev, qlen, (size_t)ns * sizeof(int));
-    be->upload(be, d->kvlen_dev, kvlen, (size_t)ns * sizeof(int));
+    be->upload(be, d->tok_dev, tok, ((size_t)4 * R + ns) * sizeof(int)); // up to the last kvlen
 
     be->embedding_fwd(be, d->x, d->tok_dev, W(PARAM_EMBED, 0), N, d->c.dim);
     for (int l = 0; l < d->c.n_layers; l++) layer_step(d, l, seg, ns, N);

@@ -62,6 +62,10 @@ struct Backend {
     void (*download)(Backend* be, void* host_dst, const void* src, size_t bytes);
     void (*memset0)(Backend* be, void* dst, size_t bytes);
     void (*copy)(Backend* be, void* dst, const void* src, size_t bytes);
+    // dst row rows[i] = src row i for i < N, rows of C elements (a KV cache's appends: one call for
+    // a decoding step's slots instead of a copy per slot); rows holds N distinct row indices.
+    // dst and src may be activation buffers, of either storage (converted as copy does).
+    void (*scatter_rows)(Backend* be, float* dst, const float* src, const int* rows, int N, int C);
     void (*synchronize)(Backend* be);
 
     // ------------------------------------------------------------------------

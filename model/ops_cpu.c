@@ -55,6 +55,11 @@ static void cpu_memset0(Backend* be, void* dst, size_t bytes) {
     if (bytes) memset(dst, 0, bytes);
 }
 
+static void cpu_scatter_rows(Backend* be, float* dst, const float* src, const int* rows, int N, int C) {
+    (void)be;
+    for (int i = 0; i < N; i++) memcpy(dst + (size_t)rows[i] * C, src + (size_t)i * C, (size_t)C * sizeof(float));
+}
+
 static void cpu_synchronize(Backend* be) { (void)be; }
 
 // ----------------------------------------------------------------------------
@@ -736,6 +741,7 @@ Backend* backend_cpu_create(int threads) {
         .download = cpu_memcpy,
         .memset0 = cpu_memset0,
         .copy = cpu_memcpy,
+        .scatter_rows = cpu_scatter_rows,
         .synchronize = cpu_synchronize,
         .matmul = cpu_matmul,
         .linear_bwd = cpu_linear_bwd,

@@ -15,6 +15,8 @@
     X(download, (Backend * be, void* dst, const void* src, size_t bytes), (be, dst, src, bytes))                   \
     X(memset0, (Backend * be, void* dst, size_t bytes), (be, dst, bytes))                                          \
     X(copy, (Backend * be, void* dst, const void* src, size_t bytes), (be, dst, src, bytes))                       \
+    X(scatter_rows, (Backend * be, float* dst, const float* src, const int* rows, int N, int C),                   \
+      (be, dst, src, rows, N, C))                                                                                  \
     X(linear_bwd, (Backend * be, const LinearBlocks* blk, const float* x, float* dx, float beta, int M, int K),     \
       (be, blk, x, dx, beta, M, K))                                                                                \
     X(add, (Backend * be, float* y, const float* x, size_t n), (be, y, x, n))                                      \

@@ -119,6 +119,9 @@ for cfg in small gpt2-124m; do
 done
 step "bench decode small bf16" 40 "$bin/ingrain_bench_decode" --device cuda --bf16 --config small --batch 1,64 \
   --prompt 64 --new 128 --rounds 2
+# with the profile: backend calls (launches) and time per op in a decode step
+step "bench decode gpt2-124m bf16 --profile" 60 "$bin/ingrain_bench_decode" --device cuda --bf16 --config gpt2-124m \
+  --batch 1,64 --prompt 64 --new 128 --rounds 2 --profile
 
 # the whole decoding path, CPU against GPU: log-probs of the same tokens under the same weights
 score_both() {

@@ -89,6 +89,42 @@ void cuda_narrow(Backend* be, CudaView dst, const float* src, size_t rows, size_
 }
 
 // ----------------------------------------------------------------------------
+// scatter_rows (ops.h): a thread per element, or per 4 elements where every row start is 4-aligned
+
+template <typename TD, typename TS, int VEC>
+__global__ void scatter_rows_kernel(TD* dst, const TS* src, const int* rows, int N, int C) {
+    const int cv = C / VEC;
+    const size_t n = (size_t)N * cv;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / cv, j = i % cv;
+        Chunk<TS, VEC> a;
+        Chunk<TD, VEC> b;
+        a.load(src + r * C, j);
+        for (int e = 0; e < VEC; e++) b.v[e] = a.v[e];
+        b.store(dst + (size_t)rows[r] * C, j);
+    }
+}
+
+void cuda_scatter_rows(Backend* be, float* dst, const float* src, const int* rows, int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    const CudaView vd = cuda_view(be, dst), vs = cuda_view(be, src);
+    cuda_dispatch2(vd.bf16, vs.bf16, [&](auto td, auto ts) {
+        typedef CUDA_TAG_T(td) TD;
+        typedef CUDA_TAG_T(ts) TS;
+        TD* d = (TD*)vd.p;
+        const TS* s = (const TS*)vs.p;
+        if (rows_vec4(d, C) && rows_vec4(s, C)) {
+            const size_t n = (size_t)N * (C / 4);
+            scatter_rows_kernel<TD, TS, 4><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(d, s, rows, N, C);
+        } else {
+            const size_t n = (size_t)N * C;
+            scatter_rows_kernel<TD, TS, 1><<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(d, s, rows, N, C);
+        }
+    });
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
 // host transfers of activation buffers
 
 size_t cuda_act_elems(const char* op, size_t bytes) {

@@ -582,7 +582,8 @@ static constexpr bool str_eq(const char* a, const char* b) { return *a == *b && 
 // op's parameter list (be is 1): every pointer of the memory ops and the transformer blocks that
 // take them, x and dx of linear_bwd, only dz of the losses (dlogits), none elsewhere
 static constexpr unsigned act_args(const char* op) {
-    constexpr const char* all[] = {"upload",     "download",   "memset0",       "copy",          "add_bias",
+    constexpr const char* all[] = {"upload",     "download",   "memset0",       "copy",          "scatter_rows",
+                                   "add_bias",
                                    "bias_bwd",   "rope_fwd",   "rope_bwd",      "rmsnorm_fwd",   "rmsnorm_bwd",
                                    "swiglu_fwd", "swiglu_bwd", "attention_fwd", "attention_bwd", "mask_rows"};
     for (const char* o : all) {

@@ -149,6 +149,8 @@ void cuda_act_download(Backend* be, float* host_dst, const void* data, size_t n)
 // fp32 kernels only, and copies between the two types. widen: dst = src; narrow: dst = src rounded.
 void cuda_widen(Backend* be, float* dst, CudaView src, size_t rows, size_t cols, size_t ld);
 void cuda_narrow(Backend* be, CudaView dst, const float* src, size_t rows, size_t cols, size_t ld);
+// the op scatter_rows, whose buffers may be of either storage
+void cuda_scatter_rows(Backend* be, float* dst, const float* src, const int* rows, int N, int C);
 
 // ----------------------------------------------------------------------------
 // ops by file (signatures as in struct Backend)

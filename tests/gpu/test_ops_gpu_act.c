@@ -58,9 +58,30 @@ static void case_act_memory(GpuCtx* c, const void* arg) {
     gpu_out(c, "copy f32 -> act, memset0", y, n, 1);
 }
 
+// scatter_rows as decoding appends to its caches: 40 of 97 rows, 4-wide and one element at a time
+static void case_act_scatter_rows(GpuCtx* c, const void* arg) {
+    (void)arg;
+    Backend* be = c->be;
+    enum { R = 97, N = 40, C4 = 256, C1 = 67 };
+    int rows[N];
+    for (int i = 0; i < N; i++) rows[i] = (i * 31 + 5) % R;
+    const int* dr = gpu_upload(c, rows, sizeof rows);
+    float* cache = gpu_act_junk(c, (size_t)R * C4);
+    float* k = gpu_act_randn(c, (size_t)N * C4, 1.0);
+    be->scatter_rows(be, cache, k, dr, N, C4);
+    gpu_out(c, "scatter_rows act -> act", cache, (size_t)R * C4, 0);
+    float* kf = gpu_randn(c, (size_t)N * C4, 1.0);
+    be->scatter_rows(be, cache, kf, dr, N, C4);
+    gpu_out(c, "scatter_rows f32 -> act", cache, (size_t)R * C4, 0);
+    float* cf = gpu_junk(c, (size_t)R * C1 + 1);
+    be->scatter_rows(be, cf + 1, k + 3, dr, N, C1);
+    gpu_out(c, "scatter_rows act -> f32, odd rows", cf, (size_t)R * C1 + 1, 0);
+}
+
 void test_activation_memory(void** state) {
     (void)state;
     gpu_check("activation memory ops", case_act_memory, NULL, 200, TOL_ACT);
+    gpu_check("activation scatter_rows", case_act_scatter_rows, NULL, 201, TOL_ACT);
     gpu_done();
 }
 

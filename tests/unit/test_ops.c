@@ -601,6 +601,28 @@ static void test_embedding_bwd(void** state) {
     backend_destroy(be);
 }
 
+static void test_scatter_rows(void** state) {
+    (void)state;
+    enum { n = 3, C = 5, R = 6 };
+    Backend* be = backend_cpu_create(2);
+    const int rows[n] = {4, 0, 2};
+    float src[n * C], dst[R * C];
+    for (int i = 0; i < n * C; i++) src[i] = (float)i + 1.0f;
+    for (int i = 0; i < R * C; i++) dst[i] = -1.0f;
+    int* brows = (int*)to_backend(be, rows, sizeof rows);
+    float* bsrc = to_backend(be, src, sizeof src);
+    float* bdst = to_backend(be, dst, sizeof dst);
+    be->scatter_rows(be, bdst, bsrc, brows, n, C);
+    be->download(be, dst, bdst, sizeof dst);
+    for (int r = 0; r < R; r++) {
+        int from = -1;
+        for (int i = 0; i < n; i++) from = rows[i] == r ? i : from;
+        for (int c = 0; c < C; c++) assert_true(dst[r * C + c] == (from < 0 ? -1.0f : src[from * C + c]));
+    }
+    be->free(be, brows), be->free(be, bsrc), be->free(be, bdst);
+    backend_destroy(be);
+}
+
 static void test_sum_squares(void** state) {
     (void)state;
     const size_t n = 1000003;
@@ -650,7 +672,8 @@ int main(void) {
         cmocka_unit_test(test_linear_bwd),
         cmocka_unit_test(test_attention_lengths), cmocka_unit_test(test_attention_decode),
         cmocka_unit_test(test_rope),
-        cmocka_unit_test(test_embedding_bwd), cmocka_unit_test(test_sum_squares),
+        cmocka_unit_test(test_embedding_bwd), cmocka_unit_test(test_scatter_rows),
+        cmocka_unit_test(test_sum_squares),
         cmocka_unit_test(test_lr_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
