@@ -55,7 +55,7 @@ const ConfigKey config_keys[] = {
     STR_("model.name", model.name, "tiny", "Built-in model config (byte tokenizer) used when model.path is empty: tiny, small."),
     STR_("model.path", model.path, "", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json); overrides model.name."),
     ENUM_("model.device", model.device, "cpu", devices, "Compute backend: cpu (OpenBLAS + OpenMP) or cuda (cuBLAS + own kernels; each rank takes GPU local_rank % GPUs on its node)."),
-    ENUM_("model.dtype", model.dtype, "f32", dtypes, "Compute precision: f32, or bf16 (cuda only: bf16 tensor-core matmuls and attention with fp32 accumulation, activations stored in bf16). Weights, gradients, optimizer state, logits and the residual stream stay f32."),
+    ENUM_("model.dtype", model.dtype, "f32", dtypes, "Compute precision: f32, or bf16 (cuda only: bf16 tensor-core matmuls and attention with fp32 accumulation, activations and logits stored in bf16). Weights, gradients, optimizer state and the residual stream stay f32."),
     INT_("model.threads", model.threads, "0", 0, 4096, "OpenMP threads per rank; 0 = the cores of this node divided by the ranks on it."),
     INT_("model.max_seq_len", model.max_seq_len, "1024", 16, 1048576, "Longest sequence (prompt + generated) the model is run on."),
     // env

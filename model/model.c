@@ -15,9 +15,9 @@
 // state
 
 // The matmuls' and attention's inputs and outputs are activation buffers (alloc_act: bf16 in the
-// CUDA backend's bf16 mode), dlogits too (the loss blocks write it, the LM head's backward
-// products read it); the residual stream, its gradient, the norm statistics and the logits stay
-// fp32.
+// CUDA backend's bf16 mode), the logits and dlogits too (the LM head's product writes the logits
+// and the loss blocks read them; the loss blocks write dlogits and the LM head's backward products
+// read it); the residual stream, its gradient and the norm statistics stay fp32.
 typedef struct {
     // per-layer tensors are stacked over L; N = B * T rows of the current batch
     float* resid;  // (L + 1, N, D) residual stream entering each layer (the last enters the final norm)
@@ -40,7 +40,7 @@ typedef struct {
     float* h;      // (L, N, F) silu(gate) * up
     float* lnf;    // (N, D) final norm output
     float* rstdf;  // (N)
-    float* logits; // (N, V)
+    float* logits; // (N, V) an activation buffer
 } Activations;
 
 typedef struct {
@@ -172,7 +172,7 @@ Model* model_create(const ModelConfig* c, Backend* be, int max_batch, int max_se
     a->h = act(be, L * N * F);
     a->lnf = act(be, N * D);
     a->rstdf = falloc(be, N);
-    a->logits = falloc(be, N * V);
+    a->logits = act(be, N * V); // the loss blocks read them as they are (bf16 in the CUDA bf16 mode)
 
     Scratch* s = &m->s;
     s->dresid = falloc(be, N * D);

@@ -65,7 +65,7 @@ void model_tensor_download(Model* m, ParamId id, int layer, float* host);
 // ids in real positions must be in [0, vocab_size). Logits (B, T, V) stay in a backend buffer
 // (model_logits); logits_out, when not NULL, receives a host copy.
 void model_forward(Model* m, const int* tokens, const int* lengths, int B, int T, float* logits_out);
-float* model_logits(Model* m);  // backend (B, T, V) of the last forward
+float* model_logits(Model* m);  // backend (B, T, V) of the last forward, an activation buffer (ops.h)
 float* model_dlogits(Model* m); // backend (B, T, V) scratch for the caller's loss blocks
 // accumulate the gradient of every parameter from dlogits (backend, (B, T, V) of the last
 // forward; rows past each sequence's length are zeroed in place)

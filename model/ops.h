@@ -11,8 +11,9 @@
 //   them at lower precision: the CUDA backend's bf16 mode keeps them in bf16 (the pointer is then
 //   a handle the backend resolves, and what an op writes there is rounded to bf16). The ops that
 //   take them: matmul (any operand), linear_bwd (x, dx, dy), rmsnorm_fwd/bwd, rope, attention,
-//   swiglu, add_bias, bias_bwd, mask_rows, the dz of cross_entropy and the kl_* losses, upload,
-//   download, memset0 and copy (which convert); the others fail on them.
+//   swiglu, add_bias, bias_bwd, mask_rows, the logits z and the dz of cross_entropy and the kl_*
+//   losses, the logits z of entropy, jsd_topk, jsd_full and sampled_lp, upload, download, memset0,
+//   copy and scatter_rows (which convert); the others fail on them.
 // - Parameters, gradients and optimizer moments are fp32 in every backend (master weights). A
 //   backend that computes in bf16 keeps its reduced-precision copies and casts internally.
 // - Ops are issued in order and may run asynchronously; `download` and the ops that return a

@@ -580,7 +580,8 @@ static void cuda_adamw(Backend* be, float* p, const float* g, float* m, float* v
 static constexpr bool str_eq(const char* a, const char* b) { return *a == *b && (!*a || str_eq(a + 1, b + 1)); }
 // the arguments of an op that may be activation buffers, as a bit mask of their positions in the
 // op's parameter list (be is 1): every pointer of the memory ops and the transformer blocks that
-// take them, x and dx of linear_bwd, only dz of the losses (dlogits), none elsewhere
+// take them, x and dx of linear_bwd, the logits z of the vocabulary rows and the losses' dz
+// (dlogits), none elsewhere
 static constexpr unsigned act_args(const char* op) {
     constexpr const char* all[] = {"upload",     "download",   "memset0",       "copy",          "scatter_rows",
                                    "add_bias",
@@ -590,10 +591,13 @@ static constexpr unsigned act_args(const char* op) {
         if (str_eq(o, op)) return ~0u;
     }
     if (str_eq(op, "linear_bwd")) return 1u << 3 | 1u << 4; // x, dx (the dy blocks are checked by the op)
-    if (str_eq(op, "cross_entropy")) return 1u << 8;
-    if (str_eq(op, "kl_full")) return 1u << 9;
-    if (str_eq(op, "kl_topk")) return 1u << 12;
-    if (str_eq(op, "kl_sampled")) return 1u << 10;
+    // the logits z and the losses' dz
+    if (str_eq(op, "cross_entropy")) return 1u << 2 | 1u << 8;
+    if (str_eq(op, "kl_full")) return 1u << 2 | 1u << 9;
+    if (str_eq(op, "kl_topk")) return 1u << 2 | 1u << 12;
+    if (str_eq(op, "kl_sampled")) return 1u << 2 | 1u << 10;
+    if (str_eq(op, "entropy") || str_eq(op, "jsd_topk") || str_eq(op, "jsd_full")) return 1u << 2;
+    if (str_eq(op, "sampled_lp")) return 1u << 3;
     return 0;
 }
 

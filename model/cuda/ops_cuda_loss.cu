@@ -9,7 +9,10 @@
 // round to float and where they stay in double. The losses' dz may be an activation buffer
 // (bf16 storage: dlogits in the bf16 mode), which each update reads, adds to and rounds back
 // (LOSS_DZ_ADD) or writes without reading (LOSS_DZ_SET: the old value counts as 0, and a row the
-// block skips is zeroed).
+// block skips is zeroed). So may the logits z of the losses and the objective's rows (the model's
+// logits in the bf16 mode, which the LM head's product writes in bf16: half the bytes it writes
+// and these blocks read, as llm.c and mixed-precision PyTorch keep them); every other input is
+// fp32.
 #include <limits.h>
 
 #include "model/cuda/ops_cuda.cuh"
@@ -25,7 +28,7 @@ extern "C" {
 // row helpers
 
 // the row's log-sum-exp, (double)max + log(sum), as loss_row_logsumexp; every thread gets it
-__device__ double row_logsumexp(const float* z, int V, float* shf, double* shd) {
+template <typename TZ> __device__ double row_logsumexp(const TZ* z, int V, float* shf, double* shd) {
     float m;
     double s;
     row_max_sum(z, V, shf, shd, &m, &s);
@@ -40,23 +43,25 @@ __device__ __forceinline__ void row_result(int n, float w, float l, float* losse
     }
 }
 
-// Passes over a row of logits z and a second row x of V floats or a row dz (fp32 or bf16; a bf16
-// store rounds the result once), besides reduce.cuh's row_each: each thread its own elements, 4
+// Passes over a row of logits z (fp32 or bf16) and a second row x of V floats or a row dz (fp32 or
+// bf16; a bf16 store rounds the result once), besides storage.cuh's row_each: each thread its own elements, 4
 // per load where the rows allow (rows_vec4), else one. row_each2 calls f(z[v], x[v]) in
 // increasing order (its sums depend on it); row_update sets dz[v] = f(v, d, z[v]) and row_update2
 // dz[v] = f(d, z[v], x[v]) from the row's end back (chunks_from_end), with d = dz[v] when `add`,
 // else 0 (dz not read); row_zero sets dz[v] = 0.
-template <typename F> __device__ __forceinline__ void row_each2(const float* z, const float* x, int V, F f) {
+template <typename TZ, typename F>
+__device__ __forceinline__ void row_each2(const TZ* z, const float* x, int V, F f) {
     if (rows_vec4(z, V) && rows_vec4(x, V)) {
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
-            Chunk<float, 4> zc, xc;
+            Chunk<TZ, 4> zc;
+            Chunk<float, 4> xc;
             zc.load(z, j);
             xc.load(x, j);
 #pragma unroll
             for (int e = 0; e < 4; e++) f(zc.v[e], xc.v[e]);
         }
     } else {
-        for (int v = threadIdx.x; v < V; v += blockDim.x) f(z[v], x[v]);
+        for (int v = threadIdx.x; v < V; v += blockDim.x) f(load_f(z + v), x[v]);
     }
 }
 
@@ -81,11 +86,11 @@ template <typename TD> __device__ __forceinline__ Chunk<TD, 4> dz_chunk(const TD
     return d;
 }
 
-template <typename TD, typename F>
-__device__ __forceinline__ void row_update(TD* dz, const float* z, int V, int add, F f) {
+template <typename TD, typename TZ, typename F>
+__device__ __forceinline__ void row_update(TD* dz, const TZ* z, int V, int add, F f) {
     if (rows_vec4(z, V) && rows_vec4(dz, V)) {
         chunks_from_end(V / 4, [&](int j) {
-            Chunk<float, 4> zc;
+            Chunk<TZ, 4> zc;
             zc.load(z, j);
             Chunk<TD, 4> d = dz_chunk(dz, j, add);
 #pragma unroll
@@ -93,15 +98,18 @@ __device__ __forceinline__ void row_update(TD* dz, const float* z, int V, int ad
             d.store(dz, j);
         });
     } else {
-        for (int v = threadIdx.x; v < V; v += blockDim.x) store_f(dz + v, f(v, add ? load_f(dz + v) : 0.0f, z[v]));
+        for (int v = threadIdx.x; v < V; v += blockDim.x) {
+            store_f(dz + v, f(v, add ? load_f(dz + v) : 0.0f, load_f(z + v)));
+        }
     }
 }
 
-template <typename TD, typename F>
-__device__ __forceinline__ void row_update2(TD* dz, const float* z, const float* x, int V, int add, F f) {
+template <typename TD, typename TZ, typename F>
+__device__ __forceinline__ void row_update2(TD* dz, const TZ* z, const float* x, int V, int add, F f) {
     if (rows_vec4(z, V) && rows_vec4(x, V) && rows_vec4(dz, V)) {
         chunks_from_end(V / 4, [&](int j) {
-            Chunk<float, 4> zc, xc;
+            Chunk<TZ, 4> zc;
+            Chunk<float, 4> xc;
             zc.load(z, j);
             xc.load(x, j);
             Chunk<TD, 4> d = dz_chunk(dz, j, add);
@@ -111,7 +119,7 @@ __device__ __forceinline__ void row_update2(TD* dz, const float* z, const float*
         });
     } else {
         for (int v = threadIdx.x; v < V; v += blockDim.x) {
-            store_f(dz + v, f(add ? load_f(dz + v) : 0.0f, z[v], x[v]));
+            store_f(dz + v, f(add ? load_f(dz + v) : 0.0f, load_f(z + v), x[v]));
         }
     }
 }
@@ -175,8 +183,8 @@ void cuda_log_softmax(Backend* be, float* y, const float* z, int N, int V) {
 // cross-entropy: loss = lse - z[y]; dz += w (q - onehot(y)). A target outside [0, V) (the CPU
 // backend stops the job there) gives a NaN loss and leaves dz alone (zeroes it: LOSS_DZ_SET).
 
-template <typename TD>
-__global__ void __launch_bounds__(LOSS_THREADS) cross_entropy_kernel(const float* z, const int* targets,
+template <typename TD, typename TZ>
+__global__ void __launch_bounds__(LOSS_THREADS) cross_entropy_kernel(const TZ* z, const int* targets,
                                                                      const float* w, int V, float* losses, TD* dz,
                                                                      int add, double* rowval) {
     __shared__ float shf[32];
@@ -185,7 +193,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) cross_entropy_kernel(const float
     const float wn = w[n];
     if (wn == 0.0f || y < 0) return row_skip(n, 0.0f, 0.0f, losses, rowval, dz, V, add);
     if (y >= V) return row_skip(n, wn, NAN, losses, rowval, dz, V, add);
-    const float* zn = z + (size_t)n * V;
+    const TZ* zn = z + (size_t)n * V;
     const double lse = row_logsumexp(zn, V, shf, shd);
     if (dz) {
         const float lsef = (float)lse;
@@ -194,18 +202,19 @@ __global__ void __launch_bounds__(LOSS_THREADS) cross_entropy_kernel(const float
             return v == y ? d - wn : d;
         });
     }
-    row_result(n, wn, (float)(lse - zn[y]), losses, rowval);
+    row_result(n, wn, (float)(lse - load_f(zn + y)), losses, rowval);
 }
 
 double cuda_cross_entropy(Backend* be, const float* z, const int* targets, const float* w, int N, int V,
                           float* losses, float* dz, LossDzMode mode) {
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
-    const CudaView d = cuda_view(be, dz);
-    cuda_dispatch(d.bf16, [&](auto tag) {
-        typedef CUDA_TAG_T(tag) TD;
-        cross_entropy_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, targets, w, V, losses, (TD*)d.p,
-                                                                      mode == LOSS_DZ_ADD, rowval);
+    const CudaView d = cuda_view(be, dz), vz = cuda_view(be, z);
+    cuda_dispatch2(d.bf16, vz.bf16, [&](auto td, auto tz) {
+        typedef CUDA_TAG_T(td) TD;
+        typedef CUDA_TAG_T(tz) TZ;
+        cross_entropy_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>((const TZ*)vz.p, targets, w, V, losses,
+                                                                      (TD*)d.p, mode == LOSS_DZ_ADD, rowval);
     });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
@@ -214,8 +223,8 @@ double cuda_cross_entropy(Backend* be, const float* z, const int* targets, const
 // ----------------------------------------------------------------------------
 // full-vocabulary KL, both directions
 
-template <typename TD>
-__global__ void __launch_bounds__(LOSS_THREADS) kl_full_kernel(const float* z, const float* lp, const float* w, int V,
+template <typename TD, typename TZ>
+__global__ void __launch_bounds__(LOSS_THREADS) kl_full_kernel(const TZ* z, const float* lp, const float* w, int V,
                                                                int reverse, float* losses, TD* dz, int add,
                                                                double* rowval) {
     __shared__ float shf[32];
@@ -223,7 +232,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_full_kernel(const float* z, c
     const int n = blockIdx.x;
     const float wn = w[n];
     if (wn == 0.0f) return row_skip(n, 0.0f, 0.0f, losses, rowval, dz, V, add);
-    const float* zn = z + (size_t)n * V;
+    const TZ* zn = z + (size_t)n * V;
     const float* lpn = lp + (size_t)n * V;
     const double lse = row_logsumexp(zn, V, shf, shd);
     double kl = 0.0;
@@ -263,11 +272,12 @@ double cuda_kl_full(Backend* be, const float* z, const float* teacher_lp, const 
                     float* losses, float* dz, LossDzMode mode) {
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
-    const CudaView d = cuda_view(be, dz);
-    cuda_dispatch(d.bf16, [&](auto tag) {
-        typedef CUDA_TAG_T(tag) TD;
-        kl_full_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, teacher_lp, w, V, reverse, losses, (TD*)d.p,
-                                                                 mode == LOSS_DZ_ADD, rowval);
+    const CudaView d = cuda_view(be, dz), vz = cuda_view(be, z);
+    cuda_dispatch2(d.bf16, vz.bf16, [&](auto td, auto tz) {
+        typedef CUDA_TAG_T(td) TD;
+        typedef CUDA_TAG_T(tz) TZ;
+        kl_full_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>((const TZ*)vz.p, teacher_lp, w, V, reverse, losses,
+                                                                 (TD*)d.p, mode == LOSS_DZ_ADD, rowval);
     });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
@@ -288,7 +298,8 @@ struct RowBuckets {
     int bad;
 };
 
-__device__ RowBuckets row_buckets(const float* zn, const int* idn, const float* lpn, float tail, int V, int K,
+template <typename TZ>
+__device__ RowBuckets row_buckets(const TZ* zn, const int* idn, const float* lpn, float tail, int V, int K,
                                   float* shf, double* shd) {
     RowBuckets r;
     const double log_floor = log(LOSS_PROB_FLOOR);
@@ -300,7 +311,7 @@ __device__ RowBuckets row_buckets(const float* zn, const int* idn, const float* 
     const double Z = r.Z;
     double zs = 0.0, es = 0.0;
     for (int i = threadIdx.x; i < K; i += blockDim.x) {
-        zs += (double)expf(zn[idn[i]] - r.m);
+        zs += (double)expf(load_f(zn + idn[i]) - r.m);
         es += exp((double)lpn[i]);
     }
     const double Zs = block_sum_d(zs, shd), Es = block_sum_d(es, shd);
@@ -316,8 +327,8 @@ __device__ RowBuckets row_buckets(const float* zn, const int* idn, const float* 
     return r;
 }
 
-template <typename TD>
-__global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, const int* ids, const float* lp,
+template <typename TD, typename TZ>
+__global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const TZ* z, const int* ids, const float* lp,
                                                                const float* tail_mass, const float* w, int V, int K,
                                                                int reverse, float* losses, TD* dz, int add,
                                                                double* rowval) {
@@ -329,7 +340,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
     if (wn == 0.0f) return row_skip(n, 0.0f, 0.0f, losses, rowval, dz, V, add);
     const int* idn = ids + (size_t)n * K;
     const float* lpn = lp + (size_t)n * K;
-    const float* zn = z + (size_t)n * V;
+    const TZ* zn = z + (size_t)n * V;
     const RowBuckets r = row_buckets(zn, idn, lpn, tail, V, K, shf, shd);
     if (r.bad) return row_skip(n, wn, NAN, losses, rowval, dz, V, add);
     const double log_floor = log(LOSS_PROB_FLOOR);
@@ -340,7 +351,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
     if (!reverse) {
         for (int i = threadIdx.x; i < K; i += blockDim.x) {
             const double P = exp((double)lpn[i] - logS);
-            const double lQ = fmax((zn[idn[i]] - m) - logZ, log_floor);
+            const double lQ = fmax((load_f(zn + idn[i]) - m) - logZ, log_floor);
             if (P > 0.0) klt += P * ((double)lpn[i] - logS - lQ);
         }
         double kl = block_sum_d(klt, shd);
@@ -356,14 +367,15 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
             __syncthreads();
             for (int i = threadIdx.x; i < K; i += blockDim.x) {
                 const int id = idn[i];
-                store_f(dzn + id, saved[i] + wn * (float)(exp((double)(zn[id] - m)) / Z - exp((double)lpn[i] - logS)));
+                const float zi = load_f(zn + id);
+                store_f(dzn + id, saved[i] + wn * (float)(exp((double)(zi - m)) / Z - exp((double)lpn[i] - logS)));
             }
         }
         row_result(n, wn, (float)kl, losses, rowval);
     } else {
         const double gt = lQt - lPt;
         for (int i = threadIdx.x; i < K; i += blockDim.x) {
-            const double lQ = (zn[idn[i]] - m) - logZ;
+            const double lQ = (load_f(zn + idn[i]) - m) - logZ;
             klt += exp(lQ) * (fmax(lQ, log_floor) - fmax((double)lpn[i] - logS, log_floor));
         }
         const double kl = block_sum_d(klt, shd) + Qt * gt;
@@ -376,7 +388,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_topk_kernel(const float* z, c
             __syncthreads();
             for (int i = threadIdx.x; i < K; i += blockDim.x) {
                 const int id = idn[i];
-                const double lQ = (zn[id] - m) - logZ;
+                const double lQ = (load_f(zn + id) - m) - logZ;
                 const double gi = fmax(lQ, log_floor) - fmax((double)lpn[i] - logS, log_floor);
                 store_f(dzn + id, saved[i] + wn * (float)(exp(lQ) * (gi - kl)));
             }
@@ -390,11 +402,13 @@ double cuda_kl_topk(Backend* be, const float* z, const int* ids, const float* te
     if (K > LOSS_TOPK_MAX) fatal("kl_topk: K = %d exceeds LOSS_TOPK_MAX = %d", K, LOSS_TOPK_MAX);
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
-    const CudaView d = cuda_view(be, dz);
-    cuda_dispatch(d.bf16, [&](auto tag) {
-        typedef CUDA_TAG_T(tag) TD;
-        kl_topk_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, ids, teacher_lp, teacher_tail, w, V, K, reverse,
-                                                                 losses, (TD*)d.p, mode == LOSS_DZ_ADD, rowval);
+    const CudaView d = cuda_view(be, dz), vz = cuda_view(be, z);
+    cuda_dispatch2(d.bf16, vz.bf16, [&](auto td, auto tz) {
+        typedef CUDA_TAG_T(td) TD;
+        typedef CUDA_TAG_T(tz) TZ;
+        kl_topk_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>((const TZ*)vz.p, ids, teacher_lp, teacher_tail, w, V,
+                                                                 K, reverse, losses, (TD*)d.p, mode == LOSS_DZ_ADD,
+                                                                 rowval);
     });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
@@ -404,8 +418,8 @@ double cuda_kl_topk(Backend* be, const float* z, const int* ids, const float* te
 // sampled-token estimator: c = rho (lq[y] - lp_t), dz += w c (onehot(y) - q). An id outside
 // [0, V) gives a NaN loss and leaves dz alone (zeroes it: LOSS_DZ_SET).
 
-template <typename TD>
-__global__ void __launch_bounds__(LOSS_THREADS) kl_sampled_kernel(const float* z, const int* ids, const float* lp,
+template <typename TD, typename TZ>
+__global__ void __launch_bounds__(LOSS_THREADS) kl_sampled_kernel(const TZ* z, const int* ids, const float* lp,
                                                                   const float* old_lp, const float* w, int V,
                                                                   float* losses, TD* dz, int add, double* rowval) {
     __shared__ float shf[32];
@@ -414,9 +428,9 @@ __global__ void __launch_bounds__(LOSS_THREADS) kl_sampled_kernel(const float* z
     const float wn = w[n];
     if (wn == 0.0f) return row_skip(n, 0.0f, 0.0f, losses, rowval, dz, V, add);
     if (y < 0 || y >= V) return row_skip(n, wn, NAN, losses, rowval, dz, V, add);
-    const float* zn = z + (size_t)n * V;
+    const TZ* zn = z + (size_t)n * V;
     const double lse = row_logsumexp(zn, V, shf, shd);
-    const double lq = zn[y] - lse;
+    const double lq = load_f(zn + y) - lse;
     const double rho = old_lp ? exp(lq - (double)old_lp[n]) : 1.0;
     const double c = rho * (lq - (double)lp[n]);
     if (dz) {
@@ -433,11 +447,12 @@ double cuda_kl_sampled(Backend* be, const float* z, const int* ids, const float*
                        const float* w, int N, int V, float* losses, float* dz, LossDzMode mode) {
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
-    const CudaView d = cuda_view(be, dz);
-    cuda_dispatch(d.bf16, [&](auto tag) {
-        typedef CUDA_TAG_T(tag) TD;
-        kl_sampled_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, ids, teacher_lp, old_lp, w, V, losses, (TD*)d.p,
-                                                                    mode == LOSS_DZ_ADD, rowval);
+    const CudaView d = cuda_view(be, dz), vz = cuda_view(be, z);
+    cuda_dispatch2(d.bf16, vz.bf16, [&](auto td, auto tz) {
+        typedef CUDA_TAG_T(td) TD;
+        typedef CUDA_TAG_T(tz) TZ;
+        kl_sampled_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>((const TZ*)vz.p, ids, teacher_lp, old_lp, w, V,
+                                                                    losses, (TD*)d.p, mode == LOSS_DZ_ADD, rowval);
     });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
@@ -447,7 +462,8 @@ double cuda_kl_sampled(Backend* be, const float* z, const int* ids, const float*
 // the distillation objective's rows (loss.h): entropy and argmax, the JSD and its surrogate
 // teacher, the sampled id's log-prob from a top-k row, and picking one entry per row
 
-__global__ void __launch_bounds__(LOSS_THREADS) entropy_kernel(const float* z, const float* w, int V, double* entropy,
+template <typename TZ>
+__global__ void __launch_bounds__(LOSS_THREADS) entropy_kernel(const TZ* z, const float* w, int V, double* entropy,
                                                                int* argmax) {
     __shared__ float shf[32];
     __shared__ double shd[32];
@@ -458,11 +474,11 @@ __global__ void __launch_bounds__(LOSS_THREADS) entropy_kernel(const float* z, c
         if (threadIdx.x == 0) argmax[n] = -1;
         return;
     }
-    const float* zn = z + (size_t)n * V;
+    const TZ* zn = z + (size_t)n * V;
     // the thread's first max: element tid (0 wins a row of -inf), then its own elements, which
     // come in increasing order from index tid on
     const int tid = threadIdx.x;
-    float best = tid < V ? zn[tid] : -INFINITY;
+    float best = tid < V ? load_f(zn + tid) : -INFINITY;
     int arg = tid < V ? tid : INT_MAX;
     if (entropy) {
         const double lse = row_logsumexp(zn, V, shf, shd);
@@ -485,7 +501,11 @@ __global__ void __launch_bounds__(LOSS_THREADS) entropy_kernel(const float* z, c
 
 void cuda_entropy(Backend* be, const float* z, const float* w, int N, int V, double* entropy, int* argmax) {
     if (N <= 0) return;
-    entropy_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, w, V, entropy, argmax);
+    const CudaView vz = cuda_view(be, z);
+    cuda_dispatch(vz.bf16, [&](auto tz) {
+        typedef CUDA_TAG_T(tz) TZ;
+        entropy_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>((const TZ*)vz.p, w, V, entropy, argmax);
+    });
     cudaCheckLaunch();
 }
 
@@ -500,7 +520,8 @@ __device__ __forceinline__ double jsd_bucket(double P, double lP, double Q, doub
     return j;
 }
 
-__global__ void __launch_bounds__(LOSS_THREADS) jsd_topk_kernel(const float* z, const int* ids, const float* lp,
+template <typename TZ>
+__global__ void __launch_bounds__(LOSS_THREADS) jsd_topk_kernel(const TZ* z, const int* ids, const float* lp,
                                                                 const float* tail_mass, const float* w, int V, int K,
                                                                 double beta, float* lp_s, float* tail_s,
                                                                 double* rowval) {
@@ -514,7 +535,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) jsd_topk_kernel(const float* z, 
     }
     const int* idn = ids + (size_t)n * K;
     const float* lpn = lp + (size_t)n * K;
-    const float* zn = z + (size_t)n * V;
+    const TZ* zn = z + (size_t)n * V;
     const RowBuckets r = row_buckets(zn, idn, lpn, tail, V, K, shf, shd);
     if (r.bad) {
         if (threadIdx.x == 0) rowval[n] = NAN;
@@ -523,8 +544,9 @@ __global__ void __launch_bounds__(LOSS_THREADS) jsd_topk_kernel(const float* z, 
     const double log_floor = log(LOSS_PROB_FLOOR);
     double part = 0.0, ls;
     for (int i = threadIdx.x; i < K; i += blockDim.x) {
-        const double Q = exp((double)(zn[idn[i]] - r.m)) / r.Z;
-        const double lQ = fmax((zn[idn[i]] - r.m) - r.logZ, log_floor);
+        const float zi = load_f(zn + idn[i]);
+        const double Q = exp((double)(zi - r.m)) / r.Z;
+        const double lQ = fmax((zi - r.m) - r.logZ, log_floor);
         const double P = exp((double)lpn[i] - r.logS), lP = fmax((double)lpn[i] - r.logS, log_floor);
         part += jsd_bucket(P, lP, Q, lQ, beta, &ls);
         lp_s[(size_t)n * K + i] = (float)ls; // its own lp entry is read above: in place is safe
@@ -541,12 +563,18 @@ double cuda_jsd_topk(Backend* be, const float* z, const int* ids, const float* l
                      int N, int V, int K, double beta, float* lp_s, float* tail_s) {
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
-    jsd_topk_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, ids, lp, tail, w, V, K, beta, lp_s, tail_s, rowval);
+    const CudaView vz = cuda_view(be, z);
+    cuda_dispatch(vz.bf16, [&](auto tz) {
+        typedef CUDA_TAG_T(tz) TZ;
+        jsd_topk_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>((const TZ*)vz.p, ids, lp, tail, w, V, K, beta, lp_s,
+                                                                  tail_s, rowval);
+    });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
 }
 
-__global__ void __launch_bounds__(LOSS_THREADS) jsd_full_kernel(const float* z, const float* lp, const float* w, int V,
+template <typename TZ>
+__global__ void __launch_bounds__(LOSS_THREADS) jsd_full_kernel(const TZ* z, const float* lp, const float* w, int V,
                                                                 double beta, float* lp_s, double* rowval) {
     __shared__ float shf[32];
     __shared__ double shd[32];
@@ -556,14 +584,14 @@ __global__ void __launch_bounds__(LOSS_THREADS) jsd_full_kernel(const float* z, 
         if (threadIdx.x == 0) rowval[n] = 0.0;
         return;
     }
-    const float* zn = z + (size_t)n * V;
+    const TZ* zn = z + (size_t)n * V;
     const float* lpn = lp + (size_t)n * V;
     float* lsn = lp_s + (size_t)n * V;
     const double lse = row_logsumexp(zn, V, shf, shd), log_floor = log(LOSS_PROB_FLOOR);
     // one element at a time: four of its double-precision buckets at once (row_update2) spill
     double part = 0.0, ls;
     for (int v = threadIdx.x; v < V; v += blockDim.x) {
-        const double lq = (double)zn[v] - lse, lpv = lpn[v];
+        const double lq = (double)load_f(zn + v) - lse, lpv = lpn[v];
         part += jsd_bucket(exp(lpv), fmax(lpv, log_floor), exp(lq), fmax(lq, log_floor), beta, &ls);
         lsn[v] = (float)ls; // each thread writes only the entries it has read
     }
@@ -575,14 +603,19 @@ double cuda_jsd_full(Backend* be, const float* z, const float* lp, const float* 
                      float* lp_s) {
     if (N <= 0) return 0.0;
     double* rowval = loss_scratch(be, N);
-    jsd_full_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(z, lp, w, V, beta, lp_s, rowval);
+    const CudaView vz = cuda_view(be, z);
+    cuda_dispatch(vz.bf16, [&](auto tz) {
+        typedef CUDA_TAG_T(tz) TZ;
+        jsd_full_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>((const TZ*)vz.p, lp, w, V, beta, lp_s, rowval);
+    });
     cudaCheckLaunch();
     return loss_total(be, rowval, N);
 }
 
 // An id y outside [0, V) or a bad top-k row gives NaN. Ids are distinct; were one repeated, the
 // last match would count, as on the CPU.
-__global__ void __launch_bounds__(LOSS_THREADS) sampled_lp_kernel(float* lp_y, const float* z, const int* y,
+template <typename TZ>
+__global__ void __launch_bounds__(LOSS_THREADS) sampled_lp_kernel(float* lp_y, const TZ* z, const int* y,
                                                                   const int* ids, const float* lp,
                                                                   const float* tail_mass, const float* w, int V,
                                                                   int K) {
@@ -596,7 +629,7 @@ __global__ void __launch_bounds__(LOSS_THREADS) sampled_lp_kernel(float* lp_y, c
     }
     const int* idn = ids + (size_t)n * K;
     const float* lpn = lp + (size_t)n * K;
-    const float* zn = z + (size_t)n * V;
+    const TZ* zn = z + (size_t)n * V;
     const RowBuckets r = row_buckets(zn, idn, lpn, tail_mass[n], V, K, shf, shd);
     if (r.bad) {
         if (threadIdx.x == 0) lp_y[n] = NAN;
@@ -607,7 +640,8 @@ __global__ void __launch_bounds__(LOSS_THREADS) sampled_lp_kernel(float* lp_y, c
     const int at = (int)block_max(match, shf);
     if (threadIdx.x == 0) {
         const double log_floor = log(LOSS_PROB_FLOOR);
-        const double out = at >= 0 ? fmax((double)lpn[at] - r.logS, log_floor) : r.lPt + (zn[yn] - r.lse) - r.lQt;
+        const double out =
+            at >= 0 ? fmax((double)lpn[at] - r.logS, log_floor) : r.lPt + (load_f(zn + yn) - r.lse) - r.lQt;
         lp_y[n] = (float)out;
     }
 }
@@ -615,7 +649,11 @@ __global__ void __launch_bounds__(LOSS_THREADS) sampled_lp_kernel(float* lp_y, c
 void cuda_sampled_lp(Backend* be, float* lp_y, const float* z, const int* y, const int* ids, const float* lp,
                      const float* tail, const float* w, int N, int V, int K) {
     if (N <= 0) return;
-    sampled_lp_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(lp_y, z, y, ids, lp, tail, w, V, K);
+    const CudaView vz = cuda_view(be, z);
+    cuda_dispatch(vz.bf16, [&](auto tz) {
+        typedef CUDA_TAG_T(tz) TZ;
+        sampled_lp_kernel<<<N, LOSS_THREADS, 0, cuda_stream(be)>>>(lp_y, (const TZ*)vz.p, y, ids, lp, tail, w, V, K);
+    });
     cudaCheckLaunch();
 }
 

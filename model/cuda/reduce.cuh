@@ -68,7 +68,7 @@ __device__ __forceinline__ double block_sum_d(double v, double* sh) {
 }
 
 // ----------------------------------------------------------------------------
-// a row's max and sum of exponentials in one read
+// a row's max and sum of exponentials (storage.cuh's row_max_sum), and alignment
 
 // x into the running (max m, sum s of exp(. - m)) of one thread
 __device__ __forceinline__ void online_add(float& m, double& s, float x) {
@@ -86,38 +86,6 @@ template <typename T> __host__ __device__ inline int aligned4(const T* p) {
     return (uintptr_t)p % (4 * sizeof(T)) == 0;
 }
 template <typename T> __host__ __device__ inline int rows_vec4(const T* p, int C) { return C % 4 == 0 && aligned4(p); }
-
-// f(v, z[v]) over a row of V floats, each thread its own elements in increasing order: 16-byte
-// chunks, two loads in flight, where the row allows, else one element at a time
-template <typename F> __device__ __forceinline__ void row_each(const float* z, int V, F f) {
-    if (rows_vec4(z, V)) {
-        const float4* z4 = (const float4*)z;
-        const int n4 = V / 4, step = blockDim.x;
-        auto each4 = [&](int j, float4 x) { f(4 * j, x.x), f(4 * j + 1, x.y), f(4 * j + 2, x.z), f(4 * j + 3, x.w); };
-        int j = threadIdx.x;
-        for (; j + step < n4; j += 2 * step) {
-            const float4 a = z4[j], b = z4[j + step];
-            each4(j, a);
-            each4(j + step, b);
-        }
-        if (j < n4) each4(j, z4[j]);
-    } else {
-        for (int v = threadIdx.x; v < V; v += blockDim.x) f(v, z[v]);
-    }
-}
-
-// The row's max (float) and sum of exp(z - max) in double, as loss_row_logsumexp defines them;
-// every thread gets both. shf: 32 floats, shd: 32 doubles of shared memory.
-__device__ __forceinline__ void row_max_sum(const float* z, int V, float* shf, double* shd, float* m_out,
-                                            double* s_out) {
-    float m = -INFINITY;
-    double s = 0.0;
-    row_each(z, V, [&](int, float x) { online_add(m, s, x); });
-    const float M = block_max(m, shf);
-    const double part = m == -INFINITY ? 0.0 : s * exp((double)m - (double)M);
-    *s_out = block_sum_d(part, shd);
-    *m_out = M;
-}
 
 // ----------------------------------------------------------------------------
 // first index of the max

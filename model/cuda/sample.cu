@@ -9,6 +9,7 @@
 #include <limits.h>
 
 #include "model/cuda/ops_cuda.cuh"
+#include "model/cuda/storage.cuh"
 
 #define SAMPLE_THREADS 512
 

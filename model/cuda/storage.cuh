@@ -52,3 +52,45 @@ struct Chunk<__nv_bfloat16, 4> {
         ((uint2*)p)[j] = x;
     }
 };
+
+// ----------------------------------------------------------------------------
+// passes over a row
+
+// f(v, z[v]) over a row of V elements of either type, each thread its own elements in increasing
+// order: 4-element chunks, two loads in flight, where the row allows, else one element at a time
+template <typename T, typename F> __device__ __forceinline__ void row_each(const T* z, int V, F f) {
+    if (rows_vec4(z, V)) {
+        const int n4 = V / 4, step = blockDim.x;
+        int j = threadIdx.x;
+        for (; j + step < n4; j += 2 * step) {
+            Chunk<T, 4> a, b;
+            a.load(z, j);
+            b.load(z, j + step);
+#pragma unroll
+            for (int e = 0; e < 4; e++) f(4 * j + e, a.v[e]);
+#pragma unroll
+            for (int e = 0; e < 4; e++) f(4 * (j + step) + e, b.v[e]);
+        }
+        if (j < n4) {
+            Chunk<T, 4> a;
+            a.load(z, j);
+#pragma unroll
+            for (int e = 0; e < 4; e++) f(4 * j + e, a.v[e]);
+        }
+    } else {
+        for (int v = threadIdx.x; v < V; v += blockDim.x) f(v, load_f(z + v));
+    }
+}
+
+// The row's max (float) and sum of exp(z - max) in double, as loss_row_logsumexp defines them;
+// every thread gets both. shf: 32 floats, shd: 32 doubles of shared memory.
+template <typename T>
+__device__ __forceinline__ void row_max_sum(const T* z, int V, float* shf, double* shd, float* m_out, double* s_out) {
+    float m = -INFINITY;
+    double s = 0.0;
+    row_each(z, V, [&](int, float x) { online_add(m, s, x); });
+    const float M = block_max(m, shf);
+    const double part = m == -INFINITY ? 0.0 : s * exp((double)m - (double)M);
+    *s_out = block_sum_d(part, shd);
+    *m_out = M;
+}

@@ -30,13 +30,32 @@ typedef struct {
     LossKind kind;
     int N, V, K, reverse, with_old; // K: top-k ids per row; with_old: kl_sampled's old_lp
     int act_dz;                     // dz an activation buffer (bf16 storage in the bf16 mode)
+    int act_z;                      // the logits too, as the model's (values rounded to bf16 first)
 } VocabArgs;
 
-// logits with a spread of 3 and one row shifted far up (softmax must subtract its max)
+// x rounded to the nearest bf16 (ties to even)
+static float round_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7fffu + (u >> 16 & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+// logits with a spread of 3 and one row shifted far up (softmax must subtract its max); as an
+// activation buffer, values a bf16 holds exactly, so that every backend sees the same numbers
 static float* vocab_logits(GpuCtx* c, const VocabArgs* a) {
-    float* z = host_randn(c, (size_t)a->N * a->V, 3.0);
+    const size_t n = (size_t)a->N * a->V;
+    float* z = host_randn(c, n, 3.0);
     for (int v = 0; v < a->V; v++) z[v] += 1e4f;
-    float* d = gpu_upload(c, z, sizeof(float) * a->N * a->V);
+    float* d;
+    if (a->act_z) {
+        for (size_t i = 0; i < n; i++) z[i] = round_bf16(z[i]);
+        d = gpu_act_zeros(c, n);
+        c->be->upload(c->be, d, z, sizeof(float) * n);
+    } else {
+        d = gpu_upload(c, z, sizeof(float) * n);
+    }
     free(z);
     return d;
 }
@@ -174,17 +193,21 @@ void test_losses(void** state) {
     (void)state;
     static const char* const names[] = {"cross_entropy", "kl_full", "kl_topk", "kl_sampled"};
     const VocabArgs cases[] = {
-        {LOSS_CE, 12, 300, 0, 0, 0, 0},           {LOSS_CE, 12, 50304, 0, 0, 0, 0},
-        {LOSS_CE, 8, 151936, 0, 0, 0, 0},         {LOSS_KL_FULL, 8, 50304, 0, 0, 0, 0},
-        {LOSS_KL_FULL, 8, 50304, 0, 1, 0, 0},     {LOSS_KL_FULL, 4, 151936, 0, 1, 0, 0},
-        {LOSS_KL_TOPK, 8, 50304, 1, 0, 0, 0},     {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 0},
-        {LOSS_KL_TOPK, 8, 50304, 20, 1, 0, 0},    {LOSS_KL_TOPK, 6, 151936, 64, 1, 0, 0},
-        {LOSS_KL_TOPK, 6, 300, 300, 0, 0, 0},     {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 0, 0},
-        {LOSS_KL_SAMPLED, 12, 151936, 0, 0, 1, 0},
+        {LOSS_CE, 12, 300, 0, 0, 0, 0, 0},           {LOSS_CE, 12, 50304, 0, 0, 0, 0, 0},
+        {LOSS_CE, 8, 151936, 0, 0, 0, 0, 0},         {LOSS_KL_FULL, 8, 50304, 0, 0, 0, 0, 0},
+        {LOSS_KL_FULL, 8, 50304, 0, 1, 0, 0, 0},     {LOSS_KL_FULL, 4, 151936, 0, 1, 0, 0, 0},
+        {LOSS_KL_TOPK, 8, 50304, 1, 0, 0, 0, 0},     {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 0, 0},
+        {LOSS_KL_TOPK, 8, 50304, 20, 1, 0, 0, 0},    {LOSS_KL_TOPK, 6, 151936, 64, 1, 0, 0, 0},
+        {LOSS_KL_TOPK, 6, 300, 300, 0, 0, 0, 0},     {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 0, 0, 0},
+        {LOSS_KL_SAMPLED, 12, 151936, 0, 0, 1, 0, 0},
         // dz as dlogits in the model: an activation buffer
-        {LOSS_CE, 12, 50304, 0, 0, 0, 1},        {LOSS_KL_FULL, 8, 50304, 0, 1, 0, 1},
-        {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 1},   {LOSS_KL_TOPK, 6, 300, 300, 1, 0, 1},
-        {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 1, 1},
+        {LOSS_CE, 12, 50304, 0, 0, 0, 1, 0},        {LOSS_KL_FULL, 8, 50304, 0, 1, 0, 1, 0},
+        {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 1, 0},   {LOSS_KL_TOPK, 6, 300, 300, 1, 0, 1, 0},
+        {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 1, 1, 0},
+        // and the logits too, as the model's in the bf16 mode
+        {LOSS_CE, 12, 50304, 0, 0, 0, 1, 1},     {LOSS_CE, 7, 301, 0, 0, 0, 1, 1},
+        {LOSS_KL_FULL, 8, 50304, 0, 0, 0, 1, 1}, {LOSS_KL_TOPK, 8, 50304, 20, 1, 0, 1, 1},
+        {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 0, 1}, {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 1, 1, 1},
     };
     char label[96];
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -193,6 +216,7 @@ void test_losses(void** state) {
                  a->K ? " K=" : "", a->with_old ? " old_lp" : "");
         if (a->K) snprintf(label + strlen(label), sizeof label - strlen(label), "%d", a->K);
         if (a->act_dz) snprintf(label + strlen(label), sizeof label - strlen(label), " dz act");
+        if (a->act_z) snprintf(label + strlen(label), sizeof label - strlen(label), " z act");
         gpu_check(label, case_loss, a, 100 + i, a->act_dz ? TOL_ACT : TOL_ELEMENTWISE);
     }
     gpu_done();
@@ -208,6 +232,7 @@ typedef struct {
     RowsKind kind;
     int N, V, K;
     double beta;
+    int act_z; // the logits an activation buffer (bf16 values)
 } RowsArgs;
 
 // every fourth row has weight 0 (skipped: its outputs keep their inputs)
@@ -223,7 +248,7 @@ static void case_objective_rows(GpuCtx* c, const void* arg) {
     const RowsArgs* a = arg;
     Backend* be = c->be;
     const int N = a->N, V = a->V, K = a->K;
-    const VocabArgs va = {.N = N, .V = V, .K = K};
+    const VocabArgs va = {.N = N, .V = V, .K = K, .act_z = a->act_z};
     float* z = vocab_logits(c, &va);
     float* w = row_weights(c, N);
     int* hid = malloc(sizeof(int) * N * (K ? K : 1));
@@ -295,10 +320,13 @@ void test_objective_rows(void** state) {
     (void)state;
     static const char* const names[] = {"entropy", "jsd_topk", "jsd_full", "sampled_lp", "pick"};
     const RowsArgs cases[] = {
-        {ROWS_ENTROPY, 8, 7, 0, 0},           {ROWS_ENTROPY, 8, 50304, 0, 0},       {ROWS_ENTROPY, 5, 151936, 0, 0},
-        {ROWS_JSD_TOPK, 8, 50304, 20, 0.3},   {ROWS_JSD_TOPK, 8, 300, 1, 0.5},      {ROWS_JSD_TOPK, 6, 300, 300, 0.7},
-        {ROWS_JSD_FULL, 8, 50304, 0, 0.5},    {ROWS_JSD_FULL, 4, 151936, 0, 0.1},   {ROWS_SAMPLED_LP, 12, 50304, 20, 0},
-        {ROWS_SAMPLED_LP, 10, 300, 300, 0},   {ROWS_PICK, 9, 300, 0, 0},
+        {ROWS_ENTROPY, 8, 7, 0, 0, 0}, {ROWS_ENTROPY, 8, 50304, 0, 0, 0}, {ROWS_ENTROPY, 5, 151936, 0, 0, 0},
+        {ROWS_JSD_TOPK, 8, 50304, 20, 0.3, 0}, {ROWS_JSD_TOPK, 8, 300, 1, 0.5, 0}, {ROWS_JSD_TOPK, 6, 300, 300, 0.7, 0},
+        {ROWS_JSD_FULL, 8, 50304, 0, 0.5, 0}, {ROWS_JSD_FULL, 4, 151936, 0, 0.1, 0},
+        {ROWS_SAMPLED_LP, 12, 50304, 20, 0, 0}, {ROWS_SAMPLED_LP, 10, 300, 300, 0, 0}, {ROWS_PICK, 9, 300, 0, 0, 0},
+        // the model's logits in the bf16 mode
+        {ROWS_ENTROPY, 8, 50304, 0, 0, 1}, {ROWS_ENTROPY, 5, 7, 0, 0, 1}, {ROWS_JSD_TOPK, 8, 50304, 20, 0.3, 1},
+        {ROWS_JSD_FULL, 8, 50304, 0, 0.5, 1}, {ROWS_SAMPLED_LP, 12, 50304, 20, 0, 1},
     };
     char label[96];
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -306,6 +334,7 @@ void test_objective_rows(void** state) {
         snprintf(label, sizeof label, "%s N=%d V=%d", names[a->kind], a->N, a->V);
         if (a->K) snprintf(label + strlen(label), sizeof label - strlen(label), " K=%d", a->K);
         if (a->beta > 0.0) snprintf(label + strlen(label), sizeof label - strlen(label), " beta=%g", a->beta);
+        if (a->act_z) snprintf(label + strlen(label), sizeof label - strlen(label), " z act");
         gpu_check(label, case_objective_rows, a, 130 + i, TOL_ELEMENTWISE);
     }
     gpu_done();
