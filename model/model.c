@@ -327,8 +327,12 @@ static void layer_forward(Model* m, int l, int B, int T) {
     float* up = a->up + l * nf;
     float* h = a->h + l * nf;
 
-    // attention: qkv projections (into the pre-norm buffers when QK-norm follows)
-    be->rmsnorm_fwd(be, ln1, a->rstd1 + (size_t)l * N, x, W(PARAM_ATTN_NORM, l), N, D, c->norm_eps);
+    // attention: qkv projections (into the pre-norm buffers when QK-norm follows). The products
+    // that end a sublayer write its output alone (beta 0), and the next norm adds the residual
+    // (add_rmsnorm_fwd): no copy of the stream before each of them. Layer 0's input is the embedding.
+    float* rstd1 = a->rstd1 + (size_t)l * N;
+    if (l == 0) be->rmsnorm_fwd(be, ln1, rstd1, x, W(PARAM_ATTN_NORM, l), N, D, c->norm_eps);
+    else be->add_rmsnorm_fwd(be, ln1, rstd1, x, a->resid2 + (l - 1) * nd, W(PARAM_ATTN_NORM, l), N, D, c->norm_eps);
     float* qp = c->qk_norm ? a->qraw + l * nq : q;
     float* kp = c->qk_norm ? a->kraw + l * nk : k;
     be->matmul(be, 0, 1, N, Q, D, 1.0f, ln1, D, W(PARAM_WQ, l), D, 0.0f, qp, Q);
@@ -347,17 +351,14 @@ static void layer_forward(Model* m, int l, int B, int T) {
     be->rope_fwd(be, k, m->pos, m->rope_cos, m->rope_sin, N, KV, hd);
     be->attention_fwd(be, att, a->lse + (size_t)l * N * H, q, Q, k, v, K, m->lengths, m->lengths, B, T, T, H, KV, hd,
                       m->attn_work);
-    be->copy(be, resid2, x, nd * sizeof(float));
-    be->matmul(be, 0, 1, N, D, Q, 1.0f, att, Q, W(PARAM_WO, l), Q, 1.0f, resid2, D);
+    be->matmul(be, 0, 1, N, D, Q, 1.0f, att, Q, W(PARAM_WO, l), Q, 0.0f, resid2, D);
 
     // SwiGLU MLP
-    be->rmsnorm_fwd(be, ln2, a->rstd2 + (size_t)l * N, resid2, W(PARAM_MLP_NORM, l), N, D, c->norm_eps);
+    be->add_rmsnorm_fwd(be, ln2, a->rstd2 + (size_t)l * N, resid2, x, W(PARAM_MLP_NORM, l), N, D, c->norm_eps);
     be->matmul(be, 0, 1, N, F, D, 1.0f, ln2, D, W(PARAM_W_GATE, l), D, 0.0f, gate, F);
     be->matmul(be, 0, 1, N, F, D, 1.0f, ln2, D, W(PARAM_W_UP, l), D, 0.0f, up, F);
     be->swiglu_fwd(be, h, gate, up, nf);
-    float* out = a->resid + (l + 1) * nd;
-    be->copy(be, out, resid2, nd * sizeof(float));
-    be->matmul(be, 0, 1, N, D, F, 1.0f, h, F, W(PARAM_W_DOWN, l), F, 1.0f, out, D);
+    be->matmul(be, 0, 1, N, D, F, 1.0f, h, F, W(PARAM_W_DOWN, l), F, 0.0f, a->resid + (l + 1) * nd, D);
 }
 
 static const float* lm_head(Model* m) { return W(m->cfg.tied_embeddings ? PARAM_EMBED : PARAM_LM_HEAD, 0); }
@@ -393,8 +394,9 @@ void model_forward(Model* m, const int* tokens, const int* lengths, int B, int T
 
     be->embedding_fwd(be, m->a.resid, m->tokens, W(PARAM_EMBED, 0), N, D);
     for (int l = 0; l < L; l++) layer_forward(m, l, B, T);
-    const float* xf = m->a.resid + (size_t)L * N * D;
-    be->rmsnorm_fwd(be, m->a.lnf, m->a.rstdf, xf, W(PARAM_FINAL_NORM, 0), N, D, c->norm_eps);
+    const size_t nd = (size_t)N * D;
+    be->add_rmsnorm_fwd(be, m->a.lnf, m->a.rstdf, m->a.resid + L * nd, m->a.resid2 + (L - 1) * nd,
+                        W(PARAM_FINAL_NORM, 0), N, D, c->norm_eps);
     be->matmul(be, 0, 1, N, V, D, 1.0f, m->a.lnf, D, lm_head(m), D, 0.0f, m->a.logits, V);
     if (logits_out) be->download(be, logits_out, m->a.logits, (size_t)N * V * sizeof(float));
 }

@@ -94,6 +94,11 @@ struct Backend {
     // transformer blocks
     // RMSNorm over rows of C: y = x / sqrt(mean(x^2) + eps) * w; rstd (N) = saved 1/sqrt(...)
     void (*rmsnorm_fwd)(Backend* be, float* y, float* rstd, const float* x, const float* w, int N, int C, float eps);
+    // res (N, C) += x, then rmsnorm_fwd of res: the residual stream's add fused into the next norm,
+    // so the product before it writes its output without first copying the stream there (the
+    // same results as add then rmsnorm_fwd); res and x fp32
+    void (*add_rmsnorm_fwd)(Backend* be, float* y, float* rstd, float* res, const float* x, const float* w, int N,
+                            int C, float eps);
     // dx (N, C) += d/dx, dw (C) += d/dw
     void (*rmsnorm_bwd)(Backend* be, float* dx, float* dw, const float* dy, const float* x, const float* w,
                         const float* rstd, int N, int C);

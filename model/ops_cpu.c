@@ -345,6 +345,14 @@ static void cpu_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, 
     }
 }
 
+static void cpu_add_rmsnorm_fwd(Backend* be, float* y, float* rstd, float* res, const float* x, const float* w, int N,
+                                int C, float eps) {
+    const size_t n = (size_t)N * C;
+#pragma omp parallel for num_threads(be->threads) if(n >= CPU_PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) res[i] += x[i];
+    cpu_rmsnorm_fwd(be, y, rstd, res, w, N, C, eps);
+}
+
 static void cpu_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const float* x, const float* w,
                             const float* rstd, int N, int C) {
 #pragma omp parallel num_threads(be->threads) if((size_t)N * C >= CPU_PAR_MIN)
@@ -752,6 +760,7 @@ Backend* backend_cpu_create(int threads) {
         .sum_squares = cpu_sum_squares,
         .mask_rows = cpu_mask_rows,
         .rmsnorm_fwd = cpu_rmsnorm_fwd,
+        .add_rmsnorm_fwd = cpu_add_rmsnorm_fwd,
         .rmsnorm_bwd = cpu_rmsnorm_bwd,
         .rope_fwd = cpu_rope_fwd,
         .rope_bwd = cpu_rope_bwd,

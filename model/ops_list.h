@@ -26,6 +26,9 @@
     X(mask_rows, (Backend * be, float* x, const int* lengths, int B, int T, int C), (be, x, lengths, B, T, C))     \
     X(rmsnorm_fwd, (Backend * be, float* y, float* rstd, const float* x, const float* w, int N, int C, float eps),  \
       (be, y, rstd, x, w, N, C, eps))                                                                              \
+    X(add_rmsnorm_fwd,                                                                                             \
+      (Backend * be, float* y, float* rstd, float* res, const float* x, const float* w, int N, int C, float eps),   \
+      (be, y, rstd, res, x, w, N, C, eps))                                                                         \
     X(rmsnorm_bwd,                                                                                                 \
       (Backend * be, float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,     \
        int N, int C),                                                                                              \

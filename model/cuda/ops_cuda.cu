@@ -591,6 +591,7 @@ static constexpr unsigned act_args(const char* op) {
         if (str_eq(o, op)) return ~0u;
     }
     if (str_eq(op, "linear_bwd")) return 1u << 3 | 1u << 4; // x, dx (the dy blocks are checked by the op)
+    if (str_eq(op, "add_rmsnorm_fwd")) return 1u << 2;    // y (the residual stream and x are fp32)
     // the logits z and the losses' dz
     if (str_eq(op, "cross_entropy")) return 1u << 2 | 1u << 8;
     if (str_eq(op, "kl_full")) return 1u << 2 | 1u << 9;

@@ -166,6 +166,8 @@ void cuda_bias_bwd(Backend* be, float* db, const float* dy, int N, int C);
 double cuda_sum_squares(Backend* be, const float* x, size_t n);
 void cuda_mask_rows(Backend* be, float* x, const int* lengths, int B, int T, int C);
 void cuda_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, const float* w, int N, int C, float eps);
+void cuda_add_rmsnorm_fwd(Backend* be, float* y, float* rstd, float* res, const float* x, const float* w, int N, int C,
+                          float eps);
 void cuda_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const float* x, const float* w,
                       const float* rstd, int N, int C);
 void cuda_rope_fwd(Backend* be, float* x, const int* pos, const float* cos, const float* sin, int N, int nh, int hd);

@@ -162,18 +162,10 @@ double cuda_sum_squares(Backend* be, const float* x, size_t n) {
 // width is a multiple of 4 at 16-byte aligned addresses go 4 columns per load (lane l takes the
 // column quads l, l + 32, ...), which keeps more of each row's bytes in flight.
 
+// a row's output y = x r w and its rstd r (the lane's columns as in the row's sum of squares)
 template <int VEC, typename TY, typename TX>
-__global__ void rmsnorm_fwd_kernel(TY* y, float* rstd, const TX* x, const float* w, int N, int C, float eps) {
-    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (row >= N) return;
-    const TX* xn = x + (size_t)row * C;
-    TY* yn = y + (size_t)row * C;
-    float ss = 0.0f;
-    for (int j = lane; j < C / VEC; j += 32) {
-        Chunk<TX, VEC> a;
-        a.load(xn, j);
-        for (int e = 0; e < VEC; e++) ss += a.v[e] * a.v[e];
-    }
+__device__ __forceinline__ void rms_row_out(TY* yn, float* rstd, const TX* xn, const float* w, int row, int C,
+                                            float ss, float eps, int lane) {
     ss = warp_sum(ss);
     const float r = 1.0f / sqrtf(ss / (float)C + eps);
     for (int j = lane; j < C / VEC; j += 32) {
@@ -188,6 +180,42 @@ __global__ void rmsnorm_fwd_kernel(TY* y, float* rstd, const TX* x, const float*
     if (lane == 0) rstd[row] = r;
 }
 
+template <int VEC, typename TY, typename TX>
+__global__ void rmsnorm_fwd_kernel(TY* y, float* rstd, const TX* x, const float* w, int N, int C, float eps) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= N) return;
+    const TX* xn = x + (size_t)row * C;
+    float ss = 0.0f;
+    for (int j = lane; j < C / VEC; j += 32) {
+        Chunk<TX, VEC> a;
+        a.load(xn, j);
+        for (int e = 0; e < VEC; e++) ss += a.v[e] * a.v[e];
+    }
+    rms_row_out<VEC>(y + (size_t)row * C, rstd, xn, w, row, C, ss, eps, lane);
+}
+
+// res += x, then the norm of res: the sums are those rmsnorm_fwd_kernel takes of the new res
+// (each lane rereads its own stores)
+template <int VEC, typename TY>
+__global__ void add_rmsnorm_fwd_kernel(TY* y, float* rstd, float* res, const float* x, const float* w, int N, int C,
+                                       float eps) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= N) return;
+    float* rn = res + (size_t)row * C;
+    const float* xn = x + (size_t)row * C;
+    float ss = 0.0f;
+    for (int j = lane; j < C / VEC; j += 32) {
+        Chunk<float, VEC> a, b;
+        a.load(rn, j);
+        b.load(xn, j);
+        for (int e = 0; e < VEC; e++) {
+            a.v[e] += b.v[e];
+            ss += a.v[e] * a.v[e];
+        }
+        a.store(rn, j);
+    }
+    rms_row_out<VEC>(y + (size_t)row * C, rstd, (const float*)rn, w, row, C, ss, eps, lane);
+}
 
 void cuda_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, const float* w, int N, int C, float eps) {
     if (N <= 0 || C <= 0) return;
@@ -202,6 +230,23 @@ void cuda_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, const 
             rmsnorm_fwd_kernel<4><<<grid, 256, 0, cuda_stream(be)>>>(yp, rstd, xp, w, N, C, eps);
         } else {
             rmsnorm_fwd_kernel<1><<<grid, 256, 0, cuda_stream(be)>>>(yp, rstd, xp, w, N, C, eps);
+        }
+    });
+    cudaCheckLaunch();
+}
+
+void cuda_add_rmsnorm_fwd(Backend* be, float* y, float* rstd, float* res, const float* x, const float* w, int N, int C,
+                          float eps) {
+    if (N <= 0 || C <= 0) return;
+    const unsigned grid = (unsigned)cuda_cdiv((size_t)N, 8);
+    const CudaView vy = cuda_view(be, y);
+    cuda_dispatch(vy.bf16, [&](auto ty) {
+        typedef CUDA_TAG_T(ty) TY;
+        TY* yp = (TY*)vy.p;
+        if (rows_vec4(res, C) && rows_vec4(x, C) && rows_vec4(yp, C) && rows_vec4(w, C)) {
+            add_rmsnorm_fwd_kernel<4><<<grid, 256, 0, cuda_stream(be)>>>(yp, rstd, res, x, w, N, C, eps);
+        } else {
+            add_rmsnorm_fwd_kernel<1><<<grid, 256, 0, cuda_stream(be)>>>(yp, rstd, res, x, w, N, C, eps);
         }
     });
     cudaCheckLaunch();

@@ -92,7 +92,8 @@ typedef struct {
     int N, C;
 } ActRows;
 
-// the model's norm (fp32 residual in, activation out), then QK-norm's (all activations)
+// the model's norm (fp32 residual in, activation out), then QK-norm's (all activations), then the
+// model's norm with the residual's add
 static void case_act_rmsnorm(GpuCtx* c, const void* arg) {
     const ActRows* a = arg;
     Backend* be = c->be;
@@ -113,6 +114,13 @@ static void case_act_rmsnorm(GpuCtx* c, const void* arg) {
     be->rmsnorm_bwd(be, dx, dw, dy, xa, w, rstd, a->N, a->C);
     gpu_out(c, "dx", dx, nc, 0);
     gpu_out(c, "dw", dw, (size_t)a->C, 0);
+    // the residual's add fused into the norm (the stream and the added sublayer output fp32)
+    float* res = gpu_randn(c, nc, 1.0);
+    float* rstd2 = gpu_junk(c, (size_t)a->N);
+    be->add_rmsnorm_fwd(be, y, rstd2, res, x, w, a->N, a->C, 1e-5f);
+    gpu_out(c, "add_rmsnorm y", y, nc, 0);
+    gpu_out(c, "add_rmsnorm res", res, nc, 0);
+    gpu_out(c, "add_rmsnorm rstd", rstd2, (size_t)a->N, 0);
 }
 
 static void case_act_rope_swiglu_bias(GpuCtx* c, const void* arg) {

@@ -601,6 +601,42 @@ static void test_embedding_bwd(void** state) {
     backend_destroy(be);
 }
 
+// add_rmsnorm_fwd gives exactly what add and rmsnorm_fwd give
+static void test_add_rmsnorm(void** state) {
+    (void)state;
+    enum { N = 9, C = 40 };
+    Backend* be = backend_cpu_create(2);
+    Rng r;
+    rng_seed(&r, 11);
+    float* res = randn(&r, (size_t)N * C, 1.0);
+    float* x = randn(&r, (size_t)N * C, 1.0);
+    float* w = randn(&r, C, 1.0);
+    float *bres = to_backend(be, res, sizeof(float) * N * C), *bres2 = to_backend(be, res, sizeof(float) * N * C);
+    float* bx = to_backend(be, x, sizeof(float) * N * C);
+    float* bw = to_backend(be, w, sizeof(float) * C);
+    float *y = be->alloc(be, sizeof(float) * N * C), *y2 = be->alloc(be, sizeof(float) * N * C);
+    float *rs = be->alloc(be, sizeof(float) * N), *rs2 = be->alloc(be, sizeof(float) * N);
+    be->add_rmsnorm_fwd(be, y, rs, bres, bx, bw, N, C, 1e-5f);
+    be->add(be, bres2, bx, (size_t)N * C);
+    be->rmsnorm_fwd(be, y2, rs2, bres2, bw, N, C, 1e-5f);
+    // both results of each output, side by side on the host
+    static float h[2][N * C];
+    const float* pairs[3][2] = {{bres, bres2}, {y, y2}, {rs, rs2}};
+    for (int o = 0; o < 3; o++) {
+        const size_t bytes = sizeof(float) * (o == 2 ? N : N * C);
+        be->download(be, h[0], pairs[o][0], bytes);
+        be->download(be, h[1], pairs[o][1], bytes);
+        assert_memory_equal(h[0], h[1], bytes);
+        if (o == 0) {
+            for (size_t i = 0; i < (size_t)N * C; i++) assert_true(h[0][i] == res[i] + x[i]);
+        }
+    }
+    free(res), free(x), free(w);
+    void* bufs[] = {bres, bres2, bx, bw, y, y2, rs, rs2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(be, bufs[i]);
+    backend_destroy(be);
+}
+
 static void test_scatter_rows(void** state) {
     (void)state;
     enum { n = 3, C = 5, R = 6 };
@@ -673,6 +709,7 @@ int main(void) {
         cmocka_unit_test(test_attention_lengths), cmocka_unit_test(test_attention_decode),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_embedding_bwd), cmocka_unit_test(test_scatter_rows),
+        cmocka_unit_test(test_add_rmsnorm),
         cmocka_unit_test(test_sum_squares),
         cmocka_unit_test(test_lr_schedule),
     };
