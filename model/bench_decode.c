@@ -175,8 +175,12 @@ int bench_decode(int argc, char** argv) {
             fputs(usage, stdout);
             return INGRAIN_EXIT_OK;
         }
-        if (strcmp(a, "--bf16") == 0 || strcmp(a, "--profile") == 0) {
-            *(a[2] == 'b' ? &bf16 : &profile) = 1;
+        if (strcmp(a, "--bf16") == 0) {
+            bf16 = 1;
+            continue;
+        }
+        if (strcmp(a, "--profile") == 0) {
+            profile = 1;
             continue;
         }
         if (i + 1 >= argc) {

@@ -162,7 +162,7 @@ double cuda_sum_squares(Backend* be, const float* x, size_t n) {
 // width is a multiple of 4 at 16-byte aligned addresses go 4 columns per load (lane l takes the
 // column quads l, l + 32, ...), which keeps more of each row's bytes in flight.
 
-// a row's output y = x r w and its rstd r (the lane's columns as in the row's sum of squares)
+// the rest of a row once each lane has its part ss of the sum of squares: r = rstd, y = x r w
 template <int VEC, typename TY, typename TX>
 __device__ __forceinline__ void rms_row_out(TY* yn, float* rstd, const TX* xn, const float* w, int row, int C,
                                             float ss, float eps, int lane) {
