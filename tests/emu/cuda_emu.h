@@ -13,8 +13,11 @@
 //   i.e. by the block's threads, as on a GPU.
 // - The threads between two barriers run in an order drawn afresh for every block (seeded, so a
 //   failure reproduces): a kernel that lets a warp overwrite shared data that others still read
-//   without a barrier between them tends to fail. cp.async copies at once (commit and wait do
-//   nothing), so a read before its wait is not caught.
+//   without a barrier between them tends to fail.
+// - cp.async copies land in shared memory either at once or only when the thread's wait_group
+//   releases their group (the latest moment the PTX ISA allows), drawn per copy (seeded): a read
+//   of a tile before its wait sees the old contents, and a copy into a buffer that other warps
+//   still read without a barrier overwrites it early.
 // - mma sums its 16 products in double and adds them to the fp32 accumulator: not the tensor
 //   core's rounding, which the tests' tolerances cover.
 // - A block that waits for another block's flag (spin_wait) fails the test unless the flag is
@@ -179,16 +182,25 @@ inline void emu_context_switch(EmuContext* from, EmuContext* to) { swapcontext(f
 #endif
 
 enum EmuState { EMU_READY, EMU_AT_WARP, EMU_AT_BLOCK, EMU_DONE };
+// a cp.async still in flight: its bytes (read at issue) and its group (the thread's commits before it)
+struct EmuCopy {
+    unsigned char* dst;
+    unsigned char data[16];
+    unsigned bytes, group;
+};
 struct EmuFiber {
     EmuContext ctx;
     uint3 tid;
     EmuState state;
+    std::vector<EmuCopy> copies; // in flight
+    unsigned committed;          // cp.async groups committed
 };
 struct EmuBlock {
     std::vector<EmuFiber> fibers;
     std::vector<char> stacks;
     EmuContext scheduler;
     EmuFiber* current;
+    uint64_t copy_rng; // draws when each cp.async lands
     alignas(16) unsigned char slot[32][32][64]; // [warp][lane]: a lane's operands for a collective
 };
 inline EmuBlock* emu_block;
@@ -286,17 +298,28 @@ inline void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_
 
 inline void emu_cp_async(void* dst, const void* src, bool valid, size_t bytes) {
     emu_check_shared("cp.async", dst, bytes, bytes);
-    if (!valid) {
-        memset(dst, 0, bytes);
-        return;
-    }
-    if ((uintptr_t)src % bytes) emu_fail("cp.async", "misaligned global source");
-    memcpy(dst, src, bytes);
+    if (valid && (uintptr_t)src % bytes) emu_fail("cp.async", "misaligned global source");
+    EmuFiber* f = emu_block->current;
+    EmuCopy c = {(unsigned char*)dst, {0}, (unsigned)bytes, f->committed};
+    if (valid) memcpy(c.data, src, bytes);
+    uint64_t& r = emu_block->copy_rng;
+    r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+    if (r & 1) memcpy(c.dst, c.data, bytes); // lands at once
+    else f->copies.push_back(c);             // lands at its wait
 }
 inline void cp_async16(void* dst, const void* src, bool valid) { emu_cp_async(dst, src, valid, 16); }
 inline void cp_async4(void* dst, const void* src, bool valid) { emu_cp_async(dst, src, valid, 4); }
-inline void cp_async_commit() {}
-template <int N> inline void cp_async_wait() {}
+inline void cp_async_commit() { emu_block->current->committed++; }
+// the copies of every committed group but the newest N land
+template <int N> inline void cp_async_wait() {
+    EmuFiber* f = emu_block->current;
+    std::vector<EmuCopy> left;
+    for (const EmuCopy& c : f->copies) {
+        if (c.group + N < f->committed) memcpy(c.dst, c.data, c.bytes);
+        else left.push_back(c);
+    }
+    f->copies.swap(left);
+}
 
 // ordering between blocks: blocks run one after another, so a block that has to wait for another
 // would wait forever (the kernels take tickets so that they only wait for earlier blocks)
@@ -356,6 +379,8 @@ inline void emu_fiber_init(EmuBlock* blk, unsigned i) {
     makecontext(&f->ctx, (void (*)())emu_fiber_main, 0);
 #endif
     f->state = EMU_READY;
+    f->copies.clear();
+    f->committed = 0;
 }
 
 // one block: fibers run in a shuffled order until all wait; then a complete warp barrier or block
@@ -419,6 +444,7 @@ template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem, F kernel)
     }
     emu_block = blk;
     uint64_t rng = 0x2545F4914F6CDD1Dull;
+    blk->copy_rng = 0x9E3779B97F4A7C15ull;
     for (unsigned z = 0; z < grid.z; z++) {
         for (unsigned y = 0; y < grid.y; y++) {
             for (unsigned x = 0; x < grid.x; x++) {
