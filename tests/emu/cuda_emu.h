@@ -23,6 +23,9 @@
 // - A block that waits for another block's flag (spin_wait) fails the test unless the flag is
 //   already set: blocks run in grid order, one after another, so kernels that wait must hand out
 //   their work in the order blocks start (an atomicAdd ticket), as they must on a GPU anyway.
+// Device allocations (include/cuda_runtime.h) end where an inaccessible page begins: a kernel that
+// reads or writes past its buffer's end faults, and the fault names the kernel, its launch site,
+// block and thread.
 // Checked on the way, as the hardware would fault or misbehave: ldmatrix and cp.async addresses
 // inside the launch's dynamic shared memory and aligned, cp.async sources aligned, dynamic shared
 // memory within the launch's request and the H100's 227 KiB. Shared memory starts each block as
@@ -31,10 +34,12 @@
 #pragma once
 #include <float.h>
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <functional>
 #include <utility>
@@ -426,7 +431,25 @@ inline void emu_run_block(EmuBlock* blk, unsigned threads, uint64_t& rng) {
     }
 }
 
-template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem, F kernel) {
+// A memory fault inside a kernel (device allocations end at an inaccessible page, see
+// include/cuda_runtime.h) names the kernel, block and thread before the fault goes on to the
+// handler that was there before the launch (cmocka's in the tests).
+inline const char* emu_kernel_name;
+inline struct sigaction emu_old_segv, emu_old_bus;
+inline void emu_fault(int sig, siginfo_t* info, void*) {
+    char msg[512];
+    const int n = snprintf(msg, sizeof msg,
+                           "cuda_emu: memory fault at %p in kernel %s (block %u,%u,%u thread %u,%u,%u): an access "
+                           "outside its buffers\n",
+                           info->si_addr, emu_kernel_name, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y,
+                           threadIdx.z);
+    if (n > 0 && write(2, msg, (size_t)n) < 0) abort();
+    sigaction(SIGSEGV, &emu_old_segv, NULL); // the faulting access runs again, under the old handlers
+    sigaction(SIGBUS, &emu_old_bus, NULL);
+    (void)sig;
+}
+
+template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem, F kernel, const char* name = "(direct launch)") {
     const unsigned threads = block.x * block.y * block.z;
     if (threads == 0 || threads % 32 || threads > 1024) emu_fail("launch", "threads must be a multiple of 32, <= 1024");
     if (smem > EMU_SMEM_BYTES) emu_fail("launch", "more dynamic shared memory than an H100 block may have");
@@ -443,6 +466,12 @@ template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem, F kernel)
         blk->fibers[i].tid = {i % block.x, i / block.x % block.y, i / (block.x * block.y)};
     }
     emu_block = blk;
+    emu_kernel_name = name;
+    struct sigaction fault = {};
+    fault.sa_sigaction = emu_fault;
+    fault.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &fault, &emu_old_segv);
+    sigaction(SIGBUS, &fault, &emu_old_bus);
     uint64_t rng = 0x2545F4914F6CDD1Dull;
     blk->copy_rng = 0x9E3779B97F4A7C15ull;
     for (unsigned z = 0; z < grid.z; z++) {
@@ -454,6 +483,8 @@ template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem, F kernel)
             }
         }
     }
+    sigaction(SIGSEGV, &emu_old_segv, NULL);
+    sigaction(SIGBUS, &emu_old_bus, NULL);
     emu_block = NULL;
     emu_kernel = nullptr;
 }

@@ -5,7 +5,11 @@
 #pragma once
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <unordered_map>
 
 #include "tests/emu/cuda_emu.h"
 
@@ -73,15 +77,36 @@ inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
 }
 
 // ----------------------------------------------------------------------------
-// memory: 256-byte aligned host blocks, as cudaMalloc's alignment
+// memory: 256-byte aligned host blocks, as cudaMalloc's alignment, each ending (its size rounded up
+// to 256 bytes) where an inaccessible page begins, so that a kernel reading or writing past the
+// end of an allocation faults here, as it may on a GPU. An inaccessible page before each keeps
+// blocks off the end of other mappings (the bf16 mode's activation handles are host reservations,
+// and a pointer one past a handle's end still resolves to it).
+
+struct EmuMapping {
+    void* base;
+    size_t bytes;
+};
+inline std::unordered_map<void*, EmuMapping> emu_mappings;
 
 inline cudaError_t cudaMalloc(void** p, size_t n) {
-    *p = aligned_alloc(256, (n + 255) / 256 * 256 + 256);
-    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE), used = (n + 255) / 256 * 256 + (n == 0) * 256;
+    const size_t bytes = (used + page - 1) / page * page + 2 * page;
+    char* base = (char*)mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == (char*)MAP_FAILED) return cudaErrorMemoryAllocation;
+    char* guard = base + bytes - page;
+    if (mprotect(base, page, PROT_NONE) != 0 || mprotect(guard, page, PROT_NONE) != 0) abort();
+    *p = guard - used;
+    emu_mappings[*p] = {base, bytes};
+    return cudaSuccess;
 }
 template <class T> inline cudaError_t cudaMalloc(T** p, size_t n) { return cudaMalloc((void**)p, n); }
 inline cudaError_t cudaFree(void* p) {
-    free(p);
+    if (!p) return cudaSuccess;
+    const auto m = emu_mappings.find(p);
+    if (m == emu_mappings.end()) return cudaErrorInvalidValue;
+    munmap(m->second.base, m->second.bytes);
+    emu_mappings.erase(m);
     return cudaSuccess;
 }
 inline cudaError_t cudaMallocHost(void** p, size_t n) { return cudaMalloc(p, n); }
@@ -135,10 +160,13 @@ template <class K> inline cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute,
 }
 
 // kernel<<<grid, block[, smem[, stream]]>>>(args), as tests/emu/unlaunch.py rewrites it
-template <class F> inline void emu_launch_cfg(dim3 grid, dim3 block, F kernel) { emu_launch(grid, block, 0, kernel); }
-template <class F> inline void emu_launch_cfg(dim3 grid, dim3 block, size_t smem, F kernel) {
-    emu_launch(grid, block, smem, kernel);
+template <class F> inline void emu_launch_cfg(const char* name, dim3 grid, dim3 block, F kernel) {
+    emu_launch(grid, block, 0, kernel, name);
 }
-template <class F> inline void emu_launch_cfg(dim3 grid, dim3 block, size_t smem, cudaStream_t, F kernel) {
-    emu_launch(grid, block, smem, kernel);
+template <class F> inline void emu_launch_cfg(const char* name, dim3 grid, dim3 block, size_t smem, F kernel) {
+    emu_launch(grid, block, smem, kernel, name);
+}
+template <class F>
+inline void emu_launch_cfg(const char* name, dim3 grid, dim3 block, size_t smem, cudaStream_t, F kernel) {
+    emu_launch(grid, block, smem, kernel, name);
 }
