@@ -81,7 +81,8 @@ inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
 // to 256 bytes) where an inaccessible page begins, so that a kernel reading or writing past the
 // end of an allocation faults here, as it may on a GPU. An inaccessible page before each keeps
 // blocks off the end of other mappings (the bf16 mode's activation handles are host reservations,
-// and a pointer one past a handle's end still resolves to it).
+// and a pointer one past a handle's end still resolves to it). A fresh block holds 0xff bytes (NaN
+// as fp32 and bf16), not zeros: a kernel that reads scratch it has not written shows.
 
 struct EmuMapping {
     void* base;
@@ -97,6 +98,7 @@ inline cudaError_t cudaMalloc(void** p, size_t n) {
     char* guard = base + bytes - page;
     if (mprotect(base, page, PROT_NONE) != 0 || mprotect(guard, page, PROT_NONE) != 0) abort();
     *p = guard - used;
+    memset(*p, 0xff, used); // as uninitialised device memory may hold anything: NaN in fp32 and bf16
     emu_mappings[*p] = {base, bytes};
     return cudaSuccess;
 }
