@@ -373,14 +373,18 @@ static void head_step(Decoder* d, const Segment* seg, int ns, float* all_logits,
     }
     for (int b0 = 0; b0 < nw; b0 += d->head_rows) {
         const int nr = nw - b0 < d->head_rows ? nw - b0 : d->head_rows;
-        // gather runs of consecutive rows, then the final norm and the head on the block
+        // gather runs of consecutive rows, then the final norm and the head on the block; a block
+        // that is one run (a decode step's rows) is normed where it is
+        const float* rows = d->sel;
         for (int i = 0; i < nr;) {
             int e = i + 1;
             while (e < nr && w[b0 + e].row == w[b0 + e - 1].row + 1) e++;
-            be->copy(be, d->sel + (size_t)i * D, d->x + (size_t)w[b0 + i].row * D, (size_t)(e - i) * D * sizeof(float));
+            const float* run = d->x + (size_t)w[b0 + i].row * D;
+            if (i == 0 && e == nr) rows = run;
+            else be->copy(be, d->sel + (size_t)i * D, run, (size_t)(e - i) * D * sizeof(float));
             i = e;
         }
-        be->rmsnorm_fwd(be, d->seln, d->rstd, d->sel, W(PARAM_FINAL_NORM, 0), nr, D, c->norm_eps);
+        be->rmsnorm_fwd(be, d->seln, d->rstd, rows, W(PARAM_FINAL_NORM, 0), nr, D, c->norm_eps);
         be->matmul(be, 0, 1, nr, V, D, 1.0f, d->seln, D, head, D, 0.0f, d->z, V);
         if (all_dev) {
             head_rows_device(d, w + b0, nr);
