@@ -347,9 +347,7 @@ static void cpu_rmsnorm_fwd(Backend* be, float* y, float* rstd, const float* x, 
 
 static void cpu_add_rmsnorm_fwd(Backend* be, float* y, float* rstd, float* res, const float* x, const float* w, int N,
                                 int C, float eps) {
-    const size_t n = (size_t)N * C;
-#pragma omp parallel for num_threads(be->threads) if(n >= CPU_PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) res[i] += x[i];
+    cpu_add(be, res, x, (size_t)N * C);
     cpu_rmsnorm_fwd(be, y, rstd, res, w, N, C, eps);
 }
 

@@ -583,10 +583,10 @@ static constexpr bool str_eq(const char* a, const char* b) { return *a == *b && 
 // take them, x and dx of linear_bwd, the logits z of the vocabulary rows and the losses' dz
 // (dlogits), none elsewhere
 static constexpr unsigned act_args(const char* op) {
-    constexpr const char* all[] = {"upload",     "download",   "memset0",       "copy",          "scatter_rows",
-                                   "add_bias",
-                                   "bias_bwd",   "rope_fwd",   "rope_bwd",      "rmsnorm_fwd",   "rmsnorm_bwd",
-                                   "swiglu_fwd", "swiglu_bwd", "attention_fwd", "attention_bwd", "mask_rows"};
+    constexpr const char* all[] = {"upload",        "download",    "memset0",     "copy",          "scatter_rows",
+                                   "add_bias",      "bias_bwd",    "rope_fwd",    "rope_bwd",      "rmsnorm_fwd",
+                                   "rmsnorm_bwd",   "swiglu_fwd",  "swiglu_bwd",  "attention_fwd", "attention_bwd",
+                                   "mask_rows"};
     for (const char* o : all) {
         if (str_eq(o, op)) return ~0u;
     }

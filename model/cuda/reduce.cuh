@@ -1,7 +1,7 @@
 // Device helpers shared by the CUDA backend's kernels: ceil division, 4-element alignment, the
-// warp and block reductions (fixed shuffle trees), a pass over a row 4 elements per load, a row's
-// max and sum of exponentials in one read, and the first index of a block's max. Plain CUDA
-// without library headers, so that tests/emu can build the kernels that use them on the host.
+// warp and block reductions (fixed shuffle trees), the running max and sum of exponentials that
+// storage.cuh's row_max_sum combines, and the first index of a block's max. Plain CUDA without
+// library headers, so that tests/emu can build the kernels that use them on the host.
 #pragma once
 #include <limits.h>
 #include <math.h>
@@ -68,7 +68,7 @@ __device__ __forceinline__ double block_sum_d(double v, double* sh) {
 }
 
 // ----------------------------------------------------------------------------
-// a row's max and sum of exponentials (storage.cuh's row_max_sum), and alignment
+// a running max and sum of exponentials (storage.cuh's row_max_sum), and alignment
 
 // x into the running (max m, sum s of exp(. - m)) of one thread
 __device__ __forceinline__ void online_add(float& m, double& s, float x) {

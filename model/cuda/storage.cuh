@@ -1,14 +1,14 @@
 // Device-side loads and stores of the two storage types the CUDA backend's kernels read and
 // write: fp32 (every buffer of the f32 mode, parameters and gradients always) and bf16 (the bf16
 // mode's activation buffers, ops.h). Values are fp32 in registers either way; a bf16 store
-// rounds to nearest even.
+// rounds to nearest even. Also the passes over a row of either type (row_each, row_max_sum).
 #pragma once
 #include <cuda_bf16.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "model/cuda/mma_ptx.cuh" // pack_bf16
-#include "model/cuda/reduce.cuh"  // aligned4, rows_vec4
+#include "model/cuda/reduce.cuh"  // aligned4, rows_vec4, online_add, the block reductions
 
 __device__ __forceinline__ float load_f(const float* p) { return *p; }
 __device__ __forceinline__ float load_f(const __nv_bfloat16* p) { return __bfloat162float(*p); }

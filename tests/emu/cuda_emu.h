@@ -318,12 +318,12 @@ inline void cp_async_commit() { emu_block->current->committed++; }
 // the copies of every committed group but the newest N land
 template <int N> inline void cp_async_wait() {
     EmuFiber* f = emu_block->current;
-    std::vector<EmuCopy> left;
+    size_t left = 0;
     for (const EmuCopy& c : f->copies) {
         if (c.group + N < f->committed) memcpy(c.dst, c.data, c.bytes);
-        else left.push_back(c);
+        else f->copies[left++] = c;
     }
-    f->copies.swap(left);
+    f->copies.resize(left);
 }
 
 // ordering between blocks: blocks run one after another, so a block that has to wait for another
@@ -436,7 +436,7 @@ inline void emu_run_block(EmuBlock* blk, unsigned threads, uint64_t& rng) {
 // handler that was there before the launch (cmocka's in the tests).
 inline const char* emu_kernel_name;
 inline struct sigaction emu_old_segv, emu_old_bus;
-inline void emu_fault(int sig, siginfo_t* info, void*) {
+inline void emu_fault(int, siginfo_t* info, void*) {
     char msg[512];
     const int n = snprintf(msg, sizeof msg,
                            "cuda_emu: memory fault at %p in kernel %s (block %u,%u,%u thread %u,%u,%u): an access "
@@ -446,7 +446,6 @@ inline void emu_fault(int sig, siginfo_t* info, void*) {
     if (n > 0 && write(2, msg, (size_t)n) < 0) abort();
     sigaction(SIGSEGV, &emu_old_segv, NULL); // the faulting access runs again, under the old handlers
     sigaction(SIGBUS, &emu_old_bus, NULL);
-    (void)sig;
 }
 
 template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem, F kernel, const char* name = "(direct launch)") {

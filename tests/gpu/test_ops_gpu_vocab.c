@@ -13,6 +13,7 @@
 
 #include "gpu_compare.h"
 #include "model/ops.h"
+#include "model/safetensors.h" // bf16 conversions
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -33,15 +34,6 @@ typedef struct {
     int act_z;                      // the logits too, as the model's (values rounded to bf16 first)
 } VocabArgs;
 
-// x rounded to the nearest bf16 (ties to even)
-static float round_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    u = (u + 0x7fffu + (u >> 16 & 1u)) & 0xffff0000u;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
 // logits with a spread of 3 and one row shifted far up (softmax must subtract its max); as an
 // activation buffer, values a bf16 holds exactly, so that every backend sees the same numbers
 static float* vocab_logits(GpuCtx* c, const VocabArgs* a) {
@@ -50,7 +42,7 @@ static float* vocab_logits(GpuCtx* c, const VocabArgs* a) {
     for (int v = 0; v < a->V; v++) z[v] += 1e4f;
     float* d;
     if (a->act_z) {
-        for (size_t i = 0; i < n; i++) z[i] = round_bf16(z[i]);
+        for (size_t i = 0; i < n; i++) z[i] = st_bf16_to_f32(st_f32_to_bf16(z[i]));
         d = gpu_act_zeros(c, n);
         c->be->upload(c->be, d, z, sizeof(float) * n);
     } else {
