@@ -133,130 +133,6 @@ void ranges_remove(CudaRanges* s, CudaRange* r) {
 }
 
 // ----------------------------------------------------------------------------
-// the bf16 operand copies (CudaOperand)
-
-// the bytes a row-major fp32 block (rows, cols) with row stride ld spans
-static size_t block_bytes(int rows, int cols, int ld) { return ((size_t)(rows - 1) * ld + cols) * sizeof(float); }
-
-// forget the copies whose source overlaps the fp32 block p (rows, cols), row stride ld
-static void operands_forget_block(CudaImpl* c, const float* p, int rows, int cols, int ld) {
-    const char *lo = (const char*)p, *hi = lo + block_bytes(rows, cols, ld);
-    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
-        CudaOperand* o = &c->operands[i];
-        if (!o->src) continue;
-        const char* src = (const char*)o->src;
-        if (src < hi && lo < src + block_bytes(o->rows, o->cols, o->ld)) o->src = NULL;
-    }
-}
-
-// forget the copies whose source lies in the allocation that holds p (nothing if p is in none)
-static void operands_forget_alloc(CudaImpl* c, const void* p) {
-    const CudaRange* a = ranges_find(&c->allocs, p, 0);
-    if (!a) return;
-    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
-        CudaOperand* o = &c->operands[i];
-        if (o->src && (const char*)o->src >= a->p && (const char*)o->src < a->p + a->bytes) o->src = NULL;
-    }
-}
-
-static void operand_drop(CudaImpl* c, CudaOperand* o) {
-    if (o->buf) cudaCheck(cudaFree(o->buf)); // waits for the device: no product still reads it
-    c->operand_bytes -= o->cap;
-    o->buf = NULL;
-    o->cap = 0;
-    o->src = NULL;
-}
-
-// what to drop for room: a free slot's buffer (the largest), else the least recently used copy;
-// never `keep` nor a copy the current matmul uses
-static CudaOperand* operand_victim(CudaImpl* c, const CudaOperand* keep) {
-    CudaOperand *empty = NULL, *lru = NULL;
-    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
-        CudaOperand* o = &c->operands[i];
-        if (o == keep || !o->buf || o->used == c->operand_clock) continue;
-        if (!o->src && (!empty || o->cap > empty->cap)) empty = o;
-        if (o->src && (!lru || o->used < lru->used)) lru = o;
-    }
-    return empty ? empty : lru;
-}
-
-// A slot for a new copy of `bytes`: the free slot that fits it most tightly, else the largest free
-// one (grown), else the least recently used; buffers of other slots are dropped while the copies
-// would hold more than operand_limit.
-static CudaOperand* operand_slot(CudaImpl* c, size_t bytes) {
-    CudaOperand *fit = NULL, *largest = NULL, *lru = NULL;
-    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
-        CudaOperand* o = &c->operands[i];
-        if (o->used != c->operand_clock && (!lru || o->used < lru->used)) lru = o;
-        if (o->src) continue;
-        if (o->cap >= bytes && (!fit || o->cap < fit->cap)) fit = o;
-        if (!largest || o->cap > largest->cap) largest = o;
-    }
-    CudaOperand* o = fit ? fit : largest ? largest : lru;
-    if (o->cap < bytes) {
-        operand_drop(c, o);
-        for (CudaOperand* v; c->operand_bytes + bytes > c->operand_limit && (v = operand_victim(c, o));) {
-            operand_drop(c, v);
-        }
-        if (cudaMalloc(&o->buf, bytes) != cudaSuccess) {
-            cudaGetLastError();
-            fatal("cuda backend: the bf16 copy of a matmul operand (%zu bytes, %.1f MiB) does not fit on GPU %d\n"
-                  "  hint: use a smaller batch, sequence length or vocabulary, or train without bf16",
-                  bytes, (double)bytes / (1024.0 * 1024.0), c->device);
-        }
-        o->cap = bytes;
-        c->operand_bytes += bytes;
-    }
-    o->src = NULL;
-    return o;
-}
-
-// A kept copy about to be reused must equal its source rounded: the emulated build
-// (INGRAIN_CUDA_CHECK_OPERANDS, tests/emu) checks that every time, so every emulated test also
-// tests that no op writes a source without forgetting its copy.
-static void operand_check(Backend* be, const CudaOperand* o) {
-#ifdef INGRAIN_CUDA_CHECK_OPERANDS
-    const size_t n = (size_t)o->rows * o->cols;
-    __nv_bfloat16* fresh = (__nv_bfloat16*)cuda_scratch(be, n * sizeof(__nv_bfloat16));
-    cuda_to_bf16(be, fresh, o->src, o->rows, o->cols, o->ld);
-    void* want = malloc(2 * n * sizeof(__nv_bfloat16));
-    if (!want) fatal("cuda backend: out of host memory");
-    char* got = (char*)want + n * sizeof(__nv_bfloat16);
-    cudaCheck(cudaMemcpyAsync(want, fresh, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost, cuda_stream(be)));
-    cudaCheck(cudaMemcpyAsync(got, o->buf, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost, cuda_stream(be)));
-    cudaCheck(cudaStreamSynchronize(cuda_stream(be)));
-    if (memcmp(want, got, n * sizeof(__nv_bfloat16)) != 0) {
-        fatal("cuda backend: the kept bf16 copy of operand %p (%d x %d) is stale: an op wrote its source without "
-              "forgetting it", (const void*)o->src, o->rows, o->cols);
-    }
-    free(want);
-#else
-    (void)be, (void)o;
-#endif
-}
-
-// The packed bf16 copy of the fp32 block src (rows, cols), row stride ld: a kept copy, or a new one.
-static const __nv_bfloat16* operand_bf16(Backend* be, const float* src, int rows, int cols, int ld) {
-    CudaImpl* c = cuda_impl(be);
-    for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) {
-        CudaOperand* o = &c->operands[i];
-        if (o->src == src && o->rows == rows && o->cols == cols && o->ld == ld) {
-            o->used = c->operand_clock;
-            operand_check(be, o);
-            return o->buf;
-        }
-    }
-    CudaOperand* o = operand_slot(c, ((size_t)rows * cols * sizeof(__nv_bfloat16) + 255) / 256 * 256);
-    cuda_to_bf16(be, o->buf, src, rows, cols, ld);
-    o->src = src;
-    o->rows = rows;
-    o->cols = cols;
-    o->ld = ld;
-    o->used = c->operand_clock;
-    return o->buf;
-}
-
-// ----------------------------------------------------------------------------
 // memory
 
 static void* cuda_alloc(Backend* be, size_t bytes) {
@@ -408,7 +284,6 @@ void cuda_to_bf16(Backend* be, __nv_bfloat16* dst, const __nv_bfloat16* src, int
 // mode. Copies are kept for the next products (CudaOperand): the model's products come in runs
 // that share operands (x W_q, x W_k, x W_v share x; the backward's dY W and X^T dY share dY), and
 // each run's sources stay unchanged until another op.
-#define CUDA_BF16_COPY_MIN 128 // rows and columns of C from which fp32 operands are copied
 
 // the row-major C (M, N) = alpha op(A) op(B) + beta C on packed bf16 operands (leading dimensions
 // in elements), C fp32 or bf16
@@ -549,33 +424,98 @@ static void cuda_scale(Backend* be, float* y, float a, size_t n) {
 }
 
 // ----------------------------------------------------------------------------
-// AdamW (the same expression as the CPU backend, constants computed on the host alike)
+// AdamW (the same expression as the CPU backend, constants computed on the host alike). In the
+// bf16 mode the update renews the kept bf16 copies of the weights it writes (the forward's
+// products made them the step before): it stores each new weight's rounding into them as it
+// goes, so the next forward finds them fresh instead of copying every weight matrix again (per
+// weight 2 bytes written instead of a pass that reads 4 and writes 2, and no copy launches).
 
-__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, size_t n, float beta1, float beta2,
-                             float eps, float grad_scale, float step, float sqrt_bc2, float decay) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float gi = g[i] * grad_scale;
-        float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-        float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] * decay - step * mi / (sqrtf(vi) / sqrt_bc2 + eps);
+typedef struct {
+    float beta1, beta2, eps, grad_scale, step, sqrt_bc2, decay;
+} AdamWConsts;
+
+// A launch's range cut into pieces: the blocks whose kept copies it renews and the gaps between
+// them, so that one launch serves a whole tensor of layers (gpt2-124m: 16 launches per step).
+#define ADAMW_PIECES 96
+typedef struct {
+    int n;
+    size_t end[ADAMW_PIECES];          // piece k is [end[k - 1], end[k]) of the range, end[-1] = 0
+    __nv_bfloat16* copy[ADAMW_PIECES]; // its kept copy, or NULL
+} AdamWPieces;
+
+// VEC consecutive elements per step (4 where every array and piece is aligned for it)
+template <int VEC>
+__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, size_t n, AdamWConsts k, AdamWPieces pcs) {
+    int piece = 0; // the thread's elements only increase, and so does their piece
+    for (size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x; j < n / VEC; j += (size_t)gridDim.x * blockDim.x) {
+        Chunk<float, VEC> pc, gc, mc, vc;
+        pc.load(p, j);
+        gc.load(g, j);
+        mc.load(m, j);
+        vc.load(v, j);
+        for (int e = 0; e < VEC; e++) {
+            const float gi = gc.v[e] * k.grad_scale;
+            const float mi = k.beta1 * mc.v[e] + (1.0f - k.beta1) * gi;
+            const float vi = k.beta2 * vc.v[e] + (1.0f - k.beta2) * gi * gi;
+            mc.v[e] = mi;
+            vc.v[e] = vi;
+            pc.v[e] = pc.v[e] * k.decay - k.step * mi / (sqrtf(vi) / k.sqrt_bc2 + k.eps);
+        }
+        mc.store(m, j);
+        vc.store(v, j);
+        pc.store(p, j);
+        while (j * VEC >= pcs.end[piece]) piece++;
+        if (pcs.copy[piece]) {
+            Chunk<__nv_bfloat16, VEC> c16;
+            for (int e = 0; e < VEC; e++) c16.v[e] = pc.v[e];
+            c16.store(pcs.copy[piece], j - (piece ? pcs.end[piece - 1] : 0) / VEC);
+        }
     }
 }
 
-static void cuda_adamw(Backend* be, float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1,
-                       float beta2, float eps, float weight_decay, float grad_scale, long t) {
-    if (!n) return;
-    const float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
-    const float step = lr / bc1, sqrt_bc2 = sqrtf(bc2), decay = 1.0f - lr * weight_decay;
-    adamw_kernel<<<cuda_grid(n, 256), 256, 0, cuda_stream(be)>>>(p, g, m, v, n, beta1, beta2, eps, grad_scale, step,
-                                                                  sqrt_bc2, decay);
+static void adamw_launch(CudaImpl* c, float* p, const float* g, float* m, float* v, size_t n, const AdamWConsts& k,
+                         const AdamWPieces& pcs) {
+    bool vec4 = n % 4 == 0 && aligned4(p) && aligned4(g) && aligned4(m) && aligned4(v);
+    for (int i = 0; i < pcs.n; i++) vec4 = vec4 && pcs.end[i] % 4 == 0; // the copies are 256-byte aligned
+    if (vec4) adamw_kernel<4><<<cuda_grid(n / 4, 256), 256, 0, c->stream>>>(p, g, m, v, n, k, pcs);
+    else adamw_kernel<1><<<cuda_grid(n, 256), 256, 0, c->stream>>>(p, g, m, v, n, k, pcs);
     cudaCheckLaunch();
 }
 
+// installed without the generic forgetting (renews_copies): the copies in p's range are renewed
+// or forgotten here
+static void cuda_adamw(Backend* be, float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1,
+                       float beta2, float eps, float weight_decay, float grad_scale, long t) {
+    if (!n) return;
+    CudaImpl* c = cuda_impl(be);
+    const float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
+    const AdamWConsts k = {beta1, beta2, eps, grad_scale, lr / bc1, sqrtf(bc2), 1.0f - lr * weight_decay};
+    operands_forget_alloc(c, m);
+    operands_forget_alloc(c, v);
+    CudaOperand* renew[CUDA_OPERAND_SLOTS];
+    const int r = operands_renew(c, p, n, renew);
+    size_t at = 0; // the launches so far updated [0, at)
+    for (int i = 0; at < n;) {
+        AdamWPieces pcs;
+        pcs.n = 0;
+        size_t done = at; // pieces so far cover [at, done)
+        for (; i < r && pcs.n + 2 <= ADAMW_PIECES; i++) {
+            const size_t off = (size_t)(renew[i]->src - p), len = (size_t)renew[i]->rows * renew[i]->cols;
+            if (off > done) pcs.end[pcs.n] = off - at, pcs.copy[pcs.n++] = NULL;
+            pcs.end[pcs.n] = off + len - at, pcs.copy[pcs.n++] = renew[i]->buf;
+            done = off + len;
+        }
+        const size_t stop = i < r ? done : n; // more copies left: the next launch starts after these
+        if (stop > done) pcs.end[pcs.n] = stop - at, pcs.copy[pcs.n++] = NULL;
+        adamw_launch(c, p + at, g + at, m + at, v + at, stop - at, k, pcs);
+        at = stop;
+    }
+}
+
 // ----------------------------------------------------------------------------
-// the ops as installed: each forgets the kept operand copies in the allocations it writes, fails
-// clearly on an activation buffer where it takes none (ops.h), then runs
+// the ops as installed: each forgets the kept operand copies in the allocations it writes (AdamW
+// renews them instead), fails clearly on an activation buffer where it takes none (ops.h), then
+// runs
 
 static constexpr bool str_eq(const char* a, const char* b) { return *a == *b && (!*a || str_eq(a + 1, b + 1)); }
 // the arguments of an op that may be activation buffers, as a bit mask of their positions in the
@@ -601,6 +541,9 @@ static constexpr unsigned act_args(const char* op) {
     if (str_eq(op, "sampled_lp")) return 1u << 3;
     return 0;
 }
+
+// ops that keep the copies of what they write right themselves instead of forgetting them
+static constexpr bool renews_copies(const char* op) { return str_eq(op, "adamw"); }
 
 template <typename T> static void reject_act_arg(Backend* be, const char* op, unsigned allowed, int i, T x) {
     if constexpr (std::is_pointer<T>::value) {
@@ -633,7 +576,7 @@ template <typename... A> static void forget_written(Backend* be, A... a) {
 #define CUDA_UNPAREN(...) __VA_ARGS__
 #define CUDA_INSTALLED_VOID(name, params, args)                                                                    \
     static void installed_##name params {                                                                          \
-        forget_written(be, CUDA_UNPAREN args);                                                                     \
+        if constexpr (!renews_copies(#name)) forget_written(be, CUDA_UNPAREN args);                                \
         if constexpr (act_args(#name) != ~0u) reject_act(#name, act_args(#name), CUDA_UNPAREN args);               \
         cuda_##name args;                                                                                          \
     }

@@ -82,10 +82,29 @@ typedef struct {
 
 static inline CudaImpl* cuda_impl(Backend* be) { return (CudaImpl*)be->impl; }
 static inline cudaStream_t cuda_stream(Backend* be) { return cuda_impl(be)->stream; }
+// ----------------------------------------------------------------------------
+// the kept bf16 operand copies (operands.cu)
+
+#define CUDA_BF16_COPY_MIN 128 // rows and columns of a product's C from which fp32 operands are copied
+
 // forget every kept operand copy (whatever may have written device memory)
 static inline void operands_forget(CudaImpl* c) {
     for (int i = 0; i < CUDA_OPERAND_SLOTS; i++) c->operands[i].src = NULL;
 }
+// forget the copies whose source overlaps the fp32 block p (rows, cols), row stride ld
+void operands_forget_block(CudaImpl* c, const float* p, int rows, int cols, int ld);
+// forget the copies whose source lies in the allocation that holds p (nothing if p is in none)
+void operands_forget_alloc(CudaImpl* c, const void* p);
+// The packed bf16 copy of the fp32 block src (rows, cols), row stride ld: a kept copy, or a new one.
+const __nv_bfloat16* operand_bf16(Backend* be, const float* src, int rows, int cols, int ld);
+// A kept copy of the packed fp32 block src (rows, cols) that the caller's kernel writes, on the
+// stream, as it writes src itself: the rounding of each value it stores (__float2bfloat16_rn, as
+// a copy pass would).
+__nv_bfloat16* operand_produce(Backend* be, const float* src, int rows, int cols);
+// For an op about to rewrite the fp32 range [p, p + n) and to write the new values' bf16 rounding
+// into the copies of packed blocks inside it (AdamW): those copies, sorted by source, into out
+// (CUDA_OPERAND_SLOTS entries); every other copy overlapping the range is forgotten.
+int operands_renew(CudaImpl* c, const float* p, size_t n, CudaOperand** out);
 
 // A scratch region of at least `bytes` (256-byte aligned). Valid until the next call: ops take
 // it once and carve their temporaries out of it. Growing waits for the stream first, since

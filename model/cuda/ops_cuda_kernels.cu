@@ -267,8 +267,18 @@ __device__ __forceinline__ float rms_row_dot(const T* xn, const T* dyn, const fl
     return warp_sum(dot);
 }
 
+// dx's bf16 copy (dx16, or NULL): chunk j of row n written as dx's
+template <int VEC> __device__ __forceinline__ void store_copy(__nv_bfloat16* dx16, size_t row, int C, int j,
+                                                              const float (&v)[VEC]) {
+    if (!dx16) return;
+    Chunk<__nv_bfloat16, VEC> o;
+    for (int e = 0; e < VEC; e++) o.v[e] = v[e];
+    o.store(dx16 + row * C, j);
+}
+
 template <int VEC, typename T>
-__global__ void rmsnorm_bwd_dx_kernel(T* dx, const T* dy, const T* x, const float* w, const float* rstd, int N, int C) {
+__global__ void rmsnorm_bwd_dx_kernel(T* dx, __nv_bfloat16* dx16, const T* dy, const T* x, const float* w,
+                                      const float* rstd, int N, int C) {
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return;
     const T* xn = x + (size_t)row * C;
@@ -285,6 +295,7 @@ __global__ void rmsnorm_bwd_dx_kernel(T* dx, const T* dy, const T* x, const floa
         o.load(dxn, j);
         for (int e = 0; e < VEC; e++) o.v[e] += r * wj.v[e] * d.v[e] - k * a.v[e];
         o.store(dxn, j);
+        store_copy<VEC>(dx16, row, C, j, o.v);
     }
 }
 
@@ -296,8 +307,9 @@ __global__ void rmsnorm_bwd_dx_kernel(T* dx, const T* dy, const T* x, const floa
 #define RMS_FUSED_ROWS 64
 #define RMS_FUSED_CMAX 1024
 template <typename T>
-__global__ void __launch_bounds__(256) rmsnorm_bwd_fused_kernel(T* dx, float* part, const T* dy, const T* x,
-                                                                const float* w, const float* rstd, int N, int C) {
+__global__ void __launch_bounds__(256) rmsnorm_bwd_fused_kernel(T* dx, __nv_bfloat16* dx16, float* part, const T* dy,
+                                                                const T* x, const float* w, const float* rstd, int N,
+                                                                int C) {
     constexpr int NJ = RMS_FUSED_CMAX / 128; // column quads per lane
     __shared__ float sh[8][RMS_FUSED_CMAX];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, C4 = C / 4;
@@ -326,6 +338,7 @@ __global__ void __launch_bounds__(256) rmsnorm_bwd_fused_kernel(T* dx, float* pa
                 acc[jj][e] += d.v[e] * a.v[e] * r;
             }
             o.store(dxn, j);
+            store_copy<4>(dx16, row, C, j, o.v);
         }
     }
 #pragma unroll
@@ -348,6 +361,10 @@ void cuda_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const 
     if (N <= 0 || C <= 0) return;
     const CudaView v[3] = {cuda_view(be, dx), cuda_view(be, dy), cuda_view(be, x)};
     const unsigned grid = (unsigned)cuda_cdiv((size_t)N, 8); // the two-pass path: 8 rows per block
+    // in the bf16 mode an fp32 dx is the model's residual gradient, whose next use is as the operand
+    // of two products: its kept bf16 copy is written here as dx is (operands.cu) instead of by a
+    // copy pass there
+    __nv_bfloat16* dx16 = cuda_impl(be)->bf16 && !v[0].bf16 ? operand_produce(be, dx, N, C) : NULL;
     int fused = 0;
     cuda_dispatch(cuda_views_bf16("rmsnorm_bwd", v, 3), [&](auto tag) {
         typedef CUDA_TAG_T(tag) T;
@@ -357,15 +374,16 @@ void cuda_rmsnorm_bwd(Backend* be, float* dx, float* dw, const float* dy, const 
         if (vec4 && C <= RMS_FUSED_CMAX) {
             const int R = (int)cuda_cdiv((size_t)N, RMS_FUSED_ROWS);
             float* part = (float*)cuda_scratch(be, (size_t)R * C * sizeof(float));
-            rmsnorm_bwd_fused_kernel<<<(unsigned)R, 256, 0, cuda_stream(be)>>>(dxp, part, dyp, xp, w, rstd, N, C);
+            rmsnorm_bwd_fused_kernel<<<(unsigned)R, 256, 0, cuda_stream(be)>>>(dxp, dx16, part, dyp, xp, w, rstd, N,
+                                                                                  C);
             cudaCheckLaunch();
             const dim3 block(32, COLSUM_LANES);
             colsum_final_kernel<<<(unsigned)cuda_cdiv((size_t)C, 32), block, 0, cuda_stream(be)>>>(dw, part, R, C);
             fused = 1;
         } else if (vec4) {
-            rmsnorm_bwd_dx_kernel<4><<<grid, 256, 0, cuda_stream(be)>>>(dxp, dyp, xp, w, rstd, N, C);
+            rmsnorm_bwd_dx_kernel<4><<<grid, 256, 0, cuda_stream(be)>>>(dxp, dx16, dyp, xp, w, rstd, N, C);
         } else {
-            rmsnorm_bwd_dx_kernel<1><<<grid, 256, 0, cuda_stream(be)>>>(dxp, dyp, xp, w, rstd, N, C);
+            rmsnorm_bwd_dx_kernel<1><<<grid, 256, 0, cuda_stream(be)>>>(dxp, dx16, dyp, xp, w, rstd, N, C);
         }
     });
     cudaCheckLaunch();

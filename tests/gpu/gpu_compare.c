@@ -123,7 +123,7 @@ float* gpu_act_junk(GpuCtx* c, size_t n) { return gpu_act_randn(c, n, 1e3); }
 static void out_push(GpuCtx* c, const char* name, double* v, size_t n, int exact_zero) {
     GpuOutputs* o = c->out;
     if (o->n == GPU_MAX_OUT) fail_msg("a case has more than %d outputs", GPU_MAX_OUT);
-    o->name[o->n] = name;
+    snprintf(o->name[o->n], sizeof o->name[o->n], "%s", name);
     o->v[o->n] = v;
     o->len[o->n] = n;
     o->exact_zero[o->n] = exact_zero;

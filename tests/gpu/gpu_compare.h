@@ -28,7 +28,7 @@ typedef enum {
 
 typedef struct {
     int n;
-    const char* name[GPU_MAX_OUT];
+    char name[GPU_MAX_OUT][32]; // copied: a case may build names in a loop
     double* v[GPU_MAX_OUT];
     size_t len[GPU_MAX_OUT];
     int exact_zero[GPU_MAX_OUT];

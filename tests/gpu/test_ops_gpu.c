@@ -123,6 +123,15 @@ static void case_matmul(GpuCtx* c, const void* arg) {
     gpu_out(c, "C", C, nc, 0);
 }
 
+// outputs C0, C1, ... of n products' results of `size` elements each
+static void out_products(GpuCtx* c, float* const* C, int n, size_t size) {
+    for (int i = 0; i < n; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "C%d", i);
+        gpu_out(c, name, C[i], size, 0);
+    }
+}
+
 // The bf16 mode keeps its operand copies for the next products: a source rewritten since (by an op,
 // by a product into it, even into a few of its rows, or freed and allocated again) must be
 // copied again. No download comes between the products, since a download would forget the copies.
@@ -153,11 +162,7 @@ static void case_matmul_reuse(GpuCtx* c, const void* arg) {
     P = be->alloc(be, (size_t)M * K * sizeof(float)); // zeros, most likely at the freed address
     be->matmul(be, 0, 1, M, N, K, 1.0f, P, K, B, K, 0.0f, C[6], N);
     be->free(be, P);
-    for (int i = 0; i < 7; i++) {
-        char name[8];
-        snprintf(name, sizeof name, "C%d", i);
-        gpu_out(c, name, C[i], (size_t)M * N, 0);
-    }
+    out_products(c, C, 7, (size_t)M * N);
 }
 
 // copies kept across other ops: one writing another allocation keeps A's, AdamW on A or an
@@ -186,10 +191,90 @@ static void case_matmul_kept(GpuCtx* c, const void* arg) {
     be->upload(be, A + 10 * K, rows, (size_t)3 * K * sizeof(float));
     free(rows);
     be->matmul(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C[3], N);
-    for (int i = 0; i < 4; i++) {
-        char name[8];
-        snprintf(name, sizeof name, "C%d", i);
-        gpu_out(c, name, C[i], (size_t)M * N, 0);
+    out_products(c, C, 4, (size_t)M * N);
+}
+
+// Copies that the op writing their source renews itself: AdamW over a parameter buffer writes the
+// new bf16 rounding into the kept copies of the packed weight blocks inside its range (at a
+// 4-aligned and at an odd offset: both kernels), forgets a strided window's copy and, updating a
+// range that cuts through a block, that block's.
+static void case_matmul_adamw(GpuCtx* c, const void* arg) {
+    (void)arg;
+    Backend* be = c->be;
+    enum { M = 128, N = 192, K = 160, NP = 3 * N * K + 64 };
+    float* P = gpu_randn(c, NP, 1.0);
+    float* g = gpu_randn(c, NP, 1.0);
+    float* m = gpu_zeros(c, NP);
+    float* v = gpu_zeros(c, NP);
+    float* X = gpu_randn(c, (size_t)M * K, 1.0);
+    const float* W[3] = {P, P + N * K + 7, P + 2 * N * K + 9}; // packed, packed at an odd offset, a window
+    const int width[3] = {K, K, K - 30};                        // the window: K - 30 columns of rows of K
+    float* C[7];
+    for (int i = 0; i < 7; i++) C[i] = gpu_junk(c, (size_t)M * N);
+    for (int i = 0; i < 3; i++) be->matmul(be, 0, 1, M, N, width[i], 1.0f, X, K, W[i], K, 0.0f, C[i], N);
+    be->adamw(be, P, g, m, v, NP, 0.1f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 1);
+    for (int i = 0; i < 3; i++) be->matmul(be, 0, 1, M, N, width[i], 1.0f, X, K, W[i], K, 0.0f, C[3 + i], N);
+    const size_t cut = (size_t)N * K / 2; // through W[0]
+    be->adamw(be, P, g, m, v, cut, 0.1f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 2);
+    be->adamw(be, P + cut, g + cut, m + cut, v + cut, NP - cut, 0.1f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 2);
+    be->matmul(be, 0, 1, M, N, K, 1.0f, X, K, W[0], K, 0.0f, C[6], N);
+    gpu_out(c, "params", P, NP, 0);
+    out_products(c, C, 7, (size_t)M * N);
+}
+
+// AdamW over a range that holds more kept copies than one launch's pieces take (ops_cuda.cu):
+// 60 blocks with gaps between them, each the operand of a product before and after the update
+static void case_matmul_adamw_many(GpuCtx* c, const void* arg) {
+    (void)arg;
+    Backend* be = c->be;
+    enum { M = 128, N = 128, K = 16, BLOCKS = 60, STRIDE = N * K + 4, NP = BLOCKS * STRIDE };
+    float* P = gpu_randn(c, NP, 1.0);
+    float* g = gpu_randn(c, NP, 1.0);
+    float* m = gpu_zeros(c, NP);
+    float* v = gpu_zeros(c, NP);
+    float* X = gpu_randn(c, (size_t)M * K, 1.0);
+    float* C[2] = {gpu_zeros(c, (size_t)M * N), gpu_zeros(c, (size_t)M * N)};
+    for (int round = 0; round < 2; round++) {
+        for (int b = 0; b < BLOCKS; b++) {
+            be->matmul(be, 0, 1, M, N, K, 1.0f, X, K, P + (size_t)b * STRIDE, K, 1.0f, C[round], N);
+        }
+        if (!round) be->adamw(be, P, g, m, v, NP, 0.1f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 1);
+    }
+    gpu_out(c, "params", P, NP, 0);
+    gpu_out(c, "sum before", C[0], (size_t)M * N, 0);
+    gpu_out(c, "sum after", C[1], (size_t)M * N, 0);
+}
+
+// The norm's backward writes the copy of an fp32 dx beside dx (the model's residual gradient) in
+// each of its kernels (one pass for up to 1,024 columns, two passes 4 wide, two passes one element
+// at a time); two products read it after.
+static void case_matmul_norm_bwd(GpuCtx* c, const void* arg) {
+    (void)arg;
+    Backend* be = c->be;
+    enum { M = 128, N = 192, K = 160, DMAX = 1101 };
+    float* dx = gpu_randn(c, (size_t)M * DMAX, 1.0);
+    float* dy = gpu_randn(c, (size_t)M * DMAX, 1.0);
+    float* x = gpu_randn(c, (size_t)M * DMAX, 1.0);
+    float* w = gpu_randn(c, DMAX, 1.0);
+    float* y = gpu_junk(c, (size_t)M * DMAX);
+    float* rstd = gpu_junk(c, M);
+    float* dw = gpu_zeros(c, DMAX);
+    float* B = gpu_randn(c, (size_t)DMAX * N, 1.0);
+    float* X = gpu_randn(c, (size_t)M * K, 1.0);
+    float* C = gpu_junk(c, (size_t)M * N);
+    float* G = gpu_junk(c, (size_t)DMAX * K);
+    const int cols[3] = {N, 1100, DMAX};
+    for (int i = 0; i < 3; i++) {
+        const int D = cols[i];
+        be->rmsnorm_fwd(be, y, rstd, x, w, M, D, 1e-5f);
+        be->rmsnorm_bwd(be, dx, dw, dy, x, w, rstd, M, D);
+        be->matmul(be, 0, 0, M, N, D, 1.0f, dx, D, B, N, 0.0f, C, N);
+        be->matmul(be, 1, 0, D, K, M, 1.0f, dx, D, X, K, 0.0f, G, K);
+        char name[24];
+        snprintf(name, sizeof name, "dx B, D=%d", D);
+        gpu_out(c, name, C, (size_t)M * N, 0);
+        snprintf(name, sizeof name, "dx^T X, D=%d", D);
+        gpu_out(c, name, G, (size_t)D * K, 0);
     }
 }
 
@@ -222,6 +307,9 @@ static void test_matmul(void** state) {
     }
     gpu_check("matmul operand copies kept and renewed", case_matmul_reuse, NULL, 400, TOL_MATMUL);
     gpu_check("matmul operand copies kept across other ops", case_matmul_kept, NULL, 401, TOL_MATMUL);
+    gpu_check("matmul operand copies renewed by AdamW", case_matmul_adamw, NULL, 402, TOL_MATMUL);
+    gpu_check("matmul operand copies renewed by AdamW, 60 blocks", case_matmul_adamw_many, NULL, 404, TOL_MATMUL);
+    gpu_check("matmul operand copies written by rmsnorm_bwd", case_matmul_norm_bwd, NULL, 403, TOL_MATMUL);
     gpu_done();
 }
 
