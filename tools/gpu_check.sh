@@ -66,8 +66,10 @@ step "ingrain version" 20 "$bin/ingrain" version
 # Nsight Compute; then the rest
 step "test_ops_gpu" 180 "$bin/test_ops_gpu"
 step "test_model_bf16" 60 "$bin/test_model_bf16"
-step "bench model gpt2-124m bf16" 60 "$bin/ingrain_bench_model" --device cuda --bf16 --config gpt2-124m \
-  --batch 16 --seq 1024 --steps 8 --warmup 2 --profile
+export bin kit out src
+profile_args=(--device cuda --bf16 --config gpt2-124m --batch 16 --seq 1024 --steps 8 --warmup 2 --profile)
+step "bench model gpt2-124m bf16" 60 bash -o pipefail -c \
+  '"$bin/ingrain_bench_model" "$@" | tee "$out/profile.txt"' _ "${profile_args[@]}"
 # the kit's base binary (gpu_pack.sh's GPU_PACK_BASE) beside this build's, alternating, on the
 # step the MFU goal is about; the base's result lines are marked BASE_RESULT
 if [ -x "$bin/base_bench_model" ]; then
@@ -79,9 +81,13 @@ if [ -x "$bin/base_bench_model" ]; then
       "$bin/ingrain_bench_model" "${args[@]}" || return 1
     done
   }
-  export bin kit
   export -f bench_ab
   step "bench model gpt2-124m bf16, base vs this build" 150 bash -c bench_ab
+  # the base's profile, and both op by op (tools/profile_compare.py)
+  step "bench model gpt2-124m bf16 --profile, base" 60 bash -o pipefail -c \
+    '"$bin/base_bench_model" "$@" | tee "$out/profile_base.txt"' _ "${profile_args[@]}"
+  step "profile, base vs this build" 10 python3 "$src/tools/profile_compare.py" "$out/profile_base.txt" \
+    "$out/profile.txt"
 fi
 # Nsight Compute on the kernels the remaining tuning is about (attention forward and backward,
 # the cross-entropy row, the q/k/v stacking), where that machine has ncu: the speed-of-light,
