@@ -26,9 +26,10 @@ extern "C" {
 // sources: an op forgets the copies whose source lies in an allocation it writes (any argument it
 // takes as a non-const pointer; the backend installs its ops behind wrappers that do so,
 // model/ops_list.h), a matmul those its output overlaps, alloc, free and the NCCL collectives
-// all of them. So the weights' copies live from one optimizer step to the next, and the backward
-// products find the forward's. Their bytes are held under operand_limit (least recently used
-// evicted first).
+// all of them; AdamW and the RMSNorm backward write the copies of what they compute themselves
+// (operands.cu). So the weights' copies live from one optimizer step to the next, and the
+// backward products find the forward's. Their bytes are held under operand_limit (least recently
+// used evicted first).
 #define CUDA_OPERAND_SLOTS 192 // the weights of a step (7 per layer, Qwen3-4B has 36) and a few more
 typedef struct {
     const float* src; // NULL: the slot holds no copy
