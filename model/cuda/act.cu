@@ -98,10 +98,8 @@ __global__ void scatter_rows_kernel(TD* dst, const TS* src, const int* rows, int
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const size_t r = i / cv, j = i % cv;
         Chunk<TS, VEC> a;
-        Chunk<TD, VEC> b;
         a.load(src + r * C, j);
-        for (int e = 0; e < VEC; e++) b.v[e] = a.v[e];
-        b.store(dst + (size_t)rows[r] * C, j);
+        chunk_store(dst + (size_t)rows[r] * C, j, a.v);
     }
 }
 

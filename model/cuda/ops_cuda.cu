@@ -246,10 +246,8 @@ __global__ void to_bf16_kernel(__nv_bfloat16* dst, const TS* src, int rows, int 
         for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)rows * c4; i += step) {
             const size_t r = i / c4, c = (i % c4) * 4;
             Chunk<TS, 4> x;
-            Chunk<__nv_bfloat16, 4> y;
             x.load(src + r * ld + c, 0);
-            for (int e = 0; e < 4; e++) y.v[e] = x.v[e];
-            y.store(dst + r * cols + c, 0);
+            chunk_store(dst + r * cols + c, 0, x.v);
         }
         return;
     }
@@ -465,11 +463,7 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, size_
         vc.store(v, j);
         pc.store(p, j);
         while (j * VEC >= pcs.end[piece]) piece++;
-        if (pcs.copy[piece]) {
-            Chunk<__nv_bfloat16, VEC> c16;
-            for (int e = 0; e < VEC; e++) c16.v[e] = pc.v[e];
-            c16.store(pcs.copy[piece], j - (piece ? pcs.end[piece - 1] : 0) / VEC);
-        }
+        if (pcs.copy[piece]) chunk_store(pcs.copy[piece], j - (piece ? pcs.end[piece - 1] : 0) / VEC, pc.v);
     }
 }
 

@@ -267,15 +267,6 @@ __device__ __forceinline__ float rms_row_dot(const T* xn, const T* dyn, const fl
     return warp_sum(dot);
 }
 
-// dx's bf16 copy (dx16, or NULL): chunk j of row n written as dx's
-template <int VEC> __device__ __forceinline__ void store_copy(__nv_bfloat16* dx16, size_t row, int C, int j,
-                                                              const float (&v)[VEC]) {
-    if (!dx16) return;
-    Chunk<__nv_bfloat16, VEC> o;
-    for (int e = 0; e < VEC; e++) o.v[e] = v[e];
-    o.store(dx16 + row * C, j);
-}
-
 template <int VEC, typename T>
 __global__ void rmsnorm_bwd_dx_kernel(T* dx, __nv_bfloat16* dx16, const T* dy, const T* x, const float* w,
                                       const float* rstd, int N, int C) {
@@ -295,7 +286,7 @@ __global__ void rmsnorm_bwd_dx_kernel(T* dx, __nv_bfloat16* dx16, const T* dy, c
         o.load(dxn, j);
         for (int e = 0; e < VEC; e++) o.v[e] += r * wj.v[e] * d.v[e] - k * a.v[e];
         o.store(dxn, j);
-        store_copy<VEC>(dx16, row, C, j, o.v);
+        if (dx16) chunk_store(dx16 + (size_t)row * C, j, o.v); // dx's kept bf16 copy
     }
 }
 
@@ -338,7 +329,7 @@ __global__ void __launch_bounds__(256) rmsnorm_bwd_fused_kernel(T* dx, __nv_bflo
                 acc[jj][e] += d.v[e] * a.v[e] * r;
             }
             o.store(dxn, j);
-            store_copy<4>(dx16, row, C, j, o.v);
+            if (dx16) chunk_store(dx16 + (size_t)row * C, j, o.v);
         }
     }
 #pragma unroll

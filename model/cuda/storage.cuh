@@ -53,6 +53,14 @@ struct Chunk<__nv_bfloat16, 4> {
     }
 };
 
+// VEC values stored as chunk j of p (a bf16 store rounds them to nearest even): a chunk loaded
+// from one storage type and stored to another, or values computed in registers
+template <typename T, int VEC> __device__ __forceinline__ void chunk_store(T* p, size_t j, const float (&v)[VEC]) {
+    Chunk<T, VEC> c;
+    for (int e = 0; e < VEC; e++) c.v[e] = v[e];
+    c.store(p, j);
+}
+
 // ----------------------------------------------------------------------------
 // passes over a row
 
