@@ -163,6 +163,8 @@ void distill_report_free(DistillReport* r) {
     memset(r, 0, sizeof(*r));
 }
 
+int distill_trainer_uses_nccl(const DistillTrainer* t) { return t->nccl != NULL; }
+
 int distill_trainer_check_sync(DistillTrainer* t, char* err, size_t errlen) {
     uint64_t h = distill_weights_hash(t->model);
     uint64_t* all = mallocCheck(sizeof(uint64_t) * (size_t)t->size);

@@ -139,6 +139,10 @@ int distill_train(DistillTrainer* t, const Shard* local, int iteration, DistillR
                   size_t errlen);
 void distill_report_free(DistillReport* r);
 
+// 1 if this trainer's gradients and parameters move by NCCL (distill.nccl and every trainer on a
+// GPU of its own), 0 if they stage through host memory
+int distill_trainer_uses_nccl(const DistillTrainer* t);
+
 // 0 if every trainer holds bit-identical weights, else -1 with err naming the differing ranks
 // (collective; XXH3 of the whole parameter vector)
 int distill_trainer_check_sync(DistillTrainer* t, char* err, size_t errlen);

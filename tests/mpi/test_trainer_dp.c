@@ -17,6 +17,9 @@
 //     with the same message
 //   - a trainer whose shard holds nothing to learn from (step-wise items fire at no step of its
 //     episodes) trains with the others instead of failing the top-k size check
+// Built on the emulated GPU (tests/emu, TEST_TRAINER_CUDA), each rank trains on a GPU of its own in
+// the bf16 mode and every trainer asks for NCCL (nccl_emu over MPI): the same checks then cover the
+// NCCL paths, the trainers' sums and parameter gathers and the weight broadcast, on several ranks.
 // usage: test_trainer_dp DIR (checkpoint scratch directory)
 #include <math.h>
 #include <mpi.h>
@@ -24,11 +27,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/check.h"
 #include "common/log.h"
 #include "distill/shards.h"
 #include "distill/trainer.h"
 #include "io/ckpt.h"
 #include "io/config.h"
+#include "model/devcomm.h"
 #include "model/model.h"
 #include "model/rng.h"
 #include "mpitest.h"
@@ -36,6 +41,12 @@
 #define N_SEQS 18
 #define TOPK 4
 #define MAX_SEQ 64
+
+#ifdef TEST_TRAINER_CUDA
+#define ON_GPU 1
+#else
+#define ON_GPU 0
+#endif
 
 static int rank, world;
 
@@ -85,16 +96,17 @@ static Trajectory** make_data(int V) {
 
 static DistillOptions options(DistillReduce reduce) {
     DistillOptions o = {.loss = DISTILL_LOSS_FORWARD_KL,
-                        .epochs = 2,
+                        .epochs = ON_GPU ? 1 : 2, // the emulated GPU takes a minute per epoch here
                         .micro_batch_tokens = 128,
-                        .batch_tokens = 300,
+                        .batch_tokens = ON_GPU ? 200 : 300, // so still several steps
                         .max_batch = 4,
                         .max_seq = MAX_SEQ,
                         .adamw = adamw_default_config(),
                         .seed = 5,
                         .reduce = reduce,
                         .bucket_bytes = 1 << 20, // several buckets per collective
-                        .check_sync = 1};
+                        .check_sync = 1,
+                        .nccl = ON_GPU};
     o.adamw.lr = 1e-3f;
     o.adamw.warmup_steps = 2;
     o.adamw.weight_decay = 0.01f;
@@ -144,6 +156,7 @@ static void test_determinism(Backend* be, const ModelConfig* c, Trajectory** dat
     DistillOptions asks_nccl = fixed; // on CPU backends every trainer declines NCCL alike: host staging
     asks_nccl.nccl = 1;
     train(&dp, be, c, &set.shards[rank], &asks_nccl, 2, MPI_COMM_WORLD);
+    CHECK(distill_trainer_uses_nccl(dp.t) == ON_GPU, "the trainers %s NCCL", ON_GPU ? "do not use" : "use");
     const size_t n = model_num_params(dp.m);
     float* w = malloc(sizeof(float) * n);
     model_params_download(dp.m, w);
@@ -411,7 +424,10 @@ static void test_broadcast_and_sync_check(Backend* be, const ModelConfig* c) {
     const int root = world - 1;
     uint64_t h = distill_weights_hash(m), root_h = h;
     MPI_Bcast(&root_h, 1, MPI_UINT64_T, root, MPI_COMM_WORLD);
-    distill_broadcast_weights(m, root, MPI_COMM_WORLD, 1 << 20, NULL);
+    DevComm* nccl = ON_GPU ? distill_nccl_open(be, MPI_COMM_WORLD, "the test's weight broadcast") : NULL;
+    CHECK((nccl != NULL) == ON_GPU, "NCCL %s", ON_GPU ? "did not open" : "opened on the CPU");
+    distill_broadcast_weights(m, root, MPI_COMM_WORLD, 1 << 20, nccl);
+    devcomm_free(nccl);
     h = distill_weights_hash(m);
     CHECK(h == root_h, "weights after the broadcast differ from root %d's", root);
 
@@ -494,14 +510,22 @@ int main(int argc, char** argv) {
         MPI_Finalize();
         return 2;
     }
+#ifdef TEST_TRAINER_CUDA
+    char err[256];
+    Backend* be = backend_cuda_create(0, 1, err, sizeof err);
+    if (!be) fatal("test_trainer_dp: %s", err);
+#else
     Backend* be = backend_cpu_create(1); // the same threads on every trainer: bit-identical kernels
+#endif
     ModelConfig c;
     model_builtin_config("tiny", &c);
     Trajectory** data = make_data(c.vocab_size);
     test_determinism(be, &c, data, argv[1]);
     test_recompute(be, &c, data);
-    test_on_policy(be, &c, data);
-    test_teacher_recompute(be, &c, data);
+    if (!ON_GPU) { // the objectives on the GPU are test_ops_gpu's; here they would only add minutes
+        test_on_policy(be, &c, data);
+        test_teacher_recompute(be, &c, data);
+    }
     test_broadcast_and_sync_check(be, &c);
     test_bad_data(be, &c, data);
     test_empty_shard(be, &c, data);

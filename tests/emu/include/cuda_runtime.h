@@ -71,6 +71,13 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
     p->totalGlobalMem = EMU_DEVICE_BYTES;
     return cudaSuccess;
 }
+// each process has a GPU of its own (its memory is the process's), so the bus id names the process:
+// ranks on one host have distinct ones, as ranks on distinct GPUs do (devcomm_key)
+inline cudaError_t cudaDeviceGetPCIBusId(char* bus, int len, int d) {
+    if (d != 0) return cudaErrorInvalidDevice;
+    snprintf(bus, (size_t)len, "emu-pid-%ld", (long)getpid());
+    return cudaSuccess;
+}
 inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
     *free_b = *total_b = EMU_DEVICE_BYTES;
     return cudaSuccess;
