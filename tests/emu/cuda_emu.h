@@ -71,11 +71,13 @@ inline dim3 gridDim, blockDim;
 template <class A, class B> inline typename std::common_type<A, B>::type min(A a, B b) { return a < b ? a : b; }
 template <class A, class B> inline typename std::common_type<A, B>::type max(A a, B b) { return a < b ? b : a; }
 
-struct float4 {
+// CUDA's alignments: with -fsanitize=alignment (tests/emu/CMakeLists.txt) an access through a
+// misaligned pointer stops the test, as it faults on a GPU ("misaligned address")
+struct alignas(16) float4 {
     float x, y, z, w;
 };
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-struct uint2 {
+struct alignas(8) uint2 {
     unsigned x, y;
 };
 inline float __uint_as_float(unsigned u) {
@@ -106,7 +108,7 @@ inline size_t emu_smem_bytes; // what the current launch asked for
 struct __nv_bfloat16 {
     uint16_t bits;
 };
-struct __nv_bfloat162 {
+struct alignas(4) __nv_bfloat162 {
     __nv_bfloat16 x, y;
 };
 typedef __nv_bfloat16 bf16;

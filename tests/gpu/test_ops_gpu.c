@@ -719,37 +719,41 @@ static void test_embedding(void** state) {
 }
 
 // ----------------------------------------------------------------------------
-// AdamW on a slice at an offset, clipped gradient, first and a later step
+// AdamW on a slice at an offset, clipped gradient, first and a later step; a slice of a multiple
+// of 4 elements runs 4 per access where it is 16-byte aligned (off 0) and one where it is not
+// (off 5: the emulated build stops on a misaligned 4-wide access)
 
 typedef struct {
     long t;
     float grad_scale, weight_decay;
+    int n, off;
 } AdamArgs;
 
 static void case_adamw(GpuCtx* c, const void* arg) {
     const AdamArgs* a = arg;
-    enum { n = 1000003, off = 5 };
-    float* p = gpu_randn(c, n + off, 1.0);
-    float* g = gpu_randn(c, n + off, 1.0);
-    float* m = gpu_randn(c, n + off, 0.1);
-    float* hv = host_randn(c, n + off, 0.01);
-    for (size_t i = 0; i < n + off; i++) hv[i] *= hv[i];
-    float* v = gpu_upload(c, hv, sizeof(float) * (n + off));
+    const size_t all = (size_t)a->n + (size_t)a->off;
+    float* p = gpu_randn(c, all, 1.0);
+    float* g = gpu_randn(c, all, 1.0);
+    float* m = gpu_randn(c, all, 0.1);
+    float* hv = host_randn(c, all, 0.01);
+    for (size_t i = 0; i < all; i++) hv[i] *= hv[i];
+    float* v = gpu_upload(c, hv, sizeof(float) * all);
     free(hv);
-    c->be->adamw(c->be, p + off, g + off, m + off, v + off, n, 1e-3f, 0.9f, 0.95f, 1e-8f, a->weight_decay,
-                 a->grad_scale, a->t);
-    gpu_out(c, "p", p, n + off, 0);
-    gpu_out(c, "m", m, n + off, 0);
-    gpu_out(c, "v", v, n + off, 0);
+    c->be->adamw(c->be, p + a->off, g + a->off, m + a->off, v + a->off, (size_t)a->n, 1e-3f, 0.9f, 0.95f, 1e-8f,
+                 a->weight_decay, a->grad_scale, a->t);
+    gpu_out(c, "p", p, all, 0);
+    gpu_out(c, "m", m, all, 0);
+    gpu_out(c, "v", v, all, 0);
 }
 
 static void test_adamw(void** state) {
     (void)state;
-    const AdamArgs steps[] = {{1, 1.0f, 0.1f}, {7, 0.37f, 0.1f}, {1000, 1.0f, 0.0f}};
-    char label[96];
+    const AdamArgs steps[] = {{1, 1.0f, 0.1f, 1000003, 5}, {7, 0.37f, 0.1f, 1000003, 5}, {1000, 1.0f, 0.0f, 1000003, 5},
+                              {3, 0.5f, 0.1f, 1000000, 0}, {3, 0.5f, 0.1f, 1000000, 5}};
+    char label[128];
     for (size_t i = 0; i < ARRAY_LEN(steps); i++) {
-        snprintf(label, sizeof label, "adamw t=%ld grad_scale=%g decay=%g", steps[i].t, steps[i].grad_scale,
-                 steps[i].weight_decay);
+        snprintf(label, sizeof label, "adamw t=%ld grad_scale=%g decay=%g, %d at offset %d", steps[i].t,
+                 steps[i].grad_scale, steps[i].weight_decay, steps[i].n, steps[i].off);
         gpu_check(label, case_adamw, &steps[i], 120 + i, TOL_ELEMENTWISE);
     }
     gpu_done();
