@@ -24,7 +24,9 @@
 // 32, 64 and 128, queries after a prefix of keys (q_lens < kv_lens), sequences long enough for
 // causal tile skipping at every tile size, decoding (one query against a 1500-key cache, batch
 // 64), every trans_a/trans_b with leading dimensions past the width (and operands at an odd
-// offset inside wider rows, NaN around them on the GPU), vocabularies of 50304 and
+// offset inside wider rows, NaN around them on the GPU), RMSNorm, RoPE, SwiGLU and AdamW on
+// tensors one element into their buffers (misaligned: their 4-wide paths must not be taken, and
+// the emulated build stops on a misaligned access), vocabularies of 50304 and
 // 151936 with rows of weight 0, repeated tokens.
 // Without a usable GPU (here, CI) it prints "no CUDA GPU: <reason>" and exits 77 (skipped).
 #include <math.h>
@@ -95,6 +97,7 @@ static void case_add_scale(GpuCtx* c, const void* arg) {
 
 typedef struct {
     int N, C;
+    int off; // elements before every tensor (1: misaligned for 4-wide accesses, which must not be taken)
 } RowsArgs;
 
 static void case_bias(GpuCtx* c, const void* arg) {
@@ -125,30 +128,31 @@ static void case_mask_rows(GpuCtx* c, const void* arg) {
     gpu_out(c, "x", x, (size_t)B * T * C, 1);
 }
 
-// SwiGLU with a few saturated gates (silu of +-80: no overflow, no NaN)
+// SwiGLU with a few saturated gates (silu of +-80: no overflow, no NaN), over n elements `off`
+// into every buffer: one at a time (n odd, or off 1) or 4 at a time (n a multiple of 4, off 0)
 static void case_swiglu(GpuCtx* c, const void* arg) {
-    (void)arg;
-    enum { n = 1000003 };
-    float* hg = host_randn(c, n, 3.0);
-    hg[0] = 80.0f, hg[1] = -80.0f, hg[2] = 0.0f;
-    float* gate = gpu_upload(c, hg, n * sizeof(float));
+    const RowsArgs* a = arg;
+    const size_t n = (size_t)a->N * a->C, all = n + (size_t)a->off;
+    float* hg = host_randn(c, all, 3.0);
+    hg[a->off] = 80.0f, hg[a->off + 1] = -80.0f, hg[a->off + 2] = 0.0f;
+    float* gate = gpu_upload(c, hg, all * sizeof(float));
     free(hg);
-    float* up = gpu_randn(c, n, 1.0);
-    float* h = gpu_junk(c, n);
-    c->be->swiglu_fwd(c->be, h, gate, up, n);
-    gpu_out(c, "h", h, n, 0);
-    float* dh = gpu_randn(c, n, 1.0);
-    float* dgate = gpu_junk(c, n);
-    float* dup = gpu_junk(c, n);
-    c->be->swiglu_bwd(c->be, dgate, dup, dh, gate, up, n);
-    gpu_out(c, "dgate", dgate, n, 0);
-    gpu_out(c, "dup", dup, n, 0);
+    float* up = gpu_randn(c, all, 1.0);
+    float* h = gpu_junk(c, all);
+    c->be->swiglu_fwd(c->be, h + a->off, gate + a->off, up + a->off, n);
+    gpu_out(c, "h", h + a->off, n, 0);
+    float* dh = gpu_randn(c, all, 1.0);
+    float* dgate = gpu_junk(c, all);
+    float* dup = gpu_junk(c, all);
+    c->be->swiglu_bwd(c->be, dgate + a->off, dup + a->off, dh + a->off, gate + a->off, up + a->off, n);
+    gpu_out(c, "dgate", dgate + a->off, n, 0);
+    gpu_out(c, "dup", dup + a->off, n, 0);
 }
 
 static void test_elementwise(void** state) {
     (void)state;
     gpu_check("add, scale", case_add_scale, NULL, 2, TOL_ELEMENTWISE);
-    const RowsArgs bias[] = {{77, 1000}, {4099, 768}, {1, 64}};
+    const RowsArgs bias[] = {{77, 1000, 0}, {4099, 768, 0}, {1, 64, 0}};
     char label[96];
     for (size_t i = 0; i < ARRAY_LEN(bias); i++) {
         snprintf(label, sizeof label, "add_bias, bias_bwd N=%d C=%d", bias[i].N, bias[i].C);
@@ -160,7 +164,11 @@ static void test_elementwise(void** state) {
         gpu_check(label, case_sum_squares, &ns[i], 20 + i, TOL_ELEMENTWISE);
     }
     gpu_check("mask_rows", case_mask_rows, NULL, 3, TOL_ELEMENTWISE);
-    gpu_check("swiglu fwd, bwd", case_swiglu, NULL, 4, TOL_ELEMENTWISE);
+    const RowsArgs swiglu[] = {{1000003, 1, 0}, {1000, 1000, 0}, {1000, 1000, 1}};
+    for (size_t i = 0; i < ARRAY_LEN(swiglu); i++) {
+        snprintf(label, sizeof label, "swiglu fwd, bwd n=%d off=%d", swiglu[i].N * swiglu[i].C, swiglu[i].off);
+        gpu_check(label, case_swiglu, &swiglu[i], 4 + 1000 * (int)i, TOL_ELEMENTWISE);
+    }
     gpu_done();
 }
 
@@ -171,16 +179,16 @@ static void case_rmsnorm(GpuCtx* c, const void* arg) {
     const RowsArgs* a = arg;
     Backend* be = c->be;
     const size_t nc = (size_t)a->N * a->C;
-    float* x = gpu_randn(c, nc, 2.0);
-    float* w = gpu_randn(c, (size_t)a->C, 1.0);
-    float* y = gpu_junk(c, nc);
+    float* x = gpu_randn(c, nc + a->off, 2.0) + a->off;
+    float* w = gpu_randn(c, (size_t)a->C + a->off, 1.0) + a->off;
+    float* y = gpu_junk(c, nc + a->off) + a->off;
     float* rstd = gpu_junk(c, (size_t)a->N);
     be->rmsnorm_fwd(be, y, rstd, x, w, a->N, a->C, 1e-5f);
     gpu_out(c, "y", y, nc, 0);
     gpu_out(c, "rstd", rstd, (size_t)a->N, 0);
-    float* dx = gpu_randn(c, nc, 1.0);
+    float* dx = gpu_randn(c, nc + a->off, 1.0) + a->off;
     float* dw = gpu_randn(c, (size_t)a->C, 1.0);
-    float* dy = gpu_randn(c, nc, 1.0);
+    float* dy = gpu_randn(c, nc + a->off, 1.0) + a->off;
     be->rmsnorm_bwd(be, dx, dw, dy, x, w, rstd, a->N, a->C);
     gpu_out(c, "dx", dx, nc, 0);
     gpu_out(c, "dw", dw, (size_t)a->C, 0);
@@ -188,10 +196,11 @@ static void case_rmsnorm(GpuCtx* c, const void* arg) {
 
 static void test_rmsnorm(void** state) {
     (void)state;
-    const RowsArgs shapes[] = {{77, 384}, {2048, 768}, {4096, 64}, {1000, 128}, {33, 4096}, {5, 1000}};
+    const RowsArgs shapes[] = {{77, 384, 0}, {2048, 768, 0}, {4096, 64, 0}, {1000, 128, 0},
+                               {33, 4096, 0}, {5, 1000, 0},   {77, 384, 1},  {33, 2048, 1}};
     char label[96];
     for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
-        snprintf(label, sizeof label, "rmsnorm fwd, bwd N=%d C=%d", shapes[i].N, shapes[i].C);
+        snprintf(label, sizeof label, "rmsnorm fwd, bwd N=%d C=%d off=%d", shapes[i].N, shapes[i].C, shapes[i].off);
         gpu_check(label, case_rmsnorm, &shapes[i], 30 + i, TOL_ELEMENTWISE);
     }
     gpu_done();
@@ -199,6 +208,7 @@ static void test_rmsnorm(void** state) {
 
 typedef struct {
     int N, nh, hd;
+    int off; // elements before x (1: misaligned for 4-wide accesses)
 } RopeArgs;
 
 static void case_rope(GpuCtx* c, const void* arg) {
@@ -207,7 +217,7 @@ static void case_rope(GpuCtx* c, const void* arg) {
     int* dpos;
     gpu_rope_inputs(c, a->N, 4096, a->hd, &dcs, &dsn, &dpos);
     const size_t nx = (size_t)a->N * a->nh * a->hd;
-    float* x = gpu_randn(c, nx, 1.0);
+    float* x = gpu_randn(c, nx + a->off, 1.0) + a->off;
     c->be->rope_fwd(c->be, x, dpos, dcs, dsn, a->N, a->nh, a->hd);
     gpu_out(c, "fwd", x, nx, 0);
     c->be->rope_bwd(c->be, x, dpos, dcs, dsn, a->N, a->nh, a->hd);
@@ -216,10 +226,11 @@ static void case_rope(GpuCtx* c, const void* arg) {
 
 static void test_rope(void** state) {
     (void)state;
-    const RopeArgs shapes[] = {{37, 8, 64}, {37, 2, 64}, {300, 8, 128}, {5, 12, 128}};
+    const RopeArgs shapes[] = {{37, 8, 64, 0}, {37, 2, 64, 0}, {300, 8, 128, 0}, {5, 12, 128, 0}, {37, 8, 64, 1}};
     char label[96];
     for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
-        snprintf(label, sizeof label, "rope fwd, bwd N=%d nh=%d hd=%d", shapes[i].N, shapes[i].nh, shapes[i].hd);
+        snprintf(label, sizeof label, "rope fwd, bwd N=%d nh=%d hd=%d off=%d", shapes[i].N, shapes[i].nh, shapes[i].hd,
+                 shapes[i].off);
         gpu_check(label, case_rope, &shapes[i], 40 + i, TOL_ELEMENTWISE);
     }
     gpu_done();
