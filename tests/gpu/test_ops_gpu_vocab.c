@@ -32,7 +32,18 @@ typedef struct {
     int N, V, K, reverse, with_old; // K: top-k ids per row; with_old: kl_sampled's old_lp
     int act_dz;                     // dz an activation buffer (bf16 storage in the bf16 mode)
     int act_z;                      // the logits too, as the model's (values rounded to bf16 first)
+    int off; // z, dz and the teacher's full rows one element into their buffers (1: misaligned, so
+             // the rows' 4-wide passes must be refused); fp32 buffers only
 } VocabArgs;
+
+// n host floats uploaded `off` elements into a buffer of n + off; returns where they start
+static float* upload_at(GpuCtx* c, const float* h, size_t n, int off) {
+    float* pad = calloc(n + (size_t)off, sizeof(float));
+    memcpy(pad + off, h, n * sizeof(float));
+    float* d = gpu_upload(c, pad, (n + (size_t)off) * sizeof(float));
+    free(pad);
+    return d + off;
+}
 
 // logits with a spread of 3 and one row shifted far up (softmax must subtract its max); as an
 // activation buffer, values a bf16 holds exactly, so that every backend sees the same numbers
@@ -46,7 +57,7 @@ static float* vocab_logits(GpuCtx* c, const VocabArgs* a) {
         d = gpu_act_zeros(c, n);
         c->be->upload(c->be, d, z, sizeof(float) * n);
     } else {
-        d = gpu_upload(c, z, sizeof(float) * n);
+        d = upload_at(c, z, n, a->off);
     }
     free(z);
     return d;
@@ -111,8 +122,9 @@ static void case_loss(GpuCtx* c, const void* arg) {
     }
     float* w = gpu_upload(c, hw, sizeof(float) * N);
     float* losses = gpu_junk(c, (size_t)N);
-    float* dz = a->act_dz ? gpu_act_randn(c, (size_t)N * V, 1e-3) : gpu_randn(c, (size_t)N * V, 1e-3);
-    float* dzs = a->act_dz ? gpu_act_junk(c, (size_t)N * V) : gpu_junk(c, (size_t)N * V); // LOSS_DZ_SET's
+    const size_t nv = (size_t)N * V;
+    float* dz = a->act_dz ? gpu_act_randn(c, nv, 1e-3) : gpu_randn(c, nv + a->off, 1e-3) + a->off;
+    float* dzs = a->act_dz ? gpu_act_junk(c, nv) : gpu_junk(c, nv + a->off) + a->off; // LOSS_DZ_SET's
     double ret = 0.0, ret_bare = 0.0; // with losses and dz, and with both NULL
     switch (a->kind) {
     case LOSS_CE: {
@@ -124,7 +136,7 @@ static void case_loss(GpuCtx* c, const void* arg) {
     }
     case LOSS_KL_FULL: {
         float* hlp = teacher_logprobs(c, N, V);
-        float* lp = gpu_upload(c, hlp, sizeof(float) * N * V);
+        float* lp = upload_at(c, hlp, nv, a->off);
         free(hlp);
         ret = be->kl_full(be, z, lp, w, N, V, a->reverse, losses, dz, LOSS_DZ_ADD);
         ret_bare = be->kl_full(be, z, lp, w, N, V, a->reverse, NULL, NULL, LOSS_DZ_ADD);
@@ -185,21 +197,24 @@ void test_losses(void** state) {
     (void)state;
     static const char* const names[] = {"cross_entropy", "kl_full", "kl_topk", "kl_sampled"};
     const VocabArgs cases[] = {
-        {LOSS_CE, 12, 300, 0, 0, 0, 0, 0},           {LOSS_CE, 12, 50304, 0, 0, 0, 0, 0},
-        {LOSS_CE, 8, 151936, 0, 0, 0, 0, 0},         {LOSS_KL_FULL, 8, 50304, 0, 0, 0, 0, 0},
-        {LOSS_KL_FULL, 8, 50304, 0, 1, 0, 0, 0},     {LOSS_KL_FULL, 4, 151936, 0, 1, 0, 0, 0},
-        {LOSS_KL_TOPK, 8, 50304, 1, 0, 0, 0, 0},     {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 0, 0},
-        {LOSS_KL_TOPK, 8, 50304, 20, 1, 0, 0, 0},    {LOSS_KL_TOPK, 6, 151936, 64, 1, 0, 0, 0},
-        {LOSS_KL_TOPK, 6, 300, 300, 0, 0, 0, 0},     {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 0, 0, 0},
-        {LOSS_KL_SAMPLED, 12, 151936, 0, 0, 1, 0, 0},
+        {LOSS_CE, 12, 300, 0, 0, 0, 0, 0, 0},           {LOSS_CE, 12, 50304, 0, 0, 0, 0, 0, 0},
+        {LOSS_CE, 8, 151936, 0, 0, 0, 0, 0, 0},         {LOSS_KL_FULL, 8, 50304, 0, 0, 0, 0, 0, 0},
+        {LOSS_KL_FULL, 8, 50304, 0, 1, 0, 0, 0, 0},     {LOSS_KL_FULL, 4, 151936, 0, 1, 0, 0, 0, 0},
+        {LOSS_KL_TOPK, 8, 50304, 1, 0, 0, 0, 0, 0},     {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 0, 0, 0},
+        {LOSS_KL_TOPK, 8, 50304, 20, 1, 0, 0, 0, 0},    {LOSS_KL_TOPK, 6, 151936, 64, 1, 0, 0, 0, 0},
+        {LOSS_KL_TOPK, 6, 300, 300, 0, 0, 0, 0, 0},     {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 0, 0, 0, 0},
+        {LOSS_KL_SAMPLED, 12, 151936, 0, 0, 1, 0, 0, 0},
         // dz as dlogits in the model: an activation buffer
-        {LOSS_CE, 12, 50304, 0, 0, 0, 1, 0},        {LOSS_KL_FULL, 8, 50304, 0, 1, 0, 1, 0},
-        {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 1, 0},   {LOSS_KL_TOPK, 6, 300, 300, 1, 0, 1, 0},
-        {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 1, 1, 0},
+        {LOSS_CE, 12, 50304, 0, 0, 0, 1, 0, 0},        {LOSS_KL_FULL, 8, 50304, 0, 1, 0, 1, 0, 0},
+        {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 1, 0, 0},   {LOSS_KL_TOPK, 6, 300, 300, 1, 0, 1, 0, 0},
+        {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 1, 1, 0, 0},
         // and the logits too, as the model's in the bf16 mode
-        {LOSS_CE, 12, 50304, 0, 0, 0, 1, 1},     {LOSS_CE, 7, 301, 0, 0, 0, 1, 1},
-        {LOSS_KL_FULL, 8, 50304, 0, 0, 0, 1, 1}, {LOSS_KL_TOPK, 8, 50304, 20, 1, 0, 1, 1},
-        {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 0, 1}, {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 1, 1, 1},
+        {LOSS_CE, 12, 50304, 0, 0, 0, 1, 1, 0},     {LOSS_CE, 7, 301, 0, 0, 0, 1, 1, 0},
+        {LOSS_KL_FULL, 8, 50304, 0, 0, 0, 1, 1, 0}, {LOSS_KL_TOPK, 8, 50304, 20, 1, 0, 1, 1, 0},
+        {LOSS_KL_TOPK, 8, 50304, 20, 0, 0, 0, 1, 0}, {LOSS_KL_SAMPLED, 12, 50304, 0, 0, 1, 1, 1, 0},
+        // misaligned rows of a vocabulary that is a multiple of 4
+        {LOSS_CE, 6, 50304, 0, 0, 0, 0, 0, 1},      {LOSS_KL_FULL, 4, 50304, 0, 1, 0, 0, 0, 1},
+        {LOSS_KL_TOPK, 4, 50304, 20, 0, 0, 0, 0, 1}, {LOSS_KL_SAMPLED, 6, 50304, 0, 0, 1, 0, 0, 1},
     };
     char label[96];
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -209,6 +224,7 @@ void test_losses(void** state) {
         if (a->K) snprintf(label + strlen(label), sizeof label - strlen(label), "%d", a->K);
         if (a->act_dz) snprintf(label + strlen(label), sizeof label - strlen(label), " dz act");
         if (a->act_z) snprintf(label + strlen(label), sizeof label - strlen(label), " z act");
+        if (a->off) snprintf(label + strlen(label), sizeof label - strlen(label), " off=%d", a->off);
         gpu_check(label, case_loss, a, 100 + i, a->act_dz ? TOL_ACT : TOL_ELEMENTWISE);
     }
     gpu_done();
