@@ -59,6 +59,7 @@ static void case_act_memory(GpuCtx* c, const void* arg) {
 }
 
 // scatter_rows as decoding appends to its caches: 40 of 97 rows, 4-wide and one element at a time
+// (rows of 67, and rows of 256 one element into their buffers: misaligned, so not 4-wide)
 static void case_act_scatter_rows(GpuCtx* c, const void* arg) {
     (void)arg;
     Backend* be = c->be;
@@ -76,6 +77,10 @@ static void case_act_scatter_rows(GpuCtx* c, const void* arg) {
     float* cf = gpu_junk(c, (size_t)R * C1 + 1);
     be->scatter_rows(be, cf + 1, k + 3, dr, N, C1);
     gpu_out(c, "scatter_rows act -> f32, odd rows", cf, (size_t)R * C1 + 1, 0);
+    float* cm = gpu_act_junk(c, (size_t)R * C4 + 1);
+    float* km = gpu_act_randn(c, (size_t)N * C4 + 1, 1.0);
+    be->scatter_rows(be, cm + 1, km + 1, dr, N, C4);
+    gpu_out(c, "scatter_rows misaligned", cm, (size_t)R * C4 + 1, 0);
 }
 
 void test_activation_memory(void** state) {
@@ -228,6 +233,7 @@ void test_activation_matmul(void** state) {
 typedef struct {
     int n, rows[LINEAR_MAX_BLOCKS], M, K;
     int f32_dy; // block 1's dy in fp32: the by-blocks path
+    int off;    // each dy one element into its buffer (misaligned: the stacking copy's 4-wide moves refused)
 } ActLinear;
 
 static void case_act_linear_bwd(GpuCtx* c, const void* arg) {
@@ -240,7 +246,7 @@ static void case_act_linear_bwd(GpuCtx* c, const void* arg) {
         b.rows[i] = a->rows[i];
         b.w[i] = gpu_randn(c, nw, 0.1);
         b.dw[i] = gpu_randn(c, nw, 1.0);
-        b.dy[i] = a->f32_dy && i == 1 ? gpu_randn(c, ny, 1.0) : gpu_act_randn(c, ny, 1.0);
+        b.dy[i] = (a->f32_dy && i == 1 ? gpu_randn(c, ny + a->off, 1.0) : gpu_act_randn(c, ny + a->off, 1.0)) + a->off;
     }
     float* x = gpu_act_randn(c, (size_t)M * K, 1.0);
     float* dx = gpu_junk(c, (size_t)M * K);
@@ -261,13 +267,14 @@ static void case_act_linear_bwd(GpuCtx* c, const void* arg) {
 
 void test_activation_linear_bwd(void** state) {
     (void)state;
-    const ActLinear cases[] = {{3, {128, 64, 64}, 256, 128, 0}, // GQA's q, k, v
-                               {3, {5, 7, 3}, 37, 24, 0},
-                               {2, {64, 32, 0}, 96, 64, 1}};
+    const ActLinear cases[] = {{3, {128, 64, 64}, 256, 128, 0, 0}, // GQA's q, k, v
+                               {3, {5, 7, 3}, 37, 24, 0, 0},
+                               {2, {64, 32, 0}, 96, 64, 1, 0},
+                               {3, {128, 64, 64}, 64, 128, 0, 1}};
     char label[96];
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
-        snprintf(label, sizeof label, "act linear_bwd %d blocks M=%d K=%d%s", cases[i].n, cases[i].M, cases[i].K,
-                 cases[i].f32_dy ? " (an fp32 dy)" : "");
+        snprintf(label, sizeof label, "act linear_bwd %d blocks M=%d K=%d%s%s", cases[i].n, cases[i].M, cases[i].K,
+                 cases[i].f32_dy ? " (an fp32 dy)" : "", cases[i].off ? " off=1" : "");
         gpu_check(label, case_act_linear_bwd, &cases[i], 260 + i, TOL_MATMUL);
     }
     gpu_done();
