@@ -24,9 +24,10 @@
 // 32, 64 and 128, queries after a prefix of keys (q_lens < kv_lens), sequences long enough for
 // causal tile skipping at every tile size, decoding (one query against a 1500-key cache, batch
 // 64), every trans_a/trans_b with leading dimensions past the width (and operands at an odd
-// offset inside wider rows, NaN around them on the GPU), RMSNorm, RoPE, SwiGLU and AdamW on
-// tensors one element into their buffers (misaligned: their 4-wide paths must not be taken, and
-// the emulated build stops on a misaligned access), vocabularies of 50304 and
+// offset inside wider rows, NaN around them on the GPU), RMSNorm, RoPE, SwiGLU, AdamW, the
+// losses, scatter_rows and the stacked linear_bwd on tensors one element into their buffers
+// (misaligned: their 4-wide paths must not be taken, and the emulated build stops on a
+// misaligned access), vocabularies of 50304 and
 // 151936 with rows of weight 0, repeated tokens.
 // Without a usable GPU (here, CI) it prints "no CUDA GPU: <reason>" and exits 77 (skipped).
 #include <math.h>
