@@ -174,7 +174,7 @@ static void test_elementwise(void** state) {
 }
 
 // ----------------------------------------------------------------------------
-// RMSNorm (model rows and QK-norm rows of one head) and RoPE
+// RMSNorm (model rows and QK-norm rows of one head, with the residual's add) and RoPE
 
 static void case_rmsnorm(GpuCtx* c, const void* arg) {
     const RowsArgs* a = arg;
@@ -193,6 +193,12 @@ static void case_rmsnorm(GpuCtx* c, const void* arg) {
     be->rmsnorm_bwd(be, dx, dw, dy, x, w, rstd, a->N, a->C);
     gpu_out(c, "dx", dx, nc, 0);
     gpu_out(c, "dw", dw, (size_t)a->C, 0);
+    // the residual's add fused into the norm: res += x, y = norm(res)
+    float* res = gpu_randn(c, nc + a->off, 1.0) + a->off;
+    be->add_rmsnorm_fwd(be, y, rstd, res, x, w, a->N, a->C, 1e-5f);
+    gpu_out(c, "add_rmsnorm y", y, nc, 0);
+    gpu_out(c, "add_rmsnorm res", res, nc, 0);
+    gpu_out(c, "add_rmsnorm rstd", rstd, (size_t)a->N, 0);
 }
 
 static void test_rmsnorm(void** state) {
