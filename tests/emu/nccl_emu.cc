@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <vector>
+
 #include <nccl.h>
 
 // ----------------------------------------------------------------------------
@@ -105,11 +107,9 @@ extern "C" ncclResult_t ncclCommInitRank(ncclComm_t* out, int nranks, ncclUnique
         return emu_fail(ncclInvalidArgument, msg);
     }
     const int tag = EMU_TAG_BASE + e.serial % 1000;
-    int* members = new int[nranks]; // world rank of each communicator rank
-    int place[3] = {rank, nranks, me};
+    std::vector<int> members(nranks, -1); // world rank of each communicator rank
     ncclResult_t r = ncclSuccess;
     if (me == e.world_rank) {
-        for (int i = 0; i < nranks; i++) members[i] = -1;
         members[rank] = me;
         for (int i = 1; i < nranks && r == ncclSuccess; i++) {
             int got[3];
@@ -125,24 +125,26 @@ extern "C" ncclResult_t ncclCommInitRank(ncclComm_t* out, int nranks, ncclUnique
         }
         for (int i = 0; i < nranks && r == ncclSuccess; i++) {
             if (i == rank) continue;
-            r = mpi_result(MPI_Send(members, nranks, MPI_INT, members[i], tag, MPI_COMM_WORLD), "MPI_Send");
+            r = mpi_result(MPI_Send(members.data(), nranks, MPI_INT, members[i], tag, MPI_COMM_WORLD), "MPI_Send");
         }
     } else {
+        int place[3] = {rank, nranks, me};
         r = mpi_result(MPI_Send(place, 3, MPI_INT, e.world_rank, tag, MPI_COMM_WORLD), "MPI_Send");
-        if (r == ncclSuccess)
-            r = mpi_result(MPI_Recv(members, nranks, MPI_INT, e.world_rank, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
-                           "MPI_Recv");
+        if (r == ncclSuccess) {
+            const int rc = MPI_Recv(members.data(), nranks, MPI_INT, e.world_rank, tag, MPI_COMM_WORLD,
+                                    MPI_STATUS_IGNORE);
+            r = mpi_result(rc, "MPI_Recv");
+        }
     }
     MPI_Group all, group;
     MPI_Comm comm = MPI_COMM_NULL;
     if (r == ncclSuccess) {
         MPI_Comm_group(MPI_COMM_WORLD, &all);
-        MPI_Group_incl(all, nranks, members, &group);
+        MPI_Group_incl(all, nranks, members.data(), &group);
         r = mpi_result(MPI_Comm_create_group(MPI_COMM_WORLD, group, tag, &comm), "MPI_Comm_create_group");
         MPI_Group_free(&group);
         MPI_Group_free(&all);
     }
-    delete[] members;
     if (r != ncclSuccess) return r;
     MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
     *out = new ncclComm{comm, rank, nranks};
