@@ -212,12 +212,12 @@ static int step_conditions(Vocab* v, const StepText* st, int max_terms, int max_
 }
 
 static char* condition_phrase(const Vocab* v, uint64_t key) {
-    TextBuf b = {0};
+    StrBuf b = {0};
     for (int k = 0; k < MAX_NGRAM; k++) {
         uint64_t t = (key >> (TERM_BITS * k)) & ((1ull << TERM_BITS) - 1);
-        if (t) text_append(&b, "%s%s", k ? " " : "", v->terms.keys[t - 1]);
+        if (t) strbuf_printf(&b, "%s%s", k ? " " : "", v->terms.keys[t - 1]);
     }
-    char* raw = text_take(&b);
+    char* raw = strbuf_take(&b);
     char* phrase = text_utf8_sanitize(raw); // a term cut at BM25_MAX_TERM bytes may split a character
     free(raw);
     return phrase;
@@ -637,10 +637,10 @@ void contrastive_rules_free(Rule* rules, int n) {
 // rendering: level 0 full, 1 without the argument detail, 2 the shortest form
 
 static void render_level(const Rule* r, int level, char** name, char** text, char** key) {
-    TextBuf nb = {0};
-    text_append(&nb, "%s", r->phrase);
-    if (nb.data[0] >= 'a' && nb.data[0] <= 'z') nb.data[0] = (char)(nb.data[0] - 32);
-    *name = text_take(&nb);
+    StrBuf nb = {0};
+    strbuf_printf(&nb, "%s", r->phrase);
+    if (nb.s[0] >= 'a' && nb.s[0] <= 'z') nb.s[0] = (char)(nb.s[0] - 32);
+    *name = strbuf_take(&nb);
     const char* where = r->source == RULE_FROM_TASK ? "the task" : "the last tool result";
     int short_args = r->args && text_count_words(r->args) <= 6 && !strchr(r->args, '"') && !text_has_control(r->args);
     if (r->choice) {

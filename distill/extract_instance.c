@@ -59,22 +59,22 @@ typedef struct {
 } Excerpt;
 
 static char* compose(const EpisodeText* e, const Excerpt* x) {
-    TextBuf b = {0};
+    StrBuf b = {0};
     char* task = text_first_words(e->task, x->task_words);
     size_t len = strlen(task);
     int cut = text_count_words(e->task) > x->task_words;
     int stop = cut || (len > 0 && strchr(".?!", task[len - 1]));
-    text_append(&b, "Task: %s%s%s Calls: ", task, cut ? " ..." : "", stop ? "" : ".");
+    strbuf_printf(&b, "Task: %s%s%s Calls: ", task, cut ? " ..." : "", stop ? "" : ".");
     free(task);
     for (int i = 0; i < x->n_calls; i++) {
-        text_append(&b, "%s%s", i ? "; " : "", x->calls[i]);
-        if (i == 0 && x->elided) text_append(&b, "; ...");
+        strbuf_printf(&b, "%s%s", i ? "; " : "", x->calls[i]);
+        if (i == 0 && x->elided) strbuf_printf(&b, "; ...");
     }
-    if (x->n_calls == 0) text_append(&b, "none");
-    text_append(&b, ".");
-    for (int i = 0; i < x->n_found; i++) text_append(&b, "%s%s", i ? "; " : " Found: ", x->found[i]);
-    if (x->n_found) text_append(&b, ".");
-    return text_take(&b);
+    if (x->n_calls == 0) strbuf_printf(&b, "none");
+    strbuf_printf(&b, ".");
+    for (int i = 0; i < x->n_found; i++) strbuf_printf(&b, "%s%s", i ? "; " : " Found: ", x->found[i]);
+    if (x->n_found) strbuf_printf(&b, ".");
+    return strbuf_take(&b);
 }
 
 static void excerpt_build(const EpisodeText* e, const ExtractParams* prm, Excerpt* x) {

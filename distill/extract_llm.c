@@ -234,11 +234,11 @@ void llm_ops_free(LlmOps* o) {
 
 static char* pool_text(const Pool* p) {
     if (p->n_items == 0) return strdupCheck("(the pool is empty)");
-    TextBuf b = {0};
+    StrBuf b = {0};
     for (int i = 0; i < p->n_items; i++) {
-        text_append(&b, "%s[%d] %s: %s", i ? "\n" : "", p->items[i].id, p->items[i].name, p->items[i].text);
+        strbuf_printf(&b, "%s[%d] %s: %s", i ? "\n" : "", p->items[i].id, p->items[i].name, p->items[i].text);
     }
-    return text_take(&b);
+    return strbuf_take(&b);
 }
 
 // one line, at most max bytes (cut at a UTF-8 boundary, marked "...")
@@ -253,26 +253,26 @@ static char* clip(const char* s, int max) {
 }
 
 static char* trajectory_text(const EpisodeText* e, int max_obs) {
-    TextBuf b = {0};
+    StrBuf b = {0};
     for (int s = 0; s < e->n_steps; s++) {
         const StepText* st = &e->steps[s];
         char* obs = clip(st->observation, max_obs);
-        text_append(&b, "Step %d. Saw: %s\n", s + 1, obs);
+        strbuf_printf(&b, "Step %d. Saw: %s\n", s + 1, obs);
         free(obs);
         if (st->tool[0]) {
             char* args = clip(st->args, max_obs);
-            text_append(&b, "  Did: %s(%s)\n", st->tool, args);
+            strbuf_printf(&b, "  Did: %s(%s)\n", st->tool, args);
             free(args);
         } else {
             char* act = clip(st->action, max_obs);
-            text_append(&b, "  Did: (no valid tool call) %s\n", act);
+            strbuf_printf(&b, "  Did: (no valid tool call) %s\n", act);
             free(act);
         }
     }
     char* ans = clip(e->answer[0] ? e->answer : "(none)", max_obs);
-    text_append(&b, "Final answer: %s", ans);
+    strbuf_printf(&b, "Final answer: %s", ans);
     free(ans);
-    return text_take(&b);
+    return strbuf_take(&b);
 }
 
 // ----------------------------------------------------------------------------
@@ -327,11 +327,11 @@ static json_t* op_json(const LlmOp* op) {
 }
 
 // the critique of one task group; appends accepted proposals (as text lines) to props
-static int critique_group(Run* r, const EpisodeText* eps, const int* idx, int n, TextBuf* props, int* n_props,
+static int critique_group(Run* r, const EpisodeText* eps, const int* idx, int n, StrBuf* props, int* n_props,
                           char* err, size_t errlen) {
     const EpisodeText* first = &eps[idx[0]];
     TrajRef* ev = mallocCheck(sizeof(TrajRef) * (size_t)n);
-    TextBuf att = {0};
+    StrBuf att = {0};
     char label[64];
     for (int k = 0; k < n; k++) {
         const EpisodeText* e = &eps[idx[k]];
@@ -344,15 +344,16 @@ static int critique_group(Run* r, const EpisodeText* eps, const int* idx, int n,
         free(traj);
         if (!reply && !gen_failed) {
             free(ev);
-            free(att.data);
+            strbuf_free(&att);
             return -1;
         }
         char* summary = reply ? clip(reply, 1500) : strdupCheck("(no summary: generation failed)");
-        text_append(&att, "%sAttempt %d (%s): %s", k ? "\n" : "", k + 1, e->success ? "correct" : "incorrect", summary);
+        strbuf_printf(&att, "%sAttempt %d (%s): %s", k ? "\n" : "", k + 1, e->success ? "correct" : "incorrect",
+                      summary);
         free(summary);
         free(reply);
     }
-    char* attempts = text_take(&att);
+    char* attempts = strbuf_take(&att);
     char* pool = pool_text(r->p);
     char words[32];
     snprintf(words, sizeof(words), "%d", r->p->params.max_item_words);
@@ -375,7 +376,7 @@ static int critique_group(Run* r, const EpisodeText* eps, const int* idx, int n,
         if (ops.ops[i].op == POOL_NONE) continue;
         json_t* o = op_json(&ops.ops[i]);
         char* s = json_dumps(o, JSON_COMPACT);
-        text_append(props, "task %d: %s\n", first->task_id, s);
+        strbuf_printf(props, "task %d: %s\n", first->task_id, s);
         free(s);
         json_decref(o);
         (*n_props)++;
@@ -425,7 +426,7 @@ int extract_llm(Pool* p, const EpisodeText* eps, int n, int32_t iteration, const
     int rc = -1;
     int* order = mallocCheck(sizeof(int) * (size_t)(n ? n : 1));
     TrajRef* ev = mallocCheck(sizeof(TrajRef) * (size_t)(n ? n : 1));
-    TextBuf props = {0};
+    StrBuf props = {0};
     int n_props = 0, n_ev = 0, mixed = 0, uniform = 0;
     if (!(r.t_summary = prompt_load(dir, "summary.txt", err, errlen)) ||
         !(r.t_critique = prompt_load(dir, "critique.txt", err, errlen)) ||
@@ -457,7 +458,7 @@ int extract_llm(Pool* p, const EpisodeText* eps, int n, int32_t iteration, const
         goto done;
     }
     char* pool = pool_text(p);
-    char* proposals = text_take(&props);
+    char* proposals = strbuf_take(&props);
     char words[32], items[32];
     snprintf(words, sizeof(words), "%d", p->params.max_item_words);
     snprintf(items, sizeof(items), "%d", p->params.max_size);
@@ -482,7 +483,7 @@ int extract_llm(Pool* p, const EpisodeText* eps, int n, int32_t iteration, const
     llm_ops_free(&ops);
     rc = 0;
 done:
-    free(props.data);
+    strbuf_free(&props);
     free(r.t_summary);
     free(r.t_critique);
     free(r.t_consolidate);

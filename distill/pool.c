@@ -387,14 +387,14 @@ int pool_retrieve(const Pool* p, const char* query, int kind, int k, int32_t* id
     return m;
 }
 
-static void append_evidence(TextBuf* b, const PoolAudit* a) {
-    if (a->reason[0]) text_append(b, " [%s", a->reason);
-    else text_append(b, " [");
+static void append_evidence(StrBuf* b, const PoolAudit* a) {
+    if (a->reason[0]) strbuf_printf(b, " [%s", a->reason);
+    else strbuf_printf(b, " [");
     for (int i = 0; i < a->n_evidence; i++) {
-        text_append(b, "%s%d/%d", i == 0 ? (a->reason[0] ? "; evidence " : "evidence ") : " ",
+        strbuf_printf(b, "%s%d/%d", i == 0 ? (a->reason[0] ? "; evidence " : "evidence ") : " ",
                     a->evidence[i].task_id, a->evidence[i].sample);
     }
-    text_append(b, "]\n");
+    strbuf_printf(b, "]\n");
 }
 
 char* pool_diff_text(const Pool* p, int32_t iteration) {
@@ -402,21 +402,21 @@ char* pool_diff_text(const Pool* p, int32_t iteration) {
     for (int i = 0; i < p->n_audit; i++) {
         if (p->audit[i].iteration == iteration) count[p->audit[i].op]++;
     }
-    TextBuf b = {0};
-    text_append(&b, "iteration %d: %d added, %d updated, %d deleted, %d none; %d items in the pool\n", iteration,
+    StrBuf b = {0};
+    strbuf_printf(&b, "iteration %d: %d added, %d updated, %d deleted, %d none; %d items in the pool\n", iteration,
                 count[POOL_ADD], count[POOL_UPDATE], count[POOL_DELETE], count[POOL_NONE], p->n_items);
     for (int i = 0; i < p->n_audit; i++) {
         const PoolAudit* a = &p->audit[i];
         if (a->iteration != iteration) continue;
         switch (a->op) {
-        case POOL_ADD: text_append(&b, "+ #%d %s", a->item_id, a->after); break;
-        case POOL_UPDATE: text_append(&b, "~ #%d %s\n    -> %s", a->item_id, a->before, a->after); break;
-        case POOL_DELETE: text_append(&b, "- #%d %s", a->item_id, a->before); break;
-        default: text_append(&b, "= none"); break;
+        case POOL_ADD: strbuf_printf(&b, "+ #%d %s", a->item_id, a->after); break;
+        case POOL_UPDATE: strbuf_printf(&b, "~ #%d %s\n    -> %s", a->item_id, a->before, a->after); break;
+        case POOL_DELETE: strbuf_printf(&b, "- #%d %s", a->item_id, a->before); break;
+        default: strbuf_printf(&b, "= none"); break;
         }
         append_evidence(&b, a);
     }
-    return text_take(&b);
+    return strbuf_take(&b);
 }
 
 void pool_print(const Pool* p, FILE* out) {

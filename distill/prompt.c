@@ -23,13 +23,13 @@ char* prompt_load(const char* dir, const char* file, char* err, size_t errlen) {
         snprintf(err, errlen, "prompt template %s: %s", path, strerror(errno));
         return NULL;
     }
-    TextBuf b = {0};
+    StrBuf b = {0};
     char chunk[4096];
     size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) text_append_n(&b, chunk, n);
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) strbuf_append(&b, chunk, n);
     fclose(f);
     size_t len = b.len;
-    char* all = text_take(&b);
+    char* all = strbuf_take(&b);
     if (strlen(all) != len || !text_utf8_valid(all)) {
         free(all);
         snprintf(err, errlen, "prompt template %s: not valid UTF-8 text", path);
@@ -47,13 +47,13 @@ char* prompt_load(const char* dir, const char* file, char* err, size_t errlen) {
 }
 
 char* prompt_render(const char* tmpl, const char* label, const PromptVar* vars, int n, char* err, size_t errlen) {
-    TextBuf b = {0};
-    text_append_n(&b, "", 0);
+    StrBuf b = {0};
+    strbuf_append(&b, "", 0);
     int line = 1;
     for (const char* p = tmpl; *p;) {
         if (p[0] != '{' || p[1] != '{') {
             if (*p == '\n') line++;
-            text_append_n(&b, p++, 1);
+            strbuf_append(&b, p++, 1);
             continue;
         }
         const char* name = p + 2;
@@ -66,9 +66,9 @@ char* prompt_render(const char* tmpl, const char* label, const PromptVar* vars, 
             if (strlen(vars[i].name) == len && strncmp(vars[i].name, name, len) == 0) v = &vars[i];
         }
         if (!v || name[len] != '}' || name[len + 1] != '}') {
-            TextBuf known = {0};
-            for (int i = 0; i < n; i++) text_append(&known, "%s{{%s}}", i ? ", " : "", vars[i].name);
-            char* k = text_take(&known);
+            StrBuf known = {0};
+            for (int i = 0; i < n; i++) strbuf_printf(&known, "%s{{%s}}", i ? ", " : "", vars[i].name);
+            char* k = strbuf_take(&known);
             int shown = (int)(len < 40 ? len : 40);
             if (name[len] != '}' || name[len + 1] != '}') {
                 snprintf(err, errlen, "%s line %d: '{{' does not open a placeholder {{name}} (known: %s)", label,
@@ -78,13 +78,13 @@ char* prompt_render(const char* tmpl, const char* label, const PromptVar* vars, 
                          name, k);
             }
             free(k);
-            free(b.data);
+            strbuf_free(&b);
             return NULL;
         }
-        text_append(&b, "%s", v->value);
+        strbuf_printf(&b, "%s", v->value);
         p = name + len + 2;
     }
-    return text_take(&b);
+    return strbuf_take(&b);
 }
 
 int prompt_generate(GenerateFn gen, void* ctx, const char* prompt, size_t cap, char** reply, char* err,

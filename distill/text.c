@@ -8,53 +8,13 @@
 
 #include "common/check.h"
 
-// ----------------------------------------------------------------------------
-// buffer
-
-static void reserve(TextBuf* b, size_t extra) {
-    if (b->len + extra + 1 <= b->cap) return;
-    b->cap = 2 * (b->len + extra + 1) + 64;
-    b->data = reallocCheck(b->data, b->cap);
-}
-
-void text_append_n(TextBuf* b, const char* s, size_t n) {
-    reserve(b, n);
-    if (n) memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void text_vappend(TextBuf* b, const char* fmt, va_list ap) {
-    va_list ap2;
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
-    va_end(ap2);
-    if (n < 0) return;
-    reserve(b, (size_t)n);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    b->len += (size_t)n;
-}
-
-void text_append(TextBuf* b, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    text_vappend(b, fmt, ap);
-    va_end(ap);
-}
-
-char* text_take(TextBuf* b) {
-    char* s = b->data ? b->data : strdupCheck("");
-    memset(b, 0, sizeof(*b));
-    return s;
-}
-
 char* text_printf(const char* fmt, ...) {
-    TextBuf b = {0};
+    StrBuf b = {0};
     va_list ap;
     va_start(ap, fmt);
-    text_vappend(&b, fmt, ap);
+    strbuf_vprintf(&b, fmt, ap);
     va_end(ap);
-    return text_take(&b);
+    return strbuf_take(&b);
 }
 
 // ----------------------------------------------------------------------------
@@ -83,18 +43,18 @@ char* text_trim_dup(const char* s, size_t n) {
 }
 
 char* text_first_words(const char* s, int max_words) {
-    TextBuf b = {0};
-    text_append_n(&b, "", 0);
+    StrBuf b = {0};
+    strbuf_append(&b, "", 0);
     const unsigned char* p = (const unsigned char*)s;
     for (int w = 0; w < max_words; w++) {
         while (*p && is_space(*p)) p++;
         if (!*p) break;
         const unsigned char* start = p;
         while (*p && !is_space(*p)) p++;
-        if (w > 0) text_append_n(&b, " ", 1);
-        text_append_n(&b, (const char*)start, (size_t)(p - start));
+        if (w > 0) strbuf_append(&b, " ", 1);
+        strbuf_append(&b, (const char*)start, (size_t)(p - start));
     }
-    return text_take(&b);
+    return strbuf_take(&b);
 }
 
 char* text_one_line(const char* s) { return text_first_words(s, 1 << 30); }

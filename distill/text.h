@@ -1,19 +1,10 @@
-// Small text helpers of the experience side: a growable string buffer, word counting, trimming,
-// UTF-8 checks (jansson accepts only valid UTF-8, and model output may not be).
+// Small text helpers of the experience side: a malloc'd printf, word counting, trimming, UTF-8
+// checks (jansson accepts only valid UTF-8, and model output may not be).
 #pragma once
 #include <stddef.h>
 
-typedef struct {
-    char* data; // NUL-terminated once anything was appended
-    size_t len, cap;
-} TextBuf;
+#include "common/strbuf.h" // the buffer the experience side builds its texts in
 
-// printf-style append
-void text_append(TextBuf* b, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-// append n raw bytes
-void text_append_n(TextBuf* b, const char* s, size_t n);
-// the buffer's string (an empty string when nothing was appended); the buffer is reset
-char* text_take(TextBuf* b);
 // a malloc'd printf
 char* text_printf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 

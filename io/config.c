@@ -14,6 +14,7 @@
 
 #include "common/check.h"
 #include "common/log.h"
+#include "common/strbuf.h"
 
 // libyaml calls return 1 on success, 0 on failure
 #define yamlCheck(call, emitter) yaml_check((call), (emitter), #call, __FILE__, __LINE__)
@@ -26,8 +27,7 @@ static int yaml_check(int ok, yaml_emitter_t* e, const char* call, const char* f
     return ok;
 }
 
-static int set_error(ConfigError* err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static int set_error(ConfigError* err, const char* fmt, ...) {
+int config_error(ConfigError* err, const char* fmt, ...) {
     if (err) {
         va_list ap;
         va_start(ap, fmt);
@@ -208,22 +208,23 @@ static int walk_mapping(Walk* w, yaml_node_t* map, const char* prefix) {
     for (yaml_node_pair_t* p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t* kn = yaml_document_get_node(w->doc, p->key);
         yaml_node_t* vn = yaml_document_get_node(w->doc, p->value);
-        if (!kn || !vn) return set_error(w->err, "%s: malformed YAML document", w->file);
+        if (!kn || !vn) return config_error(w->err, "%s: malformed YAML document", w->file);
         if (kn->type != YAML_SCALAR_NODE) {
-            return set_error(w->err, "%s:%d: keys must be plain names, got %s", w->file, node_line(kn), node_kind(kn));
+            return config_error(w->err, "%s:%d: keys must be plain names, got %s", w->file, node_line(kn),
+                                node_kind(kn));
         }
         char path[512];
         const char* name = (const char*)kn->data.scalar.value;
         int written = prefix[0] ? snprintf(path, sizeof(path), "%s.%s", prefix, name)
                                 : snprintf(path, sizeof(path), "%s", name);
         if (written < 0 || (size_t)written >= sizeof(path)) {
-            return set_error(w->err, "%s:%d: key is too long", w->file, node_line(kn));
+            return config_error(w->err, "%s:%d: key is too long", w->file, node_line(kn));
         }
         int idx = config_key_index(path);
         if (idx < 0) {
             if (is_section(path)) {
                 if (vn->type != YAML_MAPPING_NODE) {
-                    return set_error(w->err, "%s:%d: '%s' is a section and must be a mapping of keys, got %s",
+                    return config_error(w->err, "%s:%d: '%s' is a section and must be a mapping of keys, got %s",
                                      w->file, node_line(vn), path, node_kind(vn));
                 }
                 if (walk_mapping(w, vn, path) != 0) return -1;
@@ -231,17 +232,17 @@ static int walk_mapping(Walk* w, yaml_node_t* map, const char* prefix) {
             }
             char hint[160];
             unknown_key_hint(path, hint, sizeof(hint));
-            return set_error(w->err, "%s:%d: unknown key '%s'%s", w->file, node_line(kn), path, hint);
+            return config_error(w->err, "%s:%d: unknown key '%s'%s", w->file, node_line(kn), path, hint);
         }
         const ConfigKey* k = &config_keys[idx];
         if (w->seen[idx]) {
-            return set_error(w->err, "%s:%d: key '%s' is given twice (first at line %d)", w->file, node_line(kn),
+            return config_error(w->err, "%s:%d: key '%s' is given twice (first at line %d)", w->file, node_line(kn),
                              path, w->c->source_line[idx]);
         }
         w->seen[idx] = 1;
         if (vn->type != YAML_SCALAR_NODE) {
             char expect[256];
-            return set_error(w->err, "%s:%d: %s: expected %s, got %s", w->file, node_line(vn), path,
+            return config_error(w->err, "%s:%d: %s: expected %s, got %s", w->file, node_line(vn), path,
                              type_expectation(k, expect, sizeof(expect)), node_kind(vn));
         }
         const char* text = (const char*)vn->data.scalar.value;
@@ -251,7 +252,7 @@ static int walk_mapping(Walk* w, yaml_node_t* map, const char* prefix) {
         if (is_null && k->type != CFG_STRING) text = "";
         char reason[512];
         if (parse_value(w->c, k, text, reason, sizeof(reason)) != 0) {
-            return set_error(w->err, "%s:%d: %s: %s", w->file, node_line(vn), path, reason);
+            return config_error(w->err, "%s:%d: %s: %s", w->file, node_line(vn), path, reason);
         }
         w->c->source_line[idx] = node_line(vn);
     }
@@ -263,10 +264,10 @@ static int load_document(Config* c, yaml_parser_t* parser, const char* label, Co
     if (!yaml_parser_load(parser, &doc)) {
         int line = (int)parser->problem_mark.line + 1;
         if (parser->context) {
-            return set_error(err, "%s:%d: YAML syntax error: %s %s (from line %d)", label, line, parser->problem,
+            return config_error(err, "%s:%d: YAML syntax error: %s %s (from line %d)", label, line, parser->problem,
                              parser->context, (int)parser->context_mark.line + 1);
         }
-        return set_error(err, "%s:%d: YAML syntax error: %s", label, line,
+        return config_error(err, "%s:%d: YAML syntax error: %s", label, line,
                          parser->problem ? parser->problem : "unknown problem");
     }
     int rc = 0;
@@ -276,7 +277,7 @@ static int load_document(Config* c, yaml_parser_t* parser, const char* label, Co
         snprintf(c->source_file, sizeof(c->source_file), "%s", label);
         rc = walk_mapping(&w, root, "");
     } else if (root) {
-        rc = set_error(err, "%s:%d: the config must be a mapping of sections (run:, model:, ...), got %s", label,
+        rc = config_error(err, "%s:%d: the config must be a mapping of sections (run:, model:, ...), got %s", label,
                        node_line(root), node_kind(root));
     }
     // an empty document is a valid config: all defaults
@@ -286,7 +287,7 @@ static int load_document(Config* c, yaml_parser_t* parser, const char* label, Co
 
 int config_load_string(Config* c, const char* yaml, const char* label, ConfigError* err) {
     yaml_parser_t parser;
-    if (!yaml_parser_initialize(&parser)) return set_error(err, "%s: cannot initialise the YAML parser", label);
+    if (!yaml_parser_initialize(&parser)) return config_error(err, "%s: cannot initialise the YAML parser", label);
     yaml_parser_set_input_string(&parser, (const unsigned char*)yaml, strlen(yaml));
     int rc = load_document(c, &parser, label, err);
     yaml_parser_delete(&parser);
@@ -295,11 +296,11 @@ int config_load_string(Config* c, const char* yaml, const char* label, ConfigErr
 
 int config_load_file(Config* c, const char* path, ConfigError* err) {
     FILE* f = fopen(path, "rb");
-    if (!f) return set_error(err, "%s: cannot open config file: %s", path, strerror(errno));
+    if (!f) return config_error(err, "%s: cannot open config file: %s", path, strerror(errno));
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser)) {
         fclose(f);
-        return set_error(err, "%s: cannot initialise the YAML parser", path);
+        return config_error(err, "%s: cannot initialise the YAML parser", path);
     }
     yaml_parser_set_input_file(&parser, f);
     int rc = load_document(c, &parser, path, err);
@@ -324,22 +325,22 @@ void config_defaults(Config* c) {
 int config_set(Config* c, const char* assignment, ConfigError* err) {
     const char* eq = strchr(assignment, '=');
     if (!eq || eq == assignment) {
-        return set_error(err, "--set %s: expected KEY=VALUE, for example --set distill.lr=2e-5", assignment);
+        return config_error(err, "--set %s: expected KEY=VALUE, for example --set distill.lr=2e-5", assignment);
     }
     char key[256];
     size_t klen = (size_t)(eq - assignment);
-    if (klen >= sizeof(key)) return set_error(err, "--set: key is too long");
+    if (klen >= sizeof(key)) return config_error(err, "--set: key is too long");
     memcpy(key, assignment, klen);
     key[klen] = '\0';
     int idx = config_key_index(key);
     if (idx < 0) {
         char hint[160];
         unknown_key_hint(key, hint, sizeof(hint));
-        return set_error(err, "--set %s: unknown key '%s'%s", assignment, key, hint);
+        return config_error(err, "--set %s: unknown key '%s'%s", assignment, key, hint);
     }
     char reason[512];
     if (parse_value(c, &config_keys[idx], eq + 1, reason, sizeof(reason)) != 0) {
-        return set_error(err, "--set %s: %s: %s", assignment, key, reason);
+        return config_error(err, "--set %s: %s: %s", assignment, key, reason);
     }
     c->source_line[idx] = -1;
     return 0;
@@ -360,57 +361,60 @@ const char* config_origin(const Config* c, const char* key, char* buf, size_t n)
 int config_validate(const Config* c, ConfigError* err) {
     char a[CONFIG_PATH + 64], b[CONFIG_PATH + 64];
     if (c->experience.select_min > c->experience.select_max) {
-        return set_error(err, "%s: experience.select_min (%d) is larger than experience.select_max (%d, %s)",
+        return config_error(err, "%s: experience.select_min (%d) is larger than experience.select_max (%d, %s)",
                          config_origin(c, "experience.select_min", a, sizeof(a)), c->experience.select_min,
                          c->experience.select_max, config_origin(c, "experience.select_max", b, sizeof(b)));
     }
     int off = c->distill.regime == REGIME_OFF_POLICY;
     int loss_off = c->distill.loss == LOSS_FORWARD_KL || c->distill.loss == LOSS_SFT;
     if (off != loss_off) {
-        return set_error(err, "%s: distill.loss '%s' does not fit distill.regime '%s' (%s); off_policy takes "
-                         "forward_kl or sft, on_policy takes reverse_kl, reverse_kl_sampled or jsd",
-                         config_origin(c, "distill.loss", a, sizeof(a)), config_enum_name("distill.loss", c->distill.loss),
-                         config_enum_name("distill.regime", c->distill.regime),
-                         config_origin(c, "distill.regime", b, sizeof(b)));
+        return config_error(
+            err,
+            "%s: distill.loss '%s' does not fit distill.regime '%s' (%s); off_policy takes "
+            "forward_kl or sft, on_policy takes reverse_kl, reverse_kl_sampled or jsd",
+            config_origin(c, "distill.loss", a, sizeof(a)), config_enum_name("distill.loss", c->distill.loss),
+            config_enum_name("distill.regime", c->distill.regime), config_origin(c, "distill.regime", b, sizeof(b)));
     }
     if (c->env.name == ENV_EXTERNAL && c->env.command[0] == '\0') {
-        return set_error(err, "%s: env.name is 'external' but env.command is empty; give the command that starts "
+        return config_error(err, "%s: env.name is 'external' but env.command is empty; give the command that starts "
                          "the environment process", config_origin(c, "env.name", a, sizeof(a)));
     }
     if (c->env.name != ENV_EXTERNAL && c->env.command[0] != '\0') {
-        return set_error(err, "%s: env.command is set but env.name is '%s' (%s); the command is used only with "
+        return config_error(err, "%s: env.command is set but env.name is '%s' (%s); the command is used only with "
                          "env.name: external", config_origin(c, "env.command", a, sizeof(a)),
                          config_enum_name("env.name", c->env.name), config_origin(c, "env.name", b, sizeof(b)));
     }
     if (c->env.name != ENV_WIKISEARCH && c->env.trap_rate != ENV_TRAP_RATE_DEFAULT) {
-        return set_error(err, "%s: env.trap_rate is %g but env.name is '%s' (%s); the trap rate applies to wikisearch "
-                         "only (leave it at %g)", config_origin(c, "env.trap_rate", a, sizeof(a)), c->env.trap_rate,
-                         config_enum_name("env.name", c->env.name), config_origin(c, "env.name", b, sizeof(b)),
-                         ENV_TRAP_RATE_DEFAULT);
+        return config_error(err,
+                            "%s: env.trap_rate is %g but env.name is '%s' (%s); the trap rate applies to wikisearch "
+                            "only (leave it at %g)",
+                            config_origin(c, "env.trap_rate", a, sizeof(a)), c->env.trap_rate,
+                            config_enum_name("env.name", c->env.name), config_origin(c, "env.name", b, sizeof(b)),
+                            ENV_TRAP_RATE_DEFAULT);
     }
     if (c->experience.extractor == EXTRACTOR_CONTRASTIVE && c->experience.granularity == GRANULARITY_PRINCIPLE &&
         c->rollout.group_size < 2) {
-        return set_error(err, "%s: rollout.group_size is %d, but the contrastive principle extractor compares "
+        return config_error(err, "%s: rollout.group_size is %d, but the contrastive principle extractor compares "
                          "attempts of the same task and needs at least 2",
                          config_origin(c, "rollout.group_size", a, sizeof(a)), c->rollout.group_size);
     }
     if (c->eval.tasks > c->env.heldout_tasks) {
-        return set_error(err, "%s: eval.tasks (%d) exceeds the held-out split, env.heldout_tasks (%d, %s)",
+        return config_error(err, "%s: eval.tasks (%d) exceeds the held-out split, env.heldout_tasks (%d, %s)",
                          config_origin(c, "eval.tasks", a, sizeof(a)), c->eval.tasks, c->env.heldout_tasks,
                          config_origin(c, "env.heldout_tasks", b, sizeof(b)));
     }
     if (c->distill.micro_batch_tokens > c->distill.batch_tokens) {
-        return set_error(err, "%s: distill.micro_batch_tokens (%d) is larger than distill.batch_tokens (%d, %s)",
+        return config_error(err, "%s: distill.micro_batch_tokens (%d) is larger than distill.batch_tokens (%d, %s)",
                          config_origin(c, "distill.micro_batch_tokens", a, sizeof(a)), c->distill.micro_batch_tokens,
                          c->distill.batch_tokens, config_origin(c, "distill.batch_tokens", b, sizeof(b)));
     }
     if (c->rollout.max_context > c->model.max_seq_len) {
-        return set_error(err, "%s: rollout.max_context (%d) is longer than model.max_seq_len (%d, %s)",
+        return config_error(err, "%s: rollout.max_context (%d) is longer than model.max_seq_len (%d, %s)",
                          config_origin(c, "rollout.max_context", a, sizeof(a)), c->rollout.max_context,
                          c->model.max_seq_len, config_origin(c, "model.max_seq_len", b, sizeof(b)));
     }
     if (c->run.dir[0] == '\0') {
-        return set_error(err, "%s: run.dir must not be empty", config_origin(c, "run.dir", a, sizeof(a)));
+        return config_error(err, "%s: run.dir must not be empty", config_origin(c, "run.dir", a, sizeof(a)));
     }
     return 0;
 }
@@ -421,13 +425,13 @@ int config_check_world(const Config* c, int world_size, ConfigError* err) {
     long fixed = (long)c->ranks.trainer + c->ranks.aggregator;
     long total = fixed + c->ranks.rollout;
     if (c->ranks.rollout == 0 && fixed >= world_size) {
-        return set_error(err, "%s: ranks.trainer (%d) + ranks.aggregator (%d) leave no rollout rank in a job of %d "
+        return config_error(err, "%s: ranks.trainer (%d) + ranks.aggregator (%d) leave no rollout rank in a job of %d "
                          "MPI ranks; start more ranks, shrink the groups, or set ranks.colocate: true",
                          config_origin(c, "ranks.trainer", a, sizeof(a)), c->ranks.trainer, c->ranks.aggregator,
                          world_size);
     }
     if (c->ranks.rollout > 0 && total != world_size) {
-        return set_error(err, "%s: ranks.trainer (%d) + ranks.aggregator (%d) + ranks.rollout (%d) = %ld, but the "
+        return config_error(err, "%s: ranks.trainer (%d) + ranks.aggregator (%d) + ranks.rollout (%d) = %ld, but the "
                          "job has %d MPI ranks; make them add up, set ranks.rollout: 0 (the rest), or set "
                          "ranks.colocate: true", config_origin(c, "ranks.rollout", a, sizeof(a)), c->ranks.trainer,
                          c->ranks.aggregator, c->ranks.rollout, total, world_size);
@@ -502,45 +506,34 @@ static int emit_config(const Config* c, yaml_emitter_t* e) {
 
 int config_write_yaml(const Config* c, FILE* out, ConfigError* err) {
     yaml_emitter_t e;
-    if (!yaml_emitter_initialize(&e)) return set_error(err, "cannot initialise the YAML emitter");
+    if (!yaml_emitter_initialize(&e)) return config_error(err, "cannot initialise the YAML emitter");
     yaml_emitter_set_output_file(&e, out);
     yaml_emitter_set_unicode(&e, 1);
     int rc = emit_config(c, &e);
     yaml_emitter_delete(&e);
-    return rc == 0 ? 0 : set_error(err, "writing the effective config as YAML failed");
+    return rc == 0 ? 0 : config_error(err, "writing the effective config as YAML failed");
 }
 
-typedef struct {
-    char* buf;
-    size_t len, cap;
-} StrBuf;
-
-static int strbuf_write(void* data, unsigned char* bytes, size_t size) {
-    StrBuf* s = data;
-    if (s->len + size + 1 > s->cap) {
-        s->cap = (s->len + size + 1) * 2;
-        s->buf = reallocCheck(s->buf, s->cap);
-    }
-    memcpy(s->buf + s->len, bytes, size);
-    s->len += size;
-    s->buf[s->len] = '\0';
+// libyaml's output handler: the emitted bytes into a StrBuf
+static int yaml_to_strbuf(void* data, unsigned char* bytes, size_t size) {
+    strbuf_append(data, bytes, size);
     return 1;
 }
 
 char* config_to_yaml(const Config* c, ConfigError* err) {
     yaml_emitter_t e;
-    if (!yaml_emitter_initialize(&e)) return set_error(err, "cannot initialise the YAML emitter"), NULL;
+    if (!yaml_emitter_initialize(&e)) return config_error(err, "cannot initialise the YAML emitter"), NULL;
     StrBuf s = {0};
-    yaml_emitter_set_output(&e, strbuf_write, &s);
+    yaml_emitter_set_output(&e, yaml_to_strbuf, &s);
     yaml_emitter_set_unicode(&e, 1);
     int rc = emit_config(c, &e);
     yaml_emitter_delete(&e);
     if (rc != 0) {
-        free(s.buf);
-        set_error(err, "writing the effective config as YAML failed");
+        strbuf_free(&s);
+        config_error(err, "writing the effective config as YAML failed");
         return NULL;
     }
-    return s.buf;
+    return strbuf_take(&s);
 }
 
 // ----------------------------------------------------------------------------
@@ -580,7 +573,8 @@ void config_write_doc(FILE* out) {
         if (k->type == CFG_ENUM) {
             size_t used = 0;
             for (int j = 0; k->choices[j]; j++) {
-                used += (size_t)snprintf(allowed + used, sizeof(allowed) - used, "%s`%s`", j ? ", " : "", k->choices[j]);
+                used +=
+                    (size_t)snprintf(allowed + used, sizeof(allowed) - used, "%s`%s`", j ? ", " : "", k->choices[j]);
             }
         } else if (k->type == CFG_INT || k->type == CFG_INT64 || k->type == CFG_FLOAT) {
             snprintf(allowed, sizeof(allowed), "%.16g .. %.16g", k->min, k->max);

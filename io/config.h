@@ -180,6 +180,9 @@ typedef struct {
     char msg[2048];
 } ConfigError;
 
+// formats the message into err (when not NULL) and returns -1, for `return config_error(err, ...)`
+int config_error(ConfigError* err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
 // every key set to its default
 void config_defaults(Config* c);
 // apply a YAML file on top of c; 0 on success, else -1 with err naming file, line, key

@@ -16,6 +16,7 @@
 #include "model/backend_select.h"
 #include "model/bench_matmul.h"
 #include "model/bench_profile.h"
+#include "model/bench_util.h"
 #include "model/cuda_peak.h"
 #include "model/loss.h"
 #include "model/model.h"
@@ -151,17 +152,6 @@ static void report_mfu(const ModelConfig* c, size_t n_params, int T, double tok_
            sheet > 0.0 ? tflops / sheet : 0.0, mm_fraction, (double)used / (1 << 30));
 }
 
-static int parse_int(const char* opt, const char* s, int lo, int* out) {
-    char* end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > 1000000) {
-        fprintf(stderr, "ingrain bench model: %s expects an integer >= %d, got '%s'\n", opt, lo, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 int model_bench(int argc, char** argv) {
     const char* config = "small";
     const char* device = "cpu";
@@ -188,11 +178,11 @@ int model_bench(int argc, char** argv) {
         int bad = 0;
         if (strcmp(a, "--config") == 0) config = v;
         else if (strcmp(a, "--device") == 0) device = v;
-        else if (strcmp(a, "--batch") == 0) bad = parse_int(a, v, 1, &B);
-        else if (strcmp(a, "--seq") == 0) bad = parse_int(a, v, 2, &T);
-        else if (strcmp(a, "--threads") == 0) bad = parse_int(a, v, 0, &threads);
-        else if (strcmp(a, "--steps") == 0) bad = parse_int(a, v, 1, &steps);
-        else if (strcmp(a, "--warmup") == 0) bad = parse_int(a, v, 0, &warmup);
+        else if (strcmp(a, "--batch") == 0) bad = bench_parse_int("model", a, v, 1, &B);
+        else if (strcmp(a, "--seq") == 0) bad = bench_parse_int("model", a, v, 2, &T);
+        else if (strcmp(a, "--threads") == 0) bad = bench_parse_int("model", a, v, 0, &threads);
+        else if (strcmp(a, "--steps") == 0) bad = bench_parse_int("model", a, v, 1, &steps);
+        else if (strcmp(a, "--warmup") == 0) bad = bench_parse_int("model", a, v, 0, &warmup);
         else {
             fprintf(stderr, "ingrain bench model: unknown option '%s'\n%s", a, usage);
             return INGRAIN_EXIT_USAGE;
@@ -241,9 +231,7 @@ int model_bench(int argc, char** argv) {
 
     char desc[512];
     backend_describe(be, bf16, 0, desc, sizeof desc);
-    printf("ingrain bench model: config %s (V=%d D=%d L=%d H=%d KV=%d hd=%d F=%d), %.2fM parameters\n", config,
-           c.vocab_size, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim,
-           (double)model_num_params(m) / 1e6);
+    bench_print_model("model", config, m);
     printf("  batch %d x %d tokens, backend %s, %d timed steps after %d warmup\n", B, T, desc, steps, warmup);
 
     // one recorded step (also the first warmup step)

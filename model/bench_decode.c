@@ -17,6 +17,7 @@
 #include "model/backend_select.h"
 #include "model/bench_matmul.h"
 #include "model/bench_profile.h"
+#include "model/bench_util.h"
 #include "model/decode.h"
 #include "model/model.h"
 #include "model/rng.h"
@@ -59,23 +60,12 @@ static int record_next_step(void* ctx, int slot, const SampledToken* tokens, int
 // ----------------------------------------------------------------------------
 // options
 
-static int parse_int(const char* opt, const char* s, int lo, int* out) {
-    char* end;
-    const long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > 1000000) {
-        fprintf(stderr, "ingrain bench decode: %s expects an integer >= %d, got '%s'\n", opt, lo, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 static int parse_batches(const char* s, int* b, int* nb) {
     *nb = 0;
     char buf[256];
     snprintf(buf, sizeof buf, "%s", s);
     for (char* tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        if (*nb == BENCH_MAX_BATCHES || parse_int("--batch", tok, 1, &b[*nb]) != 0) return -1;
+        if (*nb == BENCH_MAX_BATCHES || bench_parse_int("decode", "--batch", tok, 1, &b[*nb]) != 0) return -1;
         (*nb)++;
     }
     return *nb > 0 ? 0 : -1;
@@ -195,11 +185,11 @@ int bench_decode(int argc, char** argv) {
             bad = parse_batches(v, batches, &nbatch);
             if (bad) fprintf(stderr, "ingrain bench decode: --batch expects up to %d positive integers, got '%s'\n",
                              BENCH_MAX_BATCHES, v);
-        } else if (strcmp(a, "--prompt") == 0) bad = parse_int(a, v, 1, &P);
-        else if (strcmp(a, "--new") == 0) bad = parse_int(a, v, 2, &N);
-        else if (strcmp(a, "--threads") == 0) bad = parse_int(a, v, 0, &threads);
-        else if (strcmp(a, "--rounds") == 0) bad = parse_int(a, v, 1, &rounds);
-        else if (strcmp(a, "--record-topk") == 0) bad = parse_int(a, v, 0, &record_topk);
+        } else if (strcmp(a, "--prompt") == 0) bad = bench_parse_int("decode", a, v, 1, &P);
+        else if (strcmp(a, "--new") == 0) bad = bench_parse_int("decode", a, v, 2, &N);
+        else if (strcmp(a, "--threads") == 0) bad = bench_parse_int("decode", a, v, 0, &threads);
+        else if (strcmp(a, "--rounds") == 0) bad = bench_parse_int("decode", a, v, 1, &rounds);
+        else if (strcmp(a, "--record-topk") == 0) bad = bench_parse_int("decode", a, v, 0, &record_topk);
         else {
             fprintf(stderr, "ingrain bench decode: unknown option '%s'\n%s", a, usage);
             return INGRAIN_EXIT_USAGE;
@@ -231,9 +221,7 @@ int bench_decode(int argc, char** argv) {
     const int gpu = strcmp(be->name, "cpu") != 0;
     Model* m = model_create(&c, be, 1, 1); // only its weights are used
     model_init_random(m, 1);
-    printf("ingrain bench decode: config %s (V=%d D=%d L=%d H=%d KV=%d hd=%d F=%d), %.2fM parameters\n", config,
-           c.vocab_size, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim,
-           (double)model_num_params(m) / 1e6);
+    bench_print_model("decode", config, m);
     char desc[512];
     backend_describe(be, bf16, 0, desc, sizeof desc);
     printf("  prompt %d + %d new tokens per sequence, temperature 1, record top-%d, backend %s, best of %d rounds\n", P,

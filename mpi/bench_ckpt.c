@@ -14,6 +14,7 @@
 #include "io/ckpt.h"
 #include "model/model_config.h"
 #include "mpi/bench.h"
+#include "mpi/state.h"
 
 // ----------------------------------------------------------------------------
 // the baseline: what dd bs=4M conv=fsync would do
@@ -61,17 +62,7 @@ static double ckpt_write_once(const char* dir, const ModelConfig* mc, const Para
     mpiCheck(MPI_Barrier(MPI_COMM_WORLD));
     double t0 = MPI_Wtime();
     CkptFile* f = ckpt_create(dir, 1, MPI_COMM_WORLD);
-    for (int i = 0; i < PARAM_COUNT; i++) {
-        if (!table[i].numel) continue;
-        char path[128];
-        snprintf(path, sizeof(path), "/model/%s", table[i].name);
-        uint64_t dims[3];
-        int nd = 0;
-        if (table[i].per_layer) dims[nd++] = (uint64_t)mc->n_layers;
-        dims[nd++] = (uint64_t)table[i].rows;
-        if (table[i].cols) dims[nd++] = (uint64_t)table[i].cols;
-        ckpt_put_array(f, path, CKPT_F32, nd, dims, rank == 0 ? params + table[i].offset : NULL, 0);
-    }
+    state_put_weights(f, mc, table, rank == 0 ? params : NULL);
     ckpt_put_sharded(f, "/optim/m", CKPT_F32, n_params, off, cnt, m_local);
     ckpt_put_sharded(f, "/optim/v", CKPT_F32, n_params, off, cnt, v_local);
     free(ckpt_commit(f));

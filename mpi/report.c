@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -18,15 +17,6 @@
 const char* const report_metric_keys[REPORT_NMETRICS] = {
     "student_success", "teacher_success", "mean_turns",   "premature_rate", "tokens_per_episode",
     "pool_size",       "train_loss",      "teacher_won", "teacher_lost",   "teacher_lead"};
-
-static int set_error(ConfigError* err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static int set_error(ConfigError* err, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 // ----------------------------------------------------------------------------
 // statistics
@@ -101,7 +91,7 @@ static int point_cmp(const void* a, const void* b) {
 static int read_record(json_t* rec, const char* path, int line, ReportPoint* p, ConfigError* err) {
     json_t* it = json_object_get(rec, "iteration");
     if (!json_is_integer(it) || json_integer_value(it) < 0 || json_integer_value(it) > 100000000) {
-        return set_error(err, "%s:%d: iteration: expected an integer >= 0, got %s", path, line, json_kind(it));
+        return config_error(err, "%s:%d: iteration: expected an integer >= 0, got %s", path, line, json_kind(it));
     }
     p->iteration = (int)json_integer_value(it);
     for (int m = 0; m < REPORT_NREAD; m++) {
@@ -111,7 +101,7 @@ static int read_record(json_t* rec, const char* path, int line, ReportPoint* p, 
         } else if (json_is_number(v)) {
             p->v[m] = json_number_value(v);
         } else {
-            return set_error(err, "%s:%d: %s: expected a number, got %s", path, line, report_metric_keys[m],
+            return config_error(err, "%s:%d: %s: expected a number, got %s", path, line, report_metric_keys[m],
                              json_kind(v));
         }
     }
@@ -123,7 +113,7 @@ int report_read_metrics(const char* path, ReportPoint** points, int* n_points, C
     *points = NULL;
     *n_points = 0;
     FILE* f = fopen(path, "rb");
-    if (!f) return set_error(err, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return config_error(err, "%s: cannot open: %s", path, strerror(errno));
     char* line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -136,9 +126,9 @@ int report_read_metrics(const char* path, ReportPoint** points, int* n_points, C
         json_t* rec = json_loads(line, 0, &jerr);
         if (!rec) {
             if (!complete) break; // the run is still writing its last line
-            rc = set_error(err, "%s:%d: not a JSON line: %s (column %d)", path, lineno, jerr.text, jerr.column);
+            rc = config_error(err, "%s:%d: not a JSON line: %s (column %d)", path, lineno, jerr.text, jerr.column);
         } else if (!json_is_object(rec)) {
-            rc = set_error(err, "%s:%d: expected a JSON object, got %s", path, lineno, json_kind(rec));
+            rc = config_error(err, "%s:%d: expected a JSON object, got %s", path, lineno, json_kind(rec));
         } else if (json_is_string(json_object_get(rec, "type")) &&
                    strcmp(json_string_value(json_object_get(rec, "type")), "iteration") == 0) {
             ReportPoint p;
@@ -300,7 +290,7 @@ static int name_cmp(const void* a, const void* b) { return strcmp(*(char* const*
 // depth-first in name order, so the table's order does not depend on the file system
 static int walk(Report* r, const char* dir, int depth, ConfigError* err) {
     DIR* d = opendir(dir);
-    if (!d) return set_error(err, "%s: cannot read the folder: %s", dir, strerror(errno));
+    if (!d) return config_error(err, "%s: cannot read the folder: %s", dir, strerror(errno));
     char** names = NULL;
     int n = 0, is_run = 0;
     for (struct dirent* e; (e = readdir(d));) {
@@ -332,11 +322,11 @@ int report_collect(Report* r, const char* runs_dir, ConfigError* err) {
     memset(r, 0, sizeof(*r));
     struct stat st;
     if (stat(runs_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        return set_error(err, "%s: not a folder of runs (%s)", runs_dir, errno ? strerror(errno) : "not a folder");
+        return config_error(err, "%s: not a folder of runs (%s)", runs_dir, errno ? strerror(errno) : "not a folder");
     }
     if (walk(r, runs_dir, 0, err) != 0) return -1;
     if (r->n_runs == 0) {
-        return set_error(err, "%s: no readable run found (a run is a folder with metrics.jsonl and config.yaml)%s",
+        return config_error(err, "%s: no readable run found (a run is a folder with metrics.jsonl and config.yaml)%s",
                          runs_dir, r->n_skipped ? "; see the warnings above" : "");
     }
     label_cells(r);

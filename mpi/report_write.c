@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,15 +12,6 @@
 #include "common/log.h"
 #include "mpi/report.h"
 #include "mpi/subproc.h"
-
-static int set_error(ConfigError* err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static int set_error(ConfigError* err, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 // the summary columns: student and teacher success, the teacher's lead, turns, premature answers
 enum { N_SUMMARY = 5 };
@@ -74,7 +64,7 @@ static void csv_num(FILE* f, double v, const char* end) {
 static FILE* open_out(const char* dir, const char* name, char* path, size_t n, ConfigError* err) {
     snprintf(path, n, "%s/%s.tmp", dir, name);
     FILE* f = fopen(path, "w");
-    if (!f) set_error(err, "cannot write '%s': %s", path, strerror(errno));
+    if (!f) config_error(err, "cannot write '%s': %s", path, strerror(errno));
     return f;
 }
 
@@ -84,7 +74,7 @@ static int close_out(FILE* f, const char* tmp, ConfigError* err) {
     snprintf(final, sizeof(final), "%.*s", (int)(strlen(tmp) - 4), tmp);
     int bad = ferror(f);
     if (fclose(f) != 0 || bad || rename(tmp, final) != 0) {
-        return set_error(err, "cannot write '%s': %s", final, strerror(errno));
+        return config_error(err, "cannot write '%s': %s", final, strerror(errno));
     }
     return 0;
 }

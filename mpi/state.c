@@ -124,6 +124,21 @@ static void write_trajectories(CkptFile* f, Trajectory* const* t, int n, int ran
 // ----------------------------------------------------------------------------
 // writing
 
+void state_put_weights(CkptFile* f, const ModelConfig* mc, const ParamInfo* table, const float* params) {
+    for (int i = 0; i < PARAM_COUNT; i++) {
+        if (!table[i].numel) continue;
+        char path[96];
+        snprintf(path, sizeof(path), "/model/%s", table[i].name);
+        uint64_t dims[3];
+        int nd = 0;
+        if (table[i].per_layer) dims[nd++] = (uint64_t)mc->n_layers;
+        dims[nd++] = (uint64_t)table[i].rows;
+        if (table[i].cols) dims[nd++] = (uint64_t)table[i].cols;
+        ckpt_put_array(f, path, CKPT_F32, nd, dims, params ? params + table[i].offset : NULL, 0);
+        ckpt_put_attr_str(f, path, "hf_name", table[i].hf_name);
+    }
+}
+
 void state_write(const CkptState* s) {
     const Config* c = s->cfg;
     const RankLayout* l = s->layout;
@@ -145,7 +160,7 @@ void state_write(const CkptState* s) {
     ckpt_put_attr_i64(f, "/world", "n_aggregator", l->n_aggregator);
     ckpt_put_attr_i64(f, "/world", "n_rollout", l->n_rollout);
 
-    // weights: one dataset per tensor, (L, rows, cols) for per-layer ones, written by rank 0
+    // weights, written by rank 0
     const ModelConfig* mc = model_config(s->model);
     const ParamInfo* table = model_param_info(s->model);
     size_t n = model_num_params(s->model);
@@ -158,18 +173,7 @@ void state_write(const CkptState* s) {
         if (a->is_float) ckpt_put_attr_f64(f, "/model", a->name, shape_value(mc, a));
         else ckpt_put_attr_i64(f, "/model", a->name, (long long)shape_value(mc, a));
     }
-    for (int i = 0; i < PARAM_COUNT; i++) {
-        if (!table[i].numel) continue;
-        char path[96];
-        snprintf(path, sizeof(path), "/model/%s", table[i].name);
-        uint64_t dims[3];
-        int nd = 0;
-        if (table[i].per_layer) dims[nd++] = (uint64_t)mc->n_layers;
-        dims[nd++] = (uint64_t)table[i].rows;
-        if (table[i].cols) dims[nd++] = (uint64_t)table[i].cols;
-        ckpt_put_array(f, path, CKPT_F32, nd, dims, host ? host + table[i].offset : NULL, 0);
-        ckpt_put_attr_str(f, path, "hf_name", table[i].hf_name);
-    }
+    state_put_weights(f, mc, table, host);
     free(host);
 
     // AdamW: flat moments, each trainer writes its ZeRO-1 slice; the step count from trainer 0

@@ -24,6 +24,11 @@ typedef struct {
     const char* metrics;    // the metrics JSONL so far, on world rank 0
 } CkptState;
 
+// collective over the file's communicator: one dataset per weight tensor, /model/<name>, (L, rows,
+// cols) for per-layer ones, with its HF name; params (the flat table's layout) on the writing
+// rank, NULL on the others
+void state_put_weights(CkptFile* f, const ModelConfig* mc, const ParamInfo* table, const float* params);
+
 // collective over layout->world: write the checkpoint, then apply retention (checkpoint.keep_last)
 void state_write(const CkptState* s);
 

@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,16 +13,8 @@
 
 #include "common/check.h"
 #include "common/log.h"
+#include "common/strbuf.h"
 #include "mpi/subproc.h"
-
-static int set_error(ConfigError* err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static int set_error(ConfigError* err, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 // ----------------------------------------------------------------------------
 // run directories
@@ -81,7 +72,7 @@ static int is_managed(const char* key) {
 // config_set reports "--set KEY=VALUE: ..."; a grid override says where it comes from instead
 static int apply_override(Config* c, const SweepGrid* g, const SweepOverride* o, ConfigError* err) {
     if (is_managed(o->key)) {
-        return set_error(err, "%s:%d: %s is set by the sweep for every cell (from seeds:, out: and the cell name); "
+        return config_error(err, "%s:%d: %s is set by the sweep for every cell (from seeds:, out: and the cell name); "
                          "remove it from the grid", g->path, o->line, o->key);
     }
     char assignment[CONFIG_PATH + 300];
@@ -90,7 +81,7 @@ static int apply_override(Config* c, const SweepGrid* g, const SweepOverride* o,
     if (config_set(c, assignment, &e) == 0) return 0;
     size_t skip = strlen("--set ") + strlen(assignment) + strlen(": ");
     const char* why = strncmp(e.msg, "--set ", 6) == 0 && strlen(e.msg) > skip ? e.msg + skip : e.msg;
-    return set_error(err, "%s:%d: %s", g->path, o->line, why);
+    return config_error(err, "%s:%d: %s", g->path, o->line, why);
 }
 
 // config_validate names a key's origin "--set KEY"; for keys the grid set, say "GRID:LINE"
@@ -131,9 +122,11 @@ static int build_cell(SweepCell* cell, const Config* base, const SweepGrid* g, c
             if (apply_override(c, g, o, err) != 0) return -1;
             int idx = config_key_index(o->key);
             if (axis_of_key[idx] >= 0 && axis_of_key[idx] != a) {
-                return set_error(err, "%s:%d: %s is set by axis '%s' and by axis '%s' (line %d); a key may vary along "
-                                 "one axis only", g->path, o->line, o->key, g->axes[a].name,
-                                 g->axes[axis_of_key[idx]].name, grid_line[idx]);
+                return config_error(err,
+                                    "%s:%d: %s is set by axis '%s' and by axis '%s' (line %d); a key may vary along "
+                                    "one axis only",
+                                    g->path, o->line, o->key, g->axes[a].name, g->axes[axis_of_key[idx]].name,
+                                    grid_line[idx]);
             }
             axis_of_key[idx] = a;
             grid_line[idx] = o->line;
@@ -145,7 +138,8 @@ static int build_cell(SweepCell* cell, const Config* base, const SweepGrid* g, c
         char key[128];
         snprintf(key, sizeof(key), "%.*s", (int)(eq - sets[i]), sets[i]);
         if (is_managed(key)) {
-            return set_error(err, "--set %s: %s is set by the sweep for every cell (use --seeds, --out)", sets[i], key);
+            return config_error(err, "--set %s: %s is set by the sweep for every cell (use --seeds, --out)", sets[i],
+                                key);
         }
         grid_line[config_key_index(key)] = 0;
     }
@@ -153,13 +147,13 @@ static int build_cell(SweepCell* cell, const Config* base, const SweepGrid* g, c
     c->run.resume = RESUME_AUTO;
     snprintf(c->run.dir, sizeof(c->run.dir), "%s", cell->run_dir);
     if (snprintf(c->run.name, sizeof(c->run.name), "%s-%s-seed%lld", g->name, cell->name, cell->seed) < 0) {
-        return set_error(err, "cell %s: cannot format run.name", cell->name);
+        return config_error(err, "cell %s: cannot format run.name", cell->name);
     }
     ConfigError e;
     if (config_validate(c, &e) != 0) {
         char named[sizeof(e.msg)];
         name_grid_origins(e.msg, g, grid_line, named, sizeof(named));
-        return set_error(err, "cell %s, seed %lld: %s", cell->name, cell->seed, named);
+        return config_error(err, "cell %s, seed %lld: %s", cell->name, cell->seed, named);
     }
     return 0;
 }
@@ -191,17 +185,17 @@ int sweep_expand(const SweepGrid* g, const char* const* sets, int n_sets, SweepC
     long long combos = 1;
     for (int a = 0; a < g->n_axes && combos <= SWEEP_MAX_RUNS; a++) combos *= g->axes[a].count;
     if (combos * g->n_seeds > SWEEP_MAX_RUNS) {
-        return set_error(err, "%s: %lld cells x %d seeds is more than %d runs", g->path, combos, g->n_seeds,
+        return config_error(err, "%s: %lld cells x %d seeds is more than %d runs", g->path, combos, g->n_seeds,
                          SWEEP_MAX_RUNS);
     }
     Config base;
     config_defaults(&base);
     ConfigError e;
     if (config_load_file(&base, g->base, &e) != 0) {
-        return set_error(err, "%s:%d: base config: %s", g->path, g->base_line, e.msg);
+        return config_error(err, "%s:%d: base config: %s", g->path, g->base_line, e.msg);
     }
     int value_of_axis[64] = {0};
-    if (g->n_axes > 64) return set_error(err, "%s: more than 64 axes", g->path);
+    if (g->n_axes > 64) return config_error(err, "%s: more than 64 axes", g->path);
     int n = (int)combos * g->n_seeds;
     SweepCell* out = callocCheck((size_t)n, sizeof(SweepCell));
     for (long long k = 0; k < combos; k++) {
@@ -210,7 +204,7 @@ int sweep_expand(const SweepGrid* g, const char* const* sets, int n_sets, SweepC
         for (long long j = 0; j < k * g->n_seeds; j += g->n_seeds) {
             if (strcmp(out[j].name, name) == 0) {
                 free(out);
-                return set_error(err, "%s: two cells are both named '%s' (labels differ only in characters that "
+                return config_error(err, "%s: two cells are both named '%s' (labels differ only in characters that "
                                  "cannot be in folder names); rename a value", g->path, name);
             }
         }
@@ -222,11 +216,11 @@ int sweep_expand(const SweepGrid* g, const char* const* sets, int n_sets, SweepC
             int len = snprintf(cell->run_dir, sizeof(cell->run_dir), "%s/%s/seed%lld", g->out_abs, name, cell->seed);
             if (len < 0 || (size_t)len + 16 >= sizeof(cell->run_dir)) {
                 free(out);
-                return set_error(err, "%s: the run directory of cell %s is too long", g->path, name);
+                return config_error(err, "%s: the run directory of cell %s is too long", g->path, name);
             }
             if (snprintf(cell->config_path, sizeof(cell->config_path), "%s/cell.yaml", cell->run_dir) < 0) {
                 free(out);
-                return set_error(err, "%s: cannot format the path of cell %s", g->path, name);
+                return config_error(err, "%s: cannot format the path of cell %s", g->path, name);
             }
             cell->status = run_status(cell->run_dir);
             if (build_cell(cell, &base, g, value_of_axis, sets, n_sets, err) != 0) {
@@ -269,7 +263,7 @@ static int make_dirs(const char* path, ConfigError* err) {
             char saved = *p;
             *p = '\0';
             if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-                return set_error(err, "cannot create '%s': %s", buf, strerror(errno));
+                return config_error(err, "cannot create '%s': %s", buf, strerror(errno));
             }
             *p = saved;
             if (!saved) return 0;
@@ -282,10 +276,10 @@ static int write_atomic(const char* path, const char* text, ConfigError* err) {
     char tmp[CONFIG_PATH + 16];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE* f = fopen(tmp, "w");
-    if (!f) return set_error(err, "cannot write '%s': %s", tmp, strerror(errno));
+    if (!f) return config_error(err, "cannot write '%s': %s", tmp, strerror(errno));
     int ok = fputs(text, f) >= 0;
     ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) return set_error(err, "cannot write '%s': %s", path, strerror(errno));
+    if (!ok || rename(tmp, path) != 0) return config_error(err, "cannot write '%s': %s", path, strerror(errno));
     return 0;
 }
 
@@ -303,41 +297,20 @@ static char* read_text(const char* path) { // NULL if missing
     return buf;
 }
 
-typedef struct {
-    char* buf;
-    size_t len, cap;
-} Text;
-
-static void text_add(Text* t, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static void text_add(Text* t, const char* fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int need = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
-        va_end(ap);
-        if (t->buf && t->len + (size_t)need < t->cap) {
-            t->len += (size_t)need;
-            return;
-        }
-        t->cap = (t->cap + (size_t)need + 1) * 2;
-        t->buf = reallocCheck(t->buf, t->cap);
-    }
-}
-
 void sweep_paths(const SweepGrid* g, char* script, char* index, size_t n) {
     snprintf(script, n, "%s/sweep.sbatch", g->out_abs);
     snprintf(index, n, "%s/cells.tsv", g->out_abs);
 }
 
 // the #SBATCH value of option `opt`: the grid's slurm: entry if any, else the default
-static void sbatch_line(Text* t, const SweepGrid* g, const char* opt, const char* def) {
+static void sbatch_line(StrBuf* t, const SweepGrid* g, const char* opt, const char* def) {
     const char* v = def;
     for (int i = 0; i < g->n_slurm; i++) {
         if (strcmp(g->slurm[i].key, opt) == 0) v = g->slurm[i].value;
     }
     if (!v) return;
-    if (v[0]) text_add(t, "#SBATCH --%s=%s\n", opt, v);
-    else text_add(t, "#SBATCH --%s\n", opt);
+    if (v[0]) strbuf_printf(t, "#SBATCH --%s=%s\n", opt, v);
+    else strbuf_printf(t, "#SBATCH --%s\n", opt);
 }
 
 static char* array_script(const SweepGrid* g, const SweepCell* cells, int n, const char* sbatch_script,
@@ -346,8 +319,8 @@ static char* array_script(const SweepGrid* g, const SweepCell* cells, int n, con
     sweep_array_spec(cells, n, spec, sizeof(spec));
     sweep_paths(g, script, index, sizeof(script));
     if (!getcwd(cwd, sizeof(cwd))) snprintf(cwd, sizeof(cwd), ".");
-    Text t = {0};
-    text_add(&t, "#!/usr/bin/env bash\n"
+    StrBuf t = {0};
+    strbuf_printf(&t, "#!/usr/bin/env bash\n"
                  "# Job array of the sweep '%s', written by `ingrain sweep` from the grid\n"
                  "#   %s\n"
                  "# Re-running the sweep rewrites it with the cells still unfinished. Task i runs cell i of\n"
@@ -357,15 +330,15 @@ static char* array_script(const SweepGrid* g, const SweepCell* cells, int n, con
     char output[CONFIG_PATH + 32];
     snprintf(output, sizeof(output), "%s/logs/%%A_%%a.out", g->out_abs);
     const char* defaults[] = {g->name, output, "append", "B:USR1@120", "", cwd};
-    if (g->max_parallel > 0) text_add(&t, "#SBATCH --array=%s%%%d\n", spec, g->max_parallel);
-    else text_add(&t, "#SBATCH --array=%s\n", spec);
+    if (g->max_parallel > 0) strbuf_printf(&t, "#SBATCH --array=%s%%%d\n", spec, g->max_parallel);
+    else strbuf_printf(&t, "#SBATCH --array=%s\n", spec);
     for (int i = 0; i < 6; i++) sbatch_line(&t, g, ours[i], defaults[i]);
     for (int i = 0; i < g->n_slurm; i++) {
         int is_ours = 0;
         for (int j = 0; j < 6; j++) is_ours |= strcmp(g->slurm[i].key, ours[j]) == 0;
         if (!is_ours) sbatch_line(&t, g, g->slurm[i].key, NULL);
     }
-    text_add(&t,
+    strbuf_printf(&t,
              "set -euo pipefail\n"
              "cells=%s\n"
              "line=$(awk -F'\\t' -v i=\"$SLURM_ARRAY_TASK_ID\" '$1 == i' \"$cells\")\n"
@@ -376,7 +349,7 @@ static char* array_script(const SweepGrid* g, const SweepCell* cells, int n, con
              "export INGRAIN_RUN_DIR=$run_dir\n"
              "exec bash %s \"$config\"\n",
              index, g->name, ingrain, sbatch_script);
-    return t.buf;
+    return strbuf_take(&t);
 }
 
 int sweep_write(const SweepGrid* g, const SweepCell* cells, int n, const char* sbatch_script, const char* ingrain,
@@ -397,7 +370,7 @@ int sweep_write(const SweepGrid* g, const SweepCell* cells, int n, const char* s
         }
         char* old = read_text(c->config_path);
         if (old && strcmp(old, yaml[i]) != 0 && run_started(c->run_dir)) {
-            rc = set_error(err, "cell %s, seed %lld: %s differs from what the grid gives now, and the run has "
+            rc = config_error(err, "cell %s, seed %lld: %s differs from what the grid gives now, and the run has "
                            "started; the grid or its base changed since. Use another out: folder, or remove %s "
                            "to start this cell afresh", c->name, c->seed, c->config_path, c->run_dir);
         }
@@ -412,26 +385,26 @@ int sweep_write(const SweepGrid* g, const SweepCell* cells, int n, const char* s
     for (int i = 0; i < n; i++) free(yaml[i]);
     free(yaml);
     if (rc != 0) return -1;
-    Text tsv = {0};
-    text_add(&tsv, "# index\tcell\tseed\tstatus\trun_dir\tconfig\n");
+    StrBuf tsv = {0};
+    strbuf_printf(&tsv, "# index\tcell\tseed\tstatus\trun_dir\tconfig\n");
     for (int i = 0; i < n; i++) {
-        text_add(&tsv, "%d\t%s\t%lld\t%s\t%s\t%s\n", cells[i].index, cells[i].name, cells[i].seed,
+        strbuf_printf(&tsv, "%d\t%s\t%lld\t%s\t%s\t%s\n", cells[i].index, cells[i].name, cells[i].seed,
                  sweep_status_name(cells[i].status), cells[i].run_dir, cells[i].config_path);
     }
     sweep_paths(g, script, index, sizeof(script));
-    rc = write_atomic(index, tsv.buf, err);
-    free(tsv.buf);
+    rc = write_atomic(index, tsv.s ? tsv.s : "", err);
+    strbuf_free(&tsv);
     if (rc != 0) return -1;
     if (!pending) { // a stale array would only rerun finished cells
         if (unlink(script) != 0 && errno != ENOENT) {
-            return set_error(err, "cannot remove '%s': %s", script, strerror(errno));
+            return config_error(err, "cannot remove '%s': %s", script, strerror(errno));
         }
         return 0;
     }
     char* text = array_script(g, cells, n, sbatch_script, ingrain);
     rc = write_atomic(script, text, err);
     free(text);
-    if (rc == 0 && chmod(script, 0755) != 0) return set_error(err, "cannot chmod '%s': %s", script, strerror(errno));
+    if (rc == 0 && chmod(script, 0755) != 0) return config_error(err, "cannot chmod '%s': %s", script, strerror(errno));
     return rc;
 }
 

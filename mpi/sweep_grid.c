@@ -4,7 +4,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,15 +11,6 @@
 
 #include "common/check.h"
 #include "mpi/sweep.h"
-
-static int set_error(ConfigError* err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static int set_error(ConfigError* err, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 // ----------------------------------------------------------------------------
 // YAML nodes
@@ -75,17 +65,17 @@ static int parse_overrides(GridParse* p, yaml_node_t* map, const char* prefix, c
         yaml_node_t* vn = yaml_document_get_node(p->doc, pr->value);
         const char* k = scalar_of(kn);
         if (!k || !k[0]) {
-            return set_error(p->err, "%s:%d: %s: keys must be config keys such as distill.lr", p->g->path,
+            return config_error(p->err, "%s:%d: %s: keys must be config keys such as distill.lr", p->g->path,
                              line_of(kn), where);
         }
         char key[256];
         if ((size_t)snprintf(key, sizeof(key), "%s%s%s", prefix, prefix[0] ? "." : "", k) >= sizeof(key)) {
-            return set_error(p->err, "%s:%d: %s: key is too long", p->g->path, line_of(kn), where);
+            return config_error(p->err, "%s:%d: %s: key is too long", p->g->path, line_of(kn), where);
         }
         if (vn->type == YAML_MAPPING_NODE) {
             if (parse_overrides(p, vn, key, where) != 0) return -1;
         } else if (vn->type == YAML_SEQUENCE_NODE) {
-            return set_error(p->err, "%s:%d: %s: %s: expected one value, got a list (an axis takes a list of "
+            return config_error(p->err, "%s:%d: %s: %s: expected one value, got a list (an axis takes a list of "
                              "values under axes:)", p->g->path, line_of(vn), where, key);
         } else {
             add_override(&p->g->overrides, &p->g->n_overrides, key, scalar_of(vn), line_of(vn));
@@ -103,14 +93,14 @@ static int parse_seeds(GridParse* p, yaml_node_t* vn) {
     const char* s = scalar_of(vn);
     if (s) {
         if (parse_int(s, 1, SWEEP_MAX_RUNS, &v) != 0) {
-            return set_error(p->err, "%s:%d: seeds: expected a count (1 .. %d, meaning seeds 1..N) or a list of "
+            return config_error(p->err, "%s:%d: seeds: expected a count (1 .. %d, meaning seeds 1..N) or a list of "
                              "seeds, got '%s'", g->path, line_of(vn), SWEEP_MAX_RUNS, s);
         }
         sweep_set_seeds(g, (int)v);
         return 0;
     }
     if (vn->type != YAML_SEQUENCE_NODE || vn->data.sequence.items.top == vn->data.sequence.items.start) {
-        return set_error(p->err, "%s:%d: seeds: expected a count or a non-empty list of seeds, got %s", g->path,
+        return config_error(p->err, "%s:%d: seeds: expected a count or a non-empty list of seeds, got %s", g->path,
                          line_of(vn), kind_of(vn));
     }
     g->n_seeds = 0;
@@ -118,12 +108,12 @@ static int parse_seeds(GridParse* p, yaml_node_t* vn) {
         yaml_node_t* n = yaml_document_get_node(p->doc, *it);
         s = scalar_of(n);
         if (!s || parse_int(s, 0, 9007199254740991LL, &v) != 0) {
-            return set_error(p->err, "%s:%d: seeds: expected an integer seed (0 .. 2^53-1), got %s", g->path,
+            return config_error(p->err, "%s:%d: seeds: expected an integer seed (0 .. 2^53-1), got %s", g->path,
                              line_of(n), s ? s : kind_of(n));
         }
         for (int i = 0; i < g->n_seeds; i++) {
             if (g->seeds[i] == v) {
-                return set_error(p->err, "%s:%d: seeds: seed %lld is listed twice", g->path, line_of(n), v);
+                return config_error(p->err, "%s:%d: seeds: seed %lld is listed twice", g->path, line_of(n), v);
             }
         }
         g->seeds = reallocCheck(g->seeds, sizeof(long long) * (size_t)(g->n_seeds + 1));
@@ -135,31 +125,31 @@ static int parse_seeds(GridParse* p, yaml_node_t* vn) {
 static int parse_axis(GridParse* p, yaml_node_t* kn, yaml_node_t* vn) {
     SweepGrid* g = p->g;
     const char* name = scalar_of(kn);
-    if (!name || !name[0]) return set_error(p->err, "%s:%d: axes: an axis needs a name", g->path, line_of(kn));
+    if (!name || !name[0]) return config_error(p->err, "%s:%d: axes: an axis needs a name", g->path, line_of(kn));
     g->axes = reallocCheck(g->axes, sizeof(SweepAxis) * (size_t)(g->n_axes + 1));
     SweepAxis* a = &g->axes[g->n_axes++];
     *a = (SweepAxis){strdupCheck(name), line_of(kn), g->n_values, 0};
     int is_map = vn->type == YAML_MAPPING_NODE, is_list = vn->type == YAML_SEQUENCE_NODE;
     if (!is_map && !is_list) {
-        return set_error(p->err, "%s:%d: axis '%s': expected named values ({label: {key: value, ...}, ...}) or a "
+        return config_error(p->err, "%s:%d: axis '%s': expected named values ({label: {key: value, ...}, ...}) or a "
                          "list of values of the config key '%s', got %s", g->path, line_of(vn), name, name,
                          kind_of(vn));
     }
     int n = is_map ? (int)(vn->data.mapping.pairs.top - vn->data.mapping.pairs.start)
                    : (int)(vn->data.sequence.items.top - vn->data.sequence.items.start);
-    if (n == 0) return set_error(p->err, "%s:%d: axis '%s' has no values", g->path, line_of(vn), name);
+    if (n == 0) return config_error(p->err, "%s:%d: axis '%s' has no values", g->path, line_of(vn), name);
     for (int i = 0; i < n; i++) {
         yaml_node_t* label_node = is_map ? yaml_document_get_node(p->doc, vn->data.mapping.pairs.start[i].key)
                                          : yaml_document_get_node(p->doc, vn->data.sequence.items.start[i]);
         yaml_node_t* body = is_map ? yaml_document_get_node(p->doc, vn->data.mapping.pairs.start[i].value) : NULL;
         const char* label = scalar_of(label_node);
         if (!label || !label[0]) {
-            return set_error(p->err, "%s:%d: axis '%s': value %d must be a non-empty scalar, got %s", g->path,
+            return config_error(p->err, "%s:%d: axis '%s': value %d must be a non-empty scalar, got %s", g->path,
                              line_of(label_node), name, i + 1, label ? "an empty value" : kind_of(label_node));
         }
         for (int j = a->first; j < g->n_values; j++) {
             if (strcmp(g->values[j].label, label) == 0) {
-                return set_error(p->err, "%s:%d: axis '%s': value '%s' is given twice (first at line %d)", g->path,
+                return config_error(p->err, "%s:%d: axis '%s': value '%s' is given twice (first at line %d)", g->path,
                                  line_of(label_node), name, label, g->values[j].line);
             }
         }
@@ -173,7 +163,7 @@ static int parse_axis(GridParse* p, yaml_node_t* kn, yaml_node_t* vn) {
             snprintf(where, sizeof(where), "axis '%s' value '%s'", name, label);
             if (parse_overrides(p, body, "", where) != 0) return -1;
         } else if (!(body->type == YAML_SCALAR_NODE && scalar_of(body)[0] == '\0')) {
-            return set_error(p->err, "%s:%d: axis '%s' value '%s': expected a mapping of config keys to values, "
+            return config_error(p->err, "%s:%d: axis '%s' value '%s': expected a mapping of config keys to values, "
                              "e.g. {distill.regime: on_policy, distill.loss: reverse_kl}, got %s", g->path,
                              line_of(body), name, label, kind_of(body));
         }
@@ -193,25 +183,25 @@ static int parse_slurm(GridParse* p, yaml_node_t* map) {
         char opt[64];
         size_t len = k ? strlen(k) : 0;
         if (!k || len == 0 || len >= sizeof(opt) || strspn(k, "abcdefghijklmnopqrstuvwxyz0123456789-_") != len) {
-            return set_error(p->err, "%s:%d: slurm: option names are sbatch long options such as ntasks_per_node "
+            return config_error(p->err, "%s:%d: slurm: option names are sbatch long options such as ntasks_per_node "
                              "or time", g->path, line_of(kn));
         }
         for (size_t i = 0; i <= len; i++) opt[i] = k[i] == '_' ? '-' : k[i];
         if (!v || strpbrk(v, "\n\r")) {
-            return set_error(p->err, "%s:%d: slurm: %s: expected one value on one line, got %s", g->path, line_of(vn),
-                             k, v ? "several lines" : kind_of(vn));
+            return config_error(p->err, "%s:%d: slurm: %s: expected one value on one line, got %s", g->path,
+                                line_of(vn), k, v ? "several lines" : kind_of(vn));
         }
         long long n;
         if (strcmp(opt, "max-parallel") == 0) {
             if (parse_int(v, 1, 1000000, &n) != 0) {
-                return set_error(p->err, "%s:%d: slurm: max_parallel: expected a positive integer (array tasks "
+                return config_error(p->err, "%s:%d: slurm: max_parallel: expected a positive integer (array tasks "
                                  "running at once), got '%s'", g->path, line_of(vn), v);
             }
             g->max_parallel = (int)n;
             continue;
         }
         if (strcmp(opt, "array") == 0) {
-            return set_error(p->err, "%s:%d: slurm: array is chosen by the sweep (the unfinished cells); use "
+            return config_error(p->err, "%s:%d: slurm: array is chosen by the sweep (the unfinished cells); use "
                              "max_parallel to limit the tasks running at once", g->path, line_of(kn));
         }
         int flag = strcmp(v, "true") == 0, drop = strcmp(v, "false") == 0;
@@ -237,30 +227,30 @@ static int parse_root(GridParse* p, yaml_node_t* root) {
             if (strcmp(k, grid_keys[i]) == 0) which = i;
         }
         if (which < 0) {
-            return set_error(p->err, "%s:%d: unknown grid key '%s' (a grid has name, base, out, seeds, set, axes, "
+            return config_error(p->err, "%s:%d: unknown grid key '%s' (a grid has name, base, out, seeds, set, axes, "
                              "slurm; see docs/SLURM.md)", g->path, line_of(kn), k ? k : kind_of(kn));
         }
         if (seen[which]) {
-            return set_error(p->err, "%s:%d: '%s' is given twice (first at line %d)", g->path, line_of(kn), k,
+            return config_error(p->err, "%s:%d: '%s' is given twice (first at line %d)", g->path, line_of(kn), k,
                              seen[which]);
         }
         seen[which] = line_of(kn);
         const char* v = scalar_of(vn);
         int need_map = which >= 4, ok = which == 3 || (need_map ? vn->type == YAML_MAPPING_NODE : v != NULL);
         if (!ok) {
-            return set_error(p->err, "%s:%d: %s: expected %s, got %s", g->path, line_of(vn), k,
+            return config_error(p->err, "%s:%d: %s: expected %s, got %s", g->path, line_of(vn), k,
                              need_map ? "a mapping" : "a scalar", kind_of(vn));
         }
         if (which == 0) {
             if (!name_ok(v) || strlen(v) >= 64) {
-                return set_error(p->err, "%s:%d: name: '%s' must be 1-63 letters, digits, '.', '_', '-' (it names "
+                return config_error(p->err, "%s:%d: name: '%s' must be 1-63 letters, digits, '.', '_', '-' (it names "
                                  "the job and the folder)", g->path, line_of(vn), v);
             }
             snprintf(g->name, sizeof(g->name), "%s", v);
         } else if (which == 1 || which == 2) {
             char* dst = which == 1 ? g->base : g->out;
             if (!v[0] || strlen(v) >= CONFIG_PATH / 2) {
-                return set_error(p->err, "%s:%d: %s: expected a path, got '%s'", g->path, line_of(vn), k, v);
+                return config_error(p->err, "%s:%d: %s: expected a path, got '%s'", g->path, line_of(vn), k, v);
             }
             snprintf(dst, CONFIG_PATH, "%s", v);
             if (which == 1) g->base_line = line_of(vn);
@@ -280,7 +270,7 @@ static int parse_root(GridParse* p, yaml_node_t* root) {
         }
     }
     if (!g->base[0]) {
-        return set_error(p->err, "%s: no base config; add `base: FILE` (relative to the grid file), e.g. "
+        return config_error(p->err, "%s: no base config; add `base: FILE` (relative to the grid file), e.g. "
                          "base: quickstart.yaml", g->path);
     }
     return 0;
@@ -293,7 +283,7 @@ static int resolve_paths(SweepGrid* g, ConfigError* err) {
         if (slash) {
             char joined[2 * CONFIG_PATH];
             snprintf(joined, sizeof(joined), "%.*s/%s", (int)(slash - g->path), g->path, g->base);
-            if (strlen(joined) >= sizeof(g->base)) return set_error(err, "%s: base path is too long", g->path);
+            if (strlen(joined) >= sizeof(g->base)) return config_error(err, "%s: base path is too long", g->path);
             memcpy(g->base, joined, strlen(joined) + 1);
         }
     }
@@ -316,14 +306,14 @@ static int load_grid(SweepGrid* g, yaml_parser_t* parser, const char* label, Con
     sweep_set_seeds(g, 1);
     yaml_document_t doc;
     if (!yaml_parser_load(parser, &doc)) {
-        return set_error(err, "%s:%d: YAML syntax error: %s", label, (int)parser->problem_mark.line + 1,
+        return config_error(err, "%s:%d: YAML syntax error: %s", label, (int)parser->problem_mark.line + 1,
                          parser->problem ? parser->problem : "unknown problem");
     }
     yaml_node_t* root = yaml_document_get_root_node(&doc);
     GridParse p = {g, &doc, err};
     int rc;
     if (!root || root->type != YAML_MAPPING_NODE) {
-        rc = set_error(err, "%s:%d: a grid must be a mapping (base:, seeds:, axes:, ...), got %s", label,
+        rc = config_error(err, "%s:%d: a grid must be a mapping (base:, seeds:, axes:, ...), got %s", label,
                        root ? line_of(root) : 1, root ? kind_of(root) : "an empty file");
     } else {
         rc = parse_root(&p, root);
@@ -334,7 +324,7 @@ static int load_grid(SweepGrid* g, yaml_parser_t* parser, const char* label, Con
 
 int sweep_load_string(SweepGrid* g, const char* yaml, const char* label, ConfigError* err) {
     yaml_parser_t parser;
-    if (!yaml_parser_initialize(&parser)) return set_error(err, "%s: cannot initialise the YAML parser", label);
+    if (!yaml_parser_initialize(&parser)) return config_error(err, "%s: cannot initialise the YAML parser", label);
     yaml_parser_set_input_string(&parser, (const unsigned char*)yaml, strlen(yaml));
     int rc = load_grid(g, &parser, label, err);
     yaml_parser_delete(&parser);
@@ -345,13 +335,13 @@ int sweep_load(SweepGrid* g, const char* path, ConfigError* err) {
     FILE* f = fopen(path, "rb");
     if (!f) {
         memset(g, 0, sizeof(*g));
-        return set_error(err, "%s: cannot open the grid file: %s", path, strerror(errno));
+        return config_error(err, "%s: cannot open the grid file: %s", path, strerror(errno));
     }
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser)) {
         fclose(f);
         memset(g, 0, sizeof(*g));
-        return set_error(err, "%s: cannot initialise the YAML parser", path);
+        return config_error(err, "%s: cannot initialise the YAML parser", path);
     }
     yaml_parser_set_input_file(&parser, f);
     int rc = load_grid(g, &parser, path, err);
@@ -368,16 +358,16 @@ void sweep_set_seeds(SweepGrid* g, int n) {
 
 int sweep_set_out(SweepGrid* g, const char* out, ConfigError* err) {
     if (strpbrk(out, " \t\n\r\"'\\")) {
-        return set_error(err, "%s: out: '%s' must not contain whitespace, quotes or backslashes (it goes into "
+        return config_error(err, "%s: out: '%s' must not contain whitespace, quotes or backslashes (it goes into "
                          "#SBATCH lines)", g->path, out);
     }
     char cwd[PATH_MAX] = "";
-    if (out[0] != '/' && !getcwd(cwd, sizeof(cwd))) return set_error(err, "cannot read the current directory");
+    if (out[0] != '/' && !getcwd(cwd, sizeof(cwd))) return config_error(err, "cannot read the current directory");
     char abs[2 * PATH_MAX];
     snprintf(abs, sizeof(abs), "%s%s%s", cwd, cwd[0] ? "/" : "", out);
     size_t len = strlen(abs);
     while (len > 1 && abs[len - 1] == '/') abs[--len] = '\0';
-    if (len >= CONFIG_PATH / 2) return set_error(err, "%s: out: the path '%s' is too long", g->path, abs);
+    if (len >= CONFIG_PATH / 2) return config_error(err, "%s: out: the path '%s' is too long", g->path, abs);
     if (out != g->out) snprintf(g->out, sizeof(g->out), "%s", out);
     memcpy(g->out_abs, abs, len + 1);
     return 0;

@@ -93,7 +93,8 @@ const char* env_task_id(const Env* env, EnvSplit split, int task) {
 }
 
 int env_check_task(const Env* env, EnvSplit split, int task, EnvError* err) {
-    if (split != ENV_SPLIT_TRAIN && split != ENV_SPLIT_HELDOUT) return set_err(err, "%s: unknown split %d", env->name, split);
+    if (split != ENV_SPLIT_TRAIN && split != ENV_SPLIT_HELDOUT)
+        return set_err(err, "%s: unknown split %d", env->name, split);
     if (task < 0 || task >= env->ntasks[split])
         return set_err(err, "%s: task %d is out of range; the %s split has %d tasks", env->name, task,
                        split == ENV_SPLIT_TRAIN ? "train" : "held-out", env->ntasks[split]);
@@ -140,58 +141,19 @@ char* env_tools_text(const Env* env) {
     StrBuf b = {0};
     for (int i = 0; i < env->ntools; i++) {
         const EnvTool* t = &env->tools[i];
-        sb_printf(&b, "%s(", t->name);
+        strbuf_printf(&b, "%s(", t->name);
         for (int a = 0; a < t->nargs; a++)
-            sb_printf(&b, "%s%s%s: %s", a ? ", " : "", t->args[a].name, t->args[a].required ? "" : "?",
+            strbuf_printf(&b, "%s%s%s: %s", a ? ", " : "", t->args[a].name, t->args[a].required ? "" : "?",
                       t->args[a].type);
-        sb_printf(&b, ") - %s\n", t->description);
+        strbuf_printf(&b, ") - %s\n", t->description);
     }
-    return sb_take(&b);
+    return strbuf_take(&b);
 }
 
 int env_rule_index(const Env* env, const char* id) {
     for (int i = 0; i < env->nrules; i++)
         if (strcmp(env->rules[i].id, id) == 0) return i;
     return -1;
-}
-
-// ----------------------------------------------------------------------------
-// growable string
-
-void sb_vprintf(StrBuf* b, const char* fmt, va_list ap) {
-    va_list ap2;
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
-    va_end(ap2);
-    if (n < 0) return;
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 128;
-        while (b->len + (size_t)n + 1 > cap) cap *= 2;
-        b->s = reallocCheck(b->s, cap);
-        b->cap = cap;
-    }
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    b->len += (size_t)n;
-}
-
-void sb_printf(StrBuf* b, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    sb_vprintf(b, fmt, ap);
-    va_end(ap);
-}
-
-char* sb_take(StrBuf* b) {
-    char* s = b->s ? b->s : strdupCheck("");
-    b->s = NULL;
-    b->len = b->cap = 0;
-    return s;
-}
-
-void sb_free(StrBuf* b) {
-    free(b->s);
-    b->s = NULL;
-    b->len = b->cap = 0;
 }
 
 // ----------------------------------------------------------------------------
@@ -239,9 +201,9 @@ void env_make_word(uint64_t* state, char* out, size_t n) {
         out[0] = '\0';
         size_t len = 0;
         for (int s = 0; s < nsyl && len + 8 < n; s++) {
-            len += (size_t)snprintf(out + len, n - len, "%s%s%s", onsets[env_rand_below(state, 20)],
-                                    vowels[env_rand_below(state, 8)],
-                                    s == nsyl - 1 ? codas[3 + env_rand_below(state, 6)] : codas[env_rand_below(state, 9)]);
+            len += (size_t)snprintf(
+                out + len, n - len, "%s%s%s", onsets[env_rand_below(state, 20)], vowels[env_rand_below(state, 8)],
+                s == nsyl - 1 ? codas[3 + env_rand_below(state, 6)] : codas[env_rand_below(state, 9)]);
         }
         int ok = 1;
         for (size_t i = 0; i < sizeof(avoid) / sizeof(avoid[0]); i++)
@@ -345,8 +307,8 @@ void env_result_invalid(EnvResult* r, const char* fmt, ...) {
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     StrBuf b = {0};
-    sb_printf(&b, "Error: %s", msg);
-    r->observation = sb_take(&b);
+    strbuf_printf(&b, "Error: %s", msg);
+    r->observation = strbuf_take(&b);
     r->reward = 0.0;
     r->done = 0;
     r->invalid = 1;
@@ -386,9 +348,9 @@ int env_parse_action(const Env* env, const EnvAction* action, json_t** args, Env
         if (strcmp(env->tools[i].name, name) == 0) t = i;
     if (t < 0) {
         StrBuf list = {0};
-        for (int i = 0; i < env->ntools; i++) sb_printf(&list, "%s%s", i ? ", " : "", env->tools[i].name);
+        for (int i = 0; i < env->ntools; i++) strbuf_printf(&list, "%s%s", i ? ", " : "", env->tools[i].name);
         env_result_invalid(out, "unknown tool '%.64s'; the tools are: %s", name, list.s ? list.s : "");
-        sb_free(&list);
+        strbuf_free(&list);
         return -1;
     }
     const EnvTool* tool = &env->tools[t];
@@ -420,10 +382,10 @@ int env_parse_action(const Env* env, const EnvAction* action, json_t** args, Env
             if (strcmp(tool->args[i].name, key) == 0) a = &tool->args[i];
         if (!a) {
             StrBuf list = {0};
-            for (int i = 0; i < tool->nargs; i++) sb_printf(&list, "%s%s", i ? ", " : "", tool->args[i].name);
+            for (int i = 0; i < tool->nargs; i++) strbuf_printf(&list, "%s%s", i ? ", " : "", tool->args[i].name);
             env_result_invalid(out, "%s has no argument '%.64s'; its arguments are: %s", tool->name, key,
                                list.s ? list.s : "none");
-            sb_free(&list);
+            strbuf_free(&list);
             json_decref(obj);
             return -1;
         }

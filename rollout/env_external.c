@@ -164,8 +164,7 @@ static int proc_start(ExtEnv* x, EnvError* err) {
     fcntl(p->in, F_SETFL, fcntl(p->in, F_GETFL) | O_NONBLOCK);
     fcntl(p->out, F_SETFL, fcntl(p->out, F_GETFL) | O_NONBLOCK);
     fcntl(p->err, F_SETFL, fcntl(p->err, F_GETFL) | O_NONBLOCK);
-    p->buf.len = 0;
-    if (p->buf.s) p->buf.s[0] = '\0';
+    strbuf_clear(&p->buf);
     p->tail_len = 0;
     p->tail[0] = '\0';
     return OUT_OK;
@@ -204,7 +203,8 @@ static void proc_stop(Proc* p, double grace, char* how, size_t n) {
     if (how) {
         if (!reaped) snprintf(how, n, "did not exit and was killed");
         else if (WIFEXITED(status)) snprintf(how, n, "exited with status %d", WEXITSTATUS(status));
-        else if (WIFSIGNALED(status)) snprintf(how, n, "was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+        else if (WIFSIGNALED(status))
+            snprintf(how, n, "was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
         else snprintf(how, n, "ended");
     }
 }
@@ -265,21 +265,12 @@ static Outcome proc_write(ExtEnv* x, const char* line, double deadline, const ch
     return rc;
 }
 
-static void buf_append(Proc* p, const char* data, size_t n) {
-    if (p->buf.len + n + 1 > p->buf.cap) {
-        p->buf.cap = (p->buf.len + n + 1) * 2;
-        p->buf.s = reallocCheck(p->buf.s, p->buf.cap);
-    }
-    memcpy(p->buf.s + p->buf.len, data, n);
-    p->buf.len += n;
-    p->buf.s[p->buf.len] = '\0';
-}
-
 // takes whatever stdout holds now, without waiting
 static void proc_slurp(Proc* p) {
     char chunk[4096];
     ssize_t n;
-    while ((n = read(p->out, chunk, sizeof(chunk))) > 0 && p->buf.len <= MAX_LINE) buf_append(p, chunk, (size_t)n);
+    while ((n = read(p->out, chunk, sizeof(chunk))) > 0 && p->buf.len <= MAX_LINE)
+        strbuf_append(&p->buf, chunk, (size_t)n);
 }
 
 // reads one line before the deadline into *line (malloc'd, without the newline)
@@ -314,7 +305,7 @@ static Outcome proc_read(ExtEnv* x, double deadline, const char* what, char** li
             if (n == 0) return OUT_DIED;
             if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 return fail(x, err, "reading the reply to '%s' failed: %s", what, strerror(errno));
-            if (n > 0) buf_append(p, chunk, (size_t)n);
+            if (n > 0) strbuf_append(&p->buf, chunk, (size_t)n);
         }
     }
 }
@@ -355,7 +346,9 @@ static Outcome exchange(ExtEnv* x, const json_t* msg, json_t** reply, EnvError* 
     json_t* j = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
     if (!j || !json_is_object(j)) {
         if (j) fail(x, err, "the reply to '%s' is not a JSON object: '%.200s'", what, line);
-        else fail(x, err, "the reply to '%s' is not valid JSON (column %d: %s): '%.200s'", what, jerr.column, jerr.text, line);
+        else
+            fail(x, err, "the reply to '%s' is not valid JSON (column %d: %s): '%.200s'", what, jerr.column, jerr.text,
+                 line);
         json_decref(j);
         free(line);
         proc_stop(p, 0.0, NULL, 0);
@@ -404,7 +397,8 @@ static Outcome start_and_replay(ExtEnv* x, EnvError* err) {
         }
     }
     json_decref(reply);
-    if (!same) return fail(x, err, "after a restart the process listed other tasks than before; it must be deterministic");
+    if (!same)
+        return fail(x, err, "after a restart the process listed other tasks than before; it must be deterministic");
     if (!x->in_episode) return OUT_OK;
     rc = exchange(x, x->reset_msg, &reply, err);
     json_decref(reply);
@@ -455,8 +449,8 @@ static int check_listing(ExtEnv* x, json_t* reply, EnvError* err) {
         if (!json_is_array(ids))
             return fail(x, err, "the reply to 'tasks' lacks '%s' (an array of task id strings)", names[s]);
         if ((int)json_array_size(ids) < x->want[s])
-            return fail(x, err, "the reply to 'tasks' lists %zu %s tasks but env.%s_tasks asks for %d", json_array_size(ids),
-                        names[s], s == 0 ? "train" : "heldout", x->want[s]);
+            return fail(x, err, "the reply to 'tasks' lists %zu %s tasks but env.%s_tasks asks for %d",
+                        json_array_size(ids), names[s], s == 0 ? "train" : "heldout", x->want[s]);
         for (int i = 0; i < x->want[s]; i++)
             if (!json_is_string(json_array_get(ids, (size_t)i)))
                 return fail(x, err, "the reply to 'tasks': %s[%d] is not a string", names[s], i);
@@ -491,7 +485,8 @@ static void take_listing(ExtEnv* x) {
         json_t* ids = json_object_get(x->listing, names[s]);
         x->base.ntasks[s] = x->want[s];
         x->base.task_ids[s] = callocCheck((size_t)(x->want[s] ? x->want[s] : 1), sizeof(char*));
-        for (int i = 0; i < x->want[s]; i++) x->base.task_ids[s][i] = strdupCheck(json_string_value(json_array_get(ids, (size_t)i)));
+        for (int i = 0; i < x->want[s]; i++)
+            x->base.task_ids[s][i] = strdupCheck(json_string_value(json_array_get(ids, (size_t)i)));
     }
     json_t* tools = json_object_get(x->listing, "tools");
     int n = (int)json_array_size(tools);
@@ -535,8 +530,9 @@ static int ext_reset(Env* env, EnvSplit split, int task, uint64_t seed, EnvResul
     for (int i = 0; i < x->nsteps; i++) json_decref(x->steps[i]);
     x->nsteps = 0;
     json_decref(x->reset_msg);
-    x->reset_msg = json_pack("{s:s, s:s, s:s, s:I}", "type", "reset", "split", split == ENV_SPLIT_TRAIN ? "train" : "heldout",
-                             "task", env->task_ids[split][task], "seed", (json_int_t)seed);
+    x->reset_msg =
+        json_pack("{s:s, s:s, s:s, s:I}", "type", "reset", "split", split == ENV_SPLIT_TRAIN ? "train" : "heldout",
+                  "task", env->task_ids[split][task], "seed", (json_int_t)seed);
     json_t* reply;
     if (call(x, x->reset_msg, &reply, err) != 0) return -1;
     int rc = take_observation(x, reply, "reset", out, err) != 0 ? -1 : 0;
@@ -582,7 +578,8 @@ static int ext_step(Env* env, const EnvAction* action, EnvResult* out, EnvError*
     int rc = 0;
     if (!json_is_number(reward)) rc = fail(x, err, "the reply to 'step' lacks 'reward' (a number)");
     else if (!json_is_boolean(done)) rc = fail(x, err, "the reply to 'step' lacks 'done' (true or false)");
-    else if (invalid && !json_is_boolean(invalid)) rc = fail(x, err, "the reply to 'step': 'invalid' must be true or false");
+    else if (invalid && !json_is_boolean(invalid))
+        rc = fail(x, err, "the reply to 'step': 'invalid' must be true or false");
     else rc = take_observation(x, reply, "step", out, err);
     if (rc == 0) {
         out->reward = json_number_value(reward);
@@ -618,7 +615,7 @@ static void ext_destroy(Env* env) {
         json_decref(msg);
         proc_stop(&x->proc, x->timeout_s < 2.0 ? x->timeout_s : 2.0, NULL, 0);
     }
-    sb_free(&x->proc.buf);
+    strbuf_free(&x->proc.buf);
     for (int i = 0; i < x->nsteps; i++) json_decref(x->steps[i]);
     free(x->steps);
     json_decref(x->reset_msg);

@@ -1,27 +1,14 @@
-// Helpers shared by the environment implementations (env.c defines them): a growable string,
-// a seeded random generator, made-up names, answer normalisation, result builders, and the
-// check of an action against the tool schema. Not part of the public interface (rollout/env.h).
+// Helpers shared by the environment implementations (env.c defines them): a seeded random
+// generator, made-up names, answer normalisation, result builders, and the check of an action
+// against the tool schema. Not part of the public interface (rollout/env.h).
 #pragma once
 #include <jansson.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/strbuf.h"
 #include "rollout/env.h"
-
-// ----------------------------------------------------------------------------
-// growable string
-
-typedef struct {
-    char* s; // always NUL-terminated once anything was appended
-    size_t len;
-    size_t cap;
-} StrBuf;
-
-void sb_printf(StrBuf* b, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-void sb_vprintf(StrBuf* b, const char* fmt, va_list ap);
-char* sb_take(StrBuf* b); // the string (malloc'd, "" if empty); b is reset
-void sb_free(StrBuf* b);
 
 // ----------------------------------------------------------------------------
 // deterministic random numbers (splitmix64): the same seed gives the same world everywhere

@@ -209,7 +209,8 @@ static void make_user(RetailEnv* r, int u, uint64_t* rng) {
     env_shuffle(rng, order, 4);
     us->npay = 2 + env_rand_below(rng, 2);
     for (int k = 0; k < us->npay; k++) {
-        if (order[k] < 2) snprintf(us->pay[k], sizeof(us->pay[k]), "%s %04d", kinds[order[k]], env_rand_below(rng, 10000));
+        if (order[k] < 2)
+            snprintf(us->pay[k], sizeof(us->pay[k]), "%s %04d", kinds[order[k]], env_rand_below(rng, 10000));
         else snprintf(us->pay[k], sizeof(us->pay[k]), "%s", kinds[order[k]]);
     }
 }
@@ -352,7 +353,7 @@ static int find_payment(const User* u, const char* text) {
 }
 
 static void describe_item(const RetailEnv* r, int v, StrBuf* b) {
-    sb_printf(b, "%s (%s) v%d", PRODUCTS[r->vars[v].product], COLORS[r->vars[v].color], v + 10);
+    strbuf_printf(b, "%s (%s) v%d", PRODUCTS[r->vars[v].product], COLORS[r->vars[v].color], v + 10);
 }
 
 // ----------------------------------------------------------------------------
@@ -420,31 +421,33 @@ static void tool_find_user(RetailEnv* r, const json_t* args, StrBuf* b) {
         const User* us = &r->users[u];
         if (!env_same_text(us->name, name) || !env_same_text(us->zip, zip)) continue;
         r->confirmed = u;
-        sb_printf(b, "Found %s. Payment methods: ", us->name);
-        for (int k = 0; k < us->npay; k++) sb_printf(b, "%s%s", k ? ", " : "", us->pay[k]);
-        sb_printf(b, ". Orders: ");
-        for (int k = 0; k < us->norders; k++) sb_printf(b, "%s#W%d", k ? ", " : "", r->orders[us->orders[k]].number);
-        sb_printf(b, ".");
+        strbuf_printf(b, "Found %s. Payment methods: ", us->name);
+        for (int k = 0; k < us->npay; k++) strbuf_printf(b, "%s%s", k ? ", " : "", us->pay[k]);
+        strbuf_printf(b, ". Orders: ");
+        for (int k = 0; k < us->norders; k++)
+            strbuf_printf(b, "%s#W%d", k ? ", " : "", r->orders[us->orders[k]].number);
+        strbuf_printf(b, ".");
         return;
     }
-    sb_printf(b, "No customer named '%.40s' with zip '%.10s'.", name, zip);
+    strbuf_printf(b, "No customer named '%.40s' with zip '%.10s'.", name, zip);
 }
 
 static void tool_get_order(RetailEnv* r, const json_t* args, StrBuf* b) {
     char msg[160];
     int o = checked_order(r, args, msg, sizeof(msg));
     if (o < 0) {
-        sb_printf(b, "%s", msg);
+        strbuf_printf(b, "%s", msg);
         return;
     }
     r->viewed_order[o] = 1;
     const Order* od = &r->orders[o];
-    sb_printf(b, "Order #W%d: %s, paid with %s. Items: ", od->number, STATUS[od->status], r->users[od->user].pay[od->pay]);
+    strbuf_printf(b, "Order #W%d: %s, paid with %s. Items: ", od->number, STATUS[od->status],
+                  r->users[od->user].pay[od->pay]);
     for (int k = 0; k < od->nitems; k++) {
-        if (k) sb_printf(b, ", ");
+        if (k) strbuf_printf(b, ", ");
         describe_item(r, od->item[k], b);
     }
-    sb_printf(b, ".");
+    strbuf_printf(b, ".");
 }
 
 static void tool_get_product(RetailEnv* r, const json_t* args, StrBuf* b) {
@@ -452,35 +455,36 @@ static void tool_get_product(RetailEnv* r, const json_t* args, StrBuf* b) {
     for (int p = 0; p < N_PRODUCTS; p++) {
         if (!env_same_text(PRODUCTS[p], name)) continue;
         r->viewed_product[p] = 1;
-        sb_printf(b, "%s:", PRODUCTS[p]);
+        strbuf_printf(b, "%s:", PRODUCTS[p]);
         for (int v = 0; v < r->products[p].nvar; v++) {
             const Variant* va = &r->vars[r->products[p].var[v]];
-            sb_printf(b, "%s %s v%d $%d%s", v ? "," : "", COLORS[va->color], r->products[p].var[v] + 10, va->price,
+            strbuf_printf(b, "%s %s v%d $%d%s", v ? "," : "", COLORS[va->color], r->products[p].var[v] + 10, va->price,
                       va->in_stock ? "" : " (sold out)");
         }
-        sb_printf(b, ".");
+        strbuf_printf(b, ".");
         return;
     }
-    sb_printf(b, "No product named '%.40s'.", name);
+    strbuf_printf(b, "No product named '%.40s'.", name);
 }
 
 static void tool_cancel(RetailEnv* r, const json_t* args, StrBuf* b) {
     char msg[160];
     int o = checked_order(r, args, msg, sizeof(msg));
     if (o < 0) {
-        sb_printf(b, "%s", msg);
+        strbuf_printf(b, "%s", msg);
         return;
     }
     r->writes++;
     Order* od = &r->orders[o];
     const char* reason = json_string_value(json_object_get(args, "reason"));
     int why = env_same_text(reason, REASONS[0]) ? 0 : env_same_text(reason, REASONS[1]) ? 1 : -1;
-    if (od->status != S_PENDING) sb_printf(b, "Order #W%d is %s; only pending orders can be cancelled.", od->number, STATUS[od->status]);
-    else if (why < 0) sb_printf(b, "reason must be 'no longer needed' or 'ordered by mistake'.");
+    if (od->status != S_PENDING)
+        strbuf_printf(b, "Order #W%d is %s; only pending orders can be cancelled.", od->number, STATUS[od->status]);
+    else if (why < 0) strbuf_printf(b, "reason must be 'no longer needed' or 'ordered by mistake'.");
     else {
         od->status = S_CANCELLED;
         od->reason = why;
-        sb_printf(b, "Order #W%d cancelled; refund to %s.", od->number, r->users[od->user].pay[od->pay]);
+        strbuf_printf(b, "Order #W%d cancelled; refund to %s.", od->number, r->users[od->user].pay[od->pay]);
     }
 }
 
@@ -489,7 +493,7 @@ static void tool_request(RetailEnv* r, const json_t* args, int exchange, StrBuf*
     char msg[160];
     int o = checked_order(r, args, msg, sizeof(msg));
     if (o < 0) {
-        sb_printf(b, "%s", msg);
+        strbuf_printf(b, "%s", msg);
         return;
     }
     r->writes++;
@@ -499,12 +503,13 @@ static void tool_request(RetailEnv* r, const json_t* args, int exchange, StrBuf*
     const json_t* ids = json_object_get(args, "item_ids");
     if (!request_status_ok(od, exchange ? "exchanged" : "returned", msg, sizeof(msg)) ||
         checked_items(r, od, ids, pos, msg, sizeof(msg)) != 0) {
-        sb_printf(b, "%s", msg);
+        strbuf_printf(b, "%s", msg);
         return;
     }
     int method = find_payment(us, json_string_value(json_object_get(args, "payment")));
     if (method < 0) {
-        sb_printf(b, "'%.30s' is not a payment method of %s.", json_string_value(json_object_get(args, "payment")), us->name);
+        strbuf_printf(b, "'%.30s' is not a payment method of %s.", json_string_value(json_object_get(args, "payment")),
+                      us->name);
         return;
     }
     size_t count = json_array_size(ids);
@@ -512,18 +517,18 @@ static void tool_request(RetailEnv* r, const json_t* args, int exchange, StrBuf*
     if (exchange) {
         const json_t* nids = json_object_get(args, "new_item_ids");
         if (json_array_size(nids) != count) {
-            sb_printf(b, "new_item_ids must have one id per item in item_ids.");
+            strbuf_printf(b, "new_item_ids must have one id per item in item_ids.");
             return;
         }
         for (size_t k = 0; k < count; k++) {
             const char* id = json_string_value(json_array_get(nids, k));
             int v = find_variant(r, id), old = od->item[pos[k]];
             if (v < 0 || r->vars[v].product != r->vars[old].product || v == old) {
-                sb_printf(b, "'%.20s' is not another variant of the %s.", id, PRODUCTS[r->vars[old].product]);
+                strbuf_printf(b, "'%.20s' is not another variant of the %s.", id, PRODUCTS[r->vars[old].product]);
                 return;
             }
             if (!r->vars[v].in_stock) {
-                sb_printf(b, "v%d is sold out.", v + 10);
+                strbuf_printf(b, "v%d is sold out.", v + 10);
                 return;
             }
             newv[k] = v;
@@ -537,9 +542,10 @@ static void tool_request(RetailEnv* r, const json_t* args, int exchange, StrBuf*
     od->status = exchange ? S_EXCHANGE : S_RETURN;
     od->method = method;
     if (exchange)
-        sb_printf(b, "Exchange requested for order #W%d; %s of $%d %s %s.", od->number, amount < 0 ? "refund" : "charge",
-                  amount < 0 ? -amount : amount, amount < 0 ? "to" : "on", us->pay[method]);
-    else sb_printf(b, "Return requested for order #W%d; refund of $%d to %s.", od->number, amount, us->pay[method]);
+        strbuf_printf(b, "Exchange requested for order #W%d; %s of $%d %s %s.", od->number,
+                      amount < 0 ? "refund" : "charge", amount < 0 ? -amount : amount, amount < 0 ? "to" : "on",
+                      us->pay[method]);
+    else strbuf_printf(b, "Return requested for order #W%d; refund of $%d to %s.", od->number, amount, us->pay[method]);
 }
 
 static int orders_match_goal(const RetailEnv* r) {
@@ -571,7 +577,8 @@ static int rt_reset(Env* env, EnvSplit split, int task, uint64_t seed, EnvResult
 static int rt_step(Env* env, const EnvAction* action, EnvResult* out, EnvError* err) {
     RetailEnv* r = (RetailEnv*)env;
     if (!r->active || r->done) {
-        snprintf(err->msg, sizeof(err->msg), "retail: step called %s", r->active ? "after the episode ended" : "before reset");
+        snprintf(err->msg, sizeof(err->msg), "retail: step called %s",
+                 r->active ? "after the episode ended" : "before reset");
         return -1;
     }
     json_t* args;
@@ -594,7 +601,7 @@ static int rt_step(Env* env, const EnvAction* action, EnvResult* out, EnvError* 
         env_result_final(out, strdupCheck("Conversation ended."), ok ? 1.0 : 0.0);
         return 0;
     }
-    env_result_take(out, sb_take(&b));
+    env_result_take(out, strbuf_take(&b));
     return 0;
 }
 
@@ -645,7 +652,9 @@ static int rt_policy(Env* env, uint32_t known, EnvPolicyAction* out, EnvError* e
     snprintf(id, sizeof(id), "#W%d", od->number);
     if (type == REQ_CANCEL) {
         if (r->writes) env_policy_set(out, "done", -1, "{}");
-        else env_policy_set(out, "cancel_order", -1, "{\"order_id\": \"%s\", \"reason\": \"%s\"}", id, REASONS[t->reason]);
+        else
+            env_policy_set(out, "cancel_order", -1, "{\"order_id\": \"%s\", \"reason\": \"%s\"}", id,
+                           REASONS[t->reason]);
         return 0;
     }
     int pos[MAX_ITEMS], np = 0;
@@ -686,8 +695,8 @@ static int rt_policy(Env* env, uint32_t known, EnvPolicyAction* out, EnvError* e
     if (pay_own && od->pay != 0 && rule < 0) rule = R_PAYMENT;
     StrBuf items = {0}, news = {0};
     for (int k = first; k < first + count; k++) {
-        sb_printf(&items, "%s\"v%d\"", k > first ? ", " : "", r->orders0[chosen].item[pos[k]] + 10);
-        if (type == REQ_EXCHANGE) sb_printf(&news, "%s\"v%d\"", k > first ? ", " : "", newv[k] + 10);
+        strbuf_printf(&items, "%s\"v%d\"", k > first ? ", " : "", r->orders0[chosen].item[pos[k]] + 10);
+        if (type == REQ_EXCHANGE) strbuf_printf(&news, "%s\"v%d\"", k > first ? ", " : "", newv[k] + 10);
     }
     if (type == REQ_EXCHANGE)
         env_policy_set(out, "exchange_items", rule,
@@ -696,8 +705,8 @@ static int rt_policy(Env* env, uint32_t known, EnvPolicyAction* out, EnvError* e
     else
         env_policy_set(out, "return_items", rule, "{\"order_id\": \"%s\", \"item_ids\": [%s], \"payment\": %s}", id,
                        items.s, env_json_str(pay, q3, sizeof(q3)));
-    sb_free(&items);
-    sb_free(&news);
+    strbuf_free(&items);
+    strbuf_free(&news);
     return 0;
 }
 

@@ -190,10 +190,10 @@ static void statement_recipe(const CraftEnv* c, int item, StrBuf* b, int* listed
     if (c->items[item].is_base || listed[item]) return;
     listed[item] = 1;
     const Item* it = &c->items[item];
-    sb_printf(b, "%s%s = ", b->len && b->s[b->len - 1] != ' ' ? "; " : "", it->name);
+    strbuf_printf(b, "%s%s = ", b->len && b->s[b->len - 1] != ' ' ? "; " : "", it->name);
     for (int k = 0; k < it->ning; k++) {
-        if (it->cnt[k] > 1) sb_printf(b, "%s%d %s", k ? " + " : "", it->cnt[k], c->items[it->ing[k]].name);
-        else sb_printf(b, "%s%s", k ? " + " : "", c->items[it->ing[k]].name);
+        if (it->cnt[k] > 1) strbuf_printf(b, "%s%d %s", k ? " + " : "", it->cnt[k], c->items[it->ing[k]].name);
+        else strbuf_printf(b, "%s%s", k ? " + " : "", c->items[it->ing[k]].name);
     }
     for (int k = 0; k < it->ning; k++) statement_recipe(c, it->ing[k], b, listed);
 }
@@ -201,7 +201,7 @@ static void statement_recipe(const CraftEnv* c, int item, StrBuf* b, int* listed
 static void statement_bases(const CraftEnv* c, int item, int* listed, StrBuf* b) {
     const Item* it = &c->items[item];
     if (it->is_base) {
-        if (!listed[item]) sb_printf(b, "%s, ", it->name);
+        if (!listed[item]) strbuf_printf(b, "%s, ", it->name);
         listed[item] = 1;
         return;
     }
@@ -215,17 +215,17 @@ static int expert_steps(CraftEnv* c, const TcTask* t);
 // the task statement: the target, every recipe under it, the base items; returns its length
 static size_t write_statement(const CraftEnv* c, TcTask* t, const char* name) {
     StrBuf b = {0};
-    sb_printf(&b, "Craft a %s.\nRecipes: ", name);
+    strbuf_printf(&b, "Craft a %s.\nRecipes: ", name);
     int* listed = callocCheck((size_t)c->nitems, sizeof(int));
     statement_recipe(c, t->target, &b, listed);
     memset(listed, 0, (size_t)c->nitems * sizeof(int));
-    sb_printf(&b, ".\nBase items: ");
+    strbuf_printf(&b, ".\nBase items: ");
     statement_bases(c, t->target, listed, &b);
-    sb_printf(&b, "saw, hammer, coal.");
+    strbuf_printf(&b, "saw, hammer, coal.");
     free(listed);
     snprintf(t->statement, sizeof(t->statement), "%s", b.s);
     size_t len = b.len;
-    sb_free(&b);
+    strbuf_free(&b);
     return len;
 }
 
@@ -291,7 +291,8 @@ static void do_get(CraftEnv* c, const char* name, int count, EnvResult* out) {
     char buf[160];
     int item = find_item(c, name);
     if (item < 0) snprintf(buf, sizeof(buf), "There is no item called '%.60s'.", name);
-    else if (!c->items[item].is_base) snprintf(buf, sizeof(buf), "%s is not a base item; craft it.", c->items[item].name);
+    else if (!c->items[item].is_base)
+        snprintf(buf, sizeof(buf), "%s is not a base item; craft it.", c->items[item].name);
     else if (count < 1 || count > 10) snprintf(buf, sizeof(buf), "count must be between 1 and 10.");
     else {
         c->good[item] += count;
@@ -302,16 +303,17 @@ static void do_get(CraftEnv* c, const char* name, int count, EnvResult* out) {
 
 static void do_inventory(const CraftEnv* c, EnvResult* out) {
     StrBuf b = {0};
-    sb_printf(&b, "Inventory:");
+    strbuf_printf(&b, "Inventory:");
     int any = 0;
     for (int i = 0; i < c->nitems; i++) {
-        if (c->good[i]) sb_printf(&b, "%s %d %s", any++ ? "," : "", c->good[i], c->items[i].name);
+        if (c->good[i]) strbuf_printf(&b, "%s %d %s", any++ ? "," : "", c->good[i], c->items[i].name);
         if (c->flawed[i])
-            sb_printf(&b, "%s %d %s (%s)", any++ ? "," : "", c->flawed[i], c->items[i].name, flaw_word(c->items[i].cat));
+            strbuf_printf(&b, "%s %d %s (%s)", any++ ? "," : "", c->flawed[i], c->items[i].name,
+                          flaw_word(c->items[i].cat));
     }
-    if (!any) sb_printf(&b, " empty");
-    sb_printf(&b, ".");
-    env_result_take(out, sb_take(&b));
+    if (!any) strbuf_printf(&b, " empty");
+    strbuf_printf(&b, ".");
+    env_result_take(out, strbuf_take(&b));
 }
 
 static void do_craft(CraftEnv* c, const char* name, const json_t* using, EnvResult* out) {
@@ -367,8 +369,8 @@ static void do_craft(CraftEnv* c, const char* name, const json_t* using, EnvResu
         for (int j = 0; j < n; j++)
             if (ids[j] == it->ing[k]) listed = counts[j];
         if (listed != it->cnt[k]) {
-            snprintf(buf, sizeof(buf), "%s needs %d %s; using lists %d.", it->name, it->cnt[k], c->items[it->ing[k]].name,
-                     listed);
+            snprintf(buf, sizeof(buf), "%s needs %d %s; using lists %d.", it->name, it->cnt[k],
+                     c->items[it->ing[k]].name, listed);
             env_result_text(out, buf);
             return;
         }
@@ -429,7 +431,8 @@ static int tc_reset(Env* env, EnvSplit split, int task, uint64_t seed, EnvResult
 static int tc_step(Env* env, const EnvAction* action, EnvResult* out, EnvError* err) {
     CraftEnv* c = (CraftEnv*)env;
     if (!c->active || c->done) {
-        snprintf(err->msg, sizeof(err->msg), "textcraft: step called %s", c->active ? "after the episode ended" : "before reset");
+        snprintf(err->msg, sizeof(err->msg), "textcraft: step called %s",
+                 c->active ? "after the episode ended" : "before reset");
         return -1;
     }
     json_t* args;
@@ -483,7 +486,9 @@ static int next_action(const CraftEnv* c, int item, int n, uint32_t known, EnvPo
         free(need);
         if (count > 10) count = 10;
         if (count == 1) env_policy_set(out, "get", -1, "{\"item\": %s}", env_json_str(it->name, q, sizeof(q)));
-        else env_policy_set(out, "get", -1, "{\"item\": %s, \"count\": %d}", env_json_str(it->name, q, sizeof(q)), count);
+        else
+            env_policy_set(out, "get", -1, "{\"item\": %s, \"count\": %d}", env_json_str(it->name, q, sizeof(q)),
+                           count);
         return 1;
     }
     for (int k = 0; k < it->ning; k++)
@@ -497,17 +502,17 @@ static int next_action(const CraftEnv* c, int item, int n, uint32_t known, EnvPo
         }
     }
     StrBuf b = {0};
-    sb_printf(&b, "{\"item\": %s, \"using\": [", env_json_str(it->name, q, sizeof(q)));
+    strbuf_printf(&b, "{\"item\": %s, \"using\": [", env_json_str(it->name, q, sizeof(q)));
     int first = 1;
     for (int k = 0; k < it->ning; k++)
         for (int u = 0; u < it->cnt[k]; u++) {
-            sb_printf(&b, "%s%s", first ? "" : ", ", env_json_str(c->items[it->ing[k]].name, q, sizeof(q)));
+            strbuf_printf(&b, "%s%s", first ? "" : ", ", env_json_str(c->items[it->ing[k]].name, q, sizeof(q)));
             first = 0;
         }
-    if (use_req) sb_printf(&b, ", %s", env_json_str(c->items[req].name, q, sizeof(q)));
-    sb_printf(&b, "]}");
+    if (use_req) strbuf_printf(&b, ", %s", env_json_str(c->items[req].name, q, sizeof(q)));
+    strbuf_printf(&b, "]}");
     env_policy_set(out, "craft", use_req ? rule : -1, "%s", b.s);
-    sb_free(&b);
+    strbuf_free(&b);
     return 1;
 }
 

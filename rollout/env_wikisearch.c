@@ -349,31 +349,31 @@ static int tmpl_relation(int tmpl, int h) {
 }
 
 static void snippet(const Entity* e, StrBuf* b) {
-    if (e->kind == K_PERSON) sb_printf(b, "person, %s", occupations[e->detail]);
-    else if (e->kind == K_COMPANY) sb_printf(b, "company, %s", industries[e->detail]);
-    else sb_printf(b, "%s", kind_names[e->kind]);
+    if (e->kind == K_PERSON) strbuf_printf(b, "person, %s", occupations[e->detail]);
+    else if (e->kind == K_COMPANY) strbuf_printf(b, "company, %s", industries[e->detail]);
+    else strbuf_printf(b, "%s", kind_names[e->kind]);
 }
 
 static void page_text(const WikiEnv* w, const Entity* e, StrBuf* b) {
     const Entity* E = w->ents;
     switch (e->kind) {
     case K_PERSON:
-        sb_printf(b, "%s: a person, %s.", e->title, occupations[e->detail]);
-        if (e->born_in >= 0) sb_printf(b, " Born in %s.", E[e->born_in].name);
-        sb_printf(b, " Citizen of %s.", w->countries[e->country]);
-        if (e->founded >= 0) sb_printf(b, " Founder of %s.", E[e->founded].name);
+        strbuf_printf(b, "%s: a person, %s.", e->title, occupations[e->detail]);
+        if (e->born_in >= 0) strbuf_printf(b, " Born in %s.", E[e->born_in].name);
+        strbuf_printf(b, " Citizen of %s.", w->countries[e->country]);
+        if (e->founded >= 0) strbuf_printf(b, " Founder of %s.", E[e->founded].name);
         break;
     case K_CITY:
-        sb_printf(b, "%s: a city in %s.", e->title, w->countries[e->country]);
-        if (e->mayor >= 0) sb_printf(b, " Mayor: %s.", E[e->mayor].name);
+        strbuf_printf(b, "%s: a city in %s.", e->title, w->countries[e->country]);
+        if (e->mayor >= 0) strbuf_printf(b, " Mayor: %s.", E[e->mayor].name);
         break;
     case K_COMPANY:
-        sb_printf(b, "%s: a company, %s.", e->title, industries[e->detail]);
-        if (e->founder >= 0) sb_printf(b, " Founded by %s.", E[e->founder].name);
-        if (e->based_in >= 0) sb_printf(b, " Based in %s.", E[e->based_in].name);
+        strbuf_printf(b, "%s: a company, %s.", e->title, industries[e->detail]);
+        if (e->founder >= 0) strbuf_printf(b, " Founded by %s.", E[e->founder].name);
+        if (e->based_in >= 0) strbuf_printf(b, " Based in %s.", E[e->based_in].name);
         break;
     default:
-        sb_printf(b, "%s: a %s from %s.", e->title, kind_names[e->kind], w->countries[e->country]);
+        strbuf_printf(b, "%s: a %s from %s.", e->title, kind_names[e->kind], w->countries[e->country]);
         break;
     }
 }
@@ -461,12 +461,12 @@ static void do_search(WikiEnv* w, const char* query, StrBuf* out) {
     w->nresults = nb;
     memcpy(w->results, best, sizeof(int) * (size_t)nb);
     if (nb == 0) {
-        sb_printf(out, "No results for '%.80s'.", query);
+        strbuf_printf(out, "No results for '%.80s'.", query);
         return;
     }
-    sb_printf(out, "Results for '%.80s':", query);
+    strbuf_printf(out, "Results for '%.80s':", query);
     for (int k = 0; k < nb; k++) {
-        sb_printf(out, "\n%d. %s - ", k + 1, w->ents[best[k]].title);
+        strbuf_printf(out, "\n%d. %s - ", k + 1, w->ents[best[k]].title);
         snippet(&w->ents[best[k]], out);
     }
 }
@@ -503,7 +503,8 @@ static int ws_reset(Env* env, EnvSplit split, int task, uint64_t seed, EnvResult
 static int ws_step(Env* env, const EnvAction* action, EnvResult* out, EnvError* err) {
     WikiEnv* w = (WikiEnv*)env;
     if (!w->active || w->done) {
-        snprintf(err->msg, sizeof(err->msg), "wikisearch: step called %s", w->active ? "after the episode ended" : "before reset");
+        snprintf(err->msg, sizeof(err->msg), "wikisearch: step called %s",
+                 w->active ? "after the episode ended" : "before reset");
         return -1;
     }
     json_t* args;
@@ -512,24 +513,24 @@ static int ws_step(Env* env, const EnvAction* action, EnvResult* out, EnvError* 
     StrBuf b = {0};
     if (t == 0) {
         do_search(w, json_string_value(json_object_get(args, "query")), &b);
-        env_result_take(out, sb_take(&b));
+        env_result_take(out, strbuf_take(&b));
     } else if (t == 1) {
         const char* title = json_string_value(json_object_get(args, "title"));
         int e = find_title(w, title);
         if (e < 0) {
-            sb_printf(&b, "No page titled '%.80s'. Search to find exact titles.", title);
+            strbuf_printf(&b, "No page titled '%.80s'. Search to find exact titles.", title);
         } else {
             page_text(w, &w->ents[e], &b);
             w->last_action = 2;
             w->last_visit = e;
             if (w->nvisited < MAX_LOG) w->visited[w->nvisited++] = e;
         }
-        env_result_take(out, sb_take(&b));
+        env_result_take(out, strbuf_take(&b));
     } else {
         const char* text = json_string_value(json_object_get(args, "text"));
         int ok = env_same_text(text, w->countries[w->task->answer]);
-        sb_printf(&b, "Answer recorded: %.80s.", text);
-        env_result_final(out, sb_take(&b), ok ? 1.0 : 0.0);
+        strbuf_printf(&b, "Answer recorded: %.80s.", text);
+        env_result_final(out, strbuf_take(&b), ok ? 1.0 : 0.0);
         w->done = 1;
     }
     json_decref(args);
@@ -582,12 +583,14 @@ static int ws_policy(Env* env, uint32_t known, EnvPolicyAction* out, EnvError* e
         trap_rule = R_PLACE_PAGE;
     }
     if (final_page >= 0) {
-        env_policy_set(out, "answer", -1, "{\"text\": %s}", env_json_str(w->countries[E[final_page].country], q, sizeof(q)));
+        env_policy_set(out, "answer", -1, "{\"text\": %s}",
+                       env_json_str(w->countries[E[final_page].country], q, sizeof(q)));
         return 0;
     }
     if (stuck >= 0) {
         int c = page_country(&E[stuck]);
-        env_policy_set(out, "answer", -1, "{\"text\": %s}", env_json_str(c >= 0 ? w->countries[c] : "unknown", q, sizeof(q)));
+        env_policy_set(out, "answer", -1, "{\"text\": %s}",
+                       env_json_str(c >= 0 ? w->countries[c] : "unknown", q, sizeof(q)));
         return 0;
     }
     char want[64];
@@ -646,7 +649,8 @@ Env* env_wikisearch_create(uint64_t seed, int ntrain, int nheldout, double trap_
     const int counts[2] = {ntrain, nheldout};
     for (int s = 1; s >= 0; s--) {
         w->tasks[s] = callocCheck((size_t)(counts[s] ? counts[s] : 1), sizeof(WsTask));
-        for (int i = 0; i < counts[s]; i++) make_task(w, &w->tasks[s][i], env_mix(env_mix(seed, (uint64_t)s + 1), (uint64_t)i), trap_rate);
+        for (int i = 0; i < counts[s]; i++)
+            make_task(w, &w->tasks[s][i], env_mix(env_mix(seed, (uint64_t)s + 1), (uint64_t)i), trap_rate);
     }
     return &w->base;
 }
