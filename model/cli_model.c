@@ -219,6 +219,8 @@ static const char* usage_generate =
     "  --system TEXT      a system message first\n"
     "  --format F         chatml or llama3 (default: the one the tokenizer has the special tokens of)\n"
     "  --raw              feed the prompt text as it is (special tokens recognised), no template\n"
+    "  --ids              print token ids instead of text: the prompt's, then the generated ones (the\n"
+    "                     stop token included), comma-separated, as `ingrain score --tokens` reads them\n"
     "  --max-new N        tokens to generate at most (default 256)\n"
     "  --temperature T    0 = greedy (default 0.7)\n"
     "  --top-p P          nucleus mass in (0, 1] (default 0.9)\n"
@@ -278,12 +280,12 @@ typedef struct {
     const char* text;
     const char* tokens;
     const char* device;
-    int raw, bos, bf16;
+    int raw, ids, bos, bf16;
     long max_new, top_k, seed, threads, topk;
     float temperature, top_p;
 } CliArgs;
 
-// Parses the options of `cmd` (flags: --raw, --bos, --bf16; the rest take a value). Returns 0, 1 after
+// Parses the options of `cmd` (flags: --raw, --ids, --bos, --bf16; the rest take a value). Returns 0, 1 after
 // printing the help, or an exit code.
 static int parse_args(const char* cmd, const char* usage, int argc, char** argv, CliArgs* a) {
     for (int i = 0; i < argc; i++) {
@@ -294,6 +296,10 @@ static int parse_args(const char* cmd, const char* usage, int argc, char** argv,
         }
         if (strcmp(o, "--raw") == 0 && strcmp(cmd, "generate") == 0) {
             a->raw = 1;
+            continue;
+        }
+        if (strcmp(o, "--ids") == 0 && strcmp(cmd, "generate") == 0) {
+            a->ids = 1;
             continue;
         }
         if (strcmp(o, "--bos") == 0 && strcmp(cmd, "score") == 0) {
@@ -546,9 +552,14 @@ int cli_generate(int argc, char** argv) {
     Rng* rp = &r;
     Stream st = {.tok = cm.tok};
     GenResult g;
-    decoder_generate(d, 1, &slot, &p, &rp, max_new, stop, n_stop, stream_token, &st, &g);
+    decoder_generate(d, 1, &slot, &p, &rp, max_new, stop, n_stop, a.ids ? NULL : stream_token, &st, &g);
     const double t2 = timer_now();
-    stream_flush(&st, 1);
+    if (a.ids) {
+        for (int t = 0; t < ids.n; t++) printf("%s%d", t ? "," : "", ids.ids[t]);
+        for (int t = 0; t < g.n; t++) printf(",%d", g.tokens[t].id);
+    } else {
+        stream_flush(&st, 1);
+    }
     printf("\n");
     const int last = g.n > 0 ? g.tokens[g.n - 1].id : -1;
     const int stopped = g.n > 0 && (last == stop[0] || (n_stop > 1 && last == stop[1]));
