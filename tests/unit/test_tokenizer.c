@@ -179,6 +179,7 @@ static char tmpdir[] = "/tmp/ingrain_tok_XXXXXX";
 
 static int make_tmpdir(void** state) {
     (void)state;
+    strcpy(tmpdir, "/tmp/ingrain_tok_XXXXXX"); // mkdtemp filled in the last test's name
     return mkdtemp(tmpdir) ? 0 : -1;
 }
 
@@ -272,6 +273,84 @@ static void test_malformed_files(void** state) {
     char err[512];
     assert_null(tokenizer_load_hf("/nonexistent/tokenizer.json", err, sizeof(err)));
     assert_non_null(strstr(err, "/nonexistent/tokenizer.json"));
+}
+
+// ----------------------------------------------------------------------------
+// files beside tokenizer.json and options the shipped tokenizers do not use
+
+// writes text to <tmpdir>/name; returns the path (static buffer)
+static const char* write_tmp(const char* name, const char* text) {
+    static char path[256];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+    FILE* f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void prefix_space(json_t* r) {
+    json_object_set_new(json_object_get(r, "pre_tokenizer"), "add_prefix_space", json_true());
+}
+
+// ByteLevel(add_prefix_space: true), as RoBERTa ships it: a space before a text that lacks one,
+// then the usual split and merges
+static void test_bpe_add_prefix_space(void** state) {
+    (void)state;
+    char* text = tiny_with(prefix_space);
+    char path[256], err[512];
+    snprintf(path, sizeof(path), "%s", write_tmp("tokenizer.json", text));
+    free(text);
+    Tokenizer* tok = tokenizer_load_hf(path, err, sizeof(err));
+    unlink(path);
+    if (!tok) fail_msg("%s", err);
+    CHECK_ENCODE(tok, "a", 0, 259);           // encoded as " a"
+    CHECK_ENCODE(tok, " a", 0, 259);          // a space already: none added
+    CHECK_ENCODE(tok, "a a", 0, 259, 259);    // " a a": both words start with a space
+    CHECK_ENCODE(tok, "abc", 0, ' ', 258);    // " abc": a bc (rank 2) before Ġ a (rank 3)
+    tokenizer_free(tok);
+}
+
+// bos and eos from tokenizer_config.json beside tokenizer.json (a string or {"content": ...}),
+// over the usual spellings; a config token that is not a special of the file leaves eos as it was
+static void test_tokenizer_config_json(void** state) {
+    (void)state;
+    char tok_path[256], err[512];
+    FILE* in = fopen(TINY, "rb");
+    assert_non_null(in);
+    char* tiny = malloc(1 << 16);
+    const size_t n = fread(tiny, 1, (1 << 16) - 1, in);
+    fclose(in);
+    tiny[n] = '\0';
+    snprintf(tok_path, sizeof(tok_path), "%s", write_tmp("tokenizer.json", tiny));
+    free(tiny);
+    Tokenizer* tok = tokenizer_load_hf(tok_path, err, sizeof(err));
+    if (!tok) fail_msg("%s", err);
+    assert_int_equal(tokenizer_bos_id(tok), -1); // none of the usual spellings in the tiny file
+    assert_int_equal(tokenizer_eos_id(tok), -1);
+    tokenizer_free(tok);
+
+    const char* cfg =
+        write_tmp("tokenizer_config.json", "{\"bos_token\": \"<x>\", \"eos_token\": {\"content\": \"<|end|>\"}}");
+    tok = tokenizer_load_hf(tok_path, err, sizeof(err));
+    if (!tok) fail_msg("%s", err);
+    assert_int_equal(tokenizer_bos_id(tok), 264);
+    assert_int_equal(tokenizer_eos_id(tok), 263);
+    tokenizer_free(tok);
+
+    write_tmp("tokenizer_config.json", "{\"eos_token\": \"</s>\"}");
+    tok = tokenizer_load_hf(tok_path, err, sizeof(err));
+    if (!tok) fail_msg("%s", err);
+    assert_int_equal(tokenizer_eos_id(tok), -1);
+    tokenizer_free(tok);
+
+    char cfg_path[256];
+    snprintf(cfg_path, sizeof(cfg_path), "%s", cfg);
+    write_tmp("tokenizer_config.json", "{\"eos_token\": \n  \"<|end|>\",,}");
+    assert_null(tokenizer_load_hf(tok_path, err, sizeof(err)));
+    if (!strstr(err, cfg_path) || !strstr(err, "line 2, column")) fail_msg("error '%s' lacks the file or line", err);
+    unlink(cfg_path);
+    unlink(tok_path);
 }
 
 // ----------------------------------------------------------------------------
@@ -411,6 +490,8 @@ int main(void) {
         cmocka_unit_test(test_bpe_merges_by_rank),
         cmocka_unit_test(test_bpe_pretokenizer_and_added),
         cmocka_unit_test_setup_teardown(test_malformed_files, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_bpe_add_prefix_space, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_tokenizer_config_json, make_tmpdir, remove_tmpdir),
         cmocka_unit_test(test_qwen3_reference),
         cmocka_unit_test(test_qwen3_vocabulary),
         cmocka_unit_test(test_llama3_reference),
