@@ -2,6 +2,9 @@
 # before a time limit) delivered to a running job once its log shows a point.
 
 passed=0 failed=0
+# each job's guard against a hang (`timeout`), not a time limit on the test: ample for the 2-core CI
+# machine; slower builds (sanitizers, coverage) set INGRAIN_TEST_JOB_TIMEOUT higher
+job_timeout=${INGRAIN_TEST_JOB_TIMEOUT:-600}
 check() { # check NAME COMMAND...: the command must succeed
   local name=$1; shift
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi

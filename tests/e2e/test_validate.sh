@@ -28,7 +28,7 @@ boot=$("$ingrain" bootstrap "$cfg" "${common[@]}" --where 2>/dev/null) || { echo
 mkdir -p "$boot" && cp "$src/tests/data/boot/quickstart/config.json" "$src/tests/data/boot/quickstart/model.safetensors" "$boot/"
 
 for np in 1 2; do
-  timeout 600 "$mpiexec" -n $np --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$work/np$np" \
+  timeout $job_timeout "$mpiexec" -n $np --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$work/np$np" \
     >"$work/np$np.log" 2>&1
   check "run np=$np" test -f "$work/np$np/DONE"
 done
@@ -39,7 +39,7 @@ dir="$work/signalled"
 usr1_when $! "$dir.log" "\[iter 1/2\] validate" "$dir"
 rc=$?
 check "SIGUSR1: exit 75 (got $rc)" test "$rc" -eq 75
-timeout 600 "$mpiexec" -n 2 --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$dir" --resume \
+timeout $job_timeout "$mpiexec" -n 2 --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$dir" --resume \
   >>"$dir.log" 2>&1
 check "SIGUSR1: resumed metrics = uninterrupted" \
   python3 "$src/tools/compare_metrics.py" "$work/np2/metrics.jsonl" "$dir/metrics.jsonl"
