@@ -392,7 +392,7 @@ static void append_evidence(StrBuf* b, const PoolAudit* a) {
     else strbuf_printf(b, " [");
     for (int i = 0; i < a->n_evidence; i++) {
         strbuf_printf(b, "%s%d/%d", i == 0 ? (a->reason[0] ? "; evidence " : "evidence ") : " ",
-                    a->evidence[i].task_id, a->evidence[i].sample);
+                      a->evidence[i].task_id, a->evidence[i].sample);
     }
     strbuf_printf(b, "]\n");
 }
@@ -404,7 +404,7 @@ char* pool_diff_text(const Pool* p, int32_t iteration) {
     }
     StrBuf b = {0};
     strbuf_printf(&b, "iteration %d: %d added, %d updated, %d deleted, %d none; %d items in the pool\n", iteration,
-                count[POOL_ADD], count[POOL_UPDATE], count[POOL_DELETE], count[POOL_NONE], p->n_items);
+                  count[POOL_ADD], count[POOL_UPDATE], count[POOL_DELETE], count[POOL_NONE], p->n_items);
     for (int i = 0; i < p->n_audit; i++) {
         const PoolAudit* a = &p->audit[i];
         if (a->iteration != iteration) continue;

@@ -48,7 +48,6 @@ char* prompt_load(const char* dir, const char* file, char* err, size_t errlen) {
 
 char* prompt_render(const char* tmpl, const char* label, const PromptVar* vars, int n, char* err, size_t errlen) {
     StrBuf b = {0};
-    strbuf_append(&b, "", 0);
     int line = 1;
     for (const char* p = tmpl; *p;) {
         if (p[0] != '{' || p[1] != '{') {

@@ -44,7 +44,6 @@ char* text_trim_dup(const char* s, size_t n) {
 
 char* text_first_words(const char* s, int max_words) {
     StrBuf b = {0};
-    strbuf_append(&b, "", 0);
     const unsigned char* p = (const unsigned char*)s;
     for (int w = 0; w < max_words; w++) {
         while (*p && is_space(*p)) p++;

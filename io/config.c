@@ -225,7 +225,7 @@ static int walk_mapping(Walk* w, yaml_node_t* map, const char* prefix) {
             if (is_section(path)) {
                 if (vn->type != YAML_MAPPING_NODE) {
                     return config_error(w->err, "%s:%d: '%s' is a section and must be a mapping of keys, got %s",
-                                     w->file, node_line(vn), path, node_kind(vn));
+                                        w->file, node_line(vn), path, node_kind(vn));
                 }
                 if (walk_mapping(w, vn, path) != 0) return -1;
                 continue;
@@ -237,13 +237,13 @@ static int walk_mapping(Walk* w, yaml_node_t* map, const char* prefix) {
         const ConfigKey* k = &config_keys[idx];
         if (w->seen[idx]) {
             return config_error(w->err, "%s:%d: key '%s' is given twice (first at line %d)", w->file, node_line(kn),
-                             path, w->c->source_line[idx]);
+                                path, w->c->source_line[idx]);
         }
         w->seen[idx] = 1;
         if (vn->type != YAML_SCALAR_NODE) {
             char expect[256];
             return config_error(w->err, "%s:%d: %s: expected %s, got %s", w->file, node_line(vn), path,
-                             type_expectation(k, expect, sizeof(expect)), node_kind(vn));
+                                type_expectation(k, expect, sizeof(expect)), node_kind(vn));
         }
         const char* text = (const char*)vn->data.scalar.value;
         // an empty plain scalar (`key:` with nothing after it) is YAML null
@@ -265,10 +265,10 @@ static int load_document(Config* c, yaml_parser_t* parser, const char* label, Co
         int line = (int)parser->problem_mark.line + 1;
         if (parser->context) {
             return config_error(err, "%s:%d: YAML syntax error: %s %s (from line %d)", label, line, parser->problem,
-                             parser->context, (int)parser->context_mark.line + 1);
+                                parser->context, (int)parser->context_mark.line + 1);
         }
         return config_error(err, "%s:%d: YAML syntax error: %s", label, line,
-                         parser->problem ? parser->problem : "unknown problem");
+                            parser->problem ? parser->problem : "unknown problem");
     }
     int rc = 0;
     yaml_node_t* root = yaml_document_get_root_node(&doc);
@@ -278,7 +278,7 @@ static int load_document(Config* c, yaml_parser_t* parser, const char* label, Co
         rc = walk_mapping(&w, root, "");
     } else if (root) {
         rc = config_error(err, "%s:%d: the config must be a mapping of sections (run:, model:, ...), got %s", label,
-                       node_line(root), node_kind(root));
+                          node_line(root), node_kind(root));
     }
     // an empty document is a valid config: all defaults
     yaml_document_delete(&doc);
@@ -362,8 +362,8 @@ int config_validate(const Config* c, ConfigError* err) {
     char a[CONFIG_PATH + 64], b[CONFIG_PATH + 64];
     if (c->experience.select_min > c->experience.select_max) {
         return config_error(err, "%s: experience.select_min (%d) is larger than experience.select_max (%d, %s)",
-                         config_origin(c, "experience.select_min", a, sizeof(a)), c->experience.select_min,
-                         c->experience.select_max, config_origin(c, "experience.select_max", b, sizeof(b)));
+                            config_origin(c, "experience.select_min", a, sizeof(a)), c->experience.select_min,
+                            c->experience.select_max, config_origin(c, "experience.select_max", b, sizeof(b)));
     }
     int off = c->distill.regime == REGIME_OFF_POLICY;
     int loss_off = c->distill.loss == LOSS_FORWARD_KL || c->distill.loss == LOSS_SFT;
@@ -377,12 +377,12 @@ int config_validate(const Config* c, ConfigError* err) {
     }
     if (c->env.name == ENV_EXTERNAL && c->env.command[0] == '\0') {
         return config_error(err, "%s: env.name is 'external' but env.command is empty; give the command that starts "
-                         "the environment process", config_origin(c, "env.name", a, sizeof(a)));
+                            "the environment process", config_origin(c, "env.name", a, sizeof(a)));
     }
     if (c->env.name != ENV_EXTERNAL && c->env.command[0] != '\0') {
         return config_error(err, "%s: env.command is set but env.name is '%s' (%s); the command is used only with "
-                         "env.name: external", config_origin(c, "env.command", a, sizeof(a)),
-                         config_enum_name("env.name", c->env.name), config_origin(c, "env.name", b, sizeof(b)));
+                            "env.name: external", config_origin(c, "env.command", a, sizeof(a)),
+                            config_enum_name("env.name", c->env.name), config_origin(c, "env.name", b, sizeof(b)));
     }
     if (c->env.name != ENV_WIKISEARCH && c->env.trap_rate != ENV_TRAP_RATE_DEFAULT) {
         return config_error(err,
@@ -395,23 +395,23 @@ int config_validate(const Config* c, ConfigError* err) {
     if (c->experience.extractor == EXTRACTOR_CONTRASTIVE && c->experience.granularity == GRANULARITY_PRINCIPLE &&
         c->rollout.group_size < 2) {
         return config_error(err, "%s: rollout.group_size is %d, but the contrastive principle extractor compares "
-                         "attempts of the same task and needs at least 2",
-                         config_origin(c, "rollout.group_size", a, sizeof(a)), c->rollout.group_size);
+                            "attempts of the same task and needs at least 2",
+                            config_origin(c, "rollout.group_size", a, sizeof(a)), c->rollout.group_size);
     }
     if (c->eval.tasks > c->env.heldout_tasks) {
         return config_error(err, "%s: eval.tasks (%d) exceeds the held-out split, env.heldout_tasks (%d, %s)",
-                         config_origin(c, "eval.tasks", a, sizeof(a)), c->eval.tasks, c->env.heldout_tasks,
-                         config_origin(c, "env.heldout_tasks", b, sizeof(b)));
+                            config_origin(c, "eval.tasks", a, sizeof(a)), c->eval.tasks, c->env.heldout_tasks,
+                            config_origin(c, "env.heldout_tasks", b, sizeof(b)));
     }
     if (c->distill.micro_batch_tokens > c->distill.batch_tokens) {
         return config_error(err, "%s: distill.micro_batch_tokens (%d) is larger than distill.batch_tokens (%d, %s)",
-                         config_origin(c, "distill.micro_batch_tokens", a, sizeof(a)), c->distill.micro_batch_tokens,
-                         c->distill.batch_tokens, config_origin(c, "distill.batch_tokens", b, sizeof(b)));
+                            config_origin(c, "distill.micro_batch_tokens", a, sizeof(a)), c->distill.micro_batch_tokens,
+                            c->distill.batch_tokens, config_origin(c, "distill.batch_tokens", b, sizeof(b)));
     }
     if (c->rollout.max_context > c->model.max_seq_len) {
         return config_error(err, "%s: rollout.max_context (%d) is longer than model.max_seq_len (%d, %s)",
-                         config_origin(c, "rollout.max_context", a, sizeof(a)), c->rollout.max_context,
-                         c->model.max_seq_len, config_origin(c, "model.max_seq_len", b, sizeof(b)));
+                            config_origin(c, "rollout.max_context", a, sizeof(a)), c->rollout.max_context,
+                            c->model.max_seq_len, config_origin(c, "model.max_seq_len", b, sizeof(b)));
     }
     if (c->run.dir[0] == '\0') {
         return config_error(err, "%s: run.dir must not be empty", config_origin(c, "run.dir", a, sizeof(a)));
@@ -426,15 +426,15 @@ int config_check_world(const Config* c, int world_size, ConfigError* err) {
     long total = fixed + c->ranks.rollout;
     if (c->ranks.rollout == 0 && fixed >= world_size) {
         return config_error(err, "%s: ranks.trainer (%d) + ranks.aggregator (%d) leave no rollout rank in a job of %d "
-                         "MPI ranks; start more ranks, shrink the groups, or set ranks.colocate: true",
-                         config_origin(c, "ranks.trainer", a, sizeof(a)), c->ranks.trainer, c->ranks.aggregator,
-                         world_size);
+                            "MPI ranks; start more ranks, shrink the groups, or set ranks.colocate: true",
+                            config_origin(c, "ranks.trainer", a, sizeof(a)), c->ranks.trainer, c->ranks.aggregator,
+                            world_size);
     }
     if (c->ranks.rollout > 0 && total != world_size) {
         return config_error(err, "%s: ranks.trainer (%d) + ranks.aggregator (%d) + ranks.rollout (%d) = %ld, but the "
-                         "job has %d MPI ranks; make them add up, set ranks.rollout: 0 (the rest), or set "
-                         "ranks.colocate: true", config_origin(c, "ranks.rollout", a, sizeof(a)), c->ranks.trainer,
-                         c->ranks.aggregator, c->ranks.rollout, total, world_size);
+                            "job has %d MPI ranks; make them add up, set ranks.rollout: 0 (the rest), or set "
+                            "ranks.colocate: true", config_origin(c, "ranks.rollout", a, sizeof(a)), c->ranks.trainer,
+                            c->ranks.aggregator, c->ranks.rollout, total, world_size);
     }
     return 0;
 }

@@ -102,7 +102,7 @@ static int read_record(json_t* rec, const char* path, int line, ReportPoint* p, 
             p->v[m] = json_number_value(v);
         } else {
             return config_error(err, "%s:%d: %s: expected a number, got %s", path, line, report_metric_keys[m],
-                             json_kind(v));
+                                json_kind(v));
         }
     }
     p->v[REPORT_LEAD] = p->v[REPORT_TEACHER] - p->v[REPORT_STUDENT]; // NAN when either is missing
@@ -327,7 +327,7 @@ int report_collect(Report* r, const char* runs_dir, ConfigError* err) {
     if (walk(r, runs_dir, 0, err) != 0) return -1;
     if (r->n_runs == 0) {
         return config_error(err, "%s: no readable run found (a run is a folder with metrics.jsonl and config.yaml)%s",
-                         runs_dir, r->n_skipped ? "; see the warnings above" : "");
+                            runs_dir, r->n_skipped ? "; see the warnings above" : "");
     }
     label_cells(r);
     return 0;

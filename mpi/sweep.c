@@ -73,7 +73,7 @@ static int is_managed(const char* key) {
 static int apply_override(Config* c, const SweepGrid* g, const SweepOverride* o, ConfigError* err) {
     if (is_managed(o->key)) {
         return config_error(err, "%s:%d: %s is set by the sweep for every cell (from seeds:, out: and the cell name); "
-                         "remove it from the grid", g->path, o->line, o->key);
+                            "remove it from the grid", g->path, o->line, o->key);
     }
     char assignment[CONFIG_PATH + 300];
     snprintf(assignment, sizeof(assignment), "%s=%s", o->key, o->value);
@@ -186,7 +186,7 @@ int sweep_expand(const SweepGrid* g, const char* const* sets, int n_sets, SweepC
     for (int a = 0; a < g->n_axes && combos <= SWEEP_MAX_RUNS; a++) combos *= g->axes[a].count;
     if (combos * g->n_seeds > SWEEP_MAX_RUNS) {
         return config_error(err, "%s: %lld cells x %d seeds is more than %d runs", g->path, combos, g->n_seeds,
-                         SWEEP_MAX_RUNS);
+                            SWEEP_MAX_RUNS);
     }
     Config base;
     config_defaults(&base);
@@ -205,7 +205,7 @@ int sweep_expand(const SweepGrid* g, const char* const* sets, int n_sets, SweepC
             if (strcmp(out[j].name, name) == 0) {
                 free(out);
                 return config_error(err, "%s: two cells are both named '%s' (labels differ only in characters that "
-                                 "cannot be in folder names); rename a value", g->path, name);
+                                    "cannot be in folder names); rename a value", g->path, name);
             }
         }
         for (int s = 0; s < g->n_seeds; s++) {
@@ -320,12 +320,13 @@ static char* array_script(const SweepGrid* g, const SweepCell* cells, int n, con
     sweep_paths(g, script, index, sizeof(script));
     if (!getcwd(cwd, sizeof(cwd))) snprintf(cwd, sizeof(cwd), ".");
     StrBuf t = {0};
-    strbuf_printf(&t, "#!/usr/bin/env bash\n"
-                 "# Job array of the sweep '%s', written by `ingrain sweep` from the grid\n"
-                 "#   %s\n"
-                 "# Re-running the sweep rewrites it with the cells still unfinished. Task i runs cell i of\n"
-                 "# cells.tsv through slurm/ingrain.sbatch (checkpoint on the time-limit warning, requeue, resume).\n",
-             g->name, g->path);
+    strbuf_printf(&t,
+                  "#!/usr/bin/env bash\n"
+                  "# Job array of the sweep '%s', written by `ingrain sweep` from the grid\n"
+                  "#   %s\n"
+                  "# Re-running the sweep rewrites it with the cells still unfinished. Task i runs cell i of\n"
+                  "# cells.tsv through slurm/ingrain.sbatch (checkpoint on the time-limit warning, requeue, resume).\n",
+                  g->name, g->path);
     static const char* const ours[] = {"job-name", "output", "open-mode", "signal", "requeue", "chdir"};
     char output[CONFIG_PATH + 32];
     snprintf(output, sizeof(output), "%s/logs/%%A_%%a.out", g->out_abs);
@@ -339,16 +340,16 @@ static char* array_script(const SweepGrid* g, const SweepCell* cells, int n, con
         if (!is_ours) sbatch_line(&t, g, g->slurm[i].key, NULL);
     }
     strbuf_printf(&t,
-             "set -euo pipefail\n"
-             "cells=%s\n"
-             "line=$(awk -F'\\t' -v i=\"$SLURM_ARRAY_TASK_ID\" '$1 == i' \"$cells\")\n"
-             "[ -n \"$line\" ] || { echo \"sweep: no cell $SLURM_ARRAY_TASK_ID in $cells\" >&2; exit 2; }\n"
-             "IFS=$'\\t' read -r index cell seed status run_dir config <<<\"$line\"\n"
-             "echo \"sweep %s: task $index: cell $cell, seed $seed ($status when the array was written)\"\n"
-             "export INGRAIN=${INGRAIN:-%s}\n"
-             "export INGRAIN_RUN_DIR=$run_dir\n"
-             "exec bash %s \"$config\"\n",
-             index, g->name, ingrain, sbatch_script);
+                  "set -euo pipefail\n"
+                  "cells=%s\n"
+                  "line=$(awk -F'\\t' -v i=\"$SLURM_ARRAY_TASK_ID\" '$1 == i' \"$cells\")\n"
+                  "[ -n \"$line\" ] || { echo \"sweep: no cell $SLURM_ARRAY_TASK_ID in $cells\" >&2; exit 2; }\n"
+                  "IFS=$'\\t' read -r index cell seed status run_dir config <<<\"$line\"\n"
+                  "echo \"sweep %s: task $index: cell $cell, seed $seed ($status when the array was written)\"\n"
+                  "export INGRAIN=${INGRAIN:-%s}\n"
+                  "export INGRAIN_RUN_DIR=$run_dir\n"
+                  "exec bash %s \"$config\"\n",
+                  index, g->name, ingrain, sbatch_script);
     return strbuf_take(&t);
 }
 
@@ -371,8 +372,8 @@ int sweep_write(const SweepGrid* g, const SweepCell* cells, int n, const char* s
         char* old = read_text(c->config_path);
         if (old && strcmp(old, yaml[i]) != 0 && run_started(c->run_dir)) {
             rc = config_error(err, "cell %s, seed %lld: %s differs from what the grid gives now, and the run has "
-                           "started; the grid or its base changed since. Use another out: folder, or remove %s "
-                           "to start this cell afresh", c->name, c->seed, c->config_path, c->run_dir);
+                              "started; the grid or its base changed since. Use another out: folder, or remove %s "
+                              "to start this cell afresh", c->name, c->seed, c->config_path, c->run_dir);
         }
         free(old);
     }
@@ -392,7 +393,7 @@ int sweep_write(const SweepGrid* g, const SweepCell* cells, int n, const char* s
                  sweep_status_name(cells[i].status), cells[i].run_dir, cells[i].config_path);
     }
     sweep_paths(g, script, index, sizeof(script));
-    rc = write_atomic(index, tsv.s ? tsv.s : "", err);
+    rc = write_atomic(index, tsv.s, err); // the header line at least
     strbuf_free(&tsv);
     if (rc != 0) return -1;
     if (!pending) { // a stale array would only rerun finished cells

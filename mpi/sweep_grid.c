@@ -66,7 +66,7 @@ static int parse_overrides(GridParse* p, yaml_node_t* map, const char* prefix, c
         const char* k = scalar_of(kn);
         if (!k || !k[0]) {
             return config_error(p->err, "%s:%d: %s: keys must be config keys such as distill.lr", p->g->path,
-                             line_of(kn), where);
+                                line_of(kn), where);
         }
         char key[256];
         if ((size_t)snprintf(key, sizeof(key), "%s%s%s", prefix, prefix[0] ? "." : "", k) >= sizeof(key)) {
@@ -76,7 +76,7 @@ static int parse_overrides(GridParse* p, yaml_node_t* map, const char* prefix, c
             if (parse_overrides(p, vn, key, where) != 0) return -1;
         } else if (vn->type == YAML_SEQUENCE_NODE) {
             return config_error(p->err, "%s:%d: %s: %s: expected one value, got a list (an axis takes a list of "
-                             "values under axes:)", p->g->path, line_of(vn), where, key);
+                                "values under axes:)", p->g->path, line_of(vn), where, key);
         } else {
             add_override(&p->g->overrides, &p->g->n_overrides, key, scalar_of(vn), line_of(vn));
         }
@@ -94,14 +94,14 @@ static int parse_seeds(GridParse* p, yaml_node_t* vn) {
     if (s) {
         if (parse_int(s, 1, SWEEP_MAX_RUNS, &v) != 0) {
             return config_error(p->err, "%s:%d: seeds: expected a count (1 .. %d, meaning seeds 1..N) or a list of "
-                             "seeds, got '%s'", g->path, line_of(vn), SWEEP_MAX_RUNS, s);
+                                "seeds, got '%s'", g->path, line_of(vn), SWEEP_MAX_RUNS, s);
         }
         sweep_set_seeds(g, (int)v);
         return 0;
     }
     if (vn->type != YAML_SEQUENCE_NODE || vn->data.sequence.items.top == vn->data.sequence.items.start) {
         return config_error(p->err, "%s:%d: seeds: expected a count or a non-empty list of seeds, got %s", g->path,
-                         line_of(vn), kind_of(vn));
+                            line_of(vn), kind_of(vn));
     }
     g->n_seeds = 0;
     for (yaml_node_item_t* it = vn->data.sequence.items.start; it < vn->data.sequence.items.top; it++) {
@@ -109,7 +109,7 @@ static int parse_seeds(GridParse* p, yaml_node_t* vn) {
         s = scalar_of(n);
         if (!s || parse_int(s, 0, 9007199254740991LL, &v) != 0) {
             return config_error(p->err, "%s:%d: seeds: expected an integer seed (0 .. 2^53-1), got %s", g->path,
-                             line_of(n), s ? s : kind_of(n));
+                                line_of(n), s ? s : kind_of(n));
         }
         for (int i = 0; i < g->n_seeds; i++) {
             if (g->seeds[i] == v) {
@@ -132,8 +132,8 @@ static int parse_axis(GridParse* p, yaml_node_t* kn, yaml_node_t* vn) {
     int is_map = vn->type == YAML_MAPPING_NODE, is_list = vn->type == YAML_SEQUENCE_NODE;
     if (!is_map && !is_list) {
         return config_error(p->err, "%s:%d: axis '%s': expected named values ({label: {key: value, ...}, ...}) or a "
-                         "list of values of the config key '%s', got %s", g->path, line_of(vn), name, name,
-                         kind_of(vn));
+                            "list of values of the config key '%s', got %s", g->path, line_of(vn), name, name,
+                            kind_of(vn));
     }
     int n = is_map ? (int)(vn->data.mapping.pairs.top - vn->data.mapping.pairs.start)
                    : (int)(vn->data.sequence.items.top - vn->data.sequence.items.start);
@@ -145,12 +145,12 @@ static int parse_axis(GridParse* p, yaml_node_t* kn, yaml_node_t* vn) {
         const char* label = scalar_of(label_node);
         if (!label || !label[0]) {
             return config_error(p->err, "%s:%d: axis '%s': value %d must be a non-empty scalar, got %s", g->path,
-                             line_of(label_node), name, i + 1, label ? "an empty value" : kind_of(label_node));
+                                line_of(label_node), name, i + 1, label ? "an empty value" : kind_of(label_node));
         }
         for (int j = a->first; j < g->n_values; j++) {
             if (strcmp(g->values[j].label, label) == 0) {
                 return config_error(p->err, "%s:%d: axis '%s': value '%s' is given twice (first at line %d)", g->path,
-                                 line_of(label_node), name, label, g->values[j].line);
+                                    line_of(label_node), name, label, g->values[j].line);
             }
         }
         g->values = reallocCheck(g->values, sizeof(SweepValue) * (size_t)(g->n_values + 1));
@@ -164,8 +164,8 @@ static int parse_axis(GridParse* p, yaml_node_t* kn, yaml_node_t* vn) {
             if (parse_overrides(p, body, "", where) != 0) return -1;
         } else if (!(body->type == YAML_SCALAR_NODE && scalar_of(body)[0] == '\0')) {
             return config_error(p->err, "%s:%d: axis '%s' value '%s': expected a mapping of config keys to values, "
-                             "e.g. {distill.regime: on_policy, distill.loss: reverse_kl}, got %s", g->path,
-                             line_of(body), name, label, kind_of(body));
+                                "e.g. {distill.regime: on_policy, distill.loss: reverse_kl}, got %s", g->path,
+                                line_of(body), name, label, kind_of(body));
         }
         v->count = g->n_overrides - v->first;
     }
@@ -184,7 +184,7 @@ static int parse_slurm(GridParse* p, yaml_node_t* map) {
         size_t len = k ? strlen(k) : 0;
         if (!k || len == 0 || len >= sizeof(opt) || strspn(k, "abcdefghijklmnopqrstuvwxyz0123456789-_") != len) {
             return config_error(p->err, "%s:%d: slurm: option names are sbatch long options such as ntasks_per_node "
-                             "or time", g->path, line_of(kn));
+                                "or time", g->path, line_of(kn));
         }
         for (size_t i = 0; i <= len; i++) opt[i] = k[i] == '_' ? '-' : k[i];
         if (!v || strpbrk(v, "\n\r")) {
@@ -195,14 +195,14 @@ static int parse_slurm(GridParse* p, yaml_node_t* map) {
         if (strcmp(opt, "max-parallel") == 0) {
             if (parse_int(v, 1, 1000000, &n) != 0) {
                 return config_error(p->err, "%s:%d: slurm: max_parallel: expected a positive integer (array tasks "
-                                 "running at once), got '%s'", g->path, line_of(vn), v);
+                                    "running at once), got '%s'", g->path, line_of(vn), v);
             }
             g->max_parallel = (int)n;
             continue;
         }
         if (strcmp(opt, "array") == 0) {
             return config_error(p->err, "%s:%d: slurm: array is chosen by the sweep (the unfinished cells); use "
-                             "max_parallel to limit the tasks running at once", g->path, line_of(kn));
+                                "max_parallel to limit the tasks running at once", g->path, line_of(kn));
         }
         int flag = strcmp(v, "true") == 0, drop = strcmp(v, "false") == 0;
         add_override(&g->slurm, &g->n_slurm, opt, drop ? NULL : flag ? "" : v, line_of(vn));
@@ -228,23 +228,23 @@ static int parse_root(GridParse* p, yaml_node_t* root) {
         }
         if (which < 0) {
             return config_error(p->err, "%s:%d: unknown grid key '%s' (a grid has name, base, out, seeds, set, axes, "
-                             "slurm; see docs/SLURM.md)", g->path, line_of(kn), k ? k : kind_of(kn));
+                                "slurm; see docs/SLURM.md)", g->path, line_of(kn), k ? k : kind_of(kn));
         }
         if (seen[which]) {
             return config_error(p->err, "%s:%d: '%s' is given twice (first at line %d)", g->path, line_of(kn), k,
-                             seen[which]);
+                                seen[which]);
         }
         seen[which] = line_of(kn);
         const char* v = scalar_of(vn);
         int need_map = which >= 4, ok = which == 3 || (need_map ? vn->type == YAML_MAPPING_NODE : v != NULL);
         if (!ok) {
             return config_error(p->err, "%s:%d: %s: expected %s, got %s", g->path, line_of(vn), k,
-                             need_map ? "a mapping" : "a scalar", kind_of(vn));
+                                need_map ? "a mapping" : "a scalar", kind_of(vn));
         }
         if (which == 0) {
             if (!name_ok(v) || strlen(v) >= 64) {
                 return config_error(p->err, "%s:%d: name: '%s' must be 1-63 letters, digits, '.', '_', '-' (it names "
-                                 "the job and the folder)", g->path, line_of(vn), v);
+                                    "the job and the folder)", g->path, line_of(vn), v);
             }
             snprintf(g->name, sizeof(g->name), "%s", v);
         } else if (which == 1 || which == 2) {
@@ -271,7 +271,7 @@ static int parse_root(GridParse* p, yaml_node_t* root) {
     }
     if (!g->base[0]) {
         return config_error(p->err, "%s: no base config; add `base: FILE` (relative to the grid file), e.g. "
-                         "base: quickstart.yaml", g->path);
+                            "base: quickstart.yaml", g->path);
     }
     return 0;
 }
@@ -307,14 +307,14 @@ static int load_grid(SweepGrid* g, yaml_parser_t* parser, const char* label, Con
     yaml_document_t doc;
     if (!yaml_parser_load(parser, &doc)) {
         return config_error(err, "%s:%d: YAML syntax error: %s", label, (int)parser->problem_mark.line + 1,
-                         parser->problem ? parser->problem : "unknown problem");
+                            parser->problem ? parser->problem : "unknown problem");
     }
     yaml_node_t* root = yaml_document_get_root_node(&doc);
     GridParse p = {g, &doc, err};
     int rc;
     if (!root || root->type != YAML_MAPPING_NODE) {
         rc = config_error(err, "%s:%d: a grid must be a mapping (base:, seeds:, axes:, ...), got %s", label,
-                       root ? line_of(root) : 1, root ? kind_of(root) : "an empty file");
+                          root ? line_of(root) : 1, root ? kind_of(root) : "an empty file");
     } else {
         rc = parse_root(&p, root);
     }
@@ -359,7 +359,7 @@ void sweep_set_seeds(SweepGrid* g, int n) {
 int sweep_set_out(SweepGrid* g, const char* out, ConfigError* err) {
     if (strpbrk(out, " \t\n\r\"'\\")) {
         return config_error(err, "%s: out: '%s' must not contain whitespace, quotes or backslashes (it goes into "
-                         "#SBATCH lines)", g->path, out);
+                            "#SBATCH lines)", g->path, out);
     }
     char cwd[PATH_MAX] = "";
     if (out[0] != '/' && !getcwd(cwd, sizeof(cwd))) return config_error(err, "cannot read the current directory");

@@ -3,6 +3,7 @@
 #include "rollout/env.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,7 +145,7 @@ char* env_tools_text(const Env* env) {
         strbuf_printf(&b, "%s(", t->name);
         for (int a = 0; a < t->nargs; a++)
             strbuf_printf(&b, "%s%s%s: %s", a ? ", " : "", t->args[a].name, t->args[a].required ? "" : "?",
-                      t->args[a].type);
+                          t->args[a].type);
         strbuf_printf(&b, ") - %s\n", t->description);
     }
     return strbuf_take(&b);

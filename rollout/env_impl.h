@@ -3,7 +3,6 @@
 // against the tool schema. Not part of the public interface (rollout/env.h).
 #pragma once
 #include <jansson.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 

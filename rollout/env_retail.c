@@ -459,7 +459,7 @@ static void tool_get_product(RetailEnv* r, const json_t* args, StrBuf* b) {
         for (int v = 0; v < r->products[p].nvar; v++) {
             const Variant* va = &r->vars[r->products[p].var[v]];
             strbuf_printf(b, "%s %s v%d $%d%s", v ? "," : "", COLORS[va->color], r->products[p].var[v] + 10, va->price,
-                      va->in_stock ? "" : " (sold out)");
+                          va->in_stock ? "" : " (sold out)");
         }
         strbuf_printf(b, ".");
         return;

@@ -5,6 +5,13 @@ passed=0 failed=0
 # each job's guard against a hang (`timeout`), not a time limit on the test: ample for the 2-core CI
 # machine; slower builds (sanitizers, coverage) set INGRAIN_TEST_JOB_TIMEOUT higher
 job_timeout=${INGRAIN_TEST_JOB_TIMEOUT:-600}
+guarded() { # guarded LOG COMMAND...: the command under the hang guard, output appended to LOG
+  local log=$1; shift
+  timeout "$job_timeout" "$@" >>"$log" 2>&1
+  local rc=$?
+  [ "$rc" -ne 124 ] || echo "$log: stopped by the ${job_timeout} s hang guard (INGRAIN_TEST_JOB_TIMEOUT)"
+  return "$rc"
+}
 check() { # check NAME COMMAND...: the command must succeed
   local name=$1; shift
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi

@@ -19,8 +19,8 @@ small=(--set run.dir="$work/run" --set model.path="$work/tiny-qwen3" --set model
        --set rollout.group_size=2 --set rollout.max_new_tokens=24 --set rollout.max_context=1024
        --set distill.micro_batch_tokens=2048 --set distill.batch_tokens=4096 --set distill.epochs=1
        --set distill.reward_threshold=0 --set eval.tasks=2 --set experience.judge=llm)
-check "one iteration of the recipe at np=2" bash -c "timeout $job_timeout '$mpiexec' -n 2 --oversubscribe '$ingrain' run \
-  '$recipe' $(printf '%q ' "${small[@]}") >'$work/run.log' 2>&1"
+check "one iteration of the recipe at np=2" guarded "$work/run.log" "$mpiexec" -n 2 --oversubscribe "$ingrain" run \
+  "$recipe" "${small[@]}"
 check "it finished" test -f "$work/run/DONE"
 check "it wrote an iteration record" grep -q '"type":"iteration"' "$work/run/metrics.jsonl"
 # the random model cannot write a verdict: every LLM judgement is logged as unparseable, counted failed

@@ -24,12 +24,12 @@ common=(--set bootstrap.cache_dir="$work/bootstrap" --set experience.seed_pool="
 source "$src/tests/e2e/lib.sh"
 run() { # run NP DIR [args...]: a whole job, output in DIR.log
   local np=$1 dir=$2; shift 2
-  rm -rf "$dir"
-  timeout $job_timeout "$mpiexec" -n "$np" --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$dir" "$@" \
-    >"$dir.log" 2>&1
-  local rc=$?
-  [ $rc -eq 124 ] && echo "$dir: stopped by the ${job_timeout} s hang guard (INGRAIN_TEST_JOB_TIMEOUT)"
-  return $rc
+  rm -rf "$dir" "$dir.log"
+  guarded "$dir.log" "$mpiexec" -n "$np" --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$dir" "$@"
+}
+resume() { # resume NP DIR: DIR's job (with the settings in over) from its newest checkpoint, appending to DIR.log
+  guarded "$2.log" "$mpiexec" -n "$1" --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$2" \
+    "${over[@]}" --resume
 }
 same() { python3 "$compare" "$1/metrics.jsonl" "$2/metrics.jsonl"; }
 
@@ -107,15 +107,13 @@ if [ "$part" = all ] || [ "$part" = resume ]; then
   rc=$?
   check "kill -9: the job failed (exit $rc)" test "$rc" -ne 0
   check "kill -9: no DONE" test ! -f "$dir/DONE"
-  check "kill -9: resume completes" bash -c "timeout $job_timeout '$mpiexec' -n 2 --oversubscribe '$ingrain' run '$cfg' \
-    ${common[*]} --set run.dir='$dir' ${over[*]} --resume >>'$dir.log' 2>&1"
+  check "kill -9: resume completes" resume 2 "$dir"
   check "kill -9: resumed metrics = uninterrupted" same "$ref" "$dir"
   # resume on another number of ranks (and so of trainers: ZeRO-1 slices re-partitioned)
   for np in 2 1; do
     dir="$work/regroup$np"
     check "3 ranks: first iteration" run 3 "$dir" "${over[@]}" --set run.iterations=1
-    check "resume the 3-rank checkpoint on $np rank(s)" bash -c "timeout $job_timeout '$mpiexec' -n $np --oversubscribe \
-      '$ingrain' run '$cfg' ${common[*]} --set run.dir='$dir' ${over[*]} --resume >>'$dir.log' 2>&1"
+    check "resume the 3-rank checkpoint on $np rank(s)" resume "$np" "$dir"
     check "3 -> $np ranks: metrics = uninterrupted" same "$ref" "$dir"
   done
   # SIGUSR1 during the first iteration: checkpoint after it, exit 75, resume to the same numbers
@@ -126,8 +124,7 @@ if [ "$part" = all ] || [ "$part" = resume ]; then
   usr1_when $! "$dir.log" "\[iter 1/2\] rollout" "$dir"
   rc=$?
   check "SIGUSR1: exit 75 (got $rc)" test "$rc" -eq 75
-  check "SIGUSR1: resume completes" bash -c "timeout $job_timeout '$mpiexec' -n 2 --oversubscribe '$ingrain' run '$cfg' \
-    ${common[*]} --set run.dir='$dir' ${over[*]} --resume >>'$dir.log' 2>&1"
+  check "SIGUSR1: resume completes" resume 2 "$dir"
   check "SIGUSR1: resumed metrics = uninterrupted" same "$ref" "$dir"
 fi
 

@@ -28,8 +28,8 @@ boot=$("$ingrain" bootstrap "$cfg" "${common[@]}" --where 2>/dev/null) || { echo
 mkdir -p "$boot" && cp "$src/tests/data/boot/quickstart/config.json" "$src/tests/data/boot/quickstart/model.safetensors" "$boot/"
 
 for np in 1 2; do
-  timeout $job_timeout "$mpiexec" -n $np --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$work/np$np" \
-    >"$work/np$np.log" 2>&1
+  guarded "$work/np$np.log" "$mpiexec" -n $np --oversubscribe "$ingrain" run "$cfg" "${common[@]}" \
+    --set run.dir="$work/np$np"
   check "run np=$np" test -f "$work/np$np/DONE"
 done
 # SIGUSR1 while the first iteration validates: it finishes, checkpoints, exits 75; --resume ends
@@ -39,8 +39,7 @@ dir="$work/signalled"
 usr1_when $! "$dir.log" "\[iter 1/2\] validate" "$dir"
 rc=$?
 check "SIGUSR1: exit 75 (got $rc)" test "$rc" -eq 75
-timeout $job_timeout "$mpiexec" -n 2 --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$dir" --resume \
-  >>"$dir.log" 2>&1
+guarded "$dir.log" "$mpiexec" -n 2 --oversubscribe "$ingrain" run "$cfg" "${common[@]}" --set run.dir="$dir" --resume
 check "SIGUSR1: resumed metrics = uninterrupted" \
   python3 "$src/tools/compare_metrics.py" "$work/np2/metrics.jsonl" "$dir/metrics.jsonl"
 check "SIGUSR1: resumed pool = uninterrupted" cmp -s "$work/np2/pool_iter_0001.json" "$dir/pool_iter_0001.json"
