@@ -504,16 +504,6 @@ static int emit_config(const Config* c, yaml_emitter_t* e) {
     return 0;
 }
 
-int config_write_yaml(const Config* c, FILE* out, ConfigError* err) {
-    yaml_emitter_t e;
-    if (!yaml_emitter_initialize(&e)) return config_error(err, "cannot initialise the YAML emitter");
-    yaml_emitter_set_output_file(&e, out);
-    yaml_emitter_set_unicode(&e, 1);
-    int rc = emit_config(c, &e);
-    yaml_emitter_delete(&e);
-    return rc == 0 ? 0 : config_error(err, "writing the effective config as YAML failed");
-}
-
 // libyaml's output handler: the emitted bytes into a StrBuf
 static int yaml_to_strbuf(void* data, unsigned char* bytes, size_t size) {
     strbuf_append(data, bytes, size);
@@ -534,6 +524,14 @@ char* config_to_yaml(const Config* c, ConfigError* err) {
         return NULL;
     }
     return strbuf_take(&s);
+}
+
+int config_write_yaml(const Config* c, FILE* out, ConfigError* err) {
+    char* yaml = config_to_yaml(c, err);
+    if (!yaml) return -1;
+    const int bad = fputs(yaml, out) == EOF;
+    free(yaml);
+    return bad ? config_error(err, "writing the effective config failed: %s", strerror(errno)) : 0;
 }
 
 // ----------------------------------------------------------------------------
