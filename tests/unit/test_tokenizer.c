@@ -188,14 +188,20 @@ static int remove_tmpdir(void** state) {
     return rmdir(tmpdir);
 }
 
-// writes text to <tmpdir>/name and loads it; returns the error (the load must fail)
-static void expect_load_error(const char* name, const char* text, const char* want) {
-    char path[256], err[512] = "";
-    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+// writes text to <tmpdir>/name, the path into path (PATH_BYTES)
+enum { PATH_BYTES = 256 };
+static void write_tmp(const char* name, const char* text, char* path) {
+    snprintf(path, PATH_BYTES, "%s/%s", tmpdir, name);
     FILE* f = fopen(path, "wb");
     assert_non_null(f);
     fputs(text, f);
     fclose(f);
+}
+
+// writes text to <tmpdir>/name and loads it; returns the error (the load must fail)
+static void expect_load_error(const char* name, const char* text, const char* want) {
+    char path[PATH_BYTES], err[512] = "";
+    write_tmp(name, text, path);
     Tokenizer* tok = tokenizer_load_hf(path, err, sizeof(err));
     unlink(path);
     if (tok) fail_msg("%s loaded, expected an error containing '%s'", name, want);
@@ -213,6 +219,7 @@ static char* tiny_with(void (*fn)(json_t* root)) {
     return s;
 }
 
+static void unchanged(json_t* r) { (void)r; }
 static json_t* model_of(json_t* root) { return json_object_get(root, "model"); }
 static json_t* merges_of(json_t* root) { return json_object_get(model_of(root), "merges"); }
 static void drop_vocab(json_t* r) { json_object_del(model_of(r), "vocab"); }
@@ -278,17 +285,6 @@ static void test_malformed_files(void** state) {
 // ----------------------------------------------------------------------------
 // files beside tokenizer.json and options the shipped tokenizers do not use
 
-// writes text to <tmpdir>/name; returns the path (static buffer)
-static const char* write_tmp(const char* name, const char* text) {
-    static char path[256];
-    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
-    FILE* f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    return path;
-}
-
 static void prefix_space(json_t* r) {
     json_object_set_new(json_object_get(r, "pre_tokenizer"), "add_prefix_space", json_true());
 }
@@ -298,8 +294,8 @@ static void prefix_space(json_t* r) {
 static void test_bpe_add_prefix_space(void** state) {
     (void)state;
     char* text = tiny_with(prefix_space);
-    char path[256], err[512];
-    snprintf(path, sizeof(path), "%s", write_tmp("tokenizer.json", text));
+    char path[PATH_BYTES], err[512];
+    write_tmp("tokenizer.json", text, path);
     free(text);
     Tokenizer* tok = tokenizer_load_hf(path, err, sizeof(err));
     unlink(path);
@@ -315,14 +311,9 @@ static void test_bpe_add_prefix_space(void** state) {
 // over the usual spellings; a config token that is not a special of the file leaves eos as it was
 static void test_tokenizer_config_json(void** state) {
     (void)state;
-    char tok_path[256], err[512];
-    FILE* in = fopen(TINY, "rb");
-    assert_non_null(in);
-    char* tiny = malloc(1 << 16);
-    const size_t n = fread(tiny, 1, (1 << 16) - 1, in);
-    fclose(in);
-    tiny[n] = '\0';
-    snprintf(tok_path, sizeof(tok_path), "%s", write_tmp("tokenizer.json", tiny));
+    char tok_path[PATH_BYTES], cfg_path[PATH_BYTES], err[512];
+    char* tiny = tiny_with(unchanged);
+    write_tmp("tokenizer.json", tiny, tok_path);
     free(tiny);
     Tokenizer* tok = tokenizer_load_hf(tok_path, err, sizeof(err));
     if (!tok) fail_msg("%s", err);
@@ -330,23 +321,21 @@ static void test_tokenizer_config_json(void** state) {
     assert_int_equal(tokenizer_eos_id(tok), -1);
     tokenizer_free(tok);
 
-    const char* cfg =
-        write_tmp("tokenizer_config.json", "{\"bos_token\": \"<x>\", \"eos_token\": {\"content\": \"<|end|>\"}}");
+    write_tmp("tokenizer_config.json", "{\"bos_token\": \"<x>\", \"eos_token\": {\"content\": \"<|end|>\"}}",
+              cfg_path);
     tok = tokenizer_load_hf(tok_path, err, sizeof(err));
     if (!tok) fail_msg("%s", err);
     assert_int_equal(tokenizer_bos_id(tok), 264);
     assert_int_equal(tokenizer_eos_id(tok), 263);
     tokenizer_free(tok);
 
-    write_tmp("tokenizer_config.json", "{\"eos_token\": \"</s>\"}");
+    write_tmp("tokenizer_config.json", "{\"eos_token\": \"</s>\"}", cfg_path);
     tok = tokenizer_load_hf(tok_path, err, sizeof(err));
     if (!tok) fail_msg("%s", err);
     assert_int_equal(tokenizer_eos_id(tok), -1);
     tokenizer_free(tok);
 
-    char cfg_path[256];
-    snprintf(cfg_path, sizeof(cfg_path), "%s", cfg);
-    write_tmp("tokenizer_config.json", "{\"eos_token\": \n  \"<|end|>\",,}");
+    write_tmp("tokenizer_config.json", "{\"eos_token\": \n  \"<|end|>\",,}", cfg_path);
     assert_null(tokenizer_load_hf(tok_path, err, sizeof(err)));
     if (!strstr(err, cfg_path) || !strstr(err, "line 2, column")) fail_msg("error '%s' lacks the file or line", err);
     unlink(cfg_path);
