@@ -38,11 +38,16 @@ int cuda_views_bf16(const char* op, const CudaView* v, int n) {
     return n ? v[0].bf16 : 0;
 }
 
+static size_t act_reserved_bytes(size_t n) { return 4 * (n + 1); }
+
 float* cuda_alloc_act(Backend* be, size_t n) {
     CudaImpl* c = cuda_impl(be);
     if (!c->bf16) return (float*)be->alloc(be, n * sizeof(float));
     if (!n) n = 1;
-    void* handle = mmap(NULL, 4 * n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    // one element more than the handle covers: cuda_view takes the pointer one past a buffer's end
+    // as that buffer's, so that address must be ours too, not the start of the next mapping (the
+    // driver's reservations for device memory, say, which fp32 buffers live in)
+    void* handle = mmap(NULL, act_reserved_bytes(n), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (handle == MAP_FAILED) fatal("cuda backend: cannot reserve %zu bytes of address space for an activation", 4 * n);
     ranges_add(&c->acts, handle, 4 * n, be->alloc(be, n * sizeof(__nv_bfloat16)));
     return (float*)handle;
@@ -54,7 +59,7 @@ int cuda_free_act(Backend* be, void* p) {
     if (!a) return 0;
     if ((const char*)p != a->p) fatal("cuda backend: free of %p, inside an activation buffer", p);
     be->free(be, a->data);
-    munmap((void*)a->p, a->bytes);
+    munmap((void*)a->p, act_reserved_bytes(a->bytes / 4));
     ranges_remove(&c->acts, a);
     return 1;
 }

@@ -55,6 +55,7 @@ void gpu_backends_close(void) {
 }
 
 Backend* gpu_cpu_backend(void) { return g.cpu; }
+Backend* gpu_cuda_backend(int bf16) { return g.gpu[bf16 ? 1 : 0]; }
 
 // ----------------------------------------------------------------------------
 // case helpers

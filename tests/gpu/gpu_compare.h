@@ -52,6 +52,7 @@ typedef void (*GpuCase)(GpuCtx* c, const void* arg);
 int gpu_backends_open(char* err, size_t errlen);
 void gpu_backends_close(void);
 Backend* gpu_cpu_backend(void);
+Backend* gpu_cuda_backend(int bf16); // the CUDA backend of f32 (0) or bf16 (1) mode
 
 // Runs `run(ctx, arg)` on every backend with Rng seed `seed`, checks the outputs and prints each
 // one's error (FAIL when off). gpu_done, at the end of a cmocka test, fails the test when a case

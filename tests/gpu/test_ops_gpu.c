@@ -54,6 +54,7 @@ void test_sample_rows(void** state);
 void test_objective_rows(void** state);
 // test_ops_gpu_act.c: activation buffers
 void test_activation_memory(void** state);
+void test_activation_handle_ends(void** state);
 void test_activation_ops(void** state);
 void test_activation_matmul(void** state);
 void test_activation_linear_bwd(void** state);
@@ -612,6 +613,7 @@ int main(void) {
         cmocka_unit_test(test_embedding),       cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_losses),          cmocka_unit_test(test_objective_rows),
         cmocka_unit_test(test_sample_rows),     cmocka_unit_test(test_activation_memory),
+        cmocka_unit_test(test_activation_handle_ends),
         cmocka_unit_test(test_activation_ops),  cmocka_unit_test(test_activation_matmul),
         cmocka_unit_test(test_activation_linear_bwd),
         cmocka_unit_test(test_activation_attention),

@@ -11,7 +11,9 @@
 // path), linear_bwd stacked and by blocks, masking, attention on the tensor cores (packed and
 // strided inputs) and on the fp32 kernels (head size 16, decoding, odd strides) through fp32
 // copies. The losses' dz as an activation
-// buffer (the model's dlogits) is in test_ops_gpu_vocab.c.
+// buffer (the model's dlogits) is in test_ops_gpu_vocab.c. Also: no fp32 buffer can read as an
+// activation buffer.
+#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "gpu_compare.h"
@@ -28,6 +31,7 @@
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 void test_activation_memory(void** state);
+void test_activation_handle_ends(void** state);
 void test_activation_ops(void** state);
 void test_activation_matmul(void** state);
 void test_activation_attention(void** state);
@@ -88,6 +92,44 @@ void test_activation_memory(void** state) {
     gpu_check("activation memory ops", case_act_memory, NULL, 200, TOL_ACT);
     gpu_check("activation scatter_rows", case_act_scatter_rows, NULL, 201, TOL_ACT);
     gpu_done();
+}
+
+// The start of the process's mapping that holds address p (/proc/self/maps), or 0 if none does
+static uintptr_t mapping_start(const void* p) {
+    FILE* f = fopen("/proc/self/maps", "r");
+    if (!f) fail_msg("cannot read /proc/self/maps: %s", strerror(errno));
+    char line[512];
+    uintptr_t found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && lo <= (uintptr_t)p && (uintptr_t)p < hi) found = lo;
+    }
+    fclose(f);
+    return found;
+}
+
+// The backend takes the pointer one past an activation buffer's end as that buffer's (cuda_view),
+// so that address must lie in the handle's own reservation: else the next mapping may start
+// there, and on a GPU that was once the driver's reservation for device memory, whose first fp32
+// buffer (the residual stream) the bf16 mode then took for an activation. Handles of whole pages,
+// each followed by fp32 buffers large enough to be mappings of their own, as the model allocates.
+void test_activation_handle_ends(void** state) {
+    (void)state;
+    Backend* be = gpu_cuda_backend(1);
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    enum { K = 6 };
+    float *h[K], *f[K];
+    for (int i = 0; i < K; i++) {
+        const size_t n = ((size_t)1 << (2 * i)) * page / sizeof(float);
+        h[i] = be->alloc_act(be, n);
+        f[i] = be->alloc(be, (size_t)(i + 1) << 20);
+        const uintptr_t start = mapping_start(h[i] + n);
+        if (!start || start > (uintptr_t)h[i]) {
+            fail_msg("activation buffer of %zu pages at %p: the address past its end, %p, is %s", n * 4 / page,
+                     (void*)h[i], (void*)(h[i] + n), start ? "another mapping's" : "not mapped");
+        }
+    }
+    for (int i = 0; i < K; i++) be->free(be, h[i]), be->free(be, f[i]);
 }
 
 // ----------------------------------------------------------------------------
