@@ -86,10 +86,11 @@ inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
 // ----------------------------------------------------------------------------
 // memory: 256-byte aligned host blocks, as cudaMalloc's alignment, each ending (its size rounded up
 // to 256 bytes) where an inaccessible page begins, so that a kernel reading or writing past the
-// end of an allocation faults here, as it may on a GPU. An inaccessible page before each keeps
-// blocks off the end of other mappings (the bf16 mode's activation handles are host reservations,
-// and a pointer one past a handle's end still resolves to it). A fresh block holds 0xff bytes (NaN
-// as fp32 and bf16), not zeros: a kernel that reads scratch it has not written shows.
+// end of an allocation faults here, as it may on a GPU. A block whose size is a whole number of
+// pages begins where its mapping does, which may be right where another mapping ends, as the
+// driver's reservations for device memory may on a GPU (the bf16 mode's activation handles are
+// host reservations, and the backend must not take such a block for one). A fresh block holds
+// 0xff bytes (NaN as fp32 and bf16), not zeros: a kernel that reads scratch it has not written shows.
 
 struct EmuMapping {
     void* base;
@@ -99,11 +100,11 @@ inline std::unordered_map<void*, EmuMapping> emu_mappings;
 
 inline cudaError_t cudaMalloc(void** p, size_t n) {
     const size_t page = (size_t)sysconf(_SC_PAGESIZE), used = (n + 255) / 256 * 256 + (n == 0) * 256;
-    const size_t bytes = (used + page - 1) / page * page + 2 * page;
+    const size_t bytes = (used + page - 1) / page * page + page;
     char* base = (char*)mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == (char*)MAP_FAILED) return cudaErrorMemoryAllocation;
     char* guard = base + bytes - page;
-    if (mprotect(base, page, PROT_NONE) != 0 || mprotect(guard, page, PROT_NONE) != 0) abort();
+    if (mprotect(guard, page, PROT_NONE) != 0) abort();
     *p = guard - used;
     memset(*p, 0xff, used); // as uninitialised device memory may hold anything: NaN in fp32 and bf16
     emu_mappings[*p] = {base, bytes};
