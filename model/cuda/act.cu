@@ -47,8 +47,11 @@ float* cuda_alloc_act(Backend* be, size_t n) {
     // one element more than the handle covers: cuda_view takes the pointer one past a buffer's end
     // as that buffer's, so that address must be ours too, not the start of the next mapping (the
     // driver's reservations for device memory, say, which fp32 buffers live in)
-    void* handle = mmap(NULL, act_reserved_bytes(n), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (handle == MAP_FAILED) fatal("cuda backend: cannot reserve %zu bytes of address space for an activation", 4 * n);
+    const size_t reserve = act_reserved_bytes(n);
+    void* handle = mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (handle == MAP_FAILED) {
+        fatal("cuda backend: cannot reserve %zu bytes of address space for an activation", reserve);
+    }
     ranges_add(&c->acts, handle, 4 * n, be->alloc(be, n * sizeof(__nv_bfloat16)));
     return (float*)handle;
 }

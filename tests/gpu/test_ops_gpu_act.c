@@ -120,12 +120,12 @@ void test_activation_handle_ends(void** state) {
     enum { K = 6 };
     float *h[K], *f[K];
     for (int i = 0; i < K; i++) {
-        const size_t n = ((size_t)1 << (2 * i)) * page / sizeof(float);
+        const size_t pages = (size_t)1 << (2 * i), n = pages * page / sizeof(float);
         h[i] = be->alloc_act(be, n);
         f[i] = be->alloc(be, (size_t)(i + 1) << 20);
         const uintptr_t start = mapping_start(h[i] + n);
         if (!start || start > (uintptr_t)h[i]) {
-            fail_msg("activation buffer of %zu pages at %p: the address past its end, %p, is %s", n * 4 / page,
+            fail_msg("activation buffer of %zu pages at %p: the address past its end, %p, is %s", pages,
                      (void*)h[i], (void*)(h[i] + n), start ? "another mapping's" : "not mapped");
         }
     }
